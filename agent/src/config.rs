@@ -1,0 +1,337 @@
+//! The agent's TOML configuration: every setting has a default, unknown keys
+//! are rejected, and `validate` turns the file form into typed config.
+
+use serde::Deserialize;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// The configuration file as written (see docs/agent-config.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Where the agent keeps workspace records, volumes and its socket.
+    pub state_dir: PathBuf,
+    /// Unix socket of the local control API; defaults to `<state_dir>/agent.sock`.
+    pub control_socket: Option<PathBuf>,
+    pub containerd: ContainerdConfig,
+    pub network: NetworkConfig,
+    pub cgroup: CgroupConfig,
+    pub security: SecurityConfig,
+    pub workspace: WorkspaceDefaults,
+    /// Registries with credentials or plain HTTP.
+    #[serde(rename = "registry")]
+    pub registries: Vec<RegistryConfig>,
+}
+
+/// How to reach containerd.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdConfig {
+    pub socket: PathBuf,
+    /// containerd namespace holding Berth's images and containers.
+    pub namespace: String,
+    pub snapshotter: String,
+    pub runtime: String,
+}
+
+/// The node bridge, subnet and firewall.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NetworkConfig {
+    pub bridge: String,
+    /// IPv4 subnet in CIDR form; the first address is the bridge (gateway).
+    pub subnet: String,
+    /// nftables table name (used in the inet, ip and bridge families).
+    pub nft_table: String,
+    /// Directory holding the workspaces' network namespace files.
+    pub netns_dir: PathBuf,
+    /// Host's resolv.conf to give workspaces (read-only bind).
+    pub resolv_conf: PathBuf,
+}
+
+/// Where cgroups live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// cgroupfs mount point.
+    pub root: PathBuf,
+    /// Parent cgroup of all workspaces.
+    pub parent: String,
+}
+
+/// Security defaults of workspace containers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    /// Seccomp profile in the Docker/containers JSON format.
+    pub seccomp_profile: PathBuf,
+}
+
+/// Defaults for workspaces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WorkspaceDefaults {
+    /// Seconds between SIGTERM and SIGKILL on stop.
+    pub stop_grace_seconds: u32,
+    /// User for images that name none or root.
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// One registry's settings.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistryConfig {
+    /// host[:port] as it appears in image references.
+    pub host: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    /// Use plain HTTP (loopback registries always do).
+    pub insecure: bool,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            state_dir: "/var/lib/berth/agent".into(),
+            control_socket: None,
+            containerd: ContainerdConfig::default(),
+            network: NetworkConfig::default(),
+            cgroup: CgroupConfig::default(),
+            security: SecurityConfig::default(),
+            workspace: WorkspaceDefaults::default(),
+            registries: Vec::new(),
+        }
+    }
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        Self {
+            socket: "/run/containerd/containerd.sock".into(),
+            namespace: "berth".into(),
+            snapshotter: "overlayfs".into(),
+            runtime: "io.containerd.runc.v2".into(),
+        }
+    }
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        Self {
+            bridge: "berth0".into(),
+            subnet: "10.213.0.0/16".into(),
+            nft_table: "berth".into(),
+            netns_dir: "/run/berth/netns".into(),
+            resolv_conf: "/etc/resolv.conf".into(),
+        }
+    }
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            root: "/sys/fs/cgroup".into(),
+            parent: "berth".into(),
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            seccomp_profile: "/usr/share/containers/seccomp.json".into(),
+        }
+    }
+}
+
+impl Default for WorkspaceDefaults {
+    fn default() -> Self {
+        Self {
+            stop_grace_seconds: 10,
+            uid: 1000,
+            gid: 1000,
+        }
+    }
+}
+
+/// A subnet in typed form.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Subnet {
+    pub base: Ipv4Addr,
+    pub prefix: u8,
+}
+
+impl Subnet {
+    /// The gateway (bridge) address: the first host address.
+    pub fn gateway(&self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.base) + 1)
+    }
+
+    /// The `n`th workspace address (n from 0), or None past the end of the subnet.
+    pub fn host(&self, n: u32) -> Option<Ipv4Addr> {
+        let size = 1u64 << (32 - self.prefix);
+        // network, gateway, ..., broadcast
+        let offset = u64::from(n) + 2;
+        (offset < size - 1).then(|| Ipv4Addr::from(u32::from(self.base) + offset as u32))
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.base, self.prefix)
+    }
+}
+
+/// Validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: ConfigFile,
+    pub subnet: Subnet,
+    pub control_socket: PathBuf,
+}
+
+/// A configuration error naming the offending key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Parse(#[from] toml::de::Error),
+    #[error("{key}: {reason}")]
+    Invalid { key: &'static str, reason: String },
+}
+
+/// Parses a configuration file's text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    validate(toml::from_str(text)?)
+}
+
+/// Reads and parses a configuration file; a missing path means all defaults.
+pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
+    match path {
+        None => validate(ConfigFile::default()),
+        Some(p) => {
+            let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                path: p.to_path_buf(),
+                source,
+            })?;
+            parse(&text)
+        }
+    }
+}
+
+/// Checks a parsed file and derives the typed config.
+pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
+    let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+    let subnet = parse_subnet(&file.network.subnet).map_err(|r| invalid("network.subnet", r))?;
+    if file.network.bridge.is_empty() || file.network.bridge.len() > 15 {
+        return Err(invalid(
+            "network.bridge",
+            "must be 1 to 15 characters".into(),
+        ));
+    }
+    if file.network.nft_table.is_empty()
+        || !file
+            .network
+            .nft_table
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+    {
+        return Err(invalid("network.nft_table", "must be [A-Za-z0-9_]+".into()));
+    }
+    if file.containerd.namespace.is_empty() {
+        return Err(invalid("containerd.namespace", "must not be empty".into()));
+    }
+    if file.cgroup.parent.is_empty() || file.cgroup.parent.contains("..") {
+        return Err(invalid(
+            "cgroup.parent",
+            "must be a relative cgroup name".into(),
+        ));
+    }
+    if file.workspace.uid == 0 {
+        return Err(invalid(
+            "workspace.uid",
+            "workspaces never run as root".into(),
+        ));
+    }
+    let control_socket = file
+        .control_socket
+        .clone()
+        .unwrap_or_else(|| file.state_dir.join("agent.sock"));
+    Ok(Config {
+        file,
+        subnet,
+        control_socket,
+    })
+}
+
+/// Parses "a.b.c.d/n" with n in 8..=30 and no host bits set.
+pub fn parse_subnet(s: &str) -> Result<Subnet, String> {
+    let (addr, prefix) = s.split_once('/').ok_or("expected CIDR form a.b.c.d/n")?;
+    let base: Ipv4Addr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .map_err(|_| format!("bad prefix {prefix:?}"))?;
+    if !(8..=30).contains(&prefix) {
+        return Err("prefix must be between 8 and 30".into());
+    }
+    let mask = u32::MAX << (32 - prefix);
+    if u32::from(base) & !mask != 0 {
+        return Err("host bits set in the subnet address".into());
+    }
+    Ok(Subnet { base, prefix })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_all_defaults() {
+        let c = parse("").unwrap();
+        assert_eq!(c.file.containerd.namespace, "berth");
+        assert_eq!(
+            c.control_socket,
+            PathBuf::from("/var/lib/berth/agent/agent.sock")
+        );
+        assert_eq!(c.subnet.gateway(), Ipv4Addr::new(10, 213, 0, 1));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_by_name() {
+        let e = parse("[network]\nbrige = \"x\"\n").unwrap_err().to_string();
+        assert!(e.contains("brige"), "{e}");
+        let e = parse("statedir = \"/x\"").unwrap_err().to_string();
+        assert!(e.contains("statedir"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        for (text, key) in [
+            ("[network]\nsubnet = \"10.0.0.1/24\"", "network.subnet"),
+            ("[network]\nsubnet = \"10.0.0.0/31\"", "network.subnet"),
+            (
+                "[network]\nbridge = \"a-very-long-bridge-name\"",
+                "network.bridge",
+            ),
+            ("[network]\nnft_table = \"a b\"", "network.nft_table"),
+            ("[workspace]\nuid = 0", "workspace.uid"),
+        ] {
+            let e = parse(text).unwrap_err().to_string();
+            assert!(e.starts_with(key), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn subnet_hosts_stop_before_broadcast() {
+        let s = parse_subnet("10.1.2.0/30").unwrap();
+        assert_eq!(s.gateway(), Ipv4Addr::new(10, 1, 2, 1));
+        assert_eq!(s.host(0), Some(Ipv4Addr::new(10, 1, 2, 2)));
+        assert_eq!(s.host(1), None);
+    }
+}

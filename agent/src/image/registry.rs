@@ -1,0 +1,223 @@
+//! A minimal OCI distribution client: manifests and blobs over HTTP(S), with
+//! Basic and Bearer-token authentication.
+
+use crate::error::{AgentError, Result};
+use crate::image::Reference;
+use base64::Engine;
+use reqwest::{header, Response, StatusCode};
+
+/// Media types we ask for, newest first.
+pub const MANIFEST_ACCEPT: &str = "application/vnd.oci.image.index.v1+json, \
+application/vnd.oci.image.manifest.v1+json, \
+application/vnd.docker.distribution.manifest.list.v2+json, \
+application/vnd.docker.distribution.manifest.v2+json";
+
+/// Credentials for one pull.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    pub username: String,
+    pub password: String,
+}
+
+/// A session with one repository of one registry.
+#[derive(Debug, Clone)]
+pub struct Session {
+    http: reqwest::Client,
+    base: String,
+    repository: String,
+    registry: String,
+    creds: Option<Credentials>,
+    auth: Option<String>,
+}
+
+impl Session {
+    /// Opens a session; `plain_http` for loopback or configured-insecure registries.
+    pub fn new(
+        http: reqwest::Client,
+        r: &Reference,
+        plain_http: bool,
+        creds: Option<Credentials>,
+    ) -> Self {
+        let scheme = if plain_http { "http" } else { "https" };
+        Self {
+            http,
+            base: format!("{scheme}://{}/v2/{}", r.registry, r.repository),
+            repository: r.repository.clone(),
+            registry: r.registry.clone(),
+            creds,
+            auth: None,
+        }
+    }
+
+    fn err(&self, message: impl Into<String>) -> AgentError {
+        AgentError::Registry {
+            registry: self.registry.clone(),
+            message: message.into(),
+        }
+    }
+
+    /// GETs `manifests/<reference>`; returns body, media type and the
+    /// registry's digest header if any.
+    pub async fn manifest(&mut self, reference: &str) -> Result<(Vec<u8>, String, Option<String>)> {
+        let resp = self
+            .get(&format!("manifests/{reference}"), MANIFEST_ACCEPT)
+            .await?;
+        let media = resp
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .split(';')
+            .next()
+            .unwrap_or_default()
+            .to_string();
+        let digest = resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        let body = resp.bytes().await.map_err(|e| self.err(e.to_string()))?;
+        Ok((body.to_vec(), media, digest))
+    }
+
+    /// GETs `blobs/<digest>`, returning the response to stream from.
+    pub async fn blob(&mut self, digest: &str) -> Result<Response> {
+        self.get(&format!("blobs/{digest}"), "*/*").await
+    }
+
+    async fn get(&mut self, path: &str, accept: &str) -> Result<Response> {
+        let url = format!("{}/{path}", self.base);
+        for attempt in 0..2 {
+            let mut req = self.http.get(&url).header(header::ACCEPT, accept);
+            if let Some(a) = &self.auth {
+                req = req.header(header::AUTHORIZATION, a);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| self.err(format!("GET {url}: {e}")))?;
+            match resp.status() {
+                s if s.is_success() => return Ok(resp),
+                StatusCode::UNAUTHORIZED if attempt == 0 => {
+                    let challenge = resp
+                        .headers()
+                        .get(header::WWW_AUTHENTICATE)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    self.auth = Some(self.authorize(&challenge).await?);
+                }
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                    return Err(AgentError::RegistryUnauthorized(format!(
+                        "{}/{}",
+                        self.registry, self.repository
+                    )))
+                }
+                StatusCode::NOT_FOUND => {
+                    return Err(AgentError::ImageNotFound(format!(
+                        "{}/{}:{path}",
+                        self.registry, self.repository
+                    )))
+                }
+                s => return Err(self.err(format!("GET {url}: HTTP {s}"))),
+            }
+        }
+        Err(AgentError::RegistryUnauthorized(format!(
+            "{}/{}",
+            self.registry, self.repository
+        )))
+    }
+
+    /// Answers a WWW-Authenticate challenge with an Authorization header value.
+    async fn authorize(&self, challenge: &str) -> Result<String> {
+        let unauthorized =
+            || AgentError::RegistryUnauthorized(format!("{}/{}", self.registry, self.repository));
+        let creds = self.creds.as_ref().ok_or_else(unauthorized)?;
+        let basic = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", creds.username, creds.password));
+        let (scheme, params) = challenge.split_once(' ').unwrap_or((challenge, ""));
+        if scheme.eq_ignore_ascii_case("basic") {
+            return Ok(format!("Basic {basic}"));
+        }
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Err(self.err(format!("unsupported auth challenge {challenge:?}")));
+        }
+        let params = parse_challenge(params);
+        let realm = params
+            .iter()
+            .find(|(k, _)| k == "realm")
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| self.err("bearer challenge without realm"))?;
+        let mut query: Vec<(String, String)> = params
+            .into_iter()
+            .filter(|(k, _)| k == "service" || k == "scope")
+            .collect();
+        if !query.iter().any(|(k, _)| k == "scope") {
+            query.push((
+                "scope".into(),
+                format!("repository:{}:pull", self.repository),
+            ));
+        }
+        let resp = self
+            .http
+            .get(&realm)
+            .query(&query)
+            .header(header::AUTHORIZATION, format!("Basic {basic}"))
+            .send()
+            .await
+            .map_err(|e| self.err(format!("token from {realm}: {e}")))?;
+        if resp.status() == StatusCode::UNAUTHORIZED || resp.status() == StatusCode::FORBIDDEN {
+            return Err(unauthorized());
+        }
+        let body: serde_json::Value = resp
+            .json()
+            .await
+            .map_err(|e| self.err(format!("token response: {e}")))?;
+        let token = body["token"]
+            .as_str()
+            .or(body["access_token"].as_str())
+            .ok_or_else(|| self.err("token response without token"))?;
+        Ok(format!("Bearer {token}"))
+    }
+}
+
+/// Parses `k="v",k2="v2"` challenge parameters.
+pub fn parse_challenge(s: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut rest = s.trim();
+    while let Some((k, after)) = rest.split_once('=') {
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let (v, tail) = if let Some(q) = after.strip_prefix('"') {
+            q.split_once('"').unwrap_or((q, ""))
+        } else {
+            after.split_once(',').unwrap_or((after, ""))
+        };
+        out.push((k, v.to_string()));
+        rest = tail.trim_start_matches(',').trim();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn challenge_params() {
+        let p = parse_challenge(
+            r#"realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(
+            p,
+            vec![
+                ("realm".into(), "https://auth.example/token".into()),
+                ("service".into(), "registry.example".into()),
+                ("scope".into(), "repository:a/b:pull".into()),
+            ]
+        );
+        assert_eq!(
+            parse_challenge("realm=x, service=y"),
+            vec![("realm".into(), "x".into()), ("service".into(), "y".into())]
+        );
+    }
+}

@@ -1,0 +1,83 @@
+//! berth-agent: runs Berth workspaces on one node, directly on containerd,
+//! with cgroup limits, a private network namespace and a size-limited
+//! persistent volume each. See DESIGN.md for the architecture.
+
+pub mod cgroup;
+pub mod client;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod image;
+pub mod net;
+pub mod reconcile;
+pub mod record;
+pub mod runtime;
+pub mod seccomp;
+pub mod server;
+pub mod spec;
+pub mod validate;
+pub mod volume;
+pub mod workspace;
+
+pub use config::Config;
+pub use error::{AgentError, Result};
+pub use workspace::Manager;
+
+use std::future::Future;
+use std::time::Duration;
+
+/// Connects to containerd, sets up the node network, reconciles, and returns
+/// a manager ready to serve. Waits for containerd if it is not up yet.
+pub async fn prepare(cfg: &Config) -> Result<Manager> {
+    let f = &cfg.file;
+    std::fs::create_dir_all(&f.state_dir).map_err(AgentError::io("mkdir state dir"))?;
+    let profile =
+        std::fs::read_to_string(&f.security.seccomp_profile).map_err(AgentError::io(format!(
+            "read seccomp profile {}",
+            f.security.seccomp_profile.display()
+        )))?;
+    let arch = seccomp::go_arch(std::env::consts::ARCH);
+    let seccomp = seccomp::to_oci(&profile, arch, &spec::DEFAULT_CAPS)
+        .map_err(|e| AgentError::InvalidRequest(format!("security.seccomp_profile: {e}")))?;
+    let c = &f.containerd;
+    let ctd = runtime::Containerd::new(c.socket.clone(), &c.namespace, &c.snapshotter, &c.runtime)?;
+    let mut delay = Duration::from_millis(50);
+    loop {
+        match ctd.ping().await {
+            Ok(v) => {
+                tracing::info!(version = %v, "connected to containerd");
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "containerd not reachable yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(2));
+            }
+        }
+    }
+    let net = net::Network::new(f.network.clone(), cfg.subnet)?;
+    net.setup_node().await?;
+    let m = Manager::new(workspace::Parts {
+        cfg: cfg.clone(),
+        ctd,
+        net,
+        seccomp,
+    })?;
+    m.reconcile().await?;
+    Ok(m)
+}
+
+/// Runs the agent until `shutdown` completes. Shutting down never stops a
+/// workspace: containerd keeps them running for the next agent to adopt.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let started = std::time::Instant::now();
+    let m = prepare(&cfg).await?;
+    let listener = server::bind(&cfg.control_socket)?;
+    tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
+    tokio::select! {
+        _ = server::serve(listener, m.clone()) => {}
+        _ = events::watch(m.clone()) => {}
+        _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
+    }
+    Ok(())
+}

@@ -1,0 +1,106 @@
+//! Start-up reconciliation: re-adopt what runs, finish or undo what a crash
+//! interrupted, and remove what no record explains. Running workspaces are
+//! never touched.
+
+use crate::error::Result;
+use crate::record::Phase;
+use crate::workspace::{Manager, WORKSPACE_LABEL};
+use containerd_client::types::v1::Status as TaskStatus;
+use std::collections::HashSet;
+
+/// What a reconciliation found and did.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Workspaces whose task is running, left as they are.
+    pub adopted: usize,
+    /// Half-made workspaces rolled back.
+    pub rolled_back: usize,
+    /// Deletes finished.
+    pub deleted: usize,
+    /// Stray containers, snapshots, namespaces and volumes removed.
+    pub strays: usize,
+}
+
+impl Manager {
+    /// Brings the node in line with the records (see module docs).
+    pub async fn reconcile(&self) -> Result<Report> {
+        let mut report = Report::default();
+        let mut known = HashSet::new();
+        for r in self.records().all()? {
+            match r.phase {
+                Phase::Creating => {
+                    tracing::info!(workspace = %r.name, "rolling back a half-made workspace");
+                    self.teardown(&r).await;
+                    self.records().remove(&r.name)?;
+                    report.rolled_back += 1;
+                }
+                Phase::Deleting => {
+                    tracing::info!(workspace = %r.name, "finishing an interrupted delete");
+                    self.finish_delete(&r).await?;
+                    report.deleted += 1;
+                }
+                Phase::Ready => {
+                    let running = self
+                        .containerd()
+                        .get_task(&r.name)
+                        .await?
+                        .is_some_and(|p| p.status == TaskStatus::Running as i32);
+                    if running {
+                        report.adopted += 1;
+                    }
+                    known.insert(r.name.clone());
+                }
+            }
+        }
+        report.strays += self.remove_strays(&known).await?;
+        tracing::info!(
+            adopted = report.adopted,
+            rolled_back = report.rolled_back,
+            deleted = report.deleted,
+            strays = report.strays,
+            "reconciled"
+        );
+        Ok(report)
+    }
+
+    async fn remove_strays(&self, known: &HashSet<String>) -> Result<usize> {
+        let ctd = self.containerd().clone();
+        let mut n = 0;
+        let filter = format!("labels.\"{WORKSPACE_LABEL}\"");
+        for (id, _) in ctd.list_containers(&filter).await? {
+            if !known.contains(&id) {
+                tracing::info!(container = %id, "removing a container no record explains");
+                ctd.kill(&id, "", libc::SIGKILL as u32, true).await?;
+                let _ = tokio::time::timeout(std::time::Duration::from_secs(5), ctd.wait(&id, ""))
+                    .await;
+                ctd.delete_task(&id).await?;
+                ctd.delete_container(&id).await?;
+                n += 1;
+            }
+        }
+        for key in ctd.list_snapshots(&filter).await? {
+            let owner = key.strip_prefix("berth/").unwrap_or(&key);
+            if !known.contains(owner) {
+                ctd.remove_snapshot(&key).await?;
+                n += 1;
+            }
+        }
+        for key in ctd.list_snapshots("name~=\"^berth-extract-\"").await? {
+            ctd.remove_snapshot(&key).await?;
+            n += 1;
+        }
+        for name in self.network().list() {
+            if !known.contains(&name) {
+                self.network().remove(&name).await?;
+                n += 1;
+            }
+        }
+        for name in self.volumes().list() {
+            if !known.contains(&name) {
+                self.volumes().remove(&name).await?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+}

@@ -1,0 +1,169 @@
+//! Turns a seccomp profile in the Docker/containers JSON format (with
+//! `includes`/`excludes` conditions on capabilities and architectures) into
+//! the plain OCI form for one architecture and one capability set. Pure.
+
+use serde_json::{json, Map, Value};
+
+/// Why a profile could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum SeccompError {
+    #[error("seccomp profile is not valid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("seccomp profile: {0}")]
+    Shape(&'static str),
+}
+
+/// Maps Rust's architecture name to the Go name profiles use.
+pub fn go_arch(rust_arch: &str) -> &str {
+    match rust_arch {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+/// Reduces `profile` to the OCI `linux.seccomp` object for `arch` (Go name)
+/// and the capabilities `caps` (e.g. "CAP_CHOWN").
+pub fn to_oci(profile: &str, arch: &str, caps: &[&str]) -> Result<Value, SeccompError> {
+    let p: Value = serde_json::from_str(profile)?;
+    let default_action = p["defaultAction"]
+        .as_str()
+        .ok_or(SeccompError::Shape("defaultAction missing"))?;
+    let mut out = Map::new();
+    out.insert("defaultAction".into(), json!(default_action));
+    if let Some(e) = p.get("defaultErrnoRet") {
+        out.insert("defaultErrnoRet".into(), e.clone());
+    }
+    out.insert("architectures".into(), json!(architectures(&p, arch)));
+    let rules = p["syscalls"]
+        .as_array()
+        .ok_or(SeccompError::Shape("syscalls missing"))?;
+    let syscalls: Vec<Value> = rules
+        .iter()
+        .filter(|r| applies(r, arch, caps))
+        .map(oci_rule)
+        .collect();
+    out.insert("syscalls".into(), Value::Array(syscalls));
+    Ok(Value::Object(out))
+}
+
+fn architectures(p: &Value, arch: &str) -> Vec<String> {
+    let scmp = format!("SCMP_ARCH_{}", scmp_arch(arch));
+    let entry = p["archMap"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|a| a["architecture"] == scmp.as_str());
+    let mut archs = vec![scmp.clone()];
+    if let Some(subs) = entry.and_then(|e| e["subArchitectures"].as_array()) {
+        archs.extend(subs.iter().filter_map(|s| s.as_str().map(String::from)));
+    }
+    archs
+}
+
+fn scmp_arch(go_arch: &str) -> &str {
+    match go_arch {
+        "amd64" => "X86_64",
+        "arm64" => "AARCH64",
+        "386" => "X86",
+        _ => "NATIVE",
+    }
+}
+
+fn applies(rule: &Value, arch: &str, caps: &[&str]) -> bool {
+    let list = |cond: &str, key: &str| -> Vec<String> {
+        rule[cond][key]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    };
+    let inc_arch = list("includes", "arches");
+    let inc_caps = list("includes", "caps");
+    let exc_arch = list("excludes", "arches");
+    let exc_caps = list("excludes", "caps");
+    (inc_arch.is_empty() || inc_arch.iter().any(|a| a == arch))
+        && inc_caps.iter().all(|c| caps.contains(&c.as_str()))
+        && !exc_arch.iter().any(|a| a == arch)
+        && !exc_caps.iter().any(|c| caps.contains(&c.as_str()))
+}
+
+fn oci_rule(rule: &Value) -> Value {
+    let mut r = Map::new();
+    for key in ["names", "action", "args", "errnoRet"] {
+        match rule.get(key) {
+            Some(Value::Null) | None => {}
+            Some(v) => {
+                r.insert(key.into(), v.clone());
+            }
+        }
+    }
+    Value::Object(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PROFILE: &str = r#"{
+      "defaultAction": "SCMP_ACT_ERRNO", "defaultErrnoRet": 1,
+      "archMap": [{"architecture": "SCMP_ARCH_X86_64", "subArchitectures": ["SCMP_ARCH_X86"]}],
+      "syscalls": [
+        {"names": ["read", "write"], "action": "SCMP_ACT_ALLOW", "args": [], "includes": {}, "excludes": {}},
+        {"names": ["arch_prctl"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["amd64"]}},
+        {"names": ["sync_file_range2"], "action": "SCMP_ACT_ALLOW", "includes": {"arches": ["ppc64le"]}},
+        {"names": ["mount"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": 1, "excludes": {"caps": ["CAP_SYS_ADMIN"]}},
+        {"names": ["chroot"], "action": "SCMP_ACT_ALLOW", "includes": {"caps": ["CAP_SYS_CHROOT"]}}
+      ]}"#;
+
+    fn names(v: &Value) -> Vec<(String, String)> {
+        v["syscalls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                let action = r["action"].as_str().unwrap().to_string();
+                r["names"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(move |n| (n.as_str().unwrap().to_string(), action.clone()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn keeps_rules_for_the_arch_and_caps_granted() {
+        let v = to_oci(PROFILE, "amd64", &["CAP_SYS_CHROOT"]).unwrap();
+        assert_eq!(v["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(
+            v["architectures"],
+            json!(["SCMP_ARCH_X86_64", "SCMP_ARCH_X86"])
+        );
+        let n = names(&v);
+        assert!(n.contains(&("arch_prctl".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(n.contains(&("chroot".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(n.contains(&("mount".into(), "SCMP_ACT_ERRNO".into())));
+        assert!(!n.contains(&("mount".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(!n.iter().any(|(s, _)| s == "sync_file_range2"));
+        assert!(v["syscalls"][0].get("includes").is_none());
+    }
+
+    #[test]
+    fn a_granted_cap_flips_the_conditional_rules() {
+        let v = to_oci(PROFILE, "arm64", &["CAP_SYS_ADMIN"]).unwrap();
+        let n = names(&v);
+        assert!(n.contains(&("mount".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(!n.iter().any(|(s, _)| s == "chroot" || s == "arch_prctl"));
+    }
+
+    #[test]
+    fn rejects_malformed_profiles() {
+        assert!(to_oci("{", "amd64", &[]).is_err());
+        assert!(to_oci("{}", "amd64", &[]).is_err());
+        assert!(to_oci(r#"{"defaultAction":"SCMP_ACT_ERRNO"}"#, "amd64", &[]).is_err());
+    }
+}

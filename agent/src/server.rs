@@ -1,0 +1,144 @@
+//! The local control API: framed protobuf requests on a Unix socket (root
+//! only). The coordinator link will carry the same messages over QUIC.
+
+use crate::error::{AgentError, Result};
+use crate::workspace::Manager;
+use berth_proto::agent::{self as pb, request::Command, response::Result as R};
+use berth_proto::{read_frame, write_frame};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::mpsc;
+
+/// Binds the control socket, replacing a stale one.
+pub fn bind(path: &Path) -> Result<UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(AgentError::io("mkdir socket dir"))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path).map_err(AgentError::io(format!("bind {}", path.display())))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .map_err(AgentError::io("chmod socket"))?;
+    Ok(l)
+}
+
+/// Serves connections until the listener fails.
+pub async fn serve(listener: UnixListener, m: Manager) {
+    loop {
+        match listener.accept().await {
+            Ok((s, _)) => {
+                let m = m.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = connection(s, m).await {
+                        tracing::debug!(error = %e, "control connection ended");
+                    }
+                });
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept on control socket");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn connection(
+    mut s: UnixStream,
+    m: Manager,
+) -> std::result::Result<(), berth_proto::FrameError> {
+    while let Some(req) = read_frame::<_, pb::Request>(&mut s).await? {
+        let Some(cmd) = req.command else {
+            write_frame(
+                &mut s,
+                &error(&AgentError::InvalidRequest("empty request".into())),
+            )
+            .await?;
+            continue;
+        };
+        if let Command::Exec(e) = cmd {
+            return exec(s, m, e).await;
+        }
+        let result = dispatch(&m, cmd).await;
+        let resp = match result {
+            Ok(r) => pb::Response { result: Some(r) },
+            Err(e) => {
+                if e.is_user_error() {
+                    tracing::info!(code = e.code(), error = %e, "request refused");
+                } else {
+                    tracing::warn!(code = e.code(), error = %e, "request failed");
+                }
+                error(&e)
+            }
+        };
+        write_frame(&mut s, &resp).await?;
+    }
+    Ok(())
+}
+
+fn error(e: &AgentError) -> pb::Response {
+    pb::Response {
+        result: Some(R::Error(e.to_proto())),
+    }
+}
+
+/// Runs one non-streaming command.
+pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
+    let creds = |a: Option<pb::RegistryAuth>| {
+        a.map(|a| crate::image::Credentials {
+            username: a.username,
+            password: a.password,
+        })
+    };
+    Ok(match cmd {
+        Command::Create(c) => R::Status(m.create(c).await?),
+        Command::Start(n) => R::Status(m.start(&n.name, n.generation).await?),
+        Command::Stop(s) => R::Status(m.stop(&s.name, s.grace_seconds, s.generation).await?),
+        Command::Delete(n) => R::Status(m.delete(&n.name, n.generation).await?),
+        Command::Status(n) => R::Status(m.status(&n.name).await?),
+        Command::List(_) => R::List(m.list().await?),
+        Command::Pull(p) => R::Pulled(m.pull(&p.image, creds(p.auth)).await?),
+        Command::Exec(_) => return Err(AgentError::InvalidRequest("exec needs a stream".into())),
+    })
+}
+
+async fn exec(
+    s: UnixStream,
+    m: Manager,
+    req: pb::ExecRequest,
+) -> std::result::Result<(), berth_proto::FrameError> {
+    let (mut rd, mut wr) = s.into_split();
+    let (in_tx, in_rx) = mpsc::channel(64);
+    let (out_tx, mut out_rx) = mpsc::channel::<pb::ExecOutput>(64);
+    write_frame(
+        &mut wr,
+        &pb::Response {
+            result: Some(R::ExecStarted(true)),
+        },
+    )
+    .await?;
+    let reader = tokio::spawn(async move {
+        while let Ok(Some(msg)) = read_frame::<_, pb::ExecInput>(&mut rd).await {
+            if in_tx.send(msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    let writer = tokio::spawn(async move {
+        while let Some(msg) = out_rx.recv().await {
+            if write_frame(&mut wr, &msg).await.is_err() {
+                break;
+            }
+        }
+    });
+    if let Err(e) = m.exec(req, in_rx, out_tx.clone()).await {
+        let _ = out_tx
+            .send(pb::ExecOutput {
+                output: Some(pb::exec_output::Output::Error(e.to_proto())),
+            })
+            .await;
+    }
+    drop(out_tx);
+    let _ = writer.await;
+    reader.abort();
+    Ok(())
+}

@@ -1,0 +1,265 @@
+//! Builds the OCI runtime spec of a workspace container. Pure: every input,
+//! including the seccomp profile, comes in as an argument.
+
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// Docker's default capability set without NET_RAW.
+pub const DEFAULT_CAPS: [&str; 13] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_FSETID",
+    "CAP_FOWNER",
+    "CAP_MKNOD",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETFCAP",
+    "CAP_SETPCAP",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_SYS_CHROOT",
+    "CAP_KILL",
+    "CAP_AUDIT_WRITE",
+];
+
+/// /proc and /sys paths hidden from workspaces (as Docker does).
+pub const MASKED_PATHS: [&str; 11] = [
+    "/proc/asound",
+    "/proc/acpi",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/proc/scsi",
+    "/sys/firmware",
+    "/sys/devices/virtual/powercap",
+];
+
+/// /proc paths mounted read-only in workspaces.
+pub const READONLY_PATHS: [&str; 5] = [
+    "/proc/bus",
+    "/proc/fs",
+    "/proc/irq",
+    "/proc/sys",
+    "/proc/sysrq-trigger",
+];
+
+/// CFS period used for every workspace, in microseconds.
+pub const CPU_PERIOD_US: u64 = 100_000;
+
+/// Everything the spec depends on.
+#[derive(Debug, Clone)]
+pub struct SpecInput {
+    pub hostname: String,
+    pub args: Vec<String>,
+    /// "KEY=value" entries: image env first, then the workspace's.
+    pub env: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// Whether the node accounts swap; only then can "no swap" be written.
+    pub swap_accounting: bool,
+    pub volume: PathBuf,
+    pub netns: PathBuf,
+    /// cgroupfs path, e.g. "/berth/ws-1".
+    pub cgroups_path: String,
+    pub resolv_conf: Option<PathBuf>,
+    /// OCI `linux.seccomp` object (see `seccomp::to_oci`).
+    pub seccomp: Value,
+}
+
+/// CPU quota in microseconds per `CPU_PERIOD_US` for a share of `millis`/1000 cores.
+pub fn cpu_quota_us(millis: u32) -> i64 {
+    (u64::from(millis) * CPU_PERIOD_US / 1000) as i64
+}
+
+/// cgroup v1 cpu.shares for `millis` (1024 per core, at least 2).
+pub fn cpu_shares(millis: u32) -> u64 {
+    (u64::from(millis) * 1024 / 1000).max(2)
+}
+
+/// The process part of the spec, shared by the container's init and by exec.
+pub fn process(
+    input: &SpecInput,
+    args: &[String],
+    extra_env: &[String],
+    cwd: &str,
+    tty: bool,
+) -> Value {
+    let caps = DEFAULT_CAPS.to_vec();
+    let mut env = input.env.clone();
+    env.extend_from_slice(extra_env);
+    json!({
+        "terminal": tty,
+        "user": { "uid": input.uid, "gid": input.gid, "additionalGids": [input.gid] },
+        "args": args,
+        "env": env,
+        "cwd": cwd,
+        "capabilities": {
+            // Ambient (hence inheritable) too: a non-root execve keeps only ambient caps.
+            "bounding": caps, "effective": caps, "permitted": caps,
+            "inheritable": caps, "ambient": caps
+        },
+        "noNewPrivileges": true
+    })
+}
+
+/// The full OCI runtime spec of a workspace's container.
+pub fn build(input: &SpecInput) -> Value {
+    let mut memory = json!({ "limit": input.memory_bytes as i64 });
+    if input.swap_accounting {
+        // swap limit == memory limit means no swap at all
+        memory["swap"] = json!(input.memory_bytes as i64);
+    }
+    let mut mounts = vec![
+        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
+        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
+        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
+        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
+        json!({"destination": "/workspace", "type": "bind", "source": input.volume, "options": ["rbind", "rw", "nosuid", "nodev"]}),
+    ];
+    if let Some(resolv) = &input.resolv_conf {
+        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": resolv, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+    }
+    json!({
+        "ociVersion": "1.0.2",
+        "process": process(input, &input.args, &[], "/workspace", false),
+        "root": { "path": "rootfs", "readonly": false },
+        "hostname": input.hostname,
+        "mounts": mounts,
+        "linux": {
+            "resources": {
+                "devices": [{ "allow": false, "access": "rwm" }],
+                "memory": memory,
+                "cpu": {
+                    "shares": cpu_shares(input.cpu_millis),
+                    "quota": cpu_quota_us(input.cpu_millis),
+                    "period": CPU_PERIOD_US
+                },
+                "pids": { "limit": i64::from(input.pids) }
+            },
+            "cgroupsPath": input.cgroups_path,
+            "namespaces": [
+                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                { "type": "cgroup" },
+                { "type": "network", "path": input.netns }
+            ],
+            "maskedPaths": MASKED_PATHS,
+            "readonlyPaths": READONLY_PATHS,
+            "seccomp": input.seccomp
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn input() -> SpecInput {
+        SpecInput {
+            hostname: "ws-1".into(),
+            args: vec!["/bin/sh".into()],
+            env: vec!["PATH=/bin".into()],
+            uid: 1000,
+            gid: 1000,
+            cpu_millis: 1500,
+            memory_bytes: 256 << 20,
+            pids: 100,
+            swap_accounting: true,
+            volume: "/var/lib/berth/volumes/ws-1".into(),
+            netns: "/run/berth/netns/ws-1".into(),
+            cgroups_path: "/berth/ws-1".into(),
+            resolv_conf: None,
+            seccomp: json!({"defaultAction": "SCMP_ACT_ERRNO"}),
+        }
+    }
+
+    #[test]
+    fn limits() {
+        let s = build(&input());
+        let r = &s["linux"]["resources"];
+        assert_eq!(r["cpu"]["quota"], 150_000);
+        assert_eq!(r["cpu"]["period"], 100_000);
+        assert_eq!(r["cpu"]["shares"], 1536);
+        assert_eq!(r["memory"]["limit"], 256 << 20);
+        assert_eq!(r["memory"]["swap"], 256 << 20, "no swap");
+        assert_eq!(r["pids"]["limit"], 100);
+        let mut no_swap_acct = input();
+        no_swap_acct.swap_accounting = false;
+        assert!(build(&no_swap_acct)["linux"]["resources"]["memory"]
+            .get("swap")
+            .is_none());
+        assert_eq!(cpu_shares(1), 2);
+    }
+
+    #[test]
+    fn security_defaults() {
+        let s = build(&input());
+        let p = &s["process"];
+        assert_eq!(p["user"]["uid"], 1000);
+        assert_eq!(p["cwd"], "/workspace");
+        assert_eq!(p["noNewPrivileges"], true);
+        let eff: Vec<&str> = p["capabilities"]["effective"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        assert_eq!(eff.len(), 13);
+        assert!(!eff.contains(&"CAP_NET_RAW"));
+        assert!(!eff.contains(&"CAP_SYS_ADMIN"));
+        assert_eq!(
+            p["capabilities"]["ambient"], p["capabilities"]["effective"],
+            "caps survive exec as uid 1000"
+        );
+        let l = &s["linux"];
+        assert_eq!(l["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert!(l["maskedPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/kcore")));
+        assert!(l["readonlyPaths"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("/proc/sys")));
+        assert_eq!(
+            l["resources"]["devices"],
+            json!([{"allow": false, "access": "rwm"}])
+        );
+        assert!(l.get("devices").is_none(), "no host devices");
+        // Every namespace is private; the network one is the workspace's own.
+        let ns = l["namespaces"].as_array().unwrap();
+        assert!(ns
+            .iter()
+            .all(|n| n.get("path").is_none() || n["type"] == "network"));
+        assert!(ns.contains(&json!({"type": "network", "path": "/run/berth/netns/ws-1"})));
+        assert!(ns.contains(&json!({"type": "pid"})));
+    }
+
+    #[test]
+    fn workspace_volume_is_mounted_rw_without_devices_or_suid() {
+        let s = build(&input());
+        let ws = s["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/workspace")
+            .unwrap();
+        assert_eq!(ws["source"], "/var/lib/berth/volumes/ws-1");
+        assert_eq!(ws["options"], json!(["rbind", "rw", "nosuid", "nodev"]));
+    }
+
+    #[test]
+    fn exec_process_adds_env_and_tty() {
+        let p = process(&input(), &["id".into()], &["A=1".into()], "/tmp", true);
+        assert_eq!(p["env"], json!(["PATH=/bin", "A=1"]));
+        assert_eq!(p["terminal"], true);
+        assert_eq!(p["cwd"], "/tmp");
+    }
+}

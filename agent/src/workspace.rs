@@ -1,0 +1,590 @@
+//! The workspace manager: create, start, stop, delete, status and exec on top
+//! of containerd, volumes and the network. Every operation holds the
+//! workspace's lock; every create either completes or is rolled back.
+
+mod exec;
+
+use crate::cgroup::CgroupReader;
+use crate::config::Config;
+use crate::error::{AgentError, Result};
+use crate::image::{Credentials, ImageStore};
+use crate::net::Network;
+use crate::record::{Phase, Record, Records};
+use crate::runtime::Containerd;
+use crate::spec::{self, SpecInput};
+use crate::validate;
+use crate::volume::Volumes;
+use berth_proto::agent as pb;
+use containerd_client::types::v1::Status as TaskStatus;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Label on every container and snapshot that belongs to a workspace.
+pub const WORKSPACE_LABEL: &str = "berth.workspace";
+/// Label carrying the generation the container was created at.
+pub const GENERATION_LABEL: &str = "berth.generation";
+
+/// Runs the workspaces of one node.
+#[derive(Clone)]
+pub struct Manager {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Manager {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Manager").finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    cfg: Config,
+    ctd: Containerd,
+    images: ImageStore,
+    net: Network,
+    volumes: Volumes,
+    records: Records,
+    cgroups: CgroupReader,
+    seccomp: serde_json::Value,
+    swap_accounting: bool,
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    ipam: tokio::sync::Mutex<()>,
+}
+
+/// The pieces a manager is made of; built by `crate::run` or a test.
+#[derive(Debug)]
+pub struct Parts {
+    pub cfg: Config,
+    pub ctd: Containerd,
+    pub net: Network,
+    /// OCI seccomp object given to every workspace.
+    pub seccomp: serde_json::Value,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn ms(since: Instant) -> u64 {
+    since.elapsed().as_millis() as u64
+}
+
+/// Resolves an image's `User` to a non-root uid:gid (numeric only; anything
+/// else, root included, falls back to the node default).
+pub fn resolve_user(user: &str, default: (u32, u32)) -> (u32, u32) {
+    let (u, g) = user.split_once(':').unwrap_or((user, ""));
+    match u.parse::<u32>() {
+        Ok(uid) if uid != 0 => (uid, g.parse().unwrap_or(uid)),
+        _ => default,
+    }
+}
+
+/// The init command of a workspace: the image's entrypoint + cmd.
+pub fn init_args(entrypoint: &[String], cmd: &[String]) -> Vec<String> {
+    let args: Vec<String> = entrypoint.iter().chain(cmd).cloned().collect();
+    if args.is_empty() {
+        vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done".into(),
+        ]
+    } else {
+        args
+    }
+}
+
+impl Manager {
+    /// Builds a manager; `reconcile` should run before serving requests.
+    pub fn new(p: Parts) -> Result<Self> {
+        let state = p.cfg.file.state_dir.clone();
+        for d in ["volumes", "logs", "exec"] {
+            std::fs::create_dir_all(state.join(d)).map_err(AgentError::io(format!("mkdir {d}")))?;
+        }
+        let cgroups = CgroupReader::new(&p.cfg.file.cgroup.root);
+        let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
+        let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
+        Ok(Self {
+            inner: Arc::new(Inner {
+                volumes: Volumes::new(state.join("volumes"), "/proc/self/mountinfo".into()),
+                records: Records::open(state.join("workspaces"))?,
+                cfg: p.cfg,
+                ctd: p.ctd,
+                images,
+                net: p.net,
+                cgroups,
+                seccomp: p.seccomp,
+                swap_accounting,
+                locks: Mutex::default(),
+                ipam: tokio::sync::Mutex::default(),
+            }),
+        })
+    }
+
+    /// The containerd client in use.
+    pub fn containerd(&self) -> &Containerd {
+        &self.inner.ctd
+    }
+
+    /// The image store in use.
+    pub fn images(&self) -> &ImageStore {
+        &self.inner.images
+    }
+
+    pub(crate) fn records(&self) -> &Records {
+        &self.inner.records
+    }
+
+    pub(crate) fn network(&self) -> &Network {
+        &self.inner.net
+    }
+
+    pub(crate) fn volumes(&self) -> &Volumes {
+        &self.inner.volumes
+    }
+
+    async fn lock(&self, name: &str) -> tokio::sync::OwnedMutexGuard<()> {
+        let m = {
+            let mut locks = self.inner.locks.lock().unwrap_or_else(|e| e.into_inner());
+            locks.entry(name.to_string()).or_default().clone()
+        };
+        m.lock_owned().await
+    }
+
+    fn snapshot_key(name: &str) -> String {
+        format!("berth/{name}")
+    }
+
+    fn cgroups_path(&self, name: &str) -> String {
+        format!("/{}/{name}", self.inner.cfg.file.cgroup.parent)
+    }
+
+    fn log_path(&self, name: &str) -> PathBuf {
+        self.inner
+            .cfg
+            .file
+            .state_dir
+            .join("logs")
+            .join(format!("{name}.log"))
+    }
+
+    fn spec_input(&self, r: &Record) -> SpecInput {
+        let f = &self.inner.cfg.file;
+        SpecInput {
+            hostname: r.name.clone(),
+            args: r.args.clone(),
+            env: r.process_env.clone(),
+            uid: r.uid,
+            gid: r.gid,
+            cpu_millis: r.cpu_millis,
+            memory_bytes: r.memory_bytes,
+            pids: r.pids,
+            swap_accounting: self.inner.swap_accounting,
+            volume: self.inner.volumes.mountpoint(&r.name),
+            netns: self.inner.net.netns_path(&r.name),
+            cgroups_path: self.cgroups_path(&r.name),
+            resolv_conf: f
+                .network
+                .resolv_conf
+                .exists()
+                .then(|| f.network.resolv_conf.clone()),
+            seccomp: self.inner.seccomp.clone(),
+        }
+    }
+
+    fn check_generation(r: &mut Record, got: u64) -> Result<()> {
+        if got != 0 && got < r.generation {
+            return Err(AgentError::StaleGeneration {
+                name: r.name.clone(),
+                got,
+                current: r.generation,
+            });
+        }
+        r.generation = r.generation.max(got);
+        Ok(())
+    }
+
+    fn record(&self, name: &str) -> Result<Record> {
+        validate::name(name)?;
+        self.inner
+            .records
+            .get(name)?
+            .ok_or_else(|| AgentError::NotFound(name.into()))
+    }
+
+    /// Pulls an image (always asking the registry).
+    pub async fn pull(&self, image: &str, creds: Option<Credentials>) -> Result<pb::PullResult> {
+        let (img, stats) = self.inner.images.pull(image, creds).await?;
+        Ok(pb::PullResult {
+            image: img.name,
+            digest: img.digest,
+            layers_fetched: stats.layers_fetched,
+            layers_present: stats.layers_present,
+            bytes_fetched: stats.bytes_fetched,
+        })
+    }
+
+    /// Creates a workspace (and starts it if asked). Idempotent for a repeated
+    /// request with the same non-zero generation.
+    pub async fn create(&self, req: pb::CreateRequest) -> Result<pb::WorkspaceStatus> {
+        let spec = req
+            .spec
+            .ok_or_else(|| AgentError::InvalidRequest("spec missing".into()))?;
+        validate::spec(&spec)?;
+        let _guard = self.lock(&spec.name).await;
+        if let Some(r) = self.inner.records.get(&spec.name)? {
+            if spec.generation != 0 && r.generation == spec.generation && r.phase == Phase::Ready {
+                return self.status_of(&r).await;
+            }
+            return Err(AgentError::AlreadyExists(spec.name));
+        }
+        let t0 = Instant::now();
+        let creds = req.auth.map(|a| Credentials {
+            username: a.username,
+            password: a.password,
+        });
+        let image = self.inner.images.ensure(&spec.image, creds).await?;
+        let image_ms = ms(t0);
+        self.inner.volumes.check_fits(spec.disk_bytes)?;
+        let defaults = (
+            self.inner.cfg.file.workspace.uid,
+            self.inner.cfg.file.workspace.gid,
+        );
+        let (uid, gid) = resolve_user(&image.config.user, defaults);
+        let mut process_env = image.config.env.clone();
+        process_env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let mut record = {
+            let _ipam = self.inner.ipam.lock().await;
+            let record = Record {
+                name: spec.name.clone(),
+                image: image.name.clone(),
+                chain_id: image.chain_id.clone(),
+                cpu_millis: spec.cpu_millis,
+                memory_bytes: spec.memory_bytes,
+                pids: spec.pids,
+                disk_bytes: spec.disk_bytes,
+                env: spec
+                    .env
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect::<BTreeMap<_, _>>(),
+                generation: spec.generation,
+                phase: Phase::Creating,
+                ip: self.allocate_ip()?,
+                uid,
+                gid,
+                process_env,
+                args: init_args(&image.config.entrypoint, &image.config.cmd),
+                started_at_ms: 0,
+                last_exit: None,
+                oom_kills: 0,
+            };
+            self.inner.records.put(&record)?;
+            record
+        };
+        if let Err(e) = self.build(&record).await {
+            tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
+            self.teardown(&record).await;
+            self.inner.records.remove(&record.name)?;
+            return Err(e);
+        }
+        record.phase = Phase::Ready;
+        self.inner.records.put(&record)?;
+        tracing::info!(workspace = %record.name, image_ms, total_ms = ms(t0), "workspace created");
+        if req.start {
+            self.start_locked(&mut record).await?;
+        }
+        self.status_of(&record).await
+    }
+
+    fn allocate_ip(&self) -> Result<Ipv4Addr> {
+        let used: HashSet<Ipv4Addr> = self.inner.records.all()?.iter().map(|r| r.ip).collect();
+        let subnet = self.inner.net.subnet();
+        (0..)
+            .map_while(|n| subnet.host(n))
+            .find(|ip| !used.contains(ip))
+            .ok_or(AgentError::AddressesExhausted)
+    }
+
+    /// Makes the snapshot, volume, namespace and container of a new record.
+    async fn build(&self, r: &Record) -> Result<()> {
+        let name = &r.name;
+        let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
+        let t = Instant::now();
+        self.inner
+            .ctd
+            .prepare(None, &Self::snapshot_key(name), &r.chain_id, labels.clone())
+            .await?;
+        let snapshot_ms = ms(t);
+        let t = Instant::now();
+        self.inner
+            .volumes
+            .create(name, r.disk_bytes, r.uid, r.gid)
+            .await?;
+        let volume_ms = ms(t);
+        let t = Instant::now();
+        self.inner.net.create(name, r.ip).await?;
+        let netns_ms = ms(t);
+        let t = Instant::now();
+        let spec = spec::build(&self.spec_input(r));
+        let mut labels = labels;
+        labels.insert(GENERATION_LABEL.into(), r.generation.to_string());
+        self.inner
+            .ctd
+            .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
+            .await?;
+        tracing::info!(workspace = %name, snapshot_ms, volume_ms, netns_ms, container_ms = ms(t), "workspace built");
+        Ok(())
+    }
+
+    /// Removes everything a record may have made, logging what fails.
+    pub(crate) async fn teardown(&self, r: &Record) {
+        let name = &r.name;
+        let steps: [(&str, Result<()>); 5] = [
+            ("task", self.kill_task(name).await.map(|_| ())),
+            ("container", self.inner.ctd.delete_container(name).await),
+            (
+                "snapshot",
+                self.inner
+                    .ctd
+                    .remove_snapshot(&Self::snapshot_key(name))
+                    .await,
+            ),
+            ("netns", self.inner.net.remove(name).await),
+            ("volume", self.inner.volumes.remove(name).await),
+        ];
+        for (what, res) in steps {
+            if let Err(e) = res {
+                tracing::warn!(workspace = %name, step = what, error = %e, "teardown step failed");
+            }
+        }
+        let _ = std::fs::remove_file(self.log_path(name));
+    }
+
+    /// Starts a created or stopped workspace (idempotent when running).
+    pub async fn start(&self, name: &str, generation: u64) -> Result<pb::WorkspaceStatus> {
+        let _guard = self.lock(name).await;
+        let mut r = self.record(name)?;
+        Self::check_generation(&mut r, generation)?;
+        if r.phase != Phase::Ready {
+            return Err(AgentError::Conflict {
+                name: name.into(),
+                state: format!("{:?}", r.phase),
+                action: "start",
+            });
+        }
+        self.start_locked(&mut r).await?;
+        self.status_of(&r).await
+    }
+
+    async fn start_locked(&self, r: &mut Record) -> Result<()> {
+        let name = r.name.clone();
+        let t0 = Instant::now();
+        if let Some(p) = self.inner.ctd.get_task(&name).await? {
+            if p.status == TaskStatus::Running as i32 {
+                return Ok(());
+            }
+            self.inner.ctd.delete_task(&name).await?;
+        }
+        self.inner.volumes.ensure_mounted(&name).await?;
+        if !self.inner.net.exists(&name) {
+            self.inner.net.create(&name, r.ip).await?;
+        }
+        let prep_ms = ms(t0);
+        let t = Instant::now();
+        let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&name)).await?;
+        let log = self.log_path(&name);
+        self.inner
+            .ctd
+            .create_task(&name, mounts, &log.to_string_lossy())
+            .await?;
+        let task_create_ms = ms(t);
+        let t = Instant::now();
+        let pid = self.inner.ctd.start(&name, "").await?;
+        r.started_at_ms = now_ms();
+        r.last_exit = None;
+        self.inner.records.put(r)?;
+        tracing::info!(workspace = %name, pid, prep_ms, task_create_ms, task_start_ms = ms(t), total_ms = ms(t0), "workspace started");
+        Ok(())
+    }
+
+    /// Stops a workspace: SIGTERM, then SIGKILL after the grace period.
+    pub async fn stop(
+        &self,
+        name: &str,
+        grace_seconds: u32,
+        generation: u64,
+    ) -> Result<pb::WorkspaceStatus> {
+        let _guard = self.lock(name).await;
+        let mut r = self.record(name)?;
+        Self::check_generation(&mut r, generation)?;
+        let grace = match grace_seconds {
+            0 => self.inner.cfg.file.workspace.stop_grace_seconds,
+            g => g,
+        };
+        if let Some(code) = self
+            .stop_task(name, Duration::from_secs(grace.into()))
+            .await?
+        {
+            r.last_exit = Some(code);
+        }
+        self.inner.records.put(&r)?;
+        self.status_of(&r).await
+    }
+
+    /// Ends the init process gracefully and deletes the task; returns its exit code.
+    async fn stop_task(&self, name: &str, grace: Duration) -> Result<Option<i32>> {
+        let ctd = &self.inner.ctd;
+        let Some(p) = ctd.get_task(name).await? else {
+            return Ok(None);
+        };
+        if p.status == TaskStatus::Running as i32 || p.status == TaskStatus::Paused as i32 {
+            ctd.kill(name, "", libc::SIGTERM as u32, false).await?;
+            if tokio::time::timeout(grace, ctd.wait(name, ""))
+                .await
+                .is_err()
+            {
+                tracing::info!(workspace = %name, "grace period over, sending SIGKILL");
+                return self.kill_task(name).await;
+            }
+        } else if p.status == TaskStatus::Created as i32 {
+            return self.kill_task(name).await;
+        }
+        Ok(ctd.delete_task(name).await?.map(|c| c as i32))
+    }
+
+    /// SIGKILLs every process of the workspace and deletes its task.
+    async fn kill_task(&self, name: &str) -> Result<Option<i32>> {
+        let ctd = &self.inner.ctd;
+        if ctd.get_task(name).await?.is_none() {
+            return Ok(None);
+        }
+        ctd.kill(name, "", libc::SIGKILL as u32, true).await?;
+        let _ = tokio::time::timeout(Duration::from_secs(10), ctd.wait(name, "")).await;
+        Ok(ctd.delete_task(name).await?.map(|c| c as i32))
+    }
+
+    /// Deletes a workspace and its volume. Deleting what is not there succeeds.
+    pub async fn delete(&self, name: &str, generation: u64) -> Result<pb::WorkspaceStatus> {
+        validate::name(name)?;
+        let _guard = self.lock(name).await;
+        let deleted = pb::WorkspaceStatus {
+            name: name.into(),
+            state: pb::State::Deleted as i32,
+            ..Default::default()
+        };
+        let Some(mut r) = self.inner.records.get(name)? else {
+            return Ok(deleted);
+        };
+        Self::check_generation(&mut r, generation)?;
+        r.phase = Phase::Deleting;
+        self.inner.records.put(&r)?;
+        self.finish_delete(&r).await?;
+        Ok(deleted)
+    }
+
+    pub(crate) async fn finish_delete(&self, r: &Record) -> Result<()> {
+        self.teardown(r).await;
+        // Only forget the record once nothing is left, so a retry can finish the job.
+        if self.inner.ctd.get_task(&r.name).await?.is_some() || self.inner.net.exists(&r.name) {
+            return Err(AgentError::Conflict {
+                name: r.name.clone(),
+                state: "deleting".into(),
+                action: "delete (retry)",
+            });
+        }
+        self.inner.records.remove(&r.name)
+    }
+
+    /// The status of one workspace.
+    pub async fn status(&self, name: &str) -> Result<pb::WorkspaceStatus> {
+        let r = self.record(name)?;
+        self.status_of(&r).await
+    }
+
+    /// The status of every workspace on the node.
+    pub async fn list(&self) -> Result<pb::WorkspaceList> {
+        let mut workspaces = Vec::new();
+        for r in self.inner.records.all()? {
+            workspaces.push(self.status_of(&r).await?);
+        }
+        Ok(pb::WorkspaceList { workspaces })
+    }
+
+    async fn status_of(&self, r: &Record) -> Result<pb::WorkspaceStatus> {
+        let task = self.inner.ctd.get_task(&r.name).await?;
+        let cg = self.cgroups_path(&r.name);
+        let (state, pid, exit) = match &task {
+            Some(p)
+                if p.status == TaskStatus::Running as i32
+                    || p.status == TaskStatus::Paused as i32 =>
+            {
+                (pb::State::Running, p.pid, None)
+            }
+            Some(p) if p.status == TaskStatus::Stopped as i32 => {
+                (pb::State::Stopped, 0, Some(p.exit_status as i32))
+            }
+            _ if r.started_at_ms == 0 => (pb::State::Created, 0, None),
+            _ => (pb::State::Stopped, 0, r.last_exit),
+        };
+        let usage = (state == pb::State::Running).then(|| self.inner.cgroups.usage(&cg));
+        let oom_kills = r.oom_kills.max(self.inner.cgroups.oom_kills(&cg));
+        Ok(pb::WorkspaceStatus {
+            name: r.name.clone(),
+            image: r.image.clone(),
+            state: state as i32,
+            pid,
+            exit_code: exit.unwrap_or(0),
+            oom_kills: oom_kills as u32,
+            started_at_ms: r.started_at_ms,
+            usage,
+            ip: r.ip.to_string(),
+            generation: r.generation,
+        })
+    }
+
+    /// Records an OOM kill reported by containerd.
+    pub(crate) async fn note_oom(&self, name: &str) {
+        let _guard = self.lock(name).await;
+        if let Ok(Some(mut r)) = self.inner.records.get(name) {
+            r.oom_kills += 1;
+            let _ = self.inner.records.put(&r);
+        }
+    }
+
+    /// Records the exit of a workspace's init process reported by containerd.
+    pub(crate) async fn note_exit(&self, name: &str, code: u32) {
+        let _guard = self.lock(name).await;
+        if let Ok(Some(mut r)) = self.inner.records.get(name) {
+            r.last_exit = Some(code as i32);
+            let _ = self.inner.records.put(&r);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn users_are_never_root() {
+        assert_eq!(resolve_user("", (1000, 1000)), (1000, 1000));
+        assert_eq!(resolve_user("0", (1000, 1000)), (1000, 1000));
+        assert_eq!(resolve_user("root", (1000, 1000)), (1000, 1000));
+        assert_eq!(resolve_user("0:0", (1000, 1000)), (1000, 1000));
+        assert_eq!(resolve_user("1001", (1000, 1000)), (1001, 1001));
+        assert_eq!(resolve_user("1001:50", (1000, 1000)), (1001, 50));
+    }
+
+    #[test]
+    fn init_falls_back_to_a_waiting_shell() {
+        assert_eq!(
+            init_args(&["tini".into()], &["sleep".into()]),
+            ["tini", "sleep"]
+        );
+        assert_eq!(init_args(&[], &[])[0], "/bin/sh");
+    }
+}

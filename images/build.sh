@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Builds a workspace image from images/NAME/ into an OCI layout, without a Docker
+# engine, and seeds a registry storage directory with it.
+#
+#   images/build.sh NAME     prints the OCI layout directory ("oci:DIR:latest" is the image)
+#
+# A build is cached under $BERTH_CACHE (default /var/cache/berth), keyed by the
+# hash of the recipe directory and this script, so an unchanged recipe is never
+# rebuilt. The registry storage ($BERTH_CACHE/registry) holds every built image
+# as 127.0.0.1:PORT/NAME:latest for whatever registry serves that directory.
+set -euo pipefail
+
+name=${1:?usage: images/build.sh NAME}
+here=$(cd "$(dirname "$0")" && pwd)
+recipe=$here/$name
+[ -f "$recipe/recipe.sh" ] || { echo "build.sh: no recipe images/$name/recipe.sh" >&2; exit 2; }
+cache=${BERTH_CACHE:-/var/cache/berth}
+hash=$( (cd "$here" && find "$name" -type f -print0 | sort -z | xargs -0 sha256sum; sha256sum build.sh) | sha256sum | cut -c1-16)
+out=$cache/images/$name-$hash
+seeded=$cache/registry/.seeded-$name-$hash
+
+if [ ! -f "$out/.done" ]; then
+  echo "build.sh: building image '$name' ($hash)" >&2
+  work=$(mktemp -d "$cache/tmp.XXXXXX" 2>/dev/null || { mkdir -p "$cache"; mktemp -d "$cache/tmp.XXXXXX"; })
+  trap 'rm -rf "$work"' EXIT
+  umoci init --layout "$work/oci"
+  umoci new --image "$work/oci:latest"
+  umoci unpack --image "$work/oci:latest" "$work/bundle" >/dev/null
+  # The recipe fills the root filesystem and may set image config through umoci_config.
+  . "$recipe/recipe.sh"
+  build_rootfs "$work/bundle/rootfs"
+  umoci repack --image "$work/oci:latest" "$work/bundle"
+  umoci config --image "$work/oci:latest" "${image_config[@]}"
+  umoci gc --layout "$work/oci"
+  rm -rf "$out"; mkdir -p "$(dirname "$out")"
+  mv "$work/oci" "$out"
+  touch "$out/.done"
+fi
+
+if [ ! -f "$seeded" ]; then
+  # Seed the shared registry storage by pushing through a throwaway registry.
+  mkdir -p "$cache/registry"
+  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+  conf=$(mktemp)
+  cat >"$conf" <<CONF
+version: 0.1
+log: { level: error }
+storage: { filesystem: { rootdirectory: $cache/registry }, delete: { enabled: true } }
+http: { addr: 127.0.0.1:$port }
+CONF
+  docker-registry serve "$conf" >/dev/null 2>&1 &
+  reg=$!
+  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
+  skopeo copy -q --dest-tls-verify=false "oci:$out:latest" "docker://127.0.0.1:$port/$name:latest"
+  kill "$reg"; wait "$reg" 2>/dev/null || true
+  rm -f "$conf" "$cache"/registry/.seeded-"$name"-*
+  touch "$seeded"
+fi
+echo "$out"
