@@ -19,9 +19,14 @@ hash=$( (cd "$here" && find "$name" -type f -print0 | sort -z | xargs -0 sha256s
 out=$cache/images/$name-$hash
 seeded=$cache/registry/.seeded-$name-$hash
 
+mkdir -p "$cache"
+# Parallel test processes may ask for the same image: one builds, the others wait.
+exec 9>"$cache/.build.lock"
+flock 9
+
 if [ ! -f "$out/.done" ]; then
   echo "build.sh: building image '$name' ($hash)" >&2
-  work=$(mktemp -d "$cache/tmp.XXXXXX" 2>/dev/null || { mkdir -p "$cache"; mktemp -d "$cache/tmp.XXXXXX"; })
+  work=$(mktemp -d "$cache/tmp.XXXXXX")
   trap 'rm -rf "$work"' EXIT
   umoci init --layout "$work/oci"
   umoci new --image "$work/oci:latest"

@@ -32,6 +32,9 @@ pub struct ContainerdConfig {
     pub namespace: String,
     pub snapshotter: String,
     pub runtime: String,
+    /// runc's state root; empty means runc's default. Give every containerd
+    /// on a machine its own, or workspaces of the same name collide in runc.
+    pub runc_root: String,
 }
 
 /// The node bridge, subnet and firewall.
@@ -112,6 +115,7 @@ impl Default for ContainerdConfig {
             namespace: "berth".into(),
             snapshotter: "overlayfs".into(),
             runtime: "io.containerd.runc.v2".into(),
+            runc_root: String::new(),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod failpoint;
 pub mod image;
 pub mod net;
 pub mod reconcile;
@@ -40,7 +41,13 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
     let seccomp = seccomp::to_oci(&profile, arch, &spec::DEFAULT_CAPS)
         .map_err(|e| AgentError::InvalidRequest(format!("security.seccomp_profile: {e}")))?;
     let c = &f.containerd;
-    let ctd = runtime::Containerd::new(c.socket.clone(), &c.namespace, &c.snapshotter, &c.runtime)?;
+    let ctd = runtime::Containerd::new(
+        c.socket.clone(),
+        &c.namespace,
+        &c.snapshotter,
+        &c.runtime,
+        &c.runc_root,
+    )?;
     let mut delay = Duration::from_millis(50);
     loop {
         match ctd.ping().await {

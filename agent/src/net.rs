@@ -164,6 +164,7 @@ impl Network {
         rx.await
             .map_err(|_| AgentError::Network("netns thread died".into()))?
             .map_err(AgentError::Network)?;
+        crate::failpoint::hit("create:mid_network");
         let bridge = self
             .index(&self.cfg.bridge)
             .await?

@@ -16,6 +16,14 @@ pub const SPEC_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec
 /// type URL containerd uses for an OCI process spec (exec).
 pub const PROCESS_TYPE_URL: &str = "types.containerd.io/opencontainers/runtime-spec/1/Process";
 
+/// The runc shim's options (containerd.runc.v1.Options); only what we set.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RuncOptions {
+    /// runc's state root.
+    #[prost(string, tag = "7")]
+    pub root: String,
+}
+
 /// A connection to one containerd, scoped to one namespace and snapshotter.
 #[derive(Clone)]
 pub struct Containerd {
@@ -23,6 +31,7 @@ pub struct Containerd {
     namespace: String,
     snapshotter: String,
     runtime: String,
+    runtime_options: Option<Any>,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -36,7 +45,13 @@ impl std::fmt::Debug for Containerd {
 impl Containerd {
     /// Makes a client that dials `socket` on first use and redials after
     /// containerd restarts, so the agent runs while containerd is down.
-    pub fn new(socket: PathBuf, namespace: &str, snapshotter: &str, runtime: &str) -> Result<Self> {
+    pub fn new(
+        socket: PathBuf,
+        namespace: &str,
+        snapshotter: &str,
+        runtime: &str,
+        runc_root: &str,
+    ) -> Result<Self> {
         let channel = tonic::transport::Endpoint::try_from("http://[::]")
             .map_err(|e| AgentError::InvalidRequest(e.to_string()))?
             .connect_timeout(std::time::Duration::from_secs(2))
@@ -53,6 +68,12 @@ impl Containerd {
             namespace: namespace.to_string(),
             snapshotter: snapshotter.to_string(),
             runtime: runtime.to_string(),
+            runtime_options: (!runc_root.is_empty()).then(|| Any {
+                type_url: "containerd.runc.v1.Options".into(),
+                value: prost::Message::encode_to_vec(&RuncOptions {
+                    root: runc_root.into(),
+                }),
+            }),
         })
     }
 
@@ -90,22 +111,28 @@ impl Containerd {
 
     // ---- leases ----
 
-    /// Creates a lease protecting what is written under it from GC for an hour.
+    /// Creates a lease protecting what is written under it from GC for an
+    /// hour; one left by a crashed agent is reused.
     pub async fn create_lease(&self, id: &str) -> Result<()> {
         let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());
         let expire =
             time_rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
         let labels = HashMap::from([("containerd.io/gc.expire".to_string(), expire)]);
-        c.create(self.req(
-            svc::CreateRequest {
-                id: id.into(),
-                labels,
-            },
-            None,
-        ))
-        .await
-        .map_err(AgentError::containerd("create lease"))?;
-        Ok(())
+        let r = c
+            .create(self.req(
+                svc::CreateRequest {
+                    id: id.into(),
+                    labels,
+                },
+                None,
+            ))
+            .await;
+        match r {
+            Err(s) if s.code() != tonic::Code::AlreadyExists => {
+                Err(AgentError::containerd("create lease")(s))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// Deletes a lease (idempotent).
@@ -213,13 +240,19 @@ impl Containerd {
             labels,
         };
         let stream = writes.chain(futures::stream::once(async move { commit }));
-        let mut responses = c
-            .write(self.req(stream, Some(lease)))
-            .await
-            .map_err(AgentError::containerd(format!("write {expected}")))?
-            .into_inner();
+        let already = |s: &tonic::Status| s.code() == tonic::Code::AlreadyExists;
+        let mut responses = match c.write(self.req(stream, Some(lease))).await {
+            Ok(r) => r.into_inner(),
+            // Another pull stored it first: the content is what we wanted.
+            Err(s) if already(&s) => return Ok(()),
+            Err(s) => return Err(AgentError::containerd(format!("write {expected}"))(s)),
+        };
         while let Some(r) = responses.next().await {
-            r.map_err(AgentError::containerd(format!("write {expected}")))?;
+            match r {
+                Ok(_) => {}
+                Err(s) if already(&s) => return Ok(()),
+                Err(s) => return Err(AgentError::containerd(format!("write {expected}"))(s)),
+            }
         }
         Ok(())
     }
@@ -488,7 +521,7 @@ impl Containerd {
             image: image.into(),
             runtime: Some(svc::container::Runtime {
                 name: self.runtime.clone(),
-                options: None,
+                options: self.runtime_options.clone(),
             }),
             spec: Some(Any {
                 type_url: SPEC_TYPE_URL.into(),

@@ -82,18 +82,20 @@ pub fn cpu_shares(millis: u32) -> u64 {
 }
 
 /// The process part of the spec, shared by the container's init and by exec.
+/// `tty` is the terminal's (rows, cols), given at creation so the process
+/// never sees a 0x0 terminal.
 pub fn process(
     input: &SpecInput,
     args: &[String],
     extra_env: &[String],
     cwd: &str,
-    tty: bool,
+    tty: Option<(u32, u32)>,
 ) -> Value {
     let caps = DEFAULT_CAPS.to_vec();
     let mut env = input.env.clone();
     env.extend_from_slice(extra_env);
-    json!({
-        "terminal": tty,
+    let mut p = json!({
+        "terminal": tty.is_some(),
         "user": { "uid": input.uid, "gid": input.gid, "additionalGids": [input.gid] },
         "args": args,
         "env": env,
@@ -104,7 +106,11 @@ pub fn process(
             "inheritable": caps, "ambient": caps
         },
         "noNewPrivileges": true
-    })
+    });
+    if let Some((rows, cols)) = tty.filter(|&(r, c)| r > 0 && c > 0) {
+        p["consoleSize"] = json!({ "height": rows, "width": cols });
+    }
+    p
 }
 
 /// The full OCI runtime spec of a workspace's container.
@@ -129,7 +135,7 @@ pub fn build(input: &SpecInput) -> Value {
     }
     json!({
         "ociVersion": "1.0.2",
-        "process": process(input, &input.args, &[], "/workspace", false),
+        "process": process(input, &input.args, &[], "/workspace", None),
         "root": { "path": "rootfs", "readonly": false },
         "hostname": input.hostname,
         "mounts": mounts,
@@ -257,9 +263,19 @@ mod tests {
 
     #[test]
     fn exec_process_adds_env_and_tty() {
-        let p = process(&input(), &["id".into()], &["A=1".into()], "/tmp", true);
+        let p = process(
+            &input(),
+            &["id".into()],
+            &["A=1".into()],
+            "/tmp",
+            Some((30, 100)),
+        );
         assert_eq!(p["env"], json!(["PATH=/bin", "A=1"]));
         assert_eq!(p["terminal"], true);
+        assert_eq!(p["consoleSize"], json!({"height": 30, "width": 100}));
+        assert!(process(&input(), &[], &[], "/", None)
+            .get("consoleSize")
+            .is_none());
         assert_eq!(p["cwd"], "/tmp");
     }
 }

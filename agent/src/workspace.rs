@@ -7,6 +7,7 @@ mod exec;
 use crate::cgroup::CgroupReader;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
+use crate::failpoint;
 use crate::image::{Credentials, ImageStore};
 use crate::net::Network;
 use crate::record::{Phase, Record, Records};
@@ -285,6 +286,7 @@ impl Manager {
             self.inner.records.put(&record)?;
             record
         };
+        failpoint::hit("create:after_record");
         if let Err(e) = self.build(&record).await {
             tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
             self.teardown(&record).await;
@@ -297,6 +299,7 @@ impl Manager {
         if req.start {
             self.start_locked(&mut record).await?;
         }
+        failpoint::hit("create:before_reply");
         self.status_of(&record).await
     }
 
@@ -310,24 +313,42 @@ impl Manager {
     }
 
     /// Makes the snapshot, volume, namespace and container of a new record.
+    /// A lease keeps containerd's GC off the snapshot until the container,
+    /// which then holds it, exists.
     async fn build(&self, r: &Record) -> Result<()> {
+        let lease = format!("berth-create-{}", r.name);
+        self.inner.ctd.create_lease(&lease).await?;
+        let built = self.build_leased(r, &lease).await;
+        let _ = self.inner.ctd.delete_lease(&lease).await;
+        built
+    }
+
+    async fn build_leased(&self, r: &Record, lease: &str) -> Result<()> {
         let name = &r.name;
         let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
         let t = Instant::now();
         self.inner
             .ctd
-            .prepare(None, &Self::snapshot_key(name), &r.chain_id, labels.clone())
+            .prepare(
+                Some(lease),
+                &Self::snapshot_key(name),
+                &r.chain_id,
+                labels.clone(),
+            )
             .await?;
         let snapshot_ms = ms(t);
+        failpoint::hit("create:after_snapshot");
         let t = Instant::now();
         self.inner
             .volumes
             .create(name, r.disk_bytes, r.uid, r.gid)
             .await?;
         let volume_ms = ms(t);
+        failpoint::hit("create:after_volume");
         let t = Instant::now();
         self.inner.net.create(name, r.ip).await?;
         let netns_ms = ms(t);
+        failpoint::hit("create:after_netns");
         let t = Instant::now();
         let spec = spec::build(&self.spec_input(r));
         let mut labels = labels;
@@ -336,6 +357,7 @@ impl Manager {
             .ctd
             .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
             .await?;
+        failpoint::hit("create:after_container");
         tracing::info!(workspace = %name, snapshot_ms, volume_ms, netns_ms, container_ms = ms(t), "workspace built");
         Ok(())
     }
@@ -443,6 +465,7 @@ impl Manager {
         };
         if p.status == TaskStatus::Running as i32 || p.status == TaskStatus::Paused as i32 {
             ctd.kill(name, "", libc::SIGTERM as u32, false).await?;
+            failpoint::hit("stop:after_signal");
             if tokio::time::timeout(grace, ctd.wait(name, ""))
                 .await
                 .is_err()
@@ -482,6 +505,7 @@ impl Manager {
         Self::check_generation(&mut r, generation)?;
         r.phase = Phase::Deleting;
         self.inner.records.put(&r)?;
+        failpoint::hit("delete:after_mark");
         self.finish_delete(&r).await?;
         Ok(deleted)
     }
@@ -496,6 +520,7 @@ impl Manager {
                 action: "delete (retry)",
             });
         }
+        failpoint::hit("delete:before_forget");
         self.inner.records.remove(&r.name)
     }
 

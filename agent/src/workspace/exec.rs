@@ -93,7 +93,13 @@ impl Manager {
         } else {
             req.cwd.as_str()
         };
-        let process = spec::process(&self.spec_input(&r), &req.argv, &extra_env, cwd, req.tty);
+        let process = spec::process(
+            &self.spec_input(&r),
+            &req.argv,
+            &extra_env,
+            cwd,
+            req.tty.then_some((req.rows, req.cols)),
+        );
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let stdio = [
             s(&paths[0]),

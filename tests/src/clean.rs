@@ -1,0 +1,152 @@
+//! Leak checks (what a test asserts after deleting everything) and the
+//! forced cleanup that runs when a node is dropped, also after a failure.
+
+use crate::node::Node;
+use std::path::Path;
+
+/// Everything a node still holds that belongs to workspaces.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Leaks {
+    pub netns: Vec<String>,
+    pub veths: Vec<String>,
+    pub cgroups: Vec<String>,
+    pub mounts: Vec<String>,
+    pub containers: Vec<String>,
+    pub tasks: Vec<String>,
+    pub snapshots: Vec<String>,
+    pub nft_rules: Vec<String>,
+}
+
+impl Leaks {
+    /// Reads what `node` holds now.
+    pub fn of(node: &Node) -> Self {
+        let ls = |p: &Path| -> Vec<String> {
+            std::fs::read_dir(p)
+                .map(|rd| {
+                    rd.flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
+        let cgroups = cgroup_dirs(&node.cgroup_parent)
+            .iter()
+            .flat_map(|d| {
+                ls(d)
+                    .into_iter()
+                    .filter(|n| d.join(n).is_dir())
+                    .map(|n| format!("{}/{n}", d.display()))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let state = node.state_dir.to_string_lossy().into_owned();
+        let mounts = mounts_under(&state);
+        let snapshots = node
+            .containerd
+            .ctr_list(&["snapshots", "ls"])
+            .into_iter()
+            .skip(1)
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .filter(|k| k.starts_with("berth/") || k.starts_with("berth-extract-"))
+            .collect();
+        Self {
+            netns: ls(&node.netns_dir),
+            veths: ls(&Path::new("/sys/class/net").join(&node.bridge).join("brif")),
+            cgroups,
+            mounts,
+            containers: node.containerd.ctr_list(&["containers", "ls", "-q"]),
+            tasks: node.containerd.ctr_list(&["tasks", "ls", "-q"]),
+            snapshots,
+            nft_rules: nft_rules(&node.nft_table),
+        }
+    }
+}
+
+/// Asserts that the node holds nothing for workspaces and that its
+/// nftables rules are still the node's own (`baseline`).
+pub fn assert_clean(node: &Node, baseline_rules: &[String]) {
+    let l = Leaks::of(node);
+    let expected = Leaks {
+        nft_rules: baseline_rules.to_vec(),
+        ..Default::default()
+    };
+    assert_eq!(l, expected, "leaked resources on node {}", node.id);
+}
+
+/// The rules of a node's nftables tables (inet and bridge), one per line.
+pub fn nft_rules(table: &str) -> Vec<String> {
+    ["inet", "bridge"]
+        .iter()
+        .flat_map(|fam| {
+            let (_, out, _) = crate::sh(&format!("nft list table {fam} {table} 2>/dev/null"));
+            out.lines()
+                .map(str::trim)
+                .filter(|l| {
+                    l.contains(" drop") || l.contains(" accept") || l.contains("masquerade")
+                })
+                .filter(|l| !l.starts_with("type "))
+                .map(String::from)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+fn cgroup_dirs(parent: &str) -> Vec<std::path::PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        return vec![root.join(parent)];
+    }
+    [
+        "cpu", "cpuacct", "memory", "pids", "cpuset", "devices", "freezer", "blkio", "systemd",
+    ]
+    .iter()
+    .map(|c| root.join(c).join(parent))
+    .filter(|p| p.exists())
+    .collect()
+}
+
+fn mounts_under(prefix: &str) -> Vec<String> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    berth_agent::volume::mount_points(&info)
+        .into_iter()
+        .filter(|m| m.starts_with(prefix))
+        .collect()
+}
+
+/// Removes everything a node may have left: shims, mounts, links, rules, cgroups, files.
+pub(crate) fn force_clean(node: &mut Node) {
+    let sock = node.containerd.socket.display().to_string();
+    // Workspaces' processes first (shims of this containerd only), then containerd.
+    let _ = crate::sh(&format!(
+        "for t in $(ctr -a {sock} -n berth tasks ls -q 2>/dev/null); do ctr -a {sock} -n berth tasks kill -a -s 9 $t; done; \
+         sleep 0.2; pkill -9 -f 'containerd-shim.*-address {sock}'"
+    ));
+    node.containerd.kill();
+    let dir = node.dir.display().to_string();
+    let mut mounts = mounts_under(&dir);
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+    for m in mounts {
+        let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+    }
+    let _ = crate::sh(&format!(
+        "for v in $(ls /sys/class/net/{b}/brif 2>/dev/null); do ip link del $v; done; ip link del {b} 2>/dev/null; \
+         nft delete table inet {t} 2>/dev/null; nft delete table bridge {t} 2>/dev/null; true",
+        b = node.bridge,
+        t = node.nft_table
+    ));
+    for d in cgroup_dirs(&node.cgroup_parent) {
+        remove_cgroup_tree(&d);
+    }
+    let _ = std::fs::remove_dir_all(&node.dir);
+}
+
+fn remove_cgroup_tree(d: &Path) {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.path().is_dir() {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(d);
+}

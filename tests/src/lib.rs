@@ -1,0 +1,106 @@
+//! Berth's test harness: real components started on this machine for one
+//! test and removed after it. A [`Node`] is a private containerd (own root,
+//! state dir and socket), a loopback registry serving the project's images,
+//! and a `berth-agent` process with its own bridge, subnet, nftables table,
+//! cgroup parent and state directory, so tests run in parallel without
+//! touching each other or the host's own services.
+
+pub mod clean;
+mod node;
+mod process;
+
+pub use clean::{assert_clean, Leaks};
+pub use node::{Node, NodeOptions};
+pub use process::{free_port, Containerd, Registry};
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// Root of the source tree.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// Where images and downloads are cached (outside the clone).
+pub fn cache_dir() -> PathBuf {
+    std::env::var_os("BERTH_CACHE").map_or_else(|| "/var/cache/berth".into(), PathBuf::from)
+}
+
+/// Builds (or finds in the cache) the named images and returns the registry
+/// storage directory that holds them.
+pub fn images(names: &[&str]) -> PathBuf {
+    static BUILT: OnceLock<std::sync::Mutex<Vec<String>>> = OnceLock::new();
+    let built = BUILT.get_or_init(Default::default);
+    let mut built = built.lock().unwrap_or_else(|e| e.into_inner());
+    for n in names {
+        if built.iter().any(|b| b == n) {
+            continue;
+        }
+        let out = std::process::Command::new(repo_root().join("images/build.sh"))
+            .arg(n)
+            .output()
+            .expect("run images/build.sh");
+        assert!(
+            out.status.success(),
+            "images/build.sh {n}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        built.push(n.to_string());
+    }
+    cache_dir().join("registry")
+}
+
+/// Path of the `berth-agent` binary of this build (next to the test binary's
+/// directory), or `$BERTH_AGENT_BIN`.
+pub fn agent_bin() -> PathBuf {
+    if let Some(p) = std::env::var_os("BERTH_AGENT_BIN") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let bin = profile_dir.join("berth-agent");
+    assert!(
+        bin.exists(),
+        "{} missing: build the workspace first (cargo build)",
+        bin.display()
+    );
+    bin
+}
+
+/// Runs a command, returning (success, stdout, stderr).
+pub fn sh(cmd: &str) -> (bool, String, String) {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(cmd)
+        .output()
+        .expect("run sh");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Polls `f` every 20 ms until it returns Some or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: std::time::Duration, mut f: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = f().await {
+            return Some(v);
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}

@@ -1,0 +1,175 @@
+//! Processes a test starts: containerd and an OCI registry.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A port free on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ready() {
+        assert!(
+            start.elapsed() < timeout,
+            "{what} not ready after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A private containerd: own root, state directory, socket and config.
+#[derive(Debug)]
+pub struct Containerd {
+    pub dir: PathBuf,
+    pub socket: PathBuf,
+    child: Option<Child>,
+}
+
+impl Containerd {
+    /// Starts containerd with everything under `dir`.
+    pub fn start(dir: &Path) -> Self {
+        std::fs::create_dir_all(dir).expect("mkdir containerd dir");
+        let socket = dir.join("c.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = \"{s}\"\n[ttrpc]\n  address = \"{s}.ttrpc\"\n",
+                d = dir.display(),
+                s = socket.display()
+            ),
+        )
+        .expect("write containerd config");
+        let mut c = Self {
+            dir: dir.to_path_buf(),
+            socket,
+            child: None,
+        };
+        c.restart();
+        c
+    }
+
+    /// (Re)starts the containerd process and waits until it answers.
+    pub fn restart(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("containerd.log"))
+            .expect("containerd log");
+        let child = Command::new("containerd")
+            .arg("--config")
+            .arg(self.dir.join("config.toml"))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn containerd (is it installed? make test installs it)");
+        self.child = Some(child);
+        wait_for("containerd", Duration::from_secs(20), || {
+            self.ctr(&["version"]).0
+        });
+    }
+
+    /// SIGKILLs containerd (its shims, hence the workspaces, keep running).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Runs `ctr` against this containerd in the agent's namespace.
+    pub fn ctr(&self, args: &[&str]) -> (bool, String) {
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(["--namespace", "berth"])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    /// Non-empty lines of a `ctr ... -q` listing.
+    pub fn ctr_list(&self, args: &[&str]) -> Vec<String> {
+        self.ctr(args)
+            .1
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A registry (Debian's docker-registry) on 127.0.0.1.
+#[derive(Debug)]
+pub struct Registry {
+    /// host:port to use in image references.
+    pub addr: String,
+    child: Child,
+    _config: PathBuf,
+}
+
+impl Registry {
+    /// Serves `storage`; with `htpasswd` every request needs Basic auth.
+    pub fn start(storage: &Path, htpasswd: Option<&Path>, scratch: &Path) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let auth = htpasswd.map_or(String::new(), |p| {
+            format!(
+                "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
+                p.display()
+            )
+        });
+        let config = scratch.join(format!("registry-{port}.yml"));
+        std::fs::create_dir_all(scratch).expect("mkdir scratch");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
+                 redirect:\n    disable: true\nhttp:\n  addr: {addr}\n{auth}",
+                storage.display()
+            ),
+        )
+        .expect("write registry config");
+        let child = Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn docker-registry");
+        wait_for("registry", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&addr).is_ok()
+        });
+        Self {
+            addr,
+            child,
+            _config: config,
+        }
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,134 @@
+//! Limits are enforced by the kernel, seen from inside and from the cgroup.
+
+use berth_proto::agent as pb;
+use berth_tests::{assert_clean, Node, NodeOptions};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_pids_cpu_and_disk_limits_hold() {
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let mut spec = node.spec("lim");
+    spec.memory_bytes = 48 << 20;
+    spec.pids = 40;
+    spec.cpu_millis = 250;
+    spec.disk_bytes = 32 << 20;
+    node.create(spec).await.expect("create");
+
+    // CPU: the quota is in the cgroup (250 millicores = 25 ms per 100 ms).
+    let st = node.status("lim").await.unwrap();
+    let usage = st.usage.expect("usage of a running workspace");
+    assert_eq!(
+        (usage.cpu_quota_micros, usage.cpu_period_micros),
+        (25_000, 100_000)
+    );
+    assert_eq!(usage.pids_limit, 40);
+    assert_eq!(usage.memory_limit_bytes, 48 << 20);
+    let quota = std::fs::read_to_string(cgroup_file(
+        &node,
+        "cpu",
+        "lim",
+        "cpu.cfs_quota_us",
+        "cpu.max",
+    ))
+    .unwrap();
+    assert!(quota.starts_with("25000"), "cgroup says {quota:?}");
+
+    // Memory: a balloon past the limit is OOM-killed, and the kill is reported.
+    let (code, _, _) = node
+        .sh(
+            "lim",
+            "x=$(head -c 200000000 /dev/zero | tr '\\0' a); echo ${#x}",
+        )
+        .await;
+    assert_eq!(code, 137, "the balloon dies of SIGKILL");
+    let oom = berth_tests::eventually(std::time::Duration::from_secs(5), || async {
+        let s = node.status("lim").await.ok()?;
+        (s.oom_kills >= 1).then_some(s.oom_kills)
+    })
+    .await;
+    assert!(oom.is_some(), "OOM kill reported in status");
+    assert_eq!(
+        node.status("lim").await.unwrap().state,
+        pb::State::Running as i32,
+        "the workspace survives"
+    );
+
+    // Pids: a fork bomb stops at the limit (counted from the host: inside,
+    // nothing can fork once the bomb holds every pid).
+    let pids_file = cgroup_file(&node, "pids", "lim", "pids.current", "pids.current");
+    let bomb = {
+        let req = pb::ExecRequest {
+            name: "lim".into(),
+            argv: vec![
+                "sh".into(),
+                "-c".into(),
+                "for i in $(seq 300); do sleep 3 2>/dev/null & done; wait".into(),
+            ],
+            ..Default::default()
+        };
+        let client = node.client().await;
+        tokio::spawn(async move { client.exec(req, b"").await })
+    };
+    let mut most = 0u64;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while std::time::Instant::now() < deadline {
+        let n: u64 = std::fs::read_to_string(&pids_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        most = most.max(n);
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(most, 40, "the bomb reaches the 40-pid limit and no further");
+    bomb.await.unwrap().unwrap();
+    let (code, out, _) = node.sh("lim", "echo alive").await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "alive\n"),
+        "the workspace recovers"
+    );
+
+    // Disk: writing past the volume size fails with ENOSPC.
+    let (code, _, err) = node
+        .sh(
+            "lim",
+            "dd if=/dev/zero of=/workspace/big bs=1M count=64 2>&1 >/dev/null",
+        )
+        .await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("No space left on device") || code != 0,
+        "{err}"
+    );
+    let (_, out, _) = node
+        .sh(
+            "lim",
+            "dd if=/dev/zero of=/workspace/big bs=1M count=64 2>&1; true",
+        )
+        .await;
+    assert!(out.contains("No space left on device"), "{out}");
+
+    node.delete("lim").await.unwrap();
+    assert_clean(&node, &baseline);
+}
+
+/// A file of the workspace's cgroup, v1 (`controller/…/v1`) or v2 (`…/v2`).
+fn cgroup_file(
+    node: &Node,
+    controller: &str,
+    name: &str,
+    v1: &str,
+    v2: &str,
+) -> std::path::PathBuf {
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    if root.join("cgroup.controllers").exists() {
+        root.join(&node.cgroup_parent).join(name).join(v2)
+    } else {
+        root.join(controller)
+            .join(&node.cgroup_parent)
+            .join(name)
+            .join(v1)
+    }
+}
