@@ -13,10 +13,23 @@ const TOPICS: [&str; 2] = ["/tasks/exit", "/tasks/oom"];
 pub async fn watch(m: Manager) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match m.containerd().subscribe(&TOPICS).await {
+        let subscribe = m.containerd().subscribe(&TOPICS);
+        tokio::pin!(subscribe);
+        // Events published while we were not subscribed are gone: once the
+        // request is on its way, read the tasks' real state to catch them.
+        let sweep = async {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            m.sweep_exits().await;
+            std::future::pending::<()>().await
+        };
+        let subscribed = tokio::select! {
+            s = &mut subscribe => s,
+            _ = sweep => unreachable!("the sweep never completes"),
+        };
+        match subscribed {
             Ok(mut stream) => {
-                tracing::info!("subscribed to containerd events");
                 backoff = Duration::from_millis(100);
+                m.sweep_exits().await;
                 while let Some(item) = stream.next().await {
                     match item {
                         Ok(env) => handle(&m, &env.topic, env.event).await,
@@ -27,7 +40,7 @@ pub async fn watch(m: Manager) {
                     }
                 }
             }
-            Err(e) => tracing::debug!(error = %e, "cannot subscribe to containerd events yet"),
+            Err(e) => tracing::warn!(error = %e, "cannot subscribe to containerd events"),
         }
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(2));

@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
+use rtnetlink::packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
 use sha2::{Digest, Sha256};
 use std::net::{IpAddr, Ipv4Addr};
@@ -141,10 +142,7 @@ impl Network {
                 .map_err(net_err("delete bridge"))?;
         }
         let t = &self.cfg.nft_table;
-        nft(&format!(
-            "table inet {t}\ndelete table inet {t}\ntable bridge {t}\ndelete table bridge {t}\n"
-        ))
-        .await
+        nft(&format!("table inet {t}\ndelete table inet {t}\n")).await
     }
 
     /// Makes `name`'s namespace with `ip` on a veth joined to the bridge.
@@ -175,15 +173,30 @@ impl Network {
             .ok_or_else(|| AgentError::Network(format!("veth {veth} missing")))?;
         self.handle
             .link()
-            .set(
-                LinkUnspec::new_with_index(idx)
-                    .controller(bridge)
-                    .up()
-                    .build(),
-            )
+            .set(LinkUnspec::new_with_index(idx).controller(bridge).build())
             .execute()
             .await
-            .map_err(net_err("attach veth"))
+            .map_err(net_err("attach veth"))?;
+        // An isolated bridge port forwards only to non-isolated ones (the
+        // bridge itself): workspaces cannot reach each other even at layer 2.
+        let isolated = LinkUnspec::new_with_index(idx)
+            .set_port_kind(InfoPortKind::Bridge)
+            .set_port_data(InfoPortData::BridgePort(vec![InfoBridgePort::Isolated(
+                true,
+            )]))
+            .build();
+        self.handle
+            .link()
+            .set_port(isolated)
+            .execute()
+            .await
+            .map_err(net_err("isolate bridge port"))?;
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(idx).up().build())
+            .execute()
+            .await
+            .map_err(net_err("veth up"))
     }
 
     /// Whether `name`'s namespace exists.
@@ -352,14 +365,6 @@ table inet {table} {{
     ip saddr {subnet} oifname != "{bridge}" masquerade
   }}
 }}
-table bridge {table} {{}}
-delete table bridge {table}
-table bridge {table} {{
-  chain forward {{
-    type filter hook forward priority filter; policy accept;
-    iifname "bw*" oifname "bw*" drop
-  }}
-}}
 "#
     )
 }
@@ -384,8 +389,12 @@ mod tests {
             "metadata unreachable"
         );
         assert!(
-            s.contains(r#"iifname "bw*" oifname "bw*" drop"#),
-            "no bridging between workspaces"
+            s.contains(r#"iifname "berth0" oifname "berth0" drop"#),
+            "no routing between workspaces"
+        );
+        assert!(
+            !s.contains("bw*"),
+            "rules never reach other agents' bridges"
         );
         assert!(s.contains("ip saddr 10.9.0.0/24 oifname != \"berth0\" masquerade"));
         assert!(

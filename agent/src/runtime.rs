@@ -794,16 +794,22 @@ impl Containerd {
         topics: &[&str],
     ) -> Result<tonic::Streaming<containerd_client::types::Envelope>> {
         let mut c = svc::events_client::EventsClient::new(self.channel.clone());
-        let filters = topics
-            .iter()
-            .map(|t| format!("namespace=={},topic=={t}", self.namespace))
-            .collect();
+        let filters = event_filters(&self.namespace, topics);
         let r = c
             .subscribe(Request::new(svc::SubscribeRequest { filters }))
             .await
             .map_err(AgentError::containerd("subscribe to events"))?;
         Ok(r.into_inner())
     }
+}
+
+/// containerd event filters for `topics` in `namespace` (values quoted: the
+/// filter grammar does not allow '/' in a bare value).
+pub fn event_filters(namespace: &str, topics: &[&str]) -> Vec<String> {
+    topics
+        .iter()
+        .map(|t| format!("namespace=={namespace:?},topic=={t:?}"))
+        .collect()
 }
 
 /// Formats a time as RFC 3339 in UTC (what containerd's GC labels expect).
@@ -833,6 +839,14 @@ pub fn time_rfc3339(t: std::time::SystemTime) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_filters_quote_their_values() {
+        assert_eq!(
+            event_filters("berth", &["/tasks/exit"]),
+            [r#"namespace=="berth",topic=="/tasks/exit""#]
+        );
+    }
 
     #[test]
     fn rfc3339() {

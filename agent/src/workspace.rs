@@ -8,7 +8,7 @@ use crate::cgroup::CgroupReader;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::failpoint;
-use crate::image::{Credentials, ImageStore};
+use crate::image::{self, Credentials, ImageStore};
 use crate::net::Network;
 use crate::record::{Phase, Record, Records};
 use crate::runtime::Containerd;
@@ -242,6 +242,9 @@ impl Manager {
             }
             return Err(AgentError::AlreadyExists(spec.name));
         }
+        // Cheap checks before the pull: a refused request costs nothing.
+        self.inner.volumes.check_fits(spec.disk_bytes)?;
+        image::Reference::parse(&spec.image)?;
         let t0 = Instant::now();
         let creds = req.auth.map(|a| Credentials {
             username: a.username,
@@ -249,7 +252,6 @@ impl Manager {
         });
         let image = self.inner.images.ensure(&spec.image, creds).await?;
         let image_ms = ms(t0);
-        self.inner.volumes.check_fits(spec.disk_bytes)?;
         let defaults = (
             self.inner.cfg.file.workspace.uid,
             self.inner.cfg.file.workspace.gid,
@@ -584,8 +586,25 @@ impl Manager {
     pub(crate) async fn note_exit(&self, name: &str, code: u32) {
         let _guard = self.lock(name).await;
         if let Ok(Some(mut r)) = self.inner.records.get(name) {
-            r.last_exit = Some(code as i32);
-            let _ = self.inner.records.put(&r);
+            if r.last_exit != Some(code as i32) {
+                r.last_exit = Some(code as i32);
+                let _ = self.inner.records.put(&r);
+            }
+        }
+    }
+
+    /// Records the exits of every workspace whose init process has ended, so
+    /// an exit event missed while not subscribed is not lost.
+    pub(crate) async fn sweep_exits(&self) {
+        let Ok(records) = self.inner.records.all() else {
+            return;
+        };
+        for r in records.iter().filter(|r| r.phase == Phase::Ready) {
+            if let Ok(Some(p)) = self.inner.ctd.get_task(&r.name).await {
+                if p.status == TaskStatus::Stopped as i32 {
+                    self.note_exit(&r.name, p.exit_status).await;
+                }
+            }
         }
     }
 }

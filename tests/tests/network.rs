@@ -1,0 +1,198 @@
+//! Network isolation, on real namespaces, veths, bridge and nftables: each
+//! refusal is paired with a positive control, so a broken network cannot pass.
+
+use berth_tests::{assert_clean, free_port, sh, Node, NodeOptions};
+use std::process::{Child, Command, Stdio};
+
+/// A host-side helper (server, namespace, link) removed on drop.
+struct Host {
+    children: Vec<Child>,
+    undo: Vec<String>,
+}
+
+impl Host {
+    fn run(&mut self, cmd: &str) {
+        let (ok, _, err) = sh(cmd);
+        assert!(ok, "{cmd}: {err}");
+    }
+    fn spawn(&mut self, cmd: &str) {
+        let c = Command::new("sh")
+            .arg("-c")
+            .arg(format!("exec {cmd}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.children.push(c);
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for u in self.undo.iter().rev() {
+            let _ = sh(u);
+        }
+    }
+}
+
+fn wait_http(url: &str, netns: Option<&str>) {
+    let prefix = netns.map_or(String::new(), |n| format!("ip netns exec {n} "));
+    for _ in 0..200 {
+        if sh(&format!("{prefix}curl -s -m 1 -o /dev/null {url}")).0 {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(25));
+    }
+    panic!("{url} never answered");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workspaces_are_isolated_but_reach_the_internet() {
+    berth_tests::images(&["dev"]);
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let mut host = Host {
+        children: Vec::new(),
+        undo: Vec::new(),
+    };
+    let id = node.id.clone();
+    let x = id.parse::<u64>().unwrap() % 250;
+
+    // A stand-in for the internet: a namespace behind a routed veth.
+    let (inet, hv, nv) = (format!("bi{id}"), format!("bih{id}"), format!("bii{id}"));
+    let (host_ip, inet_ip) = (format!("198.18.{x}.1"), format!("198.18.{x}.2"));
+    host.undo.push(format!("ip netns del {inet}"));
+    host.undo.push(format!("ip link del {hv}"));
+    host.run(&format!(
+        "ip netns add {inet} && ip link add {hv} type veth peer name {nv} && ip link set {nv} netns {inet} && \
+         ip addr add {host_ip}/30 dev {hv} && ip link set {hv} up && \
+         ip netns exec {inet} ip addr add {inet_ip}/30 dev {nv} && ip netns exec {inet} ip link set {nv} up && \
+         ip netns exec {inet} ip link set lo up && ip netns exec {inet} ip route add default via {host_ip}"
+    ));
+    let www = node.dir.join("www");
+    std::fs::create_dir_all(&www).unwrap();
+    std::fs::write(www.join("index.html"), "hello from the internet\n").unwrap();
+    host.spawn(&format!(
+        "ip netns exec {inet} busybox httpd -f -p {inet_ip}:8080 -h {}",
+        www.display()
+    ));
+    wait_http(&format!("http://{inet_ip}:8080/"), Some(&inet));
+
+    // The cloud metadata address, served on the node itself.
+    let md_port = free_port();
+    let dummy = format!("bmd{id}");
+    host.undo.push(format!("ip link del {dummy}"));
+    // (a veth pair rather than a dummy link: not every kernel has the dummy driver)
+    host.run(&format!(
+        "ip link add {dummy} type veth peer name {dummy}p && ip addr add 169.254.169.254/32 dev {dummy} && \
+         ip link set {dummy} up && ip link set {dummy}p up"
+    ));
+    host.spawn(&format!(
+        "busybox httpd -f -p 169.254.169.254:{md_port} -h {}",
+        www.display()
+    ));
+    wait_http(&format!("http://169.254.169.254:{md_port}/"), None);
+
+    // A service of the node's own, on every address.
+    let svc_port = free_port();
+    host.spawn(&format!(
+        "busybox httpd -f -p 0.0.0.0:{svc_port} -h {}",
+        www.display()
+    ));
+    wait_http(&format!("http://127.0.0.1:{svc_port}/"), None);
+
+    let dev = format!("{}/dev:latest", node.registry.addr);
+    for name in ["wa", "wb"] {
+        let mut spec = node.spec(name);
+        spec.image = dev.clone();
+        spec.memory_bytes = 256 << 20;
+        node.create(spec).await.expect("create");
+    }
+    let a_ip = node.status("wa").await.unwrap().ip;
+    let gw = node.subnet.replace(".0/24", ".1");
+
+    // Servers in A: TCP 7000 (HTTP) and UDP 7001 (appends datagrams to a file).
+    let udp = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7001))\n\
+               while True:\n  d,_=s.recvfrom(100)\n  open('/workspace/udp.log','ab').write(d+b'\\n')\n";
+    std::fs::write(node.state_dir.join("volumes/wa/udp.py"), udp).unwrap();
+    let (code, _, err) = node
+        .sh("wa", "cd /workspace && echo from-a > a.txt && (python3 -m http.server 7000 >/dev/null 2>&1 &) && (python3 udp.py >/dev/null 2>&1 &)")
+        .await;
+    assert_eq!(code, 0, "{err}");
+    wait_http(&format!("http://{a_ip}:7000/a.txt"), None);
+
+    // TCP: the node reaches A (control); B does not.
+    let (ok, out, _) = sh(&format!("curl -s -m 2 http://{a_ip}:7000/a.txt"));
+    assert!(
+        ok && out == "from-a\n",
+        "control: node -> A over TCP ({out:?})"
+    );
+    let (code, _, _) = node
+        .sh("wb", &format!("curl -s -m 2 http://{a_ip}:7000/a.txt"))
+        .await;
+    assert_ne!(code, 0, "B reached A over TCP");
+
+    // UDP: B's datagram never arrives, the node's does.
+    let send = |who: &str| {
+        format!("python3 -c \"import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'{who}',('{a_ip}',7001))\"")
+    };
+    assert_eq!(node.sh("wb", &send("from-b")).await.0, 0);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert!(sh(&send("from-node")).0);
+    let got = berth_tests::eventually(std::time::Duration::from_secs(3), || async {
+        let (_, log, _) = node.sh("wa", "cat /workspace/udp.log 2>/dev/null").await;
+        log.contains("from-node").then_some(log)
+    })
+    .await
+    .expect("control: node -> A over UDP");
+    assert!(!got.contains("from-b"), "B reached A over UDP: {got:?}");
+
+    // ICMP, from inside B's namespace: the internet answers (control), A does not.
+    let b_ns = node.netns("wb").display().to_string();
+    assert!(
+        sh(&format!(
+            "nsenter --net={b_ns} busybox ping -c1 -W2 {inet_ip}"
+        ))
+        .0,
+        "control: ICMP from B to the internet"
+    );
+    assert!(
+        !sh(&format!("nsenter --net={b_ns} busybox ping -c1 -W1 {a_ip}")).0,
+        "B pinged A"
+    );
+
+    // The internet is reachable from a workspace.
+    let (code, out, err) = node
+        .sh("wa", &format!("curl -sS -m 5 http://{inet_ip}:8080/"))
+        .await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the internet\n"),
+        "{err}"
+    );
+
+    // Metadata and the node's own services are not.
+    let (code, _, _) = node
+        .sh(
+            "wa",
+            &format!("curl -s -m 2 http://169.254.169.254:{md_port}/"),
+        )
+        .await;
+    assert_ne!(code, 0, "workspace reached 169.254.169.254");
+    for addr in [gw.as_str(), host_ip.as_str()] {
+        let (code, _, _) = node
+            .sh("wa", &format!("curl -s -m 2 http://{addr}:{svc_port}/"))
+            .await;
+        assert_ne!(code, 0, "workspace reached the node's service on {addr}");
+    }
+
+    for name in ["wa", "wb"] {
+        node.delete(name).await.unwrap();
+    }
+    assert_clean(&node, &baseline);
+}
