@@ -417,7 +417,6 @@ impl Containerd {
                     name: name.into(),
                     key: key.into(),
                     labels,
-                    ..Default::default()
                 },
                 Some(lease),
             ))

@@ -104,7 +104,8 @@ mod tests {
     #[test]
     fn resources() {
         assert!(spec(&good()).is_ok());
-        let cases: [(fn(&mut WorkspaceSpec), &str); 6] = [
+        type Mutation = fn(&mut WorkspaceSpec);
+        let cases: [(Mutation, &str); 6] = [
             (|s| s.cpu_millis = 0, "invalid_resources"),
             (|s| s.memory_bytes = 0, "invalid_resources"),
             (|s| s.pids = 0, "invalid_resources"),

@@ -111,9 +111,9 @@ impl Volumes {
         };
         let mut names: Vec<String> = rd
             .flatten()
-            .filter_map(|e| {
+            .map(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
-                Some(n.strip_suffix(".ext4").map(String::from).unwrap_or(n))
+                n.strip_suffix(".ext4").map(String::from).unwrap_or(n)
             })
             .collect();
         names.sort();

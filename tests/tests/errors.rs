@@ -102,7 +102,8 @@ async fn bad_input_is_refused_with_stable_codes_and_no_leftovers() {
     );
 
     // Shape of the request.
-    let cases: Vec<(&str, Box<dyn Fn(&mut pb::WorkspaceSpec)>)> = vec![
+    type Mutation = Box<dyn Fn(&mut pb::WorkspaceSpec)>;
+    let cases: Vec<(&str, Mutation)> = vec![
         ("invalid_name", Box::new(|s| s.name = "Bad_Name".into())),
         ("invalid_name", Box::new(|s| s.name = "".into())),
         ("invalid_name", Box::new(|s| s.name = "../etc".into())),

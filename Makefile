@@ -1,0 +1,46 @@
+# Berth: the commands the README names. Each installs what it needs first.
+#   make up      a working single-node Berth on this machine (foreground; Ctrl-C stops it)
+#   make test    the whole test suite (unit + end-to-end on real containerd)
+#   make bench   benchmarks; tables on stdout, JSON lines in target/bench/
+#   make lint    rustfmt and clippy, warnings are errors
+
+SHELL := /bin/bash
+export BERTH_CACHE ?= /var/cache/berth
+CARGO ?= cargo
+
+# Debian packages the project needs at run and test time.
+DEBIAN_PACKAGES := containerd runc protobuf-compiler docker-registry umoci skopeo mmdebstrap \
+	nftables iproute2 util-linux busybox-static e2fsprogs golang-github-containers-common \
+	apache2-utils curl ca-certificates
+
+.PHONY: deps images build up test bench lint
+
+deps:
+	@scripts/deps.sh $(DEBIAN_PACKAGES)
+
+images: deps
+	@images/build.sh tiny >/dev/null
+	@images/build.sh dev >/dev/null
+
+build: deps
+	$(CARGO) build --locked --workspace
+
+up: build images
+	@scripts/up.sh
+
+# The tests spawn target/debug/berth-agent: build every target first so it is current.
+test: deps images
+	$(CARGO) build --locked --workspace --all-targets
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
+	else \
+		$(CARGO) test --locked --workspace --no-fail-fast; \
+	fi
+
+bench: deps images
+	$(CARGO) build --locked --release -p berth-agent
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench agent
+
+lint: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
