@@ -79,6 +79,9 @@ pub struct WorkspaceDefaults {
     /// User for images that name none or root.
     pub uid: u32,
     pub gid: u32,
+    /// Volume + network namespace pairs kept ready for the most recently
+    /// requested size, so a create skips making them (0: never prepare).
+    pub prepared: usize,
 }
 
 /// One registry's settings.
@@ -155,6 +158,7 @@ impl Default for WorkspaceDefaults {
             stop_grace_seconds: 10,
             uid: 1000,
             gid: 1000,
+            prepared: 2,
         }
     }
 }
@@ -256,6 +260,9 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
             "cgroup.parent",
             "must be a relative cgroup name".into(),
         ));
+    }
+    if file.workspace.prepared > 64 {
+        return Err(invalid("workspace.prepared", "at most 64".into()));
     }
     if file.workspace.uid == 0 {
         return Err(invalid(

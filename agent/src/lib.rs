@@ -10,6 +10,7 @@ pub mod events;
 pub mod failpoint;
 pub mod image;
 pub mod net;
+pub mod prepared;
 pub mod reconcile;
 pub mod record;
 pub mod runtime;
@@ -84,6 +85,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> 
     tokio::select! {
         _ = server::serve(listener, m.clone()) => {}
         _ = events::watch(m.clone()) => {}
+        _ = m.refill_prepared() => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
     }
     Ok(())

@@ -135,6 +135,7 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,netlink_packet_route=error".into()),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = match berth_agent::config::load(cli.config.as_deref()) {
         Ok(c) => c,

@@ -26,6 +26,7 @@ impl Manager {
     pub async fn reconcile(&self) -> Result<Report> {
         let mut report = Report::default();
         let mut known = HashSet::new();
+        let mut parts: HashSet<String> = self.prepared_ids().into_iter().collect();
         for r in self.records().all()? {
             match r.phase {
                 Phase::Creating => {
@@ -49,10 +50,11 @@ impl Manager {
                         report.adopted += 1;
                     }
                     known.insert(r.name.clone());
+                    parts.insert(r.parts().to_string());
                 }
             }
         }
-        report.strays += self.remove_strays(&known).await?;
+        report.strays += self.remove_strays(&known, &parts).await?;
         tracing::info!(
             adopted = report.adopted,
             rolled_back = report.rolled_back,
@@ -63,7 +65,12 @@ impl Manager {
         Ok(report)
     }
 
-    async fn remove_strays(&self, known: &HashSet<String>) -> Result<usize> {
+    /// `known`: workspace names; `parts`: names their volumes and namespaces go by.
+    async fn remove_strays(
+        &self,
+        known: &HashSet<String>,
+        parts: &HashSet<String>,
+    ) -> Result<usize> {
         let ctd = self.containerd().clone();
         let mut n = 0;
         let filter = format!("labels.\"{WORKSPACE_LABEL}\"");
@@ -90,13 +97,13 @@ impl Manager {
             n += 1;
         }
         for name in self.network().list() {
-            if !known.contains(&name) {
+            if !parts.contains(&name) {
                 self.network().remove(&name).await?;
                 n += 1;
             }
         }
         for name in self.volumes().list() {
-            if !known.contains(&name) {
+            if !parts.contains(&name) {
                 self.volumes().remove(&name).await?;
                 n += 1;
             }

@@ -46,6 +46,21 @@ pub struct Record {
     pub last_exit: Option<i32>,
     #[serde(default)]
     pub oom_kills: u64,
+    /// Id of the volume and network namespace: a prepared slot's id when the
+    /// workspace took one, empty when they were made under its own name.
+    #[serde(default)]
+    pub slot: String,
+}
+
+impl Record {
+    /// The name the workspace's volume, netns and veth are made under.
+    pub fn parts(&self) -> &str {
+        if self.slot.is_empty() {
+            &self.name
+        } else {
+            &self.slot
+        }
+    }
 }
 
 /// The directory of records.
@@ -153,6 +168,7 @@ mod tests {
             started_at_ms: 0,
             last_exit: None,
             oom_kills: 0,
+            slot: String::new(),
         }
     }
 

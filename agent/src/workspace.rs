@@ -10,6 +10,7 @@ use crate::error::{AgentError, Result};
 use crate::failpoint;
 use crate::image::{self, Credentials, ImageStore};
 use crate::net::Network;
+use crate::prepared::{Prepared, Slot, SlotKey, Work, SLOT_PREFIX};
 use crate::record::{Phase, Record, Records};
 use crate::runtime::Containerd;
 use crate::spec::{self, SpecInput};
@@ -17,6 +18,7 @@ use crate::validate;
 use crate::volume::Volumes;
 use berth_proto::agent as pb;
 use containerd_client::types::v1::Status as TaskStatus;
+use containerd_client::types::Mount;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -52,6 +54,8 @@ struct Inner {
     swap_accounting: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ipam: tokio::sync::Mutex<()>,
+    prepared: Prepared,
+    refill: tokio::sync::Notify,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -108,6 +112,7 @@ impl Manager {
         let cgroups = CgroupReader::new(&p.cfg.file.cgroup.root);
         let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
         let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
+        let prepared = Prepared::new(p.cfg.file.workspace.prepared);
         Ok(Self {
             inner: Arc::new(Inner {
                 volumes: Volumes::new(state.join("volumes"), "/proc/self/mountinfo".into()),
@@ -121,6 +126,8 @@ impl Manager {
                 swap_accounting,
                 locks: Mutex::default(),
                 ipam: tokio::sync::Mutex::default(),
+                prepared,
+                refill: tokio::sync::Notify::new(),
             }),
         })
     }
@@ -184,8 +191,8 @@ impl Manager {
             memory_bytes: r.memory_bytes,
             pids: r.pids,
             swap_accounting: self.inner.swap_accounting,
-            volume: self.inner.volumes.mountpoint(&r.name),
-            netns: self.inner.net.netns_path(&r.name),
+            volume: self.inner.volumes.mountpoint(r.parts()),
+            netns: self.inner.net.netns_path(r.parts()),
             cgroups_path: self.cgroups_path(&r.name),
             resolv_conf: f
                 .network
@@ -259,8 +266,19 @@ impl Manager {
         let (uid, gid) = resolve_user(&image.config.user, defaults);
         let mut process_env = image.config.env.clone();
         process_env.extend(spec.env.iter().map(|(k, v)| format!("{k}={v}")));
+        let key = SlotKey {
+            disk_bytes: spec.disk_bytes,
+            uid,
+            gid,
+        };
+        let slot = self.inner.prepared.take(key);
+        self.inner.refill.notify_one();
         let mut record = {
             let _ipam = self.inner.ipam.lock().await;
+            let ip = match &slot {
+                Some(s) => s.ip,
+                None => self.allocate_ip()?,
+            };
             let record = Record {
                 name: spec.name.clone(),
                 image: image.name.clone(),
@@ -276,7 +294,7 @@ impl Manager {
                     .collect::<BTreeMap<_, _>>(),
                 generation: spec.generation,
                 phase: Phase::Creating,
-                ip: self.allocate_ip()?,
+                ip,
                 uid,
                 gid,
                 process_env,
@@ -284,29 +302,48 @@ impl Manager {
                 started_at_ms: 0,
                 last_exit: None,
                 oom_kills: 0,
+                slot: slot.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
             };
-            self.inner.records.put(&record)?;
+            let put = self.inner.records.put(&record);
+            if let Some(s) = &slot {
+                if put.is_err() {
+                    self.drop_slot(s).await;
+                }
+                // From here on the record (or nobody) holds the address.
+                self.inner.prepared.release(s.ip);
+            }
+            put?;
             record
         };
         failpoint::hit("create:after_record");
-        if let Err(e) = self.build(&record).await {
+        // Create and start are one step for the caller: either the workspace
+        // is there (and running, if asked) or nothing is left.
+        let made = async {
+            let mounts = self.build(&record).await?;
+            if req.start {
+                self.start_task(&mut record, mounts).await?;
+            }
+            // Until this write the record says `creating`: a crash before it
+            // rolls back a create nobody was told about.
+            record.phase = Phase::Ready;
+            self.inner.records.put(&record)
+        };
+        if let Err(e) = made.await {
             tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
             self.teardown(&record).await;
             self.inner.records.remove(&record.name)?;
             return Err(e);
         }
-        record.phase = Phase::Ready;
-        self.inner.records.put(&record)?;
         tracing::info!(workspace = %record.name, image_ms, total_ms = ms(t0), "workspace created");
-        if req.start {
-            self.start_locked(&mut record).await?;
-        }
         failpoint::hit("create:before_reply");
         self.status_of(&record).await
     }
 
+    /// The lowest address no record and no prepared slot holds; call with
+    /// the IPAM lock held.
     fn allocate_ip(&self) -> Result<Ipv4Addr> {
-        let used: HashSet<Ipv4Addr> = self.inner.records.all()?.iter().map(|r| r.ip).collect();
+        let mut used: HashSet<Ipv4Addr> = self.inner.records.all()?.iter().map(|r| r.ip).collect();
+        used.extend(self.inner.prepared.reserved());
         let subnet = self.inner.net.subnet();
         (0..)
             .map_while(|n| subnet.host(n))
@@ -314,54 +351,125 @@ impl Manager {
             .ok_or(AgentError::AddressesExhausted)
     }
 
-    /// Makes the snapshot, volume, namespace and container of a new record.
-    /// A lease keeps containerd's GC off the snapshot until the container,
-    /// which then holds it, exists.
-    async fn build(&self, r: &Record) -> Result<()> {
-        let lease = format!("berth-create-{}", r.name);
-        self.inner.ctd.create_lease(&lease).await?;
-        let built = self.build_leased(r, &lease).await;
-        let _ = self.inner.ctd.delete_lease(&lease).await;
-        built
+    /// Makes the container, snapshot, volume and namespace of a new record,
+    /// the three independent parts at once; returns the rootfs mounts.
+    async fn build(&self, r: &Record) -> Result<Vec<Mount>> {
+        let name = &r.name;
+        let timed = |t: Instant| move |v| (v, ms(t));
+        let rootfs = async {
+            let t = Instant::now();
+            // The container first: as a GC root it holds the snapshot from
+            // the moment the snapshot exists, so no lease is needed.
+            let spec = spec::build(&self.spec_input(r));
+            let labels = HashMap::from([
+                (WORKSPACE_LABEL.to_string(), name.clone()),
+                (GENERATION_LABEL.to_string(), r.generation.to_string()),
+            ]);
+            self.inner
+                .ctd
+                .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
+                .await?;
+            failpoint::hit("create:after_container");
+            let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
+            let mounts = self
+                .inner
+                .ctd
+                .prepare(None, &Self::snapshot_key(name), &r.chain_id, labels)
+                .await?;
+            failpoint::hit("create:after_snapshot");
+            Ok::<_, AgentError>(timed(t)(mounts))
+        };
+        // A prepared slot already holds the volume and the namespace.
+        let own_parts = r.slot.is_empty();
+        let volume = async {
+            let t = Instant::now();
+            if own_parts {
+                self.inner
+                    .volumes
+                    .create(name, r.disk_bytes, r.uid, r.gid)
+                    .await?;
+            }
+            failpoint::hit("create:after_volume");
+            Ok::<_, AgentError>(ms(t))
+        };
+        let netns = async {
+            let t = Instant::now();
+            if own_parts {
+                self.inner.net.create(name, r.ip).await?;
+            }
+            failpoint::hit("create:after_netns");
+            Ok::<_, AgentError>(ms(t))
+        };
+        let ((mounts, rootfs_ms), volume_ms, netns_ms) = tokio::try_join!(rootfs, volume, netns)?;
+        tracing::info!(workspace = %name, slot = %r.slot, rootfs_ms, volume_ms, netns_ms, "workspace built");
+        Ok(mounts)
     }
 
-    async fn build_leased(&self, r: &Record, lease: &str) -> Result<()> {
-        let name = &r.name;
-        let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
+    /// Keeps prepared slots ready for the most recently requested kind of
+    /// workspace. Runs until dropped.
+    pub async fn refill_prepared(&self) {
+        loop {
+            match self.inner.prepared.next_work() {
+                Work::Idle => self.inner.refill.notified().await,
+                Work::Drop(slot) => self.drop_slot(&slot).await,
+                Work::Make(key) => {
+                    let made = self.make_slot(key).await;
+                    let ok = made.is_some();
+                    self.inner.prepared.made(key, made);
+                    if !ok {
+                        // Back off rather than spin on a broken node.
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        }
+    }
+
+    async fn make_slot(&self, key: SlotKey) -> Option<Slot> {
+        let ip = {
+            let _ipam = self.inner.ipam.lock().await;
+            let ip = self.allocate_ip().ok()?;
+            self.inner.prepared.reserve(ip);
+            ip
+        };
+        let slot = Slot {
+            id: format!("{SLOT_PREFIX}{:012x}", rand::random::<u64>() >> 16),
+            ip,
+            key,
+        };
         let t = Instant::now();
-        self.inner
-            .ctd
-            .prepare(
-                Some(lease),
-                &Self::snapshot_key(name),
-                &r.chain_id,
-                labels.clone(),
-            )
-            .await?;
-        let snapshot_ms = ms(t);
-        failpoint::hit("create:after_snapshot");
-        let t = Instant::now();
-        self.inner
-            .volumes
-            .create(name, r.disk_bytes, r.uid, r.gid)
-            .await?;
-        let volume_ms = ms(t);
-        failpoint::hit("create:after_volume");
-        let t = Instant::now();
-        self.inner.net.create(name, r.ip).await?;
-        let netns_ms = ms(t);
-        failpoint::hit("create:after_netns");
-        let t = Instant::now();
-        let spec = spec::build(&self.spec_input(r));
-        let mut labels = labels;
-        labels.insert(GENERATION_LABEL.into(), r.generation.to_string());
-        self.inner
-            .ctd
-            .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
-            .await?;
-        failpoint::hit("create:after_container");
-        tracing::info!(workspace = %name, snapshot_ms, volume_ms, netns_ms, container_ms = ms(t), "workspace built");
-        Ok(())
+        let made = tokio::try_join!(
+            self.inner
+                .volumes
+                .create(&slot.id, key.disk_bytes, key.uid, key.gid),
+            self.inner.net.create(&slot.id, ip),
+        );
+        match made {
+            Ok(_) => {
+                tracing::debug!(slot = %slot.id, ms = ms(t), "prepared slot ready");
+                Some(slot)
+            }
+            Err(e) => {
+                tracing::warn!(slot = %slot.id, error = %e, "preparing a slot failed");
+                self.drop_slot(&slot).await;
+                None
+            }
+        }
+    }
+
+    async fn drop_slot(&self, slot: &Slot) {
+        if let Err(e) = self.inner.net.remove(&slot.id).await {
+            tracing::warn!(slot = %slot.id, error = %e, "removing a slot's namespace");
+        }
+        if let Err(e) = self.inner.volumes.remove(&slot.id).await {
+            tracing::warn!(slot = %slot.id, error = %e, "removing a slot's volume");
+        }
+        self.inner.prepared.release(slot.ip);
+    }
+
+    /// Ids of the prepared slots ready now (their parts are not strays).
+    pub(crate) fn prepared_ids(&self) -> Vec<String> {
+        self.inner.prepared.ready_ids()
     }
 
     /// Removes everything a record may have made, logging what fails.
@@ -377,8 +485,8 @@ impl Manager {
                     .remove_snapshot(&Self::snapshot_key(name))
                     .await,
             ),
-            ("netns", self.inner.net.remove(name).await),
-            ("volume", self.inner.volumes.remove(name).await),
+            ("netns", self.inner.net.remove(r.parts()).await),
+            ("volume", self.inner.volumes.remove(r.parts()).await),
         ];
         for (what, res) in steps {
             if let Err(e) = res {
@@ -404,34 +512,39 @@ impl Manager {
         self.status_of(&r).await
     }
 
+    /// Starts an existing workspace: repairs what a reboot may have taken
+    /// (volume mount, namespace), then creates and starts its task.
     async fn start_locked(&self, r: &mut Record) -> Result<()> {
         let name = r.name.clone();
-        let t0 = Instant::now();
         if let Some(p) = self.inner.ctd.get_task(&name).await? {
             if p.status == TaskStatus::Running as i32 {
                 return Ok(());
             }
             self.inner.ctd.delete_task(&name).await?;
         }
-        self.inner.volumes.ensure_mounted(&name).await?;
-        if !self.inner.net.exists(&name) {
-            self.inner.net.create(&name, r.ip).await?;
+        self.inner.volumes.ensure_mounted(r.parts()).await?;
+        if !self.inner.net.exists(r.parts()) {
+            self.inner.net.create(r.parts(), r.ip).await?;
         }
-        let prep_ms = ms(t0);
-        let t = Instant::now();
         let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&name)).await?;
-        let log = self.log_path(&name);
+        self.start_task(r, mounts).await?;
+        self.inner.records.put(r)
+    }
+
+    /// Creates and starts the task of a workspace whose parts all exist.
+    async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<()> {
+        let t = Instant::now();
+        let log = self.log_path(&r.name);
         self.inner
             .ctd
-            .create_task(&name, mounts, &log.to_string_lossy())
+            .create_task(&r.name, rootfs, &log.to_string_lossy())
             .await?;
         let task_create_ms = ms(t);
         let t = Instant::now();
-        let pid = self.inner.ctd.start(&name, "").await?;
+        let pid = self.inner.ctd.start(&r.name, "").await?;
         r.started_at_ms = now_ms();
         r.last_exit = None;
-        self.inner.records.put(r)?;
-        tracing::info!(workspace = %name, pid, prep_ms, task_create_ms, task_start_ms = ms(t), total_ms = ms(t0), "workspace started");
+        tracing::info!(workspace = %r.name, pid, task_create_ms, task_start_ms = ms(t), "workspace started");
         Ok(())
     }
 
@@ -515,7 +628,7 @@ impl Manager {
     pub(crate) async fn finish_delete(&self, r: &Record) -> Result<()> {
         self.teardown(r).await;
         // Only forget the record once nothing is left, so a retry can finish the job.
-        if self.inner.ctd.get_task(&r.name).await?.is_some() || self.inner.net.exists(&r.name) {
+        if self.inner.ctd.get_task(&r.name).await?.is_some() || self.inner.net.exists(r.parts()) {
             return Err(AgentError::Conflict {
                 name: r.name.clone(),
                 state: "deleting".into(),

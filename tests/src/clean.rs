@@ -4,9 +4,13 @@
 use crate::node::Node;
 use std::path::Path;
 
-/// Everything a node still holds that belongs to workspaces.
+/// Everything a node still holds that belongs to workspaces. Prepared slots
+/// (namespace + volume made ahead, named `pool-…`) are counted apart: they
+/// belong to the node, like its bridge.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Leaks {
+    pub prepared_netns: usize,
+    pub prepared_volumes: usize,
     pub netns: Vec<String>,
     pub veths: Vec<String>,
     pub cgroups: Vec<String>,
@@ -40,7 +44,12 @@ impl Leaks {
             })
             .collect();
         let state = node.state_dir.to_string_lossy().into_owned();
-        let mounts = mounts_under(&state);
+        let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&state)
+            .into_iter()
+            .partition(|m| m.contains("/volumes/pool-"));
+        let (prepared_netns, netns): (Vec<String>, Vec<String>) = ls(&node.netns_dir)
+            .into_iter()
+            .partition(|n| n.starts_with("pool-"));
         let snapshots = node
             .containerd
             .ctr_list(&["snapshots", "ls"])
@@ -50,7 +59,9 @@ impl Leaks {
             .filter(|k| k.starts_with("berth/") || k.starts_with("berth-extract-"))
             .collect();
         Self {
-            netns: ls(&node.netns_dir),
+            prepared_netns: prepared_netns.len(),
+            prepared_volumes: prepared_mounts.len(),
+            netns,
             veths: ls(&Path::new("/sys/class/net").join(&node.bridge).join("brif")),
             cgroups,
             mounts,
@@ -62,11 +73,35 @@ impl Leaks {
     }
 }
 
-/// Asserts that the node holds nothing for workspaces and that its
-/// nftables rules are still the node's own (`baseline`).
+/// Most prepared slots an agent keeps (its default `workspace.prepared`).
+pub const MAX_PREPARED: usize = 2;
+
+/// Asserts that the node holds nothing for workspaces, at most
+/// `MAX_PREPARED` whole prepared slots (a namespace with its veth and a
+/// volume each), and that its nftables rules are still the node's own
+/// (`baseline`). Retries for a few seconds: a refill may be half-way.
 pub fn assert_clean(node: &Node, baseline_rules: &[String]) {
-    let l = Leaks::of(node);
+    let whole = |l: &Leaks| {
+        let slots = l.prepared_netns;
+        slots <= MAX_PREPARED && l.prepared_volumes == slots && l.veths.len() == slots
+    };
+    let mut l = Leaks::of(node);
+    for _ in 0..60 {
+        if whole(&l) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        l = Leaks::of(node);
+    }
+    assert!(
+        whole(&l),
+        "prepared slots are not whole on node {}: {l:?}",
+        node.id
+    );
     let expected = Leaks {
+        prepared_netns: l.prepared_netns,
+        prepared_volumes: l.prepared_volumes,
+        veths: l.veths.clone(),
         nft_rules: baseline_rules.to_vec(),
         ..Default::default()
     };

@@ -139,6 +139,11 @@ impl Node {
         started.elapsed()
     }
 
+    /// The agent's process id, if it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
+    }
+
     /// `kill -9` of the agent process.
     pub fn kill_agent(&mut self) {
         if let Some(mut c) = self.agent.take() {
@@ -279,9 +284,30 @@ impl Node {
         )
     }
 
+    /// The name a workspace's volume and namespace go by: its prepared
+    /// slot's id if it took one (from its record), else its own name.
+    pub fn parts(&self, name: &str) -> String {
+        let record = std::fs::read(
+            self.state_dir
+                .join("workspaces")
+                .join(format!("{name}.json")),
+        )
+        .unwrap_or_else(|e| panic!("record of {name}: {e}"));
+        let r: serde_json::Value = serde_json::from_slice(&record).expect("record is JSON");
+        match r["slot"].as_str() {
+            Some(s) if !s.is_empty() => s.to_string(),
+            _ => name.to_string(),
+        }
+    }
+
     /// The network namespace file of a workspace.
     pub fn netns(&self, name: &str) -> PathBuf {
-        self.netns_dir.join(name)
+        self.netns_dir.join(self.parts(name))
+    }
+
+    /// Where a workspace's volume is mounted on the node.
+    pub fn volume(&self, name: &str) -> PathBuf {
+        self.state_dir.join("volumes").join(self.parts(name))
     }
 }
 

@@ -130,3 +130,88 @@ async fn pulls_once_and_reuses_layers() {
     );
     assert_eq!(second.digest, first.digest);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn prepared_slots_are_taken_refilled_and_cleaned_after_a_crash() {
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let pool = |node: &Node| -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(&node.netns_dir)
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.retain(|n| n.starts_with("pool-"));
+        v.sort();
+        v
+    };
+    assert!(
+        pool(&node).is_empty(),
+        "nothing is prepared before a size is asked for"
+    );
+
+    node.create(node.spec("first")).await.unwrap();
+    assert_eq!(node.parts("first"), "first", "a miss makes its own parts");
+    let ready = berth_tests::eventually(std::time::Duration::from_secs(10), || async {
+        let p = pool(&node);
+        (p.len() == 2).then_some(p)
+    })
+    .await
+    .expect("two slots prepared for the size just asked for");
+
+    let second = node.create(node.spec("second")).await.unwrap();
+    let slot = node.parts("second");
+    assert!(
+        ready.contains(&slot),
+        "the second create took a prepared slot ({slot} of {ready:?})"
+    );
+    assert_eq!(second.state, pb::State::Running as i32);
+    // The slot's parts are really the workspace's: its address, a volume of its size, its user.
+    let (code, out, _) = node.sh("second", "ip -4 addr show eth0 | grep -o 'inet [0-9.]*'; df -m /workspace | tail -1; touch /workspace/x && stat -c %u /workspace/x").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("inet {}", second.ip)), "{out}");
+    assert!(out.contains("\n1000\n") || out.ends_with("1000\n"), "{out}");
+    let size_mb: u64 = out
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        (40..=64).contains(&size_mb),
+        "a 64 MiB volume, got {size_mb} MiB: {out}"
+    );
+    node.stop("second").await.unwrap();
+    assert_eq!(
+        node.start("second").await.unwrap().ip,
+        second.ip,
+        "stop/start keeps the slot's address"
+    );
+    let refilled = berth_tests::eventually(std::time::Duration::from_secs(10), || async {
+        (pool(&node).len() == 3).then_some(())
+    })
+    .await;
+    assert!(
+        refilled.is_some(),
+        "refilled to two free slots (plus the taken one): {:?}",
+        pool(&node)
+    );
+
+    // A crash forgets the free slots; the next agent removes them, keeps the taken one.
+    node.kill_agent();
+    node.start_agent().await;
+    assert_eq!(
+        pool(&node),
+        vec![slot.clone()],
+        "only the slot a workspace holds survives"
+    );
+    assert_eq!(node.sh("second", "ls /workspace/x").await.0, 0);
+    for n in ["first", "second"] {
+        node.delete(n).await.unwrap();
+    }
+    assert!(pool(&node).is_empty());
+    assert_clean(&node, &baseline);
+}

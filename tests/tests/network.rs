@@ -119,7 +119,7 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
     // Servers in A: TCP 7000 (HTTP) and UDP 7001 (appends datagrams to a file).
     let udp = "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',7001))\n\
                while True:\n  d,_=s.recvfrom(100)\n  open('/workspace/udp.log','ab').write(d+b'\\n')\n";
-    std::fs::write(node.state_dir.join("volumes/wa/udp.py"), udp).unwrap();
+    std::fs::write(node.volume("wa").join("udp.py"), udp).unwrap();
     let (code, _, err) = node
         .sh("wa", "cd /workspace && echo from-a > a.txt && (python3 -m http.server 7000 >/dev/null 2>&1 &) && (python3 udp.py >/dev/null 2>&1 &)")
         .await;
