@@ -43,10 +43,13 @@ impl Leaks {
                     .collect::<Vec<_>>()
             })
             .collect();
-        let state = node.state_dir.to_string_lossy().into_owned();
-        let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&state)
+        // Everything under the node's directory: the agent's volumes and
+        // containerd's own state (task rootfs mounts).
+        let dir = node.dir.to_string_lossy().into_owned();
+        let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&dir)
             .into_iter()
-            .partition(|m| m.contains("/volumes/pool-"));
+            .partition(|m| m.contains("/volumes/pool-") || m.contains("/netns/pool-"));
+        let prepared_mounts: Vec<String> = prepared_mounts.into_iter().filter(|m| m.contains("/volumes/")).collect();
         let (prepared_netns, netns): (Vec<String>, Vec<String>) = ls(&node.netns_dir)
             .into_iter()
             .partition(|n| n.starts_with("pool-"));
