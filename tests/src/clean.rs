@@ -49,7 +49,10 @@ impl Leaks {
         let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&dir)
             .into_iter()
             .partition(|m| m.contains("/volumes/pool-") || m.contains("/netns/pool-"));
-        let prepared_mounts: Vec<String> = prepared_mounts.into_iter().filter(|m| m.contains("/volumes/")).collect();
+        let prepared_mounts: Vec<String> = prepared_mounts
+            .into_iter()
+            .filter(|m| m.contains("/volumes/"))
+            .collect();
         let (prepared_netns, netns): (Vec<String>, Vec<String>) = ls(&node.netns_dir)
             .into_iter()
             .partition(|n| n.starts_with("pool-"));
