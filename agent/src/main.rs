@@ -45,6 +45,7 @@ struct Ctl {
 enum Op {
     /// Create a workspace and start it.
     Create {
+        /// Workspace name: 1 to 40 of a-z, 0-9 and "-".
         name: String,
         /// Image reference, host[:port]/repository[:tag].
         #[arg(long)]
@@ -75,30 +76,44 @@ enum Op {
         password: Option<String>,
     },
     /// Start a stopped workspace.
-    Start { name: String },
+    Start {
+        /// Workspace name.
+        name: String,
+    },
     /// Stop a workspace: SIGTERM, then SIGKILL after the grace period.
     Stop {
+        /// Workspace name: 1 to 40 of a-z, 0-9 and "-".
         name: String,
         /// Seconds before SIGKILL (0: the agent's default).
         #[arg(long, default_value = "0")]
         grace: u32,
     },
     /// Delete a workspace and its volume.
-    Delete { name: String },
+    Delete {
+        /// Workspace name.
+        name: String,
+    },
     /// Show one workspace.
-    Status { name: String },
+    Status {
+        /// Workspace name.
+        name: String,
+    },
     /// List the node's workspaces.
     List,
     /// Pull an image into the node's cache.
     Pull {
+        /// Image reference, host[:port]/repository[:tag].
         image: String,
+        /// Registry user name.
         #[arg(long)]
         username: Option<String>,
+        /// Registry password.
         #[arg(long, env = "BERTH_REGISTRY_PASSWORD")]
         password: Option<String>,
     },
     /// Run a command in a workspace; exits with its exit code.
     Exec {
+        /// Workspace name: 1 to 40 of a-z, 0-9 and "-".
         name: String,
         /// Allocate a terminal.
         #[arg(long, short)]

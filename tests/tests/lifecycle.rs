@@ -99,6 +99,7 @@ async fn create_exec_stop_start_delete() {
 async fn pulls_once_and_reuses_layers() {
     let mut node = Node::new(NodeOptions::default());
     node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
     let pull = || async {
         match node
             .call(pb::request::Command::Pull(pb::PullRequest {
@@ -129,6 +130,7 @@ async fn pulls_once_and_reuses_layers() {
         (0, 2, 0)
     );
     assert_eq!(second.digest, first.digest);
+    assert_clean(&node, &baseline);
 }
 
 #[tokio::test(flavor = "multi_thread")]
