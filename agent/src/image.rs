@@ -20,6 +20,8 @@ use std::time::Instant;
 
 /// How many blobs are fetched at once.
 const PARALLEL_FETCHES: usize = 4;
+/// A progress line is logged each time a blob's download passes a multiple of this.
+const PROGRESS_EVERY: u64 = 16 << 20;
 
 /// The parts of an image config a workspace needs.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -331,6 +333,8 @@ impl ImageStore {
         let resp = s.blob(&d.digest).await?;
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let h = hasher.clone();
+        let (digest, total) = (d.digest.clone(), d.size.max(1) as u64);
+        let mut seen = 0u64;
         let body = resp
             .bytes_stream()
             .take_while(|c| std::future::ready(c.is_ok()))
@@ -338,6 +342,11 @@ impl ImageStore {
             .map(move |chunk| {
                 if let Ok(mut h) = h.lock() {
                     h.update(&chunk);
+                }
+                let before = seen;
+                seen += chunk.len() as u64;
+                if seen / PROGRESS_EVERY != before / PROGRESS_EVERY {
+                    tracing::info!(digest = %digest, bytes = seen, total, percent = seen * 100 / total, "pulling");
                 }
                 chunk.to_vec()
             });

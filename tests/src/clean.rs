@@ -18,6 +18,8 @@ pub struct Leaks {
     pub containers: Vec<String>,
     pub tasks: Vec<String>,
     pub snapshots: Vec<String>,
+    /// containerd shim processes serving this node's containerd.
+    pub shims: Vec<String>,
     pub nft_rules: Vec<String>,
 }
 
@@ -74,6 +76,7 @@ impl Leaks {
             containers: node.containerd.ctr_list(&["containers", "ls", "-q"]),
             tasks: node.containerd.ctr_list(&["tasks", "ls", "-q"]),
             snapshots,
+            shims: shims_of(&node.containerd.socket.to_string_lossy()),
             nft_rules: nft_rules(&node.nft_table),
         }
     }
@@ -130,6 +133,14 @@ pub fn nft_rules(table: &str) -> Vec<String> {
                 .collect::<Vec<_>>()
         })
         .collect()
+}
+
+/// Command lines of the shims started by the containerd at `socket`.
+fn shims_of(socket: &str) -> Vec<String> {
+    let (_, out, _) = crate::sh(&format!(
+        "pgrep -af 'containerd-shim.*-address {socket}( |$)' || true"
+    ));
+    out.lines().map(String::from).collect()
 }
 
 fn cgroup_dirs(parent: &str) -> Vec<std::path::PathBuf> {
