@@ -1,3 +1,8 @@
-//! The Berth coordinator. Its store, scheduler, agent link and API are the
-//! subject of issue 3; this crate exists so the workspace layout is complete.
+//! The Berth coordinator. This crate holds, so far, its pure cores: the
+//! scheduler (where a workspace goes) and the workspace lifecycle (what a
+//! workspace's state becomes on each event). The store, agent link and API
+//! that drive them are the rest of issue 3.
 #![forbid(unsafe_code)]
+
+pub mod lifecycle;
+pub mod scheduler;

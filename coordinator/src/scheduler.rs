@@ -1,0 +1,396 @@
+//! Placement: a pure function from a workspace's needs and a table of nodes
+//! to the node it should go to. Filter (ready, not cordoned or draining,
+//! labels, free CPU / memory / disk / slots), then score: a node that already
+//! caches the image first, then bin-pack or spread by the configured strategy.
+//! Ties go to the smallest node id, so a decision is reproducible.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Amounts of the resources placement counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Resources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+impl Resources {
+    fn plus(self, o: Self) -> Self {
+        Self {
+            cpu_millis: self.cpu_millis.saturating_add(o.cpu_millis),
+            memory_bytes: self.memory_bytes.saturating_add(o.memory_bytes),
+            disk_bytes: self.disk_bytes.saturating_add(o.disk_bytes),
+        }
+    }
+}
+
+/// What the scheduler knows of a node.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeView {
+    pub id: String,
+    /// Connected and heartbeating.
+    pub ready: bool,
+    pub cordoned: bool,
+    pub draining: bool,
+    pub labels: BTreeMap<String, String>,
+    /// What the node offers to workspaces.
+    pub capacity: Resources,
+    /// What placed workspaces already hold.
+    pub allocated: Resources,
+    /// Most workspaces the node takes.
+    pub max_workspaces: u32,
+    pub workspaces: u32,
+    /// Image references the node has unpacked.
+    pub cached_images: BTreeSet<String>,
+}
+
+/// What a workspace needs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Request {
+    pub image: String,
+    pub resources: Resources,
+    /// Labels a node must carry, all of them, with these values.
+    pub node_selector: BTreeMap<String, String>,
+}
+
+/// How to choose among nodes that fit equally well on the image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Strategy {
+    /// Fill the fullest node first (fewer, busier nodes; the rest can scale down).
+    #[default]
+    BinPack,
+    /// Prefer the emptiest node (less interference between workspaces).
+    Spread,
+}
+
+/// Why a node was filtered out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Unfit {
+    NotReady,
+    Cordoned,
+    Draining,
+    Labels,
+    Cpu,
+    Memory,
+    Disk,
+    Slots,
+}
+
+impl Unfit {
+    fn describe(self) -> &'static str {
+        match self {
+            Unfit::NotReady => "not ready",
+            Unfit::Cordoned => "cordoned",
+            Unfit::Draining => "draining",
+            Unfit::Labels => "without the requested labels",
+            Unfit::Cpu => "short of CPU",
+            Unfit::Memory => "short of memory",
+            Unfit::Disk => "short of disk",
+            Unfit::Slots => "full (workspace slots)",
+        }
+    }
+}
+
+/// A decision: the node and why it won.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    pub node: String,
+    pub image_cached: bool,
+    /// Dominant-resource utilization of the node after placing, in parts per million.
+    pub utilization_ppm: u64,
+}
+
+/// No node fits; how many nodes each reason ruled out (first reason per node).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", describe_no_fit(.reasons, *.nodes))]
+pub struct NoFit {
+    pub nodes: usize,
+    pub reasons: BTreeMap<Unfit, usize>,
+}
+
+fn describe_no_fit(reasons: &BTreeMap<Unfit, usize>, nodes: usize) -> String {
+    if nodes == 0 {
+        return "no node is registered".into();
+    }
+    let parts: Vec<String> = reasons
+        .iter()
+        .map(|(r, n)| format!("{n} {}", r.describe()))
+        .collect();
+    format!("no node of {nodes} fits: {}", parts.join(", "))
+}
+
+/// Why `node` cannot take `req`, or None if it can.
+pub fn unfit(req: &Request, node: &NodeView) -> Option<Unfit> {
+    let after = node.allocated.plus(req.resources);
+    let cap = node.capacity;
+    if !node.ready {
+        Some(Unfit::NotReady)
+    } else if node.cordoned {
+        Some(Unfit::Cordoned)
+    } else if node.draining {
+        Some(Unfit::Draining)
+    } else if !req
+        .node_selector
+        .iter()
+        .all(|(k, v)| node.labels.get(k) == Some(v))
+    {
+        Some(Unfit::Labels)
+    } else if after.cpu_millis > cap.cpu_millis {
+        Some(Unfit::Cpu)
+    } else if after.memory_bytes > cap.memory_bytes {
+        Some(Unfit::Memory)
+    } else if after.disk_bytes > cap.disk_bytes {
+        Some(Unfit::Disk)
+    } else if node.workspaces >= node.max_workspaces {
+        Some(Unfit::Slots)
+    } else {
+        None
+    }
+}
+
+/// The largest share of any resource the node would have in use after
+/// placing `req`, in parts per million.
+pub fn utilization_ppm(req: &Request, node: &NodeView) -> u64 {
+    let after = node.allocated.plus(req.resources);
+    let share = |used: u64, cap: u64| {
+        if cap == 0 {
+            1_000_000
+        } else {
+            (u128::from(used) * 1_000_000 / u128::from(cap)) as u64
+        }
+    };
+    let slots = share(
+        u64::from(node.workspaces) + 1,
+        u64::from(node.max_workspaces),
+    );
+    share(after.cpu_millis, node.capacity.cpu_millis)
+        .max(share(after.memory_bytes, node.capacity.memory_bytes))
+        .max(share(after.disk_bytes, node.capacity.disk_bytes))
+        .max(slots)
+}
+
+/// Chooses the node for `req`.
+pub fn place(req: &Request, nodes: &[NodeView], strategy: Strategy) -> Result<Placement, NoFit> {
+    let mut reasons = BTreeMap::new();
+    let mut best: Option<(Placement, (bool, i64), &str)> = None;
+    for node in nodes {
+        if let Some(r) = unfit(req, node) {
+            *reasons.entry(r).or_insert(0) += 1;
+            continue;
+        }
+        let cached = node.cached_images.contains(&req.image);
+        let util = utilization_ppm(req, node);
+        let fit = match strategy {
+            Strategy::BinPack => util as i64,
+            Strategy::Spread => -(util as i64),
+        };
+        let key = (cached, fit);
+        let better = match &best {
+            None => true,
+            Some((_, k, id)) => key > *k || (key == *k && node.id.as_str() < *id),
+        };
+        if better {
+            best = Some((
+                Placement {
+                    node: node.id.clone(),
+                    image_cached: cached,
+                    utilization_ppm: util,
+                },
+                key,
+                &node.id,
+            ));
+        }
+    }
+    best.map(|(p, _, _)| p).ok_or(NoFit {
+        nodes: nodes.len(),
+        reasons,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    fn node(id: &str, cpu: u64, mem_gib: u64, used_cpu: u64, used_mem_gib: u64) -> NodeView {
+        NodeView {
+            id: id.into(),
+            ready: true,
+            capacity: Resources {
+                cpu_millis: cpu,
+                memory_bytes: mem_gib * GIB,
+                disk_bytes: 100 * GIB,
+            },
+            allocated: Resources {
+                cpu_millis: used_cpu,
+                memory_bytes: used_mem_gib * GIB,
+                disk_bytes: 0,
+            },
+            max_workspaces: 100,
+            ..Default::default()
+        }
+    }
+
+    fn req(cpu: u64, mem_gib: u64) -> Request {
+        Request {
+            image: "reg/dev:1".into(),
+            resources: Resources {
+                cpu_millis: cpu,
+                memory_bytes: mem_gib * GIB,
+                disk_bytes: 10 * GIB,
+            },
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn filters_table() {
+        let r = req(1000, 2);
+        let ok = node("n", 4000, 8, 0, 0);
+        type Case = (&'static str, fn(&mut NodeView), Option<Unfit>);
+        let cases: [Case; 10] = [
+            ("fits", |_| {}, None),
+            ("exactly full fits", |n| n.allocated.cpu_millis = 3000, None),
+            ("not ready", |n| n.ready = false, Some(Unfit::NotReady)),
+            ("cordoned", |n| n.cordoned = true, Some(Unfit::Cordoned)),
+            ("draining", |n| n.draining = true, Some(Unfit::Draining)),
+            ("cpu", |n| n.allocated.cpu_millis = 3001, Some(Unfit::Cpu)),
+            (
+                "memory",
+                |n| n.allocated.memory_bytes = 7 * GIB,
+                Some(Unfit::Memory),
+            ),
+            (
+                "disk",
+                |n| n.allocated.disk_bytes = 95 * GIB,
+                Some(Unfit::Disk),
+            ),
+            ("slots", |n| n.workspaces = 100, Some(Unfit::Slots)),
+            (
+                "overflowing counters",
+                |n| n.allocated.cpu_millis = u64::MAX,
+                Some(Unfit::Cpu),
+            ),
+        ];
+        for (what, mutate, want) in cases {
+            let mut n = ok.clone();
+            mutate(&mut n);
+            assert_eq!(unfit(&r, &n), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn labels_must_all_match() {
+        let mut r = req(100, 1);
+        r.node_selector =
+            BTreeMap::from([("zone".into(), "a".into()), ("gpu".into(), "no".into())]);
+        let mut n = node("n", 4000, 8, 0, 0);
+        n.labels = BTreeMap::from([("zone".into(), "a".into())]);
+        assert_eq!(unfit(&r, &n), Some(Unfit::Labels));
+        n.labels.insert("gpu".into(), "no".into());
+        assert_eq!(unfit(&r, &n), None);
+        n.labels.insert("zone".into(), "b".into());
+        assert_eq!(unfit(&r, &n), Some(Unfit::Labels));
+    }
+
+    #[test]
+    fn cached_image_wins_over_packing() {
+        let r = req(1000, 1);
+        let busy = node("a", 4000, 8, 2000, 4);
+        let mut idle_cached = node("b", 4000, 8, 0, 0);
+        idle_cached.cached_images.insert("reg/dev:1".into());
+        let p = place(&r, &[busy.clone(), idle_cached.clone()], Strategy::BinPack).unwrap();
+        assert_eq!((p.node.as_str(), p.image_cached), ("b", true));
+        let p = place(&r, &[busy], Strategy::BinPack).unwrap();
+        assert!(!p.image_cached);
+    }
+
+    #[test]
+    fn binpack_fills_the_fullest_and_spread_the_emptiest() {
+        let r = req(1000, 1);
+        let nodes = [
+            node("a", 4000, 8, 1000, 1),
+            node("b", 4000, 8, 2000, 2),
+            node("c", 4000, 8, 0, 0),
+        ];
+        assert_eq!(place(&r, &nodes, Strategy::BinPack).unwrap().node, "b");
+        assert_eq!(place(&r, &nodes, Strategy::Spread).unwrap().node, "c");
+    }
+
+    #[test]
+    fn dominant_resource_decides_utilization() {
+        let r = req(0, 0);
+        let mut n = node("n", 4000, 8, 1000, 6);
+        n.capacity.disk_bytes = 100 * GIB;
+        // memory at 6/8 (+0) dominates cpu at 1/4; disk 10/100
+        assert_eq!(utilization_ppm(&r, &n), 750_000);
+    }
+
+    #[test]
+    fn ties_go_to_the_smallest_id() {
+        let r = req(500, 1);
+        let nodes = [
+            node("n2", 4000, 8, 0, 0),
+            node("n1", 4000, 8, 0, 0),
+            node("n3", 4000, 8, 0, 0),
+        ];
+        for s in [Strategy::BinPack, Strategy::Spread] {
+            assert_eq!(place(&r, &nodes, s).unwrap().node, "n1");
+        }
+    }
+
+    #[test]
+    fn no_fit_says_why() {
+        let r = req(1000, 4);
+        let mut cordoned = node("a", 4000, 8, 0, 0);
+        cordoned.cordoned = true;
+        let nodes = [cordoned, node("b", 4000, 8, 0, 6), node("c", 4000, 8, 0, 5)];
+        let e = place(&r, &nodes, Strategy::BinPack).unwrap_err();
+        assert_eq!(
+            e.reasons,
+            BTreeMap::from([(Unfit::Cordoned, 1), (Unfit::Memory, 2)])
+        );
+        assert_eq!(
+            e.to_string(),
+            "no node of 3 fits: 1 cordoned, 2 short of memory"
+        );
+        assert_eq!(
+            place(&r, &[], Strategy::Spread).unwrap_err().to_string(),
+            "no node is registered"
+        );
+    }
+
+    #[test]
+    fn twenty_workspaces_over_three_nodes_stay_within_capacity() {
+        let mut nodes = vec![
+            node("a", 8000, 16, 0, 0),
+            node("b", 8000, 16, 0, 0),
+            node("c", 8000, 16, 0, 0),
+        ];
+        for i in 0..20 {
+            let r = req(1000, 2);
+            let p = place(&r, &nodes, Strategy::Spread)
+                .unwrap_or_else(|e| panic!("workspace {i}: {e}"));
+            let n = nodes.iter_mut().find(|n| n.id == p.node).unwrap();
+            n.allocated = n.allocated.plus(r.resources);
+            n.workspaces += 1;
+        }
+        for n in &nodes {
+            assert!(
+                n.allocated.cpu_millis <= n.capacity.cpu_millis
+                    && n.allocated.memory_bytes <= n.capacity.memory_bytes
+            );
+        }
+        let counts: Vec<u32> = nodes.iter().map(|n| n.workspaces).collect();
+        assert_eq!(counts, [7, 7, 6], "spread evens them out");
+        // 8 cores each: the 25th 1-core workspace has no room left.
+        for _ in 0..4 {
+            let p = place(&req(1000, 2), &nodes, Strategy::Spread).unwrap();
+            let n = nodes.iter_mut().find(|n| n.id == p.node).unwrap();
+            n.allocated = n.allocated.plus(req(1000, 2).resources);
+            n.workspaces += 1;
+        }
+        assert!(place(&req(1000, 2), &nodes, Strategy::Spread).is_err());
+    }
+}
