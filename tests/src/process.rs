@@ -130,14 +130,20 @@ pub struct Registry {
 impl Registry {
     /// Serves `storage`; with `htpasswd` every request needs Basic auth.
     pub fn start(storage: &Path, htpasswd: Option<&Path>, scratch: &Path) -> Self {
-        let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
         let auth = htpasswd.map_or(String::new(), |p| {
             format!(
                 "auth:\n  htpasswd:\n    realm: berth-test\n    path: {}\n",
                 p.display()
             )
         });
+        Self::start_with_auth(storage, &auth, scratch)
+    }
+
+    /// Serves `storage` with `auth`, an `auth:` section of the registry's
+    /// configuration (YAML), or none if empty.
+    pub fn start_with_auth(storage: &Path, auth: &str, scratch: &Path) -> Self {
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
         let config = scratch.join(format!("registry-{port}.yml"));
         std::fs::create_dir_all(scratch).expect("mkdir scratch");
         std::fs::write(
