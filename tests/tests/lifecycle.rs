@@ -53,17 +53,29 @@ async fn create_exec_stop_start_delete() {
         (7, &b"from stdin"[..], &b"err\n"[..])
     );
 
-    // A terminal with the size asked for.
-    let req = pb::ExecRequest {
-        name: "life".into(),
-        argv: vec!["stty".into(), "size".into()],
-        tty: true,
-        rows: 33,
-        cols: 101,
-        ..Default::default()
-    };
-    let out = node.client().await.exec(req, b"").await.unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "33 101");
+    // A terminal with the size asked for. Short-lived processes, many times:
+    // their output must never be lost to the shim connecting late.
+    for round in 0..20 {
+        let req = pb::ExecRequest {
+            name: "life".into(),
+            argv: vec!["stty".into(), "size".into()],
+            tty: true,
+            rows: 33,
+            cols: 101,
+            ..Default::default()
+        };
+        let out = node.client().await.exec(req, b"").await.unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            "33 101",
+            "tty round {round}"
+        );
+        assert_eq!(
+            node.sh("life", "echo quick").await.1,
+            "quick\n",
+            "plain round {round}"
+        );
+    }
 
     // The volume keeps its files across stop/start.
     assert_eq!(node.sh("life", "echo kept > /workspace/file").await.0, 0);

@@ -62,7 +62,6 @@ impl Manager {
         input: &mut mpsc::Receiver<pb::ExecInput>,
         output: &mpsc::Sender<pb::ExecOutput>,
     ) -> Result<()> {
-        let ctd = &self.inner.ctd;
         let paths = ["stdin", "stdout", "stderr"].map(|n| dir.join(n));
         for p in &paths {
             nix::unistd::mkfifo(p, nix::sys::stat::Mode::from_bits_truncate(0o600)).map_err(
@@ -72,14 +71,40 @@ impl Manager {
                 },
             )?;
         }
-        // Read ends open without waiting for a writer; stdin opens read-write
-        // so it does not wait for the shim either.
-        let stdout = pipe::OpenOptions::new()
-            .open_receiver(&paths[1])
-            .map_err(AgentError::io("open stdout fifo"))?;
-        let stderr = pipe::OpenOptions::new()
-            .open_receiver(&paths[2])
-            .map_err(AgentError::io("open stderr fifo"))?;
+        // Readers wait (in a blocking open) for the shim to connect, so the
+        // only EOF they see is the shim's. A TTY has no separate stderr.
+        let mut readers = vec![(
+            paths[1].clone(),
+            tokio::spawn(pump(paths[1].clone(), output.clone(), false)),
+        )];
+        if !req.tty {
+            readers.push((
+                paths[2].clone(),
+                tokio::spawn(pump(paths[2].clone(), output.clone(), true)),
+            ));
+        }
+        let ran = self.run_process(name, exec_id, &paths, req, input).await;
+        finish_readers(readers).await;
+        let code = ran?;
+        let _ = output
+            .send(pb::ExecOutput {
+                output: Some(Output::ExitCode(code as i32)),
+            })
+            .await;
+        Ok(())
+    }
+
+    /// Starts the exec'd process, feeds it input until it exits, returns its status.
+    async fn run_process(
+        &self,
+        name: &str,
+        exec_id: &str,
+        paths: &[std::path::PathBuf; 3],
+        req: &pb::ExecRequest,
+        input: &mut mpsc::Receiver<pb::ExecInput>,
+    ) -> Result<u32> {
+        let ctd = &self.inner.ctd;
+        // stdin opens read-write so it does not wait for the shim.
         let mut stdin = Some(
             pipe::OpenOptions::new()
                 .read_write(true)
@@ -108,17 +133,11 @@ impl Manager {
         ];
         ctd.exec(name, exec_id, &process, stdio, req.tty).await?;
         ctd.start(name, exec_id).await?;
-        // The shim opens the write ends on start; a reader before that sees EOF.
-        let out_task = tokio::spawn(pump(stdout, output.clone(), false));
-        let err_task = tokio::spawn(pump(stderr, output.clone(), true));
-        if req.tty && req.rows > 0 && req.cols > 0 {
-            let _ = ctd.resize(name, exec_id, req.cols, req.rows).await;
-        }
         let wait = ctd.wait(name, exec_id);
         tokio::pin!(wait);
-        let code = loop {
+        loop {
             tokio::select! {
-                status = &mut wait => break status?,
+                status = &mut wait => return status,
                 msg = input.recv() => match msg.and_then(|m| m.input) {
                     Some(Input::Stdin(bytes)) => {
                         if let Some(w) = stdin.as_mut() {
@@ -135,23 +154,50 @@ impl Manager {
                     None => { stdin = None; input.close(); std::future::pending::<()>().await; }
                 },
             }
-        };
-        drop(stdin);
-        let _ = tokio::time::timeout(DRAIN, async {
-            let _ = out_task.await;
-            let _ = err_task.await;
-        })
-        .await;
-        let _ = output
-            .send(pb::ExecOutput {
-                output: Some(Output::ExitCode(code as i32)),
-            })
-            .await;
-        Ok(())
+        }
     }
 }
 
-async fn pump(mut r: pipe::Receiver, tx: mpsc::Sender<pb::ExecOutput>, is_err: bool) {
+/// Waits for the output readers to reach the shim's EOF. A reader the shim
+/// never connected to (the process failed to start) is released by opening
+/// its FIFO's write end ourselves; a reader still busy after `DRAIN` (a
+/// background child holding the output open) is abandoned.
+async fn finish_readers(readers: Vec<(std::path::PathBuf, tokio::task::JoinHandle<()>)>) {
+    let deadline = tokio::time::Instant::now() + DRAIN;
+    for (path, mut task) in readers {
+        loop {
+            let poll = tokio::time::timeout(std::time::Duration::from_millis(100), &mut task).await;
+            if poll.is_ok() {
+                break;
+            }
+            if tokio::time::Instant::now() > deadline {
+                task.abort();
+                release(&path);
+                break;
+            }
+            release(&path);
+        }
+    }
+}
+
+/// Connects to, then leaves, a FIFO's write end so that a reader blocked in
+/// open() returns; does nothing if no reader waits.
+fn release(path: &Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path);
+}
+
+async fn pump(path: std::path::PathBuf, tx: mpsc::Sender<pb::ExecOutput>, is_err: bool) {
+    // A blocking open returns once a writer (the shim) has connected.
+    let Ok(Ok(file)) = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await else {
+        return;
+    };
+    let Ok(mut r) = pipe::Receiver::from_file(file) else {
+        return;
+    };
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
