@@ -13,7 +13,9 @@ use std::path::PathBuf;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
-    /// Being made; a crash here means roll back.
+    /// Being made; a crash here means roll back. Written without fsync: if
+    /// a power cut loses it, what it covered is removed as strays anyway
+    /// (labelled containers and snapshots, netns and volumes without a record).
     Creating,
     /// Complete: a container exists (it may or may not be running).
     Ready,
@@ -97,6 +99,17 @@ impl Records {
 
     /// Writes a record durably: temp file, fsync, rename, fsync the directory.
     pub fn put(&self, r: &Record) -> Result<()> {
+        self.write(r, true)
+    }
+
+    /// Writes a record atomically (a reader sees the old or the new one) but
+    /// without waiting for the disk: it survives an agent crash, not a power
+    /// cut. For records whose loss is harmless (see `Phase::Creating`).
+    pub fn put_unsynced(&self, r: &Record) -> Result<()> {
+        self.write(r, false)
+    }
+
+    fn write(&self, r: &Record, durable: bool) -> Result<()> {
         let tmp = self.dir.join(format!(".{}.tmp", r.name));
         let body = serde_json::to_vec_pretty(r).map_err(|e| AgentError::Io {
             context: "encode record".into(),
@@ -105,9 +118,14 @@ impl Records {
         let write = || -> std::io::Result<()> {
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(&body)?;
-            f.sync_all()?;
+            if durable {
+                f.sync_all()?;
+            }
             std::fs::rename(&tmp, self.path(&r.name))?;
-            std::fs::File::open(&self.dir)?.sync_all()
+            if durable {
+                std::fs::File::open(&self.dir)?.sync_all()?;
+            }
+            Ok(())
         };
         write().map_err(AgentError::io(format!("write record {}", r.name)))
     }

@@ -304,7 +304,7 @@ impl Manager {
                 oom_kills: 0,
                 slot: slot.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
             };
-            let put = self.inner.records.put(&record);
+            let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {
                 if put.is_err() {
                     self.drop_slot(s).await;
@@ -320,23 +320,32 @@ impl Manager {
         // is there (and running, if asked) or nothing is left.
         let made = async {
             let mounts = self.build(&record).await?;
-            if req.start {
-                self.start_task(&mut record, mounts).await?;
-            }
+            let pid = match req.start {
+                true => Some(self.start_task(&mut record, mounts).await?),
+                false => None,
+            };
             // Until this write the record says `creating`: a crash before it
             // rolls back a create nobody was told about.
             record.phase = Phase::Ready;
-            self.inner.records.put(&record)
+            self.inner.records.put(&record)?;
+            Ok::<_, AgentError>(pid)
         };
-        if let Err(e) = made.await {
-            tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
-            self.teardown(&record).await;
-            self.inner.records.remove(&record.name)?;
-            return Err(e);
-        }
+        let pid = match made.await {
+            Ok(pid) => pid,
+            Err(e) => {
+                tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
+                self.teardown(&record).await;
+                self.inner.records.remove(&record.name)?;
+                return Err(e);
+            }
+        };
         tracing::info!(workspace = %record.name, image_ms, total_ms = ms(t0), "workspace created");
         failpoint::hit("create:before_reply");
-        self.status_of(&record).await
+        // What was just done is the status: no need to ask containerd again.
+        Ok(match pid {
+            Some(pid) => self.status_with(&record, pb::State::Running, pid, None),
+            None => self.status_with(&record, pb::State::Created, 0, None),
+        })
     }
 
     /// The lowest address no record and no prepared slot holds; call with
@@ -532,7 +541,7 @@ impl Manager {
     }
 
     /// Creates and starts the task of a workspace whose parts all exist.
-    async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<()> {
+    async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<u32> {
         let t = Instant::now();
         let log = self.log_path(&r.name);
         self.inner
@@ -545,7 +554,7 @@ impl Manager {
         r.started_at_ms = now_ms();
         r.last_exit = None;
         tracing::info!(workspace = %r.name, pid, task_create_ms, task_start_ms = ms(t), "workspace started");
-        Ok(())
+        Ok(pid)
     }
 
     /// Stops a workspace: SIGTERM, then SIGKILL after the grace period.
@@ -656,7 +665,6 @@ impl Manager {
 
     async fn status_of(&self, r: &Record) -> Result<pb::WorkspaceStatus> {
         let task = self.inner.ctd.get_task(&r.name).await?;
-        let cg = self.cgroups_path(&r.name);
         let (state, pid, exit) = match &task {
             Some(p)
                 if p.status == TaskStatus::Running as i32
@@ -670,9 +678,21 @@ impl Manager {
             _ if r.started_at_ms == 0 => (pb::State::Created, 0, None),
             _ => (pb::State::Stopped, 0, r.last_exit),
         };
+        Ok(self.status_with(r, state, pid, exit))
+    }
+
+    /// A workspace's status given its task's state; usage from its cgroup.
+    fn status_with(
+        &self,
+        r: &Record,
+        state: pb::State,
+        pid: u32,
+        exit: Option<i32>,
+    ) -> pb::WorkspaceStatus {
+        let cg = self.cgroups_path(&r.name);
         let usage = (state == pb::State::Running).then(|| self.inner.cgroups.usage(&cg));
         let oom_kills = r.oom_kills.max(self.inner.cgroups.oom_kills(&cg));
-        Ok(pb::WorkspaceStatus {
+        pb::WorkspaceStatus {
             name: r.name.clone(),
             image: r.image.clone(),
             state: state as i32,
@@ -683,7 +703,7 @@ impl Manager {
             usage,
             ip: r.ip.to_string(),
             generation: r.generation,
-        })
+        }
     }
 
     /// Records an OOM kill reported by containerd.

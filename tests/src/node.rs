@@ -117,7 +117,10 @@ impl Node {
             .arg("--config")
             .arg(&self.config)
             .envs(self.agent_env.iter().cloned())
-            .env("BERTH_LOG", "info,netlink_packet_route=error")
+            .env(
+                "BERTH_LOG",
+                "info,berth_agent::workspace::exec=debug,netlink_packet_route=error",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

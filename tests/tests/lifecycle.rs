@@ -76,6 +76,21 @@ async fn create_exec_stop_start_delete() {
             "plain round {round}"
         );
     }
+    // On a terminal, closing stdin is ^D: `cat` sees end of input and exits.
+    let req = pb::ExecRequest {
+        name: "life".into(),
+        argv: vec!["cat".into()],
+        tty: true,
+        rows: 24,
+        cols: 80,
+        ..Default::default()
+    };
+    let out = node.client().await.exec(req, b"hello\n").await.unwrap();
+    assert_eq!(out.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("hello"),
+        "{out:?}"
+    );
 
     // The volume keeps its files across stop/start.
     assert_eq!(node.sh("life", "echo kept > /workspace/file").await.0, 0);

@@ -13,6 +13,10 @@ use tokio::sync::mpsc;
 
 /// How long to wait for output still in flight after the process exited.
 const DRAIN: Duration = Duration::from_secs(2);
+/// The terminal's end-of-file character (^D).
+const VEOF: u8 = 0x04;
+/// How long after the process exited the shim may still connect to an output FIFO.
+const CONNECT_GRACE: Duration = Duration::from_secs(1);
 
 impl Manager {
     /// Runs `req` in its workspace. `input` carries stdin, resizes and
@@ -73,18 +77,12 @@ impl Manager {
         }
         // Readers wait (in a blocking open) for the shim to connect, so the
         // only EOF they see is the shim's. A TTY has no separate stderr.
-        let mut readers = vec![(
-            paths[1].clone(),
-            tokio::spawn(pump(paths[1].clone(), output.clone(), false)),
-        )];
+        let mut readers = vec![Reader::spawn(&paths[1], output, false)];
         if !req.tty {
-            readers.push((
-                paths[2].clone(),
-                tokio::spawn(pump(paths[2].clone(), output.clone(), true)),
-            ));
+            readers.push(Reader::spawn(&paths[2], output, true));
         }
         let ran = self.run_process(name, exec_id, &paths, req, input).await;
-        finish_readers(readers).await;
+        finish_readers(readers, ran.is_ok()).await;
         let code = ran?;
         let _ = output
             .send(pb::ExecOutput {
@@ -144,6 +142,14 @@ impl Manager {
                             if w.write_all(&bytes).await.is_err() { stdin = None; }
                         }
                     }
+                    // On a terminal, end of input is VEOF (^D), as a keyboard sends it:
+                    // closing a TTY exec's stdin makes the shim close its console
+                    // and drop output the process has not yet written.
+                    Some(Input::CloseStdin(_)) if req.tty => {
+                        if let Some(w) = stdin.as_mut() {
+                            let _ = w.write_all(&[VEOF]).await;
+                        }
+                    }
                     Some(Input::CloseStdin(_)) => {
                         stdin = None;
                         let _ = ctd.close_stdin(name, exec_id).await;
@@ -158,24 +164,57 @@ impl Manager {
     }
 }
 
-/// Waits for the output readers to reach the shim's EOF. A reader the shim
-/// never connected to (the process failed to start) is released by opening
-/// its FIFO's write end ourselves; a reader still busy after `DRAIN` (a
-/// background child holding the output open) is abandoned.
-async fn finish_readers(readers: Vec<(std::path::PathBuf, tokio::task::JoinHandle<()>)>) {
-    let deadline = tokio::time::Instant::now() + DRAIN;
-    for (path, mut task) in readers {
+/// A task copying one output FIFO into exec output messages.
+struct Reader {
+    path: std::path::PathBuf,
+    /// Set once the shim has connected (the blocking open returned).
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Reader {
+    fn spawn(path: &Path, tx: &mpsc::Sender<pb::ExecOutput>, is_err: bool) -> Self {
+        let connected = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let task = tokio::spawn(pump(
+            path.to_path_buf(),
+            tx.clone(),
+            is_err,
+            connected.clone(),
+        ));
+        Self {
+            path: path.to_path_buf(),
+            connected,
+            task,
+        }
+    }
+}
+
+/// Waits for the output readers to reach the shim's EOF after the process
+/// ended. A reader the shim never connected to (the process did not start,
+/// or the shim is gone) is released by opening its FIFO's write end
+/// ourselves, but only when the shim cannot connect any more: at once if the
+/// process never started, else after `CONNECT_GRACE`; releasing earlier would
+/// hand the reader an EOF before the shim's output. A connected reader still
+/// busy after `DRAIN` (a background child holding the output) is abandoned.
+async fn finish_readers(readers: Vec<Reader>, started: bool) {
+    let t0 = tokio::time::Instant::now();
+    for mut r in readers {
         loop {
-            let poll = tokio::time::timeout(std::time::Duration::from_millis(100), &mut task).await;
+            let poll =
+                tokio::time::timeout(std::time::Duration::from_millis(50), &mut r.task).await;
             if poll.is_ok() {
                 break;
             }
-            if tokio::time::Instant::now() > deadline {
-                task.abort();
-                release(&path);
+            let waited = t0.elapsed();
+            if !r.connected.load(std::sync::atomic::Ordering::Acquire) {
+                if !started || waited > CONNECT_GRACE {
+                    tracing::debug!(fifo = %r.path.display(), "releasing an output reader the shim never reached");
+                    release(&r.path);
+                }
+            } else if waited > DRAIN {
+                r.task.abort();
                 break;
             }
-            release(&path);
         }
     }
 }
@@ -190,19 +229,33 @@ fn release(path: &Path) {
         .open(path);
 }
 
-async fn pump(path: std::path::PathBuf, tx: mpsc::Sender<pb::ExecOutput>, is_err: bool) {
+async fn pump(
+    path: std::path::PathBuf,
+    tx: mpsc::Sender<pb::ExecOutput>,
+    is_err: bool,
+    connected: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
     // A blocking open returns once a writer (the shim) has connected.
+    let t0 = std::time::Instant::now();
+    let shown = path.display().to_string();
     let Ok(Ok(file)) = tokio::task::spawn_blocking(move || std::fs::File::open(path)).await else {
         return;
     };
+    connected.store(true, std::sync::atomic::Ordering::Release);
+    tracing::debug!(fifo = %shown, after_us = t0.elapsed().as_micros() as u64, "output reader connected");
+    let mut total = 0usize;
     let Ok(mut r) = pipe::Receiver::from_file(file) else {
         return;
     };
     let mut buf = vec![0u8; 32 * 1024];
     loop {
         match r.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
+            Ok(0) | Err(_) => {
+                tracing::debug!(fifo = %shown, bytes = total, after_us = t0.elapsed().as_micros() as u64, "output reader done");
+                return;
+            }
             Ok(n) => {
+                total += n;
                 let data = buf[..n].to_vec();
                 let output = Some(if is_err {
                     Output::Stderr(data)
