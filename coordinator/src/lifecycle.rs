@@ -126,6 +126,14 @@ impl Workspace {
         }
     }
 
+    /// Sets the desired state; a change of intent is a new generation.
+    fn want(&mut self, desired: Desired) {
+        if self.desired != desired {
+            self.desired = desired;
+            self.generation += 1;
+        }
+    }
+
     /// Whether nothing more will happen without a new request.
     pub fn settled(&self) -> bool {
         matches!(
@@ -184,11 +192,7 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
         }
         (S::Deleting, Event::StartRequested | Event::StopRequested) => return Err(invalid()),
         (_, Event::StartRequested) => {
-            let bump = ws.desired != Desired::Running;
-            next.desired = Desired::Running;
-            if bump {
-                next.generation += 1;
-            }
+            next.want(Desired::Running);
             match ws.state {
                 S::Stopped | S::Stopping => {
                     let a = send(&next, Command::Start);
@@ -204,11 +208,7 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
             }
         }
         (_, Event::StopRequested) => {
-            let bump = ws.desired != Desired::Stopped;
-            next.desired = Desired::Stopped;
-            if bump {
-                next.generation += 1;
-            }
+            next.want(Desired::Stopped);
             match ws.state {
                 S::Running | S::Starting => {
                     let a = send(&next, Command::Stop);

@@ -368,13 +368,17 @@ mod tests {
             node("b", 8000, 16, 0, 0),
             node("c", 8000, 16, 0, 0),
         ];
-        for i in 0..20 {
+        // Places one workspace and books it on its node, as the store would.
+        let place_and_book = |nodes: &mut Vec<NodeView>| -> Result<(), NoFit> {
             let r = req(1000, 2);
-            let p = place(&r, &nodes, Strategy::Spread)
-                .unwrap_or_else(|e| panic!("workspace {i}: {e}"));
+            let p = place(&r, nodes, Strategy::Spread)?;
             let n = nodes.iter_mut().find(|n| n.id == p.node).unwrap();
             n.allocated = n.allocated.plus(r.resources);
             n.workspaces += 1;
+            Ok(())
+        };
+        for i in 0..20 {
+            place_and_book(&mut nodes).unwrap_or_else(|e| panic!("workspace {i}: {e}"));
         }
         for n in &nodes {
             assert!(
@@ -386,11 +390,8 @@ mod tests {
         assert_eq!(counts, [7, 7, 6], "spread evens them out");
         // 8 cores each: the 25th 1-core workspace has no room left.
         for _ in 0..4 {
-            let p = place(&req(1000, 2), &nodes, Strategy::Spread).unwrap();
-            let n = nodes.iter_mut().find(|n| n.id == p.node).unwrap();
-            n.allocated = n.allocated.plus(req(1000, 2).resources);
-            n.workspaces += 1;
+            place_and_book(&mut nodes).unwrap();
         }
-        assert!(place(&req(1000, 2), &nodes, Strategy::Spread).is_err());
+        assert!(place_and_book(&mut nodes).is_err());
     }
 }
