@@ -5,5 +5,8 @@ fn main() -> std::io::Result<()> {
     prost_build::Config::new()
         .btree_map(["."])
         .type_attribute(".", "#[derive(serde::Serialize)]")
-        .compile_protos(&["proto/berth/agent.proto"], &["proto"])
+        .compile_protos(
+            &["proto/berth/agent.proto", "proto/berth/link.proto"],
+            &["proto"],
+        )
 }

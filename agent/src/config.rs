@@ -21,6 +21,46 @@ pub struct ConfigFile {
     /// Registries with credentials or plain HTTP.
     #[serde(rename = "registry")]
     pub registries: Vec<RegistryConfig>,
+    pub coordinator: CoordinatorConfig,
+    pub node: NodeConfig,
+}
+
+/// The link to the coordinator. Without an address the agent runs alone,
+/// driven through its control socket only.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CoordinatorConfig {
+    /// HOST:PORT of the coordinator's QUIC link (also `--coordinator`).
+    pub address: Option<String>,
+    /// Longest wait between reconnection attempts, in milliseconds.
+    pub reconnect_max_ms: u64,
+}
+
+/// What this node offers and how it is known.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// The node id asked for when joining (default: the host name).
+    pub id: Option<String>,
+    /// Labels workspaces can select nodes by.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// CPU offered to workspaces in millicores (0: all of the machine's).
+    pub cpu_millis: u64,
+    /// Memory offered to workspaces (0: the machine's total).
+    pub memory_bytes: u64,
+    /// Disk offered to workspace volumes (0: the size of the state directory's file system).
+    pub disk_bytes: u64,
+    /// Most workspaces on this node (0: 250).
+    pub max_workspaces: u32,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        Self {
+            address: None,
+            reconnect_max_ms: 10_000,
+        }
+    }
 }
 
 /// How to reach containerd.
@@ -107,6 +147,8 @@ impl Default for ConfigFile {
             security: SecurityConfig::default(),
             workspace: WorkspaceDefaults::default(),
             registries: Vec::new(),
+            coordinator: CoordinatorConfig::default(),
+            node: NodeConfig::default(),
         }
     }
 }

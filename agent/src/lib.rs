@@ -9,6 +9,7 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod image;
+pub mod link;
 pub mod net;
 pub mod prepared;
 pub mod reconcile;
@@ -77,12 +78,53 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
 
 /// Runs the agent until `shutdown` completes. Shutting down never stops a
 /// workspace: containerd keeps them running for the next agent to adopt.
-pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> Result<()> {
+///
+/// With a coordinator address (config or `--coordinator`), the agent also
+/// keeps the link to it; `join` is the one-time token used if the node has
+/// no identity yet.
+pub async fn run(cfg: Config, join: Option<String>, shutdown: impl Future<Output = ()>) -> Result<()> {
     let started = std::time::Instant::now();
+    let link = match cfg.file.coordinator.address.clone() {
+        Some(addr) => {
+            let state = cfg.file.state_dir.clone();
+            std::fs::create_dir_all(&state).map_err(AgentError::io("mkdir state dir"))?;
+            let identity = match (link::Identity::load(&state), join) {
+                (Some(id), token) => {
+                    if token.is_some() {
+                        tracing::info!(node = %id.node_id, "already joined; the join token is not used");
+                    }
+                    id
+                }
+                (None, Some(token)) => {
+                    let node_id = match cfg.file.node.id.clone() {
+                        Some(id) => id,
+                        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
+                            .map(|h| h.trim().to_ascii_lowercase())
+                            .map_err(AgentError::io("read host name"))?,
+                    };
+                    link::join(&addr, &token, &node_id, &state).await?
+                }
+                (None, None) => {
+                    return Err(AgentError::InvalidRequest(
+                        "this node has not joined: pass --join TOKEN (from `berth admin join-token create`)".into(),
+                    ))
+                }
+            };
+            Some((addr, identity))
+        }
+        None => None,
+    };
     let m = prepare(&cfg).await?;
     let listener = server::bind(&cfg.control_socket)?;
     tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
+    let link_task = async {
+        match link {
+            Some((addr, identity)) => link::run(m.clone(), addr, identity).await,
+            None => std::future::pending().await,
+        }
+    };
     tokio::select! {
+        _ = link_task => {}
         _ = server::serve(listener, m.clone()) => {}
         _ = events::watch(m.clone()) => {}
         _ = m.refill_prepared() => {}

@@ -15,6 +15,15 @@ struct Cli {
     /// Agent configuration file (TOML). Without it every setting takes its default.
     #[arg(long, short, global = true, env = "BERTH_AGENT_CONFIG")]
     config: Option<PathBuf>,
+    /// The coordinator's link address, HOST:PORT (overrides coordinator.address).
+    #[arg(long, global = true, env = "BERTH_COORDINATOR")]
+    coordinator: Option<String>,
+    /// One-time join token (`berth admin join-token create`), used on first start.
+    #[arg(long, global = true, env = "BERTH_JOIN_TOKEN")]
+    join: Option<String>,
+    /// Node id to ask for when joining (overrides node.id; default: host name).
+    #[arg(long, global = true)]
+    node_id: Option<String>,
     #[command(subcommand)]
     command: Option<Cmd>,
 }
@@ -153,7 +162,15 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let cfg = match berth_agent::config::load(cli.config.as_deref()) {
-        Ok(c) => c,
+        Ok(mut c) => {
+            if let Some(a) = cli.coordinator.clone() {
+                c.file.coordinator.address = Some(a);
+            }
+            if let Some(n) = cli.node_id.clone() {
+                c.file.node.id = Some(n);
+            }
+            c
+        }
         Err(e) => {
             eprintln!("berth-agent: bad configuration: {e}");
             std::process::exit(2);
@@ -168,7 +185,9 @@ fn main() -> anyhow::Result<()> {
                         .expect("SIGTERM handler");
                 tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
             };
-            berth_agent::run(cfg, shutdown).await.context("berth-agent")
+            berth_agent::run(cfg, cli.join.clone(), shutdown)
+                .await
+                .context("berth-agent")
         }),
         Cmd::Config => {
             println!("{:#?}", cfg.file);

@@ -306,6 +306,16 @@ impl Containerd {
         }
     }
 
+    /// Names of every image in the namespace.
+    pub async fn list_images(&self) -> Result<Vec<String>> {
+        let mut c = svc::images_client::ImagesClient::new(self.channel.clone());
+        let r = c
+            .list(self.req(svc::ListImagesRequest { filters: vec![] }, None))
+            .await
+            .map_err(AgentError::containerd("list images"))?;
+        Ok(r.into_inner().images.into_iter().map(|i| i.name).collect())
+    }
+
     /// Creates or updates image `name` to point at `target`.
     pub async fn put_image(&self, lease: &str, name: &str, target: Descriptor) -> Result<()> {
         let mut c = svc::images_client::ImagesClient::new(self.channel.clone());

@@ -1,5 +1,5 @@
-//! The local control API: framed protobuf requests on a Unix socket (root
-//! only). The coordinator link will carry the same messages over QUIC.
+//! The command API: framed protobuf requests on the local Unix socket (root
+//! only) and, identically, on the QUIC bi-streams the coordinator opens.
 
 use crate::error::{AgentError, Result};
 use crate::workspace::Manager;
@@ -7,6 +7,7 @@ use berth_proto::agent::{self as pb, request::Command, response::Result as R};
 use berth_proto::{read_frame, write_frame};
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::mpsc;
 
@@ -42,11 +43,24 @@ pub async fn serve(listener: UnixListener, m: Manager) {
     }
 }
 
-async fn connection(
-    mut s: UnixStream,
+async fn connection(s: UnixStream, m: Manager) -> std::result::Result<(), berth_proto::FrameError> {
+    let (rd, wr) = s.into_split();
+    serve_stream(rd, wr, m).await
+}
+
+/// Serves framed requests on one byte stream (a Unix socket connection or a
+/// QUIC bi-stream from the coordinator) until it ends; an exec takes over the
+/// rest of the stream.
+pub async fn serve_stream<Rd, Wr>(
+    mut rd: Rd,
+    mut s: Wr,
     m: Manager,
-) -> std::result::Result<(), berth_proto::FrameError> {
-    while let Some(req) = read_frame::<_, pb::Request>(&mut s).await? {
+) -> std::result::Result<(), berth_proto::FrameError>
+where
+    Rd: AsyncRead + Unpin + Send + 'static,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+{
+    while let Some(req) = read_frame::<_, pb::Request>(&mut rd).await? {
         let Some(cmd) = req.command else {
             write_frame(
                 &mut s,
@@ -56,7 +70,7 @@ async fn connection(
             continue;
         };
         if let Command::Exec(e) = cmd {
-            return exec(s, m, e).await;
+            return exec(rd, s, m, e).await;
         }
         let result = dispatch(&m, cmd).await;
         let resp = match result {
@@ -101,12 +115,16 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
     })
 }
 
-async fn exec(
-    s: UnixStream,
+async fn exec<Rd, Wr>(
+    mut rd: Rd,
+    mut wr: Wr,
     m: Manager,
     req: pb::ExecRequest,
-) -> std::result::Result<(), berth_proto::FrameError> {
-    let (mut rd, mut wr) = s.into_split();
+) -> std::result::Result<(), berth_proto::FrameError>
+where
+    Rd: AsyncRead + Unpin + Send + 'static,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+{
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel::<pb::ExecOutput>(64);
     write_frame(

@@ -56,6 +56,8 @@ struct Inner {
     ipam: tokio::sync::Mutex<()>,
     prepared: Prepared,
     refill: tokio::sync::Notify,
+    /// Names of workspaces that changed on their own (exit, OOM).
+    changes: tokio::sync::broadcast::Sender<String>,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -128,8 +130,20 @@ impl Manager {
                 ipam: tokio::sync::Mutex::default(),
                 prepared,
                 refill: tokio::sync::Notify::new(),
+                changes: tokio::sync::broadcast::channel(1024).0,
             }),
         })
+    }
+
+    /// Names of workspaces that change on their own (their process exited,
+    /// an OOM kill): the coordinator link reports them.
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.changes.subscribe()
+    }
+
+    /// The agent's configuration.
+    pub fn config(&self) -> &Config {
+        &self.inner.cfg
     }
 
     /// The containerd client in use.
@@ -712,6 +726,7 @@ impl Manager {
         if let Ok(Some(mut r)) = self.inner.records.get(name) {
             r.oom_kills += 1;
             let _ = self.inner.records.put(&r);
+            let _ = self.inner.changes.send(name.to_string());
         }
     }
 
@@ -722,6 +737,7 @@ impl Manager {
             if r.last_exit != Some(code as i32) {
                 r.last_exit = Some(code as i32);
                 let _ = self.inner.records.put(&r);
+                let _ = self.inner.changes.send(name.to_string());
             }
         }
     }

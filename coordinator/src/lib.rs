@@ -1,8 +1,165 @@
-//! The Berth coordinator. This crate holds, so far, its pure cores: the
-//! scheduler (where a workspace goes) and the workspace lifecycle (what a
-//! workspace's state becomes on each event). The store, agent link and API
-//! that drive them are the rest of issue 3.
-#![forbid(unsafe_code)]
+//! berth-coordinator: keeps the desired state in SQL, schedules workspaces
+//! onto agents over mutual-TLS QUIC and serves the REST API.
+//!
+//! Pure logic (`scheduler`, `lifecycle`, `validate`) is sans-IO; `store`,
+//! `agents` and `api` are the boundaries; `controller` connects them.
 
+pub mod agents;
+pub mod api;
+pub mod auth;
+pub mod controller;
+pub mod error;
 pub mod lifecycle;
+pub mod pki;
 pub mod scheduler;
+pub mod store;
+pub mod validate;
+
+use crate::api::Tier;
+use crate::error::{ApiError, Result};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The resource tiers workspaces are created from.
+#[derive(Debug, Clone)]
+pub struct Tiers(Vec<Tier>);
+
+impl Default for Tiers {
+    fn default() -> Self {
+        let t = |name: &str, cpu: u32, mem_mib: u64, disk_gib: u64| Tier {
+            name: name.into(),
+            cpu_millis: cpu,
+            memory_bytes: mem_mib << 20,
+            disk_bytes: disk_gib << 30,
+            pids: 4096,
+        };
+        Self(vec![
+            t("small", 1000, 2048, 10),
+            t("medium", 2000, 4096, 30),
+            t("large", 4000, 8192, 60),
+        ])
+    }
+}
+
+impl Tiers {
+    pub fn get(&self, name: &str) -> Option<&Tier> {
+        self.0.iter().find(|t| t.name == name)
+    }
+    pub fn all(&self) -> Vec<Tier> {
+        self.0.clone()
+    }
+}
+
+/// Everything a coordinator needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the SQLite store and the first admin token live.
+    pub data_dir: PathBuf,
+    /// `sqlite:///...` or `postgres://...`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub api_listen: SocketAddr,
+    pub link: agents::LinkConfig,
+    pub timing: controller::Timing,
+    /// This coordinator's name in placement records.
+    pub id: String,
+}
+
+/// A running coordinator's addresses.
+#[derive(Debug, Clone)]
+pub struct Bound {
+    pub api: SocketAddr,
+    pub link: SocketAddr,
+}
+
+/// Opens the store this configuration names.
+pub async fn open_store(cfg: &Config) -> Result<store::Store> {
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
+        ApiError::internal(format!("mkdir {}: {e}", cfg.data_dir.display()))
+    })?;
+    let url = cfg.database_url.clone().unwrap_or_else(|| {
+        format!("sqlite://{}", cfg.data_dir.join("berth.db").display())
+    });
+    store::Store::open(&url).await
+}
+
+/// The cluster CA, made on first start.
+pub async fn cluster_ca(store: &store::Store) -> Result<pki::Ca> {
+    let (cert, key) = store.ca_or_init(pki::Ca::generate).await?;
+    pki::Ca::load(&cert, &key)
+}
+
+/// Runs the coordinator until `shutdown` completes. `on_bound` is called
+/// once both listeners are bound.
+pub async fn run(
+    cfg: Config,
+    shutdown: impl std::future::Future<Output = ()>,
+    on_bound: impl FnOnce(&Bound),
+) -> Result<()> {
+    let store = open_store(&cfg).await?;
+    let ca = cluster_ca(&store).await?;
+    if !store.has_admin().await? {
+        let token = auth::create_api_token(&store, "admin", true).await?;
+        let path = cfg.data_dir.join("admin.token");
+        write_secret(&path, &token)?;
+        println!("First start: admin API token (also in {}):\n{token}", path.display());
+    }
+    let (agents, link_events) = agents::Agents::new(store.clone(), ca.clone(), cfg.link.clone());
+    let endpoint = agents.bind()?;
+    let ctl = controller::Controller::new(cfg.id.clone(), store, agents.clone(), cfg.timing.clone());
+    let state = api::AppState {
+        ctl: ctl.clone(),
+        tiers: Arc::new(Tiers::default()),
+        ca_fingerprint: ca.fingerprint(),
+    };
+    let listener = tokio::net::TcpListener::bind(cfg.api_listen)
+        .await
+        .map_err(|e| ApiError::unavailable("bind_failed", format!("bind API on {}: {e}", cfg.api_listen)))?;
+    let bound = Bound {
+        api: listener.local_addr().map_err(|e| ApiError::internal(e.to_string()))?,
+        link: endpoint.local_addr().map_err(|e| ApiError::internal(e.to_string()))?,
+    };
+    tracing::info!(api = %bound.api, link = %bound.link, ca = %ca.fingerprint(), "coordinator ready");
+    on_bound(&bound);
+    let app = api::router(state);
+    tokio::select! {
+        r = axum::serve(listener, app) => r.map_err(|e| ApiError::internal(format!("API server: {e}")))?,
+        _ = agents.serve(endpoint.clone()) => {}
+        _ = ctl.run(link_events) => {}
+        _ = shutdown => tracing::info!("shutting down"),
+    }
+    endpoint.close(0u32.into(), b"coordinator shutting down");
+    Ok(())
+}
+
+/// Writes a secret file readable by its owner only.
+pub fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .write(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
+    writeln!(f, "{text}").map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))
+}
+
+/// Parses durations like `90s`, `5m`, `1h`, `2d`, `500ms`.
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let ms = match unit {
+        "ms" => n,
+        "s" | "" => n.saturating_mul(1000),
+        "m" => n.saturating_mul(60_000),
+        "h" => n.saturating_mul(3_600_000),
+        "d" => n.saturating_mul(86_400_000),
+        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
+    };
+    Ok(Duration::from_millis(ms))
+}

@@ -29,12 +29,64 @@ pub enum State {
     Unknown,
 }
 
+impl State {
+    /// The lowercase name used in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Scheduled => "scheduled",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Deleting => "deleting",
+            State::Deleted => "deleted",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 10] = [
+        State::Pending,
+        State::Scheduled,
+        State::Starting,
+        State::Running,
+        State::Stopping,
+        State::Stopped,
+        State::Deleting,
+        State::Deleted,
+        State::Failed,
+        State::Unknown,
+    ];
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
 /// What the user asked for last.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Desired {
     Running,
     Stopped,
     Deleted,
+}
+
+impl Desired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Desired::Running, Desired::Stopped, Desired::Deleted]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
 }
 
 /// What an agent says a workspace is doing.
@@ -146,6 +198,21 @@ impl Workspace {
     }
 }
 
+/// The command a workspace in its current state waits on, if any: the
+/// dispatcher (re)sends it until the node's answer moves the state on, so a
+/// command lost to a crash or a cut link is simply sent again. Agents apply
+/// commands idempotently and refuse stale generations.
+pub fn pending_command(ws: &Workspace) -> Option<Command> {
+    ws.node.as_ref()?;
+    match ws.state {
+        State::Scheduled => Some(Command::Create),
+        State::Starting => Some(Command::Start),
+        State::Stopping => Some(Command::Stop),
+        State::Deleting => Some(Command::Delete),
+        _ => None,
+    }
+}
+
 fn send(ws: &Workspace, command: Command) -> Vec<Action> {
     match &ws.node {
         Some(node) => vec![Action::Send {
@@ -221,6 +288,8 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
 
         // ---- scheduling ----
         (S::Pending, Event::Placed(node)) => {
+            // A new placement is a new fencing epoch.
+            next.generation += 1;
             next.node = Some(node.clone());
             next.reason = None;
             let a = send(&next, Command::Create);

@@ -6,11 +6,34 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod tls;
 
-/// Messages between a client (local tool or coordinator) and an agent.
-pub mod agent {
-    #![allow(missing_docs, clippy::all)]
-    include!(concat!(env!("OUT_DIR"), "/berth.agent.v1.rs"));
+/// Generated code, nested as the protobuf packages are (so cross-package references resolve).
+pub mod berth {
+    /// `berth.agent.*`
+    pub mod agent {
+        /// Messages between a client (local tool or coordinator) and an agent.
+        pub mod v1 {
+            #![allow(missing_docs, clippy::all)]
+            include!(concat!(env!("OUT_DIR"), "/berth.agent.v1.rs"));
+        }
+    }
+    /// `berth.link.*`
+    pub mod link {
+        /// Messages between an agent and the coordinator on the QUIC link.
+        pub mod v1 {
+            #![allow(missing_docs, clippy::all)]
+            include!(concat!(env!("OUT_DIR"), "/berth.link.v1.rs"));
+        }
+    }
 }
+
+pub use berth::agent::v1 as agent;
+pub use berth::link::v1 as link;
+
+/// ALPN of the mutual-TLS agent link.
+pub const ALPN_LINK: &[u8] = b"berth/1";
+/// ALPN of the join exchange (server-authenticated; the token authenticates the agent).
+pub const ALPN_JOIN: &[u8] = b"berth-join/1";
 
 pub use frame::{read_frame, write_frame, FrameError, MAX_FRAME};

@@ -6,10 +6,12 @@
 //! touching each other or the host's own services.
 
 pub mod clean;
+pub mod cluster;
 mod node;
 mod process;
 
 pub use clean::{assert_clean, Leaks};
+pub use cluster::{Cluster, ClusterNode, ClusterOptions};
 pub use node::{Node, NodeOptions};
 pub use process::{free_port, Containerd, Registry};
 
@@ -71,6 +73,11 @@ pub fn agent_bin() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// The berth-coordinator binary next to berth-agent.
+pub fn coordinator_bin() -> PathBuf {
+    agent_bin().with_file_name("berth-coordinator")
 }
 
 /// Runs a command, returning (success, stdout, stderr).

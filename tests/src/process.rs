@@ -28,12 +28,20 @@ fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
 pub struct Containerd {
     pub dir: PathBuf,
     pub socket: PathBuf,
+    /// Network namespace (under /run/netns) it runs in; None: the host's.
+    pub netns: Option<String>,
     child: Option<Child>,
 }
 
 impl Containerd {
     /// Starts containerd with everything under `dir`.
     pub fn start(dir: &Path) -> Self {
+        Self::start_in(dir, None)
+    }
+
+    /// Starts containerd inside network namespace `netns` (its mount
+    /// namespace stays the host's, so mounts remain visible to checks).
+    pub fn start_in(dir: &Path, netns: Option<&str>) -> Self {
         std::fs::create_dir_all(dir).expect("mkdir containerd dir");
         let socket = dir.join("c.sock");
         let config = dir.join("config.toml");
@@ -51,6 +59,7 @@ impl Containerd {
         let mut c = Self {
             dir: dir.to_path_buf(),
             socket,
+            netns: netns.map(String::from),
             child: None,
         };
         c.restart();
@@ -64,7 +73,7 @@ impl Containerd {
             .append(true)
             .open(self.dir.join("containerd.log"))
             .expect("containerd log");
-        let child = Command::new("containerd")
+        let child = in_netns(self.netns.as_deref(), "containerd")
             .arg("--config")
             .arg(self.dir.join("config.toml"))
             .stdout(Stdio::null())
@@ -118,6 +127,18 @@ impl Drop for Containerd {
     }
 }
 
+/// A command to run in network namespace `netns` (via nsenter, network only), or directly.
+pub fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
 /// A registry (Debian's docker-registry) on 127.0.0.1.
 #[derive(Debug)]
 pub struct Registry {
@@ -142,8 +163,13 @@ impl Registry {
     /// Serves `storage` with `auth`, an `auth:` section of the registry's
     /// configuration (YAML), or none if empty.
     pub fn start_with_auth(storage: &Path, auth: &str, scratch: &Path) -> Self {
+        Self::start_on("127.0.0.1", storage, auth, scratch)
+    }
+
+    /// Serves `storage` on `host` (an address of this machine).
+    pub fn start_on(host: &str, storage: &Path, auth: &str, scratch: &Path) -> Self {
         let port = free_port();
-        let addr = format!("127.0.0.1:{port}");
+        let addr = format!("{host}:{port}");
         let config = scratch.join(format!("registry-{port}.yml"));
         std::fs::create_dir_all(scratch).expect("mkdir scratch");
         std::fs::write(

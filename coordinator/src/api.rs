@@ -1,0 +1,819 @@
+//! The REST/JSON API under `/v1` (axum), its OpenAPI document (utoipa,
+//! generated from these handlers and types) and the event stream (SSE).
+//! Adapters only: decisions live in `lifecycle`, `scheduler` and `store`.
+
+use crate::auth::{self, Auth};
+use crate::controller::{Controller, WorkspaceEvent};
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::lifecycle::{self, Event, State};
+use crate::store::{now_ms, NodeRow, WorkspaceFilter, WorkspaceRow};
+use crate::{validate, Tiers};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as AxState};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use berth_proto::agent as pb;
+use futures::Stream;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+use utoipa::{IntoParams, OpenApi, ToSchema};
+
+/// What the handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub ctl: Controller,
+    pub tiers: Arc<Tiers>,
+    pub ca_fingerprint: String,
+}
+
+/// A JSON body whose rejection is one of our JSON errors (400).
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejection is a JSON error (400).
+pub struct Q<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequestParts<S> for Q<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(Q(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_query", e.body_text())),
+        }
+    }
+}
+
+/// A path parameter whose rejection is a JSON error (400).
+pub struct P<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for P<T> {
+    type Rejection = ApiError;
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(P(v)),
+            Err(e) => Err(ApiError::bad_request("invalid_path", e.body_text())),
+        }
+    }
+}
+
+// ---- types ----
+
+/// Request to create a workspace. Resources come from the tier (default
+/// `small`), each overridable.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// 1 to 40 of a-z, 0-9 and '-'; unique among the caller's workspaces.
+    pub name: String,
+    /// Image reference, host[:port]/repository[:tag].
+    pub image: String,
+    /// Resource tier: small, medium or large (see `GET /v1/tiers`).
+    pub tier: Option<String>,
+    /// CPU in thousandths of a core.
+    #[schema(minimum = 100, maximum = 64000)]
+    pub cpu_millis: Option<u32>,
+    #[schema(minimum = 67108864, maximum = 274877906944_u64)]
+    pub memory_bytes: Option<u64>,
+    /// Size of the persistent /workspace volume.
+    #[schema(minimum = 16777216, maximum = 1099511627776_u64)]
+    pub disk_bytes: Option<u64>,
+    #[schema(minimum = 16, maximum = 65536)]
+    pub pids: Option<u32>,
+    pub env: Option<BTreeMap<String, String>>,
+    /// Labels a node must carry.
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Start once placed (default true).
+    pub start: Option<bool>,
+}
+
+/// A workspace.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    /// pending, scheduled, starting, running, stopping, stopped, deleting, deleted, failed or unknown.
+    pub state: String,
+    /// running, stopped or deleted.
+    pub desired: String,
+    pub node: Option<String>,
+    pub generation: u64,
+    pub reason: Option<String>,
+    pub ip: Option<String>,
+    pub exit_code: Option<i64>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+    pub env: BTreeMap<String, String>,
+    pub node_selector: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+impl From<&WorkspaceRow> for Workspace {
+    fn from(w: &WorkspaceRow) -> Self {
+        Self {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            owner: w.owner.clone(),
+            image: w.image.clone(),
+            state: w.state.as_str().into(),
+            desired: w.desired.as_str().into(),
+            node: w.node.clone(),
+            generation: w.generation,
+            reason: w.reason.clone(),
+            ip: w.ip.clone(),
+            exit_code: w.exit_code,
+            cpu_millis: w.resources.cpu_millis,
+            memory_bytes: w.resources.memory_bytes,
+            disk_bytes: w.resources.disk_bytes,
+            pids: w.pids,
+            env: w.env.clone(),
+            node_selector: w.node_selector.clone(),
+            created_at_ms: w.created_at_ms,
+            updated_at_ms: w.updated_at_ms,
+        }
+    }
+}
+
+/// Filters of the workspace list.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this state.
+    pub state: Option<String>,
+    /// Only this node (admins).
+    pub node: Option<String>,
+    /// Another user's workspaces (admins); `*` for everyone's.
+    pub owner: Option<String>,
+}
+
+/// Whose workspace a path names: the caller's unless an admin says otherwise.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct OwnerQuery {
+    /// The owner of the workspace (admins only; default: the caller).
+    pub owner: Option<String>,
+}
+
+/// A command to run in a workspace.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory (default /workspace).
+    pub cwd: Option<String>,
+    /// Text given on standard input.
+    pub stdin: Option<String>,
+    /// Seconds before the call gives up (default 60, at most 3600).
+    #[schema(minimum = 1, maximum = 3600)]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// What a command did.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// Standard output (UTF-8, invalid bytes replaced).
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// A node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Node {
+    pub id: String,
+    /// joined, ready, unreachable or lost.
+    pub status: String,
+    pub connected_here: bool,
+    pub cordoned: bool,
+    pub draining: bool,
+    pub labels: BTreeMap<String, String>,
+    pub cached_images: Vec<String>,
+    pub capacity: NodeResources,
+    pub allocated: NodeResources,
+    pub agent_version: String,
+    pub last_seen_ms: i64,
+}
+
+/// Amounts of resources on a node.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NodeResources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub workspaces: u32,
+}
+
+/// Request for a join token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds (default 3600, at most 7 days).
+    #[schema(minimum = 1, maximum = 604800)]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new join token: shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct JoinTokenCreated {
+    pub token: String,
+    pub expires_at_ms: i64,
+}
+
+/// Request for an API token.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    pub user: String,
+    /// admin or member.
+    pub role: String,
+}
+
+/// A new API token: shown once.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiTokenCreated {
+    pub token: String,
+    pub user: String,
+    pub role: String,
+}
+
+/// Who the caller is.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct WhoAmI {
+    pub user: String,
+    pub role: String,
+}
+
+/// A resource tier.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct Tier {
+    pub name: String,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+}
+
+// ---- OpenAPI ----
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
+    paths(
+        create_workspace, list_workspaces, get_workspace, start_workspace, stop_workspace,
+        delete_workspace, exec_workspace, events, list_nodes, get_node, cordon_node,
+        uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers
+    ),
+    components(schemas(ErrorBody, WorkspaceEvent)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// The routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/v1/openapi.json", get(openapi))
+        .route("/v1/workspaces", post(create_workspace).get(list_workspaces))
+        .route("/v1/workspaces/{name}", get(get_workspace).delete(delete_workspace))
+        .route("/v1/workspaces/{name}/start", post(start_workspace))
+        .route("/v1/workspaces/{name}/stop", post(stop_workspace))
+        .route("/v1/workspaces/{name}/exec", post(exec_workspace))
+        .route("/v1/events", get(events))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/nodes/{id}", get(get_node))
+        .route("/v1/nodes/{id}/cordon", post(cordon_node))
+        .route("/v1/nodes/{id}/uncordon", post(uncordon_node))
+        .route("/v1/nodes/{id}/drain", post(drain_node))
+        .route("/v1/join-tokens", post(create_join_token))
+        .route("/v1/tokens", post(create_api_token))
+        .route("/v1/whoami", get(whoami))
+        .route("/v1/tiers", get(tiers))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+}
+
+async fn openapi() -> impl IntoResponse {
+    Json(ApiDoc::openapi())
+}
+
+// ---- workspaces ----
+
+fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
+    match asked {
+        Some(o) if o != a.user => {
+            if a.admin {
+                validate::user_name(&o)?;
+                Ok(o)
+            } else {
+                Err(ApiError::forbidden("members can only act on their own workspaces"))
+            }
+        }
+        _ => Ok(a.user.clone()),
+    }
+}
+
+async fn find(s: &AppState, owner: &str, name: &str) -> Result<WorkspaceRow> {
+    validate::workspace_name(name)?;
+    match s.ctl.store().workspace_by_name(owner, name).await? {
+        Some(w) => Ok(w),
+        None => Err(ApiError::not_found(format!("no workspace named {name:?}"))),
+    }
+}
+
+/// Create a workspace: stored (acknowledged) first, then placed and started.
+#[utoipa::path(post, path = "/v1/workspaces", request_body = CreateWorkspace,
+    responses((status = 201, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<CreateWorkspace>,
+) -> Result<(StatusCode, Json<Workspace>)> {
+    validate::workspace_name(&req.name)?;
+    validate::image(&req.image)?;
+    let tier_name = req.tier.as_deref().unwrap_or("small");
+    let tier = s
+        .tiers
+        .get(tier_name)
+        .ok_or_else(|| ApiError::invalid("invalid_tier", format!("no tier named {tier_name:?}")))?;
+    let cpu = req.cpu_millis.unwrap_or(tier.cpu_millis);
+    let mem = req.memory_bytes.unwrap_or(tier.memory_bytes);
+    let disk = req.disk_bytes.unwrap_or(tier.disk_bytes);
+    let pids = req.pids.unwrap_or(tier.pids);
+    if !(100..=64_000).contains(&cpu) {
+        return Err(ApiError::invalid("invalid_resources", "cpu_millis must be 100 to 64000"));
+    }
+    if !((64 << 20)..=(256u64 << 30)).contains(&mem) {
+        return Err(ApiError::invalid("invalid_resources", "memory_bytes must be 64 MiB to 256 GiB"));
+    }
+    if !((16 << 20)..=(1u64 << 40)).contains(&disk) {
+        return Err(ApiError::invalid("invalid_resources", "disk_bytes must be 16 MiB to 1 TiB"));
+    }
+    if !(16..=65_536).contains(&pids) {
+        return Err(ApiError::invalid("invalid_resources", "pids must be 16 to 65536"));
+    }
+    let env = req.env.unwrap_or_default();
+    if env.len() > 256 {
+        return Err(ApiError::invalid("invalid_env", "at most 256 environment variables"));
+    }
+    for (k, v) in &env {
+        validate::env_key(k)?;
+        if v.len() > 32 * 1024 || v.contains('\0') {
+            return Err(ApiError::invalid("invalid_env", format!("value of {k} is too long or has a NUL")));
+        }
+    }
+    let selector = req.node_selector.unwrap_or_default();
+    if selector.len() > 64 || selector.iter().any(|(k, v)| k.len() > 253 || v.len() > 253) {
+        return Err(ApiError::invalid("invalid_node_selector", "at most 64 labels of 253 characters"));
+    }
+    let now = now_ms();
+    let lc = lifecycle::Workspace::new(req.start.unwrap_or(true));
+    let w = WorkspaceRow {
+        id: format!("w{}", hex::encode(rand::random::<[u8; 8]>())),
+        name: req.name,
+        owner: a.user.clone(),
+        image: req.image,
+        resources: crate::scheduler::Resources {
+            cpu_millis: u64::from(cpu),
+            memory_bytes: mem,
+            disk_bytes: disk,
+        },
+        pids,
+        env,
+        node_selector: selector,
+        state: lc.state,
+        desired: lc.desired,
+        node: None,
+        generation: lc.generation,
+        version: 0,
+        reason: None,
+        ip: None,
+        exit_code: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        state_since_ms: now,
+    };
+    s.ctl.store().insert_workspace(&w).await?;
+    s.ctl.published(&w);
+    s.ctl.wake();
+    Ok((StatusCode::CREATED, Json(Workspace::from(&w))))
+}
+
+/// List workspaces: the caller's, or (admins) anyone's.
+#[utoipa::path(get, path = "/v1/workspaces", params(ListQuery),
+    responses((status = 200, body = Vec<Workspace>), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn list_workspaces(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Q(q): Q<ListQuery>,
+) -> Result<Json<Vec<Workspace>>> {
+    let owner = match q.owner.as_deref() {
+        Some("*") if a.admin => None,
+        Some("*") => return Err(ApiError::forbidden("only admins list everyone's workspaces")),
+        _ => Some(owner_of(&a, q.owner.clone())?),
+    };
+    let state = match q.state.as_deref() {
+        Some(st) => Some(State::parse(st).ok_or_else(|| {
+            ApiError::invalid("invalid_state", format!("no state named {st:?}"))
+        })?),
+        None => None,
+    };
+    if let Some(n) = &q.node {
+        validate::node_id(n)?;
+    }
+    let rows = s
+        .ctl
+        .store()
+        .workspaces(&WorkspaceFilter {
+            owner,
+            state,
+            node: q.node,
+        })
+        .await?;
+    Ok(Json(rows.iter().map(Workspace::from).collect()))
+}
+
+/// Get one workspace.
+#[utoipa::path(get, path = "/v1/workspaces/{name}", params(("name" = String, Path), OwnerQuery),
+    responses((status = 200, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn get_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+) -> Result<Json<Workspace>> {
+    let owner = owner_of(&a, q.owner)?;
+    Ok(Json(Workspace::from(&find(&s, &owner, &name).await?)))
+}
+
+async fn intent(s: &AppState, a: &Auth, name: &str, owner: Option<String>, ev: Event) -> Result<Json<Workspace>> {
+    let owner = owner_of(a, owner)?;
+    let w = find(s, &owner, name).await?;
+    if w.state == State::Deleted && ev != Event::DeleteRequested {
+        return Err(ApiError::not_found(format!("no workspace named {name:?}")));
+    }
+    let id = w.id.clone();
+    let mut w = w;
+    for _ in 0..10 {
+        let (next, _) = lifecycle::step(&w.lifecycle(), &ev).map_err(|e| {
+            ApiError::conflict("invalid_state", format!("workspace {name} is {}: {e}", w.state.as_str()))
+        })?;
+        let next_row = w.with_lifecycle(&next, now_ms());
+        if next_row.lifecycle() == w.lifecycle() {
+            return Ok(Json(Workspace::from(&w)));
+        }
+        if let Some(stored) = s.ctl.store().update_workspace(&w, &next_row).await? {
+            s.ctl.published(&stored);
+            s.ctl.wake();
+            return Ok(Json(Workspace::from(&stored)));
+        }
+        w = s
+            .ctl
+            .store()
+            .workspace(&id)
+            .await?
+            .ok_or_else(|| ApiError::not_found(format!("no workspace named {name:?}")))?;
+    }
+    Err(ApiError::conflict("busy", "the workspace changed concurrently; retry"))
+}
+
+/// Start a stopped (or failed) workspace.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/start", params(("name" = String, Path), OwnerQuery),
+    responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn start_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+) -> Result<(StatusCode, Json<Workspace>)> {
+    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::StartRequested).await?))
+}
+
+/// Stop a workspace; its /workspace volume is kept.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/stop", params(("name" = String, Path), OwnerQuery),
+    responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn stop_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+) -> Result<(StatusCode, Json<Workspace>)> {
+    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::StopRequested).await?))
+}
+
+/// Delete a workspace and its volume. Idempotent.
+#[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path), OwnerQuery),
+    responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn delete_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+) -> Result<(StatusCode, Json<Workspace>)> {
+    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::DeleteRequested).await?))
+}
+
+/// Run a command in a running workspace and return its output and exit code.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/exec", params(("name" = String, Path), OwnerQuery), request_body = ExecBody,
+    responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn exec_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<ExecBody>,
+) -> Result<Json<ExecResult>> {
+    let owner = owner_of(&a, q.owner)?;
+    let w = find(&s, &owner, &name).await?;
+    if req.argv.is_empty() || req.argv.len() > 4096 || req.argv.iter().any(|x| x.contains('\0')) {
+        return Err(ApiError::invalid("invalid_command", "argv needs 1 to 4096 arguments without NUL"));
+    }
+    let env = req.env.unwrap_or_default();
+    for k in env.keys() {
+        validate::env_key(k)?;
+    }
+    if env.values().any(|v| v.contains('\0')) || req.cwd.as_deref().is_some_and(|c| c.contains('\0') || !c.starts_with('/')) {
+        return Err(ApiError::invalid("invalid_command", "cwd must be absolute; no NUL in values"));
+    }
+    let timeout = req.timeout_seconds.unwrap_or(60);
+    if !(1..=3600).contains(&timeout) {
+        return Err(ApiError::invalid("invalid_command", "timeout_seconds must be 1 to 3600"));
+    }
+    if w.state != State::Running {
+        return Err(ApiError::conflict("not_running", format!("workspace {name} is {}", w.state.as_str())));
+    }
+    let node = w.node.clone().unwrap_or_default();
+    let out = s
+        .ctl
+        .agents()
+        .exec(
+            &node,
+            pb::ExecRequest {
+                name: w.id.clone(),
+                argv: req.argv,
+                env,
+                cwd: req.cwd.unwrap_or_default(),
+                ..Default::default()
+            },
+            req.stdin.unwrap_or_default().into_bytes(),
+            Duration::from_secs(timeout),
+        )
+        .await?;
+    match out {
+        Ok((code, stdout, stderr)) => Ok(Json(ExecResult {
+            exit_code: code,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })),
+        Err(e) if e.code == "not_found" || e.code == "conflict" => {
+            Err(ApiError::conflict("not_running", e.message))
+        }
+        Err(e) => Err(ApiError::node("node_error", format!("{}: {}", e.code, e.message))),
+    }
+}
+
+/// Server-sent events: one `workspace` event (JSON `WorkspaceEvent`) per
+/// state change of a workspace the caller can see.
+#[utoipa::path(get, path = "/v1/events",
+    responses((status = 200, description = "text/event-stream of WorkspaceEvent", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody)))]
+async fn events(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+) -> Sse<impl Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>> {
+    let mut rx = s.ctl.subscribe();
+    let stream = async_stream(move |tx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if a.admin || ev.owner == a.user {
+                        let data = serde_json::to_string(&ev).unwrap_or_default();
+                        if tx.send(SseEvent::default().event("workspace").data(data)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    let ev = SseEvent::default().event("lagged").data(n.to_string());
+                    if tx.send(ev).await.is_err() {
+                        return;
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// A stream fed by a task through a channel.
+fn async_stream<F, Fut>(f: F) -> impl Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>
+where
+    F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = tokio::sync::mpsc::channel(256);
+    tokio::spawn(f(tx));
+    futures::StreamExt::map(tokio_stream::wrappers::ReceiverStream::new(rx), Ok)
+}
+
+// ---- nodes ----
+
+fn node_json(s: &AppState, n: &NodeRow) -> Node {
+    Node {
+        id: n.id.clone(),
+        status: n.status.clone(),
+        connected_here: s.ctl.agents().is_connected(&n.id),
+        cordoned: n.cordoned,
+        draining: n.draining,
+        labels: n.labels.clone(),
+        cached_images: n.cached_images.iter().cloned().collect(),
+        capacity: NodeResources {
+            cpu_millis: n.capacity.cpu_millis,
+            memory_bytes: n.capacity.memory_bytes,
+            disk_bytes: n.capacity.disk_bytes,
+            workspaces: n.slots,
+        },
+        allocated: NodeResources {
+            cpu_millis: n.allocated.cpu_millis,
+            memory_bytes: n.allocated.memory_bytes,
+            disk_bytes: n.allocated.disk_bytes,
+            workspaces: n.allocated_slots,
+        },
+        agent_version: n.agent_version.clone(),
+        last_seen_ms: n.last_seen_ms,
+    }
+}
+
+/// List nodes (admins).
+#[utoipa::path(get, path = "/v1/nodes",
+    responses((status = 200, body = Vec<Node>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_nodes(AxState(s): AxState<AppState>, a: Auth) -> Result<Json<Vec<Node>>> {
+    a.require_admin()?;
+    let nodes = s.ctl.store().nodes().await?;
+    Ok(Json(nodes.iter().map(|n| node_json(&s, n)).collect()))
+}
+
+async fn node_row(s: &AppState, id: &str) -> Result<NodeRow> {
+    validate::node_id(id)?;
+    s.ctl
+        .store()
+        .node(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found(format!("no node {id:?}")))
+}
+
+/// Get a node (admins).
+#[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn get_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+    a.require_admin()?;
+    Ok(Json(node_json(&s, &node_row(&s, &id).await?)))
+}
+
+async fn set_flags(s: &AppState, id: &str, cordoned: bool, draining: bool) -> Result<Json<Node>> {
+    node_row(s, id).await?;
+    s.ctl.store().set_node_flags(id, cordoned, draining).await?;
+    Ok(Json(node_json(s, &node_row(s, id).await?)))
+}
+
+/// Cordon a node: nothing new is placed on it.
+#[utoipa::path(post, path = "/v1/nodes/{id}/cordon", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn cordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+    a.require_admin()?;
+    set_flags(&s, &id, true, false).await
+}
+
+/// Uncordon a node (also ends a drain).
+#[utoipa::path(post, path = "/v1/nodes/{id}/uncordon", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn uncordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+    a.require_admin()?;
+    set_flags(&s, &id, false, false).await
+}
+
+/// Drain a node: cordon it and stop its running workspaces (their volumes
+/// stay on the node; moving them to another node comes with backups).
+#[utoipa::path(post, path = "/v1/nodes/{id}/drain", params(("id" = String, Path)),
+    responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn drain_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+    a.require_admin()?;
+    let n = set_flags(&s, &id, true, true).await?;
+    let on = s
+        .ctl
+        .store()
+        .workspaces(&WorkspaceFilter {
+            node: Some(id.clone()),
+            ..Default::default()
+        })
+        .await?;
+    for w in on.iter().filter(|w| matches!(w.state, State::Running | State::Starting)) {
+        s.ctl.apply(&w.id, &Event::StopRequested).await;
+    }
+    Ok(n)
+}
+
+// ---- tokens ----
+
+/// Create a one-time join token for a node (admins).
+#[utoipa::path(post, path = "/v1/join-tokens", request_body = CreateJoinToken,
+    responses((status = 201, body = JoinTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_join_token(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<CreateJoinToken>,
+) -> Result<(StatusCode, Json<JoinTokenCreated>)> {
+    a.require_admin()?;
+    let ttl = req.ttl_seconds.unwrap_or(3600);
+    if !(1..=7 * 86_400).contains(&ttl) {
+        return Err(ApiError::invalid("invalid_ttl", "ttl_seconds must be 1 to 604800"));
+    }
+    let (token, expires_at_ms) = auth::create_join_token(s.ctl.store(), &s.ca_fingerprint, &a.user, ttl).await?;
+    Ok((StatusCode::CREATED, Json(JoinTokenCreated { token, expires_at_ms })))
+}
+
+/// Create an API token for a user (admins).
+#[utoipa::path(post, path = "/v1/tokens", request_body = CreateApiToken,
+    responses((status = 201, body = ApiTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+async fn create_api_token(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<CreateApiToken>,
+) -> Result<(StatusCode, Json<ApiTokenCreated>)> {
+    a.require_admin()?;
+    validate::user_name(&req.user)?;
+    let admin = match req.role.as_str() {
+        "admin" => true,
+        "member" => false,
+        r => return Err(ApiError::invalid("invalid_role", format!("role must be admin or member, not {r:?}"))),
+    };
+    let token = auth::create_api_token(s.ctl.store(), &req.user, admin).await?;
+    Ok((StatusCode::CREATED, Json(ApiTokenCreated { token, user: req.user, role: req.role })))
+}
+
+/// The caller's identity.
+#[utoipa::path(get, path = "/v1/whoami", responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody)))]
+async fn whoami(a: Auth) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        user: a.user.clone(),
+        role: if a.admin { "admin" } else { "member" }.into(),
+    })
+}
+
+/// The resource tiers.
+#[utoipa::path(get, path = "/v1/tiers", responses((status = 200, body = Vec<Tier>), (status = 401, body = ErrorBody)))]
+async fn tiers(AxState(s): AxState<AppState>, _a: Auth) -> Json<Vec<Tier>> {
+    Json(s.tiers.all())
+}

@@ -1,0 +1,194 @@
+//! `berth-coordinator`: runs the coordinator (`run`, the default) and
+//! offers offline admin commands against its store.
+
+use berth_coordinator::{agents::LinkConfig, controller::Timing, parse_duration, scheduler::Strategy, Config};
+use clap::{Args, Parser, Subcommand};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Berth coordinator: desired state, scheduling, agent link and REST API.
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    opts: Opts,
+    #[command(subcommand)]
+    command: Option<Cmd>,
+}
+
+#[derive(Args, Clone)]
+struct Opts {
+    /// Data directory (SQLite store, first admin token).
+    #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth/coordinator")]
+    data_dir: PathBuf,
+    /// Store URL: sqlite:///path or postgres://user@host/db (default: SQLite in the data directory).
+    #[arg(long, global = true, env = "BERTH_DATABASE_URL")]
+    database: Option<String>,
+    /// Address of the REST API.
+    #[arg(long, global = true, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:8080")]
+    api: SocketAddr,
+    /// UDP address of the agent link (QUIC).
+    #[arg(long, global = true, env = "BERTH_LINK_LISTEN", default_value = "0.0.0.0:7443")]
+    link: SocketAddr,
+    /// Extra DNS name for the link certificate (repeatable).
+    #[arg(long = "server-name", global = true)]
+    server_names: Vec<String>,
+    /// How often agents send heartbeats.
+    #[arg(long, global = true, default_value = "2s", value_parser = parse_duration)]
+    heartbeat: std::time::Duration,
+    /// A node silent this long is unreachable (nothing new placed on it).
+    #[arg(long, global = true, default_value = "10s", value_parser = parse_duration)]
+    unreachable_after: std::time::Duration,
+    /// A node silent this long is lost: its workspaces become unknown. Also the
+    /// grace period after a coordinator start before any node is declared lost.
+    #[arg(long, global = true, default_value = "60s", value_parser = parse_duration)]
+    lost_after: std::time::Duration,
+    /// Lifetime of node certificates (agents renew at two thirds).
+    #[arg(long, global = true, default_value = "24h", value_parser = parse_duration)]
+    cert_lifetime: std::time::Duration,
+    /// A workspace not running this long after placement has failed.
+    #[arg(long, global = true, default_value = "10m", value_parser = parse_duration)]
+    start_timeout: std::time::Duration,
+    /// Placement among nodes that fit equally well on the image: binpack or spread.
+    #[arg(long, global = true, default_value = "binpack", value_parser = parse_strategy)]
+    strategy: Strategy,
+    /// Name of this coordinator in placement records (default: host name).
+    #[arg(long, global = true)]
+    id: Option<String>,
+}
+
+fn parse_strategy(s: &str) -> Result<Strategy, String> {
+    match s {
+        "binpack" => Ok(Strategy::BinPack),
+        "spread" => Ok(Strategy::Spread),
+        _ => Err("binpack or spread".into()),
+    }
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the coordinator in the foreground (the default).
+    Run,
+    /// Offline administration against the store.
+    #[command(subcommand)]
+    Admin(Admin),
+}
+
+#[derive(Subcommand)]
+enum Admin {
+    /// API tokens.
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// Node join tokens.
+    #[command(subcommand, name = "join-token")]
+    JoinToken(JoinCmd),
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create an API token and print it (shown once).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum JoinCmd {
+    /// Create a one-time node join token and print it.
+    Create {
+        /// Lifetime, e.g. 30m, 1h.
+        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        ttl: std::time::Duration,
+    },
+}
+
+fn config(o: &Opts) -> Config {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_else(|_| "coordinator".into());
+    Config {
+        data_dir: o.data_dir.clone(),
+        database_url: o.database.clone(),
+        api_listen: o.api,
+        link: LinkConfig {
+            listen: o.link,
+            cert_lifetime: o.cert_lifetime,
+            heartbeat: o.heartbeat,
+            idle_timeout: (o.heartbeat * 4).max(std::time::Duration::from_secs(2)),
+            server_names: o.server_names.clone(),
+        },
+        timing: Timing {
+            unreachable_after: o.unreachable_after,
+            lost_after: o.lost_after,
+            start_timeout: o.start_timeout,
+            strategy: o.strategy,
+            ..Timing::default()
+        },
+        id: o.id.clone().unwrap_or(host),
+    }
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("BERTH_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let cfg = config(&cli.opts);
+    let result = match cli.command.unwrap_or(Cmd::Run) {
+        Cmd::Run => {
+            let shutdown = async {
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                    .expect("SIGTERM handler");
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            };
+            berth_coordinator::run(cfg, shutdown, |_| {}).await
+        }
+        Cmd::Admin(a) => admin(&cfg, a).await,
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("berth-coordinator: {}: {}", e.code, e.message);
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
+    use berth_coordinator::{auth, cluster_ca, open_store, validate};
+    let store = open_store(cfg).await?;
+    match a {
+        Admin::Token(TokenCmd::Create { user, role }) => {
+            validate::user_name(&user)?;
+            let admin = match role.as_str() {
+                "admin" => true,
+                "member" => false,
+                _ => {
+                    return Err(berth_coordinator::error::ApiError::invalid(
+                        "invalid_role",
+                        "role must be admin or member",
+                    ))
+                }
+            };
+            println!("{}", auth::create_api_token(&store, &user, admin).await?);
+        }
+        Admin::JoinToken(JoinCmd::Create { ttl }) => {
+            let ca = cluster_ca(&store).await?;
+            let (t, _) = auth::create_join_token(&store, &ca.fingerprint(), "admin-cli", ttl.as_secs().max(1)).await?;
+            println!("{t}");
+        }
+    }
+    Ok(())
+}

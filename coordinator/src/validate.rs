@@ -1,0 +1,113 @@
+//! Checks of user input, each failing with a stable code (422).
+
+use crate::error::{ApiError, Result};
+
+/// A DNS label of at most `max` characters: `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
+fn label(s: &str, max: usize) -> bool {
+    let b = s.as_bytes();
+    !b.is_empty()
+        && b.len() <= max
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b[0] != b'-'
+        && b[b.len() - 1] != b'-'
+}
+
+/// A workspace name: 1 to 40 of a-z, 0-9 and "-", not starting or ending with "-".
+pub fn workspace_name(s: &str) -> Result<()> {
+    if label(s, 40) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_name",
+            format!("invalid workspace name {s:?}: use 1 to 40 of a-z, 0-9 and '-', not starting or ending with '-'"),
+        ))
+    }
+}
+
+/// A node id: a DNS label of at most 63 characters.
+pub fn node_id(s: &str) -> Result<()> {
+    if label(s, 63) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_node_id",
+            format!("invalid node id {s:?}: use 1 to 63 of a-z, 0-9 and '-'"),
+        ))
+    }
+}
+
+/// A user name: 1 to 64 of a-z, 0-9, '-', '_', '.', '@'.
+pub fn user_name(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 64
+        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.@".contains(&c));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_user",
+            format!("invalid user name {s:?}: use 1 to 64 of a-z, 0-9, '-', '_', '.', '@'"),
+        ))
+    }
+}
+
+/// An image reference: host[:port]/repository[:tag|@digest], printable, no spaces.
+pub fn image(s: &str) -> Result<()> {
+    let ok = !s.is_empty()
+        && s.len() <= 512
+        && s.bytes().all(|c| c.is_ascii_graphic())
+        && s.contains('/')
+        && !s.starts_with('/')
+        && !s.ends_with('/');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_image",
+            format!("invalid image reference {s:?}: expected host[:port]/repository[:tag]"),
+        ))
+    }
+}
+
+/// An environment variable name.
+pub fn env_key(k: &str) -> Result<()> {
+    let b = k.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 256
+        && !b[0].is_ascii_digit()
+        && b.iter().all(|c| c.is_ascii_alphanumeric() || *c == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::invalid("invalid_env", format!("invalid environment variable name {k:?}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["a", "dev-1", "x0"] {
+            assert!(workspace_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "-a", "a-", "A", "a_b", &"a".repeat(41), "a b", "ä"] {
+            assert_eq!(workspace_name(bad).unwrap_err().code, "invalid_name", "{bad}");
+        }
+        assert!(node_id(&"n".repeat(63)).is_ok());
+        assert!(node_id(&"n".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn images_and_env() {
+        assert!(image("127.0.0.1:5000/tiny:latest").is_ok());
+        for bad in ["", "tiny", "/x", "a b/c", "x/"] {
+            assert!(image(bad).is_err(), "{bad}");
+        }
+        assert!(env_key("PATH_2").is_ok());
+        for bad in ["", "1A", "A-B", "A=B"] {
+            assert!(env_key(bad).is_err(), "{bad}");
+        }
+    }
+}

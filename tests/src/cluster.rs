@@ -1,0 +1,406 @@
+//! A Berth cluster on one machine: a coordinator process and N agents, each
+//! agent in its own network namespace with its own containerd, the
+//! namespaces joined by veth to a bridge that carries the coordinator's link
+//! address and the registry. Partitions drop the link's UDP port with
+//! nftables inside a node's namespace.
+
+use crate::process::{free_port, in_netns, Containerd, Registry};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Settings of a test cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    pub agents: usize,
+    /// Extra coordinator arguments.
+    pub coordinator_args: Vec<String>,
+    /// CPU each node offers, in millicores.
+    pub node_cpu_millis: u64,
+    pub node_max_workspaces: u32,
+}
+
+impl Default for ClusterOptions {
+    fn default() -> Self {
+        Self {
+            agents: 1,
+            coordinator_args: Vec::new(),
+            node_cpu_millis: 4000,
+            node_max_workspaces: 50,
+        }
+    }
+}
+
+/// One agent of the cluster.
+#[derive(Debug)]
+pub struct ClusterNode {
+    pub id: String,
+    pub netns: String,
+    pub dir: PathBuf,
+    pub containerd: Containerd,
+    pub config: PathBuf,
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    agent: Option<Child>,
+}
+
+/// A coordinator and its agents.
+#[derive(Debug)]
+pub struct Cluster {
+    pub dir: PathBuf,
+    pub bridge: String,
+    /// The bridge's address: where agents reach the coordinator and registry.
+    pub host_ip: String,
+    pub registry: Registry,
+    pub api: String,
+    pub link_port: u16,
+    pub admin_token: String,
+    pub nodes: Vec<ClusterNode>,
+    coordinator: Option<Child>,
+    coordinator_args: Vec<String>,
+    http: reqwest::Client,
+    seq: u32,
+}
+
+fn run(cmd: &str) {
+    let (ok, _, err) = crate::sh(cmd);
+    assert!(ok, "{cmd}: {err}");
+}
+
+impl Cluster {
+    /// Starts the bridge, registry, coordinator and `opts.agents` joined agents.
+    pub async fn start(opts: ClusterOptions) -> Self {
+        static SEQ: AtomicU32 = AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, Ordering::Relaxed);
+        let pid = std::process::id();
+        let id = format!("{}{seq}", pid % 100_000);
+        let dir = PathBuf::from(format!("/tmp/bc{id}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("mkdir cluster dir");
+        let k = (pid.wrapping_mul(4).wrapping_add(seq)) % 250;
+        let bridge = format!("bc{id}");
+        let host_ip = format!("10.252.{k}.1");
+        run(&format!(
+            "ip link add {bridge} type bridge && ip addr add {host_ip}/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        let storage = crate::images(&["tiny"]);
+        let registry = Registry::start_on(&host_ip, &storage, "", &dir);
+        let api_port = free_port();
+        let link_port = free_port();
+        let mut c = Self {
+            dir: dir.clone(),
+            bridge,
+            host_ip,
+            registry,
+            api: format!("http://127.0.0.1:{api_port}"),
+            link_port,
+            admin_token: String::new(),
+            nodes: Vec::new(),
+            coordinator: None,
+            coordinator_args: opts.coordinator_args.clone(),
+            http: reqwest::Client::new(),
+            seq: k,
+        };
+        c.start_coordinator();
+        c.admin_token = std::fs::read_to_string(dir.join("coord/admin.token"))
+            .expect("admin token")
+            .trim()
+            .to_string();
+        for i in 0..opts.agents {
+            c.add_node(i, &opts).await;
+        }
+        c
+    }
+
+    /// The `tiny` image as agents see it.
+    pub fn tiny(&self) -> String {
+        format!("{}/tiny:latest", self.registry.addr)
+    }
+
+    /// (Re)starts the coordinator and waits for its API.
+    pub fn start_coordinator(&mut self) {
+        assert!(self.coordinator.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("coordinator.log"))
+            .expect("coordinator log");
+        let api = self.api.trim_start_matches("http://").to_string();
+        let child = std::process::Command::new(crate::coordinator_bin())
+            .args(["--data-dir", &self.dir.join("coord").display().to_string()])
+            .args(["--api", &api])
+            .args(["--link", &format!("{}:{}", self.host_ip, self.link_port)])
+            .args(["--heartbeat", "300ms", "--unreachable-after", "2s", "--lost-after", "6s"])
+            .args(&self.coordinator_args)
+            .env("BERTH_LOG", "info,berth_coordinator=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth-coordinator");
+        self.coordinator = Some(child);
+        let start = Instant::now();
+        while std::net::TcpStream::connect(&api).is_err() {
+            assert!(start.elapsed() < Duration::from_secs(20), "coordinator not up:\n{}", self.coordinator_log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// `kill -9` of the coordinator.
+    pub fn kill_coordinator(&mut self) {
+        if let Some(mut c) = self.coordinator.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn coordinator_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("coordinator.log")).unwrap_or_default()
+    }
+
+    async fn add_node(&mut self, i: usize, opts: &ClusterOptions) {
+        let id = format!("n{i}");
+        let netns = format!("{}-{id}", self.bridge);
+        let veth = format!("{}v{i}", self.bridge);
+        let ip = format!("10.252.{}.{}", self.seq, 10 + i);
+        run(&format!(
+            "ip netns add {netns} && ip link add {veth} type veth peer name eth0 netns {netns} && \
+             ip link set {veth} master {br} up && \
+             ip -n {netns} addr add {ip}/24 dev eth0 && ip -n {netns} link set eth0 up && \
+             ip -n {netns} link set lo up && ip -n {netns} route add default via {host}",
+            br = self.bridge,
+            host = self.host_ip
+        ));
+        let dir = self.dir.join(&id);
+        let containerd = Containerd::start_in(&dir.join("containerd"), Some(&netns));
+        let state_dir = dir.join("agent");
+        let config = dir.join("agent.toml");
+        let tag = format!("{}{i}", self.bridge);
+        std::fs::write(
+            &config,
+            format!(
+                "state_dir = \"{state}\"\n\
+                 [containerd]\nsocket = \"{sock}\"\nrunc_root = \"{runc}\"\n\
+                 [network]\nbridge = \"w{tag}\"\nsubnet = \"10.253.{k}.0/27\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
+                 [cgroup]\nparent = \"{tag}\"\n\
+                 [workspace]\nstop_grace_seconds = 2\nprepared = 0\n\
+                 [coordinator]\naddress = \"{host}:{port}\"\nreconnect_max_ms = 2000\n\
+                 [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
+                 [[registry]]\nhost = \"{registry}\"\ninsecure = true\n",
+                state = state_dir.display(),
+                sock = containerd.socket.display(),
+                runc = dir.join("runc").display(),
+                k = (self.seq * 8 + i as u32) % 256,
+                netns_dir = dir.join("netns").display(),
+                host = self.host_ip,
+                port = self.link_port,
+                cpu = opts.node_cpu_millis,
+                mem = 16u64 << 30,
+                disk = 64u64 << 30,
+                slots = opts.node_max_workspaces,
+                registry = self.registry.addr,
+            ),
+        )
+        .expect("write agent config");
+        let socket = state_dir.join("agent.sock");
+        let mut node = ClusterNode {
+            id,
+            netns,
+            dir,
+            containerd,
+            config,
+            state_dir,
+            socket,
+            agent: None,
+        };
+        let token = self.join_token(3600).await;
+        node.start_agent(Some(&token));
+        self.nodes.push(node);
+        let want = self.nodes.len();
+        let ok = crate::eventually(Duration::from_secs(30), || async {
+            let nodes = self.get("/v1/nodes").await.1;
+            let ready = nodes.as_array()?.iter().filter(|n| n["status"] == "ready").count();
+            (ready >= want).then_some(())
+        })
+        .await;
+        assert!(ok.is_some(), "node {i} not ready:\n{}\n{}", self.nodes[i].agent_log(), self.coordinator_log());
+    }
+
+    /// A fresh join token from the API.
+    pub async fn join_token(&self, ttl_seconds: u64) -> String {
+        let (status, body) = self.post("/v1/join-tokens", json!({"ttl_seconds": ttl_seconds})).await;
+        assert_eq!(status, 201, "{body}");
+        body["token"].as_str().expect("token").to_string()
+    }
+
+    /// The link address agents dial.
+    pub fn link_addr(&self) -> String {
+        format!("{}:{}", self.host_ip, self.link_port)
+    }
+
+    async fn send(&self, req: reqwest::RequestBuilder, token: &str) -> (u16, Value) {
+        let r = req.bearer_auth(token).send().await.expect("API request");
+        let status = r.status().as_u16();
+        let text = r.text().await.unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.get_as(path, &self.admin_token).await
+    }
+    pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{}{path}", self.api)), token).await
+    }
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(path, body, &self.admin_token).await
+    }
+    pub async fn post_as(&self, path: &str, body: Value, token: &str) -> (u16, Value) {
+        self.send(self.http.post(format!("{}{path}", self.api)).json(&body), token).await
+    }
+    pub async fn delete(&self, path: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.api)), &self.admin_token).await
+    }
+
+    /// Creates a small workspace on `tiny`; returns the API's answer.
+    pub async fn create(&self, name: &str) -> (u16, Value) {
+        self.post(
+            "/v1/workspaces",
+            json!({"name": name, "image": self.tiny(), "cpu_millis": 200, "memory_bytes": 64u64 << 20,
+                   "disk_bytes": 32u64 << 20, "pids": 64}),
+        )
+        .await
+    }
+
+    /// Waits until workspace `name` is in `state`; returns it.
+    pub async fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
+        let last = std::sync::Mutex::new(Value::Null);
+        let r = crate::eventually(timeout, || async {
+            let (s, w) = self.get(&format!("/v1/workspaces/{name}")).await;
+            *last.lock().unwrap() = w.clone();
+            (s == 200 && w["state"] == state).then_some(w)
+        })
+        .await;
+        r.unwrap_or_else(|| {
+            panic!(
+                "{name} not {state} in {timeout:?}: {}\n{}",
+                last.lock().unwrap(),
+                self.coordinator_log()
+            )
+        })
+    }
+
+    /// Drops the link's UDP traffic inside node `i`'s namespace (both ways).
+    pub fn partition(&self, i: usize) {
+        let n = &self.nodes[i];
+        run(&format!(
+            "nft -f - <<'EOF'\ntable inet cut {{\n chain out {{ type filter hook output priority 0; udp dport {p} drop; }}\n chain in {{ type filter hook input priority 0; udp sport {p} drop; }}\n}}\nEOF",
+            p = self.link_port
+        )
+        .replace("nft -f -", &format!("ip netns exec {} nft -f -", n.netns)));
+    }
+
+    /// Heals a partition made by `partition`.
+    pub fn heal(&self, i: usize) {
+        run(&format!("ip netns exec {} nft delete table inet cut", self.nodes[i].netns));
+    }
+}
+
+impl ClusterNode {
+    /// Starts the agent in the node's namespace.
+    pub fn start_agent(&mut self, join: Option<&str>) {
+        assert!(self.agent.is_none());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("agent.log"))
+            .expect("agent log");
+        let mut cmd = in_netns(Some(&self.netns), crate::agent_bin());
+        cmd.arg("--config").arg(&self.config);
+        if let Some(t) = join {
+            cmd.args(["--join", t]);
+        }
+        let child = cmd
+            .env("BERTH_LOG", "info,netlink_packet_route=error")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth-agent");
+        self.agent = Some(child);
+    }
+
+    /// `kill -9` of the agent.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut c) = self.agent.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn agent_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
+    }
+
+    /// Containers in the node's containerd.
+    pub fn containers(&self) -> Vec<String> {
+        self.containerd.ctr_list(&["containers", "ls", "-q"])
+    }
+
+    /// Running tasks in the node's containerd.
+    pub fn running_tasks(&self) -> Vec<String> {
+        self.containerd
+            .ctr(&["tasks", "ls"])
+            .1
+            .lines()
+            .skip(1)
+            .filter(|l| l.contains("RUNNING"))
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.coordinator_log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- coordinator log (last 60 lines) ---");
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+            for n in &self.nodes {
+                let log = n.agent_log();
+                let tail: Vec<&str> = log.lines().rev().take(20).collect();
+                eprintln!("--- agent log of {} (last 20 lines) ---", n.id);
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+        self.kill_coordinator();
+        for n in &mut self.nodes {
+            n.kill_agent();
+            // Remove every workspace container this node's containerd holds.
+            for c in n.containers() {
+                let _ = n.containerd.ctr(&["tasks", "kill", "-s", "SIGKILL", &c]);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            for c in n.containers() {
+                let _ = n.containerd.ctr(&["tasks", "rm", "-f", &c]);
+                let _ = n.containerd.ctr(&["containers", "rm", &c]);
+            }
+            n.containerd.kill();
+            let _ = crate::sh(&format!(
+                "for m in $(awk '{{print $5}}' /proc/self/mountinfo | grep '^{d}/' | sort -r); do umount -l $m; done; \
+                 for f in {d}/netns/*; do [ -e \"$f\" ] && umount -l \"$f\"; done; \
+                 ip netns del {ns}; \
+                 for c in /sys/fs/cgroup/*/{tag}; do [ -d \"$c\" ] && find \"$c\" -depth -type d -exec rmdir {{}} \\; ; done",
+                d = n.dir.display(),
+                ns = n.netns,
+                tag = format!("{}{}", self.bridge, n.id.trim_start_matches('n')),
+            ));
+        }
+        let _ = crate::sh(&format!("ip link del {}", self.bridge));
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
