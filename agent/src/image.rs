@@ -59,6 +59,9 @@ pub struct ImageStore {
     http: reqwest::Client,
     registries: Vec<RegistryConfig>,
     cache: Arc<Mutex<HashMap<String, Image>>>,
+    /// One pull at a time per image: concurrent creates of the same image
+    /// wait for the first pull instead of writing the same content twice.
+    pulling: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -79,6 +82,7 @@ impl ImageStore {
             http,
             registries,
             cache: Arc::default(),
+            pulling: Arc::default(),
         }
     }
 
@@ -86,6 +90,15 @@ impl ImageStore {
     pub async fn ensure(&self, reference: &str, creds: Option<Credentials>) -> Result<Image> {
         let r = Reference::parse(reference)?;
         let name = r.to_string();
+        if let Some(img) = self.cache.lock().ok().and_then(|c| c.get(&name).cloned()) {
+            return Ok(img);
+        }
+        let lock = self
+            .pulling
+            .lock()
+            .map(|mut p| p.entry(name.clone()).or_default().clone())
+            .unwrap_or_default();
+        let _one_pull = lock.lock().await;
         if let Some(img) = self.cache.lock().ok().and_then(|c| c.get(&name).cloned()) {
             return Ok(img);
         }
@@ -334,17 +347,27 @@ impl ImageStore {
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let h = hasher.clone();
         let (digest, total) = (d.digest.clone(), d.size.max(1) as u64);
-        let mut seen = 0u64;
+        // A body that breaks off is a transfer error, not a bad blob: remember why.
+        let broke: Arc<Mutex<Option<String>>> = Arc::default();
+        let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (b, r) = (broke.clone(), received.clone());
         let body = resp
             .bytes_stream()
-            .take_while(|c| std::future::ready(c.is_ok()))
+            .take_while(move |c| {
+                if let Err(e) = c {
+                    if let Ok(mut b) = b.lock() {
+                        *b = Some(e.to_string());
+                    }
+                }
+                std::future::ready(c.is_ok())
+            })
             .filter_map(|c| std::future::ready(c.ok()))
             .map(move |chunk| {
                 if let Ok(mut h) = h.lock() {
                     h.update(&chunk);
                 }
-                let before = seen;
-                seen += chunk.len() as u64;
+                let before = r.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                let seen = before + chunk.len() as u64;
                 if seen / PROGRESS_EVERY != before / PROGRESS_EVERY {
                     tracing::info!(digest = %digest, bytes = seen, total, percent = seen * 100 / total, "pulling");
                 }
@@ -362,6 +385,19 @@ impl ImageStore {
             .unwrap_or_default();
         if let Err(e) = written {
             self.ctd.abort_write(&reference).await;
+            let got = received.load(std::sync::atomic::Ordering::Relaxed);
+            let why = broke.lock().ok().and_then(|b| b.clone());
+            if why.is_some() || got != d.size as u64 {
+                return Err(AgentError::Registry {
+                    registry: s.registry().to_string(),
+                    message: format!(
+                        "transfer of {} broke after {got} of {} bytes: {}",
+                        d.digest,
+                        d.size,
+                        why.unwrap_or_else(|| e.to_string())
+                    ),
+                });
+            }
             if actual != d.digest {
                 return Err(AgentError::DigestMismatch {
                     expected: d.digest.clone(),

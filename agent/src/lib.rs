@@ -82,7 +82,11 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
 /// With a coordinator address (config or `--coordinator`), the agent also
 /// keeps the link to it; `join` is the one-time token used if the node has
 /// no identity yet.
-pub async fn run(cfg: Config, join: Option<String>, shutdown: impl Future<Output = ()>) -> Result<()> {
+pub async fn run(
+    cfg: Config,
+    join: Option<String>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<()> {
     let started = std::time::Instant::now();
     let link = match cfg.file.coordinator.address.clone() {
         Some(addr) => {

@@ -70,7 +70,8 @@ impl Identity {
             f.write_all(text.as_bytes())
                 .and_then(|_| f.sync_all())
                 .map_err(AgentError::io(format!("write {name}")))?;
-            std::fs::rename(&tmp, d.join(name)).map_err(AgentError::io(format!("rename {name}")))?;
+            std::fs::rename(&tmp, d.join(name))
+                .map_err(AgentError::io(format!("rename {name}")))?;
         }
         Ok(())
     }
@@ -122,7 +123,11 @@ pub async fn join(addr: &str, token: &str, node_id: &str, state_dir: &Path) -> R
     let tls_cfg = tls::join_tls(&token.ca_fingerprint, ALPN_JOIN).map_err(link_err)?;
     let endpoint = client_endpoint()?;
     let conn = endpoint
-        .connect_with(quic_config(tls_cfg)?, resolve(addr).await?, tls::SERVER_NAME)
+        .connect_with(
+            quic_config(tls_cfg)?,
+            resolve(addr).await?,
+            tls::SERVER_NAME,
+        )
         .map_err(link_err)?
         .await
         .map_err(|e| link_err(format!("join handshake with {addr}: {e}")))?;
@@ -172,7 +177,11 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
         .and_then(|s| {
             s.lines()
                 .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| l.split_whitespace().nth(1).and_then(|k| k.parse::<u64>().ok()))
+                .and_then(|l| {
+                    l.split_whitespace()
+                        .nth(1)
+                        .and_then(|k| k.parse::<u64>().ok())
+                })
         })
         .map_or(0, |kib| kib * 1024);
     let disk = nix::sys::statvfs::statvfs(&m.config().file.state_dir)
@@ -183,7 +192,11 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
         cpu_millis: or(n.cpu_millis, cpus * 1000),
         memory_bytes: or(n.memory_bytes, mem),
         disk_bytes: or(n.disk_bytes, disk),
-        max_workspaces: if n.max_workspaces == 0 { 250 } else { n.max_workspaces },
+        max_workspaces: if n.max_workspaces == 0 {
+            250
+        } else {
+            n.max_workspaces
+        },
     }
 }
 
@@ -218,10 +231,15 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
             ));
         }
     }
-    let tls_cfg = tls::client_tls(&id.ca_pem, &id.cert_pem, &id.key_pem, ALPN_LINK).map_err(link_err)?;
+    let tls_cfg =
+        tls::client_tls(&id.ca_pem, &id.cert_pem, &id.key_pem, ALPN_LINK).map_err(link_err)?;
     let endpoint = client_endpoint()?;
     let conn = endpoint
-        .connect_with(quic_config(tls_cfg)?, resolve(addr).await?, tls::SERVER_NAME)
+        .connect_with(
+            quic_config(tls_cfg)?,
+            resolve(addr).await?,
+            tls::SERVER_NAME,
+        )
         .map_err(link_err)?
         .await
         .map_err(|e| link_err(format!("connect to {addr}: {e}")))?;
@@ -236,14 +254,23 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         cached_images: cached,
         inventory,
     };
-    write_frame(&mut send, &up(Up::Register(register))).await.map_err(link_err)?;
+    write_frame(&mut send, &up(Up::Register(register)))
+        .await
+        .map_err(link_err)?;
     let first: lk::CoordinatorMessage = read_frame(&mut recv)
         .await
         .map_err(link_err)?
         .ok_or_else(|| link_err("the coordinator closed the control stream"))?;
     let interval = match first.msg {
-        Some(Down::Registered(r)) => Duration::from_millis(u64::from(r.heartbeat_interval_ms).max(100)),
-        Some(Down::Error(e)) => return Err(link_err(format!("register refused ({}): {}", e.code, e.message))),
+        Some(Down::Registered(r)) => {
+            Duration::from_millis(u64::from(r.heartbeat_interval_ms).max(100))
+        }
+        Some(Down::Error(e)) => {
+            return Err(link_err(format!(
+                "register refused ({}): {}",
+                e.code, e.message
+            )))
+        }
         other => return Err(link_err(format!("unexpected first answer {other:?}"))),
     };
     tracing::info!(node = %id.node_id, %addr, "connected to the coordinator");
@@ -252,7 +279,9 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     let reader = tokio::spawn(async move {
         loop {
             match read_frame::<_, lk::CoordinatorMessage>(&mut recv).await {
-                Ok(Some(lk::CoordinatorMessage { msg: Some(Down::Error(e)) })) => {
+                Ok(Some(lk::CoordinatorMessage {
+                    msg: Some(Down::Error(e)),
+                })) => {
                     tracing::warn!(code = %e.code, error = %e.message, "coordinator refused a message")
                 }
                 Ok(Some(_)) => {}
@@ -307,7 +336,11 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
 }
 
 /// Renews the certificate once two thirds of its lifetime have passed.
-async fn maybe_renew(conn: &quinn::Connection, identity: &Arc<Mutex<Identity>>, state_dir: &Path) -> Result<()> {
+async fn maybe_renew(
+    conn: &quinn::Connection,
+    identity: &Arc<Mutex<Identity>>,
+    state_dir: &Path,
+) -> Result<()> {
     let id = identity.lock().unwrap_or_else(|e| e.into_inner()).clone();
     let Some((left, total)) = id.validity() else {
         return Ok(());
@@ -318,7 +351,9 @@ async fn maybe_renew(conn: &quinn::Connection, identity: &Arc<Mutex<Identity>>, 
     let (key_pem, csr) = tls::node_csr(&id.node_id).map_err(link_err)?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(link_err)?;
     send.write_all(&[STREAM_RENEW]).await.map_err(link_err)?;
-    write_frame(&mut send, &lk::RenewRequest { csr_der: csr }).await.map_err(link_err)?;
+    write_frame(&mut send, &lk::RenewRequest { csr_der: csr })
+        .await
+        .map_err(link_err)?;
     let _ = send.finish();
     let resp: lk::RenewResponse = read_frame(&mut recv)
         .await
@@ -337,7 +372,10 @@ async fn maybe_renew(conn: &quinn::Connection, identity: &Arc<Mutex<Identity>>, 
             tracing::info!(not_after = i.not_after_unix, "node certificate renewed");
             Ok(())
         }
-        Some(lk::renew_response::Result::Error(e)) => Err(link_err(format!("renewal refused ({}): {}", e.code, e.message))),
+        Some(lk::renew_response::Result::Error(e)) => Err(link_err(format!(
+            "renewal refused ({}): {}",
+            e.code, e.message
+        ))),
         None => Err(link_err("empty renewal answer")),
     }
 }

@@ -11,7 +11,7 @@ use crate::pki::Ca;
 use crate::store::{now_ms, JoinRefusal, Store};
 use berth_proto::agent as pb;
 use berth_proto::link::{self as lk, agent_message::Msg as Up, coordinator_message::Msg as Down};
-use berth_proto::{read_frame, write_frame, tls, ALPN_JOIN, ALPN_LINK};
+use berth_proto::{read_frame, tls, write_frame, ALPN_JOIN, ALPN_LINK};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -193,7 +193,10 @@ impl Agents {
             Some(ALPN_LINK) => {
                 let node = conn
                     .peer_identity()
-                    .and_then(|id| id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>().ok())
+                    .and_then(|id| {
+                        id.downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+                            .ok()
+                    })
                     .and_then(|certs| certs.first().and_then(|c| tls::node_id_of(c)));
                 match node {
                     Some(node) => self.session(conn, node).await,
@@ -208,16 +211,16 @@ impl Agents {
     }
 
     async fn join(&self, conn: &quinn::Connection) -> Result<(), String> {
-        let (mut send, mut recv) =
-            tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
-                .await
-                .map_err(|_| "no join request in 10 s".to_string())?
-                .map_err(|e| e.to_string())?;
-        let req: lk::JoinRequest = tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv))
+        let (mut send, mut recv) = tokio::time::timeout(Duration::from_secs(10), conn.accept_bi())
             .await
-            .map_err(|_| "join request too slow".to_string())?
-            .map_err(|e| e.to_string())?
-            .ok_or("empty join stream")?;
+            .map_err(|_| "no join request in 10 s".to_string())?
+            .map_err(|e| e.to_string())?;
+        let req: lk::JoinRequest =
+            tokio::time::timeout(Duration::from_secs(10), read_frame(&mut recv))
+                .await
+                .map_err(|_| "join request too slow".to_string())?
+                .map_err(|e| e.to_string())?
+                .ok_or("empty join stream")?;
         let result = match self.issue_for_join(&req).await {
             Ok(issued) => {
                 tracing::info!(node = %issued.node_id, "node joined");
@@ -231,9 +234,14 @@ impl Agents {
                 })
             }
         };
-        write_frame(&mut send, &lk::JoinResponse { result: Some(result) })
-            .await
-            .map_err(|e| e.to_string())?;
+        write_frame(
+            &mut send,
+            &lk::JoinResponse {
+                result: Some(result),
+            },
+        )
+        .await
+        .map_err(|e| e.to_string())?;
         let _ = send.finish();
         let _ = send.stopped().await;
         Ok(())
@@ -244,7 +252,9 @@ impl Agents {
         let token = tls::JoinToken::parse(&req.token)
             .map_err(|e| ApiError::invalid("join_token_invalid", e))?;
         if token.ca_fingerprint != self.inner.ca.fingerprint() {
-            return Err(ApiError::forbidden("the join token is for another cluster's CA"));
+            return Err(ApiError::forbidden(
+                "the join token is for another cluster's CA",
+            ));
         }
         match self
             .inner
@@ -254,13 +264,17 @@ impl Agents {
         {
             Ok(()) => {}
             Err(JoinRefusal::Unknown) => {
-                return Err(ApiError::unauthorized("unknown join token").with_code("join_token_unknown"))
+                return Err(
+                    ApiError::unauthorized("unknown join token").with_code("join_token_unknown")
+                )
             }
             Err(JoinRefusal::Expired) => {
-                return Err(ApiError::unauthorized("the join token has expired").with_code("join_token_expired"))
+                return Err(ApiError::unauthorized("the join token has expired")
+                    .with_code("join_token_expired"))
             }
             Err(JoinRefusal::Used) => {
-                return Err(ApiError::unauthorized("the join token was already used").with_code("join_token_used"))
+                return Err(ApiError::unauthorized("the join token was already used")
+                    .with_code("join_token_used"))
             }
         }
         self.issue(&req.node_id, &req.csr_der)
@@ -318,7 +332,11 @@ impl Agents {
 
     fn drop_session(&self, node: &str, epoch: u64) {
         let removed = {
-            let mut s = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if s.get(node).is_some_and(|s| s.epoch == epoch) {
                 s.remove(node);
                 true
@@ -328,7 +346,10 @@ impl Agents {
         };
         if removed {
             tracing::info!(%node, "agent disconnected");
-            let _ = self.inner.events.send(LinkEvent::Disconnected { node: node.into() });
+            let _ = self
+                .inner
+                .events
+                .send(LinkEvent::Disconnected { node: node.into() });
         }
     }
 
@@ -391,14 +412,33 @@ impl Agents {
         if let Err(e) = self
             .inner
             .store
-            .register_node(node, capacity, cap.max_workspaces, &labels, &cached, &reg.agent_version, now_ms())
+            .register_node(
+                node,
+                capacity,
+                cap.max_workspaces,
+                &labels,
+                &cached,
+                &reg.agent_version,
+                now_ms(),
+            )
             .await
         {
-            let _ = write_frame(send, &down(Down::Error(pb::Error { code: e.code.into(), message: e.message.clone() }))).await;
+            let _ = write_frame(
+                send,
+                &down(Down::Error(pb::Error {
+                    code: e.code.into(),
+                    message: e.message.clone(),
+                })),
+            )
+            .await;
             return Err(format!("register: {e}"));
         }
         {
-            let mut s = self.inner.sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut s = self
+                .inner
+                .sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if let Some(old) = s.insert(
                 node.to_string(),
                 Session {
@@ -407,7 +447,8 @@ impl Agents {
                     last_heartbeat: Instant::now(),
                 },
             ) {
-                old.conn.close(4u32.into(), b"replaced by a newer connection");
+                old.conn
+                    .close(4u32.into(), b"replaced by a newer connection");
             }
         }
         tracing::info!(%node, workspaces = reg.inventory.len(), "agent registered");
@@ -439,9 +480,12 @@ impl Agents {
                     {
                         s.last_heartbeat = Instant::now();
                     }
-                    write_frame(send, &down(Down::HeartbeatAck(lk::HeartbeatAck { seq: hb.seq })))
-                        .await
-                        .map_err(|e| e.to_string())?;
+                    write_frame(
+                        send,
+                        &down(Down::HeartbeatAck(lk::HeartbeatAck { seq: hb.seq })),
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
                 }
                 Some(Up::Status(r)) => {
                     if let Some(status) = r.status {
@@ -481,7 +525,13 @@ impl Agents {
             },
             _ => return,
         };
-        let _ = write_frame(&mut send, &lk::RenewResponse { result: Some(result) }).await;
+        let _ = write_frame(
+            &mut send,
+            &lk::RenewResponse {
+                result: Some(result),
+            },
+        )
+        .await;
         let _ = send.finish();
     }
 
@@ -517,8 +567,7 @@ impl Agents {
                 .await
                 .map_err(|e| broken(e.to_string()))?
                 .ok_or_else(|| broken("stream ended without an answer".into()))?;
-            resp.result
-                .ok_or_else(|| broken("empty answer".into()))
+            resp.result.ok_or_else(|| broken("empty answer".into()))
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -559,13 +608,23 @@ impl Agents {
             }
             use pb::exec_input::Input;
             if !stdin.is_empty() {
-                write_frame(&mut send, &pb::ExecInput { input: Some(Input::Stdin(stdin)) })
-                    .await
-                    .map_err(|e| broken(e.to_string()))?;
-            }
-            write_frame(&mut send, &pb::ExecInput { input: Some(Input::CloseStdin(true)) })
+                write_frame(
+                    &mut send,
+                    &pb::ExecInput {
+                        input: Some(Input::Stdin(stdin)),
+                    },
+                )
                 .await
                 .map_err(|e| broken(e.to_string()))?;
+            }
+            write_frame(
+                &mut send,
+                &pb::ExecInput {
+                    input: Some(Input::CloseStdin(true)),
+                },
+            )
+            .await
+            .map_err(|e| broken(e.to_string()))?;
             let (mut out, mut err) = (Vec::new(), Vec::new());
             use pb::exec_output::Output;
             while let Some(msg) = read_frame::<_, pb::ExecOutput>(&mut recv)

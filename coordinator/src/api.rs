@@ -311,8 +311,14 @@ impl utoipa::Modify for BearerAuth {
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/v1/openapi.json", get(openapi))
-        .route("/v1/workspaces", post(create_workspace).get(list_workspaces))
-        .route("/v1/workspaces/{name}", get(get_workspace).delete(delete_workspace))
+        .route(
+            "/v1/workspaces",
+            post(create_workspace).get(list_workspaces),
+        )
+        .route(
+            "/v1/workspaces/{name}",
+            get(get_workspace).delete(delete_workspace),
+        )
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
         .route("/v1/workspaces/{name}/exec", post(exec_workspace))
@@ -343,7 +349,9 @@ fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
                 validate::user_name(&o)?;
                 Ok(o)
             } else {
-                Err(ApiError::forbidden("members can only act on their own workspaces"))
+                Err(ApiError::forbidden(
+                    "members can only act on their own workspaces",
+                ))
             }
         }
         _ => Ok(a.user.clone()),
@@ -379,30 +387,51 @@ async fn create_workspace(
     let disk = req.disk_bytes.unwrap_or(tier.disk_bytes);
     let pids = req.pids.unwrap_or(tier.pids);
     if !(100..=64_000).contains(&cpu) {
-        return Err(ApiError::invalid("invalid_resources", "cpu_millis must be 100 to 64000"));
+        return Err(ApiError::invalid(
+            "invalid_resources",
+            "cpu_millis must be 100 to 64000",
+        ));
     }
     if !((64 << 20)..=(256u64 << 30)).contains(&mem) {
-        return Err(ApiError::invalid("invalid_resources", "memory_bytes must be 64 MiB to 256 GiB"));
+        return Err(ApiError::invalid(
+            "invalid_resources",
+            "memory_bytes must be 64 MiB to 256 GiB",
+        ));
     }
     if !((16 << 20)..=(1u64 << 40)).contains(&disk) {
-        return Err(ApiError::invalid("invalid_resources", "disk_bytes must be 16 MiB to 1 TiB"));
+        return Err(ApiError::invalid(
+            "invalid_resources",
+            "disk_bytes must be 16 MiB to 1 TiB",
+        ));
     }
     if !(16..=65_536).contains(&pids) {
-        return Err(ApiError::invalid("invalid_resources", "pids must be 16 to 65536"));
+        return Err(ApiError::invalid(
+            "invalid_resources",
+            "pids must be 16 to 65536",
+        ));
     }
     let env = req.env.unwrap_or_default();
     if env.len() > 256 {
-        return Err(ApiError::invalid("invalid_env", "at most 256 environment variables"));
+        return Err(ApiError::invalid(
+            "invalid_env",
+            "at most 256 environment variables",
+        ));
     }
     for (k, v) in &env {
         validate::env_key(k)?;
         if v.len() > 32 * 1024 || v.contains('\0') {
-            return Err(ApiError::invalid("invalid_env", format!("value of {k} is too long or has a NUL")));
+            return Err(ApiError::invalid(
+                "invalid_env",
+                format!("value of {k} is too long or has a NUL"),
+            ));
         }
     }
     let selector = req.node_selector.unwrap_or_default();
     if selector.len() > 64 || selector.iter().any(|(k, v)| k.len() > 253 || v.len() > 253) {
-        return Err(ApiError::invalid("invalid_node_selector", "at most 64 labels of 253 characters"));
+        return Err(ApiError::invalid(
+            "invalid_node_selector",
+            "at most 64 labels of 253 characters",
+        ));
     }
     let now = now_ms();
     let lc = lifecycle::Workspace::new(req.start.unwrap_or(true));
@@ -448,15 +477,20 @@ async fn list_workspaces(
 ) -> Result<Json<Vec<Workspace>>> {
     let owner = match q.owner.as_deref() {
         Some("*") if a.admin => None,
-        Some("*") => return Err(ApiError::forbidden("only admins list everyone's workspaces")),
+        Some("*") => {
+            return Err(ApiError::forbidden(
+                "only admins list everyone's workspaces",
+            ))
+        }
         _ => Some(owner_of(&a, q.owner.clone())?),
     };
-    let state = match q.state.as_deref() {
-        Some(st) => Some(State::parse(st).ok_or_else(|| {
-            ApiError::invalid("invalid_state", format!("no state named {st:?}"))
-        })?),
-        None => None,
-    };
+    let state =
+        match q.state.as_deref() {
+            Some(st) => Some(State::parse(st).ok_or_else(|| {
+                ApiError::invalid("invalid_state", format!("no state named {st:?}"))
+            })?),
+            None => None,
+        };
     if let Some(n) = &q.node {
         validate::node_id(n)?;
     }
@@ -486,7 +520,13 @@ async fn get_workspace(
     Ok(Json(Workspace::from(&find(&s, &owner, &name).await?)))
 }
 
-async fn intent(s: &AppState, a: &Auth, name: &str, owner: Option<String>, ev: Event) -> Result<Json<Workspace>> {
+async fn intent(
+    s: &AppState,
+    a: &Auth,
+    name: &str,
+    owner: Option<String>,
+    ev: Event,
+) -> Result<Json<Workspace>> {
     let owner = owner_of(a, owner)?;
     let w = find(s, &owner, name).await?;
     if w.state == State::Deleted && ev != Event::DeleteRequested {
@@ -496,7 +536,10 @@ async fn intent(s: &AppState, a: &Auth, name: &str, owner: Option<String>, ev: E
     let mut w = w;
     for _ in 0..10 {
         let (next, _) = lifecycle::step(&w.lifecycle(), &ev).map_err(|e| {
-            ApiError::conflict("invalid_state", format!("workspace {name} is {}: {e}", w.state.as_str()))
+            ApiError::conflict(
+                "invalid_state",
+                format!("workspace {name} is {}: {e}", w.state.as_str()),
+            )
         })?;
         let next_row = w.with_lifecycle(&next, now_ms());
         if next_row.lifecycle() == w.lifecycle() {
@@ -514,7 +557,10 @@ async fn intent(s: &AppState, a: &Auth, name: &str, owner: Option<String>, ev: E
             .await?
             .ok_or_else(|| ApiError::not_found(format!("no workspace named {name:?}")))?;
     }
-    Err(ApiError::conflict("busy", "the workspace changed concurrently; retry"))
+    Err(ApiError::conflict(
+        "busy",
+        "the workspace changed concurrently; retry",
+    ))
 }
 
 /// Start a stopped (or failed) workspace.
@@ -527,7 +573,10 @@ async fn start_workspace(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::StartRequested).await?))
+    Ok((
+        StatusCode::ACCEPTED,
+        intent(&s, &a, &name, q.owner, Event::StartRequested).await?,
+    ))
 }
 
 /// Stop a workspace; its /workspace volume is kept.
@@ -540,7 +589,10 @@ async fn stop_workspace(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::StopRequested).await?))
+    Ok((
+        StatusCode::ACCEPTED,
+        intent(&s, &a, &name, q.owner, Event::StopRequested).await?,
+    ))
 }
 
 /// Delete a workspace and its volume. Idempotent.
@@ -553,7 +605,10 @@ async fn delete_workspace(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    Ok((StatusCode::ACCEPTED, intent(&s, &a, &name, q.owner, Event::DeleteRequested).await?))
+    Ok((
+        StatusCode::ACCEPTED,
+        intent(&s, &a, &name, q.owner, Event::DeleteRequested).await?,
+    ))
 }
 
 /// Run a command in a running workspace and return its output and exit code.
@@ -571,21 +626,38 @@ async fn exec_workspace(
     let owner = owner_of(&a, q.owner)?;
     let w = find(&s, &owner, &name).await?;
     if req.argv.is_empty() || req.argv.len() > 4096 || req.argv.iter().any(|x| x.contains('\0')) {
-        return Err(ApiError::invalid("invalid_command", "argv needs 1 to 4096 arguments without NUL"));
+        return Err(ApiError::invalid(
+            "invalid_command",
+            "argv needs 1 to 4096 arguments without NUL",
+        ));
     }
     let env = req.env.unwrap_or_default();
     for k in env.keys() {
         validate::env_key(k)?;
     }
-    if env.values().any(|v| v.contains('\0')) || req.cwd.as_deref().is_some_and(|c| c.contains('\0') || !c.starts_with('/')) {
-        return Err(ApiError::invalid("invalid_command", "cwd must be absolute; no NUL in values"));
+    if env.values().any(|v| v.contains('\0'))
+        || req
+            .cwd
+            .as_deref()
+            .is_some_and(|c| c.contains('\0') || !c.starts_with('/'))
+    {
+        return Err(ApiError::invalid(
+            "invalid_command",
+            "cwd must be absolute; no NUL in values",
+        ));
     }
     let timeout = req.timeout_seconds.unwrap_or(60);
     if !(1..=3600).contains(&timeout) {
-        return Err(ApiError::invalid("invalid_command", "timeout_seconds must be 1 to 3600"));
+        return Err(ApiError::invalid(
+            "invalid_command",
+            "timeout_seconds must be 1 to 3600",
+        ));
     }
     if w.state != State::Running {
-        return Err(ApiError::conflict("not_running", format!("workspace {name} is {}", w.state.as_str())));
+        return Err(ApiError::conflict(
+            "not_running",
+            format!("workspace {name} is {}", w.state.as_str()),
+        ));
     }
     let node = w.node.clone().unwrap_or_default();
     let out = s
@@ -613,7 +685,10 @@ async fn exec_workspace(
         Err(e) if e.code == "not_found" || e.code == "conflict" => {
             Err(ApiError::conflict("not_running", e.message))
         }
-        Err(e) => Err(ApiError::node("node_error", format!("{}: {}", e.code, e.message))),
+        Err(e) => Err(ApiError::node(
+            "node_error",
+            format!("{}: {}", e.code, e.message),
+        )),
     }
 }
 
@@ -633,7 +708,11 @@ async fn events(
                 Ok(ev) => {
                     if a.admin || ev.owner == a.user {
                         let data = serde_json::to_string(&ev).unwrap_or_default();
-                        if tx.send(SseEvent::default().event("workspace").data(data)).await.is_err() {
+                        if tx
+                            .send(SseEvent::default().event("workspace").data(data))
+                            .await
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -652,7 +731,9 @@ async fn events(
 }
 
 /// A stream fed by a task through a channel.
-fn async_stream<F, Fut>(f: F) -> impl Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>
+fn async_stream<F, Fut>(
+    f: F,
+) -> impl Stream<Item = std::result::Result<SseEvent, std::convert::Infallible>>
 where
     F: FnOnce(tokio::sync::mpsc::Sender<SseEvent>) -> Fut,
     Fut: std::future::Future<Output = ()> + Send + 'static,
@@ -727,7 +808,11 @@ async fn set_flags(s: &AppState, id: &str, cordoned: bool, draining: bool) -> Re
 #[utoipa::path(post, path = "/v1/nodes/{id}/cordon", params(("id" = String, Path)),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn cordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+async fn cordon_node(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(id): P<String>,
+) -> Result<Json<Node>> {
     a.require_admin()?;
     set_flags(&s, &id, true, false).await
 }
@@ -736,7 +821,11 @@ async fn cordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -
 #[utoipa::path(post, path = "/v1/nodes/{id}/uncordon", params(("id" = String, Path)),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn uncordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+async fn uncordon_node(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(id): P<String>,
+) -> Result<Json<Node>> {
     a.require_admin()?;
     set_flags(&s, &id, false, false).await
 }
@@ -746,7 +835,11 @@ async fn uncordon_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>)
 #[utoipa::path(post, path = "/v1/nodes/{id}/drain", params(("id" = String, Path)),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
-async fn drain_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
+async fn drain_node(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(id): P<String>,
+) -> Result<Json<Node>> {
     a.require_admin()?;
     let n = set_flags(&s, &id, true, true).await?;
     let on = s
@@ -757,7 +850,10 @@ async fn drain_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) ->
             ..Default::default()
         })
         .await?;
-    for w in on.iter().filter(|w| matches!(w.state, State::Running | State::Starting)) {
+    for w in on
+        .iter()
+        .filter(|w| matches!(w.state, State::Running | State::Starting))
+    {
         s.ctl.apply(&w.id, &Event::StopRequested).await;
     }
     Ok(n)
@@ -777,10 +873,20 @@ async fn create_join_token(
     a.require_admin()?;
     let ttl = req.ttl_seconds.unwrap_or(3600);
     if !(1..=7 * 86_400).contains(&ttl) {
-        return Err(ApiError::invalid("invalid_ttl", "ttl_seconds must be 1 to 604800"));
+        return Err(ApiError::invalid(
+            "invalid_ttl",
+            "ttl_seconds must be 1 to 604800",
+        ));
     }
-    let (token, expires_at_ms) = auth::create_join_token(s.ctl.store(), &s.ca_fingerprint, &a.user, ttl).await?;
-    Ok((StatusCode::CREATED, Json(JoinTokenCreated { token, expires_at_ms })))
+    let (token, expires_at_ms) =
+        auth::create_join_token(s.ctl.store(), &s.ca_fingerprint, &a.user, ttl).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(JoinTokenCreated {
+            token,
+            expires_at_ms,
+        }),
+    ))
 }
 
 /// Create an API token for a user (admins).
@@ -797,10 +903,22 @@ async fn create_api_token(
     let admin = match req.role.as_str() {
         "admin" => true,
         "member" => false,
-        r => return Err(ApiError::invalid("invalid_role", format!("role must be admin or member, not {r:?}"))),
+        r => {
+            return Err(ApiError::invalid(
+                "invalid_role",
+                format!("role must be admin or member, not {r:?}"),
+            ))
+        }
     };
     let token = auth::create_api_token(s.ctl.store(), &req.user, admin).await?;
-    Ok((StatusCode::CREATED, Json(ApiTokenCreated { token, user: req.user, role: req.role })))
+    Ok((
+        StatusCode::CREATED,
+        Json(ApiTokenCreated {
+            token,
+            user: req.user,
+            role: req.role,
+        }),
+    ))
 }
 
 /// The caller's identity.

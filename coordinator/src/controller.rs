@@ -92,7 +92,9 @@ pub struct Controller {
 
 impl std::fmt::Debug for Controller {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Controller").field("id", &self.inner.id).finish_non_exhaustive()
+        f.debug_struct("Controller")
+            .field("id", &self.inner.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -233,7 +235,9 @@ impl Controller {
             };
             match scheduler::place(&req, &views, self.inner.timing.strategy) {
                 Ok(p) => {
-                    let Ok((next, _)) = lifecycle::step(&w.lifecycle(), &Event::Placed(p.node.clone())) else {
+                    let Ok((next, _)) =
+                        lifecycle::step(&w.lifecycle(), &Event::Placed(p.node.clone()))
+                    else {
                         continue;
                     };
                     if let Some(v) = views.iter_mut().find(|v| v.id == p.node) {
@@ -284,7 +288,12 @@ impl Controller {
             .inner
             .store
             .workspaces_in(
-                &[State::Scheduled, State::Starting, State::Stopping, State::Deleting],
+                &[
+                    State::Scheduled,
+                    State::Starting,
+                    State::Stopping,
+                    State::Deleting,
+                ],
                 100_000,
             )
             .await?;
@@ -413,7 +422,10 @@ impl Controller {
                 }
             }
             Ok(R::Error(e)) if permanent(&e.code) => {
-                vec![Event::Observed(Observed::Failed(format!("{}: {}", e.code, e.message)))]
+                vec![Event::Observed(Observed::Failed(format!(
+                    "{}: {}",
+                    e.code, e.message
+                )))]
             }
             Ok(R::Error(e)) => {
                 tracing::info!(workspace = %w.id, code = %e.code, error = %e.message, "command refused; will retry");
@@ -617,7 +629,9 @@ impl Controller {
                         )
                         .await;
                 }
-                _ => tracing::info!(%node, workspace = %st.name, "node runs a workspace the store does not place there; left alone"),
+                _ => {
+                    tracing::info!(%node, workspace = %st.name, "node runs a workspace the store does not place there; left alone")
+                }
             }
         }
         self.wake();
@@ -638,7 +652,9 @@ impl Controller {
     async fn liveness_once(&self) -> crate::error::Result<()> {
         let store = &self.inner.store;
         let now = now_ms();
-        store.touch_nodes(&self.inner.agents.connected(), now).await?;
+        store
+            .touch_nodes(&self.inner.agents.connected(), now)
+            .await?;
         let t = &self.inner.timing;
         // After a restart nobody is declared lost before agents had a full
         // grace period to reconnect.
@@ -646,13 +662,18 @@ impl Controller {
         for n in store.nodes().await? {
             let silent = now - n.last_seen_ms;
             if n.status == "ready" && silent > t.unreachable_after.as_millis() as i64 {
-                if store.set_node_status(&n.id, "ready", "unreachable", now).await? {
+                if store
+                    .set_node_status(&n.id, "ready", "unreachable", now)
+                    .await?
+                {
                     tracing::warn!(node = %n.id, silent_ms = silent, "node unreachable");
                 }
             } else if n.status == "unreachable"
                 && may_lose
                 && silent > t.lost_after.as_millis() as i64
-                && store.set_node_status(&n.id, "unreachable", "lost", now).await?
+                && store
+                    .set_node_status(&n.id, "unreachable", "lost", now)
+                    .await?
             {
                 tracing::warn!(node = %n.id, silent_ms = silent, "node lost; its workspaces are unknown");
                 let on = store

@@ -75,7 +75,10 @@ impl From<sqlx::Error> for ApiError {
         tracing::error!(error = %e, "store");
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::unavailable("store_unavailable", format!("the store is not available: {e}"))
+                Self::unavailable(
+                    "store_unavailable",
+                    format!("the store is not available: {e}"),
+                )
             }
             _ => Self::internal(format!("store: {e}")),
         }

@@ -75,12 +75,12 @@ pub struct Bound {
 
 /// Opens the store this configuration names.
 pub async fn open_store(cfg: &Config) -> Result<store::Store> {
-    std::fs::create_dir_all(&cfg.data_dir).map_err(|e| {
-        ApiError::internal(format!("mkdir {}: {e}", cfg.data_dir.display()))
-    })?;
-    let url = cfg.database_url.clone().unwrap_or_else(|| {
-        format!("sqlite://{}", cfg.data_dir.join("berth.db").display())
-    });
+    std::fs::create_dir_all(&cfg.data_dir)
+        .map_err(|e| ApiError::internal(format!("mkdir {}: {e}", cfg.data_dir.display())))?;
+    let url = cfg
+        .database_url
+        .clone()
+        .unwrap_or_else(|| format!("sqlite://{}", cfg.data_dir.join("berth.db").display()));
     store::Store::open(&url).await
 }
 
@@ -103,11 +103,15 @@ pub async fn run(
         let token = auth::create_api_token(&store, "admin", true).await?;
         let path = cfg.data_dir.join("admin.token");
         write_secret(&path, &token)?;
-        println!("First start: admin API token (also in {}):\n{token}", path.display());
+        println!(
+            "First start: admin API token (also in {}):\n{token}",
+            path.display()
+        );
     }
     let (agents, link_events) = agents::Agents::new(store.clone(), ca.clone(), cfg.link.clone());
     let endpoint = agents.bind()?;
-    let ctl = controller::Controller::new(cfg.id.clone(), store, agents.clone(), cfg.timing.clone());
+    let ctl =
+        controller::Controller::new(cfg.id.clone(), store, agents.clone(), cfg.timing.clone());
     let state = api::AppState {
         ctl: ctl.clone(),
         tiers: Arc::new(Tiers::default()),
@@ -115,10 +119,19 @@ pub async fn run(
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
-        .map_err(|e| ApiError::unavailable("bind_failed", format!("bind API on {}: {e}", cfg.api_listen)))?;
+        .map_err(|e| {
+            ApiError::unavailable(
+                "bind_failed",
+                format!("bind API on {}: {e}", cfg.api_listen),
+            )
+        })?;
     let bound = Bound {
-        api: listener.local_addr().map_err(|e| ApiError::internal(e.to_string()))?,
-        link: endpoint.local_addr().map_err(|e| ApiError::internal(e.to_string()))?,
+        api: listener
+            .local_addr()
+            .map_err(|e| ApiError::internal(e.to_string()))?,
+        link: endpoint
+            .local_addr()
+            .map_err(|e| ApiError::internal(e.to_string()))?,
     };
     tracing::info!(api = %bound.api, link = %bound.link, ca = %ca.fingerprint(), "coordinator ready");
     on_bound(&bound);
@@ -152,7 +165,9 @@ pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
-    let n: u64 = n.parse().map_err(|_| format!("bad duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
+    let n: u64 = n
+        .parse()
+        .map_err(|_| format!("bad duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
     let ms = match unit {
         "ms" => n,
         "s" | "" => n.saturating_mul(1000),

@@ -1,7 +1,9 @@
 //! `berth-coordinator`: runs the coordinator (`run`, the default) and
 //! offers offline admin commands against its store.
 
-use berth_coordinator::{agents::LinkConfig, controller::Timing, parse_duration, scheduler::Strategy, Config};
+use berth_coordinator::{
+    agents::LinkConfig, controller::Timing, parse_duration, scheduler::Strategy, Config,
+};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -19,16 +21,31 @@ struct Cli {
 #[derive(Args, Clone)]
 struct Opts {
     /// Data directory (SQLite store, first admin token).
-    #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = "/var/lib/berth/coordinator")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_DATA_DIR",
+        default_value = "/var/lib/berth/coordinator"
+    )]
     data_dir: PathBuf,
     /// Store URL: sqlite:///path or postgres://user@host/db (default: SQLite in the data directory).
     #[arg(long, global = true, env = "BERTH_DATABASE_URL")]
     database: Option<String>,
     /// Address of the REST API.
-    #[arg(long, global = true, env = "BERTH_API_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_API_LISTEN",
+        default_value = "127.0.0.1:8080"
+    )]
     api: SocketAddr,
     /// UDP address of the agent link (QUIC).
-    #[arg(long, global = true, env = "BERTH_LINK_LISTEN", default_value = "0.0.0.0:7443")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_LINK_LISTEN",
+        default_value = "0.0.0.0:7443"
+    )]
     link: SocketAddr,
     /// Extra DNS name for the link certificate (repeatable).
     #[arg(long = "server-name", global = true)]
@@ -146,8 +163,9 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => {
             let shutdown = async {
-                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("SIGTERM handler");
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                        .expect("SIGTERM handler");
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
                     _ = term.recv() => {}
@@ -186,7 +204,13 @@ async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
         }
         Admin::JoinToken(JoinCmd::Create { ttl }) => {
             let ca = cluster_ca(&store).await?;
-            let (t, _) = auth::create_join_token(&store, &ca.fingerprint(), "admin-cli", ttl.as_secs().max(1)).await?;
+            let (t, _) = auth::create_join_token(
+                &store,
+                &ca.fingerprint(),
+                "admin-cli",
+                ttl.as_secs().max(1),
+            )
+            .await?;
             println!("{t}");
         }
     }

@@ -18,8 +18,10 @@ use std::sync::Arc;
 use std::time::Duration;
 use time::OffsetDateTime;
 
-pub use berth_proto::tls::{fingerprint, hash_secret, pem_to_der, JoinToken, NODE_SAN_SUFFIX, SERVER_NAME};
 use berth_proto::tls::provider;
+pub use berth_proto::tls::{
+    fingerprint, hash_secret, pem_to_der, JoinToken, NODE_SAN_SUFFIX, SERVER_NAME,
+};
 
 /// A CA certificate and its key, both PEM.
 #[derive(Clone)]
@@ -159,12 +161,13 @@ impl Ca {
         let now = OffsetDateTime::now_utc();
         p.not_before = now - time::Duration::minutes(5);
         p.not_after = now + time::Duration::days(30);
-        let cert = p.signed_by(&key, &self.issuer, &self.key).map_err(pki_err)?;
+        let cert = p
+            .signed_by(&key, &self.issuer, &self.key)
+            .map_err(pki_err)?;
         let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok((vec![cert.der().clone(), self.der.clone()], key_der))
     }
 }
-
 
 /// TLS of the link endpoint: TLS 1.3, our chain, client certificates of
 /// our CA verified when presented (a join connection presents none; a link
@@ -205,8 +208,13 @@ mod tests {
             .sign_node("node-1", &csr, Duration::from_secs(600))
             .unwrap();
         let der = pem_to_der(&issued.cert_pem).unwrap();
-        assert_eq!(berth_proto::tls::node_id_of(&der).as_deref(), Some("node-1"));
-        assert!(berth_proto::tls::not_after(&der).unwrap() > OffsetDateTime::now_utc().unix_timestamp());
+        assert_eq!(
+            berth_proto::tls::node_id_of(&der).as_deref(),
+            Some("node-1")
+        );
+        assert!(
+            berth_proto::tls::not_after(&der).unwrap() > OffsetDateTime::now_utc().unix_timestamp()
+        );
         // A CA loaded twice signs certificates the same root verifies.
         let again = Ca::load(&cert, &key).unwrap();
         assert_eq!(again.fingerprint(), ca.fingerprint());
@@ -221,5 +229,4 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.code, "bad_csr");
     }
-
 }

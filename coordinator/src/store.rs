@@ -112,7 +112,8 @@ impl WorkspaceRow {
 
     /// Whether the workspace holds a reservation on its node.
     pub fn holds_reservation(&self) -> bool {
-        self.node.is_some() && !matches!(self.state, State::Deleted | State::Failed | State::Pending)
+        self.node.is_some()
+            && !matches!(self.state, State::Deleted | State::Failed | State::Pending)
     }
 }
 
@@ -298,11 +299,13 @@ impl Store {
             return Ok((r.try_get(0)?, r.try_get(1)?));
         }
         let (cert, key) = generate()?;
-        sqlx::query("INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING")
-            .bind(&cert)
-            .bind(&key)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&cert)
+        .bind(&key)
+        .execute(&self.pool)
+        .await?;
         let r = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;
@@ -468,14 +471,16 @@ impl Store {
 
     /// Moves a node from `from` to `to` if it is still in `from`; true if it moved.
     pub async fn set_node_status(&self, id: &str, from: &str, to: &str, now: i64) -> Result<bool> {
-        let n = sqlx::query("UPDATE nodes SET status = $1, status_since_ms = $2 WHERE id = $3 AND status = $4")
-            .bind(to)
-            .bind(now)
-            .bind(id)
-            .bind(from)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+        let n = sqlx::query(
+            "UPDATE nodes SET status = $1, status_since_ms = $2 WHERE id = $3 AND status = $4",
+        )
+        .bind(to)
+        .bind(now)
+        .bind(id)
+        .bind(from)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
         Ok(n == 1)
     }
 
@@ -577,7 +582,12 @@ impl Store {
         for a in &args {
             query = query.bind(a);
         }
-        query.fetch_all(&self.pool).await?.iter().map(ws_from).collect()
+        query
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(ws_from)
+            .collect()
     }
 
     /// Workspaces in any of `states`, oldest change first, at most `limit`.
@@ -666,9 +676,10 @@ impl Store {
 
     /// Placement rows per workspace id (tests check there is at most one per generation).
     pub async fn placement_counts(&self) -> Result<BTreeMap<String, i64>> {
-        let rows = sqlx::query("SELECT workspace_id, COUNT(*) FROM placements GROUP BY workspace_id")
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT workspace_id, COUNT(*) FROM placements GROUP BY workspace_id")
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
             .collect()

@@ -7,7 +7,8 @@ fn label(s: &str, max: usize) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= max
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
         && b[0] != b'-'
         && b[b.len() - 1] != b'-'
 }
@@ -40,7 +41,8 @@ pub fn node_id(s: &str) -> Result<()> {
 pub fn user_name(s: &str) -> Result<()> {
     let ok = !s.is_empty()
         && s.len() <= 64
-        && s.bytes().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.@".contains(&c));
+        && s.bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"-_.@".contains(&c));
     if ok {
         Ok(())
     } else {
@@ -79,7 +81,10 @@ pub fn env_key(k: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid("invalid_env", format!("invalid environment variable name {k:?}")))
+        Err(ApiError::invalid(
+            "invalid_env",
+            format!("invalid environment variable name {k:?}"),
+        ))
     }
 }
 
@@ -93,7 +98,11 @@ mod tests {
             assert!(workspace_name(ok).is_ok(), "{ok}");
         }
         for bad in ["", "-a", "a-", "A", "a_b", &"a".repeat(41), "a b", "ä"] {
-            assert_eq!(workspace_name(bad).unwrap_err().code, "invalid_name", "{bad}");
+            assert_eq!(
+                workspace_name(bad).unwrap_err().code,
+                "invalid_name",
+                "{bad}"
+            );
         }
         assert!(node_id(&"n".repeat(63)).is_ok());
         assert!(node_id(&"n".repeat(64)).is_err());

@@ -226,7 +226,6 @@ pub fn hash_secret(secret: &str) -> String {
     hex::encode(Sha256::digest(secret.as_bytes()))
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

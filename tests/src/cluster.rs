@@ -132,7 +132,14 @@ impl Cluster {
             .args(["--data-dir", &self.dir.join("coord").display().to_string()])
             .args(["--api", &api])
             .args(["--link", &format!("{}:{}", self.host_ip, self.link_port)])
-            .args(["--heartbeat", "300ms", "--unreachable-after", "2s", "--lost-after", "6s"])
+            .args([
+                "--heartbeat",
+                "300ms",
+                "--unreachable-after",
+                "2s",
+                "--lost-after",
+                "6s",
+            ])
             .args(&self.coordinator_args)
             .env("BERTH_LOG", "info,berth_coordinator=debug")
             .stdout(Stdio::null())
@@ -142,7 +149,11 @@ impl Cluster {
         self.coordinator = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(&api).is_err() {
-            assert!(start.elapsed() < Duration::from_secs(20), "coordinator not up:\n{}", self.coordinator_log());
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "coordinator not up:\n{}",
+                self.coordinator_log()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -182,7 +193,7 @@ impl Cluster {
             format!(
                 "state_dir = \"{state}\"\n\
                  [containerd]\nsocket = \"{sock}\"\nrunc_root = \"{runc}\"\n\
-                 [network]\nbridge = \"w{tag}\"\nsubnet = \"10.253.{k}.0/27\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
+                 [network]\nbridge = \"w{tag}\"\nsubnet = \"10.253.{k}.0/24\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
                  [cgroup]\nparent = \"{tag}\"\n\
                  [workspace]\nstop_grace_seconds = 2\nprepared = 0\n\
                  [coordinator]\naddress = \"{host}:{port}\"\nreconnect_max_ms = 2000\n\
@@ -220,16 +231,27 @@ impl Cluster {
         let want = self.nodes.len();
         let ok = crate::eventually(Duration::from_secs(30), || async {
             let nodes = self.get("/v1/nodes").await.1;
-            let ready = nodes.as_array()?.iter().filter(|n| n["status"] == "ready").count();
+            let ready = nodes
+                .as_array()?
+                .iter()
+                .filter(|n| n["status"] == "ready")
+                .count();
             (ready >= want).then_some(())
         })
         .await;
-        assert!(ok.is_some(), "node {i} not ready:\n{}\n{}", self.nodes[i].agent_log(), self.coordinator_log());
+        assert!(
+            ok.is_some(),
+            "node {i} not ready:\n{}\n{}",
+            self.nodes[i].agent_log(),
+            self.coordinator_log()
+        );
     }
 
     /// A fresh join token from the API.
     pub async fn join_token(&self, ttl_seconds: u64) -> String {
-        let (status, body) = self.post("/v1/join-tokens", json!({"ttl_seconds": ttl_seconds})).await;
+        let (status, body) = self
+            .post("/v1/join-tokens", json!({"ttl_seconds": ttl_seconds}))
+            .await;
         assert_eq!(status, 201, "{body}");
         body["token"].as_str().expect("token").to_string()
     }
@@ -243,23 +265,35 @@ impl Cluster {
         let r = req.bearer_auth(token).send().await.expect("API request");
         let status = r.status().as_u16();
         let text = r.text().await.unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
         self.get_as(path, &self.admin_token).await
     }
     pub async fn get_as(&self, path: &str, token: &str) -> (u16, Value) {
-        self.send(self.http.get(format!("{}{path}", self.api)), token).await
+        self.send(self.http.get(format!("{}{path}", self.api)), token)
+            .await
     }
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_as(path, body, &self.admin_token).await
     }
     pub async fn post_as(&self, path: &str, body: Value, token: &str) -> (u16, Value) {
-        self.send(self.http.post(format!("{}{path}", self.api)).json(&body), token).await
+        self.send(
+            self.http.post(format!("{}{path}", self.api)).json(&body),
+            token,
+        )
+        .await
     }
     pub async fn delete(&self, path: &str) -> (u16, Value) {
-        self.send(self.http.delete(format!("{}{path}", self.api)), &self.admin_token).await
+        self.send(
+            self.http.delete(format!("{}{path}", self.api)),
+            &self.admin_token,
+        )
+        .await
     }
 
     /// Creates a small workspace on `tiny`; returns the API's answer.
@@ -302,7 +336,10 @@ impl Cluster {
 
     /// Heals a partition made by `partition`.
     pub fn heal(&self, i: usize) {
-        run(&format!("ip netns exec {} nft delete table inet cut", self.nodes[i].netns));
+        run(&format!(
+            "ip netns exec {} nft delete table inet cut",
+            self.nodes[i].netns
+        ));
     }
 }
 

@@ -132,7 +132,9 @@ pub fn in_netns(netns: Option<&str>, program: impl AsRef<std::ffi::OsStr>) -> Co
     match netns {
         Some(ns) => {
             let mut c = Command::new("nsenter");
-            c.arg(format!("--net=/run/netns/{ns}")).arg("--").arg(program);
+            c.arg(format!("--net=/run/netns/{ns}"))
+                .arg("--")
+                .arg(program);
             c
         }
         None => Command::new(program),

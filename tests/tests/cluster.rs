@@ -42,7 +42,10 @@ async fn twenty_workspaces_over_three_agents_within_capacity() {
         let on = per_node.get(id).map_or(0, Vec::len) as u64;
         assert_eq!(used, on * 200, "allocation of {id} matches its workspaces");
     }
-    assert!(per_node.len() >= 2, "20 × 200m cannot fit one 2000m node: {per_node:?}");
+    assert!(
+        per_node.len() >= 2,
+        "20 × 200m cannot fit one 2000m node: {per_node:?}"
+    );
     // Each workspace runs exactly where the coordinator says, once.
     for node in &c.nodes {
         let mut running = node.running_tasks();
@@ -53,7 +56,10 @@ async fn twenty_workspaces_over_three_agents_within_capacity() {
     }
     // Exec through the API, stop / start, delete.
     let (s, out) = c
-        .post("/v1/workspaces/w3/exec", json!({"argv": ["sh", "-c", "echo hi; id -u; exit 3"]}))
+        .post(
+            "/v1/workspaces/w3/exec",
+            json!({"argv": ["sh", "-c", "echo hi; id -u; exit 3"]}),
+        )
         .await;
     assert_eq!(s, 200, "{out}");
     assert_eq!(out["stdout"], "hi\n1000\n");
@@ -61,7 +67,9 @@ async fn twenty_workspaces_over_three_agents_within_capacity() {
     let (s, _) = c.post("/v1/workspaces/w3/stop", json!({})).await;
     assert_eq!(s, 202);
     c.wait_state("w3", "stopped", T).await;
-    let (s, e) = c.post("/v1/workspaces/w3/exec", json!({"argv": ["true"]})).await;
+    let (s, e) = c
+        .post("/v1/workspaces/w3/exec", json!({"argv": ["true"]}))
+        .await;
     assert_eq!((s, e["code"].as_str()), (409, Some("not_running")));
     c.post("/v1/workspaces/w3/start", json!({})).await;
     c.wait_state("w3", "running", T).await;
@@ -73,11 +81,167 @@ async fn twenty_workspaces_over_three_agents_within_capacity() {
         c.wait_state(&format!("w{i}"), "deleted", T).await;
     }
     for node in &c.nodes {
-        assert!(node.containers().is_empty(), "containers left on {}", node.id);
+        assert!(
+            node.containers().is_empty(),
+            "containers left on {}",
+            node.id
+        );
     }
     let (_, nodes) = c.get("/v1/nodes").await;
     for n in nodes.as_array().unwrap() {
-        assert_eq!(n["allocated"]["cpu_millis"], 0, "reservations released: {n}");
+        assert_eq!(
+            n["allocated"]["cpu_millis"], 0,
+            "reservations released: {n}"
+        );
     }
 }
 
+/// TEST-PLAN 4: a cut shorter than the lost-node timeout changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn short_partition_changes_nothing() {
+    let c = Cluster::start(ClusterOptions::default()).await;
+    c.create("a").await;
+    let before = c.wait_state("a", "running", T).await;
+    c.partition(0);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, during) = c.get("/v1/workspaces/a").await;
+    assert_eq!(during["state"], "running");
+    assert_eq!(during["generation"], before["generation"], "no new intent");
+    c.heal(0);
+    // Back within the backoff cap (2 s) plus a handshake.
+    let back = berth_tests::eventually(Duration::from_secs(5), || async {
+        let (_, n) = c.get("/v1/nodes/n0").await;
+        (n["status"] == "ready" && n["connected_here"] == true).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "agent did not reconnect within 5 s");
+    let (_, after) = c.get("/v1/workspaces/a").await;
+    assert_eq!(after["state"], "running");
+    assert_eq!(after["generation"], before["generation"]);
+    assert_eq!(c.nodes[0].running_tasks().len(), 1);
+    assert!(!c.coordinator_log().contains("node lost"));
+}
+
+/// TEST-PLAN 5: a cut longer than the lost-node timeout makes the workspace
+/// unknown, never started twice; after healing there is still one copy, and
+/// a command with a stale generation is refused by the agent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn long_partition_then_heal_keeps_one_copy() {
+    let c = Cluster::start(ClusterOptions {
+        agents: 2,
+        ..Default::default()
+    })
+    .await;
+    c.create("a").await;
+    let w = c.wait_state("a", "running", T).await;
+    let node = w["node"].as_str().unwrap().to_string();
+    let i = c.nodes.iter().position(|n| n.id == node).unwrap();
+    c.partition(i);
+    c.wait_state("a", "unknown", Duration::from_secs(20)).await;
+    // Unknown is never placed again: the other node has nothing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let other = &c.nodes[1 - i];
+    assert!(
+        other.containers().is_empty(),
+        "started a second copy on {}",
+        other.id
+    );
+    assert_eq!(
+        c.nodes[i].running_tasks().len(),
+        1,
+        "still runs where it was"
+    );
+    c.heal(i);
+    let back = c.wait_state("a", "running", Duration::from_secs(20)).await;
+    assert_eq!(back["node"], node.as_str());
+    assert_eq!(c.nodes[i].containers().len(), 1);
+    assert!(other.containers().is_empty());
+    // The agent refuses a command older than what it has seen.
+    let id = back["id"].as_str().unwrap();
+    let gen = back["generation"].as_u64().unwrap();
+    assert!(gen >= 2);
+    let mut client = berth_agent::client::Client::connect(&c.nodes[i].socket)
+        .await
+        .unwrap();
+    let r = client
+        .call(berth_proto::agent::request::Command::Stop(
+            berth_proto::agent::StopRequest {
+                name: id.into(),
+                grace_seconds: 0,
+                generation: gen - 1,
+            },
+        ))
+        .await;
+    match r {
+        Err(berth_agent::client::ClientError::Agent(e)) => assert_eq!(e.code, "stale_generation"),
+        other => panic!("stale stop accepted: {other:?}"),
+    }
+    assert_eq!(c.nodes[i].running_tasks().len(), 1);
+}
+
+/// TEST-PLAN 7 on SQLite: kill -9 the coordinator in a loop under 50
+/// concurrent creates.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
+    let mut c = Cluster::start(ClusterOptions {
+        agents: 3,
+        ..Default::default()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let (api, token, image) = (c.api.clone(), c.admin_token.clone(), c.tiny());
+    let creates: Vec<_> = (0..50)
+        .map(|i| {
+            let (http, api, token, image) =
+                (http.clone(), api.clone(), token.clone(), image.clone());
+            tokio::spawn(async move {
+                // Retry until acknowledged (201) or refused as a duplicate of
+                // an earlier attempt that was acknowledged without us seeing it.
+                for _ in 0..200 {
+                    let r = http
+                        .post(format!("{api}/v1/workspaces"))
+                        .bearer_auth(&token)
+                        .json(
+                            &json!({"name": format!("c{i}"), "image": image, "cpu_millis": 100,
+                            "memory_bytes": 64u64 << 20, "disk_bytes": 32u64 << 20, "pids": 64}),
+                        )
+                        .send()
+                        .await;
+                    match r.map(|r| r.status().as_u16()) {
+                        Ok(201) | Ok(409) => return true,
+                        _ => tokio::time::sleep(Duration::from_millis(50)).await,
+                    }
+                }
+                false
+            })
+        })
+        .collect();
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.kill_coordinator();
+        c.start_coordinator();
+    }
+    for t in creates {
+        assert!(t.await.unwrap(), "a create was never acknowledged");
+    }
+    for i in 0..50 {
+        c.wait_state(&format!("c{i}"), "running", Duration::from_secs(120))
+            .await;
+    }
+    // At most one placement per workspace, and each runs exactly once.
+    let store = berth_coordinator::store::Store::open(&format!(
+        "sqlite://{}",
+        c.dir.join("coord/berth.db").display()
+    ))
+    .await
+    .unwrap();
+    let counts = store.placement_counts().await.unwrap();
+    assert_eq!(counts.len(), 50);
+    assert!(counts.values().all(|n| *n == 1), "{counts:?}");
+    let total: usize = c.nodes.iter().map(|n| n.running_tasks().len()).sum();
+    assert_eq!(total, 50);
+    assert!(
+        !c.coordinator_log().contains("node lost"),
+        "a node was declared lost within the grace window"
+    );
+}

@@ -31,6 +31,11 @@ pub struct Session {
 }
 
 impl Session {
+    /// host[:port] of the registry.
+    pub fn registry(&self) -> &str {
+        &self.registry
+    }
+
     /// Opens a session; `plain_http` for loopback or configured-insecure registries.
     pub fn new(
         http: reqwest::Client,
