@@ -185,7 +185,7 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
         })
         .map_or(0, |kib| kib * 1024);
     let disk = nix::sys::statvfs::statvfs(&m.config().file.state_dir)
-        .map(|s| s.blocks() as u64 * s.fragment_size() as u64)
+        .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0);
     let or = |v: u64, d: u64| if v == 0 { d } else { v };
     lk::Capacity {

@@ -407,20 +407,17 @@ impl Agents {
             memory_bytes: cap.memory_bytes,
             disk_bytes: cap.disk_bytes,
         };
-        let labels = reg.labels.clone().into_iter().collect();
-        let cached = reg.cached_images.iter().cloned().collect();
+        let registration = crate::store::Registration {
+            capacity,
+            slots: cap.max_workspaces,
+            labels: reg.labels.clone().into_iter().collect(),
+            cached: reg.cached_images.iter().cloned().collect(),
+            agent_version: reg.agent_version.clone(),
+        };
         if let Err(e) = self
             .inner
             .store
-            .register_node(
-                node,
-                capacity,
-                cap.max_workspaces,
-                &labels,
-                &cached,
-                &reg.agent_version,
-                now_ms(),
-            )
+            .register_node(node, &registration, now_ms())
             .await
         {
             let _ = write_frame(

@@ -117,6 +117,16 @@ impl WorkspaceRow {
     }
 }
 
+/// What a node says about itself when it (re)connects.
+#[derive(Debug, Clone, Default)]
+pub struct Registration {
+    pub capacity: Resources,
+    pub slots: u32,
+    pub labels: BTreeMap<String, String>,
+    pub cached: BTreeSet<String>,
+    pub agent_version: String,
+}
+
 /// Who a valid API token belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Principal {
@@ -422,21 +432,19 @@ impl Store {
     // ---- nodes ----
 
     /// Records a (re)registration: capacity, labels, images; the node is ready.
-    pub async fn register_node(
-        &self,
-        id: &str,
-        capacity: Resources,
-        slots: u32,
-        labels: &BTreeMap<String, String>,
-        cached: &BTreeSet<String>,
-        agent_version: &str,
-        now: i64,
-    ) -> Result<()> {
+    pub async fn register_node(&self, id: &str, r: &Registration, now: i64) -> Result<()> {
+        let Registration {
+            capacity,
+            slots,
+            labels,
+            cached,
+            agent_version,
+        } = r;
         let n = sqlx::query("UPDATE nodes SET status = 'ready', cap_cpu_millis = $1, cap_memory_bytes = $2, cap_disk_bytes = $3, cap_slots = $4, labels = $5, cached_images = $6, agent_version = $7, last_seen_ms = $8, status_since_ms = CASE WHEN status = 'ready' THEN status_since_ms ELSE $8 END WHERE id = $9")
             .bind(to_i64(capacity.cpu_millis))
             .bind(to_i64(capacity.memory_bytes))
             .bind(to_i64(capacity.disk_bytes))
-            .bind(i64::from(slots))
+            .bind(i64::from(*slots))
             .bind(serde_json::to_string(labels).unwrap_or_default())
             .bind(serde_json::to_string(cached).unwrap_or_default())
             .bind(agent_version)

@@ -427,6 +427,7 @@ impl Drop for Cluster {
                 let _ = n.containerd.ctr(&["containers", "rm", &c]);
             }
             n.containerd.kill();
+            let tag = format!("{}{}", self.bridge, n.id.trim_start_matches('n'));
             let _ = crate::sh(&format!(
                 "for m in $(awk '{{print $5}}' /proc/self/mountinfo | grep '^{d}/' | sort -r); do umount -l $m; done; \
                  for f in {d}/netns/*; do [ -e \"$f\" ] && umount -l \"$f\"; done; \
@@ -434,7 +435,7 @@ impl Drop for Cluster {
                  for c in /sys/fs/cgroup/*/{tag}; do [ -d \"$c\" ] && find \"$c\" -depth -type d -exec rmdir {{}} \\; ; done",
                 d = n.dir.display(),
                 ns = n.netns,
-                tag = format!("{}{}", self.bridge, n.id.trim_start_matches('n')),
+                tag = tag,
             ));
         }
         let _ = crate::sh(&format!("ip link del {}", self.bridge));

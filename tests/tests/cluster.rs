@@ -245,3 +245,188 @@ async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
         "a node was declared lost within the grace window"
     );
 }
+
+/// Connects to the link with `cert`/`key` and tries to register as a node;
+/// Ok(()) if the coordinator answered `registered`.
+async fn try_link(addr: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+    let tls = berth_proto::tls::client_tls(ca_pem, cert_pem, key_pem, berth_proto::ALPN_LINK)?;
+    let crypto =
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
+    let ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).map_err(|e| e.to_string())?;
+    let fut = async {
+        let conn = ep
+            .connect_with(
+                quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
+                addr.parse().unwrap(),
+                "berth-coordinator",
+            )
+            .map_err(|e| e.to_string())?
+            .await
+            .map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        send.write_all(b"C").await.map_err(|e| e.to_string())?;
+        let reg = berth_proto::link::AgentMessage {
+            msg: Some(berth_proto::link::agent_message::Msg::Register(
+                Default::default(),
+            )),
+        };
+        berth_proto::write_frame(&mut send, &reg)
+            .await
+            .map_err(|e| e.to_string())?;
+        let answer: berth_proto::link::CoordinatorMessage = berth_proto::read_frame(&mut recv)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or("closed")?;
+        match answer.msg {
+            Some(berth_proto::link::coordinator_message::Msg::Registered(_)) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(10), fut)
+        .await
+        .map_err(|_| "timed out".to_string())?
+}
+
+/// TEST-PLAN 12 (link part): an unknown CA, an expired certificate, a
+/// reused, expired or unknown join token, a token for another CA, and a node
+/// reporting on another node's workspace are all refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn link_refuses_bad_identities() {
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let addr = c.link_addr();
+    let scratch = c.dir.join("scratch");
+    // A token works once.
+    let token = c.join_token(3600).await;
+    let id = berth_agent::link::join(&addr, &token, "extra", &scratch.join("a"))
+        .await
+        .unwrap();
+    let again = berth_agent::link::join(&addr, &token, "extra2", &scratch.join("b"))
+        .await
+        .unwrap_err();
+    assert!(again.to_string().contains("join_token_used"), "{again}");
+    // Expired.
+    let short = c.join_token(1).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let e = berth_agent::link::join(&addr, &short, "late", &scratch.join("c"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("join_token_expired"), "{e}");
+    // Unknown (right CA, made-up id and secret).
+    let real = berth_proto::tls::JoinToken::parse(&token).unwrap();
+    let fake = berth_proto::tls::JoinToken::generate(&real.ca_fingerprint).to_string();
+    let e = berth_agent::link::join(&addr, &fake, "fake", &scratch.join("d"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("join_token_unknown"), "{e}");
+    // A token pinning another CA: the agent refuses the coordinator.
+    let other = berth_proto::tls::JoinToken::generate(&"0".repeat(64)).to_string();
+    let e = berth_agent::link::join(&addr, &other, "pin", &scratch.join("e"))
+        .await
+        .unwrap_err();
+    assert!(!e.to_string().is_empty());
+    // The joined identity works on the link.
+    try_link(&addr, &id.ca_pem, &id.cert_pem, &id.key_pem)
+        .await
+        .expect("valid identity registers");
+    // A certificate from another CA.
+    let (ocert, okey) = berth_coordinator::pki::Ca::generate().unwrap();
+    let other_ca = berth_coordinator::pki::Ca::load(&ocert, &okey).unwrap();
+    let (key, csr) = berth_proto::tls::node_csr("n0").unwrap();
+    let foreign = other_ca
+        .sign_node("n0", &csr, Duration::from_secs(600))
+        .unwrap();
+    assert!(
+        try_link(&addr, &id.ca_pem, &foreign.cert_pem, &key)
+            .await
+            .is_err(),
+        "foreign CA accepted"
+    );
+    // An expired certificate from the right CA.
+    let store = berth_coordinator::store::Store::open(&format!(
+        "sqlite://{}",
+        c.dir.join("coord/berth.db").display()
+    ))
+    .await
+    .unwrap();
+    let ca = berth_coordinator::cluster_ca(&store).await.unwrap();
+    let now = time::OffsetDateTime::now_utc();
+    let expired = ca
+        .sign_node_between(
+            "n0",
+            &csr,
+            now - time::Duration::hours(2),
+            now - time::Duration::hours(1),
+        )
+        .unwrap();
+    let e = try_link(&addr, &id.ca_pem, &expired.cert_pem, &key)
+        .await
+        .unwrap_err();
+    assert!(!e.is_empty());
+    // Node "extra" reports that n0's workspace stopped: refused, no state change.
+    c.create("a").await;
+    let w = c.wait_state("a", "running", T).await;
+    let tls = berth_proto::tls::client_tls(
+        &id.ca_pem,
+        &id.cert_pem,
+        &id.key_pem,
+        berth_proto::ALPN_LINK,
+    )
+    .unwrap();
+    let ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).unwrap();
+    let conn = ep
+        .connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(
+                quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap(),
+            )),
+            addr.parse().unwrap(),
+            "berth-coordinator",
+        )
+        .unwrap()
+        .await
+        .unwrap();
+    let (mut send, mut recv) = conn.open_bi().await.unwrap();
+    send.write_all(b"C").await.unwrap();
+    use berth_proto::link::{agent_message::Msg, AgentMessage, StatusReport};
+    berth_proto::write_frame(
+        &mut send,
+        &AgentMessage {
+            msg: Some(Msg::Register(Default::default())),
+        },
+    )
+    .await
+    .unwrap();
+    let _: Option<berth_proto::link::CoordinatorMessage> =
+        berth_proto::read_frame(&mut recv).await.unwrap();
+    let lie = berth_proto::agent::WorkspaceStatus {
+        name: w["id"].as_str().unwrap().into(),
+        state: berth_proto::agent::State::Stopped as i32,
+        generation: 99,
+        ..Default::default()
+    };
+    berth_proto::write_frame(
+        &mut send,
+        &AgentMessage {
+            msg: Some(Msg::Status(StatusReport { status: Some(lie) })),
+        },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, after) = c.get("/v1/workspaces/a").await;
+    assert_eq!(
+        after["state"], "running",
+        "another node's report was applied"
+    );
+    assert!(c
+        .coordinator_log()
+        .contains("report about another node's workspace refused"));
+    // No node was registered under a refused identity.
+    let (_, nodes) = c.get("/v1/nodes").await;
+    let ids: Vec<&str> = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["extra", "n0"]);
+}
