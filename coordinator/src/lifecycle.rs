@@ -431,14 +431,15 @@ mod tests {
         let (ws, a) = run(&placed());
         assert_eq!(
             (ws.state, ws.node.as_deref(), ws.generation),
-            (State::Running, Some("n1"), 1)
+            (State::Running, Some("n1"), 2)
         );
+        // The placement is a new fencing epoch: the create carries generation 2.
         assert_eq!(
             a,
             vec![Action::Send {
                 command: Command::Create,
                 node: "n1".into(),
-                generation: 1
+                generation: 2
             }]
         );
         assert!(ws.settled());
@@ -466,10 +467,10 @@ mod tests {
         assert_eq!(
             sent,
             [
-                (Command::Create, 1),
-                (Command::Stop, 2),
-                (Command::Start, 3),
-                (Command::Delete, 4)
+                (Command::Create, 2),
+                (Command::Stop, 3),
+                (Command::Start, 4),
+                (Command::Delete, 5)
             ]
         );
     }
