@@ -3,7 +3,7 @@
 //! Adapters only: decisions live in `lifecycle`, `scheduler` and `store`.
 
 use crate::auth::{self, Auth};
-use crate::controller::{Controller, WorkspaceEvent};
+use crate::controller::{Change, Controller, WorkspaceEvent};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::lifecycle::{self, Event, State};
 use crate::store::{now_ms, NodeRow, WorkspaceFilter, WorkspaceRow};
@@ -532,35 +532,15 @@ async fn intent(
     if w.state == State::Deleted && ev != Event::DeleteRequested {
         return Err(ApiError::not_found(format!("no workspace named {name:?}")));
     }
-    let id = w.id.clone();
-    let mut w = w;
-    for _ in 0..10 {
-        let (next, _) = lifecycle::step(&w.lifecycle(), &ev).map_err(|e| {
-            ApiError::conflict(
-                "invalid_state",
-                format!("workspace {name} is {}: {e}", w.state.as_str()),
-            )
-        })?;
-        let next_row = w.with_lifecycle(&next, now_ms());
-        if next_row.lifecycle() == w.lifecycle() {
-            return Ok(Json(Workspace::from(&w)));
-        }
-        if let Some(stored) = s.ctl.store().update_workspace(&w, &next_row).await? {
-            s.ctl.published(&stored);
-            s.ctl.wake();
-            return Ok(Json(Workspace::from(&stored)));
-        }
-        w = s
-            .ctl
-            .store()
-            .workspace(&id)
-            .await?
-            .ok_or_else(|| ApiError::not_found(format!("no workspace named {name:?}")))?;
+    match s.ctl.change(&w.id, &[ev], None, true).await {
+        Ok(stored) => Ok(Json(Workspace::from(&stored))),
+        Err(Change::Invalid(e)) => Err(ApiError::conflict(
+            "invalid_state",
+            format!("workspace {name} is {}: {e}", e.state.as_str()),
+        )),
+        Err(Change::Gone) => Err(ApiError::not_found(format!("no workspace named {name:?}"))),
+        Err(Change::Store(e)) => Err(e),
     }
-    Err(ApiError::conflict(
-        "busy",
-        "the workspace changed concurrently; retry",
-    ))
 }
 
 /// Start a stopped (or failed) workspace.
@@ -854,7 +834,7 @@ async fn drain_node(
         .iter()
         .filter(|w| matches!(w.state, State::Running | State::Starting))
     {
-        s.ctl.apply(&w.id, &Event::StopRequested).await;
+        s.ctl.apply(&w.id, &[Event::StopRequested], None).await;
     }
     Ok(n)
 }

@@ -5,6 +5,7 @@
 //! store, so a coordinator killed at any point resumes where it was.
 
 use crate::agents::{Agents, LinkError, LinkEvent};
+use crate::error::ApiError;
 use crate::lifecycle::{self, Command, Desired, Event, Observed, State};
 use crate::scheduler::{self, NodeView, Strategy};
 use crate::store::{now_ms, Decision, NodeRow, Store, WorkspaceRow};
@@ -38,6 +39,17 @@ impl Default for Timing {
             strategy: Strategy::BinPack,
         }
     }
+}
+
+/// Why `Controller::change` did not change a workspace.
+#[derive(Debug)]
+pub enum Change {
+    /// The event makes no sense in the workspace's state.
+    Invalid(lifecycle::Invalid),
+    /// No such workspace.
+    Gone,
+    /// The store failed, or the row kept changing under us.
+    Store(ApiError),
 }
 
 /// A change of a workspace, as the event stream shows it.
@@ -255,7 +267,7 @@ impl Controller {
                 Err(nofit) => {
                     let why = nofit.to_string();
                     if w.reason.as_deref() != Some(why.as_str()) {
-                        self.apply_to(w.clone(), &Event::Unplaceable(why)).await;
+                        self.apply(&w.id, &[Event::Unplaceable(why)], None).await;
                     }
                 }
             }
@@ -306,7 +318,7 @@ impl Controller {
             if matches!(w.state, State::Scheduled | State::Starting)
                 && now_ms - w.state_since_ms > self.inner.timing.start_timeout.as_millis() as i64
             {
-                self.apply_to(w, &Event::Timeout).await;
+                self.apply(&w.id, &[Event::Timeout], None).await;
                 continue;
             }
             let node = w.node.clone().unwrap_or_default();
@@ -386,18 +398,17 @@ impl Controller {
             .await;
         tracing::debug!(workspace = %w.id, ?cmd, ms = started.elapsed().as_millis() as u64, "command answered");
         use pb::response::Result as R;
-        let events: Vec<Event> = match answer {
+        let (events, status) = match answer {
             Ok(R::Status(st)) => {
                 let mut ev = Vec::new();
                 if cmd == Command::Create {
                     ev.push(Event::Accepted);
                 }
                 ev.push(Event::Observed(observed(&st)));
-                self.note_status(&w.id, &st).await;
-                ev
+                (ev, Some(st))
             }
             Ok(R::Error(e)) if e.code == "not_found" && cmd != Command::Create => {
-                vec![Event::Observed(Observed::Absent)]
+                (vec![Event::Observed(Observed::Absent)], None)
             }
             Ok(R::Error(e)) if e.code == "already_exists" => {
                 // The create went through before (its answer was lost): ask what it is.
@@ -414,7 +425,9 @@ impl Controller {
                     )
                     .await
                 {
-                    Ok(R::Status(st)) => vec![Event::Accepted, Event::Observed(observed(&st))],
+                    Ok(R::Status(st)) => {
+                        (vec![Event::Accepted, Event::Observed(observed(&st))], Some(st))
+                    }
                     _ => {
                         self.retry_later(&w.id);
                         return;
@@ -422,10 +435,8 @@ impl Controller {
                 }
             }
             Ok(R::Error(e)) if permanent(&e.code) => {
-                vec![Event::Observed(Observed::Failed(format!(
-                    "{}: {}",
-                    e.code, e.message
-                )))]
+                let why = format!("{}: {}", e.code, e.message);
+                (vec![Event::Observed(Observed::Failed(why))], None)
             }
             Ok(R::Error(e)) => {
                 tracing::info!(workspace = %w.id, code = %e.code, error = %e.message, "command refused; will retry");
@@ -444,9 +455,7 @@ impl Controller {
                 return;
             }
         };
-        for e in events {
-            self.apply(&w.id, &e).await;
-        }
+        self.apply(&w.id, &events, status.as_ref()).await;
     }
 
     fn retry_later(&self, id: &str) {
@@ -457,87 +466,84 @@ impl Controller {
             .insert(id.into(), Instant::now() + Duration::from_secs(1));
     }
 
-    /// Records the address and exit code a node reported.
-    async fn note_status(&self, id: &str, st: &pb::WorkspaceStatus) {
-        for _ in 0..5 {
-            let Ok(Some(w)) = self.inner.store.workspace(id).await else {
-                return;
-            };
-            let ip = (!st.ip.is_empty()).then(|| st.ip.clone());
-            let exit = (st.state == pb::State::Stopped as i32).then_some(i64::from(st.exit_code));
-            if w.ip == ip && w.exit_code == exit {
-                return;
-            }
-            let mut next = w.clone();
-            next.ip = ip;
-            next.exit_code = exit;
-            if let Ok(Some(_)) = self.inner.store.update_workspace(&w, &next).await {
-                return;
+    /// Applies `events` in order to workspace `id`, with the address and exit
+    /// code of the node's `status` if given, as one write (one commit on the
+    /// start path), re-reading the row if another writer got there first.
+    /// Lenient: an event that does not apply in the current state is skipped.
+    pub async fn apply(
+        &self,
+        id: &str,
+        events: &[Event],
+        status: Option<&pb::WorkspaceStatus>,
+    ) -> Option<WorkspaceRow> {
+        match self.change(id, events, status, false).await {
+            Ok(w) => Some(w),
+            Err(Change::Invalid(_)) | Err(Change::Gone) => None,
+            Err(Change::Store(e)) => {
+                tracing::warn!(workspace = %id, error = %e, "workspace not updated");
+                None
             }
         }
     }
 
-    /// Applies `event` to the workspace `id`, retrying on a concurrent write.
-    pub async fn apply(&self, id: &str, event: &Event) -> Option<WorkspaceRow> {
+    /// Like `apply`; with `strict`, an event that does not apply is an error
+    /// (what a user's request gets) instead of being skipped.
+    pub async fn change(
+        &self,
+        id: &str,
+        events: &[Event],
+        status: Option<&pb::WorkspaceStatus>,
+        strict: bool,
+    ) -> Result<WorkspaceRow, Change> {
+        let mut last = ApiError::conflict("busy", "the workspace changed concurrently; retry");
         for _ in 0..10 {
             let w = match self.inner.store.workspace(id).await {
                 Ok(Some(w)) => w,
-                Ok(None) => return None,
+                Ok(None) => return Err(Change::Gone),
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading a workspace");
+                    last = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
             };
-            match self.try_apply(w, event).await {
-                Ok(r) => return r,
-                Err(()) => continue,
-            }
-        }
-        None
-    }
-
-    async fn apply_to(&self, w: WorkspaceRow, event: &Event) -> Option<WorkspaceRow> {
-        let id = w.id.clone();
-        match self.try_apply(w, event).await {
-            Ok(r) => r,
-            Err(()) => self.apply(&id, event).await,
-        }
-    }
-
-    /// Ok(None): the event does not apply; Err: lost a race, re-read.
-    async fn try_apply(&self, w: WorkspaceRow, event: &Event) -> Result<Option<WorkspaceRow>, ()> {
-        let (next, _) = match lifecycle::step(&w.lifecycle(), event) {
-            Ok(x) => x,
-            Err(e) => {
-                tracing::debug!(workspace = %w.id, error = %e, "event ignored");
-                return Ok(None);
-            }
-        };
-        let next_row = w.with_lifecycle(&next, now_ms());
-        if next_row.lifecycle() == w.lifecycle() {
-            return Ok(Some(w));
-        }
-        match self.inner.store.update_workspace(&w, &next_row).await {
-            Ok(Some(stored)) => {
-                if stored.state != w.state {
-                    tracing::info!(workspace = %w.id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");
+            let mut lc = w.lifecycle();
+            for event in events {
+                match lifecycle::step(&lc, event) {
+                    Ok((next, _)) => lc = next,
+                    Err(e) if strict => return Err(Change::Invalid(e)),
+                    Err(e) => tracing::debug!(workspace = %id, error = %e, "event ignored"),
                 }
-                self.published(&stored);
-                if lifecycle::pending_command(&stored.lifecycle()).is_some()
-                    || stored.state == State::Pending
-                {
-                    self.wake();
-                }
-                Ok(Some(stored))
             }
-            Ok(None) => Err(()),
-            Err(e) => {
-                tracing::warn!(error = %e, "writing a workspace");
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                Err(())
+            let mut next = w.with_lifecycle(&lc, now_ms());
+            if let Some(st) = status {
+                next.ip = (!st.ip.is_empty()).then(|| st.ip.clone());
+                next.exit_code =
+                    (st.state == pb::State::Stopped as i32).then_some(i64::from(st.exit_code));
+            }
+            if next.lifecycle() == w.lifecycle() && next.ip == w.ip && next.exit_code == w.exit_code {
+                return Ok(w);
+            }
+            match self.inner.store.update_workspace(&w, &next).await {
+                Ok(Some(stored)) => {
+                    if stored.state != w.state {
+                        tracing::info!(workspace = %id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");
+                    }
+                    self.published(&stored);
+                    if lifecycle::pending_command(&stored.lifecycle()).is_some()
+                        || stored.state == State::Pending
+                    {
+                        self.wake();
+                    }
+                    return Ok(stored);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    last = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
             }
         }
+        Err(Change::Store(last))
     }
 
     // ---- what nodes say ----
@@ -573,8 +579,8 @@ impl Controller {
             // An answer to an older intent: the pending command will bring a fresh one.
             return;
         }
-        self.note_status(&w.id, &st).await;
-        self.apply(&w.id, &Event::Observed(observed(&st))).await;
+        self.apply(&w.id, &[Event::Observed(observed(&st))], Some(&st))
+            .await;
     }
 
     /// Reconciles the store with a node's full inventory after it (re)connected.
@@ -599,12 +605,13 @@ impl Controller {
         for w in &placed {
             match have.get(w.id.as_str()) {
                 Some(st) => {
-                    self.note_status(&w.id, st).await;
-                    self.apply(&w.id, &Event::Observed(observed(st))).await;
+                    self.apply(&w.id, &[Event::Observed(observed(st))], Some(st))
+                        .await;
                 }
                 None if matches!(w.state, State::Scheduled | State::Pending) => {}
                 None => {
-                    self.apply(&w.id, &Event::Observed(Observed::Absent)).await;
+                    self.apply(&w.id, &[Event::Observed(Observed::Absent)], None)
+                        .await;
                 }
             }
         }
@@ -683,7 +690,7 @@ impl Controller {
                     })
                     .await?;
                 for w in on {
-                    self.apply_to(w, &Event::NodeLost).await;
+                    self.apply(&w.id, &[Event::NodeLost], None).await;
                 }
             }
         }
