@@ -115,22 +115,22 @@ fn quic_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
     Ok(c)
 }
 
+/// A QUIC connection to the coordinator at `addr` with `tls`.
+async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<quinn::Connection> {
+    client_endpoint()?
+        .connect_with(quic_config(tls)?, resolve(addr).await?, tls::SERVER_NAME)
+        .map_err(link_err)?
+        .await
+        .map_err(|e| link_err(format!("connect to {addr}: {e}")))
+}
+
 /// Joins the cluster: a fresh key, a CSR, and the token; returns (and
 /// saves) the identity the coordinator issued.
 pub async fn join(addr: &str, token: &str, node_id: &str, state_dir: &Path) -> Result<Identity> {
     let token = tls::JoinToken::parse(token).map_err(AgentError::InvalidRequest)?;
     let (key_pem, csr) = tls::node_csr(node_id).map_err(link_err)?;
     let tls_cfg = tls::join_tls(&token.ca_fingerprint, ALPN_JOIN).map_err(link_err)?;
-    let endpoint = client_endpoint()?;
-    let conn = endpoint
-        .connect_with(
-            quic_config(tls_cfg)?,
-            resolve(addr).await?,
-            tls::SERVER_NAME,
-        )
-        .map_err(link_err)?
-        .await
-        .map_err(|e| link_err(format!("join handshake with {addr}: {e}")))?;
+    let conn = connect(addr, tls_cfg).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(link_err)?;
     write_frame(
         &mut send,
@@ -233,16 +233,7 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     }
     let tls_cfg =
         tls::client_tls(&id.ca_pem, &id.cert_pem, &id.key_pem, ALPN_LINK).map_err(link_err)?;
-    let endpoint = client_endpoint()?;
-    let conn = endpoint
-        .connect_with(
-            quic_config(tls_cfg)?,
-            resolve(addr).await?,
-            tls::SERVER_NAME,
-        )
-        .map_err(link_err)?
-        .await
-        .map_err(|e| link_err(format!("connect to {addr}: {e}")))?;
+    let conn = connect(addr, tls_cfg).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(link_err)?;
     send.write_all(&[STREAM_CONTROL]).await.map_err(link_err)?;
     let cached = m.containerd().list_images().await.unwrap_or_default();
@@ -311,8 +302,7 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         tokio::select! {
             _ = tick.tick() => {
                 seq += 1;
-                let n = m.list().await.map(|l| l.workspaces.len() as u32).unwrap_or(0);
-                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(lk::Heartbeat { seq, workspaces: n }))).await {
+                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(lk::Heartbeat { seq }))).await {
                     break Err(link_err(e));
                 }
                 if let Err(e) = maybe_renew(&conn, identity, m.config().file.state_dir.as_path()).await {
