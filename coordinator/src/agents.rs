@@ -43,6 +43,9 @@ pub enum LinkEvent {
     Registered {
         node: String,
         inventory: Vec<pb::WorkspaceStatus>,
+        /// When the inventory arrived (coordinator clock): anything the store
+        /// learnt after that is newer than the inventory.
+        at_ms: i64,
     },
     /// A node reported a change of one of its workspaces.
     Status {
@@ -299,33 +302,46 @@ impl Agents {
             .inner
             .epoch
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        // The control stream comes first; anything else before it is refused.
-        loop {
-            let (send, mut recv) = match conn.accept_bi().await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::info!(%node, error = %e, "link closed before registering");
-                    return;
+        // Every stream the agent opens starts with its kind: the one control
+        // stream, or a renewal (at any time).
+        let (control_tx, control_rx) = tokio::sync::oneshot::channel();
+        let acceptor = {
+            let me = self.clone();
+            let conn = conn.clone();
+            let node = node.clone();
+            tokio::spawn(async move {
+                let mut control_tx = Some(control_tx);
+                while let Ok((send, mut recv)) = conn.accept_bi().await {
+                    let mut kind = [0u8; 1];
+                    if recv.read_exact(&mut kind).await.is_err() {
+                        continue;
+                    }
+                    match (kind[0], control_tx.take()) {
+                        (STREAM_CONTROL, Some(tx)) => {
+                            let _ = tx.send((send, recv));
+                        }
+                        (STREAM_RENEW, tx) => {
+                            control_tx = tx;
+                            let (me, node) = (me.clone(), node.clone());
+                            tokio::spawn(async move { me.renew(&node, send, recv).await });
+                        }
+                        _ => conn.close(3u32.into(), b"unexpected stream"),
+                    }
                 }
-            };
-            let mut kind = [0u8; 1];
-            if recv.read_exact(&mut kind).await.is_err() {
-                continue;
+            })
+        };
+        match control_rx.await {
+            Ok((mut send, mut recv)) => {
+                let result = self
+                    .control_loop(&conn, &node, epoch, &mut send, &mut recv)
+                    .await;
+                if let Err(e) = result {
+                    tracing::info!(%node, error = %e, "control stream ended");
+                }
             }
-            match kind[0] {
-                STREAM_CONTROL => {
-                    self.control(conn.clone(), node.clone(), epoch, send, recv)
-                        .await;
-                    break;
-                }
-                STREAM_RENEW => {
-                    let me = self.clone();
-                    let node = node.clone();
-                    tokio::spawn(async move { me.renew(&node, send, recv).await });
-                }
-                _ => conn.close(3u32.into(), b"unknown stream kind"),
-            }
+            Err(_) => tracing::info!(%node, "link closed before registering"),
         }
+        acceptor.abort();
         self.drop_session(&node, epoch);
         conn.close(0u32.into(), b"bye");
     }
@@ -350,39 +366,6 @@ impl Agents {
                 .inner
                 .events
                 .send(LinkEvent::Disconnected { node: node.into() });
-        }
-    }
-
-    async fn control(
-        &self,
-        conn: quinn::Connection,
-        node: String,
-        epoch: u64,
-        mut send: quinn::SendStream,
-        mut recv: quinn::RecvStream,
-    ) {
-        // Renewals may arrive on further streams while the control stream runs.
-        let renewals = {
-            let me = self.clone();
-            let conn = conn.clone();
-            let node = node.clone();
-            tokio::spawn(async move {
-                while let Ok((send, mut recv)) = conn.accept_bi().await {
-                    let mut kind = [0u8; 1];
-                    if recv.read_exact(&mut kind).await.is_ok() && kind[0] == STREAM_RENEW {
-                        let me = me.clone();
-                        let node = node.clone();
-                        tokio::spawn(async move { me.renew(&node, send, recv).await });
-                    }
-                }
-            })
-        };
-        let result = self
-            .control_loop(&conn, &node, epoch, &mut send, &mut recv)
-            .await;
-        renewals.abort();
-        if let Err(e) = result {
-            tracing::info!(%node, error = %e, "control stream ended");
         }
     }
 
@@ -459,6 +442,7 @@ impl Agents {
         .await
         .map_err(|e| e.to_string())?;
         let _ = self.inner.events.send(LinkEvent::Registered {
+            at_ms: now_ms(),
             node: node.into(),
             inventory: reg.inventory,
         });
@@ -542,6 +526,26 @@ impl Agents {
             .ok_or_else(|| LinkError::NotConnected(node.into()))
     }
 
+    /// Opens a stream to `node`, sends `cmd` and reads the first answer;
+    /// the stream stays open for what follows (exec frames).
+    async fn open_command(
+        &self,
+        node: &str,
+        cmd: pb::request::Command,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, pb::response::Result), LinkError> {
+        let conn = self.conn(node)?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| broken(node, e))?;
+        write_frame(&mut send, &pb::Request { command: Some(cmd) })
+            .await
+            .map_err(|e| broken(node, e))?;
+        let resp: pb::Response = read_frame(&mut recv)
+            .await
+            .map_err(|e| broken(node, e))?
+            .ok_or_else(|| broken(node, "stream ended without an answer"))?;
+        let result = resp.result.ok_or_else(|| broken(node, "empty answer"))?;
+        Ok((send, recv, result))
+    }
+
     /// Sends one command on its own stream and waits for the answer.
     pub async fn call(
         &self,
@@ -549,22 +553,10 @@ impl Agents {
         cmd: pb::request::Command,
         timeout: Duration,
     ) -> Result<pb::response::Result, LinkError> {
-        let conn = self.conn(node)?;
-        let broken = |e: String| LinkError::Broken {
-            node: node.into(),
-            message: e,
-        };
         let fut = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| broken(e.to_string()))?;
-            write_frame(&mut send, &pb::Request { command: Some(cmd) })
-                .await
-                .map_err(|e| broken(e.to_string()))?;
+            let (mut send, _, result) = self.open_command(node, cmd).await?;
             let _ = send.finish();
-            let resp: pb::Response = read_frame(&mut recv)
-                .await
-                .map_err(|e| broken(e.to_string()))?
-                .ok_or_else(|| broken("stream ended without an answer".into()))?;
-            resp.result.ok_or_else(|| broken("empty answer".into()))
+            Ok(result)
         };
         tokio::time::timeout(timeout, fut)
             .await
@@ -579,54 +571,31 @@ impl Agents {
         stdin: Vec<u8>,
         timeout: Duration,
     ) -> Result<Result<(i32, Vec<u8>, Vec<u8>), pb::Error>, LinkError> {
-        let conn = self.conn(node)?;
-        let broken = |e: String| LinkError::Broken {
-            node: node.into(),
-            message: e,
-        };
+        use pb::exec_input::Input;
+        use pb::exec_output::Output;
         let fut = async {
-            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| broken(e.to_string()))?;
-            write_frame(
-                &mut send,
-                &pb::Request {
-                    command: Some(pb::request::Command::Exec(req)),
-                },
-            )
-            .await
-            .map_err(|e| broken(e.to_string()))?;
-            let first: pb::Response = read_frame(&mut recv)
-                .await
-                .map_err(|e| broken(e.to_string()))?
-                .ok_or_else(|| broken("no answer".into()))?;
-            match first.result {
-                Some(pb::response::Result::ExecStarted(_)) => {}
-                Some(pb::response::Result::Error(e)) => return Ok(Err(e)),
-                other => return Err(broken(format!("unexpected answer {other:?}"))),
+            let (mut send, mut recv, first) = self
+                .open_command(node, pb::request::Command::Exec(req))
+                .await?;
+            match first {
+                pb::response::Result::ExecStarted(_) => {}
+                pb::response::Result::Error(e) => return Ok(Err(e)),
+                other => return Err(broken(node, format!("unexpected answer {other:?}"))),
             }
-            use pb::exec_input::Input;
+            let mut inputs = Vec::new();
             if !stdin.is_empty() {
-                write_frame(
-                    &mut send,
-                    &pb::ExecInput {
-                        input: Some(Input::Stdin(stdin)),
-                    },
-                )
-                .await
-                .map_err(|e| broken(e.to_string()))?;
+                inputs.push(Input::Stdin(stdin));
             }
-            write_frame(
-                &mut send,
-                &pb::ExecInput {
-                    input: Some(Input::CloseStdin(true)),
-                },
-            )
-            .await
-            .map_err(|e| broken(e.to_string()))?;
+            inputs.push(Input::CloseStdin(true));
+            for input in inputs {
+                write_frame(&mut send, &pb::ExecInput { input: Some(input) })
+                    .await
+                    .map_err(|e| broken(node, e))?;
+            }
             let (mut out, mut err) = (Vec::new(), Vec::new());
-            use pb::exec_output::Output;
             while let Some(msg) = read_frame::<_, pb::ExecOutput>(&mut recv)
                 .await
-                .map_err(|e| broken(e.to_string()))?
+                .map_err(|e| broken(node, e))?
             {
                 match msg.output {
                     Some(Output::Stdout(b)) => out.extend(b),
@@ -636,11 +605,18 @@ impl Agents {
                     None => {}
                 }
             }
-            Err(broken("exec stream ended without an exit code".into()))
+            Err(broken(node, "exec stream ended without an exit code"))
         };
         tokio::time::timeout(timeout, fut)
             .await
             .map_err(|_| LinkError::Timeout(node.into()))?
+    }
+}
+
+fn broken(node: &str, e: impl std::fmt::Display) -> LinkError {
+    LinkError::Broken {
+        node: node.into(),
+        message: e.to_string(),
     }
 }
 
