@@ -532,7 +532,7 @@ async fn intent(
     if w.state == State::Deleted && ev != Event::DeleteRequested {
         return Err(ApiError::not_found(format!("no workspace named {name:?}")));
     }
-    match s.ctl.change(&w.id, &[ev], None, true).await {
+    match s.ctl.change(&w.id, &[ev], None, true, None).await {
         Ok(stored) => Ok(Json(Workspace::from(&stored))),
         Err(Change::Invalid(e)) => Err(ApiError::conflict(
             "invalid_state",

@@ -425,9 +425,10 @@ impl Controller {
                     )
                     .await
                 {
-                    Ok(R::Status(st)) => {
-                        (vec![Event::Accepted, Event::Observed(observed(&st))], Some(st))
-                    }
+                    Ok(R::Status(st)) => (
+                        vec![Event::Accepted, Event::Observed(observed(&st))],
+                        Some(st),
+                    ),
                     _ => {
                         self.retry_later(&w.id);
                         return;
@@ -476,7 +477,19 @@ impl Controller {
         events: &[Event],
         status: Option<&pb::WorkspaceStatus>,
     ) -> Option<WorkspaceRow> {
-        match self.change(id, events, status, false).await {
+        self.apply_as_of(id, events, status, None).await
+    }
+
+    /// Like `apply`, but leaves the workspace alone if its row changed after
+    /// `as_of` (what is applied was observed before that).
+    async fn apply_as_of(
+        &self,
+        id: &str,
+        events: &[Event],
+        status: Option<&pb::WorkspaceStatus>,
+        as_of: Option<i64>,
+    ) -> Option<WorkspaceRow> {
+        match self.change(id, events, status, false, as_of).await {
             Ok(w) => Some(w),
             Err(Change::Invalid(_)) | Err(Change::Gone) => None,
             Err(Change::Store(e)) => {
@@ -487,13 +500,15 @@ impl Controller {
     }
 
     /// Like `apply`; with `strict`, an event that does not apply is an error
-    /// (what a user's request gets) instead of being skipped.
+    /// (what a user's request gets) instead of being skipped; with `as_of`,
+    /// a row updated after that time is left as it is.
     pub async fn change(
         &self,
         id: &str,
         events: &[Event],
         status: Option<&pb::WorkspaceStatus>,
         strict: bool,
+        as_of: Option<i64>,
     ) -> Result<WorkspaceRow, Change> {
         let mut last = ApiError::conflict("busy", "the workspace changed concurrently; retry");
         for _ in 0..10 {
@@ -506,6 +521,9 @@ impl Controller {
                     continue;
                 }
             };
+            if as_of.is_some_and(|t| w.updated_at_ms > t) {
+                return Ok(w);
+            }
             let mut lc = w.lifecycle();
             for event in events {
                 match lifecycle::step(&lc, event) {
@@ -520,7 +538,8 @@ impl Controller {
                 next.exit_code =
                     (st.state == pb::State::Stopped as i32).then_some(i64::from(st.exit_code));
             }
-            if next.lifecycle() == w.lifecycle() && next.ip == w.ip && next.exit_code == w.exit_code {
+            if next.lifecycle() == w.lifecycle() && next.ip == w.ip && next.exit_code == w.exit_code
+            {
                 return Ok(w);
             }
             match self.inner.store.update_workspace(&w, &next).await {
@@ -551,9 +570,13 @@ impl Controller {
     async fn link_loop(&self, mut rx: mpsc::UnboundedReceiver<LinkEvent>) {
         while let Some(ev) = rx.recv().await {
             match ev {
-                LinkEvent::Registered { node, inventory } => {
+                LinkEvent::Registered {
+                    node,
+                    inventory,
+                    at_ms,
+                } => {
                     let me = self.clone();
-                    tokio::spawn(async move { me.reconcile_node(&node, inventory).await });
+                    tokio::spawn(async move { me.reconcile_node(&node, inventory, at_ms).await });
                 }
                 LinkEvent::Status { node, status } => {
                     let me = self.clone();
@@ -584,7 +607,9 @@ impl Controller {
     }
 
     /// Reconciles the store with a node's full inventory after it (re)connected.
-    async fn reconcile_node(&self, node: &str, inventory: Vec<pb::WorkspaceStatus>) {
+    /// Workspaces updated after `at_ms` (e.g. by a command's answer) are newer
+    /// than the inventory and left alone.
+    async fn reconcile_node(&self, node: &str, inventory: Vec<pb::WorkspaceStatus>, at_ms: i64) {
         let placed = match self
             .inner
             .store
@@ -605,13 +630,13 @@ impl Controller {
         for w in &placed {
             match have.get(w.id.as_str()) {
                 Some(st) => {
-                    self.apply(&w.id, &[Event::Observed(observed(st))], Some(st))
-                        .await;
+                    let ev = [Event::Observed(observed(st))];
+                    self.apply_as_of(&w.id, &ev, Some(st), Some(at_ms)).await;
                 }
                 None if matches!(w.state, State::Scheduled | State::Pending) => {}
                 None => {
-                    self.apply(&w.id, &[Event::Observed(Observed::Absent)], None)
-                        .await;
+                    let ev = [Event::Observed(Observed::Absent)];
+                    self.apply_as_of(&w.id, &ev, None, Some(at_ms)).await;
                 }
             }
         }

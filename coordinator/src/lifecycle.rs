@@ -360,6 +360,15 @@ fn converge(mut w: Workspace, o: &Observed) -> (Workspace, Vec<Action>) {
             let a = send(&w, Command::Stop);
             (w, a)
         }
+        (Observed::Stopped, Desired::Running)
+            if matches!(w.state, State::Scheduled | State::Starting) =>
+        {
+            // Created but not started yet (e.g. the node was seen mid-create
+            // after a reconnect): start it, it never ran.
+            w.state = State::Starting;
+            let a = send(&w, Command::Start);
+            (w, a)
+        }
         (Observed::Stopped, Desired::Running) => {
             // A stop that happened on the node (crash, OOM): report it; a new start is the user's call.
             w.state = State::Stopped;
@@ -424,6 +433,22 @@ mod tests {
             E::Accepted,
             E::Observed(Observed::Running),
         ]
+    }
+
+    #[test]
+    fn seen_created_before_started_is_started_not_given_up() {
+        let ws = Workspace::new(true);
+        let (ws, _) = step(&ws, &E::Placed("n".into())).unwrap();
+        let (ws, a) = step(&ws, &E::Observed(Observed::Stopped)).unwrap();
+        assert_eq!((ws.state, ws.desired), (State::Starting, Desired::Running));
+        assert_eq!(
+            a,
+            vec![Action::Send {
+                command: Command::Start,
+                node: "n".into(),
+                generation: ws.generation
+            }]
+        );
     }
 
     #[test]
