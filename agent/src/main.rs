@@ -4,6 +4,7 @@
 use anyhow::Context;
 use berth_agent::client::Client;
 use berth_proto::agent::{self as pb, request::Command, response::Result as R};
+use berth_proto::units::parse_size;
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::path::PathBuf;
@@ -131,24 +132,6 @@ enum Op {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
-}
-
-/// Parses sizes like 512M, 10G, 64Mi, 1048576.
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("bad size {s:?}"))?;
-    let mult: u64 = match unit.trim_end_matches('i').trim_end_matches('B') {
-        "" => 1,
-        "K" | "k" => 1 << 10,
-        "M" | "m" => 1 << 20,
-        "G" | "g" => 1 << 30,
-        "T" | "t" => 1 << 40,
-        _ => return Err(format!("bad size unit in {s:?} (use K, M, G or T)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("size {s:?} too large"))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -434,21 +417,5 @@ impl Drop for RawMode {
             nix::sys::termios::SetArg::TCSANOW,
             &self.0,
         );
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::parse_size;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("512M"), Ok(512 << 20));
-        assert_eq!(parse_size("10G"), Ok(10 << 30));
-        assert_eq!(parse_size("64Mi"), Ok(64 << 20));
-        assert_eq!(parse_size("100"), Ok(100));
-        assert!(parse_size("1X").is_err());
-        assert!(parse_size("G").is_err());
-        assert!(parse_size("99999999999T").is_err());
     }
 }

@@ -403,6 +403,9 @@ impl Controller {
                 let mut ev = Vec::new();
                 if cmd == Command::Create {
                     ev.push(Event::Accepted);
+                    if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
+                        tracing::debug!(node = %node, error = %e, "cached image not noted");
+                    }
                 }
                 ev.push(Event::Observed(observed(&st)));
                 (ev, Some(st))

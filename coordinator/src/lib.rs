@@ -20,7 +20,6 @@ use crate::error::{ApiError, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// The resource tiers workspaces are created from.
 #[derive(Debug, Clone)]
@@ -160,21 +159,4 @@ pub fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
     writeln!(f, "{text}").map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))
 }
 
-/// Parses durations like `90s`, `5m`, `1h`, `2d`, `500ms`.
-pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: u64 = n
-        .parse()
-        .map_err(|_| format!("bad duration {s:?}: expected e.g. 30s, 5m, 1h"))?;
-    let ms = match unit {
-        "ms" => n,
-        "s" | "" => n.saturating_mul(1000),
-        "m" => n.saturating_mul(60_000),
-        "h" => n.saturating_mul(3_600_000),
-        "d" => n.saturating_mul(86_400_000),
-        _ => return Err(format!("bad duration unit in {s:?}: use ms, s, m, h or d")),
-    };
-    Ok(Duration::from_millis(ms))
-}
+pub use berth_proto::units::parse_duration;

@@ -460,6 +460,39 @@ impl Store {
         }
     }
 
+    /// Adds `image` to a node's cached images (a workspace was just made from
+    /// it there), so the scheduler prefers the node for the next one without
+    /// waiting for the agent to register again. Compare-and-set on the list.
+    pub async fn note_cached_image(&self, id: &str, image: &str) -> Result<()> {
+        for _ in 0..8 {
+            let Some(row) = sqlx::query("SELECT cached_images FROM nodes WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?
+            else {
+                return Ok(());
+            };
+            let old: String = row.try_get("cached_images")?;
+            let mut set: BTreeSet<String> = serde_json::from_str(&old).unwrap_or_default();
+            if !set.insert(image.to_string()) {
+                return Ok(());
+            }
+            let n = sqlx::query(
+                "UPDATE nodes SET cached_images = $1 WHERE id = $2 AND cached_images = $3",
+            )
+            .bind(serde_json::to_string(&set).unwrap_or_default())
+            .bind(id)
+            .bind(&old)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+            if n == 1 {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// Refreshes the last-seen time of connected nodes, in one transaction.
     pub async fn touch_nodes(&self, ids: &[String], now: i64) -> Result<()> {
         if ids.is_empty() {

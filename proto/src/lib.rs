@@ -7,6 +7,7 @@
 
 pub mod frame;
 pub mod tls;
+pub mod units;
 
 /// Generated code, nested as the protobuf packages are (so cross-package references resolve).
 pub mod berth {

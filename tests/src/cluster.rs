@@ -296,6 +296,28 @@ impl Cluster {
         .await
     }
 
+    /// Runs the `berth` CLI against this coordinator with `token` (none when
+    /// empty) and a private HOME; returns (exit code, stdout, stderr).
+    pub async fn berth(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        let home = self.dir.join("home");
+        let mut cmd = tokio::process::Command::new(crate::cli_bin());
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &home)
+            .env("BERTH_URL", &self.api)
+            .stdin(std::process::Stdio::null());
+        if !token.is_empty() {
+            cmd.env("BERTH_TOKEN", token);
+        }
+        let out = cmd.output().await.expect("run berth");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     /// Creates a small workspace on `tiny`; returns the API's answer.
     pub async fn create(&self, name: &str) -> (u16, Value) {
         self.post(

@@ -80,6 +80,11 @@ pub fn coordinator_bin() -> PathBuf {
     agent_bin().with_file_name("berth-coordinator")
 }
 
+/// The `berth` CLI next to berth-agent.
+pub fn cli_bin() -> PathBuf {
+    agent_bin().with_file_name("berth")
+}
+
 /// Runs a command, returning (success, stdout, stderr).
 pub fn sh(cmd: &str) -> (bool, String, String) {
     let out = std::process::Command::new("sh")

@@ -1,0 +1,312 @@
+//! The coordinator's REST API as the CLI uses it: JSON in and out, errors
+//! carried as the API's stable code, and the SSE event stream.
+
+use futures::StreamExt;
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+
+/// An error from the API (its JSON body) or from getting there.
+#[derive(Debug)]
+pub struct Error {
+    /// HTTP status, 0 when the request never got an answer.
+    pub status: u16,
+    /// The API's stable code, or `unreachable` / `bad_response` for the CLI's own.
+    pub code: String,
+    pub message: String,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    fn transport(url: &str, e: reqwest::Error) -> Self {
+        Self {
+            status: 0,
+            code: "unreachable".into(),
+            message: format!("{url}: {e}"),
+        }
+    }
+    fn bad_response(msg: impl Into<String>) -> Self {
+        Self {
+            status: 0,
+            code: "bad_response".into(),
+            message: msg.into(),
+        }
+    }
+    pub fn not_found(&self) -> bool {
+        self.status == 404
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    code: String,
+    message: String,
+}
+
+/// A workspace as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    pub state: String,
+    pub desired: String,
+    pub node: Option<String>,
+    pub generation: u64,
+    pub reason: Option<String>,
+    pub ip: Option<String>,
+    pub exit_code: Option<i64>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// One state change from `/v1/events`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WorkspaceEvent {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub state: String,
+    pub desired: String,
+    pub node: Option<String>,
+    pub generation: u64,
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// Amounts of resources on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeResources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub workspaces: u32,
+}
+
+/// A node as the API returns it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub status: String,
+    pub connected_here: bool,
+    pub cordoned: bool,
+    pub draining: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cached_images: Vec<String>,
+    pub capacity: NodeResources,
+    pub allocated: NodeResources,
+    pub agent_version: String,
+    pub last_seen_ms: i64,
+}
+
+/// What a command run in a workspace did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExecResult {
+    pub exit_code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// The API client.
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: String, token: Option<String>) -> anyhow::Result<Self> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        Ok(Self { http, base, token })
+    }
+
+    fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        let rb = self.http.request(method, format!("{}{path}", self.base));
+        match &self.token {
+            Some(t) => rb.bearer_auth(t),
+            None => rb,
+        }
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: reqwest::RequestBuilder) -> Result<T> {
+        let resp = rb
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        self.decode(resp).await
+    }
+
+    /// A success body as `T`, anything else as the API's error.
+    async fn decode<T: DeserializeOwned>(&self, resp: reqwest::Response) -> Result<T> {
+        let status = resp.status();
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| {
+                Error::bad_response(format!("{status} with a body the CLI cannot read: {e}"))
+            });
+        }
+        Err(match serde_json::from_slice::<ErrorBody>(&bytes) {
+            Ok(b) => Error {
+                status: status.as_u16(),
+                code: b.code,
+                message: b.message,
+            },
+            Err(_) => Error {
+                status: status.as_u16(),
+                code: format!("http_{}", status.as_u16()),
+                message: String::from_utf8_lossy(&bytes).chars().take(300).collect(),
+            },
+        })
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(Method::GET, path)).await
+    }
+
+    pub async fn post<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.send(self.request(Method::POST, path).json(body)).await
+    }
+
+    pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        self.send(self.request(Method::DELETE, path)).await
+    }
+
+    /// Opens the event stream; events arrive on the returned channel until
+    /// the connection ends. Returns once the coordinator has answered, so
+    /// no change made after this call is missed.
+    pub async fn events(&self) -> Result<tokio::sync::mpsc::Receiver<WorkspaceEvent>> {
+        let resp = self
+            .request(Method::GET, "/v1/events")
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if resp.status() != StatusCode::OK {
+            return Err(match self.decode::<serde_json::Value>(resp).await {
+                Err(e) => e,
+                Ok(_) => Error::bad_response("the event stream was not opened"),
+            });
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let mut body = resp.bytes_stream();
+        tokio::spawn(async move {
+            let mut parser = SseParser::default();
+            while let Some(Ok(chunk)) = body.next().await {
+                for (event, data) in parser.feed(&chunk) {
+                    if event != "workspace" {
+                        continue;
+                    }
+                    if let Ok(ev) = serde_json::from_str::<WorkspaceEvent>(&data) {
+                        if tx.send(ev).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        Ok(rx)
+    }
+}
+
+/// Splits a `text/event-stream` body into (event, data) pairs.
+#[derive(Debug, Default)]
+pub struct SseParser {
+    buf: String,
+    event: String,
+    data: Vec<String>,
+}
+
+impl SseParser {
+    pub fn feed(&mut self, chunk: &[u8]) -> Vec<(String, String)> {
+        self.buf.push_str(&String::from_utf8_lossy(chunk));
+        let mut out = Vec::new();
+        while let Some(i) = self.buf.find('\n') {
+            let line: String = self.buf.drain(..=i).collect();
+            let line = line.trim_end_matches(['\n', '\r']);
+            if line.is_empty() {
+                if !self.data.is_empty() {
+                    let ev = if self.event.is_empty() {
+                        "message".to_string()
+                    } else {
+                        std::mem::take(&mut self.event)
+                    };
+                    out.push((ev, self.data.join("\n")));
+                }
+                self.event.clear();
+                self.data.clear();
+            } else if let Some(v) = line.strip_prefix("event:") {
+                self.event = v.trim_start().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                self.data.push(v.strip_prefix(' ').unwrap_or(v).to_string());
+            }
+        }
+        out
+    }
+}
+
+/// Percent-encodes a value for a URL path or query.
+pub fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sse_events_split_across_chunks() {
+        let mut p = SseParser::default();
+        assert!(p.feed(b"event: workspace\nda").is_empty());
+        let got = p.feed(b"ta: {\"a\":1}\n\n:keep-alive\n\nevent: lagged\r\ndata: 3\r\n\r\n");
+        assert_eq!(
+            got,
+            vec![
+                ("workspace".to_string(), "{\"a\":1}".to_string()),
+                ("lagged".to_string(), "3".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn encodes_reserved_characters() {
+        assert_eq!(enc("a-b_c.d~1"), "a-b_c.d~1");
+        assert_eq!(enc("a b/c?*"), "a%20b%2Fc%3F%2A");
+    }
+}

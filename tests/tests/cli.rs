@@ -1,0 +1,269 @@
+//! The `berth` CLI against a real coordinator and agent (tests/src/cluster.rs):
+//! every subcommand, its exit status, tables and --json, and its refusals.
+
+use berth_tests::{Cluster, ClusterOptions};
+use serde_json::Value;
+
+fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_drives_workspaces_nodes_and_tokens() {
+    let c = Cluster::start(ClusterOptions {
+        agents: 1,
+        ..Default::default()
+    })
+    .await;
+    let admin = c.admin_token.clone();
+    let tiny = c.tiny();
+
+    // Who am I; refusals without or with a wrong token.
+    let (code, out, _) = c.berth(&admin, &["whoami"]).await;
+    assert_eq!((code, out.as_str()), (0, "admin (admin)\n"));
+    let (code, _, err) = c.berth("", &["list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: no_token:"), "{err}");
+    let (code, _, err) = c.berth("bt_nope_nope", &["list"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: unauthorized:"), "{err}");
+
+    // Create waits, printing each state it passes, and ends running.
+    let (code, out, err) = c
+        .berth(
+            &admin,
+            &[
+                "create",
+                "demo",
+                "--image",
+                &tiny,
+                "--cpu",
+                "0.2",
+                "--memory",
+                "64M",
+                "--disk",
+                "32M",
+                "--pids",
+                "64",
+                "-e",
+                "GREETING=hi",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        err.contains("demo: pending") || err.contains("demo: scheduled"),
+        "{err}"
+    );
+    assert!(err.contains("demo: running"), "{err}");
+    assert!(
+        out.contains("State:      running (wanted running)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("0.2 CPU, 64M memory, 32M disk, 64 pids"),
+        "{out}"
+    );
+
+    // List: a table, and the same in JSON.
+    let (code, out, _) = c.berth(&admin, &["list"]).await;
+    assert_eq!(code, 0);
+    let mut lines = out.lines();
+    assert!(lines.next().unwrap().starts_with("NAME"), "{out}");
+    let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
+    assert_eq!(
+        &row[..3],
+        &["demo", "running", c.nodes[0].id.as_str()],
+        "{out}"
+    );
+    let (_, out, _) = c
+        .berth(&admin, &["list", "--json", "--state", "running"])
+        .await;
+    let list = json(&out);
+    assert_eq!(list.as_array().unwrap().len(), 1);
+    assert_eq!(list[0]["env"]["GREETING"], "hi");
+
+    // Exec: output on stdout/stderr, the command's exit status, stdin on -i.
+    let (code, out, err) = c
+        .berth(
+            &admin,
+            &[
+                "exec",
+                "demo",
+                "--",
+                "sh",
+                "-c",
+                "echo $GREETING; echo oops >&2; exit 3",
+            ],
+        )
+        .await;
+    assert_eq!(
+        (code, out.as_str(), err.as_str()),
+        (3, "hi\n", "oops\n"),
+        "workspace env applies"
+    );
+    let (code, out, _) = c
+        .berth(
+            &admin,
+            &[
+                "exec", "demo", "-e", "X=y", "--json", "--", "sh", "-c", "echo $X",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["stdout"], "y\n");
+
+    // Stop and start wait for the state; exec on a stopped workspace is a conflict.
+    let (code, out, _) = c.berth(&admin, &["stop", "demo", "-q"]).await;
+    assert_eq!((code, out.as_str()), (0, "demo: stopped\n"));
+    let (code, _, err) = c.berth(&admin, &["exec", "demo", "--", "true"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: not_running:"), "{err}");
+    let (code, out, _) = c.berth(&admin, &["start", "demo", "--json", "-q"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["state"], "running");
+
+    // Bad input: a clear code, status 1, nothing created.
+    let (code, _, err) = c
+        .berth(&admin, &["create", "Bad_Name", "--image", &tiny, "--json"])
+        .await;
+    assert_eq!(code, 1);
+    assert_eq!(json(&err)["code"], "invalid_name");
+    let (code, _, _) = c
+        .berth(
+            &admin,
+            &["create", "x", "--image", &tiny, "--memory", "lots"],
+        )
+        .await;
+    assert_eq!(code, 2, "bad usage is caught before any request");
+    let (_, out, _) = c.berth(&admin, &["list", "--json"]).await;
+    assert_eq!(json(&out).as_array().unwrap().len(), 1);
+
+    // Nodes: list, get, cordon (nothing new lands), uncordon.
+    let node = c.nodes[0].id.clone();
+    let (code, out, _) = c.berth(&admin, &["nodes"]).await;
+    assert_eq!(code, 0);
+    let row: Vec<&str> = out.lines().nth(1).unwrap().split_whitespace().collect();
+    assert_eq!(&row[..4], &[node.as_str(), "ready", "-", "1/50"], "{out}");
+    assert_eq!(
+        row[7], "1",
+        "the image demo came from is noted as cached: {out}"
+    );
+    let (code, out, _) = c.berth(&admin, &["nodes", "cordon", &node, "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["cordoned"], true);
+    let (code, _, err) = c
+        .berth(
+            &admin,
+            &[
+                "create",
+                "later",
+                "--image",
+                &tiny,
+                "--cpu",
+                "0.2",
+                "--memory",
+                "64M",
+                "--disk",
+                "32M",
+                "--timeout",
+                "2s",
+            ],
+        )
+        .await;
+    assert_eq!(code, 1);
+    assert!(
+        err.contains("berth: timeout: workspace later is still pending"),
+        "{err}"
+    );
+    let (code, out, _) = c
+        .berth(&admin, &["nodes", "uncordon", &node, "--json"])
+        .await;
+    assert_eq!(
+        (code, json(&out)["cordoned"].clone()),
+        (0, Value::Bool(false))
+    );
+    // Start is idempotent: it waits for the workspace placed after uncordon.
+    let (code, _, err) = c.berth(&admin, &["start", "later"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("later: running"), "{err}");
+    let (code, _, err) = c.berth(&admin, &["delete", "later", "-q"]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Tokens: a member sees only their own workspaces and no nodes.
+    let (code, out, _) = c
+        .berth(&admin, &["admin", "token", "create", "--user", "bob"])
+        .await;
+    assert_eq!(code, 0);
+    let bob = out.trim().to_string();
+    assert!(bob.starts_with("bt_"), "{bob}");
+    let (code, _, err) = c.berth(&bob, &["get", "demo"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: not_found:"), "{err}");
+    let (code, _, err) = c.berth(&bob, &["nodes"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: forbidden:"), "{err}");
+    let (code, _, err) = c.berth(&bob, &["admin", "join-token", "create"]).await;
+    assert_eq!(code, 1);
+    assert!(err.starts_with("berth: forbidden:"), "{err}");
+    let (code, out, _) = c.berth(&bob, &["list"]).await;
+    assert_eq!((code, out.lines().count()), (0, 1), "header only: {out}");
+    // The admin reaches bob's workspaces with --owner, and everyone's with --all.
+    let (code, _, err) = c
+        .berth(
+            &bob,
+            &[
+                "create",
+                "bobs",
+                "--image",
+                &tiny,
+                "--cpu",
+                "0.2",
+                "--memory",
+                "64M",
+                "--disk",
+                "32M",
+                "--no-start",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out, _) = c
+        .berth(&admin, &["get", "bobs", "--owner", "bob", "--json"])
+        .await;
+    assert_eq!(
+        (code, json(&out)["state"].clone()),
+        (0, Value::from("stopped")),
+        "{err}"
+    );
+    let (_, out, _) = c.berth(&admin, &["list", "--all"]).await;
+    assert!(out.starts_with("OWNER"), "{out}");
+    assert_eq!(out.lines().count(), 3, "{out}");
+
+    // Join tokens have the documented shape.
+    let (code, out, _) = c
+        .berth(&admin, &["admin", "join-token", "create", "--ttl", "10m"])
+        .await;
+    assert_eq!(code, 0);
+    assert_eq!(out.trim().split('.').count(), 3, "{out}");
+
+    // login checks the token and saves it; then no env token is needed.
+    let (code, _, err) = c.berth("bt_nope_nope", &["login"]).await;
+    assert_eq!(code, 1, "a wrong token is not saved: {err}");
+    let (code, out, err) = c.berth(&bob, &["login"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("as bob (member)"), "{out}");
+    let (code, out, _) = c.berth("", &["whoami"]).await;
+    assert_eq!((code, out.as_str()), (0, "bob (member)\n"));
+
+    // Delete waits until it is gone.
+    let (code, out, err) = c.berth(&admin, &["delete", "demo"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "demo: deleted\n");
+    assert!(err.contains("demo: deleted"), "{err}");
+    let (code, _, err) = c
+        .berth(&admin, &["rm", "bobs", "--owner", "bob", "-q"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(c.nodes[0].containers().is_empty(), "containers removed");
+}
