@@ -1,30 +1,41 @@
 #!/usr/bin/env bash
 # Brings up a single-node Berth on this machine with the embedded defaults:
-# a private containerd, a loopback registry holding the project's images, and
-# berth-agent, then creates (or starts) the workspace "demo" from the dev image.
-# Stays in the foreground; Ctrl-C stops the workspaces and the services it
-# started (each in its own session, so the signal reaches only this script)
-# and keeps the data
-# (volumes, images, records under $BERTH_DATA, default /var/lib/berth).
+# a private containerd, a loopback registry holding the project's images,
+# berth-coordinator (SQLite store, API on 127.0.0.1:8080, agent link on
+# 127.0.0.1:7443) and berth-agent joined to it with a one-time token; then
+# creates (or starts) the workspace "demo" from the dev image through the API.
+# Stays in the foreground; Ctrl-C stops the workspaces (through the API, so the
+# coordinator records them as stopped) and the services it started (each in its
+# own session, so the signal reaches only this script) and keeps the data
+# (store, volumes, images, node identity under $BERTH_DATA, default /var/lib/berth).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data=${BERTH_DATA:-/var/lib/berth}
 run=${BERTH_RUN:-/run/berth}
 port=${BERTH_REGISTRY_PORT:-5000}
+api=${BERTH_API:-127.0.0.1:8080}
+link=${BERTH_LINK:-127.0.0.1:7443}
 cache=${BERTH_CACHE:-/var/cache/berth}
-agent=$PWD/target/debug/berth-agent
+bin=$PWD/target/debug
 mkdir -p "$data" "$run"
+export BERTH_URL=http://$api
 
 pids=()
+berth() { "$bin/berth" "$@"; }
 cleanup() {
   trap - INT TERM EXIT
   echo; echo "up: stopping workspaces and services (data kept in $data)"
-  for ws in $("$agent" --config "$data/agent.toml" ctl --json list 2>/dev/null |
-      python3 -c 'import json,sys; [print(w["name"]) for w in json.load(sys.stdin)["List"]["workspaces"]]' 2>/dev/null); do
-    "$agent" --config "$data/agent.toml" ctl stop "$ws" --grace 5 >/dev/null 2>&1 || true
+  if [ -n "${BERTH_TOKEN:-}" ]; then
+    for ws in $(berth list --state running --json 2>/dev/null |
+        python3 -c 'import json,sys; [print(w["name"]) for w in json.load(sys.stdin)]' 2>/dev/null); do
+      berth stop "$ws" -q --timeout 30s >/dev/null 2>&1 || true
+    done
+  fi
+  # Agent first (it holds workspaces' tasks), containerd last.
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    kill "${pids[$i]}" 2>/dev/null || true
+    wait "${pids[$i]}" 2>/dev/null || true
   done
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  wait 2>/dev/null || true
 }
 trap cleanup INT TERM EXIT
 
@@ -50,38 +61,65 @@ CONF
 setsid docker-registry serve "$run/registry.yml" >"$run/registry.log" 2>&1 &
 pids+=($!)
 
+# A new store means a new cluster CA: an identity from an older one is void.
+coord_dir=$data/coordinator
+if [ ! -f "$coord_dir/berth.db" ]; then rm -rf "$data/agent/identity"; fi
+setsid "$bin/berth-coordinator" --data-dir "$coord_dir" --api "$api" --link "$link" \
+  >"$run/coordinator.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null && break; sleep 0.1; done
+curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null ||
+  { echo "up: the coordinator did not start; see $run/coordinator.log" >&2; exit 1; }
+BERTH_TOKEN=$(cat "$coord_dir/admin.token")
+export BERTH_TOKEN
+
 [ -f "$data/agent.toml" ] || cat >"$data/agent.toml" <<CONF
 # berth-agent configuration written by make up; every other setting is its default.
 state_dir = "$data/agent"
 [containerd]
 socket = "$run/containerd.sock"
 runc_root = "$run/runc"
+[coordinator]
+address = "$link"
 CONF
 for _ in $(seq 100); do [ -S "$run/containerd.sock" ] && curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-setsid "$agent" --config "$data/agent.toml" 2>"$run/agent.log" &
+join=()
+if [ ! -f "$data/agent/identity/cert.pem" ]; then
+  join=(--join "$(berth admin join-token create --ttl 10m)")
+fi
+setsid "$bin/berth-agent" --config "$data/agent.toml" --coordinator "$link" "${join[@]}" \
+  2>"$run/agent.log" &
 pids+=($!)
-ctl() { "$agent" --config "$data/agent.toml" ctl "$@"; }
-for _ in $(seq 100); do ctl list >/dev/null 2>&1 && break; sleep 0.1; done
-ctl list >/dev/null || { echo "up: the agent did not start; see $run/agent.log" >&2; exit 1; }
+node=
+for _ in $(seq 150); do
+  node=$(berth nodes --json 2>/dev/null | python3 -c \
+    'import json,sys; print(next((n["id"] for n in json.load(sys.stdin) if n["status"]=="ready" and n["connected_here"]), ""))' \
+    2>/dev/null || true)
+  [ -n "$node" ] && break
+  sleep 0.1
+done
+[ -n "$node" ] || { echo "up: the agent did not join; see $run/agent.log" >&2; exit 1; }
 
-if ctl status demo >/dev/null 2>&1; then
-  ctl start demo
+if berth get demo >/dev/null 2>&1; then
+  berth start demo -q >/dev/null
 else
-  ctl create demo --image "127.0.0.1:$port/dev:latest" --cpu-millis 1000 --memory 1G --disk 2G
+  berth create demo --image "127.0.0.1:$port/dev:latest" --cpu 1 --memory 1G --disk 2G >/dev/null
 fi
 
 cat <<MSG
 
-Berth is up: containerd, a registry on 127.0.0.1:$port and berth-agent (logs in $run/).
+Berth is up: containerd, a registry on 127.0.0.1:$port, berth-coordinator (API $BERTH_URL,
+agent link $link) and berth-agent on node "$node" (logs in $run/).
 The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent).
 
-  alias berth-agent='$agent --config $data/agent.toml'
-  berth-agent ctl list
-  berth-agent ctl exec -t demo -- bash
-  berth-agent ctl create ws2 --image 127.0.0.1:$port/tiny:latest --memory 256M --disk 1G
-  berth-agent ctl stop demo && berth-agent ctl start demo
-  berth-agent ctl delete ws2
+  export PATH=$bin:\$PATH BERTH_URL=$BERTH_URL BERTH_TOKEN=\$(cat $coord_dir/admin.token)
+  berth list
+  berth exec demo -- uname -a
+  berth create ws2 --image 127.0.0.1:$port/tiny:latest --memory 256M --disk 1G
+  berth stop demo && berth start demo
+  berth delete ws2
+  berth nodes
 
-Ctrl-C stops everything started here; workspaces' data stays in $data.
+Ctrl-C stops everything started here; the data stays in $data.
 MSG
-wait "${pids[2]}"
+wait "${pids[3]}"

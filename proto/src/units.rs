@@ -20,8 +20,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("size {s:?} too large"))
 }
 
-/// Formats a byte count with the largest binary unit that divides it evenly
-/// (so `parse_size(&format_size(n)) == n`), falling back to one decimal.
+/// Formats a byte count with the largest binary unit it reaches: exact when
+/// the unit divides it (`parse_size` reads it back), else to one decimal.
 pub fn format_size(n: u64) -> String {
     const UNITS: [(u64, &str); 4] = [
         (1 << 40, "T"),
@@ -29,17 +29,11 @@ pub fn format_size(n: u64) -> String {
         (1 << 20, "M"),
         (1 << 10, "K"),
     ];
-    for (m, u) in UNITS {
-        if n >= m && n.is_multiple_of(m) {
-            return format!("{}{u}", n / m);
-        }
+    match UNITS.iter().find(|(m, _)| n >= *m) {
+        Some((m, u)) if n.is_multiple_of(*m) => format!("{}{u}", n / m),
+        Some((m, u)) => format!("{:.1}{u}", n as f64 / *m as f64),
+        None => n.to_string(),
     }
-    for (m, u) in UNITS {
-        if n >= m {
-            return format!("{:.1}{u}", n as f64 / m as f64);
-        }
-    }
-    n.to_string()
 }
 
 /// Parses durations like `90s`, `5m`, `1h`, `2d`, `500ms` (a bare number is seconds).
@@ -80,7 +74,8 @@ mod tests {
                 assert_eq!(parse_size(&f), Ok(n), "{f}");
             }
         }
-        assert_eq!(format_size(1536 << 20), "1536M");
+        assert_eq!(format_size(1536 << 20), "1.5G");
+        assert_eq!(format_size(3 << 20), "3M");
         assert_eq!(format_size(1500), "1.5K");
     }
 
