@@ -9,5 +9,11 @@ done
 [ ${#missing[@]} -eq 0 ] && exit 0
 echo "deps: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
+# The tests start their own PostgreSQL servers; the package's default
+# cluster (and its service on port 5432) is not needed.
+if [[ " ${missing[*]} " == *" postgresql "* ]]; then
+  mkdir -p /etc/postgresql-common/createcluster.d
+  echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/berth.conf
+fi
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

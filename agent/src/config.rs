@@ -30,7 +30,9 @@ pub struct ConfigFile {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CoordinatorConfig {
-    /// HOST:PORT of the coordinator's QUIC link (also `--coordinator`).
+    /// HOST:PORT of the coordinator's QUIC link (also `--coordinator`); several,
+    /// comma-separated, for coordinators sharing one store: the agent moves to
+    /// the next when its link fails.
     pub address: Option<String>,
     /// Longest wait between reconnection attempts, in milliseconds.
     pub reconnect_max_ms: u64,

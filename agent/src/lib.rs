@@ -90,6 +90,12 @@ pub async fn run(
     let started = std::time::Instant::now();
     let link = match cfg.file.coordinator.address.clone() {
         Some(addr) => {
+            let addrs = link::addresses(&addr);
+            if addrs.is_empty() {
+                return Err(AgentError::InvalidRequest(
+                    "coordinator.address is empty: give HOST:PORT[,HOST:PORT...]".into(),
+                ));
+            }
             let state = cfg.file.state_dir.clone();
             std::fs::create_dir_all(&state).map_err(AgentError::io("mkdir state dir"))?;
             let identity = match (link::Identity::load(&state), join) {
@@ -106,7 +112,7 @@ pub async fn run(
                             .map(|h| h.trim().to_ascii_lowercase())
                             .map_err(AgentError::io("read host name"))?,
                     };
-                    link::join(&addr, &token, &node_id, &state).await?
+                    link::join_any(&addrs, &token, &node_id, &state).await?
                 }
                 (None, None) => {
                     return Err(AgentError::InvalidRequest(
@@ -114,7 +120,7 @@ pub async fn run(
                     ))
                 }
             };
-            Some((addr, identity))
+            Some((addrs, identity))
         }
         None => None,
     };
@@ -123,7 +129,7 @@ pub async fn run(
     tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
     let link_task = async {
         match link {
-            Some((addr, identity)) => link::run(m.clone(), addr, identity).await,
+            Some((addrs, identity)) => link::run(m.clone(), addrs, identity).await,
             None => std::future::pending().await,
         }
     };

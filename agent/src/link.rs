@@ -124,6 +124,38 @@ async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<quinn::Connect
         .map_err(|e| link_err(format!("connect to {addr}: {e}")))
 }
 
+/// The coordinator addresses in a `coordinator.address` value: one
+/// HOST:PORT, or several separated by commas (coordinators sharing a store).
+pub fn addresses(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// Joins through the first coordinator that answers; a refusal is final
+/// (coordinators share the store, so another would refuse too).
+pub async fn join_any(
+    addrs: &[String],
+    token: &str,
+    node_id: &str,
+    state_dir: &Path,
+) -> Result<Identity> {
+    let mut last = link_err("no coordinator address");
+    for addr in addrs {
+        match join(addr, token, node_id, state_dir).await {
+            Ok(id) => return Ok(id),
+            Err(e @ AgentError::InvalidRequest(_)) => return Err(e),
+            Err(e) => {
+                tracing::warn!(addr = %addr, error = %e, "join: coordinator not reachable");
+                last = e;
+            }
+        }
+    }
+    Err(last)
+}
+
 /// Joins the cluster: a fresh key, a CSR, and the token; returns (and
 /// saves) the identity the coordinator issued.
 pub async fn join(addr: &str, token: &str, node_id: &str, state_dir: &Path) -> Result<Identity> {
@@ -200,19 +232,26 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
     }
 }
 
-/// Keeps the link up until the future is dropped.
-pub async fn run(m: Manager, addr: String, identity: Identity) {
+/// Keeps the link up until the future is dropped. With several addresses,
+/// a link that fails (or did not last) moves on to the next coordinator.
+pub async fn run(m: Manager, addrs: Vec<String>, identity: Identity) {
     let max = Duration::from_millis(m.config().file.coordinator.reconnect_max_ms.max(100));
     let identity = Arc::new(Mutex::new(identity));
     let mut backoff = Duration::from_millis(100);
+    let mut i = 0;
     loop {
+        let Some(addr) = addrs.get(i % addrs.len().max(1)) else {
+            return;
+        };
         let started = Instant::now();
-        match session(&m, &addr, &identity).await {
-            Ok(()) => tracing::info!("coordinator link closed"),
-            Err(e) => tracing::warn!(error = %e, "coordinator link down"),
+        match session(&m, addr, &identity).await {
+            Ok(()) => tracing::info!(addr = %addr, "coordinator link closed"),
+            Err(e) => tracing::warn!(addr = %addr, error = %e, "coordinator link down"),
         }
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(100);
+        } else {
+            i += 1;
         }
         // Equal jitter: half fixed, half random, so a fleet does not reconnect in lockstep.
         let half = backoff / 2;
@@ -372,4 +411,14 @@ async fn maybe_renew(
 
 fn up(m: Up) -> lk::AgentMessage {
     lk::AgentMessage { msg: Some(m) }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn addresses_split_on_commas() {
+        assert_eq!(super::addresses("a:1"), vec!["a:1"]);
+        assert_eq!(super::addresses(" a:1, b:2 ,"), vec!["a:1", "b:2"]);
+        assert!(super::addresses(" , ").is_empty());
+    }
 }

@@ -16,7 +16,7 @@ struct Cli {
     /// Agent configuration file (TOML). Without it every setting takes its default.
     #[arg(long, short, global = true, env = "BERTH_AGENT_CONFIG")]
     config: Option<PathBuf>,
-    /// The coordinator's link address, HOST:PORT (overrides coordinator.address).
+    /// The coordinator's link address, HOST:PORT[,HOST:PORT...] (overrides coordinator.address).
     #[arg(long, global = true, env = "BERTH_COORDINATOR")]
     coordinator: Option<String>,
     /// One-time join token (`berth admin join-token create`), used on first start.

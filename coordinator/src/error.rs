@@ -80,6 +80,16 @@ impl From<sqlx::Error> for ApiError {
                     format!("the store is not available: {e}"),
                 )
             }
+            // Contention, not failure: PostgreSQL's serialization failure,
+            // deadlock and lock-not-available, SQLite's busy. Retry later.
+            sqlx::Error::Database(ref d)
+                if matches!(
+                    d.code().as_deref(),
+                    Some("40001" | "40P01" | "55P03" | "5" | "517")
+                ) =>
+            {
+                Self::unavailable("store_busy", format!("the store is busy, retry: {e}"))
+            }
             _ => Self::internal(format!("store: {e}")),
         }
     }

@@ -20,6 +20,10 @@ pub struct ClusterOptions {
     /// CPU each node offers, in millicores.
     pub node_cpu_millis: u64,
     pub node_max_workspaces: u32,
+    /// Coordinators sharing the store (more than one needs `postgres`).
+    pub coordinators: usize,
+    /// Store in a PostgreSQL started for the cluster instead of SQLite.
+    pub postgres: bool,
 }
 
 impl Default for ClusterOptions {
@@ -29,6 +33,8 @@ impl Default for ClusterOptions {
             coordinator_args: Vec::new(),
             node_cpu_millis: 4000,
             node_max_workspaces: 50,
+            coordinators: 1,
+            postgres: false,
         }
     }
 }
@@ -46,19 +52,33 @@ pub struct ClusterNode {
     agent: Option<Child>,
 }
 
-/// A coordinator and its agents.
+/// One coordinator process of the cluster.
 #[derive(Debug)]
+pub struct ClusterCoordinator {
+    /// Base URL of its API.
+    pub api: String,
+    pub link_port: u16,
+    /// Its data directory (admin token of the first start, SQLite store).
+    pub dir: PathBuf,
+    child: Option<Child>,
+}
+
+/// A coordinator (or several sharing a PostgreSQL store) and its agents.
 pub struct Cluster {
     pub dir: PathBuf,
     pub bridge: String,
     /// The bridge's address: where agents reach the coordinator and registry.
     pub host_ip: String,
     pub registry: Registry,
+    /// The first coordinator's API (what the helpers below use).
     pub api: String,
     pub link_port: u16,
     pub admin_token: String,
     pub nodes: Vec<ClusterNode>,
-    coordinator: Option<Child>,
+    pub coordinators: Vec<ClusterCoordinator>,
+    /// The store's URL when it is PostgreSQL.
+    pub database_url: Option<String>,
+    postgres: Option<crate::Postgres>,
     coordinator_args: Vec<String>,
     http: reqwest::Client,
     seq: u32,
@@ -87,23 +107,49 @@ impl Cluster {
         ));
         let storage = crate::images(&["tiny"]);
         let registry = Registry::start_on(&host_ip, &storage, "", &dir);
-        let api_port = free_port();
-        let link_port = free_port();
+        assert!(
+            opts.coordinators == 1 || opts.postgres,
+            "coordinators share a store only on PostgreSQL"
+        );
+        let (postgres, database_url) = if opts.postgres {
+            let pg = crate::Postgres::start();
+            let url = pg.database("berth");
+            (Some(pg), Some(url))
+        } else {
+            (None, None)
+        };
+        let coordinators: Vec<ClusterCoordinator> = (0..opts.coordinators.max(1))
+            .map(|i| ClusterCoordinator {
+                api: format!("http://127.0.0.1:{}", free_port()),
+                link_port: free_port(),
+                dir: dir.join(if i == 0 {
+                    "coord".to_string()
+                } else {
+                    format!("coord{i}")
+                }),
+                child: None,
+            })
+            .collect();
         let mut c = Self {
             dir: dir.clone(),
             bridge,
             host_ip,
             registry,
-            api: format!("http://127.0.0.1:{api_port}"),
-            link_port,
+            api: coordinators[0].api.clone(),
+            link_port: coordinators[0].link_port,
             admin_token: String::new(),
             nodes: Vec::new(),
-            coordinator: None,
+            coordinators,
+            database_url,
+            postgres,
             coordinator_args: opts.coordinator_args.clone(),
             http: reqwest::Client::new(),
             seq: k,
         };
-        c.start_coordinator();
+        // The first start makes the CA and the admin token; the others find them.
+        for i in 0..c.coordinators.len() {
+            c.start_coordinator_at(i);
+        }
         c.admin_token = std::fs::read_to_string(dir.join("coord/admin.token"))
             .expect("admin token")
             .trim()
@@ -119,19 +165,29 @@ impl Cluster {
         format!("{}/tiny:latest", self.registry.addr)
     }
 
-    /// (Re)starts the coordinator and waits for its API.
+    /// (Re)starts the (first) coordinator and waits for its API.
     pub fn start_coordinator(&mut self) {
-        assert!(self.coordinator.is_none());
+        self.start_coordinator_at(0);
+    }
+
+    /// (Re)starts coordinator `i` and waits for its API.
+    pub fn start_coordinator_at(&mut self, i: usize) {
+        let host_ip = self.host_ip.clone();
+        let database = self.database_url.clone();
+        let args = self.coordinator_args.clone();
+        let co = &mut self.coordinators[i];
+        assert!(co.child.is_none());
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("coordinator.log"))
+            .open(self.dir.join(format!("coordinator{i}.log")))
             .expect("coordinator log");
-        let api = self.api.trim_start_matches("http://").to_string();
-        let child = std::process::Command::new(crate::coordinator_bin())
-            .args(["--data-dir", &self.dir.join("coord").display().to_string()])
+        let api = co.api.trim_start_matches("http://").to_string();
+        let mut cmd = std::process::Command::new(crate::coordinator_bin());
+        cmd.args(["--data-dir", &co.dir.display().to_string()])
             .args(["--api", &api])
-            .args(["--link", &format!("{}:{}", self.host_ip, self.link_port)])
+            .args(["--link", &format!("{host_ip}:{}", co.link_port)])
+            .args(["--id", &format!("c{i}")])
             .args([
                 "--heartbeat",
                 "300ms",
@@ -139,35 +195,64 @@ impl Cluster {
                 "2s",
                 "--lost-after",
                 "6s",
-            ])
-            .args(&self.coordinator_args)
+            ]);
+        if let Some(url) = &database {
+            cmd.args(["--database", url]);
+        }
+        let child = cmd
+            .args(&args)
             .env("BERTH_LOG", "info,berth_coordinator=debug")
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
             .expect("spawn berth-coordinator");
-        self.coordinator = Some(child);
+        co.child = Some(child);
         let start = Instant::now();
         while std::net::TcpStream::connect(&api).is_err() {
             assert!(
                 start.elapsed() < Duration::from_secs(20),
-                "coordinator not up:\n{}",
+                "coordinator {i} not up:\n{}",
                 self.coordinator_log()
             );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// `kill -9` of the coordinator.
+    /// `kill -9` of the (first) coordinator.
     pub fn kill_coordinator(&mut self) {
-        if let Some(mut c) = self.coordinator.take() {
+        self.kill_coordinator_at(0);
+    }
+
+    /// `kill -9` of coordinator `i`.
+    pub fn kill_coordinator_at(&mut self, i: usize) {
+        if let Some(mut c) = self.coordinators[i].child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
+    /// The logs of every coordinator, one after the other.
     pub fn coordinator_log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("coordinator.log")).unwrap_or_default()
+        (0..self.coordinators.len())
+            .map(|i| {
+                let log = std::fs::read_to_string(self.dir.join(format!("coordinator{i}.log")))
+                    .unwrap_or_default();
+                if self.coordinators.len() == 1 {
+                    log
+                } else {
+                    format!("=== coordinator c{i} ===\n{log}")
+                }
+            })
+            .collect()
+    }
+
+    /// The link addresses agents are given, comma-separated.
+    fn link_addrs(&self) -> String {
+        self.coordinators
+            .iter()
+            .map(|c| format!("{}:{}", self.host_ip, c.link_port))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
     async fn add_node(&mut self, i: usize, opts: &ClusterOptions) {
@@ -196,7 +281,7 @@ impl Cluster {
                  [network]\nbridge = \"w{tag}\"\nsubnet = \"10.253.{k}.0/24\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
                  [cgroup]\nparent = \"{tag}\"\n\
                  [workspace]\nstop_grace_seconds = 2\nprepared = 0\n\
-                 [coordinator]\naddress = \"{host}:{port}\"\nreconnect_max_ms = 2000\n\
+                 [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
                  [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
                  [[registry]]\nhost = \"{registry}\"\ninsecure = true\n",
                 state = state_dir.display(),
@@ -204,8 +289,7 @@ impl Cluster {
                 runc = dir.join("runc").display(),
                 k = (self.seq * 8 + i as u32) % 256,
                 netns_dir = dir.join("netns").display(),
-                host = self.host_ip,
-                port = self.link_port,
+                links = self.link_addrs(),
                 cpu = opts.node_cpu_millis,
                 mem = 16u64 << 30,
                 disk = 64u64 << 30,
@@ -269,6 +353,12 @@ impl Cluster {
             status,
             serde_json::from_str(&text).unwrap_or(Value::String(text)),
         )
+    }
+
+    /// GET on another coordinator's API (base URL `api`) as the admin.
+    pub async fn get_at(&self, api: &str, path: &str) -> (u16, Value) {
+        self.send(self.http.get(format!("{api}{path}")), &self.admin_token)
+            .await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
@@ -436,7 +526,9 @@ impl Drop for Cluster {
                 }
             }
         }
-        self.kill_coordinator();
+        for i in 0..self.coordinators.len() {
+            self.kill_coordinator_at(i);
+        }
         for n in &mut self.nodes {
             n.kill_agent();
             // Remove every workspace container this node's containerd holds.
@@ -461,6 +553,7 @@ impl Drop for Cluster {
             ));
         }
         let _ = crate::sh(&format!("ip link del {}", self.bridge));
+        drop(self.postgres.take());
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

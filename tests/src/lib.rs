@@ -8,11 +8,13 @@
 pub mod clean;
 pub mod cluster;
 mod node;
+pub mod postgres;
 mod process;
 
 pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};
 pub use node::{Node, NodeOptions};
+pub use postgres::Postgres;
 pub use process::{free_port, Containerd, Registry};
 
 use std::path::{Path, PathBuf};

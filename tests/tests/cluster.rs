@@ -183,21 +183,101 @@ async fn long_partition_then_heal_keeps_one_copy() {
 /// concurrent creates.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
-    let mut c = Cluster::start(ClusterOptions {
+    let c = Cluster::start(ClusterOptions {
         agents: 3,
         ..Default::default()
     })
     .await;
+    let sqlite = format!("sqlite://{}", c.dir.join("coord/berth.db").display());
+    kill_loop_under_creates(c, &sqlite).await;
+}
+
+/// TEST-PLAN 7 with two coordinators on one PostgreSQL: both serve the API
+/// and the link (agents know both addresses), and each is killed in turn
+/// while 50 creates go to either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_coordinators_on_postgres_killed_in_turn_under_concurrent_creates() {
+    let c = Cluster::start(ClusterOptions {
+        agents: 3,
+        coordinators: 2,
+        postgres: true,
+        ..Default::default()
+    })
+    .await;
+    let url = c.database_url.clone().unwrap();
+    let second = format!("{}:{}", c.host_ip, c.coordinators[1].link_port);
+    let mut c = kill_loop_under_creates(c, &url).await;
+    for n in &c.nodes {
+        assert!(
+            n.agent_log().contains(&second),
+            "{} never tried {second}",
+            n.id
+        );
+    }
+    // The first coordinator gone for good: the agents move to the second,
+    // which places, starts and reports on its own.
+    c.kill_coordinator_at(0);
+    let api = c.coordinators[1].api.clone();
     let http = reqwest::Client::new();
-    let (api, token, image) = (c.api.clone(), c.admin_token.clone(), c.tiny());
+    let r = http
+        .post(format!("{api}/v1/workspaces"))
+        .bearer_auth(&c.admin_token)
+        .json(
+            &json!({"name": "after", "image": c.tiny(), "cpu_millis": 100,
+            "memory_bytes": 64u64 << 20, "disk_bytes": 32u64 << 20, "pids": 64}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    let running = berth_tests::eventually(Duration::from_secs(60), || async {
+        let w: serde_json::Value = http
+            .get(format!("{api}/v1/workspaces/after"))
+            .bearer_auth(&c.admin_token)
+            .send()
+            .await
+            .ok()?
+            .json()
+            .await
+            .ok()?;
+        (w["state"] == "running").then_some(w)
+    })
+    .await;
+    assert!(
+        running.is_some(),
+        "not running through the second coordinator:\n{}",
+        c.coordinator_log()
+    );
+    let moved = berth_tests::eventually(Duration::from_secs(30), || async {
+        let (_, nodes) = c.get_at(&api, "/v1/nodes").await;
+        let here = nodes
+            .as_array()?
+            .iter()
+            .filter(|n| n["connected_here"] == true)
+            .count();
+        (here == 3).then_some(())
+    })
+    .await;
+    assert!(
+        moved.is_some(),
+        "not every agent moved to the second coordinator"
+    );
+}
+
+async fn kill_loop_under_creates(mut c: Cluster, store_url: &str) -> Cluster {
+    let http = reqwest::Client::new();
+    let apis: Vec<String> = c.coordinators.iter().map(|k| k.api.clone()).collect();
+    let (token, image) = (c.admin_token.clone(), c.tiny());
     let creates: Vec<_> = (0..50)
         .map(|i| {
-            let (http, api, token, image) =
-                (http.clone(), api.clone(), token.clone(), image.clone());
+            let (http, apis, token, image) =
+                (http.clone(), apis.clone(), token.clone(), image.clone());
             tokio::spawn(async move {
                 // Retry until acknowledged (201) or refused as a duplicate of
-                // an earlier attempt that was acknowledged without us seeing it.
-                for _ in 0..200 {
+                // an earlier attempt that was acknowledged without us seeing
+                // it; each attempt goes to the next coordinator.
+                for attempt in 0..200 {
+                    let api = &apis[(i + attempt) % apis.len()];
                     let r = http
                         .post(format!("{api}/v1/workspaces"))
                         .bearer_auth(&token)
@@ -216,10 +296,11 @@ async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
             })
         })
         .collect();
-    for _ in 0..6 {
+    for round in 0..6 {
         tokio::time::sleep(Duration::from_millis(400)).await;
-        c.kill_coordinator();
-        c.start_coordinator();
+        let k = round % c.coordinators.len();
+        c.kill_coordinator_at(k);
+        c.start_coordinator_at(k);
     }
     for t in creates {
         assert!(t.await.unwrap(), "a create was never acknowledged");
@@ -229,21 +310,26 @@ async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
             .await;
     }
     // At most one placement per workspace, and each runs exactly once.
-    let store = berth_coordinator::store::Store::open(&format!(
-        "sqlite://{}",
-        c.dir.join("coord/berth.db").display()
-    ))
-    .await
-    .unwrap();
+    let store = berth_coordinator::store::Store::open(store_url)
+        .await
+        .unwrap();
     let counts = store.placement_counts().await.unwrap();
     assert_eq!(counts.len(), 50);
     assert!(counts.values().all(|n| *n == 1), "{counts:?}");
     let total: usize = c.nodes.iter().map(|n| n.running_tasks().len()).sum();
     assert_eq!(total, 50);
+    for n in store.nodes().await.unwrap() {
+        assert!(
+            n.allocated.cpu_millis <= n.capacity.cpu_millis && n.allocated_slots <= n.slots,
+            "{} overcommitted: {n:?}",
+            n.id
+        );
+    }
     assert!(
         !c.coordinator_log().contains("node lost"),
         "a node was declared lost within the grace window"
     );
+    c
 }
 
 /// Connects to the link with `cert`/`key` and tries to register as a node;

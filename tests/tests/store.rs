@@ -1,0 +1,399 @@
+//! The coordinator's store, the same tests on both backends: SQLite (a file
+//! in a temporary directory) and PostgreSQL (Debian's server, started by the
+//! test). Two `Store`s on one database stand for two coordinators.
+
+use berth_coordinator::lifecycle::{self, Event, State};
+use berth_coordinator::scheduler::Resources;
+use berth_coordinator::store::{now_ms, Decision, JoinRefusal, Registration, Store, WorkspaceRow};
+use berth_tests::Postgres;
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A database for one test, removed with it.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(Postgres),
+}
+
+impl Db {
+    fn url(&self) -> String {
+        match self {
+            Db::Sqlite(d) => format!("sqlite://{}", d.path().join("berth.db").display()),
+            Db::Postgres(p) => format!("postgres://berth@127.0.0.1:{}/berth", p.port),
+        }
+    }
+    fn sqlite() -> Self {
+        Db::Sqlite(tempfile::tempdir().expect("tempdir"))
+    }
+    fn postgres() -> Self {
+        let pg = Postgres::start();
+        pg.database("berth");
+        Db::Postgres(pg)
+    }
+}
+
+/// Each test body runs once per backend.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let db = super::Db::sqlite();
+                super::$name(&db.url()).await;
+            })*
+        }
+        mod postgres {
+            $(#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                let db = super::Db::postgres();
+                super::$name(&db.url()).await;
+            })*
+        }
+    };
+}
+
+on_both_backends!(
+    migrations_rerun_and_the_ca_is_made_once,
+    names_are_unique_per_owner_until_deleted,
+    compare_and_set_refuses_a_stale_version,
+    placement_never_overcommits_and_is_recorded_once,
+    two_coordinators_racing_place_each_workspace_once_within_capacity,
+    a_join_token_works_once_under_concurrency,
+    cached_images_grow_and_registration_replaces_them,
+    api_tokens_resolve_by_hash_only,
+);
+
+const MIB: u64 = 1 << 20;
+
+fn res(cpu_millis: u64) -> Resources {
+    Resources {
+        cpu_millis,
+        memory_bytes: 64 * MIB,
+        disk_bytes: 32 * MIB,
+    }
+}
+
+fn ws(id: &str, owner: &str, name: &str, cpu: u64) -> WorkspaceRow {
+    let lc = lifecycle::Workspace::new(true);
+    let now = now_ms();
+    WorkspaceRow {
+        id: id.into(),
+        name: name.into(),
+        owner: owner.into(),
+        image: "reg/tiny:1".into(),
+        resources: res(cpu),
+        pids: 64,
+        env: BTreeMap::new(),
+        node_selector: BTreeMap::new(),
+        state: lc.state,
+        desired: lc.desired,
+        node: None,
+        generation: lc.generation,
+        version: 0,
+        reason: None,
+        ip: None,
+        exit_code: None,
+        created_at_ms: now,
+        updated_at_ms: now,
+        state_since_ms: now,
+    }
+}
+
+/// A joined, registered node with `cpu` millicores and room for `slots`.
+async fn node(s: &Store, id: &str, cpu: u64, slots: u32) {
+    let tok = format!("t{id}");
+    s.add_join_token(&tok, "h", "test", now_ms() + 60_000)
+        .await
+        .unwrap();
+    s.join(&tok, "h", id, now_ms()).await.unwrap().unwrap();
+    let reg = Registration {
+        capacity: Resources {
+            cpu_millis: cpu,
+            memory_bytes: 1 << 40,
+            disk_bytes: 1 << 40,
+        },
+        slots,
+        agent_version: "test".into(),
+        ..Default::default()
+    };
+    s.register_node(id, &reg, now_ms()).await.unwrap();
+}
+
+fn decision(w: &WorkspaceRow, node: &str) -> Decision {
+    let (lc, _) = lifecycle::step(&w.lifecycle(), &Event::Placed(node.into())).unwrap();
+    Decision {
+        workspace: w.clone(),
+        next: w.with_lifecycle(&lc, now_ms()),
+        node: node.into(),
+    }
+}
+
+async fn alloc(s: &Store, id: &str) -> (u64, u32) {
+    let n = s.node(id).await.unwrap().unwrap();
+    (n.allocated.cpu_millis, n.allocated_slots)
+}
+
+async fn migrations_rerun_and_the_ca_is_made_once(url: &str) {
+    let a = Store::open(url).await.unwrap();
+    let b = Store::open(url).await.unwrap();
+    let made = std::sync::atomic::AtomicU32::new(0);
+    let gen = |tag: &'static str| {
+        made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        move || Ok((format!("cert-{tag}"), format!("key-{tag}")))
+    };
+    let (ca, cb) = tokio::join!(a.ca_or_init(gen("a")), b.ca_or_init(gen("b")));
+    let (ca, cb) = (ca.unwrap(), cb.unwrap());
+    assert_eq!(ca, cb, "both coordinators sign with one CA");
+    assert_eq!(
+        a.ca_or_init(gen("c")).await.unwrap(),
+        ca,
+        "kept across calls"
+    );
+    drop((a, b));
+    let c = Store::open(url).await.unwrap();
+    assert_eq!(
+        c.ca_or_init(gen("d")).await.unwrap(),
+        ca,
+        "kept across restarts"
+    );
+}
+
+async fn names_are_unique_per_owner_until_deleted(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    let first = ws("w1", "alice", "demo", 100);
+    s.insert_workspace(&first).await.unwrap();
+    let e = s
+        .insert_workspace(&ws("w2", "alice", "demo", 100))
+        .await
+        .unwrap_err();
+    assert_eq!((e.status, e.code), (409, "name_taken"));
+    s.insert_workspace(&ws("w3", "bob", "demo", 100))
+        .await
+        .unwrap();
+    // Once deleted, the name is free again; lookups prefer the live one.
+    let mut gone = first.clone();
+    gone.state = State::Deleted;
+    s.update_workspace(&first, &gone).await.unwrap().unwrap();
+    s.insert_workspace(&ws("w4", "alice", "demo", 100))
+        .await
+        .unwrap();
+    let live = s.workspace_by_name("alice", "demo").await.unwrap().unwrap();
+    assert_eq!(live.id, "w4");
+    assert!(s
+        .workspace_by_name("carol", "demo")
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn compare_and_set_refuses_a_stale_version(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    let w = ws("w1", "alice", "demo", 100);
+    s.insert_workspace(&w).await.unwrap();
+    let mut next = w.clone();
+    next.reason = Some("first".into());
+    let stored = s.update_workspace(&w, &next).await.unwrap().unwrap();
+    assert_eq!(stored.version, w.version + 1);
+    let mut other = w.clone();
+    other.reason = Some("second, from a stale read".into());
+    assert!(s.update_workspace(&w, &other).await.unwrap().is_none());
+    let row = s.workspace("w1").await.unwrap().unwrap();
+    assert_eq!(row.reason.as_deref(), Some("first"));
+    assert_eq!(row, stored, "the stored row is what update returned");
+}
+
+async fn placement_never_overcommits_and_is_recorded_once(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    node(&s, "n1", 1000, 10).await;
+    let list: Vec<WorkspaceRow> = (1..=3)
+        .map(|i| ws(&format!("w{i}"), "a", &format!("d{i}"), 400))
+        .collect();
+    for w in &list {
+        s.insert_workspace(w).await.unwrap();
+    }
+    let ds: Vec<Decision> = list.iter().map(|w| decision(w, "n1")).collect();
+    let placed = s.place(&ds, "c1").await.unwrap();
+    assert_eq!(placed.len(), 2, "1000m holds two of 400m");
+    assert_eq!(alloc(&s, "n1").await, (800, 2));
+    // The same decisions again (stale versions): nothing changes.
+    assert!(s.place(&ds, "c2").await.unwrap().is_empty());
+    assert_eq!(alloc(&s, "n1").await, (800, 2));
+    let counts = s.placement_counts().await.unwrap();
+    assert_eq!(counts.len(), 2);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let left = s.workspace("w3").await.unwrap().unwrap();
+    assert_eq!(left.state, State::Pending);
+    // Deleting a placed workspace releases its reservation in the same write.
+    let w1 = s.workspace("w1").await.unwrap().unwrap();
+    let mut gone = w1.clone();
+    gone.state = State::Deleted;
+    s.update_workspace(&w1, &gone).await.unwrap().unwrap();
+    assert_eq!(alloc(&s, "n1").await, (400, 1));
+    // A cordoned node takes nothing.
+    assert!(s.set_node_flags("n1", true, false).await.unwrap());
+    let left = s.workspace("w3").await.unwrap().unwrap();
+    assert!(s
+        .place(&[decision(&left, "n1")], "c1")
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(alloc(&s, "n1").await, (400, 1));
+}
+
+/// Two coordinators (two pools) place the same pending workspaces at once,
+/// each choosing nodes on its own: constraints, not luck, keep every
+/// workspace placed once and every node within capacity.
+async fn two_coordinators_racing_place_each_workspace_once_within_capacity(url: &str) {
+    let a = Store::open(url).await.unwrap();
+    let b = Store::open(url).await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        node(&a, n, 2000, 100).await;
+    }
+    // 60 × 200m for 3 × 2000m: exactly half of them fit.
+    for i in 0..60 {
+        a.insert_workspace(&ws(&format!("w{i:02}"), "u", &format!("d{i}"), 200))
+            .await
+            .unwrap();
+    }
+    async fn racer(s: Store, name: &'static str, offset: usize) -> usize {
+        let mut placed = 0;
+        for round in 0..50 {
+            let pending = s.workspaces_in(&[State::Pending], 1024).await.unwrap();
+            if pending.is_empty() {
+                break;
+            }
+            let nodes = ["n1", "n2", "n3"];
+            let ds: Vec<Decision> = pending
+                .iter()
+                .enumerate()
+                .map(|(i, w)| decision(w, nodes[(i + offset + round) % 3]))
+                .collect();
+            // Small batches interleave the two writers.
+            for chunk in ds.chunks(4) {
+                match s.place(chunk, name).await {
+                    Ok(p) => placed += p.len(),
+                    // PostgreSQL may abort one of two crossing transactions
+                    // (deadlock); the controller retries on its next pass.
+                    Err(e) => assert_eq!(e.status, 503, "{e}"),
+                }
+            }
+        }
+        placed
+    }
+    let (pa, pb) = tokio::join!(
+        tokio::spawn(racer(a.clone(), "coord-a", 0)),
+        tokio::spawn(racer(b.clone(), "coord-b", 1))
+    );
+    let (pa, pb) = (pa.unwrap(), pb.unwrap());
+    assert_eq!(
+        pa + pb,
+        30,
+        "capacity for 30, each placed by one coordinator ({pa} + {pb})"
+    );
+    let counts = a.placement_counts().await.unwrap();
+    assert_eq!(counts.len(), 30);
+    assert!(counts.values().all(|&n| n == 1), "{counts:?}");
+    let rows = a.workspaces(&Default::default()).await.unwrap();
+    for n in ["n1", "n2", "n3"] {
+        let on: u64 = rows
+            .iter()
+            .filter(|w| w.node.as_deref() == Some(n) && w.state == State::Scheduled)
+            .map(|w| w.resources.cpu_millis)
+            .sum();
+        let (cpu, _) = alloc(&a, n).await;
+        assert_eq!(cpu, on, "{n}: allocation equals its workspaces");
+        assert!(cpu <= 2000, "{n} overcommitted: {cpu}");
+    }
+}
+
+async fn a_join_token_works_once_under_concurrency(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    s.add_join_token("t1", "hash", "admin", now_ms() + 60_000)
+        .await
+        .unwrap();
+    let tries = (0..8).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.join("t1", "hash", &format!("node{i}"), now_ms()).await })
+    });
+    let results: Vec<_> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(()) | Err(JoinRefusal::Used))));
+    assert_eq!(s.nodes().await.unwrap().len(), 1);
+    assert_eq!(
+        s.join("t1", "wrong", "x", now_ms()).await.unwrap(),
+        Err(JoinRefusal::Unknown)
+    );
+    s.add_join_token("t2", "hash", "admin", now_ms() - 1)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.join("t2", "hash", "y", now_ms()).await.unwrap(),
+        Err(JoinRefusal::Expired)
+    );
+    // A node id already taken: refused, and the token stays usable.
+    let taken = s.nodes().await.unwrap()[0].id.clone();
+    s.add_join_token("t3", "hash", "admin", now_ms() + 60_000)
+        .await
+        .unwrap();
+    let e = s.join("t3", "hash", &taken, now_ms()).await.unwrap_err();
+    assert_eq!((e.status, e.code), (409, "node_exists"));
+    assert_eq!(
+        s.join("t3", "hash", "fresh", now_ms()).await.unwrap(),
+        Ok(())
+    );
+}
+
+async fn cached_images_grow_and_registration_replaces_them(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    node(&s, "n1", 1000, 10).await;
+    let notes = (0..10).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.note_cached_image("n1", &format!("reg/img{i}:1")).await })
+    });
+    for r in futures::future::join_all(notes).await {
+        r.unwrap().unwrap();
+    }
+    let n = s.node("n1").await.unwrap().unwrap();
+    assert_eq!(
+        n.cached_images.len(),
+        10,
+        "no concurrent note lost: {:?}",
+        n.cached_images
+    );
+    let reg = Registration {
+        capacity: res(1000),
+        slots: 10,
+        cached: BTreeSet::from(["reg/only:1".to_string()]),
+        ..Default::default()
+    };
+    s.register_node("n1", &reg, now_ms()).await.unwrap();
+    let n = s.node("n1").await.unwrap().unwrap();
+    assert_eq!(n.cached_images, reg.cached);
+    s.note_cached_image("nobody", "x").await.unwrap();
+}
+
+async fn api_tokens_resolve_by_hash_only(url: &str) {
+    let s = Store::open(url).await.unwrap();
+    assert!(!s.has_admin().await.unwrap());
+    s.add_api_token("id1", "h-admin", "root", true)
+        .await
+        .unwrap();
+    s.add_api_token("id2", "h-bob", "bob", false).await.unwrap();
+    assert!(s.has_admin().await.unwrap());
+    let p = s.principal("h-bob").await.unwrap().unwrap();
+    assert_eq!((p.user.as_str(), p.admin), ("bob", false));
+    assert!(s.principal("id2").await.unwrap().is_none());
+    assert!(
+        s.add_api_token("id3", "h-bob", "eve", true).await.is_err(),
+        "hashes are unique"
+    );
+}
