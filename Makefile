@@ -11,7 +11,7 @@ CARGO ?= cargo
 # Debian packages the project needs at run and test time.
 DEBIAN_PACKAGES := containerd runc protobuf-compiler docker-registry umoci skopeo mmdebstrap \
 	nftables iproute2 util-linux busybox-static e2fsprogs golang-github-containers-common \
-	apache2-utils curl ca-certificates postgresql
+	apache2-utils curl ca-certificates postgresql python3 python3-venv
 
 .PHONY: deps images build up test bench lint
 
@@ -30,6 +30,7 @@ up: build images
 
 # The tests spawn target/debug/berth-agent: build every target first so it is current.
 test: deps images
+	@scripts/schemathesis.sh --version >/dev/null
 	$(CARGO) build --locked --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --workspace --no-fail-fast; \

@@ -75,6 +75,41 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
     }
 }
 
+/// Integers as JSON Schema counts them: `3` and `3.0` are the same integer.
+mod whole {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    fn num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Some(v) = n.as_u64() {
+            return Ok(Some(v));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+                Ok(Some(f as u64))
+            }
+            _ => Err(D::Error::custom(format!(
+                "invalid value {n}: expected a non-negative integer"
+            ))),
+        }
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        num(d)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match num(d)? {
+            None => Ok(None),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("invalid value {v}: too large"))),
+        }
+    }
+}
+
 // ---- types ----
 
 /// Request to create a workspace. Resources come from the tier (default
@@ -83,21 +118,29 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> 
 #[serde(deny_unknown_fields)]
 pub struct CreateWorkspace {
     /// 1 to 40 of a-z, 0-9 and '-'; unique among the caller's workspaces.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
     pub name: String,
     /// Image reference, host[:port]/repository[:tag].
+    #[schema(pattern = "^[!-.0-~][!-~]*/[!-~]*[!-.0-~]$", max_length = 512)]
     pub image: String,
     /// Resource tier: small, medium or large (see `GET /v1/tiers`).
+    #[schema(pattern = "^(small|medium|large)$")]
     pub tier: Option<String>,
     /// CPU in thousandths of a core.
     #[schema(minimum = 100, maximum = 64000)]
+    #[serde(default, deserialize_with = "whole::opt_u32")]
     pub cpu_millis: Option<u32>,
     #[schema(minimum = 67108864, maximum = 274877906944_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub memory_bytes: Option<u64>,
     /// Size of the persistent /workspace volume.
     #[schema(minimum = 16777216, maximum = 1099511627776_u64)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub disk_bytes: Option<u64>,
     #[schema(minimum = 16, maximum = 65536)]
+    #[serde(default, deserialize_with = "whole::opt_u32")]
     pub pids: Option<u32>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
     pub env: Option<BTreeMap<String, String>>,
     /// Labels a node must carry.
     pub node_selector: Option<BTreeMap<String, String>>,
@@ -159,21 +202,29 @@ impl From<&WorkspaceRow> for Workspace {
 
 /// Filters of the workspace list.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
     /// Only this state.
+    #[param(
+        pattern = "^(pending|scheduled|starting|running|stopping|stopped|deleting|deleted|failed|unknown)$"
+    )]
     pub state: Option<String>,
     /// Only this node (admins).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")]
     pub node: Option<String>,
     /// Another user's workspaces (admins); `*` for everyone's.
+    #[param(pattern = "^([a-z0-9._@-]{1,64}|[*])$")]
     pub owner: Option<String>,
 }
 
 /// Whose workspace a path names: the caller's unless an admin says otherwise.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct OwnerQuery {
     /// The owner of the workspace (admins only; default: the caller).
+    #[param(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub owner: Option<String>,
 }
 
@@ -181,15 +232,19 @@ pub struct OwnerQuery {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ExecBody {
-    /// Program and arguments.
+    /// Program and arguments (no NUL).
+    #[schema(min_items = 1, max_items = 4096)]
     pub argv: Vec<String>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
     pub env: Option<BTreeMap<String, String>>,
-    /// Working directory (default /workspace).
+    /// Working directory, absolute (default /workspace).
+    #[schema(pattern = "^/[^\\u0000]*$")]
     pub cwd: Option<String>,
     /// Text given on standard input.
     pub stdin: Option<String>,
     /// Seconds before the call gives up (default 60, at most 3600).
     #[schema(minimum = 1, maximum = 3600)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub timeout_seconds: Option<u64>,
 }
 
@@ -234,6 +289,7 @@ pub struct NodeResources {
 pub struct CreateJoinToken {
     /// Lifetime in seconds (default 3600, at most 7 days).
     #[schema(minimum = 1, maximum = 604800)]
+    #[serde(default, deserialize_with = "whole::opt_u64")]
     pub ttl_seconds: Option<u64>,
 }
 
@@ -248,8 +304,10 @@ pub struct JoinTokenCreated {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiToken {
+    #[schema(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub user: String,
     /// admin or member.
+    #[schema(pattern = "^(admin|member)$")]
     pub role: String,
 }
 
@@ -289,7 +347,7 @@ pub struct Tier {
         uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &Constraints),
     security(("bearer" = []))
 )]
 pub struct ApiDoc;
@@ -304,6 +362,72 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
+    }
+}
+
+/// What the derive cannot say: the names and values allowed in the maps
+/// and the NUL-free argv items (the same rules `validate` enforces).
+struct Constraints;
+
+impl utoipa::Modify for Constraints {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Object, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let text = |pattern: &str, max: usize| {
+            Schema::Object(
+                Object::builder()
+                    .schema_type(Type::String)
+                    .pattern(Some(pattern))
+                    .max_length(Some(max))
+                    .build(),
+            )
+        };
+        let no_nul = |max| text("^[^\\u0000]*$", max);
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // (schema, field, names, values, most entries)
+        let maps = [
+            (
+                "CreateWorkspace",
+                "env",
+                text("^[A-Za-z_][A-Za-z0-9_]*$", 256),
+                no_nul(32 * 1024),
+                256,
+            ),
+            (
+                "ExecBody",
+                "env",
+                text("^[A-Za-z_][A-Za-z0-9_]*$", 256),
+                no_nul(32 * 1024),
+                256,
+            ),
+            (
+                "CreateWorkspace",
+                "node_selector",
+                text(validate::LABEL_KEY, 253),
+                text(validate::LABEL_VALUE, 63),
+                64,
+            ),
+        ];
+        for (schema, field, names, values, most) in maps {
+            let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema) else {
+                continue;
+            };
+            let Some(RefOr::T(Schema::Object(f))) = o.properties.get_mut(field) else {
+                continue;
+            };
+            f.property_names = Some(Box::new(names));
+            f.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::RefOr(RefOr::T(values)),
+            ));
+            f.max_properties = Some(most);
+        }
+        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut("ExecBody") {
+            if let Some(RefOr::T(Schema::Array(a))) = o.properties.get_mut("argv") {
+                a.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(no_nul(1 << 20))));
+            }
+        }
     }
 }
 
@@ -358,11 +482,13 @@ fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
     }
 }
 
+/// The caller's (or `owner`'s) workspace named `name`; a deleted one is gone
+/// (404), as for every request after its deletion.
 async fn find(s: &AppState, owner: &str, name: &str) -> Result<WorkspaceRow> {
     validate::workspace_name(name)?;
     match s.ctl.store().workspace_by_name(owner, name).await? {
-        Some(w) => Ok(w),
-        None => Err(ApiError::not_found(format!("no workspace named {name:?}"))),
+        Some(w) if w.state != State::Deleted => Ok(w),
+        _ => Err(ApiError::not_found(format!("no workspace named {name:?}"))),
     }
 }
 
@@ -419,7 +545,7 @@ async fn create_workspace(
     }
     for (k, v) in &env {
         validate::env_key(k)?;
-        if v.len() > 32 * 1024 || v.contains('\0') {
+        if v.chars().count() > 32 * 1024 || v.contains('\0') {
             return Err(ApiError::invalid(
                 "invalid_env",
                 format!("value of {k} is too long or has a NUL"),
@@ -427,11 +553,14 @@ async fn create_workspace(
         }
     }
     let selector = req.node_selector.unwrap_or_default();
-    if selector.len() > 64 || selector.iter().any(|(k, v)| k.len() > 253 || v.len() > 253) {
+    if selector.len() > 64 {
         return Err(ApiError::invalid(
             "invalid_node_selector",
-            "at most 64 labels of 253 characters",
+            "at most 64 labels",
         ));
+    }
+    for (k, v) in &selector {
+        validate::label(k, v)?;
     }
     let now = now_ms();
     let lc = lifecycle::Workspace::new(req.start.unwrap_or(true));
@@ -507,7 +636,7 @@ async fn list_workspaces(
 }
 
 /// Get one workspace.
-#[utoipa::path(get, path = "/v1/workspaces/{name}", params(("name" = String, Path), OwnerQuery),
+#[utoipa::path(get, path = "/v1/workspaces/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
     responses((status = 200, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_workspace(
@@ -529,9 +658,6 @@ async fn intent(
 ) -> Result<Json<Workspace>> {
     let owner = owner_of(a, owner)?;
     let w = find(s, &owner, name).await?;
-    if w.state == State::Deleted && ev != Event::DeleteRequested {
-        return Err(ApiError::not_found(format!("no workspace named {name:?}")));
-    }
     match s.ctl.change(&w.id, &[ev], None, true, None).await {
         Ok(stored) => Ok(Json(Workspace::from(&stored))),
         Err(Change::Invalid(e)) => Err(ApiError::conflict(
@@ -544,7 +670,7 @@ async fn intent(
 }
 
 /// Start a stopped (or failed) workspace.
-#[utoipa::path(post, path = "/v1/workspaces/{name}/start", params(("name" = String, Path), OwnerQuery),
+#[utoipa::path(post, path = "/v1/workspaces/{name}/start", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
     responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn start_workspace(
@@ -560,7 +686,7 @@ async fn start_workspace(
 }
 
 /// Stop a workspace; its /workspace volume is kept.
-#[utoipa::path(post, path = "/v1/workspaces/{name}/stop", params(("name" = String, Path), OwnerQuery),
+#[utoipa::path(post, path = "/v1/workspaces/{name}/stop", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
     responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn stop_workspace(
@@ -576,7 +702,7 @@ async fn stop_workspace(
 }
 
 /// Delete a workspace and its volume. Idempotent.
-#[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path), OwnerQuery),
+#[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
     responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn delete_workspace(
@@ -592,7 +718,7 @@ async fn delete_workspace(
 }
 
 /// Run a command in a running workspace and return its output and exit code.
-#[utoipa::path(post, path = "/v1/workspaces/{name}/exec", params(("name" = String, Path), OwnerQuery), request_body = ExecBody,
+#[utoipa::path(post, path = "/v1/workspaces/{name}/exec", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery), request_body = ExecBody,
     responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
         (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
@@ -770,7 +896,7 @@ async fn node_row(s: &AppState, id: &str) -> Result<NodeRow> {
 }
 
 /// Get a node (admins).
-#[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path)),
+#[utoipa::path(get, path = "/v1/nodes/{id}", params(("id" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn get_node(AxState(s): AxState<AppState>, a: Auth, P(id): P<String>) -> Result<Json<Node>> {
@@ -785,7 +911,7 @@ async fn set_flags(s: &AppState, id: &str, cordoned: bool, draining: bool) -> Re
 }
 
 /// Cordon a node: nothing new is placed on it.
-#[utoipa::path(post, path = "/v1/nodes/{id}/cordon", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/nodes/{id}/cordon", params(("id" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn cordon_node(
@@ -798,7 +924,7 @@ async fn cordon_node(
 }
 
 /// Uncordon a node (also ends a drain).
-#[utoipa::path(post, path = "/v1/nodes/{id}/uncordon", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/nodes/{id}/uncordon", params(("id" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn uncordon_node(
@@ -812,7 +938,7 @@ async fn uncordon_node(
 
 /// Drain a node: cordon it and stop its running workspaces (their volumes
 /// stay on the node; moving them to another node comes with backups).
-#[utoipa::path(post, path = "/v1/nodes/{id}/drain", params(("id" = String, Path)),
+#[utoipa::path(post, path = "/v1/nodes/{id}/drain", params(("id" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn drain_node(

@@ -3,7 +3,7 @@
 use crate::error::{ApiError, Result};
 
 /// A DNS label of at most `max` characters: `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
-fn label(s: &str, max: usize) -> bool {
+fn dns_label(s: &str, max: usize) -> bool {
     let b = s.as_bytes();
     !b.is_empty()
         && b.len() <= max
@@ -15,7 +15,7 @@ fn label(s: &str, max: usize) -> bool {
 
 /// A workspace name: 1 to 40 of a-z, 0-9 and "-", not starting or ending with "-".
 pub fn workspace_name(s: &str) -> Result<()> {
-    if label(s, 40) {
+    if dns_label(s, 40) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -27,7 +27,7 @@ pub fn workspace_name(s: &str) -> Result<()> {
 
 /// A node id: a DNS label of at most 63 characters.
 pub fn node_id(s: &str) -> Result<()> {
-    if label(s, 63) {
+    if dns_label(s, 63) {
         Ok(())
     } else {
         Err(ApiError::invalid(
@@ -71,6 +71,34 @@ pub fn image(s: &str) -> Result<()> {
     }
 }
 
+/// Pattern of a node label's name (what `label` accepts).
+pub const LABEL_KEY: &str = "^[A-Za-z0-9]([A-Za-z0-9._/-]{0,251}[A-Za-z0-9])?$";
+/// Pattern of a node label's value (what `label` accepts); may be empty.
+pub const LABEL_VALUE: &str = "^([A-Za-z0-9]([A-Za-z0-9._-]{0,61}[A-Za-z0-9])?)?$";
+
+/// A node label `k=v`, as in a node selector: a name of 1 to 253 of
+/// `A-Za-z0-9._/-` and a value of at most 63 of `A-Za-z0-9._-`, each starting
+/// and ending alphanumeric.
+pub fn label(k: &str, v: &str) -> Result<()> {
+    fn ok(s: &str, max: usize, extra: &[u8]) -> bool {
+        let b = s.as_bytes();
+        !b.is_empty()
+            && b.len() <= max
+            && b.iter()
+                .all(|c| c.is_ascii_alphanumeric() || extra.contains(c))
+            && b[0].is_ascii_alphanumeric()
+            && b[b.len() - 1].is_ascii_alphanumeric()
+    }
+    if ok(k, 253, b"._/-") && (v.is_empty() || ok(v, 63, b"._-")) {
+        Ok(())
+    } else {
+        Err(ApiError::invalid(
+            "invalid_node_selector",
+            format!("invalid label {k:?}={v:?}: names of 1 to 253 of A-Za-z0-9._/-, values of at most 63 of A-Za-z0-9._-, alphanumeric at both ends"),
+        ))
+    }
+}
+
 /// An environment variable name.
 pub fn env_key(k: &str) -> Result<()> {
     let b = k.as_bytes();
@@ -106,6 +134,24 @@ mod tests {
         }
         assert!(node_id(&"n".repeat(63)).is_ok());
         assert!(node_id(&"n".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn labels() {
+        assert!(label("zone", "eu-1").is_ok());
+        assert!(label("berth.dev/gpu", "").is_ok());
+        for (k, v) in [
+            ("", "x"),
+            ("-a", "x"),
+            ("a", "-x"),
+            ("a b", "x"),
+            ("a", "x/y"),
+            ("ä", "x"),
+        ] {
+            assert!(label(k, v).is_err(), "{k}={v}");
+        }
+        assert!(label(&"k".repeat(254), "").is_err());
+        assert!(label("k", &"v".repeat(64)).is_err());
     }
 
     #[test]

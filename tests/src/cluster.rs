@@ -424,7 +424,9 @@ impl Cluster {
         let r = crate::eventually(timeout, || async {
             let (s, w) = self.get(&format!("/v1/workspaces/{name}")).await;
             *last.lock().unwrap() = w.clone();
-            (s == 200 && w["state"] == state).then_some(w)
+            // A deleted workspace is gone from the API (404).
+            let gone = state == "deleted" && s == 404;
+            (gone || (s == 200 && w["state"] == state)).then_some(w)
         })
         .await;
         r.unwrap_or_else(|| {
