@@ -39,8 +39,9 @@ test: deps images
 	fi
 
 bench: deps images
-	$(CARGO) build --locked --release -p berth-agent
+	$(CARGO) build --locked --release -p berth-agent -p berth-coordinator
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench agent
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench coordinator
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -105,6 +105,25 @@ impl std::fmt::Debug for Agents {
     }
 }
 
+/// The QUIC transport of the link's server side. Agents open two streams at
+/// most (control, renewal), so eight are allowed: quinn keeps state for every
+/// allowed stream, and 1,024 cost ~90 KiB per connection. Segmentation offload
+/// is off: the link carries small messages, and its send buffer is per
+/// connection.
+pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig, ApiError> {
+    let mut transport = quinn::TransportConfig::default();
+    transport
+        .max_idle_timeout(Some(
+            quinn::IdleTimeout::try_from(idle_timeout)
+                .map_err(|e| ApiError::internal(e.to_string()))?,
+        ))
+        .max_concurrent_bidi_streams(8u32.into())
+        .max_concurrent_uni_streams(0u32.into())
+        .datagram_receive_buffer_size(None)
+        .enable_segmentation_offload(false);
+    Ok(transport)
+}
+
 impl Agents {
     pub fn new(
         store: Store,
@@ -134,14 +153,7 @@ impl Agents {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
             .map_err(|e| ApiError::internal(format!("QUIC TLS config: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
-        let mut transport = quinn::TransportConfig::default();
-        transport
-            .max_idle_timeout(Some(
-                quinn::IdleTimeout::try_from(self.inner.cfg.idle_timeout)
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            ))
-            .max_concurrent_bidi_streams(1024u32.into())
-            .max_concurrent_uni_streams(0u32.into());
+        let transport = server_transport(self.inner.cfg.idle_timeout)?;
         server.transport_config(Arc::new(transport));
         quinn::Endpoint::server(server, self.inner.cfg.listen).map_err(|e| {
             ApiError::unavailable(

@@ -30,16 +30,26 @@ pub struct AppState {
     pub ca_fingerprint: String,
 }
 
-/// A JSON body whose rejection is one of our JSON errors (400).
+/// A JSON object body whose rejection is one of our JSON errors (400).
+/// Only an object: serde would also read a struct from an array.
 pub struct Body<T>(pub T);
 
 impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(e) => Err(ApiError::bad_request("invalid_body", e.body_text())),
+        let v = match Json::<serde_json::Value>::from_request(req, state).await {
+            Ok(Json(v)) => v,
+            Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text())),
+        };
+        if !v.is_object() {
+            return Err(ApiError::bad_request(
+                "invalid_body",
+                "the body must be a JSON object",
+            ));
         }
+        serde_json::from_value(v)
+            .map(Body)
+            .map_err(|e| ApiError::bad_request("invalid_body", e.to_string()))
     }
 }
 

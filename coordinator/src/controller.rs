@@ -237,7 +237,7 @@ impl Controller {
             return Ok(0);
         }
         let now = now_ms();
-        let mut views = self.views(&store.nodes().await?, now);
+        let mut fleet = scheduler::Fleet::new(self.views(&store.nodes().await?, now));
         let mut decisions = Vec::new();
         for w in pending.iter().filter(|w| w.desired != Desired::Deleted) {
             let req = scheduler::Request {
@@ -245,19 +245,14 @@ impl Controller {
                 resources: w.resources,
                 node_selector: w.node_selector.clone(),
             };
-            match scheduler::place(&req, &views, self.inner.timing.strategy) {
+            match fleet.place(&req, self.inner.timing.strategy) {
                 Ok(p) => {
                     let Ok((next, _)) =
                         lifecycle::step(&w.lifecycle(), &Event::Placed(p.node.clone()))
                     else {
                         continue;
                     };
-                    if let Some(v) = views.iter_mut().find(|v| v.id == p.node) {
-                        v.allocated.cpu_millis += w.resources.cpu_millis;
-                        v.allocated.memory_bytes += w.resources.memory_bytes;
-                        v.allocated.disk_bytes += w.resources.disk_bytes;
-                        v.workspaces += 1;
-                    }
+                    fleet.reserve(&p.node, w.resources);
                     decisions.push(Decision {
                         workspace: w.clone(),
                         next: w.with_lifecycle(&next, now),
@@ -273,11 +268,13 @@ impl Controller {
             }
         }
         let placed = store.place(&decisions, &self.inner.id).await?;
-        for w in &placed {
+        let n = placed.len();
+        for w in placed {
             tracing::debug!(workspace = %w.id, node = ?w.node, "placed");
-            self.published(w);
+            self.published(&w);
+            self.dispatch(w);
         }
-        Ok(placed.len())
+        Ok(n)
     }
 
     // ---- commands ----
@@ -309,53 +306,61 @@ impl Controller {
                 100_000,
             )
             .await?;
-        let now = Instant::now();
-        let now_ms = now_ms();
         for w in waiting {
-            let Some(cmd) = lifecycle::pending_command(&w.lifecycle()) else {
-                continue;
-            };
-            if matches!(w.state, State::Scheduled | State::Starting)
-                && now_ms - w.state_since_ms > self.inner.timing.start_timeout.as_millis() as i64
-            {
-                self.apply(&w.id, &[Event::Timeout], None).await;
-                continue;
-            }
-            let node = w.node.clone().unwrap_or_default();
-            if !self.inner.agents.is_connected(&node) {
-                continue;
-            }
-            if self
-                .inner
-                .retry_after
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .get(&w.id)
-                .is_some_and(|t| *t > now)
-            {
-                continue;
-            }
-            if !self
-                .inner
+            self.dispatch(w);
+        }
+        Ok(())
+    }
+
+    /// Sends `w`'s pending command unless one is in flight, its node is not
+    /// connected here or it waits for a retry; fails it past the start
+    /// timeout. Called by the dispatch pass and right after a write that
+    /// leaves a command pending (placement, a request, an answer), so a
+    /// command does not wait for the next pass to re-read the store.
+    fn dispatch(&self, w: WorkspaceRow) {
+        let Some(cmd) = lifecycle::pending_command(&w.lifecycle()) else {
+            return;
+        };
+        if matches!(w.state, State::Scheduled | State::Starting)
+            && now_ms() - w.state_since_ms > self.inner.timing.start_timeout.as_millis() as i64
+        {
+            let me = self.clone();
+            tokio::spawn(async move { me.apply(&w.id, &[Event::Timeout], None).await });
+            return;
+        }
+        let node = w.node.clone().unwrap_or_default();
+        if !self.inner.agents.is_connected(&node) {
+            return;
+        }
+        if self
+            .inner
+            .retry_after
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&w.id)
+            .is_some_and(|t| *t > Instant::now())
+        {
+            return;
+        }
+        if !self
+            .inner
+            .inflight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.id.clone())
+        {
+            return;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = w.id.clone();
+            me.send(w, cmd).await;
+            me.inner
                 .inflight
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .insert(w.id.clone())
-            {
-                continue;
-            }
-            let me = self.clone();
-            tokio::spawn(async move {
-                let id = w.id.clone();
-                me.send(w, cmd).await;
-                me.inner
-                    .inflight
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&id);
-            });
-        }
-        Ok(())
+                .remove(&id);
+        });
     }
 
     fn request(w: &WorkspaceRow, cmd: Command) -> pb::request::Command {
@@ -551,10 +556,13 @@ impl Controller {
                         tracing::info!(workspace = %id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");
                     }
                     self.published(&stored);
-                    if lifecycle::pending_command(&stored.lifecycle()).is_some()
-                        || stored.state == State::Pending
-                    {
+                    if stored.state == State::Pending {
                         self.wake();
+                    } else if lifecycle::pending_command(&stored.lifecycle()).is_some() {
+                        // Now, unless a command for it is in flight (an answer
+                        // being applied); then the pass woken here sends it.
+                        self.dispatch(stored.clone());
+                        self.inner.wake_dispatch.notify_one();
                     }
                     return Ok(stored);
                 }

@@ -4,7 +4,7 @@
 //! caches the image first, then bin-pack or spread by the configured strategy.
 //! Ties go to the smallest node id, so a decision is reproducible.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Amounts of the resources placement counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -171,9 +171,21 @@ pub fn utilization_ppm(req: &Request, node: &NodeView) -> u64 {
 
 /// Chooses the node for `req`.
 pub fn place(req: &Request, nodes: &[NodeView], strategy: Strategy) -> Result<Placement, NoFit> {
+    best_of(req, nodes.iter(), strategy)
+}
+
+/// The best of `nodes` for `req`: image cached first, then by strategy,
+/// then the smallest id.
+fn best_of<'a>(
+    req: &Request,
+    nodes: impl Iterator<Item = &'a NodeView>,
+    strategy: Strategy,
+) -> Result<Placement, NoFit> {
     let mut reasons = BTreeMap::new();
+    let mut seen = 0;
     let mut best: Option<(Placement, (bool, i64), &str)> = None;
     for node in nodes {
+        seen += 1;
         if let Some(r) = unfit(req, node) {
             *reasons.entry(r).or_insert(0) += 1;
             continue;
@@ -202,9 +214,61 @@ pub fn place(req: &Request, nodes: &[NodeView], strategy: Strategy) -> Result<Pl
         }
     }
     best.map(|(p, _, _)| p).ok_or(NoFit {
-        nodes: nodes.len(),
+        nodes: seen,
         reasons,
     })
+}
+
+/// The nodes of one scheduling pass, indexed by id and by cached image, and
+/// kept current as the pass places workspaces. `place` gives the answer
+/// `place` over the whole table gives, but when a node that caches the image
+/// fits, the best one is among those (the cached ones rank first), so it looks
+/// at them only instead of at every node.
+#[derive(Debug, Clone, Default)]
+pub struct Fleet {
+    nodes: Vec<NodeView>,
+    by_id: HashMap<String, usize>,
+    by_image: HashMap<String, Vec<usize>>,
+}
+
+impl Fleet {
+    pub fn new(nodes: Vec<NodeView>) -> Self {
+        let mut by_id = HashMap::with_capacity(nodes.len());
+        let mut by_image: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, n) in nodes.iter().enumerate() {
+            by_id.insert(n.id.clone(), i);
+            for img in &n.cached_images {
+                by_image.entry(img.clone()).or_default().push(i);
+            }
+        }
+        Self {
+            nodes,
+            by_id,
+            by_image,
+        }
+    }
+
+    pub fn nodes(&self) -> &[NodeView] {
+        &self.nodes
+    }
+
+    /// Chooses the node for `req`; the same answer as [`place`] over `nodes()`.
+    pub fn place(&self, req: &Request, strategy: Strategy) -> Result<Placement, NoFit> {
+        if let Some(idx) = self.by_image.get(&req.image) {
+            if let Ok(p) = best_of(req, idx.iter().map(|&i| &self.nodes[i]), strategy) {
+                return Ok(p);
+            }
+        }
+        place(req, &self.nodes, strategy)
+    }
+
+    /// Counts a placement on `node` for the rest of the pass.
+    pub fn reserve(&mut self, node: &str, r: Resources) {
+        if let Some(v) = self.by_id.get(node).map(|&i| &mut self.nodes[i]) {
+            v.allocated = v.allocated.plus(r);
+            v.workspaces += 1;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -393,5 +457,58 @@ mod tests {
             place_and_book(&mut nodes).unwrap();
         }
         assert!(place_and_book(&mut nodes).is_err());
+    }
+
+    #[test]
+    fn fleet_places_as_the_full_scan_does() {
+        // Deterministic pseudo-random tables: sizes, loads, cached images, labels.
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for round in 0..40 {
+            let mut nodes = Vec::new();
+            for i in 0..(5 + rnd(60)) {
+                let mut n = node(&format!("n{i:02}"), 4000, 16, rnd(4000), rnd(16));
+                n.ready = rnd(10) > 0;
+                n.cordoned = rnd(15) == 0;
+                n.max_workspaces = 1 + rnd(5) as u32;
+                n.workspaces = rnd(5) as u32;
+                for _ in 0..rnd(3) {
+                    n.cached_images.insert(format!("reg/img{}:1", rnd(5)));
+                }
+                if rnd(2) == 0 {
+                    n.labels.insert("zone".into(), format!("z{}", rnd(2)));
+                }
+                nodes.push(n);
+            }
+            let mut fleet = Fleet::new(nodes.clone());
+            for k in 0..30 {
+                let mut r = req(100 + rnd(2000), 1 + rnd(6));
+                r.image = format!("reg/img{}:1", rnd(6));
+                if rnd(4) == 0 {
+                    r.node_selector
+                        .insert("zone".into(), format!("z{}", rnd(2)));
+                }
+                let strategy = if round % 2 == 0 {
+                    Strategy::BinPack
+                } else {
+                    Strategy::Spread
+                };
+                let want = place(&r, &nodes, strategy);
+                let got = fleet.place(&r, strategy);
+                assert_eq!(got, want, "round {round}, request {k}");
+                if let Ok(p) = want {
+                    fleet.reserve(&p.node, r.resources);
+                    let n = nodes.iter_mut().find(|n| n.id == p.node).unwrap();
+                    n.allocated = n.allocated.plus(r.resources);
+                    n.workspaces += 1;
+                }
+                assert_eq!(fleet.nodes(), &nodes[..]);
+            }
+        }
     }
 }

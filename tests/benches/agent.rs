@@ -8,34 +8,9 @@
 //! BERTH_BENCH_ITERS sets the start iterations (default 40).
 
 use berth_proto::agent::{self as pb, request::Command};
+use berth_tests::bench::{iters, percentile, record, rss_kib, sorted};
 use berth_tests::{Node, NodeOptions};
-use std::io::Write;
 use std::time::{Duration, Instant};
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
-    sorted[idx]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
-fn record(bench: &str, metric: &str, value: f64, unit: &str, goal: &str) {
-    let dir = berth_tests::repo_root().join("target/bench");
-    std::fs::create_dir_all(&dir).expect("mkdir target/bench");
-    let line = serde_json::json!({"bench": bench, "metric": metric, "value": (value * 1000.0).round() / 1000.0, "unit": unit, "goal": goal});
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(dir.join(format!("{bench}.jsonl")))
-        .expect("open jsonl");
-    writeln!(f, "{line}").expect("write jsonl");
-}
 
 fn ctr(node: &Node, args: &[&str]) -> bool {
     std::process::Command::new("ctr")
@@ -66,10 +41,7 @@ fn log_p50(log: &str, marker: &str, key: &str, skip: usize) -> f64 {
 }
 
 async fn start_bench() {
-    let iters: usize = std::env::var("BERTH_BENCH_ITERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(40);
+    let iters = iters(40);
     let warmup = 3;
     let mut node = Node::new(NodeOptions::default());
     node.start_agent().await;
@@ -140,16 +112,6 @@ async fn start_bench() {
     record("start", "ctr_p50_ms", c50, "ms", "");
     record("start", "p50_ratio_vs_ctr", a50 / c50, "x", "<=1.0");
     record("start", "p90_ratio_vs_ctr", a90 / c90, "x", "<=1.0");
-}
-
-fn rss_kib(pid: u32) -> f64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(f64::NAN)
 }
 
 async fn memory_bench() {

@@ -1,0 +1,937 @@
+//! Coordinator benchmarks, each printed as a table and appended as JSON lines
+//! to target/bench/<bench>.jsonl:
+//!
+//! - placement: placements per second with durable commits (SQLite WAL with
+//!   synchronous=FULL; PostgreSQL with fsync and synchronous_commit on) against
+//!   5,000 simulated agents (registered, ready node rows with capacity, labels
+//!   and cached images), by the coordinator's own scheduling pass; decision
+//!   latency of the pure scheduler; baseline: the same number of rows written
+//!   in the same batches by bare UPDATEs, with the same durability.
+//! - link_handshake: full mutual-TLS QUIC handshakes per second against a
+//!   coordinator process; baseline: server-authenticated-only handshakes to the
+//!   same endpoint (the join ALPN) in the same run.
+//! - link_memory: the coordinator's RSS with 5,000 idle agents connected,
+//!   registered and heartbeating, against its RSS with none.
+//! - api_overhead: create→running through the API (POST to SSE "running")
+//!   against the agent alone (its control socket) on the same node and image,
+//!   interleaved.
+//!
+//! `cargo bench --bench coordinator -- placement handshake memory api` runs a
+//! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
+//! of idle agents (default 5000).
+
+use berth_coordinator::agents::{Agents, LinkConfig};
+use berth_coordinator::controller::{Controller, Timing};
+use berth_coordinator::pki::Ca;
+use berth_coordinator::scheduler::{self, Request, Resources, Strategy};
+use berth_coordinator::store::{now_ms, Store};
+use berth_tests::bench::{iters, percentile, record, rss_kib, sorted};
+use berth_tests::{Cluster, ClusterOptions, Postgres};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const NODES: usize = 5000;
+const IMAGES: usize = 50;
+
+fn image(i: usize) -> String {
+    format!("registry.bench/img{}:1", i % IMAGES)
+}
+
+/// 5,000 ready nodes: 16 cores, 64 GiB, 1 TiB, 110 slots, a zone label,
+/// three cached images each.
+async fn seed_nodes(store: &Store, now: i64) {
+    let mut tx = store.pool().begin().await.unwrap();
+    for i in 0..NODES {
+        let cached: Vec<String> = (0..3).map(|k| image(i * 3 + k)).collect();
+        sqlx::query(
+            "INSERT INTO nodes (id, status, labels, cached_images, cap_cpu_millis, cap_memory_bytes, \
+             cap_disk_bytes, cap_slots, agent_version, joined_at_ms, last_seen_ms, status_since_ms) \
+             VALUES ($1, 'ready', $2, $3, 16000, $4, $5, 110, 'bench', $6, $6, $6)",
+        )
+        .bind(format!("node{i:05}"))
+        .bind(format!("{{\"zone\":\"z{}\"}}", i % 4))
+        .bind(serde_json::to_string(&cached).unwrap())
+        .bind(64i64 << 30)
+        .bind(1i64 << 40)
+        .bind(now)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+fn ws_resources(i: usize) -> Resources {
+    Resources {
+        cpu_millis: 500 + (i % 4) as u64 * 500,
+        memory_bytes: (1 + (i % 4) as u64) << 30,
+        disk_bytes: 10 << 30,
+    }
+}
+
+/// `n` pending workspaces (acknowledged creates), inserted in bulk.
+async fn seed_workspaces(store: &Store, n: usize, now: i64) {
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut tx = store.pool().begin().await.unwrap();
+        for &i in chunk {
+            let r = ws_resources(i);
+            sqlx::query(
+                "INSERT INTO workspaces (id, name, owner, image, cpu_millis, memory_bytes, disk_bytes, pids, \
+                 env, node_selector, state, desired, node, generation, version, reason, ip, exit_code, \
+                 created_at_ms, updated_at_ms, state_since_ms) \
+                 VALUES ($1, $2, 'bench', $3, $4, $5, $6, 4096, '{}', $7, 'pending', 'running', NULL, 1, 0, NULL, NULL, NULL, $8, $8, $8)",
+            )
+            .bind(format!("w{i:06}"))
+            .bind(format!("ws{i}"))
+            .bind(image(i * 7))
+            .bind(r.cpu_millis as i64)
+            .bind(r.memory_bytes as i64)
+            .bind(r.disk_bytes as i64)
+            .bind(if i % 10 == 0 { "{\"zone\":\"z1\"}" } else { "{}" })
+            .bind(now + i as i64)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+}
+
+fn controller(store: Store) -> Controller {
+    let (cert, key) = Ca::generate().unwrap();
+    let ca = Ca::load(&cert, &key).unwrap();
+    let (agents, _events) = Agents::new(
+        store.clone(),
+        ca,
+        LinkConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            cert_lifetime: Duration::from_secs(3600),
+            heartbeat: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(8),
+            server_names: vec![],
+        },
+    );
+    Controller::new(
+        "bench".into(),
+        store,
+        agents,
+        Timing {
+            // The simulated agents do not heartbeat: keep them ready.
+            unreachable_after: Duration::from_secs(86_400),
+            ..Default::default()
+        },
+    )
+}
+
+async fn placement(backend: &str, url: &str) {
+    let n = iters(20) * 1000;
+    let store = Store::open(url).await.unwrap();
+    let now = now_ms();
+    seed_nodes(&store, now).await;
+    seed_workspaces(&store, n, now).await;
+    let ctl = controller(store.clone());
+
+    // Decision latency of the pure scheduler over the 5,000 node views.
+    let fleet = scheduler::Fleet::new(ctl.views(&store.nodes().await.unwrap(), now_ms()));
+    let (mut decide, mut scan) = (Vec::new(), Vec::new());
+    for i in 0..2000 {
+        let mut sel = BTreeMap::new();
+        if i % 10 == 0 {
+            sel.insert("zone".to_string(), "z1".to_string());
+        }
+        let req = Request {
+            image: image(i * 7),
+            resources: ws_resources(i),
+            node_selector: sel,
+        };
+        let t = Instant::now();
+        let p = fleet.place(&req, Strategy::BinPack);
+        decide.push(t.elapsed().as_secs_f64() * 1e6);
+        let t = Instant::now();
+        let q = scheduler::place(&req, fleet.nodes(), Strategy::BinPack);
+        scan.push(t.elapsed().as_secs_f64() * 1e6);
+        assert_eq!(p, q);
+        assert!(p.is_ok());
+    }
+    let (decide, scan) = (sorted(decide), sorted(scan));
+
+    let t = Instant::now();
+    let _ = store.nodes().await.unwrap();
+    let read_nodes = t.elapsed().as_secs_f64() * 1000.0;
+    let t = Instant::now();
+    let _ = store
+        .workspaces_in(&[berth_coordinator::lifecycle::State::Pending], 1024)
+        .await
+        .unwrap();
+    let read_pending = t.elapsed().as_secs_f64() * 1000.0;
+    // The scheduling passes, as the controller runs them.
+    let mut passes = Vec::new();
+    let mut placed = 0;
+    let t0 = Instant::now();
+    loop {
+        let t = Instant::now();
+        let k = ctl.schedule_once().await.expect("scheduling pass");
+        if k == 0 {
+            break;
+        }
+        passes.push(t.elapsed().as_secs_f64() * 1000.0);
+        placed += k;
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    assert_eq!(placed, n, "every workspace placed");
+    let counts = store.placement_counts().await.unwrap();
+    assert_eq!(counts.len(), n);
+    let rate = placed as f64 / elapsed;
+    let passes = sorted(passes);
+
+    // Baseline: the same rows, the same batches, bare durable UPDATEs.
+    let t0 = Instant::now();
+    for chunk in (0..n).collect::<Vec<_>>().chunks(1024) {
+        let mut tx = store.pool().begin().await.unwrap();
+        for &i in chunk {
+            sqlx::query(
+                "UPDATE workspaces SET reason = 'baseline', version = version + 1 WHERE id = $1",
+            )
+            .bind(format!("w{i:06}"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        }
+        tx.commit().await.unwrap();
+    }
+    let floor = n as f64 / t0.elapsed().as_secs_f64();
+
+    let bench = format!("placement_{backend}");
+    println!("\n{bench}: {n} pending workspaces onto {NODES} simulated agents, durable commits");
+    println!("  placements/s                         {rate:>10.0}   (goal >= 3750)");
+    println!(
+        "  scheduling pass p50 / p99 (<=1024)   {:>7.1} / {:.1} ms",
+        percentile(&passes, 0.5),
+        percentile(&passes, 0.99)
+    );
+    println!(
+        "  decision p50 / p99                   {:>7.0} / {:.0} us",
+        percentile(&decide, 0.5),
+        percentile(&decide, 0.99)
+    );
+    println!("  pass reads: {NODES} nodes {read_nodes:.1} ms, 1024 pending {read_pending:.1} ms");
+    println!(
+        "  (full scan of every node p50 / p99   {:>7.0} / {:.0} us)",
+        percentile(&scan, 0.5),
+        percentile(&scan, 0.99)
+    );
+    println!("  baseline: bare durable row updates/s {floor:>10.0}");
+    println!(
+        "  ratio placements / baseline          {:>10.2}",
+        rate / floor
+    );
+    record(&bench, "placements_per_s", rate, "1/s", ">=3750");
+    record(
+        &bench,
+        "decision_p50_us",
+        percentile(&decide, 0.5),
+        "us",
+        "",
+    );
+    record(
+        &bench,
+        "decision_p99_us",
+        percentile(&decide, 0.99),
+        "us",
+        "",
+    );
+    record(&bench, "pass_p99_ms", percentile(&passes, 0.99), "ms", "");
+    record(&bench, "baseline_updates_per_s", floor, "1/s", "");
+    record(&bench, "ratio_vs_bare_updates", rate / floor, "x", "");
+}
+
+/// A coordinator process (the release binary next to the agent's) with its
+/// own data directory, API and link on loopback.
+struct CoordProc {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+    api: String,
+    link: std::net::SocketAddr,
+}
+
+impl Drop for CoordProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl CoordProc {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let api = format!("127.0.0.1:{}", berth_tests::free_port());
+        let link: std::net::SocketAddr = format!("127.0.0.1:{}", berth_tests::free_port())
+            .parse()
+            .unwrap();
+        let child = std::process::Command::new(berth_tests::coordinator_bin())
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--api", &api, "--link", &link.to_string()])
+            .env("BERTH_LOG", "warn")
+            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while std::net::TcpStream::connect(&api).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "coordinator not up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Self {
+            child,
+            dir,
+            api: format!("http://{api}"),
+            link,
+        }
+    }
+
+    fn store_url(&self) -> String {
+        format!("sqlite://{}", self.dir.path().join("berth.db").display())
+    }
+
+    fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("admin.token"))
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    fn rss_mib(&self) -> f64 {
+        rss_kib(self.child.id()) / 1024.0
+    }
+}
+
+/// A simulated agent's identity: a key, a CSR, a certificate signed by the
+/// cluster CA, exactly what a join yields.
+struct SimIdentity {
+    key_pem: String,
+    cert_pem: String,
+}
+
+fn make_identities(ca: &Ca, prefix: &str, n: usize) -> Vec<SimIdentity> {
+    (0..n)
+        .map(|i| {
+            let node = format!("{prefix}{i:05}");
+            let (key_pem, csr) = berth_proto::tls::node_csr(&node).unwrap();
+            let cert_pem = ca
+                .sign_node(&node, &csr, Duration::from_secs(86_400))
+                .unwrap()
+                .cert_pem;
+            SimIdentity { key_pem, cert_pem }
+        })
+        .collect()
+}
+
+/// Identities signed by the coordinator's CA, their nodes recorded as joined.
+async fn sim_identities(store: &Store, prefix: &str, n: usize) -> (String, Vec<SimIdentity>) {
+    let (ca_cert, ca_key) = store
+        .ca_or_init(|| panic!("the coordinator made its CA"))
+        .await
+        .unwrap();
+    let ca = Ca::load(&ca_cert, &ca_key).unwrap();
+    let now = now_ms();
+    let mut tx = store.pool().begin().await.unwrap();
+    for i in 0..n {
+        sqlx::query("INSERT INTO nodes (id, status, joined_at_ms, last_seen_ms, status_since_ms) VALUES ($1, 'joined', $2, $2, $2)")
+            .bind(format!("{prefix}{i:05}"))
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+    (ca_cert, make_identities(&ca, prefix, n))
+}
+
+/// The baseline of link_memory: a bare quinn server with the coordinator's
+/// TLS and transport settings that only does the protocol's minimum (answer
+/// the registration, acknowledge heartbeats). Runs in a child process (this
+/// bench re-executed with BERTH_BENCH_BARE_QUIC=<dir>) so its RSS is its own.
+fn bare_quic_server(dir: &std::path::Path) -> ! {
+    use berth_proto::link as lk;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let read = |f: &str| std::fs::read_to_string(dir.join(f)).unwrap();
+        let ca = Ca::load(&read("ca.pem"), &read("ca.key")).unwrap();
+        let (chain, key) = ca.server_cert(&[]).unwrap();
+        let tls =
+            berth_coordinator::pki::server_tls(&ca, chain, key, &[berth_proto::ALPN_LINK]).unwrap();
+        let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
+        let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
+        server.transport_config(Arc::new(
+            berth_coordinator::agents::server_transport(Duration::from_secs(8)).unwrap(),
+        ));
+        let ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
+        std::fs::write(dir.join("addr"), ep.local_addr().unwrap().to_string()).unwrap();
+        while let Some(incoming) = ep.accept().await {
+            tokio::spawn(async move {
+                let Ok(conn) = incoming.await else { return };
+                let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+                    return;
+                };
+                let mut kind = [0u8; 1];
+                if recv.read_exact(&mut kind).await.is_err() {
+                    return;
+                }
+                while let Ok(Some(m)) =
+                    berth_proto::read_frame::<_, lk::AgentMessage>(&mut recv).await
+                {
+                    let reply = match m.msg {
+                        Some(lk::agent_message::Msg::Register(_)) => {
+                            lk::coordinator_message::Msg::Registered(lk::Registered {
+                                node_id: String::new(),
+                                heartbeat_interval_ms: 2000,
+                            })
+                        }
+                        Some(lk::agent_message::Msg::Heartbeat(h)) => {
+                            lk::coordinator_message::Msg::HeartbeatAck(lk::HeartbeatAck {
+                                seq: h.seq,
+                            })
+                        }
+                        _ => continue,
+                    };
+                    let msg = lk::CoordinatorMessage { msg: Some(reply) };
+                    if berth_proto::write_frame(&mut send, &msg).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    std::process::exit(0)
+}
+
+/// Connects `ids` as simulated agents to `addr`, 100 at a time; returns
+/// the seconds it took.
+async fn connect_agents(
+    ep: &quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    ca_pem: &str,
+    ids: &[SimIdentity],
+    stop: &Arc<tokio::sync::Notify>,
+) -> f64 {
+    let t = Instant::now();
+    for chunk in ids.chunks(100) {
+        let joins = chunk.iter().map(|id| {
+            let cfg = quic_client(
+                berth_proto::tls::client_tls(
+                    ca_pem,
+                    &id.cert_pem,
+                    &id.key_pem,
+                    berth_proto::ALPN_LINK,
+                )
+                .unwrap(),
+            );
+            sim_agent(ep.clone(), addr, cfg, stop.clone())
+        });
+        for r in futures::future::join_all(joins).await {
+            r.expect("simulated agent registered");
+        }
+    }
+    t.elapsed().as_secs_f64()
+}
+
+/// QUIC client settings as the agent uses them (agent/src/link.rs), with
+/// TLS session resumption off so every handshake is a full one.
+fn quic_client(mut tls: rustls::ClientConfig) -> quinn::ClientConfig {
+    tls.resumption = rustls::client::Resumption::disabled();
+    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    let mut c = quinn::ClientConfig::new(Arc::new(crypto));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    c.transport_config(Arc::new(t));
+    c
+}
+
+/// `count` handshakes, `parallel` at a time, each with a config from `make`;
+/// returns handshakes per second.
+async fn handshakes(
+    ep: &quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    count: usize,
+    parallel: usize,
+    make: impl Fn(usize) -> quinn::ClientConfig,
+) -> f64 {
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let t = Instant::now();
+    let workers = (0..parallel).map(|_| async {
+        loop {
+            let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if i >= count {
+                return;
+            }
+            let conn = ep
+                .connect_with(make(i), addr, berth_proto::tls::SERVER_NAME)
+                .unwrap()
+                .await
+                .expect("handshake");
+            conn.close(0u32.into(), b"bench");
+        }
+    });
+    futures::future::join_all(workers).await;
+    count as f64 / t.elapsed().as_secs_f64()
+}
+
+async fn link_handshake() {
+    let count = iters(20) * 100;
+    let c = CoordProc::start();
+    let store = Store::open(&c.store_url()).await.unwrap();
+    let (ca_pem, ids) = sim_identities(&store, "hs", 64).await;
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    // Warm-up, then interleave the two kinds in rounds.
+    let mtls = |i: usize| {
+        let id = &ids[i % ids.len()];
+        quic_client(
+            berth_proto::tls::client_tls(
+                &ca_pem,
+                &id.cert_pem,
+                &id.key_pem,
+                berth_proto::ALPN_LINK,
+            )
+            .unwrap(),
+        )
+    };
+    let server_only = |_: usize| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(berth_proto::tls::pem_to_der(&ca_pem).unwrap())
+            .unwrap();
+        let mut cfg = rustls::ClientConfig::builder_with_provider(berth_proto::tls::provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![berth_proto::ALPN_JOIN.to_vec()];
+        quic_client(cfg)
+    };
+    handshakes(&ep, c.link, 100, 16, &mtls).await;
+    handshakes(&ep, c.link, 100, 16, &server_only).await;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..4 {
+        a.push(handshakes(&ep, c.link, count / 4, 16, &mtls).await);
+        b.push(handshakes(&ep, c.link, count / 4, 16, &server_only).await);
+    }
+    let (a, b) = (sorted(a), sorted(b));
+    let (ma, mb) = (percentile(&a, 0.5), percentile(&b, 0.5));
+    println!("\nlink_handshake: {count} full TLS 1.3 handshakes over QUIC each kind, 16 at a time, client and coordinator on this machine");
+    println!("  mutual TLS (node certificate), per second   {ma:>8.0}   (goal >= 1000)");
+    println!("  server-authenticated only (baseline), per s {mb:>8.0}");
+    println!(
+        "  ratio mTLS / server-only                    {:>8.2}",
+        ma / mb
+    );
+    record(
+        "link_handshake",
+        "mtls_handshakes_per_s",
+        ma,
+        "1/s",
+        ">=1000",
+    );
+    record(
+        "link_handshake",
+        "server_auth_handshakes_per_s",
+        mb,
+        "1/s",
+        "",
+    );
+    record(
+        "link_handshake",
+        "ratio_mtls_vs_server_auth",
+        ma / mb,
+        "x",
+        "",
+    );
+}
+
+/// One simulated agent: connect, register (empty inventory), then
+/// heartbeat at the interval the coordinator asks for, as the agent does.
+async fn sim_agent(
+    ep: quinn::Endpoint,
+    addr: std::net::SocketAddr,
+    cfg: quinn::ClientConfig,
+    stop: Arc<tokio::sync::Notify>,
+) -> Result<(), String> {
+    use berth_proto::link as lk;
+    let conn = ep
+        .connect_with(cfg, addr, berth_proto::tls::SERVER_NAME)
+        .map_err(|e| e.to_string())?
+        .await
+        .map_err(|e| e.to_string())?;
+    let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+    send.write_all(b"C").await.map_err(|e| e.to_string())?;
+    let reg = lk::AgentMessage {
+        msg: Some(lk::agent_message::Msg::Register(lk::Register {
+            agent_version: "sim".into(),
+            capacity: Some(lk::Capacity {
+                cpu_millis: 16_000,
+                memory_bytes: 64 << 30,
+                disk_bytes: 1 << 40,
+                max_workspaces: 110,
+            }),
+            ..Default::default()
+        })),
+    };
+    berth_proto::write_frame(&mut send, &reg)
+        .await
+        .map_err(|e| e.to_string())?;
+    let first: lk::CoordinatorMessage = berth_proto::read_frame(&mut recv)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or("closed before registered")?;
+    let interval = match first.msg {
+        Some(lk::coordinator_message::Msg::Registered(r)) => {
+            Duration::from_millis(u64::from(r.heartbeat_interval_ms).max(100))
+        }
+        other => return Err(format!("not registered: {other:?}")),
+    };
+    tokio::spawn(async move {
+        let mut seq = 0;
+        let mut tick = tokio::time::interval(interval);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    seq += 1;
+                    let hb = lk::AgentMessage { msg: Some(lk::agent_message::Msg::Heartbeat(lk::Heartbeat { seq })) };
+                    if berth_proto::write_frame(&mut send, &hb).await.is_err() { return; }
+                }
+                m = berth_proto::read_frame::<_, lk::CoordinatorMessage>(&mut recv) => {
+                    if !matches!(m, Ok(Some(_))) { return; }
+                }
+                _ = stop.notified() => { conn.close(0u32.into(), b"done"); return; }
+            }
+        }
+    });
+    Ok(())
+}
+
+async fn link_memory() {
+    let n: usize = std::env::var("BERTH_BENCH_AGENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5000);
+    let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+
+    // Baseline: bare quinn with the same TLS and transport, the same agents.
+    let bare_dir = tempfile::tempdir().unwrap();
+    let (ca_cert, ca_key) = Ca::generate().unwrap();
+    std::fs::write(bare_dir.path().join("ca.pem"), &ca_cert).unwrap();
+    std::fs::write(bare_dir.path().join("ca.key"), &ca_key).unwrap();
+    let mut bare = std::process::Command::new(std::env::current_exe().unwrap())
+        .env("BERTH_BENCH_BARE_QUIC", bare_dir.path())
+        .spawn()
+        .unwrap();
+    let addr_file = bare_dir.path().join("addr");
+    let t = Instant::now();
+    while !addr_file.exists() {
+        assert!(t.elapsed() < Duration::from_secs(10), "bare server not up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let bare_addr: std::net::SocketAddr = std::fs::read_to_string(&addr_file)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let bare_ids = make_identities(&Ca::load(&ca_cert, &ca_key).unwrap(), "bare", n);
+    let bare_idle = rss_kib(bare.id()) / 1024.0;
+    let stop_bare = Arc::new(tokio::sync::Notify::new());
+    connect_agents(&ep, bare_addr, &ca_cert, &bare_ids, &stop_bare).await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let bare_full = rss_kib(bare.id()) / 1024.0;
+    stop_bare.notify_waiters();
+    let _ = bare.kill();
+    let _ = bare.wait();
+
+    // The coordinator.
+    let c = CoordProc::start();
+    let store = Store::open(&c.store_url()).await.unwrap();
+    let (ca_pem, ids) = sim_identities(&store, "sim", n).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let idle0 = c.rss_mib();
+    let stop = Arc::new(tokio::sync::Notify::new());
+    let connect_s = connect_agents(&ep, c.link, &ca_pem, &ids, &stop).await;
+    // Let them idle through a few heartbeats and the coordinator's liveness passes.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let http = reqwest::Client::new();
+    let nodes: serde_json::Value = http
+        .get(format!("{}/v1/nodes", c.api))
+        .bearer_auth(c.admin_token())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let connected = nodes
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["connected_here"] == true && n["status"] == "ready")
+        .count();
+    assert_eq!(connected, n, "every simulated agent connected and ready");
+    let full = c.rss_mib();
+    let per_conn = (full - idle0) * 1024.0 / n as f64;
+    let bare_per_conn = (bare_full - bare_idle) * 1024.0 / n as f64;
+    println!(
+        "\nlink_memory: RSS with {n} idle agents (mTLS QUIC, registered, heartbeating every 2 s)"
+    );
+    println!(
+        "{:<40} {:>10} {:>12} {:>14}",
+        "",
+        "no agent",
+        format!("{n} agents"),
+        "per agent"
+    );
+    println!(
+        "{:<40} {:>6.1} MiB {:>8.1} MiB {:>10.1} KiB",
+        "berth-coordinator", idle0, full, per_conn
+    );
+    println!(
+        "{:<40} {:>6.1} MiB {:>8.1} MiB {:>10.1} KiB",
+        "bare quinn, same TLS + transport (base)", bare_idle, bare_full, bare_per_conn
+    );
+    println!("  goal: coordinator <= 150 MiB with {n} agents; per-agent ratio coordinator / bare quinn {:.2}", per_conn / bare_per_conn);
+    println!("  ({n} registrations with the coordinator took {connect_s:.1} s)");
+    record("link_memory", "rss_5000_agents_mib", full, "MiB", "<=150");
+    record("link_memory", "per_agent_kib", per_conn, "KiB", "");
+    record(
+        "link_memory",
+        "bare_quinn_per_agent_kib",
+        bare_per_conn,
+        "KiB",
+        "",
+    );
+    record(
+        "link_memory",
+        "per_agent_ratio_vs_bare_quinn",
+        per_conn / bare_per_conn,
+        "x",
+        "",
+    );
+    stop.notify_waiters();
+}
+
+/// SSE "workspace" events as (name, state), from the API's event stream.
+async fn events(api: &str, token: &str) -> tokio::sync::mpsc::UnboundedReceiver<(String, String)> {
+    use futures::StreamExt;
+    let resp = reqwest::Client::new()
+        .get(format!("{api}/v1/events"))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut body = resp.bytes_stream();
+    tokio::spawn(async move {
+        let mut buf = String::new();
+        while let Some(Ok(chunk)) = body.next().await {
+            buf.push_str(&String::from_utf8_lossy(&chunk));
+            while let Some(end) = buf.find("\n\n") {
+                let block: String = buf.drain(..end + 2).collect();
+                for line in block.lines() {
+                    if let Some(data) = line.strip_prefix("data:") {
+                        if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim()) {
+                            let name = v["name"].as_str().unwrap_or_default().to_string();
+                            let state = v["state"].as_str().unwrap_or_default().to_string();
+                            let _ = tx.send((name, state));
+                        }
+                    }
+                }
+            }
+        }
+    });
+    rx
+}
+
+async fn until(
+    rx: &mut tokio::sync::mpsc::UnboundedReceiver<(String, String)>,
+    name: &str,
+    state: &str,
+) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match tokio::time::timeout_at(deadline, rx.recv()).await {
+            Ok(Some((n, s))) if n == name && s == state => return,
+            Ok(Some((n, s))) if n == name && s == "failed" => panic!("{name} failed"),
+            Ok(Some(_)) => {}
+            other => panic!("{name} never {state}: {other:?}"),
+        }
+    }
+}
+
+async fn api_overhead() {
+    use berth_proto::agent::{self as pb, request::Command};
+    let iters = iters(30);
+    let warmup = 3;
+    let c = Cluster::start(ClusterOptions {
+        agents: 1,
+        ..Default::default()
+    })
+    .await;
+    let node = &c.nodes[0];
+    let tiny = c.tiny();
+    let http = reqwest::Client::new();
+    let mut rx = events(&c.api, &c.admin_token).await;
+    let (mut via_api, mut alone) = (Vec::new(), Vec::new());
+    for i in 0..warmup + iters {
+        let name = format!("a{i}");
+        let via_api_once = async {
+            let t = Instant::now();
+            let r = http
+                .post(format!("{}/v1/workspaces", c.api))
+                .bearer_auth(&c.admin_token)
+                .json(
+                    &serde_json::json!({"name": name, "image": tiny, "cpu_millis": 500,
+                    "memory_bytes": 128u64 << 20, "disk_bytes": 64u64 << 20, "pids": 128}),
+                )
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status().as_u16(), 201);
+            until(&mut rx, &name, "running").await;
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        let alone_once = async {
+            let mut client = berth_agent::client::Client::connect(&node.socket)
+                .await
+                .unwrap();
+            let t = Instant::now();
+            let st = client
+                .status_call(Command::Create(pb::CreateRequest {
+                    spec: Some(pb::WorkspaceSpec {
+                        name: format!("b{i}"),
+                        image: tiny.clone(),
+                        cpu_millis: 500,
+                        memory_bytes: 128 << 20,
+                        pids: 128,
+                        disk_bytes: 64 << 20,
+                        ..Default::default()
+                    }),
+                    auth: None,
+                    start: true,
+                }))
+                .await
+                .expect("agent create");
+            assert_eq!(st.state, pb::State::Running as i32);
+            t.elapsed().as_secs_f64() * 1000.0
+        };
+        // Alternate which goes first, so neither gains from following the other.
+        let (a, b) = if i % 2 == 0 {
+            let a = via_api_once.await;
+            (a, alone_once.await)
+        } else {
+            let b = alone_once.await;
+            (via_api_once.await, b)
+        };
+
+        let r = http
+            .delete(format!("{}/v1/workspaces/{name}", c.api))
+            .bearer_auth(&c.admin_token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 202);
+        until(&mut rx, &name, "deleted").await;
+        let mut client = berth_agent::client::Client::connect(&node.socket)
+            .await
+            .unwrap();
+        client
+            .status_call(Command::Delete(pb::NameRequest {
+                name: format!("b{i}"),
+                generation: 0,
+            }))
+            .await
+            .ok();
+        if i >= warmup {
+            via_api.push(a);
+            alone.push(b);
+        }
+    }
+    let (via_api, alone) = (sorted(via_api), sorted(alone));
+    let (a50, a90, b50, b90) = (
+        percentile(&via_api, 0.5),
+        percentile(&via_api, 0.9),
+        percentile(&alone, 0.5),
+        percentile(&alone, 0.9),
+    );
+    println!("\napi_overhead: create→running of `tiny`, {iters} runs each, interleaved, same agent and image");
+    println!("{:<44} {:>8} {:>8}", "", "p50 ms", "p90 ms");
+    println!(
+        "{:<44} {:>8.1} {:>8.1}",
+        "API: POST /v1/workspaces → SSE running", a50, a90
+    );
+    println!(
+        "{:<44} {:>8.1} {:>8.1}",
+        "agent alone: control socket (baseline)", b50, b90
+    );
+    println!(
+        "{:<44} {:>8.1} {:>8.1}   (goal p50 <= 5 ms)",
+        "added by the coordinator",
+        a50 - b50,
+        a90 - b90
+    );
+    println!(
+        "{:<44} {:>8.2} {:>8.2}",
+        "ratio API / agent",
+        a50 / b50,
+        a90 / b90
+    );
+    record("api_overhead", "api_p50_ms", a50, "ms", "");
+    record("api_overhead", "agent_p50_ms", b50, "ms", "");
+    record("api_overhead", "added_p50_ms", a50 - b50, "ms", "<=5");
+    record("api_overhead", "p50_ratio_vs_agent", a50 / b50, "x", "");
+}
+
+fn main() {
+    if let Some(dir) = std::env::var_os("BERTH_BENCH_BARE_QUIC") {
+        bare_quic_server(std::path::Path::new(&dir));
+    }
+    let only: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
+    let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        if want("placement") {
+            let dir = tempfile::tempdir().unwrap();
+            placement(
+                "sqlite",
+                &format!("sqlite://{}", dir.path().join("berth.db").display()),
+            )
+            .await;
+            let pg = Postgres::start();
+            placement("postgres", &pg.database("bench")).await;
+        }
+        if want("link") || want("handshake") {
+            link_handshake().await;
+        }
+        if want("link") || want("memory") {
+            link_memory().await;
+        }
+        if want("api") {
+            api_overhead().await;
+        }
+    });
+    let _ = (
+        Arc::new(()),
+        Cluster::start,
+        ClusterOptions::default,
+        rss_kib,
+    );
+}
