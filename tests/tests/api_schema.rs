@@ -64,6 +64,8 @@ fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
         .args(["--exclude-path", "/v1/events"])
         .args(["--request-timeout", "10"])
         .env("NO_COLOR", "1")
+        // Its cache (.schemathesis/) goes to the test's directory, not the clone.
+        .current_dir(c.dir.path())
         .output()
         .expect("run scripts/schemathesis.sh");
     let text = String::from_utf8_lossy(&out.stdout);
