@@ -116,6 +116,7 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth list
   berth exec demo -- uname -a
   berth create ws2 --image 127.0.0.1:$port/tiny:latest --memory 256M --disk 1G
+  berth port-forward demo 8000   # localhost:8000 -> port 8000 in demo
   berth stop demo && berth start demo
   berth delete ws2
   berth nodes

@@ -75,6 +75,21 @@ impl Client {
         }
     }
 
+    /// Opens a TCP connection to `port` of workspace `name`; the returned
+    /// socket carries the connection's bytes.
+    pub async fn connect_port(mut self, name: &str, port: u32) -> Result<UnixStream, ClientError> {
+        match self
+            .call(Command::Connect(pb::ConnectRequest {
+                name: name.into(),
+                port,
+            }))
+            .await?
+        {
+            R::Connected(true) => Ok(self.stream),
+            _ => Err(ClientError::Unexpected),
+        }
+    }
+
     /// Runs a command to completion, feeding it `stdin`, and collects its output.
     pub async fn exec(self, req: pb::ExecRequest, stdin: &[u8]) -> Result<ExecOutput, ClientError> {
         use pb::exec_input::Input;

@@ -40,6 +40,12 @@ pub enum AgentError {
         state: String,
         action: &'static str,
     },
+    #[error("nothing accepts connections on port {port} of workspace {name}: {reason}")]
+    PortClosed {
+        name: String,
+        port: u16,
+        reason: String,
+    },
     #[error("no free address left in the node subnet")]
     AddressesExhausted,
     #[error("containerd: {context}: {status}")]
@@ -76,6 +82,7 @@ impl AgentError {
             Self::AlreadyExists(_) => "already_exists",
             Self::StaleGeneration { .. } => "stale_generation",
             Self::Conflict { .. } => "conflict",
+            Self::PortClosed { .. } => "port_closed",
             Self::AddressesExhausted => "addresses_exhausted",
             Self::Containerd { .. } => "containerd_error",
             Self::Io { .. } => "io_error",
@@ -100,6 +107,7 @@ impl AgentError {
                 | Self::AlreadyExists(_)
                 | Self::StaleGeneration { .. }
                 | Self::Conflict { .. }
+                | Self::PortClosed { .. }
         )
     }
 

@@ -72,6 +72,9 @@ where
         if let Command::Exec(e) = cmd {
             return exec(rd, s, m, e).await;
         }
+        if let Command::Connect(c) = cmd {
+            return connect(rd, s, m, c).await;
+        }
         let result = dispatch(&m, cmd).await;
         let resp = match result {
             Ok(r) => pb::Response { result: Some(r) },
@@ -111,8 +114,52 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Status(n) => R::Status(m.status(&n.name).await?),
         Command::List(_) => R::List(m.list().await?),
         Command::Pull(p) => R::Pulled(m.pull(&p.image, creds(p.auth)).await?),
-        Command::Exec(_) => return Err(AgentError::InvalidRequest("exec needs a stream".into())),
+        Command::Exec(_) | Command::Connect(_) => {
+            return Err(AgentError::InvalidRequest(
+                "exec and connect need a stream".into(),
+            ))
+        }
     })
+}
+
+/// A connection to a workspace port: the answer, then raw bytes both ways
+/// until either side closes (each direction half-closed on its own).
+async fn connect<Rd, Wr>(
+    mut rd: Rd,
+    mut wr: Wr,
+    m: Manager,
+    req: pb::ConnectRequest,
+) -> std::result::Result<(), berth_proto::FrameError>
+where
+    Rd: AsyncRead + Unpin + Send + 'static,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+{
+    let tcp = match m.connect(&req.name, req.port).await {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::info!(workspace = %req.name, port = req.port, code = e.code(), error = %e, "connect refused");
+            return write_frame(&mut wr, &error(&e)).await;
+        }
+    };
+    write_frame(
+        &mut wr,
+        &pb::Response {
+            result: Some(R::Connected(true)),
+        },
+    )
+    .await?;
+    use tokio::io::AsyncWriteExt;
+    let (mut tr, mut tw) = tcp.into_split();
+    let up = async {
+        let _ = tokio::io::copy(&mut rd, &mut tw).await;
+        let _ = tw.shutdown().await;
+    };
+    let down = async {
+        let _ = tokio::io::copy(&mut tr, &mut wr).await;
+        let _ = wr.shutdown().await;
+    };
+    tokio::join!(up, down);
+    Ok(())
 }
 
 async fn exec<Rd, Wr>(

@@ -662,6 +662,67 @@ impl Manager {
         self.inner.records.remove(&r.name)
     }
 
+    /// A TCP connection to `port` of a running workspace, dialled from
+    /// inside its network namespace (so a server bound to 127.0.0.1 there is
+    /// reachable). The dial happens on a thread of its own that enters the
+    /// namespace and then ends: a pooled thread must never change namespace.
+    pub async fn connect(&self, name: &str, port: u32) -> Result<tokio::net::TcpStream> {
+        let port = u16::try_from(port)
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| AgentError::InvalidRequest(format!("port {port} is not 1 to 65535")))?;
+        let r = self.record(name)?;
+        let st = self.status_of(&r).await?;
+        if st.state != pb::State::Running as i32 {
+            return Err(AgentError::Conflict {
+                name: name.into(),
+                state: pb::State::try_from(st.state)
+                    .map_or("unknown", |s| s.as_str_name())
+                    .trim_start_matches("STATE_")
+                    .to_ascii_lowercase(),
+                action: "connect",
+            });
+        }
+        let netns = self.inner.net.netns_path(r.parts());
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        std::thread::Builder::new()
+            .name("berth-dial".into())
+            .spawn(move || {
+                let dial = || -> std::io::Result<std::net::TcpStream> {
+                    let ns = std::fs::File::open(&netns)?;
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                        .map_err(std::io::Error::from)?;
+                    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+                    let s = std::net::TcpStream::connect_timeout(
+                        &addr,
+                        std::time::Duration::from_secs(5),
+                    )?;
+                    s.set_nonblocking(true)?;
+                    s.set_nodelay(true)?;
+                    Ok(s)
+                };
+                let _ = tx.send(dial());
+            })
+            .map_err(AgentError::io("spawn the dial thread"))?;
+        let std_stream = rx
+            .await
+            .map_err(|_| AgentError::InvalidRequest("the dial thread died".into()))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::ConnectionRefused | std::io::ErrorKind::TimedOut => {
+                    AgentError::PortClosed {
+                        name: name.into(),
+                        port,
+                        reason: e.to_string(),
+                    }
+                }
+                _ => AgentError::Io {
+                    context: "connect in the workspace".into(),
+                    source: e,
+                },
+            })?;
+        tokio::net::TcpStream::from_std(std_stream).map_err(AgentError::io("adopt the connection"))
+    }
+
     /// The status of one workspace.
     pub async fn status(&self, name: &str) -> Result<pb::WorkspaceStatus> {
         let r = self.record(name)?;

@@ -200,6 +200,28 @@ impl Client {
         self.send(self.request(Method::DELETE, path)).await
     }
 
+    /// A TCP connection to `port` of a workspace through the coordinator
+    /// (`GET /v1/workspaces/{name}/ports/{port}`, HTTP/1.1 upgrade): the
+    /// upgraded connection carries the stream's bytes.
+    pub async fn connect_port(&self, path: &str) -> Result<reqwest::Upgraded> {
+        let resp = self
+            .request(Method::GET, path)
+            .header("connection", "upgrade")
+            .header("upgrade", "berth-tcp")
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if resp.status() != StatusCode::SWITCHING_PROTOCOLS {
+            return Err(match self.decode::<serde_json::Value>(resp).await {
+                Err(e) => e,
+                Ok(_) => Error::bad_response("the coordinator did not switch protocols"),
+            });
+        }
+        resp.upgrade()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))
+    }
+
     /// Opens the event stream; events arrive on the returned channel until
     /// the connection ends. Returns once the coordinator has answered, so
     /// no change made after this call is missed.

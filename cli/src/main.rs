@@ -101,6 +101,19 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
+    /// Forward local TCP ports to a running workspace's ports, through the
+    /// coordinator (each connection its own stream), until interrupted.
+    #[command(name = "port-forward")]
+    PortForward {
+        #[command(flatten)]
+        target: Target,
+        /// REMOTE, or LOCAL:REMOTE (LOCAL 0 picks a free port); repeatable.
+        #[arg(required = true, value_parser = port_pair)]
+        ports: Vec<(u16, u16)>,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+    },
     /// Follow workspace state changes (one line each) until interrupted.
     Events,
     /// The resource tiers.
@@ -228,6 +241,28 @@ enum TokenCmd {
         #[arg(long, default_value = "member")]
         role: String,
     },
+}
+
+/// `3000` (the same port locally) or `8080:3000`.
+fn port_pair(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("expected REMOTE or LOCAL:REMOTE ports, got {s:?}");
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    match s.split_once(':') {
+        Some((l, r)) => {
+            let r = port(r)?;
+            if r == 0 {
+                return Err(bad());
+            }
+            Ok((port(l)?, r))
+        }
+        None => {
+            let p = port(s)?;
+            if p == 0 {
+                return Err(bad());
+            }
+            Ok((p, p))
+        }
+    }
 }
 
 fn key_value(s: &str) -> Result<(String, String), String> {
@@ -452,6 +487,11 @@ async fn run(cli: Cli) -> Outcome {
             }
             Ok(r.exit_code)
         }
+        Cmd::PortForward {
+            target,
+            ports,
+            address,
+        } => port_forward(&c, ui, target, ports, address).await,
         Cmd::Events => {
             let mut rx = c.events().await?;
             while let Some(ev) = rx.recv().await {
@@ -781,6 +821,69 @@ fn workspace_details(w: &Workspace) -> String {
         .collect()
 }
 
+async fn port_forward(
+    c: &Client,
+    ui: Ui,
+    target: Target,
+    ports: Vec<(u16, u16)>,
+    address: std::net::IpAddr,
+) -> Outcome {
+    let w: Workspace = c.get(&ws_path(&target, "")).await?;
+    if w.state != "running" {
+        return Err(fail(
+            "not_running",
+            format!("workspace {} is {}: start it first", w.name, w.state),
+        ));
+    }
+    let mut listeners = Vec::new();
+    for (local, remote) in ports {
+        let l = tokio::net::TcpListener::bind((address, local))
+            .await
+            .with_context(|| format!("listen on {address}:{local}"))?;
+        let at = l.local_addr().context("local address")?;
+        if ui.json {
+            println!(
+                "{}",
+                json!({"local": at.to_string(), "workspace": w.name, "port": remote})
+            );
+        } else {
+            println!("Forwarding {at} -> {}:{remote}", w.name);
+        }
+        listeners.push((l, remote));
+    }
+    std::io::stdout().flush().ok();
+    let mut tasks = tokio::task::JoinSet::new();
+    for (l, remote) in listeners {
+        let (c, path, quiet) = (
+            c.clone(),
+            ws_path(&target, &format!("/ports/{remote}")),
+            ui.quiet,
+        );
+        tasks.spawn(async move {
+            loop {
+                let Ok((mut local, peer)) = l.accept().await else {
+                    return;
+                };
+                let (c, path) = (c.clone(), path.clone());
+                tokio::spawn(async move {
+                    match c.connect_port(&path).await {
+                        Ok(up) => {
+                            let mut up = up;
+                            let _ = tokio::io::copy_bidirectional(&mut local, &mut up).await;
+                        }
+                        Err(e) if !quiet => eprintln!("berth: {peer}: {}: {}", e.code, e.message),
+                        Err(_) => {}
+                    }
+                });
+            }
+        });
+    }
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => Ok(0),
+        _ = tasks.join_next() => Err(fail("cli_error", "a listener stopped")),
+    }
+}
+
 async fn nodes(c: &Client, ui: Ui, cmd: NodesCmd) -> Outcome {
     let one = |id: &str, verb: &str| format!("/v1/nodes/{}{verb}", enc(id));
     let node: Node = match cmd {
@@ -905,6 +1008,12 @@ mod tests {
         assert_eq!(key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
         assert!(key_value("=x").is_err());
         assert!(key_value("x").is_err());
+        assert_eq!(port_pair("3000"), Ok((3000, 3000)));
+        assert_eq!(port_pair("0:3000"), Ok((0, 3000)));
+        assert_eq!(port_pair("8080:80"), Ok((8080, 80)));
+        for bad in ["0", "3000:0", "x", "1:2:3", "70000", ":80"] {
+            assert!(port_pair(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]

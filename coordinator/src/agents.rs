@@ -575,6 +575,32 @@ impl Agents {
             .map_err(|_| LinkError::Timeout(node.into()))?
     }
 
+    /// A TCP connection to `port` of workspace `name` on `node`, dialled by
+    /// the agent inside the workspace: the QUIC stream pair that carries its
+    /// bytes, or the agent's refusal.
+    pub async fn connect_port(
+        &self,
+        node: &str,
+        name: &str,
+        port: u32,
+    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
+        let fut = self.open_command(
+            node,
+            pb::request::Command::Connect(pb::ConnectRequest {
+                name: name.into(),
+                port,
+            }),
+        );
+        let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
+            .await
+            .map_err(|_| LinkError::Timeout(node.into()))??;
+        match first {
+            pb::response::Result::Connected(true) => Ok(Ok((send, recv))),
+            pb::response::Result::Error(e) => Ok(Err(e)),
+            other => Err(broken(node, format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Runs a command in a workspace and collects its output.
     pub async fn exec(
         &self,

@@ -353,7 +353,7 @@ pub struct Tier {
     info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
     paths(
         create_workspace, list_workspaces, get_workspace, start_workspace, stop_workspace,
-        delete_workspace, exec_workspace, events, list_nodes, get_node, cordon_node,
+        delete_workspace, exec_workspace, connect_port, events, list_nodes, get_node, cordon_node,
         uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
@@ -456,6 +456,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
         .route("/v1/workspaces/{name}/exec", post(exec_workspace))
+        .route("/v1/workspaces/{name}/ports/{port}", get(connect_port))
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(get_node))
@@ -806,6 +807,92 @@ async fn exec_workspace(
             format!("{}: {}", e.code, e.message),
         )),
     }
+}
+
+/// The protocol name of a port connection (HTTP/1.1 `Upgrade`).
+pub const PORT_UPGRADE: &str = "berth-tcp";
+
+/// A TCP connection to a port of a running workspace, through its agent (the
+/// port is dialled inside the workspace, so 127.0.0.1 servers are reachable).
+/// An HTTP/1.1 upgrade: send `Connection: Upgrade` and `Upgrade: berth-tcp`;
+/// on 101 the connection carries the TCP stream's bytes both ways.
+#[utoipa::path(get, path = "/v1/workspaces/{name}/ports/{port}",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
+        ("port" = u16, Path, minimum = 1, maximum = 65535), OwnerQuery),
+    responses((status = 101, description = "switched to the raw TCP stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 426, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
+async fn connect_port(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P((name, port)): P<(String, u32)>,
+    Q(q): Q<OwnerQuery>,
+    mut req: Request,
+) -> Result<axum::response::Response> {
+    let owner = owner_of(&a, q.owner)?;
+    let w = find(&s, &owner, &name).await?;
+    if !(1..=65535).contains(&port) {
+        return Err(ApiError::invalid(
+            "invalid_port",
+            format!("port {port} is not 1 to 65535"),
+        ));
+    }
+    if w.state != State::Running {
+        return Err(ApiError::conflict(
+            "not_running",
+            format!("workspace {name} is {}", w.state.as_str()),
+        ));
+    }
+    let upgrading = {
+        let wants = |h: axum::http::HeaderName, v: &str| {
+            req.headers().get_all(h).iter().any(|x| {
+                x.to_str()
+                    .is_ok_and(|x| x.split(',').any(|t| t.trim().eq_ignore_ascii_case(v)))
+            })
+        };
+        wants(axum::http::header::CONNECTION, "upgrade")
+            && wants(axum::http::header::UPGRADE, PORT_UPGRADE)
+    };
+    if !upgrading {
+        return Err(ApiError::upgrade_required(format!(
+            "send Connection: Upgrade and Upgrade: {PORT_UPGRADE}"
+        )));
+    }
+    let node = w.node.clone().unwrap_or_default();
+    let (mut send, mut recv) = match s.ctl.agents().connect_port(&node, &w.id, port).await? {
+        Ok(streams) => streams,
+        Err(e) if e.code == "port_closed" => {
+            return Err(ApiError::node("port_closed", e.message));
+        }
+        Err(e) => {
+            return Err(ApiError::conflict(
+                "not_running",
+                format!("{}: {}", e.code, e.message),
+            ))
+        }
+    };
+    let upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let Ok(up) = upgrade.await else { return };
+        let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+        use tokio::io::AsyncWriteExt;
+        let to_ws = async {
+            let _ = tokio::io::copy(&mut rd, &mut send).await;
+            let _ = send.finish();
+        };
+        let from_ws = async {
+            let _ = tokio::io::copy(&mut recv, &mut wr).await;
+            let _ = wr.shutdown().await;
+        };
+        tokio::join!(to_ws, from_ws);
+    });
+    axum::response::Response::builder()
+        .status(StatusCode::SWITCHING_PROTOCOLS)
+        .header(axum::http::header::CONNECTION, "upgrade")
+        .header(axum::http::header::UPGRADE, PORT_UPGRADE)
+        .body(axum::body::Body::empty())
+        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 /// Server-sent events: one `workspace` event (JSON `WorkspaceEvent`) per

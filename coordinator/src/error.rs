@@ -68,6 +68,10 @@ impl ApiError {
     pub fn node(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(502, code, message)
     }
+    /// 426: the request must switch protocols (an upgrade) to be served.
+    pub fn upgrade_required(message: impl Into<String>) -> Self {
+        Self::new(426, "upgrade_required", message)
+    }
 }
 
 impl From<sqlx::Error> for ApiError {
