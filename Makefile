@@ -39,7 +39,7 @@ test: deps images
 	fi
 
 bench: deps images
-	$(CARGO) build --locked --release -p berth-agent -p berth-coordinator
+	$(CARGO) build --locked --release -p berth-agent -p berth-coordinator -p berth-cli
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench agent
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench coordinator
 

@@ -122,10 +122,13 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
     })
 }
 
+/// Buffer of each direction of a port connection relay.
+const RELAY_BUF: usize = 256 << 10;
+
 /// A connection to a workspace port: the answer, then raw bytes both ways
 /// until either side closes (each direction half-closed on its own).
 async fn connect<Rd, Wr>(
-    mut rd: Rd,
+    rd: Rd,
     mut wr: Wr,
     m: Manager,
     req: pb::ConnectRequest,
@@ -149,13 +152,16 @@ where
     )
     .await?;
     use tokio::io::AsyncWriteExt;
-    let (mut tr, mut tw) = tcp.into_split();
+    let (tr, mut tw) = tcp.into_split();
+    // 256 KiB buffers: tokio's default 8 KiB costs a syscall pair per 8 KiB.
     let up = async {
-        let _ = tokio::io::copy(&mut rd, &mut tw).await;
+        let mut rd = tokio::io::BufReader::with_capacity(RELAY_BUF, rd);
+        let _ = tokio::io::copy_buf(&mut rd, &mut tw).await;
         let _ = tw.shutdown().await;
     };
     let down = async {
-        let _ = tokio::io::copy(&mut tr, &mut wr).await;
+        let mut tr = tokio::io::BufReader::with_capacity(RELAY_BUF, tr);
+        let _ = tokio::io::copy_buf(&mut tr, &mut wr).await;
         let _ = wr.shutdown().await;
     };
     tokio::join!(up, down);

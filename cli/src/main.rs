@@ -869,7 +869,13 @@ async fn port_forward(
                     match c.connect_port(&path).await {
                         Ok(up) => {
                             let mut up = up;
-                            let _ = tokio::io::copy_bidirectional(&mut local, &mut up).await;
+                            let _ = tokio::io::copy_bidirectional_with_sizes(
+                                &mut local,
+                                &mut up,
+                                256 << 10,
+                                256 << 10,
+                            )
+                            .await;
                         }
                         Err(e) if !quiet => eprintln!("berth: {peer}: {}: {}", e.code, e.message),
                         Err(_) => {}

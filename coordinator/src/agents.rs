@@ -107,9 +107,9 @@ impl std::fmt::Debug for Agents {
 
 /// The QUIC transport of the link's server side. Agents open two streams at
 /// most (control, renewal), so eight are allowed: quinn keeps state for every
-/// allowed stream, and 1,024 cost ~90 KiB per connection. Segmentation offload
-/// is off: the link carries small messages, and its send buffer is per
-/// connection.
+/// allowed stream, and 1,024 cost ~90 KiB per connection. Segmentation
+/// offload stays on: it costs ~4 KiB per connection (its send buffer) and
+/// triples what a port connection carries (105 → 290 MiB/s, bench forward).
 pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig, ApiError> {
     let mut transport = quinn::TransportConfig::default();
     transport
@@ -120,7 +120,7 @@ pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig
         .max_concurrent_bidi_streams(8u32.into())
         .max_concurrent_uni_streams(0u32.into())
         .datagram_receive_buffer_size(None)
-        .enable_segmentation_offload(false);
+        .enable_segmentation_offload(true);
     Ok(transport)
 }
 

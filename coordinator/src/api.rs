@@ -860,7 +860,7 @@ async fn connect_port(
         )));
     }
     let node = w.node.clone().unwrap_or_default();
-    let (mut send, mut recv) = match s.ctl.agents().connect_port(&node, &w.id, port).await? {
+    let (mut send, recv) = match s.ctl.agents().connect_port(&node, &w.id, port).await? {
         Ok(streams) => streams,
         Err(e) if e.code == "port_closed" => {
             return Err(ApiError::node("port_closed", e.message));
@@ -875,14 +875,17 @@ async fn connect_port(
     let upgrade = hyper::upgrade::on(&mut req);
     tokio::spawn(async move {
         let Ok(up) = upgrade.await else { return };
-        let (mut rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
+        let (rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
         use tokio::io::AsyncWriteExt;
+        // 256 KiB buffers: tokio's default 8 KiB costs a syscall pair per 8 KiB.
         let to_ws = async {
-            let _ = tokio::io::copy(&mut rd, &mut send).await;
+            let mut rd = tokio::io::BufReader::with_capacity(256 << 10, rd);
+            let _ = tokio::io::copy_buf(&mut rd, &mut send).await;
             let _ = send.finish();
         };
         let from_ws = async {
-            let _ = tokio::io::copy(&mut recv, &mut wr).await;
+            let mut recv = tokio::io::BufReader::with_capacity(256 << 10, recv);
+            let _ = tokio::io::copy_buf(&mut recv, &mut wr).await;
             let _ = wr.shutdown().await;
         };
         tokio::join!(to_ws, from_ws);

@@ -15,8 +15,10 @@
 //! - api_overhead: create→running through the API (POST to SSE "running")
 //!   against the agent alone (its control socket) on the same node and image,
 //!   interleaved.
+//! - forward: `berth port-forward` throughput and round trip vs direct TCP
+//!   from the node to the same servers in the workspace.
 //!
-//! `cargo bench --bench coordinator -- placement handshake memory api` runs a
+//! `cargo bench --bench coordinator -- placement handshake memory api forward` runs a
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
@@ -772,7 +774,7 @@ async fn until(
 
 async fn api_overhead() {
     use berth_proto::agent::{self as pb, request::Command};
-    let iters = iters(30);
+    let iters = iters(60);
     let warmup = 3;
     let c = Cluster::start(ClusterOptions {
         agents: 1,
@@ -893,7 +895,185 @@ async fn api_overhead() {
     record("api_overhead", "p50_ratio_vs_agent", a50 / b50, "x", "");
 }
 
+/// Client side of the forward bench, run in a child process (this bench
+/// re-executed with BERTH_BENCH_TCP_CLIENT="ADDR MODE N"), so the direct
+/// baseline can run inside the node's network namespace (nsenter) and the
+/// forwarded one on the host, with the same code. Prints one JSON object.
+fn tcp_client(spec: &str) -> ! {
+    use std::io::{Read, Write};
+    let mut it = spec.split_whitespace();
+    let (addr, mode, n) = (
+        it.next().unwrap().to_string(),
+        it.next().unwrap().to_string(),
+        it.next().unwrap().parse::<usize>().unwrap(),
+    );
+    let mut s = std::net::TcpStream::connect(&addr).expect("connect");
+    s.set_nodelay(true).unwrap();
+    let out = if mode == "throughput" {
+        // n MiB one way; the sink closes after reading everything.
+        let chunk = vec![0x5au8; 1 << 16];
+        let t = Instant::now();
+        for _ in 0..n * 16 {
+            s.write_all(&chunk).unwrap();
+        }
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        let secs = t.elapsed().as_secs_f64();
+        serde_json::json!({"mib_per_s": n as f64 / secs})
+    } else {
+        // n one-byte round trips through the echo server.
+        let mut rtts = Vec::with_capacity(n);
+        let mut b = [0u8; 1];
+        for i in 0..n + 20 {
+            let t = Instant::now();
+            s.write_all(b"x").unwrap();
+            s.read_exact(&mut b).unwrap();
+            if i >= 20 {
+                rtts.push(t.elapsed().as_secs_f64() * 1e6);
+            }
+        }
+        let r = sorted(rtts);
+        serde_json::json!({"rtt_p50_us": percentile(&r, 0.5), "rtt_p90_us": percentile(&r, 0.9)})
+    };
+    println!("{out}");
+    std::process::exit(0)
+}
+
+fn run_client(netns: Option<&str>, addr: &str, mode: &str, n: usize) -> serde_json::Value {
+    let exe = std::env::current_exe().unwrap();
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = std::process::Command::new("nsenter");
+            c.arg(format!("--net=/run/netns/{ns}")).arg(&exe);
+            c
+        }
+        None => std::process::Command::new(&exe),
+    };
+    let out = cmd
+        .env("BERTH_BENCH_TCP_CLIENT", format!("{addr} {mode} {n}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "client {netns:?} {addr} {mode}: {}",
+        String::from_utf8_lossy(&out.stderr)
+            .lines()
+            .nth(1)
+            .unwrap_or_default()
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn forward() {
+    use tokio::io::AsyncBufReadExt;
+    let rounds = 3;
+    let c = Cluster::start(ClusterOptions {
+        agents: 1,
+        ..Default::default()
+    })
+    .await;
+    let (s, w) = c
+        .post(
+            "/v1/workspaces",
+            serde_json::json!({"name": "fw", "image": c.tiny(), "cpu_millis": 2000,
+                "memory_bytes": 256u64 << 20, "disk_bytes": 64u64 << 20, "pids": 256}),
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
+    let w = c.wait_state("fw", "running", Duration::from_secs(60)).await;
+    let ip = w["ip"].as_str().unwrap().to_string();
+    let (s, out) = c
+        .post(
+            "/v1/workspaces/fw/exec",
+            serde_json::json!({"argv": ["sh", "-c", "(nc -ll -p 9000 -e dd of=/dev/null bs=64k 2>/dev/null &) && (nc -ll -p 9001 -e cat &) && sleep 0.3"]}),
+        )
+        .await;
+    assert_eq!((s, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
+    let mut pf = tokio::process::Command::new(berth_tests::cli_bin())
+        .args(["port-forward", "fw", "0:9000", "0:9001", "--json"])
+        .env("BERTH_URL", &c.api)
+        .env("BERTH_TOKEN", &c.admin_token)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(pf.stdout.take().unwrap()).lines();
+    let mut local = Vec::new();
+    for _ in 0..2 {
+        let l = lines.next_line().await.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
+        local.push(v["local"].as_str().unwrap().to_string());
+    }
+    let ns = c.nodes[0].netns.clone();
+    let (sink_d, echo_d) = (format!("{ip}:9000"), format!("{ip}:9001"));
+    let (mut thr_d, mut thr_f, mut rtt_d, mut rtt_f) = (vec![], vec![], vec![], vec![]);
+    let mib: usize = std::env::var("BERTH_BENCH_MIB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256);
+    for _ in 0..rounds {
+        let ns = ns.clone();
+        let (sd, ed, sf, ef) = (
+            sink_d.clone(),
+            echo_d.clone(),
+            local[0].clone(),
+            local[1].clone(),
+        );
+        let r = tokio::task::spawn_blocking(move || {
+            (
+                run_client(Some(&ns), &sd, "throughput", mib)["mib_per_s"]
+                    .as_f64()
+                    .unwrap(),
+                run_client(None, &sf, "throughput", mib)["mib_per_s"]
+                    .as_f64()
+                    .unwrap(),
+                run_client(Some(&ns), &ed, "rtt", 2000)["rtt_p50_us"]
+                    .as_f64()
+                    .unwrap(),
+                run_client(None, &ef, "rtt", 2000)["rtt_p50_us"]
+                    .as_f64()
+                    .unwrap(),
+            )
+        })
+        .await
+        .unwrap();
+        thr_d.push(r.0);
+        thr_f.push(r.1);
+        rtt_d.push(r.2);
+        rtt_f.push(r.3);
+    }
+    pf.kill().await.ok();
+    let med = |v: Vec<f64>| percentile(&sorted(v), 0.5);
+    let (td, tf, rd, rf) = (med(thr_d), med(thr_f), med(rtt_d), med(rtt_f));
+    println!("\nforward: berth port-forward (CLI → coordinator HTTP upgrade → QUIC → agent → workspace) vs direct TCP from the node to the same server, median of {rounds} rounds");
+    println!("{:<30} {:>12} {:>14}", "", "MiB/s", "RTT p50 µs");
+    println!("{:<30} {:>12.0} {:>14.0}", "direct TCP (baseline)", td, rd);
+    println!("{:<30} {:>12.0} {:>14.0}", "berth port-forward", tf, rf);
+    println!(
+        "{:<30} {:>12.2} {:>14.2}   (goal: throughput >= 0.8x)",
+        "ratio forward / direct",
+        tf / td,
+        rf / rd
+    );
+    record("forward", "direct_mib_per_s", td, "MiB/s", "");
+    record("forward", "forward_mib_per_s", tf, "MiB/s", "");
+    record(
+        "forward",
+        "throughput_ratio_vs_direct",
+        tf / td,
+        "x",
+        ">=0.8",
+    );
+    record("forward", "direct_rtt_p50_us", rd, "us", "");
+    record("forward", "forward_rtt_p50_us", rf, "us", "");
+    record("forward", "rtt_p50_ratio_vs_direct", rf / rd, "x", "");
+}
+
 fn main() {
+    if let Ok(spec) = std::env::var("BERTH_BENCH_TCP_CLIENT") {
+        tcp_client(&spec);
+    }
     if let Some(dir) = std::env::var_os("BERTH_BENCH_BARE_QUIC") {
         bare_quic_server(std::path::Path::new(&dir));
     }
@@ -926,6 +1106,9 @@ fn main() {
         }
         if want("api") {
             api_overhead().await;
+        }
+        if want("forward") {
+            forward().await;
         }
     });
     let _ = (
