@@ -101,8 +101,9 @@ enum Cmd {
         #[arg(last = true, required = true)]
         argv: Vec<String>,
     },
-    /// Forward local TCP ports to a running workspace's ports, through the
-    /// coordinator (each connection its own stream), until interrupted.
+    /// Forward local TCP ports to a workspace's ports, through the coordinator
+    /// (each connection its own stream), until interrupted. A stopped
+    /// workspace is started first.
     #[command(name = "port-forward")]
     PortForward {
         #[command(flatten)]
@@ -828,12 +829,23 @@ async fn port_forward(
     ports: Vec<(u16, u16)>,
     address: std::net::IpAddr,
 ) -> Outcome {
-    let w: Workspace = c.get(&ws_path(&target, "")).await?;
+    let mut w: Workspace = c.get(&ws_path(&target, "")).await?;
     if w.state != "running" {
-        return Err(fail(
-            "not_running",
-            format!("workspace {} is {}: start it first", w.name, w.state),
-        ));
+        // Wake on connect: start it and wait, with progress, before listening.
+        let events = c.events().await.ok();
+        if w.desired != "running" {
+            w = c.post(&ws_path(&target, "/start"), &json!({})).await?;
+        }
+        w = wait_for(
+            c,
+            ui,
+            events,
+            &target,
+            w,
+            "running",
+            Duration::from_secs(600),
+        )
+        .await?;
     }
     let mut listeners = Vec::new();
     for (local, remote) in ports {

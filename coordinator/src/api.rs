@@ -812,8 +812,10 @@ async fn exec_workspace(
 /// The protocol name of a port connection (HTTP/1.1 `Upgrade`).
 pub const PORT_UPGRADE: &str = "berth-tcp";
 
-/// A TCP connection to a port of a running workspace, through its agent (the
-/// port is dialled inside the workspace, so 127.0.0.1 servers are reachable).
+/// A TCP connection to a port of a workspace, through its agent (the port is
+/// dialled inside the workspace, so 127.0.0.1 servers are reachable). A
+/// stopped workspace is started first and the answer waits for it (wake on
+/// connect).
 /// An HTTP/1.1 upgrade: send `Connection: Upgrade` and `Upgrade: berth-tcp`;
 /// on 101 the connection carries the TCP stream's bytes both ways.
 #[utoipa::path(get, path = "/v1/workspaces/{name}/ports/{port}",
@@ -838,7 +840,13 @@ async fn connect_port(
             format!("port {port} is not 1 to 65535"),
         ));
     }
-    if w.state != State::Running {
+    // Running, or placed and able to run (wake on connect); anything else now.
+    let wakeable = w.node.is_some()
+        && matches!(
+            w.state,
+            State::Stopped | State::Stopping | State::Scheduled | State::Starting
+        );
+    if w.state != State::Running && !wakeable {
         return Err(ApiError::conflict(
             "not_running",
             format!("workspace {name} is {}", w.state.as_str()),
@@ -859,6 +867,11 @@ async fn connect_port(
             "send Connection: Upgrade and Upgrade: {PORT_UPGRADE}"
         )));
     }
+    let w = if w.state == State::Running {
+        w
+    } else {
+        wake(&s, w).await?
+    };
     let node = w.node.clone().unwrap_or_default();
     let (mut send, recv) = match s.ctl.agents().connect_port(&node, &w.id, port).await? {
         Ok(streams) => streams,
@@ -896,6 +909,62 @@ async fn connect_port(
         .header(axum::http::header::UPGRADE, PORT_UPGRADE)
         .body(axum::body::Body::empty())
         .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// Wake on connect: starts a stopped (or still starting) workspace and
+/// waits until it runs, for up to two minutes; the connection is then made
+/// as if it had been running. Events of this coordinator end the wait early;
+/// a read each half second covers changes made elsewhere.
+async fn wake(s: &AppState, w: WorkspaceRow) -> Result<WorkspaceRow> {
+    let name = w.name.clone();
+    let not_running =
+        |state: &str| ApiError::conflict("not_running", format!("workspace {name} is {state}"));
+    let mut events = s.ctl.subscribe();
+    if w.desired != lifecycle::Desired::Running {
+        match s
+            .ctl
+            .change(&w.id, &[Event::StartRequested], None, true, None)
+            .await
+        {
+            Ok(_) => {}
+            Err(Change::Store(e)) => return Err(e),
+            Err(_) => return Err(not_running(w.state.as_str())),
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        match s.ctl.store().workspace(&w.id).await? {
+            Some(now) if now.state == State::Running => return Ok(now),
+            Some(now) if matches!(now.state, State::Failed | State::Deleted | State::Deleting) => {
+                return Err(not_running(now.state.as_str()))
+            }
+            Some(now) if now.desired != lifecycle::Desired::Running => {
+                return Err(not_running(now.state.as_str()))
+            }
+            Some(_) => {}
+            None => return Err(ApiError::not_found(format!("no workspace named {name:?}"))),
+        }
+        let wait = async {
+            loop {
+                match events.recv().await {
+                    Ok(ev) if ev.id == w.id => return,
+                    Ok(_) => {}
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                    Err(_) => std::future::pending::<()>().await,
+                }
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return Err(ApiError::unavailable(
+                    "start_timeout",
+                    format!("workspace {name} did not start within 2 minutes"),
+                ))
+            }
+        }
+    }
 }
 
 /// Server-sent events: one `workspace` event (JSON `WorkspaceEvent`) per

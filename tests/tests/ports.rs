@@ -275,13 +275,47 @@ async fn port_forward_through_the_coordinator() {
     );
     let r = up(8080, "bt_x_y".into()).await.unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    // The CLI refuses a stopped workspace before listening.
+    // Wake on connect, through the API: a stopped workspace is started and
+    // the connection made once it runs (httpd started again by hand: a
+    // restart runs the image's command only).
     c.post("/v1/workspaces/web/stop", json!({})).await;
     c.wait_state("web", "stopped", std::time::Duration::from_secs(30))
         .await;
-    let (code, _, err) = c
-        .berth(&c.admin_token, &["port-forward", "web", "8080"])
+    let r = up(8080, c.admin_token.clone()).await.unwrap();
+    // Nothing listens on 8080 after the restart: the wake worked when the
+    // answer is the agent's port_closed, not not_running.
+    assert_eq!(r.status().as_u16(), 502);
+    assert_eq!(
+        r.json::<serde_json::Value>().await.unwrap()["code"],
+        "port_closed"
+    );
+    let w = c
+        .wait_state("web", "running", std::time::Duration::from_secs(5))
         .await;
-    assert_eq!(code, 1);
-    assert!(err.starts_with("berth: not_running:"), "{err}");
+    assert_eq!(w["desired"], "running");
+    // And through the CLI, with progress: stopped → starting → running, then forwarding.
+    c.post("/v1/workspaces/web/stop", json!({})).await;
+    c.wait_state("web", "stopped", std::time::Duration::from_secs(30))
+        .await;
+    let mut pf = tokio::process::Command::new(berth_tests::cli_bin())
+        .args(["port-forward", "web", "0:8080"])
+        .env("BERTH_URL", &c.api)
+        .env("BERTH_TOKEN", &c.admin_token)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(pf.stdout.take().unwrap()).lines();
+    let line = out.next_line().await.unwrap().expect("forwarding line");
+    assert!(line.starts_with("Forwarding 127.0.0.1:"), "{line}");
+    pf.kill().await.ok();
+    let mut err = String::new();
+    pf.stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .await
+        .unwrap();
+    assert!(err.contains("web: running"), "progress while waking: {err}");
 }
