@@ -712,7 +712,7 @@ async fn stop_workspace(
     ))
 }
 
-/// Delete a workspace and its volume. Idempotent.
+/// Delete a workspace and its volume (once deleted, it answers 404).
 #[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
     responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]

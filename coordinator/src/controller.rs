@@ -408,9 +408,6 @@ impl Controller {
                 let mut ev = Vec::new();
                 if cmd == Command::Create {
                     ev.push(Event::Accepted);
-                    if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
-                        tracing::debug!(node = %node, error = %e, "cached image not noted");
-                    }
                 }
                 ev.push(Event::Observed(observed(&st)));
                 (ev, Some(st))
@@ -465,6 +462,12 @@ impl Controller {
             }
         };
         self.apply(&w.id, &events, status.as_ref()).await;
+        // After the answer is recorded, not before: the start path waits on that write only.
+        if cmd == Command::Create && status.is_some() {
+            if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
+                tracing::debug!(node = %node, error = %e, "cached image not noted");
+            }
+        }
     }
 
     fn retry_later(&self, id: &str) {
