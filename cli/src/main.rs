@@ -589,43 +589,57 @@ async fn create(c: &Client, ui: Ui, a: CreateArgs) -> Outcome {
         name: a.name.clone(),
         owner: None,
     };
-    // Subscribe before asking, so no change is missed.
-    let events = if a.wait.no_wait {
-        None
-    } else {
-        c.events().await.ok()
-    };
-    let w: Workspace = c.post("/v1/workspaces", &body).await?;
     // Created stopped, it is done once its node has made it.
     let want = if a.no_start { "stopped" } else { "running" };
-    let w = if a.wait.no_wait {
-        w
-    } else {
-        wait_for(c, ui, events, &target, w, want, a.wait.timeout).await?
-    };
+    let w = request_then_wait(
+        c,
+        ui,
+        &target,
+        want,
+        a.wait,
+        c.post("/v1/workspaces", &body),
+    )
+    .await?;
     ui.print(&w, || workspace_details(&w));
     Ok(0)
 }
 
 async fn change(c: &Client, ui: Ui, ch: Change, verb: &str, want: &str) -> Outcome {
-    let events = if ch.wait.no_wait {
+    let path = ws_path(&ch.target, "");
+    let action = ws_path(&ch.target, &format!("/{verb}"));
+    let request = async {
+        if verb == "delete" {
+            c.delete(&path).await
+        } else {
+            c.post(&action, &json!({})).await
+        }
+    };
+    let w = request_then_wait(c, ui, &ch.target, want, ch.wait, request).await?;
+    ui.print(&w, || format!("{}: {}\n", w.name, w.state));
+    Ok(0)
+}
+
+/// Sends `request` and, unless told not to wait, follows the workspace it
+/// answers with until it is `want`. The event stream is opened first, so no
+/// change made by the request is missed.
+async fn request_then_wait(
+    c: &Client,
+    ui: Ui,
+    target: &Target,
+    want: &str,
+    wait: Wait,
+    request: impl std::future::Future<Output = client::Result<Workspace>>,
+) -> Result<Workspace, Failure> {
+    let events = if wait.no_wait {
         None
     } else {
         c.events().await.ok()
     };
-    let w: Workspace = if verb == "delete" {
-        c.delete(&ws_path(&ch.target, "")).await?
-    } else {
-        c.post(&ws_path(&ch.target, &format!("/{verb}")), &json!({}))
-            .await?
-    };
-    let w = if ch.wait.no_wait {
-        w
-    } else {
-        wait_for(c, ui, events, &ch.target, w, want, ch.wait.timeout).await?
-    };
-    ui.print(&w, || format!("{}: {}\n", w.name, w.state));
-    Ok(0)
+    let w = request.await?;
+    if wait.no_wait {
+        return Ok(w);
+    }
+    wait_for(c, ui, events, target, w, want, wait.timeout).await
 }
 
 /// Follows a workspace until it reaches `want`, printing each state it
@@ -832,20 +846,20 @@ async fn port_forward(
     let mut w: Workspace = c.get(&ws_path(&target, "")).await?;
     if w.state != "running" {
         // Wake on connect: start it and wait, with progress, before listening.
-        let events = c.events().await.ok();
-        if w.desired != "running" {
-            w = c.post(&ws_path(&target, "/start"), &json!({})).await?;
-        }
-        w = wait_for(
-            c,
-            ui,
-            events,
-            &target,
-            w,
-            "running",
-            Duration::from_secs(600),
-        )
-        .await?;
+        let wait = Wait {
+            no_wait: false,
+            timeout: Duration::from_secs(600),
+        };
+        let start = ws_path(&target, "/start");
+        let current = w.clone();
+        let request = async {
+            if current.desired == "running" {
+                Ok(current)
+            } else {
+                c.post(&start, &json!({})).await
+            }
+        };
+        w = request_then_wait(c, ui, &target, "running", wait, request).await?;
     }
     let mut listeners = Vec::new();
     for (local, remote) in ports {

@@ -28,7 +28,7 @@ use berth_coordinator::pki::Ca;
 use berth_coordinator::scheduler::{self, Request, Resources, Strategy};
 use berth_coordinator::store::{now_ms, Store};
 use berth_tests::bench::{iters, percentile, record, rss_kib, sorted};
-use berth_tests::{Cluster, ClusterOptions, Postgres};
+use berth_tests::{Cluster, ClusterOptions, Coordinator, Postgres};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -248,66 +248,10 @@ async fn placement(backend: &str, url: &str) {
     record(&bench, "ratio_vs_bare_updates", rate / floor, "x", "");
 }
 
-/// A coordinator process (the release binary next to the agent's) with its
-/// own data directory, API and link on loopback.
-struct CoordProc {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    api: String,
-    link: std::net::SocketAddr,
-}
-
-impl Drop for CoordProc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl CoordProc {
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let api = format!("127.0.0.1:{}", berth_tests::free_port());
-        let link: std::net::SocketAddr = format!("127.0.0.1:{}", berth_tests::free_port())
-            .parse()
-            .unwrap();
-        let child = std::process::Command::new(berth_tests::coordinator_bin())
-            .arg("--data-dir")
-            .arg(dir.path())
-            .args(["--api", &api, "--link", &link.to_string()])
-            .env("BERTH_LOG", "warn")
-            .envs(std::env::vars().filter(|(k, _)| k.starts_with("MALLOC_")))
-            .stdout(std::process::Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("log")).unwrap())
-            .spawn()
-            .unwrap();
-        let t = Instant::now();
-        while std::net::TcpStream::connect(&api).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "coordinator not up");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self {
-            child,
-            dir,
-            api: format!("http://{api}"),
-            link,
-        }
-    }
-
-    fn store_url(&self) -> String {
-        format!("sqlite://{}", self.dir.path().join("berth.db").display())
-    }
-
-    fn admin_token(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("admin.token"))
-            .unwrap()
-            .trim()
-            .to_string()
-    }
-
-    fn rss_mib(&self) -> f64 {
-        rss_kib(self.child.id()) / 1024.0
-    }
+/// A coordinator process (the release binary next to the agent's, from
+/// BERTH_AGENT_BIN) and its RSS.
+fn rss_mib(c: &Coordinator) -> f64 {
+    rss_kib(c.pid()) / 1024.0
 }
 
 /// A simulated agent's identity: a key, a CSR, a certificate signed by the
@@ -487,7 +431,7 @@ async fn handshakes(
 
 async fn link_handshake() {
     let count = iters(20) * 100;
-    let c = CoordProc::start();
+    let c = Coordinator::start();
     let store = Store::open(&c.store_url()).await.unwrap();
     let (ca_pem, ids) = sim_identities(&store, "hs", 64).await;
     let ep = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
@@ -655,11 +599,11 @@ async fn link_memory() {
     let _ = bare.wait();
 
     // The coordinator.
-    let c = CoordProc::start();
+    let c = Coordinator::start();
     let store = Store::open(&c.store_url()).await.unwrap();
     let (ca_pem, ids) = sim_identities(&store, "sim", n).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let idle0 = c.rss_mib();
+    let idle0 = rss_mib(&c);
     let stop = Arc::new(tokio::sync::Notify::new());
     let connect_s = connect_agents(&ep, c.link, &ca_pem, &ids, &stop).await;
     // Let them idle through a few heartbeats and the coordinator's liveness passes.
@@ -681,7 +625,7 @@ async fn link_memory() {
         .filter(|n| n["connected_here"] == true && n["status"] == "ready")
         .count();
     assert_eq!(connected, n, "every simulated agent connected and ready");
-    let full = c.rss_mib();
+    let full = rss_mib(&c);
     let per_conn = (full - idle0) * 1024.0 / n as f64;
     let bare_per_conn = (bare_full - bare_idle) * 1024.0 / n as f64;
     println!(
@@ -704,7 +648,13 @@ async fn link_memory() {
     );
     println!("  goal: coordinator <= 150 MiB with {n} agents; per-agent ratio coordinator / bare quinn {:.2}", per_conn / bare_per_conn);
     println!("  ({n} registrations with the coordinator took {connect_s:.1} s)");
-    record("link_memory", "rss_5000_agents_mib", full, "MiB", "<=150");
+    record(
+        "link_memory",
+        &format!("rss_{n}_agents_mib"),
+        full,
+        "MiB",
+        "<=150",
+    );
     record("link_memory", "per_agent_kib", per_conn, "KiB", "");
     record(
         "link_memory",
@@ -966,7 +916,6 @@ fn run_client(netns: Option<&str>, addr: &str, mode: &str, n: usize) -> serde_js
 }
 
 async fn forward() {
-    use tokio::io::AsyncBufReadExt;
     let rounds = 3;
     let c = Cluster::start(ClusterOptions {
         agents: 1,
@@ -990,21 +939,7 @@ async fn forward() {
         )
         .await;
     assert_eq!((s, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
-    let mut pf = tokio::process::Command::new(berth_tests::cli_bin())
-        .args(["port-forward", "fw", "0:9000", "0:9001", "--json"])
-        .env("BERTH_URL", &c.api)
-        .env("BERTH_TOKEN", &c.admin_token)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(pf.stdout.take().unwrap()).lines();
-    let mut local = Vec::new();
-    for _ in 0..2 {
-        let l = lines.next_line().await.unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_str(&l).unwrap();
-        local.push(v["local"].as_str().unwrap().to_string());
-    }
+    let (mut pf, local) = c.port_forward("fw", &["0:9000", "0:9001"]).await;
     let ns = c.nodes[0].netns.clone();
     let (sink_d, echo_d) = (format!("{ip}:9000"), format!("{ip}:9001"));
     let (mut thr_d, mut thr_f, mut rtt_d, mut rtt_f) = (vec![], vec![], vec![], vec![]);

@@ -408,6 +408,39 @@ impl Cluster {
         )
     }
 
+    /// Starts `berth port-forward WS PAIRS… --json` as the admin; returns the
+    /// process (killed on drop) and the local address of each pair, in order.
+    pub async fn port_forward(
+        &self,
+        ws: &str,
+        pairs: &[&str],
+    ) -> (tokio::process::Child, Vec<String>) {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(crate::cli_bin())
+            .arg("port-forward")
+            .arg(ws)
+            .args(pairs)
+            .arg("--json")
+            .env("BERTH_URL", &self.api)
+            .env("BERTH_TOKEN", &self.admin_token)
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn berth port-forward");
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let mut local = Vec::new();
+        for _ in pairs {
+            let line = lines
+                .next_line()
+                .await
+                .expect("read port-forward")
+                .expect("a forwarding line per pair");
+            let v: Value = serde_json::from_str(&line).expect("JSON forwarding line");
+            local.push(v["local"].as_str().expect("local address").to_string());
+        }
+        (child, local)
+    }
+
     /// Creates a small workspace on `tiny`; returns the API's answer.
     pub async fn create(&self, name: &str) -> (u16, Value) {
         self.post(

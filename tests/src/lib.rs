@@ -16,7 +16,7 @@ pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};
 pub use node::{Node, NodeOptions};
 pub use postgres::Postgres;
-pub use process::{free_port, Containerd, Registry};
+pub use process::{free_port, Containerd, Coordinator, Registry};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

@@ -1,4 +1,4 @@
-//! Processes a test starts: containerd and an OCI registry.
+//! Processes a test starts: containerd, an OCI registry, a lone coordinator.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -202,6 +202,77 @@ impl Registry {
 }
 
 impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A `berth-coordinator` on its own (no agent), API and link on loopback,
+/// SQLite in a temporary directory; killed on drop.
+pub struct Coordinator {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    /// Base URL of the API.
+    pub api: String,
+    pub link: std::net::SocketAddr,
+}
+
+impl Coordinator {
+    pub fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let api = format!("127.0.0.1:{}", free_port());
+        let link: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
+            .parse()
+            .expect("link address");
+        let log = std::fs::File::create(dir.path().join("coordinator.log")).expect("log");
+        let child = Command::new(crate::coordinator_bin())
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(["--api", &api, "--link", &link.to_string()])
+            .env("BERTH_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn berth-coordinator");
+        wait_for("coordinator API", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(&api).is_ok()
+        });
+        Self {
+            child,
+            dir,
+            api: format!("http://{api}"),
+            link,
+        }
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The admin token written on first start.
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token"))
+            .expect("admin.token")
+            .trim()
+            .to_string()
+    }
+
+    /// The URL of its SQLite store (another process may open it too).
+    pub fn store_url(&self) -> String {
+        format!("sqlite://{}", self.data_dir().join("berth.db").display())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("coordinator.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Coordinator {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();

@@ -6,50 +6,8 @@
 //! a deleted workspace gone. The coordinator runs with no agent, so no
 //! generated image reference is ever pulled: nothing leaves this machine.
 
-use berth_tests::{coordinator_bin, free_port, repo_root};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
-
-struct Coordinator {
-    child: std::process::Child,
-    dir: tempfile::TempDir,
-    api: String,
-}
-
-impl Drop for Coordinator {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start() -> Coordinator {
-    let dir = tempfile::tempdir().unwrap();
-    let api = format!("127.0.0.1:{}", free_port());
-    let log = std::fs::File::create(dir.path().join("log")).unwrap();
-    let child = Command::new(coordinator_bin())
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(["--api", &api])
-        .args(["--link", &format!("127.0.0.1:{}", free_port())])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let start = Instant::now();
-    while std::net::TcpStream::connect(&api).is_err() {
-        assert!(
-            start.elapsed() < Duration::from_secs(20),
-            "coordinator not up"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Coordinator {
-        child,
-        dir,
-        api: format!("http://{api}"),
-    }
-}
+use berth_tests::{coordinator_bin, repo_root, Coordinator};
+use std::process::Command;
 
 fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
     let out = Command::new(repo_root().join("scripts/schemathesis.sh"))
@@ -69,7 +27,7 @@ fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
         .output()
         .expect("run scripts/schemathesis.sh");
     let text = String::from_utf8_lossy(&out.stdout);
-    let log = std::fs::read_to_string(c.dir.path().join("log")).unwrap_or_default();
+    let log = c.log();
     assert!(
         out.status.success(),
         "schemathesis found problems:\n{text}\n{}",
@@ -84,11 +42,8 @@ fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
 
 #[test]
 fn openapi_holds_under_schemathesis() {
-    let c = start();
-    let admin = std::fs::read_to_string(c.dir.path().join("data/admin.token"))
-        .unwrap()
-        .trim()
-        .to_string();
+    let c = Coordinator::start();
+    let admin = c.admin_token();
     schemathesis(&c, &admin, "all", 50);
     // A member meets the 403s and the owner rules.
     let member = Command::new(coordinator_bin())

@@ -141,21 +141,8 @@ async fn port_forward_through_the_coordinator() {
         .await;
     assert_eq!((s, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
 
-    let mut pf = tokio::process::Command::new(berth_tests::cli_bin())
-        .args(["port-forward", "web", "0:8080", "--json"])
-        .env("BERTH_URL", &c.api)
-        .env("BERTH_TOKEN", &c.admin_token)
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(pf.stdout.take().unwrap()).lines();
-    let first = lines.next_line().await.unwrap().expect("forwarding line");
-    let local: String = serde_json::from_str::<serde_json::Value>(&first).unwrap()["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut pf, local) = c.port_forward("web", &["0:8080"]).await;
+    let local = local[0].clone();
     let get = |local: String| async move {
         let mut s = tokio::net::TcpStream::connect(&local).await.unwrap();
         s.write_all(b"GET /index.html HTTP/1.0\r\n\r\n")
@@ -200,20 +187,8 @@ async fn port_forward_through_the_coordinator() {
         hex::encode(sha2::Sha256::digest(b))
     };
     assert_eq!(sum(body), down_sum, "download through the relays");
-    let mut pf2 = tokio::process::Command::new(berth_tests::cli_bin())
-        .args(["port-forward", "web", "0:9000", "--json"])
-        .env("BERTH_URL", &c.api)
-        .env("BERTH_TOKEN", &c.admin_token)
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines2 = tokio::io::BufReader::new(pf2.stdout.take().unwrap()).lines();
-    let first = lines2.next_line().await.unwrap().expect("forwarding line");
-    let local2 = serde_json::from_str::<serde_json::Value>(&first).unwrap()["local"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (mut pf2, local2) = c.port_forward("web", &["0:9000"]).await;
+    let local2 = local2[0].clone();
     let upload: Vec<u8> = (0..(4u32 << 20))
         .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
         .collect();
