@@ -462,9 +462,12 @@ impl Store {
 
     /// Adds `image` to a node's cached images (a workspace was just made from
     /// it there), so the scheduler prefers the node for the next one without
-    /// waiting for the agent to register again. Compare-and-set on the list.
+    /// waiting for the agent to register again. Compare-and-set on the list:
+    /// a lost race means another writer changed it, so the loop makes progress;
+    /// it only gives up (with `store_busy`) under implausible contention, and
+    /// never drops a note silently.
     pub async fn note_cached_image(&self, id: &str, image: &str) -> Result<()> {
-        for _ in 0..8 {
+        for _ in 0..1000 {
             let Some(row) = sqlx::query("SELECT cached_images FROM nodes WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -489,8 +492,12 @@ impl Store {
             if n == 1 {
                 return Ok(());
             }
+            tokio::task::yield_now().await;
         }
-        Ok(())
+        Err(ApiError::unavailable(
+            "store_busy",
+            format!("node {id:?}: its cached image list kept changing, retry"),
+        ))
     }
 
     /// Refreshes the last-seen time of connected nodes, in one transaction.
