@@ -82,6 +82,7 @@ impl Client {
             .call(Command::Connect(pb::ConnectRequest {
                 name: name.into(),
                 port,
+                kind: String::new(),
             }))
             .await?
         {

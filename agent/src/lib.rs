@@ -2,6 +2,7 @@
 //! with cgroup limits, a private network namespace and a size-limited
 //! persistent volume each. See DESIGN.md for the architecture.
 
+pub mod activity;
 pub mod cgroup;
 pub mod client;
 pub mod config;
@@ -18,6 +19,7 @@ pub mod runtime;
 pub mod seccomp;
 pub mod server;
 pub mod spec;
+pub mod ssh;
 pub mod validate;
 pub mod volume;
 pub mod workspace;

@@ -283,6 +283,7 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         labels: m.config().file.node.labels.clone(),
         cached_images: cached,
         inventory,
+        ssh_host_key: m.ssh_host_key(),
     };
     write_frame(&mut send, &up(Up::Register(register)))
         .await

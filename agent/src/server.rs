@@ -75,6 +75,9 @@ where
         if let Command::Connect(c) = cmd {
             return connect(rd, s, m, c).await;
         }
+        if let Command::Ssh(req) = cmd {
+            return ssh(rd, s, m, req).await;
+        }
         let result = dispatch(&m, cmd).await;
         let resp = match result {
             Ok(r) => pb::Response { result: Some(r) },
@@ -114,9 +117,9 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Status(n) => R::Status(m.status(&n.name).await?),
         Command::List(_) => R::List(m.list().await?),
         Command::Pull(p) => R::Pulled(m.pull(&p.image, creds(p.auth)).await?),
-        Command::Exec(_) | Command::Connect(_) => {
+        Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) => {
             return Err(AgentError::InvalidRequest(
-                "exec and connect need a stream".into(),
+                "exec, connect and ssh need a stream".into(),
             ))
         }
     })
@@ -137,6 +140,15 @@ where
     Rd: AsyncRead + Unpin + Send + 'static,
     Wr: AsyncWrite + Unpin + Send + 'static,
 {
+    let Some(kind) = crate::activity::Kind::parse(&req.kind).filter(|k| {
+        matches!(
+            k,
+            crate::activity::Kind::Port | crate::activity::Kind::Preview
+        )
+    }) else {
+        let e = AgentError::InvalidRequest(format!("unknown connection kind {:?}", req.kind));
+        return write_frame(&mut wr, &error(&e)).await;
+    };
     let tcp = match m.connect(&req.name, req.port).await {
         Ok(t) => t,
         Err(e) => {
@@ -152,6 +164,9 @@ where
     )
     .await?;
     use tokio::io::AsyncWriteExt;
+    let session = m.activity().open(&req.name, kind);
+    let rd = crate::activity::Counted::new(rd, session.clone());
+    let mut wr = crate::activity::Counted::new(wr, session);
     let (tr, mut tw) = tcp.into_split();
     // 256 KiB buffers: tokio's default 8 KiB costs a syscall pair per 8 KiB.
     let up = async {
@@ -165,6 +180,45 @@ where
         let _ = wr.shutdown().await;
     };
     tokio::join!(up, down);
+    Ok(())
+}
+
+/// An SSH connection to a workspace: the answer, then the SSH protocol,
+/// served by the agent (see `crate::ssh`).
+async fn ssh<Rd, Wr>(
+    rd: Rd,
+    mut wr: Wr,
+    m: Manager,
+    req: pb::SshRequest,
+) -> std::result::Result<(), berth_proto::FrameError>
+where
+    Rd: AsyncRead + Unpin + Send + 'static,
+    Wr: AsyncWrite + Unpin + Send + 'static,
+{
+    let keys = crate::ssh::parse_keys(&req.authorized_keys);
+    let refusal = if let Err(e) = m.status(&req.name).await {
+        Some(e)
+    } else if keys.is_empty() {
+        Some(AgentError::InvalidRequest(
+            "no usable authorized key was sent".into(),
+        ))
+    } else {
+        None
+    };
+    if let Some(e) = refusal {
+        tracing::info!(workspace = %req.name, code = e.code(), error = %e, "ssh refused");
+        return write_frame(&mut wr, &error(&e)).await;
+    }
+    write_frame(
+        &mut wr,
+        &pb::Response {
+            result: Some(R::Connected(true)),
+        },
+    )
+    .await?;
+    if let Err(e) = crate::ssh::serve(m, req.name, keys, tokio::io::join(rd, wr)).await {
+        tracing::debug!(error = %e, "ssh session failed");
+    }
     Ok(())
 }
 

@@ -58,6 +58,10 @@ struct Inner {
     refill: tokio::sync::Notify,
     /// Names of workspaces that changed on their own (exit, OOM).
     changes: tokio::sync::broadcast::Sender<String>,
+    /// The SSH server's settings, with the node's host key.
+    ssh: Arc<russh::server::Config>,
+    /// Tunnel sessions and bytes per workspace.
+    activity: crate::activity::Activity,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -115,6 +119,7 @@ impl Manager {
         let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
         let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
         let prepared = Prepared::new(p.cfg.file.workspace.prepared);
+        let ssh = Arc::new(crate::ssh::config(crate::ssh::host_key(&state)?));
         Ok(Self {
             inner: Arc::new(Inner {
                 volumes: Volumes::new(state.join("volumes"), "/proc/self/mountinfo".into()),
@@ -131,6 +136,8 @@ impl Manager {
                 prepared,
                 refill: tokio::sync::Notify::new(),
                 changes: tokio::sync::broadcast::channel(1024).0,
+                ssh,
+                activity: crate::activity::Activity::default(),
             }),
         })
     }
@@ -144,6 +151,44 @@ impl Manager {
     /// The agent's configuration.
     pub fn config(&self) -> &Config {
         &self.inner.cfg
+    }
+
+    /// The SSH server's settings (host key included).
+    pub fn ssh_config(&self) -> Arc<russh::server::Config> {
+        self.inner.ssh.clone()
+    }
+
+    /// The node's SSH host key, OpenSSH public key format.
+    pub fn ssh_host_key(&self) -> String {
+        self.inner
+            .ssh
+            .keys
+            .first()
+            .and_then(|k| k.public_key().to_openssh().ok())
+            .unwrap_or_default()
+    }
+
+    /// Tunnel activity per workspace.
+    pub fn activity(&self) -> &crate::activity::Activity {
+        &self.inner.activity
+    }
+
+    /// The init process and user of a running workspace (what SFTP enters).
+    pub async fn workspace_process(&self, name: &str) -> Result<crate::ssh::sftp::Target> {
+        let r = self.record(name)?;
+        let st = self.status_of(&r).await?;
+        if st.state != pb::State::Running as i32 || st.pid == 0 {
+            return Err(AgentError::Conflict {
+                name: name.into(),
+                state: "not running".into(),
+                action: "sftp",
+            });
+        }
+        Ok(crate::ssh::sftp::Target {
+            pid: st.pid,
+            uid: r.uid,
+            gid: r.gid,
+        })
     }
 
     /// The containerd client in use.
@@ -659,6 +704,7 @@ impl Manager {
             });
         }
         failpoint::hit("delete:before_forget");
+        self.inner.activity.forget(&r.name);
         self.inner.records.remove(&r.name)
     }
 
@@ -778,6 +824,7 @@ impl Manager {
             usage,
             ip: r.ip.to_string(),
             generation: r.generation,
+            tunnels: self.inner.activity.of(&r.name),
         }
     }
 

@@ -196,18 +196,32 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    /// A DELETE answered with no body (204).
+    pub async fn delete_empty(&self, path: &str) -> Result<()> {
+        let resp = self
+            .request(Method::DELETE, path)
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if resp.status().is_success() {
+            return Ok(());
+        }
+        self.decode::<serde_json::Value>(resp).await.map(|_| ())
+    }
+
     pub async fn delete<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
         self.send(self.request(Method::DELETE, path)).await
     }
 
-    /// A TCP connection to `port` of a workspace through the coordinator
-    /// (`GET /v1/workspaces/{name}/ports/{port}`, HTTP/1.1 upgrade): the
-    /// upgraded connection carries the stream's bytes.
-    pub async fn connect_port(&self, path: &str) -> Result<reqwest::Upgraded> {
+    /// A tunnel through the coordinator, an HTTP/1.1 upgrade to `proto`:
+    /// `berth-tcp` at `/v1/workspaces/{name}/ports/{port}` (a TCP
+    /// connection to the port) or `berth-ssh` at `/v1/workspaces/{name}/ssh`
+    /// (the agent's SSH server). The upgraded connection carries the bytes.
+    pub async fn upgrade(&self, path: &str, proto: &str) -> Result<reqwest::Upgraded> {
         let resp = self
             .request(Method::GET, path)
             .header("connection", "upgrade")
-            .header("upgrade", "berth-tcp")
+            .header("upgrade", proto)
             .send()
             .await
             .map_err(|e| Error::transport(&self.base, e))?;

@@ -5,6 +5,7 @@
 mod client;
 mod config;
 mod output;
+mod ssh;
 
 use anyhow::Context;
 use berth_proto::units::{parse_duration, parse_size};
@@ -115,6 +116,42 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1")]
         address: std::net::IpAddr,
     },
+    /// SSH into a workspace with OpenSSH's `ssh` (a shell, or CMD), through
+    /// the coordinator; a stopped workspace is started first. Log in with a
+    /// key registered by `berth ssh-key add`.
+    Ssh {
+        #[command(flatten)]
+        target: Target,
+        /// Be OpenSSH's ProxyCommand: carry the SSH connection on standard
+        /// input and output (NAME may be berth.NAME).
+        #[arg(long, conflicts_with = "known_hosts")]
+        stdio: bool,
+        /// Be OpenSSH's KnownHostsCommand: print the workspace's host key.
+        #[arg(long)]
+        known_hosts: bool,
+        /// The command to run instead of a shell.
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
+    /// Write `Host berth.*` into ~/.ssh/config so that `ssh berth.NAME`, scp,
+    /// sftp and VS Code Remote-SSH reach workspace NAME (idempotent).
+    #[command(name = "config-ssh")]
+    ConfigSsh {
+        /// The ssh config file to edit.
+        #[arg(long)]
+        ssh_config: Option<std::path::PathBuf>,
+        /// Print the resulting file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Your SSH public keys (what `berth ssh` logs in with).
+    #[command(name = "ssh-key")]
+    SshKey {
+        #[command(subcommand)]
+        cmd: SshKeyCmd,
+    },
+    /// Tunnel activity of a workspace: open sessions and bytes per kind.
+    Activity(Target),
     /// Follow workspace state changes (one line each) until interrupted.
     Events,
     /// The resource tiers.
@@ -191,6 +228,24 @@ struct Wait {
     /// How long to wait.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
+}
+
+#[derive(Subcommand)]
+enum SshKeyCmd {
+    /// Register a public key (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub).
+    Add {
+        /// The public key file, or - for standard input.
+        file: Option<std::path::PathBuf>,
+        /// A label (default: the key's comment).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your keys.
+    #[command(alias = "ls")]
+    List,
+    /// Remove a key, by id or SHA256 fingerprint.
+    #[command(alias = "rm")]
+    Remove { key: String },
 }
 
 #[derive(Subcommand)]
@@ -396,6 +451,17 @@ async fn run(cli: Cli) -> Outcome {
         }
         return Ok(0);
     }
+    if let Cmd::ConfigSsh {
+        ssh_config,
+        dry_run,
+    } = &cli.cmd
+    {
+        let path = ssh_config
+            .clone()
+            .or_else(ssh::default_config)
+            .ok_or_else(|| fail("cli_error", "no HOME: pass --ssh-config"))?;
+        return ssh::config_ssh(&path, *dry_run);
+    }
     if resolved.token.is_none() {
         return Err(fail(
             "no_token",
@@ -405,9 +471,55 @@ async fn run(cli: Cli) -> Outcome {
             ),
         ));
     }
-    let c = Client::new(resolved.url, resolved.token)?;
+    let c = Client::new(resolved.url.clone(), resolved.token.clone())?;
     match cli.cmd {
-        Cmd::Login { .. } => unreachable!("handled above"),
+        Cmd::Login { .. } | Cmd::ConfigSsh { .. } => unreachable!("handled above"),
+        Cmd::Ssh {
+            target,
+            stdio,
+            known_hosts,
+            argv,
+        } => {
+            if stdio {
+                ssh::stdio(&c, target).await
+            } else if known_hosts {
+                ssh::known_hosts(&c, target).await
+            } else {
+                ssh::exec_ssh(target, argv, &resolved.url, resolved.token.as_deref())
+            }
+        }
+        Cmd::SshKey { cmd } => ssh_key(&c, ui, cmd).await,
+        Cmd::Activity(t) => {
+            let a: serde_json::Value = c.get(&ws_path(&t, "/activity")).await?;
+            ui.print(&a, || {
+                let rows: Vec<Vec<String>> = a["tunnels"]
+                    .as_array()
+                    .map(|v| v.as_slice())
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|t| {
+                        let last = t["last_active_ms"].as_i64().unwrap_or(0);
+                        vec![
+                            t["kind"].as_str().unwrap_or("").to_string(),
+                            t["open"].as_u64().unwrap_or(0).to_string(),
+                            t["sessions"].as_u64().unwrap_or(0).to_string(),
+                            size(t["bytes_in"].as_u64().unwrap_or(0)),
+                            size(t["bytes_out"].as_u64().unwrap_or(0)),
+                            if last == 0 {
+                                "-".into()
+                            } else {
+                                age(last, now_ms())
+                            },
+                        ]
+                    })
+                    .collect();
+                table(
+                    &["KIND", "OPEN", "SESSIONS", "IN", "OUT", "LAST ACTIVE"],
+                    &rows,
+                )
+            });
+            Ok(0)
+        }
         Cmd::Whoami => {
             let me: serde_json::Value = c.get("/v1/whoami").await?;
             ui.print(&me, || {
@@ -836,6 +948,94 @@ fn workspace_details(w: &Workspace) -> String {
         .collect()
 }
 
+async fn ssh_key(c: &Client, ui: Ui, cmd: SshKeyCmd) -> Outcome {
+    match cmd {
+        SshKeyCmd::Add { file, name } => {
+            let text = match file.or_else(ssh::default_public_key) {
+                Some(p) if p.as_os_str() == "-" => {
+                    let mut s = String::new();
+                    std::io::stdin()
+                        .read_to_string(&mut s)
+                        .context("read standard input")?;
+                    s
+                }
+                Some(p) => std::fs::read_to_string(&p)
+                    .with_context(|| format!("read {}", p.display()))?,
+                None => {
+                    return Err(fail(
+                        "usage",
+                        "no ~/.ssh/id_ed25519.pub (or id_ecdsa.pub, id_rsa.pub): give the public key file",
+                    ))
+                }
+            };
+            let k: serde_json::Value = c
+                .post(
+                    "/v1/ssh-keys",
+                    &json!({"public_key": text.trim(), "name": name}),
+                )
+                .await?;
+            ui.print(&k, || {
+                format!(
+                    "Added {} {} ({})\n",
+                    k["fingerprint"].as_str().unwrap_or("?"),
+                    k["name"].as_str().unwrap_or(""),
+                    k["id"].as_str().unwrap_or("?")
+                )
+            });
+            Ok(0)
+        }
+        SshKeyCmd::List => {
+            let keys: Vec<serde_json::Value> = c.get("/v1/ssh-keys").await?;
+            ui.print(&keys, || {
+                let rows: Vec<Vec<String>> = keys
+                    .iter()
+                    .map(|k| {
+                        vec![
+                            k["id"].as_str().unwrap_or("").to_string(),
+                            k["fingerprint"].as_str().unwrap_or("").to_string(),
+                            k["name"].as_str().unwrap_or("").to_string(),
+                            age(k["created_at_ms"].as_i64().unwrap_or(0), now_ms()),
+                        ]
+                    })
+                    .collect();
+                table(&["ID", "FINGERPRINT", "NAME", "ADDED"], &rows)
+            });
+            Ok(0)
+        }
+        SshKeyCmd::Remove { key } => {
+            c.delete_empty(&format!("/v1/ssh-keys/{}", enc(&key)))
+                .await?;
+            if !ui.quiet {
+                eprintln!("Removed {key}");
+            }
+            Ok(0)
+        }
+    }
+}
+
+/// Wake on connect: a workspace that is not running is started, and the
+/// wait shows progress (on standard error), before a tunnel is opened.
+async fn ensure_running(c: &Client, ui: Ui, target: &Target) -> Result<Workspace, Failure> {
+    let w: Workspace = c.get(&ws_path(target, "")).await?;
+    if w.state == "running" {
+        return Ok(w);
+    }
+    let wait = Wait {
+        no_wait: false,
+        timeout: Duration::from_secs(600),
+    };
+    let start = ws_path(target, "/start");
+    let current = w.clone();
+    let request = async {
+        if current.desired == "running" {
+            Ok(current)
+        } else {
+            c.post(&start, &json!({})).await
+        }
+    };
+    request_then_wait(c, ui, target, "running", wait, request).await
+}
+
 async fn port_forward(
     c: &Client,
     ui: Ui,
@@ -843,24 +1043,7 @@ async fn port_forward(
     ports: Vec<(u16, u16)>,
     address: std::net::IpAddr,
 ) -> Outcome {
-    let mut w: Workspace = c.get(&ws_path(&target, "")).await?;
-    if w.state != "running" {
-        // Wake on connect: start it and wait, with progress, before listening.
-        let wait = Wait {
-            no_wait: false,
-            timeout: Duration::from_secs(600),
-        };
-        let start = ws_path(&target, "/start");
-        let current = w.clone();
-        let request = async {
-            if current.desired == "running" {
-                Ok(current)
-            } else {
-                c.post(&start, &json!({})).await
-            }
-        };
-        w = request_then_wait(c, ui, &target, "running", wait, request).await?;
-    }
+    let w = ensure_running(c, ui, &target).await?;
     let mut listeners = Vec::new();
     for (local, remote) in ports {
         let l = tokio::net::TcpListener::bind((address, local))
@@ -892,7 +1075,7 @@ async fn port_forward(
                 };
                 let (c, path) = (c.clone(), path.clone());
                 tokio::spawn(async move {
-                    match c.connect_port(&path).await {
+                    match c.upgrade(&path, "berth-tcp").await {
                         Ok(up) => {
                             let mut up = up;
                             let _ = tokio::io::copy_bidirectional_with_sizes(

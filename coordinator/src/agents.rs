@@ -408,6 +408,7 @@ impl Agents {
             labels: reg.labels.clone().into_iter().collect(),
             cached: reg.cached_images.iter().cloned().collect(),
             agent_version: reg.agent_version.clone(),
+            ssh_host_key: reg.ssh_host_key.clone(),
         };
         if let Err(e) = self
             .inner
@@ -575,22 +576,15 @@ impl Agents {
             .map_err(|_| LinkError::Timeout(node.into()))?
     }
 
-    /// A TCP connection to `port` of workspace `name` on `node`, dialled by
-    /// the agent inside the workspace: the QUIC stream pair that carries its
-    /// bytes, or the agent's refusal.
-    pub async fn connect_port(
+    /// A tunnel to a workspace on `node` (a `Connect` to one of its ports or
+    /// an `Ssh` session): the QUIC stream pair that carries its bytes once
+    /// the agent accepted it, or the agent's refusal.
+    pub async fn tunnel(
         &self,
         node: &str,
-        name: &str,
-        port: u32,
+        command: pb::request::Command,
     ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        let fut = self.open_command(
-            node,
-            pb::request::Command::Connect(pb::ConnectRequest {
-                name: name.into(),
-                port,
-            }),
-        );
+        let fut = self.open_command(node, command);
         let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
             .await
             .map_err(|_| LinkError::Timeout(node.into()))??;

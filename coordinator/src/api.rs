@@ -353,8 +353,11 @@ pub struct Tier {
     info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
     paths(
         create_workspace, list_workspaces, get_workspace, start_workspace, stop_workspace,
-        delete_workspace, exec_workspace, connect_port, events, list_nodes, get_node, cordon_node,
-        uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers
+        delete_workspace, exec_workspace, events, list_nodes, get_node, cordon_node,
+        uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers,
+        crate::tunnels::connect_port, crate::tunnels::connect_ssh, crate::tunnels::ssh_host_key,
+        crate::tunnels::activity, crate::tunnels::add_ssh_key, crate::tunnels::list_ssh_keys,
+        crate::tunnels::delete_ssh_key
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),
@@ -456,7 +459,6 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
         .route("/v1/workspaces/{name}/exec", post(exec_workspace))
-        .route("/v1/workspaces/{name}/ports/{port}", get(connect_port))
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(get_node))
@@ -467,6 +469,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", post(create_api_token))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tiers", get(tiers))
+        .merge(crate::tunnels::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }
@@ -477,7 +480,7 @@ async fn openapi() -> impl IntoResponse {
 
 // ---- workspaces ----
 
-fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
+pub(crate) fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
     match asked {
         Some(o) if o != a.user => {
             if a.admin {
@@ -495,7 +498,7 @@ fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
 
 /// The caller's (or `owner`'s) workspace named `name`; a deleted one is gone
 /// (404), as for every request after its deletion.
-async fn find(s: &AppState, owner: &str, name: &str) -> Result<WorkspaceRow> {
+pub(crate) async fn find(s: &AppState, owner: &str, name: &str) -> Result<WorkspaceRow> {
     validate::workspace_name(name)?;
     match s.ctl.store().workspace_by_name(owner, name).await? {
         Some(w) if w.state != State::Deleted => Ok(w),
@@ -806,164 +809,6 @@ async fn exec_workspace(
             "node_error",
             format!("{}: {}", e.code, e.message),
         )),
-    }
-}
-
-/// The protocol name of a port connection (HTTP/1.1 `Upgrade`).
-pub const PORT_UPGRADE: &str = "berth-tcp";
-
-/// A TCP connection to a port of a workspace, through its agent (the port is
-/// dialled inside the workspace, so 127.0.0.1 servers are reachable). A
-/// stopped workspace is started first and the answer waits for it (wake on
-/// connect).
-/// An HTTP/1.1 upgrade: send `Connection: Upgrade` and `Upgrade: berth-tcp`;
-/// on 101 the connection carries the TCP stream's bytes both ways.
-#[utoipa::path(get, path = "/v1/workspaces/{name}/ports/{port}",
-    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
-        ("port" = u16, Path, minimum = 1, maximum = 65535), OwnerQuery),
-    responses((status = 101, description = "switched to the raw TCP stream"),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
-        (status = 426, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn connect_port(
-    AxState(s): AxState<AppState>,
-    a: Auth,
-    P((name, port)): P<(String, u32)>,
-    Q(q): Q<OwnerQuery>,
-    mut req: Request,
-) -> Result<axum::response::Response> {
-    let owner = owner_of(&a, q.owner)?;
-    let w = find(&s, &owner, &name).await?;
-    if !(1..=65535).contains(&port) {
-        return Err(ApiError::invalid(
-            "invalid_port",
-            format!("port {port} is not 1 to 65535"),
-        ));
-    }
-    // Running, or placed and able to run (wake on connect); anything else now.
-    let wakeable = w.node.is_some()
-        && matches!(
-            w.state,
-            State::Stopped | State::Stopping | State::Scheduled | State::Starting
-        );
-    if w.state != State::Running && !wakeable {
-        return Err(ApiError::conflict(
-            "not_running",
-            format!("workspace {name} is {}", w.state.as_str()),
-        ));
-    }
-    let upgrading = {
-        let wants = |h: axum::http::HeaderName, v: &str| {
-            req.headers().get_all(h).iter().any(|x| {
-                x.to_str()
-                    .is_ok_and(|x| x.split(',').any(|t| t.trim().eq_ignore_ascii_case(v)))
-            })
-        };
-        wants(axum::http::header::CONNECTION, "upgrade")
-            && wants(axum::http::header::UPGRADE, PORT_UPGRADE)
-    };
-    if !upgrading {
-        return Err(ApiError::upgrade_required(format!(
-            "send Connection: Upgrade and Upgrade: {PORT_UPGRADE}"
-        )));
-    }
-    let w = if w.state == State::Running {
-        w
-    } else {
-        wake(&s, w).await?
-    };
-    let node = w.node.clone().unwrap_or_default();
-    let (mut send, recv) = match s.ctl.agents().connect_port(&node, &w.id, port).await? {
-        Ok(streams) => streams,
-        Err(e) if e.code == "port_closed" => {
-            return Err(ApiError::node("port_closed", e.message));
-        }
-        Err(e) => {
-            return Err(ApiError::conflict(
-                "not_running",
-                format!("{}: {}", e.code, e.message),
-            ))
-        }
-    };
-    let upgrade = hyper::upgrade::on(&mut req);
-    tokio::spawn(async move {
-        let Ok(up) = upgrade.await else { return };
-        let (rd, mut wr) = tokio::io::split(hyper_util::rt::TokioIo::new(up));
-        use tokio::io::AsyncWriteExt;
-        // 256 KiB buffers: tokio's default 8 KiB costs a syscall pair per 8 KiB.
-        let to_ws = async {
-            let mut rd = tokio::io::BufReader::with_capacity(256 << 10, rd);
-            let _ = tokio::io::copy_buf(&mut rd, &mut send).await;
-            let _ = send.finish();
-        };
-        let from_ws = async {
-            let mut recv = tokio::io::BufReader::with_capacity(256 << 10, recv);
-            let _ = tokio::io::copy_buf(&mut recv, &mut wr).await;
-            let _ = wr.shutdown().await;
-        };
-        tokio::join!(to_ws, from_ws);
-    });
-    axum::response::Response::builder()
-        .status(StatusCode::SWITCHING_PROTOCOLS)
-        .header(axum::http::header::CONNECTION, "upgrade")
-        .header(axum::http::header::UPGRADE, PORT_UPGRADE)
-        .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))
-}
-
-/// Wake on connect: starts a stopped (or still starting) workspace and
-/// waits until it runs, for up to two minutes; the connection is then made
-/// as if it had been running. Events of this coordinator end the wait early;
-/// a read each half second covers changes made elsewhere.
-async fn wake(s: &AppState, w: WorkspaceRow) -> Result<WorkspaceRow> {
-    let name = w.name.clone();
-    let not_running =
-        |state: &str| ApiError::conflict("not_running", format!("workspace {name} is {state}"));
-    let mut events = s.ctl.subscribe();
-    if w.desired != lifecycle::Desired::Running {
-        match s
-            .ctl
-            .change(&w.id, &[Event::StartRequested], None, true, None)
-            .await
-        {
-            Ok(_) => {}
-            Err(Change::Store(e)) => return Err(e),
-            Err(_) => return Err(not_running(w.state.as_str())),
-        }
-    }
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        match s.ctl.store().workspace(&w.id).await? {
-            Some(now) if now.state == State::Running => return Ok(now),
-            Some(now) if matches!(now.state, State::Failed | State::Deleted | State::Deleting) => {
-                return Err(not_running(now.state.as_str()))
-            }
-            Some(now) if now.desired != lifecycle::Desired::Running => {
-                return Err(not_running(now.state.as_str()))
-            }
-            Some(_) => {}
-            None => return Err(ApiError::not_found(format!("no workspace named {name:?}"))),
-        }
-        let wait = async {
-            loop {
-                match events.recv().await {
-                    Ok(ev) if ev.id == w.id => return,
-                    Ok(_) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(_) => std::future::pending::<()>().await,
-                }
-            }
-        };
-        tokio::select! {
-            _ = wait => {}
-            _ = tokio::time::sleep(Duration::from_millis(500)) => {}
-            _ = tokio::time::sleep_until(deadline) => {
-                return Err(ApiError::unavailable(
-                    "start_timeout",
-                    format!("workspace {name} did not start within 2 minutes"),
-                ))
-            }
-        }
     }
 }
 

@@ -13,6 +13,7 @@ pub mod lifecycle;
 pub mod pki;
 pub mod scheduler;
 pub mod store;
+pub mod tunnels;
 pub mod validate;
 
 use crate::api::Tier;

@@ -54,6 +54,8 @@ pub struct NodeRow {
     pub allocated: Resources,
     pub allocated_slots: u32,
     pub agent_version: String,
+    /// The node's SSH host key (OpenSSH public key), "" before it registered.
+    pub ssh_host_key: String,
     pub joined_at_ms: i64,
     pub last_seen_ms: i64,
     pub status_since_ms: i64,
@@ -125,6 +127,18 @@ pub struct Registration {
     pub labels: BTreeMap<String, String>,
     pub cached: BTreeSet<String>,
     pub agent_version: String,
+    pub ssh_host_key: String,
+}
+
+/// A user's SSH public key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshKeyRow {
+    pub id: String,
+    pub owner: String,
+    pub name: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub created_at_ms: i64,
 }
 
 /// Who a valid API token belongs to.
@@ -191,6 +205,7 @@ fn node_from(r: &AnyRow) -> Result<NodeRow> {
         },
         allocated_slots: g("alloc_slots")? as u32,
         agent_version: r.try_get("agent_version")?,
+        ssh_host_key: r.try_get("ssh_host_key")?,
         joined_at_ms: g("joined_at_ms")?,
         last_seen_ms: g("last_seen_ms")?,
         status_since_ms: g("status_since_ms")?,
@@ -337,6 +352,59 @@ impl Store {
         Ok(())
     }
 
+    /// Adds a user's SSH key; the same key twice for one user is `ssh_key_exists`.
+    pub async fn add_ssh_key(&self, k: &SshKeyRow) -> Result<()> {
+        let r = sqlx::query("INSERT INTO ssh_keys (id, owner, name, public_key, fingerprint, created_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
+            .bind(&k.id)
+            .bind(&k.owner)
+            .bind(&k.name)
+            .bind(&k.public_key)
+            .bind(&k.fingerprint)
+            .bind(k.created_at_ms)
+            .execute(&self.pool)
+            .await;
+        match r {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(ApiError::conflict(
+                "ssh_key_exists",
+                format!("{} already has the key {}", k.owner, k.fingerprint),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// A user's SSH keys, oldest first.
+    pub async fn ssh_keys(&self, owner: &str) -> Result<Vec<SshKeyRow>> {
+        let rows = sqlx::query("SELECT id, owner, name, public_key, fingerprint, created_at_ms FROM ssh_keys WHERE owner = $1 ORDER BY created_at_ms, id")
+            .bind(owner)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SshKeyRow {
+                    id: r.try_get("id")?,
+                    owner: r.try_get("owner")?,
+                    name: r.try_get("name")?,
+                    public_key: r.try_get("public_key")?,
+                    fingerprint: r.try_get("fingerprint")?,
+                    created_at_ms: r.try_get("created_at_ms")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Removes one of `owner`'s keys, by id or fingerprint; false if none matched.
+    pub async fn delete_ssh_key(&self, owner: &str, key: &str) -> Result<bool> {
+        let n =
+            sqlx::query("DELETE FROM ssh_keys WHERE owner = $1 AND (id = $2 OR fingerprint = $2)")
+                .bind(owner)
+                .bind(key)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+        Ok(n > 0)
+    }
+
     /// Whether any admin token exists.
     pub async fn has_admin(&self) -> Result<bool> {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE role = 'admin'")
@@ -439,8 +507,9 @@ impl Store {
             labels,
             cached,
             agent_version,
+            ssh_host_key,
         } = r;
-        let n = sqlx::query("UPDATE nodes SET status = 'ready', cap_cpu_millis = $1, cap_memory_bytes = $2, cap_disk_bytes = $3, cap_slots = $4, labels = $5, cached_images = $6, agent_version = $7, last_seen_ms = $8, status_since_ms = CASE WHEN status = 'ready' THEN status_since_ms ELSE $8 END WHERE id = $9")
+        let n = sqlx::query("UPDATE nodes SET status = 'ready', cap_cpu_millis = $1, cap_memory_bytes = $2, cap_disk_bytes = $3, cap_slots = $4, labels = $5, cached_images = $6, agent_version = $7, last_seen_ms = $8, status_since_ms = CASE WHEN status = 'ready' THEN status_since_ms ELSE $8 END, ssh_host_key = $10 WHERE id = $9")
             .bind(to_i64(capacity.cpu_millis))
             .bind(to_i64(capacity.memory_bytes))
             .bind(to_i64(capacity.disk_bytes))
@@ -450,6 +519,7 @@ impl Store {
             .bind(agent_version)
             .bind(now)
             .bind(id)
+            .bind(ssh_host_key)
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -9,9 +9,10 @@
 use berth_tests::{coordinator_bin, repo_root, Coordinator};
 use std::process::Command;
 
-fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
+fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32, extra: &[&str]) {
     let out = Command::new(repo_root().join("scripts/schemathesis.sh"))
         .arg("run")
+        .args(extra)
         .arg(format!("{}/v1/openapi.json", c.api))
         .args(["-H", &format!("Authorization: Bearer {token}")])
         .args(["--checks", checks])
@@ -44,7 +45,23 @@ fn schemathesis(c: &Coordinator, token: &str, checks: &str, examples: u32) {
 fn openapi_holds_under_schemathesis() {
     let c = Coordinator::start();
     let admin = c.admin_token();
-    schemathesis(&c, &admin, "all", 50);
+    // An SSH key's text cannot be told valid by a schema (its base64 must
+    // decode to a key): POST /v1/ssh-keys answers 422 `invalid_ssh_key` to
+    // generated keys, so that one operation runs without the check that
+    // schema-valid input is accepted; every other check holds for it.
+    schemathesis(&c, &admin, "all", 50, &["--exclude-path", "/v1/ssh-keys"]);
+    schemathesis(
+        &c,
+        &admin,
+        "all",
+        50,
+        &[
+            "--include-path",
+            "/v1/ssh-keys",
+            "--exclude-checks",
+            "positive_data_acceptance",
+        ],
+    );
     // A member meets the 403s and the owner rules.
     let member = Command::new(coordinator_bin())
         .arg("--data-dir")
@@ -61,5 +78,6 @@ fn openapi_holds_under_schemathesis() {
         &member,
         "not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance",
         20,
+        &[],
     );
 }
