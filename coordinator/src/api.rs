@@ -28,6 +28,8 @@ pub struct AppState {
     pub ctl: Controller,
     pub tiers: Arc<Tiers>,
     pub ca_fingerprint: String,
+    /// Wildcard domain of previews (`{port}-{workspace}.{domain}`), if any.
+    pub preview_domain: Option<String>,
 }
 
 /// A JSON object body whose rejection is one of our JSON errors (400).
@@ -357,7 +359,7 @@ pub struct Tier {
         uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers,
         crate::tunnels::connect_port, crate::tunnels::connect_ssh, crate::tunnels::ssh_host_key,
         crate::tunnels::activity, crate::tunnels::add_ssh_key, crate::tunnels::list_ssh_keys,
-        crate::tunnels::delete_ssh_key
+        crate::tunnels::delete_ssh_key, crate::previews::set_visibility, crate::previews::public_ports
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),
@@ -470,6 +472,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami", get(whoami))
         .route("/v1/tiers", get(tiers))
         .merge(crate::tunnels::routes())
+        .merge(crate::previews::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }

@@ -39,16 +39,53 @@ impl FromRequestParts<AppState> for Auth {
             .and_then(|h| h.strip_prefix("Bearer "))
             .map(str::trim)
             .ok_or_else(|| ApiError::unauthorized("Authorization must be: Bearer <token>"))?;
-        if !token.starts_with("bt_") || token.len() > 128 {
-            return Err(ApiError::unauthorized("invalid token"));
-        }
-        match s.ctl.store().principal(&hash_secret(token)).await? {
-            Some(p) => Ok(Auth {
-                user: p.user,
-                admin: p.admin,
-            }),
-            None => Err(ApiError::unauthorized("invalid token")),
-        }
+        resolve(s, token).await
+    }
+}
+
+async fn resolve(s: &AppState, token: &str) -> Result<Auth> {
+    if !token.starts_with("bt_") || token.len() > 128 {
+        return Err(ApiError::unauthorized("invalid token"));
+    }
+    match s.ctl.store().principal(&hash_secret(token)).await? {
+        Some(p) => Ok(Auth {
+            user: p.user,
+            admin: p.admin,
+        }),
+        None => Err(ApiError::unauthorized("invalid token")),
+    }
+}
+
+/// The cookie in which a browser carries its API token (previews and the
+/// web terminal; set by the `/w/login` page, HttpOnly).
+pub const COOKIE: &str = "berth_token";
+
+/// The token a browser request carries: `Authorization: Bearer` first,
+/// else the `berth_token` cookie.
+pub fn token_of(headers: &axum::http::HeaderMap) -> Option<String> {
+    if let Some(t) = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+    {
+        return Some(t.trim().to_string());
+    }
+    headers
+        .get_all(axum::http::header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The caller of a browser-facing request, if it carries a token; a token
+/// that is not valid is refused (401) rather than treated as anonymous.
+pub async fn optional(s: &AppState, headers: &axum::http::HeaderMap) -> Result<Option<Auth>> {
+    match token_of(headers) {
+        Some(t) => resolve(s, &t).await.map(Some),
+        None => Ok(None),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod controller;
 pub mod error;
 pub mod lifecycle;
 pub mod pki;
+pub mod previews;
 pub mod scheduler;
 pub mod store;
 pub mod tunnels;
@@ -64,6 +65,8 @@ pub struct Config {
     pub timing: controller::Timing,
     /// This coordinator's name in placement records.
     pub id: String,
+    /// Wildcard domain of previews: `{port}-{workspace}.{domain}`.
+    pub preview_domain: Option<String>,
 }
 
 /// A running coordinator's addresses.
@@ -116,6 +119,7 @@ pub async fn run(
         ctl: ctl.clone(),
         tiers: Arc::new(Tiers::default()),
         ca_fingerprint: ca.fingerprint(),
+        preview_domain: cfg.preview_domain.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
@@ -135,7 +139,12 @@ pub async fn run(
     };
     tracing::info!(api = %bound.api, link = %bound.link, ca = %ca.fingerprint(), "coordinator ready");
     on_bound(&bound);
-    let app = api::router(state);
+    // Host-routed previews are rewritten before routing, so the layer wraps the router.
+    let app = tower::Layer::layer(
+        &axum::middleware::from_fn_with_state(state.clone(), previews::by_host),
+        api::router(state),
+    );
+    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     tokio::select! {
         r = axum::serve(listener, app) => r.map_err(|e| ApiError::internal(format!("API server: {e}")))?,
         _ = agents.serve(endpoint.clone()) => {}

@@ -72,6 +72,11 @@ struct Opts {
     /// Name of this coordinator in placement records (default: host name).
     #[arg(long, global = true)]
     id: Option<String>,
+    /// Wildcard domain for HTTP previews: {port}-{workspace}.DOMAIN reaches
+    /// the port (its DNS must point at this API). Path previews under /w/
+    /// work without it.
+    #[arg(long, global = true, env = "BERTH_PREVIEW_DOMAIN")]
+    preview_domain: Option<String>,
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -146,6 +151,10 @@ fn config(o: &Opts) -> Config {
             ..Timing::default()
         },
         id: o.id.clone().unwrap_or(host),
+        preview_domain: o
+            .preview_domain
+            .as_ref()
+            .map(|d| d.trim_matches('.').to_ascii_lowercase()),
     }
 }
 

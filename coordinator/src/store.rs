@@ -405,6 +405,44 @@ impl Store {
         Ok(n > 0)
     }
 
+    /// Makes a workspace port's preview public (or owner-only again).
+    pub async fn set_port_public(&self, workspace: &str, port: u16, public: bool) -> Result<()> {
+        let q = if public {
+            "INSERT INTO public_ports (workspace_id, port) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+        } else {
+            "DELETE FROM public_ports WHERE workspace_id = $1 AND port = $2"
+        };
+        sqlx::query(q)
+            .bind(workspace)
+            .bind(i64::from(port))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// A workspace's public ports, ascending.
+    pub async fn public_ports(&self, workspace: &str) -> Result<Vec<u16>> {
+        let rows =
+            sqlx::query("SELECT port FROM public_ports WHERE workspace_id = $1 ORDER BY port")
+                .bind(workspace)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| Ok(r.try_get::<i64, _>("port")? as u16))
+            .collect()
+    }
+
+    /// Whether anyone may open the preview of `port`.
+    pub async fn port_is_public(&self, workspace: &str, port: u16) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 AS one FROM public_ports WHERE workspace_id = $1 AND port = $2")
+                .bind(workspace)
+                .bind(i64::from(port))
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
     /// Whether any admin token exists.
     pub async fn has_admin(&self) -> Result<bool> {
         let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE role = 'admin'")

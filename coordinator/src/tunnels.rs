@@ -125,7 +125,7 @@ fn upgrading(req: &Request, proto: &str) -> bool {
 }
 
 /// Whether a workspace can be reached now or after waking it.
-fn reachable_or_waking(w: &WorkspaceRow) -> Result<()> {
+pub(crate) fn reachable_or_waking(w: &WorkspaceRow) -> Result<()> {
     let wakeable = w.node.is_some()
         && matches!(
             w.state,
@@ -141,7 +141,7 @@ fn reachable_or_waking(w: &WorkspaceRow) -> Result<()> {
 }
 
 /// Opens a tunnel of `command` to the (running or woken) workspace.
-async fn open(
+pub(crate) async fn open(
     s: &AppState,
     w: WorkspaceRow,
     command: impl FnOnce(&WorkspaceRow) -> pb::request::Command,

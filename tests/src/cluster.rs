@@ -371,6 +371,21 @@ impl Cluster {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_as(path, body, &self.admin_token).await
     }
+    /// Any method with a JSON body, as the admin.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.api))
+                .json(&body),
+            &self.admin_token,
+        )
+        .await
+    }
     pub async fn post_as(&self, path: &str, body: Value, token: &str) -> (u16, Value) {
         self.send(
             self.http.post(format!("{}{path}", self.api)).json(&body),
