@@ -328,6 +328,7 @@ async fn exec(c: Client, name: String, tty: bool, argv: Vec<String>) -> anyhow::
         rows,
         cols,
         cwd: String::new(),
+        activity: String::new(),
     };
     let raw = if tty { RawMode::enter() } else { None };
     let (tx, rx) = tokio::sync::mpsc::channel(16);

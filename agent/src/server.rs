@@ -234,6 +234,12 @@ where
 {
     let (in_tx, in_rx) = mpsc::channel(64);
     let (out_tx, mut out_rx) = mpsc::channel::<pb::ExecOutput>(64);
+    // A web terminal is a tunnel too: its keystrokes and output are counted.
+    let session = (req.activity == "terminal").then(|| {
+        m.activity()
+            .open(&req.name, crate::activity::Kind::Terminal)
+    });
+    let counted = session.clone();
     write_frame(
         &mut wr,
         &pb::Response {
@@ -243,6 +249,9 @@ where
     .await?;
     let reader = tokio::spawn(async move {
         while let Ok(Some(msg)) = read_frame::<_, pb::ExecInput>(&mut rd).await {
+            if let (Some(s), Some(pb::exec_input::Input::Stdin(b))) = (&counted, &msg.input) {
+                s.add_in(b.len());
+            }
             if in_tx.send(msg).await.is_err() {
                 break;
             }
@@ -250,6 +259,9 @@ where
     });
     let writer = tokio::spawn(async move {
         while let Some(msg) = out_rx.recv().await {
+            if let (Some(s), Some(pb::exec_output::Output::Stdout(b))) = (&session, &msg.output) {
+                s.add_out(b.len());
+            }
             if write_frame(&mut wr, &msg).await.is_err() {
                 break;
             }

@@ -179,6 +179,7 @@ impl Server {
             tty,
             rows,
             cols,
+            activity: String::new(),
         };
         let (in_tx, in_rx) = mpsc::channel(64);
         let (out_tx, mut out_rx) = mpsc::channel::<pb::ExecOutput>(64);

@@ -595,6 +595,25 @@ impl Agents {
         }
     }
 
+    /// Starts an interactive exec (a terminal): the stream pair that carries
+    /// its ExecInput / ExecOutput frames once the agent started it, or the
+    /// agent's refusal.
+    pub async fn exec_stream(
+        &self,
+        node: &str,
+        req: pb::ExecRequest,
+    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
+        let fut = self.open_command(node, pb::request::Command::Exec(req));
+        let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
+            .await
+            .map_err(|_| LinkError::Timeout(node.into()))??;
+        match first {
+            pb::response::Result::ExecStarted(_) => Ok(Ok((send, recv))),
+            pb::response::Result::Error(e) => Ok(Err(e)),
+            other => Err(broken(node, format!("unexpected answer {other:?}"))),
+        }
+    }
+
     /// Runs a command in a workspace and collects its output.
     pub async fn exec(
         &self,

@@ -359,7 +359,8 @@ pub struct Tier {
         uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers,
         crate::tunnels::connect_port, crate::tunnels::connect_ssh, crate::tunnels::ssh_host_key,
         crate::tunnels::activity, crate::tunnels::add_ssh_key, crate::tunnels::list_ssh_keys,
-        crate::tunnels::delete_ssh_key, crate::previews::set_visibility, crate::previews::public_ports
+        crate::tunnels::delete_ssh_key, crate::previews::set_visibility, crate::previews::public_ports,
+        crate::terminal::terminal
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),
@@ -473,6 +474,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tiers", get(tiers))
         .merge(crate::tunnels::routes())
         .merge(crate::previews::routes())
+        .merge(crate::terminal::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .with_state(state)
 }

@@ -14,6 +14,7 @@ pub mod pki;
 pub mod previews;
 pub mod scheduler;
 pub mod store;
+pub mod terminal;
 pub mod tunnels;
 pub mod validate;
 

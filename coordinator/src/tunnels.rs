@@ -513,7 +513,7 @@ async fn activity(
 /// waits until it runs, for up to two minutes; the connection is then made
 /// as if it had been running. Events of this coordinator end the wait early;
 /// a read each half second covers changes made elsewhere.
-async fn wake(s: &AppState, w: WorkspaceRow) -> Result<WorkspaceRow> {
+pub(crate) async fn wake(s: &AppState, w: WorkspaceRow) -> Result<WorkspaceRow> {
     let name = w.name.clone();
     let not_running =
         |state: &str| ApiError::conflict("not_running", format!("workspace {name} is {state}"));

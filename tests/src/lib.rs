@@ -6,6 +6,7 @@
 //! touching each other or the host's own services.
 
 pub mod bench;
+pub mod browser;
 pub mod clean;
 pub mod cluster;
 mod node;

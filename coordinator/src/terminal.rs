@@ -1,0 +1,367 @@
+//! The web terminal: `GET /v1/workspaces/{name}/terminal` is a WebSocket
+//! attached to a login shell under a PTY in the workspace (an interactive
+//! exec through its agent, counted as a `terminal` tunnel), and
+//! `/w/{workspace}/terminal` serves the page: xterm.js and its fit addon from
+//! the npm registry, bundled into this binary (build.rs).
+//!
+//! Messages: binary frames carry the terminal's bytes both ways; the
+//! browser sends text frames `{"type":"resize","cols":C,"rows":R}` (and may
+//! send `{"type":"input","data":"..."}`); the server ends with a text frame
+//! `{"type":"exit","code":N}` or `{"type":"error","code":...,"message":...}`.
+//! A stopped workspace is started first, with progress in the terminal.
+//!
+//! A browser authenticates with the `berth_token` cookie; such a request
+//! must come from this origin (its `Origin` names the host it is sent to),
+//! so no other site, nor a sandboxed preview, can open a terminal with it.
+
+use crate::api::{find, owner_of, AppState, P, Q};
+use crate::auth;
+use crate::error::{ApiError, ErrorBody, Result};
+use crate::lifecycle::State;
+use crate::store::WorkspaceRow;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State as AxState;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use berth_proto::agent::{self as pb, exec_input::Input, exec_output::Output};
+use berth_proto::{read_frame, write_frame};
+use futures::{SinkExt, StreamExt};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+const XTERM_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/xterm.js"));
+const XTERM_CSS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/xterm.css"));
+const FIT_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/addon-fit.js"));
+
+/// The terminal routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workspaces/{name}/terminal", get(terminal))
+        .route("/w/{ws}/terminal", get(page))
+        .route("/w/assets/{file}", get(asset))
+}
+
+/// The terminal's size and whose workspace.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct TerminalQuery {
+    /// Columns of the terminal (default 80).
+    #[param(minimum = 1, maximum = 1000)]
+    pub cols: Option<u16>,
+    /// Rows of the terminal (default 24).
+    #[param(minimum = 1, maximum = 1000)]
+    pub rows: Option<u16>,
+    /// The owner of the workspace (admins only; default: the caller).
+    #[param(pattern = "^[a-z0-9._@-]{1,64}$")]
+    pub owner: Option<String>,
+}
+
+/// Same-origin check for cookie-authenticated requests.
+fn same_origin(h: &HeaderMap) -> bool {
+    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (host, origin) {
+        (Some(host), Some(origin)) => origin
+            .split_once("://")
+            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
+        _ => false,
+    }
+}
+
+/// A WebSocket attached to a shell under a PTY in the workspace (see the
+/// module doc for the messages). A stopped workspace is started first.
+#[utoipa::path(get, path = "/v1/workspaces/{name}/terminal",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), TerminalQuery),
+    responses((status = 101, description = "switched to the WebSocket"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 426, body = ErrorBody)))]
+async fn terminal(
+    AxState(s): AxState<AppState>,
+    P(name): P<String>,
+    Q(q): Q<TerminalQuery>,
+    headers: HeaderMap,
+    ws: std::result::Result<
+        WebSocketUpgrade,
+        axum::extract::ws::rejection::WebSocketUpgradeRejection,
+    >,
+) -> Result<Response> {
+    let a = auth::optional(&s, &headers).await?.ok_or_else(|| {
+        ApiError::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
+    })?;
+    let by_cookie = headers.get(header::AUTHORIZATION).is_none();
+    if by_cookie && !same_origin(&headers) {
+        return Err(ApiError::forbidden(
+            "a terminal opened with the cookie must come from this origin",
+        ));
+    }
+    let owner = owner_of(&a, q.owner)?;
+    let w = find(&s, &owner, &name).await?;
+    crate::tunnels::reachable_or_waking(&w)?;
+    let cols = q.cols.unwrap_or(80);
+    let rows = q.rows.unwrap_or(24);
+    if !(1..=1000).contains(&cols) || !(1..=1000).contains(&rows) {
+        return Err(ApiError::invalid(
+            "invalid_size",
+            "cols and rows are 1 to 1000",
+        ));
+    }
+    let ws =
+        ws.map_err(|e| ApiError::upgrade_required(format!("a WebSocket upgrade is needed: {e}")))?;
+    Ok(ws.on_upgrade(move |socket| async move {
+        session(s, w, u32::from(cols), u32::from(rows), socket).await;
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum Control {
+    Resize { cols: u32, rows: u32 },
+    Input { data: String },
+}
+
+async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: WebSocket) {
+    let (mut out, mut inp) = socket.split();
+    let say = |v: serde_json::Value| Message::Text(v.to_string().into());
+    let w = if w.state == State::Running {
+        w
+    } else {
+        let _ = out
+            .send(Message::Binary(
+                format!("\x1b[2m[berth] starting {}…\x1b[0m\r\n", w.name)
+                    .into_bytes()
+                    .into(),
+            ))
+            .await;
+        match crate::tunnels::wake(&s, w).await {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = out
+                    .send(say(
+                        serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
+                    ))
+                    .await;
+                return;
+            }
+        }
+    };
+    let node = w.node.clone().unwrap_or_default();
+    let req = pb::ExecRequest {
+        name: w.id.clone(),
+        argv: vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "cd /workspace 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi".into(),
+        ],
+        env: [("TERM".to_string(), "xterm-256color".to_string())].into(),
+        tty: true,
+        rows,
+        cols,
+        cwd: String::new(),
+        activity: "terminal".into(),
+    };
+    let (mut send, mut recv) = match s.ctl.agents().exec_stream(&node, req).await {
+        Ok(Ok(streams)) => streams,
+        Ok(Err(e)) => {
+            let _ = out
+                .send(say(
+                    serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
+                ))
+                .await;
+            return;
+        }
+        Err(e) => {
+            let e = ApiError::from(e);
+            let _ = out
+                .send(say(
+                    serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
+                ))
+                .await;
+            return;
+        }
+    };
+    let to_agent = async {
+        while let Some(Ok(msg)) = inp.next().await {
+            let input = match msg {
+                Message::Binary(b) => Input::Stdin(b.to_vec()),
+                Message::Text(t) => match serde_json::from_str::<Control>(&t) {
+                    Ok(Control::Resize { cols, rows })
+                        if (1..=1000).contains(&cols) && (1..=1000).contains(&rows) =>
+                    {
+                        Input::Resize(pb::Resize { rows, cols })
+                    }
+                    Ok(Control::Input { data }) => Input::Stdin(data.into_bytes()),
+                    _ => continue,
+                },
+                Message::Close(_) => break,
+                _ => continue,
+            };
+            if write_frame(&mut send, &pb::ExecInput { input: Some(input) })
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+        // The page went away: hang up, as a closed terminal does.
+        let hup = Input::Signal(SIGHUP);
+        let _ = write_frame(&mut send, &pb::ExecInput { input: Some(hup) }).await;
+        let _ = send.finish();
+    };
+    let from_agent = async {
+        while let Ok(Some(m)) = read_frame::<_, pb::ExecOutput>(&mut recv).await {
+            let msg = match m.output {
+                Some(Output::Stdout(b)) | Some(Output::Stderr(b)) => Message::Binary(b.into()),
+                Some(Output::ExitCode(code)) => {
+                    say(serde_json::json!({"type": "exit", "code": code}))
+                }
+                Some(Output::Error(e)) => {
+                    say(serde_json::json!({"type": "error", "code": e.code, "message": e.message}))
+                }
+                None => continue,
+            };
+            let last = !matches!(msg, Message::Binary(_));
+            if out.send(msg).await.is_err() || last {
+                break;
+            }
+        }
+        let _ = out.send(Message::Close(None)).await;
+    };
+    tokio::select! {
+        _ = to_agent => {}
+        _ = from_agent => {}
+    }
+}
+
+/// SIGHUP's number (the same on every Linux architecture).
+const SIGHUP: u32 = 1;
+
+const PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>__NAME__ · Berth terminal</title>
+<link rel="stylesheet" href="/w/assets/xterm.css">
+<style>html,body{height:100%;margin:0;background:#000}#t{position:absolute;inset:4px}</style>
+</head><body><div id="t"></div>
+<script src="/w/assets/xterm.js"></script><script src="/w/assets/addon-fit.js"></script>
+<script>
+"use strict";
+const term = new Terminal({cursorBlink: true, scrollback: 5000});
+const fit = new FitAddon.FitAddon();
+term.loadAddon(fit);
+term.open(document.getElementById("t"));
+fit.fit();
+window.term = term;
+const scheme = location.protocol === "https:" ? "wss:" : "ws:";
+const url = `${scheme}//${location.host}/v1/workspaces/__NAME__/terminal?cols=${term.cols}&rows=${term.rows}__OWNER__`;
+const sock = new WebSocket(url);
+sock.binaryType = "arraybuffer";
+const enc = new TextEncoder();
+sock.onopen = () => { window.berthConnected = true; term.focus(); };
+sock.onmessage = (e) => {
+  if (typeof e.data !== "string") { term.write(new Uint8Array(e.data)); return; }
+  const m = JSON.parse(e.data);
+  if (m.type === "exit") term.write(`\r\n[exited with status ${m.code}]\r\n`);
+  if (m.type === "error") term.write(`\r\n[${m.code}: ${m.message}]\r\n`);
+};
+sock.onclose = () => term.write("\r\n[disconnected]\r\n");
+term.onData((d) => { if (sock.readyState === 1) sock.send(enc.encode(d)); });
+term.onResize(({cols, rows}) => { if (sock.readyState === 1) sock.send(JSON.stringify({type: "resize", cols, rows})); });
+window.addEventListener("resize", () => fit.fit());
+</script></body></html>"#;
+
+#[derive(Debug, Deserialize)]
+struct PageQuery {
+    owner: Option<String>,
+}
+
+/// The terminal page (signed-in browsers: the `berth_token` cookie).
+async fn page(
+    AxState(s): AxState<AppState>,
+    P(ws): P<String>,
+    axum::extract::Query(q): axum::extract::Query<PageQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let r = async {
+        let Some(a) = auth::optional(&s, &headers).await? else {
+            return Ok(
+                axum::response::Redirect::to(&format!("/w/login?next=/w/{ws}/terminal"))
+                    .into_response(),
+            );
+        };
+        let owner = owner_of(&a, q.owner.clone())?;
+        let w = find(&s, &owner, &ws).await?;
+        let owner_q = q
+            .owner
+            .as_ref()
+            .map(|o| {
+                format!(
+                    "&owner={}",
+                    crate::validate::user_name(o)
+                        .map(|_| o.as_str())
+                        .unwrap_or("")
+                )
+            })
+            .unwrap_or_default();
+        let html = PAGE
+            .replace("__NAME__", &w.name)
+            .replace("__OWNER__", &owner_q);
+        Ok::<_, ApiError>(
+            (
+                [
+                    (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                html,
+            )
+                .into_response(),
+        )
+    }
+    .await;
+    r.unwrap_or_else(|e| e.into_response())
+}
+
+/// The bundled front-end files.
+async fn asset(P(file): P<String>) -> Response {
+    let (body, kind) = match file.as_str() {
+        "xterm.js" => (XTERM_JS, "text/javascript"),
+        "addon-fit.js" => (FIT_JS, "text/javascript"),
+        "xterm.css" => (XTERM_CSS, "text/css"),
+        _ => return ApiError::not_found("no such asset").into_response(),
+    };
+    (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=86400"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_this_origin_may_use_the_cookie() {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, "berth.example:8080".parse().unwrap());
+        assert!(!same_origin(&h), "no Origin");
+        h.insert(header::ORIGIN, "http://berth.example:8080".parse().unwrap());
+        assert!(same_origin(&h));
+        h.insert(header::ORIGIN, "null".parse().unwrap());
+        assert!(!same_origin(&h), "a sandboxed page");
+        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
+        assert!(!same_origin(&h));
+    }
+
+    #[test]
+    fn the_bundled_front_end_is_xterm() {
+        assert!(std::str::from_utf8(XTERM_JS).unwrap().contains("Terminal"));
+        assert!(std::str::from_utf8(FIT_JS).unwrap().contains("FitAddon"));
+        assert!(std::str::from_utf8(XTERM_CSS).unwrap().contains(".xterm"));
+    }
+}

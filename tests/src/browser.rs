@@ -1,0 +1,149 @@
+//! Headless Chromium (Debian's `chromium`) driven over the DevTools
+//! protocol: enough to open a page, set a cookie, type and read the page.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A headless Chromium, killed on drop.
+pub struct Browser {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+/// One tab.
+pub struct Page {
+    ws: Socket,
+    next: u64,
+}
+
+impl Browser {
+    pub fn start() -> Browser {
+        let dir = tempfile::tempdir().expect("chromium profile dir");
+        let child = std::process::Command::new("chromium")
+            .args([
+                "--headless=new",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-extensions",
+                "--remote-debugging-address=127.0.0.1",
+                "--remote-debugging-port=0",
+                "--window-size=1000,700",
+            ])
+            .arg(format!("--user-data-dir={}", dir.path().display()))
+            .arg("about:blank")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start chromium (Debian package chromium)");
+        // Chromium writes the port it picked into the profile directory.
+        let file: PathBuf = dir.path().join("DevToolsActivePort");
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let port = loop {
+            if let Some(p) = std::fs::read_to_string(&file)
+                .ok()
+                .and_then(|t| t.lines().next()?.trim().parse().ok())
+            {
+                break p;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "chromium did not start"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        Browser {
+            child,
+            port,
+            _dir: dir,
+        }
+    }
+
+    /// Opens a new blank tab.
+    pub async fn page(&self) -> Page {
+        let r: Value = reqwest::Client::new()
+            .put(format!(
+                "http://127.0.0.1:{}/json/new?about:blank",
+                self.port
+            ))
+            .send()
+            .await
+            .expect("DevTools /json/new")
+            .json()
+            .await
+            .expect("DevTools target");
+        let url = r["webSocketDebuggerUrl"].as_str().expect("debugger URL");
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("connect to the tab");
+        Page { ws, next: 1 }
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Page {
+    /// Calls a DevTools method; its result (events in between are skipped).
+    pub async fn call(&mut self, method: &str, params: Value) -> Value {
+        let id = self.next;
+        self.next += 1;
+        let msg = json!({"id": id, "method": method, "params": params}).to_string();
+        self.ws
+            .send(Message::Text(msg.into()))
+            .await
+            .expect("send to the tab");
+        loop {
+            let m = tokio::time::timeout(Duration::from_secs(30), self.ws.next())
+                .await
+                .unwrap_or_else(|_| panic!("{method}: no answer"))
+                .expect("tab closed")
+                .expect("tab socket");
+            let Message::Text(t) = m else { continue };
+            let v: Value = serde_json::from_str(&t).expect("DevTools JSON");
+            if v["id"] == json!(id) {
+                assert!(v.get("error").is_none(), "{method}: {v}");
+                return v["result"].clone();
+            }
+        }
+    }
+
+    /// Evaluates a JavaScript expression in the page; its value.
+    pub async fn eval(&mut self, expr: &str) -> Value {
+        let r = self
+            .call(
+                "Runtime.evaluate",
+                json!({"expression": expr, "returnByValue": true, "awaitPromise": true}),
+            )
+            .await;
+        r["result"]["value"].clone()
+    }
+
+    /// Types text into the focused element, as a keyboard would.
+    pub async fn type_text(&mut self, text: &str) {
+        self.call("Input.insertText", json!({"text": text})).await;
+    }
+
+    /// Presses Enter.
+    pub async fn enter(&mut self) {
+        for kind in ["keyDown", "keyUp"] {
+            let mut p = json!({"type": kind, "key": "Enter", "code": "Enter",
+                "windowsVirtualKeyCode": 13, "nativeVirtualKeyCode": 13});
+            if kind == "keyDown" {
+                p["text"] = json!("\r");
+            }
+            self.call("Input.dispatchKeyEvent", p).await;
+        }
+    }
+}
