@@ -15,5 +15,13 @@ if [[ " ${missing[*]} " == *" postgresql "* ]]; then
   mkdir -p /etc/postgresql-common/createcluster.d
   echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.d/berth.conf
 fi
+# No package starts its service (openssh-server's sshd on port 22, ...):
+# tests and benches start the daemons they need, on their own ports.
+policy=/usr/sbin/policy-rc.d
+own_policy=0
+if [ ! -e "$policy" ]; then
+  printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy" && own_policy=1
+fi
+trap '[ $own_policy = 1 ] && rm -f "$policy"' EXIT
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -16,9 +16,12 @@
 //!   against the agent alone (its control socket) on the same node and image,
 //!   interleaved.
 //! - forward: `berth port-forward` throughput and round trip vs direct TCP
-//!   from the node to the same servers in the workspace.
+//!   from the node to the same servers in the workspace, with `ssh -L`
+//!   through an OpenSSH sshd on the node and through Berth's SSH beside it.
+//! - keystroke: SSH keystroke echo through Berth vs an OpenSSH sshd on
+//!   loopback, same SSH client.
 //!
-//! `cargo bench --bench coordinator -- placement handshake memory api forward` runs a
+//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke` runs a
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
@@ -942,67 +945,347 @@ async fn forward() {
     let (mut pf, local) = c.port_forward("fw", &["0:9000", "0:9001"]).await;
     let ns = c.nodes[0].netns.clone();
     let (sink_d, echo_d) = (format!("{ip}:9000"), format!("{ip}:9001"));
-    let (mut thr_d, mut thr_f, mut rtt_d, mut rtt_f) = (vec![], vec![], vec![], vec![]);
+    // Beside it: `ssh -L` through an OpenSSH sshd on the node (client and
+    // server in the node's namespace, as a user with SSH access to the node
+    // would forward), and `ssh -L` through Berth's own SSH (OpenSSH client,
+    // `berth ssh --stdio` ProxyCommand, the agent's direct-tcpip).
+    let sshd = berth_tests::sshd::Sshd::start(&c.dir.join("sshd"), Some(&ns), 2222);
+    let mut ssh_l = std::process::Command::new("ip")
+        .args(["netns", "exec", &ns, "ssh", "-N"])
+        .args(sshd.client_args())
+        .args([
+            "-L",
+            &format!("127.0.0.1:7000:{sink_d}"),
+            "-L",
+            &format!("127.0.0.1:7001:{echo_d}"),
+        ])
+        .arg("root@127.0.0.1")
+        .spawn()
+        .expect("ssh -L");
+    let berth_ssh = berth_ssh_setup(&c).await;
+    let (lb0, lb1) = (free_port(), free_port());
+    let mut berth_l = berth_ssh
+        .command(&[
+            "-N",
+            "-L",
+            &format!("127.0.0.1:{lb0}:localhost:9000"),
+            "-L",
+            &format!("127.0.0.1:{lb1}:localhost:9001"),
+            "berth.fw",
+        ])
+        .spawn()
+        .expect("ssh -L through berth");
+    wait_listening(Some(&ns), 7001);
+    wait_listening(None, lb1);
+    type Row = (Option<String>, String, String);
+    let rows: Vec<(&str, Row)> = vec![
+        (
+            "direct TCP (baseline)",
+            (Some(ns.clone()), sink_d.clone(), echo_d.clone()),
+        ),
+        (
+            "berth port-forward",
+            (None, local[0].clone(), local[1].clone()),
+        ),
+        (
+            "OpenSSH ssh -L via sshd",
+            (
+                Some(ns.clone()),
+                "127.0.0.1:7000".into(),
+                "127.0.0.1:7001".into(),
+            ),
+        ),
+        (
+            "OpenSSH ssh -L via berth",
+            (None, format!("127.0.0.1:{lb0}"), format!("127.0.0.1:{lb1}")),
+        ),
+    ];
     let mib: usize = std::env::var("BERTH_BENCH_MIB")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(256);
-    for _ in 0..rounds {
-        let ns = ns.clone();
-        let (sd, ed, sf, ef) = (
-            sink_d.clone(),
-            echo_d.clone(),
-            local[0].clone(),
-            local[1].clone(),
-        );
-        let r = tokio::task::spawn_blocking(move || {
-            (
-                run_client(Some(&ns), &sd, "throughput", mib)["mib_per_s"]
-                    .as_f64()
-                    .unwrap(),
-                run_client(None, &sf, "throughput", mib)["mib_per_s"]
-                    .as_f64()
-                    .unwrap(),
-                run_client(Some(&ns), &ed, "rtt", 2000)["rtt_p50_us"]
-                    .as_f64()
-                    .unwrap(),
-                run_client(None, &ef, "rtt", 2000)["rtt_p50_us"]
-                    .as_f64()
-                    .unwrap(),
-            )
-        })
-        .await
-        .unwrap();
-        thr_d.push(r.0);
-        thr_f.push(r.1);
-        rtt_d.push(r.2);
-        rtt_f.push(r.3);
+    let mut thr = vec![Vec::new(); rows.len()];
+    let mut rtt = vec![Vec::new(); rows.len()];
+    for round in 0..rounds {
+        // Rows alternate order between rounds.
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        if round % 2 == 1 {
+            order.reverse();
+        }
+        for i in order {
+            let (ns, sink, echo) = rows[i].1.clone();
+            let (t, r) = tokio::task::spawn_blocking(move || {
+                (
+                    run_client(ns.as_deref(), &sink, "throughput", mib)["mib_per_s"]
+                        .as_f64()
+                        .unwrap(),
+                    run_client(ns.as_deref(), &echo, "rtt", 2000)["rtt_p50_us"]
+                        .as_f64()
+                        .unwrap(),
+                )
+            })
+            .await
+            .unwrap();
+            thr[i].push(t);
+            rtt[i].push(r);
+        }
     }
     pf.kill().await.ok();
-    let med = |v: Vec<f64>| percentile(&sorted(v), 0.5);
-    let (td, tf, rd, rf) = (med(thr_d), med(thr_f), med(rtt_d), med(rtt_f));
-    println!("\nforward: berth port-forward (CLI → coordinator HTTP upgrade → QUIC → agent → workspace) vs direct TCP from the node to the same server, median of {rounds} rounds");
-    println!("{:<30} {:>12} {:>14}", "", "MiB/s", "RTT p50 µs");
-    println!("{:<30} {:>12.0} {:>14.0}", "direct TCP (baseline)", td, rd);
-    println!("{:<30} {:>12.0} {:>14.0}", "berth port-forward", tf, rf);
+    let _ = ssh_l.kill();
+    let _ = berth_l.kill();
+    let _ = (ssh_l.wait(), berth_l.wait());
+    drop(sshd);
+    let med = |v: &Vec<f64>| percentile(&sorted(v.clone()), 0.5);
+    let t: Vec<f64> = thr.iter().map(med).collect();
+    let r: Vec<f64> = rtt.iter().map(med).collect();
+    println!("\nforward: TCP through each path to the same servers in the workspace, median of {rounds} rounds ({mib} MiB each)");
     println!(
-        "{:<30} {:>12.2} {:>14.2}   (goal: throughput >= 0.8x)",
-        "ratio forward / direct",
-        tf / td,
-        rf / rd
+        "{:<28} {:>10} {:>12} {:>12} {:>12}",
+        "", "MiB/s", "vs direct", "RTT p50 µs", "vs direct"
     );
-    record("forward", "direct_mib_per_s", td, "MiB/s", "");
-    record("forward", "forward_mib_per_s", tf, "MiB/s", "");
+    for (i, (name, _)) in rows.iter().enumerate() {
+        println!(
+            "{:<28} {:>10.0} {:>11.2}x {:>12.0} {:>11.2}x",
+            name,
+            t[i],
+            t[i] / t[0],
+            r[i],
+            r[i] / r[0]
+        );
+    }
+    println!("goals: port-forward >= 0.8x direct throughput, and faster than ssh -L via sshd");
+    record("forward", "direct_mib_per_s", t[0], "MiB/s", "");
+    record("forward", "forward_mib_per_s", t[1], "MiB/s", "");
     record(
         "forward",
         "throughput_ratio_vs_direct",
-        tf / td,
+        t[1] / t[0],
         "x",
         ">=0.8",
     );
-    record("forward", "direct_rtt_p50_us", rd, "us", "");
-    record("forward", "forward_rtt_p50_us", rf, "us", "");
-    record("forward", "rtt_p50_ratio_vs_direct", rf / rd, "x", "");
+    record("forward", "sshd_ssh_l_mib_per_s", t[2], "MiB/s", "");
+    record(
+        "forward",
+        "throughput_ratio_vs_ssh_l",
+        t[1] / t[2],
+        "x",
+        ">1.0",
+    );
+    record("forward", "berth_ssh_l_mib_per_s", t[3], "MiB/s", "");
+    record("forward", "direct_rtt_p50_us", r[0], "us", "");
+    record("forward", "forward_rtt_p50_us", r[1], "us", "");
+    record("forward", "rtt_p50_ratio_vs_direct", r[1] / r[0], "x", "");
+    record("forward", "sshd_ssh_l_rtt_p50_us", r[2], "us", "");
+    record(
+        "forward",
+        "rtt_p50_ratio_vs_ssh_l",
+        r[1] / r[2],
+        "x",
+        "<1.0",
+    );
+    record("forward", "berth_ssh_l_rtt_p50_us", r[3], "us", "");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_listening(netns: Option<&str>, port: u16) {
+    let probe = format!("ss -ltn 'sport = :{port}' | grep -q LISTEN");
+    let cmd = match netns {
+        Some(ns) => format!("ip netns exec {ns} sh -c \"{probe}\""),
+        None => probe,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !berth_tests::sh(&cmd).0 {
+        assert!(
+            Instant::now() < deadline,
+            "nothing listens on {port} ({netns:?})"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// OpenSSH client set up for `berth.*` (config-ssh) with a registered key.
+struct BerthSsh {
+    config: std::path::PathBuf,
+    key: std::path::PathBuf,
+    api: String,
+    token: String,
+}
+
+impl BerthSsh {
+    fn command(&self, args: &[&str]) -> std::process::Command {
+        let mut cmd = std::process::Command::new("ssh");
+        cmd.arg("-F")
+            .arg(&self.config)
+            .arg("-i")
+            .arg(&self.key)
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args(args)
+            .env("BERTH_URL", &self.api)
+            .env("BERTH_TOKEN", &self.token);
+        cmd
+    }
+}
+
+async fn berth_ssh_setup(c: &Cluster) -> BerthSsh {
+    let dir = c.dir.join("berth-ssh");
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("key");
+    let (ok, _, err) = berth_tests::sh(&format!(
+        "rm -f {k} {k}.pub && ssh-keygen -q -t ed25519 -N '' -f {k}",
+        k = key.display()
+    ));
+    assert!(ok, "{err}");
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let (s, v) = c
+        .post("/v1/ssh-keys", serde_json::json!({"public_key": public}))
+        .await;
+    assert!(s == 201 || s == 409, "{v}");
+    let config = dir.join("config");
+    let (code, _, err) = c
+        .berth(
+            &c.admin_token,
+            &["config-ssh", "--ssh-config", config.to_str().unwrap()],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    BerthSsh {
+        config,
+        key,
+        api: c.api.clone(),
+        token: c.admin_token.clone(),
+    }
+}
+
+/// SSH keystroke echo: one byte typed into `cat` under a PTY, until its echo
+/// comes back, by the same SSH client (russh) through Berth (HTTP upgrade →
+/// coordinator → QUIC → the agent's SSH server → the workspace) and directly
+/// to an OpenSSH sshd on this machine's loopback.
+async fn keystroke() {
+    let n = iters(500);
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let (s, w) = c.create("ks").await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state("ks", "running", Duration::from_secs(60)).await;
+    let berth = berth_ssh_setup(&c).await;
+    let key = Arc::new(russh::keys::load_secret_key(&berth.key, None).unwrap());
+    let sshd = berth_tests::sshd::Sshd::start(&c.dir.join("sshd-ks"), None, free_port());
+    let sshd_key = Arc::new(russh::keys::load_secret_key(&sshd.key, None).unwrap());
+
+    let mut via_berth = Vec::new();
+    let mut via_sshd = Vec::new();
+    for round in 0..2 {
+        for which in if round == 0 { [0, 1] } else { [1, 0] } {
+            if which == 0 {
+                let http = reqwest::Client::new();
+                let resp = http
+                    .get(format!("{}/v1/workspaces/ks/ssh", c.api))
+                    .bearer_auth(&c.admin_token)
+                    .header("connection", "upgrade")
+                    .header("upgrade", "berth-ssh")
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status().as_u16(), 101);
+                let stream = resp.upgrade().await.unwrap();
+                via_berth.extend(echo_times(stream, key.clone(), n / 2).await);
+            } else {
+                let stream = tokio::net::TcpStream::connect(("127.0.0.1", sshd.port))
+                    .await
+                    .unwrap();
+                stream.set_nodelay(true).unwrap();
+                via_sshd.extend(echo_times(stream, sshd_key.clone(), n / 2).await);
+            }
+        }
+    }
+    let (b, d) = (sorted(via_berth), sorted(via_sshd));
+    let (b50, d50) = (percentile(&b, 0.5), percentile(&d, 0.5));
+    let (b99, d99) = (percentile(&b, 0.99), percentile(&d, 0.99));
+    println!("\nkeystroke: one byte typed into `cat` under a PTY until its echo returns, same SSH client (russh), {n} keystrokes each");
+    println!("{:<34} {:>12} {:>12}", "", "p50 µs", "p99 µs");
+    println!(
+        "{:<34} {:>12.0} {:>12.0}",
+        "OpenSSH sshd on loopback (baseline)", d50, d99
+    );
+    println!(
+        "{:<34} {:>12.0} {:>12.0}",
+        "berth (coordinator → agent)", b50, b99
+    );
+    println!(
+        "{:<34} {:>11.2}x {:>11.2}x",
+        "ratio berth / sshd",
+        b50 / d50,
+        b99 / d99
+    );
+    record("keystroke", "sshd_echo_p50_us", d50, "us", "");
+    record("keystroke", "berth_echo_p50_us", b50, "us", "");
+    record("keystroke", "echo_p50_ratio_vs_sshd", b50 / d50, "x", "");
+    record("keystroke", "berth_echo_p99_us", b99, "us", "");
+}
+
+struct Trusting;
+
+impl russh::client::Handler for Trusting {
+    type Error = russh::Error;
+    async fn check_server_key(
+        &mut self,
+        _key: &russh::keys::PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        Ok(true)
+    }
+}
+
+/// Logs in on `stream`, runs `cat` under a PTY, and times `n` echoes (µs).
+async fn echo_times<S>(stream: S, key: Arc<russh::keys::PrivateKey>, n: usize) -> Vec<f64>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let cfg = Arc::new(russh::client::Config {
+        nodelay: true,
+        ..Default::default()
+    });
+    let mut session = russh::client::connect_stream(cfg, stream, Trusting)
+        .await
+        .expect("ssh handshake");
+    let auth = session
+        .authenticate_publickey("root", russh::keys::PrivateKeyWithHashAlg::new(key, None))
+        .await
+        .expect("ssh auth");
+    assert!(auth.success(), "ssh key refused");
+    let mut ch = session.channel_open_session().await.unwrap();
+    ch.request_pty(true, "xterm", 80, 24, 0, 0, &[])
+        .await
+        .unwrap();
+    ch.exec(true, "cat").await.unwrap();
+    let mut times = Vec::with_capacity(n);
+    // Let the session settle (prompt-less `cat` started).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for i in 0..n + 20 {
+        let byte = b'a' + (i % 26) as u8;
+        let t = Instant::now();
+        ch.data(&[byte][..]).await.unwrap();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), ch.wait()).await {
+                Ok(Some(russh::ChannelMsg::Data { data })) if data.contains(&byte) => break,
+                Ok(Some(_)) => {}
+                other => panic!("no echo: {other:?}"),
+            }
+        }
+        if i >= 20 {
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+    }
+    let _ = ch.eof().await;
+    let _ = session
+        .disconnect(russh::Disconnect::ByApplication, "", "")
+        .await;
+    times
 }
 
 fn main() {
@@ -1044,6 +1327,9 @@ fn main() {
         }
         if want("forward") {
             forward().await;
+        }
+        if want("keystroke") {
+            keystroke().await;
         }
     });
     let _ = (

@@ -12,6 +12,7 @@ pub mod cluster;
 mod node;
 pub mod postgres;
 mod process;
+pub mod sshd;
 
 pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};

@@ -1,0 +1,122 @@
+//! A private OpenSSH server (Debian's openssh-server) for baselines: its own
+//! host key, config and authorized key, on a loopback port, optionally in a
+//! network namespace; root logs in with the key it made. Killed on drop.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+pub struct Sshd {
+    pub port: u16,
+    /// The client key root logs in with.
+    pub key: PathBuf,
+    netns: Option<String>,
+    child: Child,
+}
+
+fn keygen(path: &Path) {
+    let (ok, _, err) = crate::sh(&format!(
+        "rm -f {p} {p}.pub && ssh-keygen -q -t ed25519 -N '' -f {p}",
+        p = path.display()
+    ));
+    assert!(ok, "ssh-keygen: {err}");
+}
+
+impl Sshd {
+    /// Starts sshd on 127.0.0.1:`port` (in `netns` if given) under `dir`.
+    pub fn start(dir: &Path, netns: Option<&str>, port: u16) -> Sshd {
+        std::fs::create_dir_all(dir).unwrap();
+        std::fs::create_dir_all("/run/sshd").unwrap();
+        let host = dir.join("host_key");
+        let key = dir.join("client_key");
+        keygen(&host);
+        keygen(&key);
+        std::fs::copy(key.with_extension("pub"), dir.join("authorized_keys")).unwrap();
+        let config = dir.join("sshd_config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nAuthorizedKeysFile {}\n\
+                 PermitRootLogin prohibit-password\nPasswordAuthentication no\n\
+                 KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n\
+                 PidFile {}\nAllowTcpForwarding yes\nUseDNS no\n",
+                host.display(),
+                dir.join("authorized_keys").display(),
+                dir.join("sshd.pid").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, "/usr/sbin/sshd"]);
+                c
+            }
+            None => Command::new("/usr/sbin/sshd"),
+        };
+        let child = cmd
+            .arg("-D")
+            .arg("-e")
+            .arg("-f")
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("sshd.log")).unwrap())
+            .spawn()
+            .expect("start sshd (Debian package openssh-server)");
+        let s = Sshd {
+            port,
+            key,
+            netns: netns.map(str::to_string),
+            child,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !s.listening() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "sshd did not listen: {}",
+                std::fs::read_to_string(dir.join("sshd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        s
+    }
+
+    fn listening(&self) -> bool {
+        let probe = format!("ss -ltn 'sport = :{}' | grep -q LISTEN", self.port);
+        let cmd = match &self.netns {
+            Some(ns) => format!("ip netns exec {ns} sh -c \"{probe}\""),
+            None => probe,
+        };
+        crate::sh(&cmd).0
+    }
+
+    /// The `ssh` options that log in to it as root.
+    pub fn client_args(&self) -> Vec<String> {
+        [
+            "-p",
+            &self.port.to_string(),
+            "-i",
+            &self.key.display().to_string(),
+            "-o",
+            "IdentitiesOnly=yes",
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+impl Drop for Sshd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
