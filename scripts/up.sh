@@ -117,6 +117,10 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth exec demo -- uname -a
   berth create ws2 --image 127.0.0.1:$port/tiny:latest --memory 256M --disk 1G
   berth port-forward demo 8000   # localhost:8000 -> port 8000 in demo
+  berth ssh-key add && berth ssh demo   # OpenSSH into demo (key: ~/.ssh/id_ed25519.pub)
+  berth config-ssh                      # then: ssh berth.demo, scp, VS Code Remote-SSH
+  # web terminal: $BERTH_URL/w/demo/terminal (sign in with the token)
+  # previews: $BERTH_URL/w/demo/8000/ (an HTTP server on port 8000 in demo)
   berth stop demo && berth start demo
   berth delete ws2
   berth nodes
