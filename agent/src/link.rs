@@ -106,11 +106,18 @@ fn client_endpoint() -> Result<quinn::Endpoint> {
         .map_err(|e| link_err(format!("bind UDP: {e}")))
 }
 
+/// Streams the coordinator may have open to this node at once.
+pub const MAX_STREAMS: u32 = 4096;
+
 fn quic_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(link_err)?;
     let mut c = quinn::ClientConfig::new(Arc::new(crypto));
     let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(Duration::from_millis(500)));
+    t.keep_alive_interval(Some(Duration::from_millis(500)))
+        // Every command and every tunnel (SSH session, port connection,
+        // preview request, terminal) is a stream the coordinator opens: the
+        // default of 100 would make the 101st tunnel to a node wait.
+        .max_concurrent_bidi_streams(MAX_STREAMS.into());
     c.transport_config(Arc::new(t));
     Ok(c)
 }

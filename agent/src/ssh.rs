@@ -258,17 +258,6 @@ fn signal_number(sig: &Sig) -> Option<u32> {
     u32::try_from(n).ok()
 }
 
-/// The interactive shell: bash if the image has it, else sh; a login shell
-/// so profile scripts run, in the workspace directory.
-fn login_shell() -> Vec<String> {
-    vec![
-        "/bin/sh".into(),
-        "-c".into(),
-        "cd /workspace 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"
-            .into(),
-    ]
-}
-
 /// A command as OpenSSH runs it: through the shell, in the workspace directory.
 fn command(cmd: &[u8]) -> Vec<String> {
     vec![
@@ -409,7 +398,7 @@ impl Handler for Server {
             return session.channel_failure(channel);
         }
         session.channel_success(channel)?;
-        self.start(channel, login_shell(), session);
+        self.start(channel, berth_proto::login_shell(), session);
         Ok(())
     }
 

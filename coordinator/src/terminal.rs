@@ -151,11 +151,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
     let node = w.node.clone().unwrap_or_default();
     let req = pb::ExecRequest {
         name: w.id.clone(),
-        argv: vec![
-            "/bin/sh".into(),
-            "-c".into(),
-            "cd /workspace 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi".into(),
-        ],
+        argv: berth_proto::login_shell(),
         env: [("TERM".to_string(), "xterm-256color".to_string())].into(),
         tty: true,
         rows,

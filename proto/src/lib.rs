@@ -32,6 +32,17 @@ pub mod berth {
 pub use berth::agent::v1 as agent;
 pub use berth::link::v1 as link;
 
+/// The interactive shell of a workspace (SSH sessions, the web terminal):
+/// bash if the image has it, else sh; a login shell, in /workspace.
+pub fn login_shell() -> Vec<String> {
+    vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        "cd /workspace 2>/dev/null; if [ -x /bin/bash ]; then exec /bin/bash -l; else exec /bin/sh -l; fi"
+            .into(),
+    ]
+}
+
 /// ALPN of the mutual-TLS agent link.
 pub const ALPN_LINK: &[u8] = b"berth/1";
 /// ALPN of the join exchange (server-authenticated; the token authenticates the agent).

@@ -149,6 +149,36 @@ async fn previews_route_http_and_websockets_to_workspace_ports() {
     let got = ws.next().await.unwrap().unwrap();
     assert_eq!(got, Message::Binary(vec![0u8, 1, 2, 255].into()));
     ws.close(None).await.ok();
+    // Many at once, all held open: each is its own stream to the node (the
+    // QUIC default of 100 streams per connection would stall the 101st).
+    let mut many = Vec::new();
+    for _ in 0..150 {
+        let mut req = format!("{}/w/app/8000/ws", base.replace("http://", "ws://"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+        let (ws, _) = tokio::time::timeout(
+            Duration::from_secs(20),
+            tokio_tungstenite::connect_async(req),
+        )
+        .await
+        .expect("150 WebSockets open at once")
+        .expect("websocket");
+        many.push(ws);
+    }
+    for (i, ws) in many.iter_mut().enumerate() {
+        ws.send(Message::Text(format!("n{i}").into()))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .expect("echo in time")
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Message::Text(format!("n{i}").into()));
+    }
+    drop(many);
 
     // Refusals: no token (program → 401, browser → sign-in page), another
     // user, a private port by id, a bad port.
