@@ -4,7 +4,7 @@
 //! it; the idle detector reads it).
 
 use berth_proto::agent as pb;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
@@ -14,9 +14,10 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// What a tunnel carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
-    Ssh,
+    // In the order of their names: a status lists them so.
     Port,
     Preview,
+    Ssh,
     Terminal,
 }
 
@@ -51,10 +52,11 @@ struct Counters {
     last_ms: AtomicU64,
 }
 
-/// Every workspace's counters on this node.
+/// Every workspace's counters on this node, by workspace then kind (a
+/// status reads one workspace's few entries).
 #[derive(Debug, Default)]
 pub struct Activity {
-    by: Mutex<HashMap<(String, Kind), Arc<Counters>>>,
+    by: Mutex<HashMap<String, BTreeMap<Kind, Arc<Counters>>>>,
 }
 
 /// One open session; closing it is dropping the last reference.
@@ -76,7 +78,9 @@ impl Activity {
             .by
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .entry((name.to_string(), kind))
+            .entry(name.to_string())
+            .or_default()
+            .entry(kind)
             .or_default()
             .clone();
         c.open.fetch_add(1, Relaxed);
@@ -88,10 +92,12 @@ impl Activity {
     /// The counters of workspace `name`, one entry per kind seen, by kind.
     pub fn of(&self, name: &str) -> Vec<pb::TunnelActivity> {
         let by = self.by.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out: Vec<_> = by
+        let Some(kinds) = by.get(name) else {
+            return Vec::new();
+        };
+        kinds
             .iter()
-            .filter(|((n, _), _)| n == name)
-            .map(|((_, k), c)| pb::TunnelActivity {
+            .map(|(k, c)| pb::TunnelActivity {
                 kind: k.as_str().into(),
                 open: c.open.load(Relaxed),
                 sessions: c.sessions.load(Relaxed),
@@ -99,9 +105,7 @@ impl Activity {
                 bytes_out: c.bytes_out.load(Relaxed),
                 last_active_ms: c.last_ms.load(Relaxed),
             })
-            .collect();
-        out.sort_by(|a, b| a.kind.cmp(&b.kind));
-        out
+            .collect()
     }
 
     /// Forgets a deleted workspace.
@@ -109,7 +113,7 @@ impl Activity {
         self.by
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .retain(|(n, _), _| n != name);
+            .remove(name);
     }
 }
 

@@ -49,29 +49,15 @@ impl Identity {
 
     /// Saves atomically (each file written aside, then renamed; key mode 0600).
     pub fn save(&self, state_dir: &Path) -> Result<()> {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
         let d = Self::dir(state_dir);
-        std::fs::create_dir_all(&d).map_err(AgentError::io("mkdir identity"))?;
         for (name, text) in [
             ("key.pem", &self.key_pem),
             ("cert.pem", &self.cert_pem),
             ("ca.pem", &self.ca_pem),
             ("node_id", &self.node_id),
         ] {
-            let tmp = d.join(format!(".{name}.tmp"));
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .write(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
+            berth_proto::files::write_private(&d.join(name), text.as_bytes())
                 .map_err(AgentError::io(format!("write {name}")))?;
-            f.write_all(text.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(AgentError::io(format!("write {name}")))?;
-            std::fs::rename(&tmp, d.join(name))
-                .map_err(AgentError::io(format!("rename {name}")))?;
         }
         Ok(())
     }

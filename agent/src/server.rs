@@ -95,6 +95,13 @@ where
     Ok(())
 }
 
+/// The answer that hands a stream over to a tunnel's bytes.
+fn connected() -> pb::Response {
+    pb::Response {
+        result: Some(R::Connected(true)),
+    }
+}
+
 fn error(e: &AgentError) -> pb::Response {
     pb::Response {
         result: Some(R::Error(e.to_proto())),
@@ -156,13 +163,7 @@ where
             return write_frame(&mut wr, &error(&e)).await;
         }
     };
-    write_frame(
-        &mut wr,
-        &pb::Response {
-            result: Some(R::Connected(true)),
-        },
-    )
-    .await?;
+    write_frame(&mut wr, &connected()).await?;
     use tokio::io::AsyncWriteExt;
     let session = m.activity().open(&req.name, kind);
     let rd = crate::activity::Counted::new(rd, session.clone());
@@ -209,13 +210,7 @@ where
         tracing::info!(workspace = %req.name, code = e.code(), error = %e, "ssh refused");
         return write_frame(&mut wr, &error(&e)).await;
     }
-    write_frame(
-        &mut wr,
-        &pb::Response {
-            result: Some(R::Connected(true)),
-        },
-    )
-    .await?;
+    write_frame(&mut wr, &connected()).await?;
     if let Err(e) = crate::ssh::serve(m, req.name, keys, tokio::io::join(rd, wr)).await {
         tracing::debug!(error = %e, "ssh session failed");
     }

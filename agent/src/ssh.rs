@@ -40,8 +40,6 @@ pub fn host_key(state_dir: &Path) -> Result<PrivateKey> {
     match std::fs::read_to_string(&path) {
         Ok(text) => PrivateKey::from_openssh(&text).map_err(|e| bad(&e)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
             let seed: [u8; 32] = rand::random();
             let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
                 &seed,
@@ -49,18 +47,8 @@ pub fn host_key(state_dir: &Path) -> Result<PrivateKey> {
             let text = key
                 .to_openssh(russh::keys::ssh_key::LineEnding::LF)
                 .map_err(|e| bad(&e))?;
-            let tmp = path.with_extension("new");
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(&tmp)
+            berth_proto::files::write_private(&path, text.as_bytes())
                 .map_err(AgentError::io("write the ssh host key"))?;
-            f.write_all(text.as_bytes())
-                .and_then(|_| f.sync_all())
-                .map_err(AgentError::io("write the ssh host key"))?;
-            std::fs::rename(&tmp, &path).map_err(AgentError::io("write the ssh host key"))?;
             tracing::info!(path = %path.display(), "made the node's ssh host key");
             Ok(key)
         }

@@ -43,23 +43,8 @@ pub fn load(path: &Path) -> anyhow::Result<File> {
 
 /// Writes the config file, readable by its owner only (it holds a token).
 pub fn save(path: &Path, file: &File) -> anyhow::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-    }
-    let tmp = path.with_extension("toml.tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("write {}", tmp.display()))?;
-    f.write_all(toml::to_string(file)?.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, path).with_context(|| format!("write {}", path.display()))?;
-    Ok(())
+    berth_proto::files::write_private(path, toml::to_string(file)?.as_bytes())
+        .with_context(|| format!("write {}", path.display()))
 }
 
 /// The URL and token in effect.

@@ -192,23 +192,8 @@ pub fn config_ssh(path: &Path, dry_run: bool) -> Outcome {
         return Ok(0);
     }
     if new != old {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
-        }
-        let tmp = path.with_extension("berth.tmp");
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o600)
-            .open(&tmp)
-            .with_context(|| format!("write {}", tmp.display()))?;
-        f.write_all(new.as_bytes())
-            .and_then(|_| f.sync_all())
-            .with_context(|| format!("write {}", tmp.display()))?;
-        std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))?;
+        berth_proto::files::write_private(path, new.as_bytes())
+            .with_context(|| format!("write {}", path.display()))?;
     }
     println!(
         "Wrote Host {HOST_PREFIX}* to {}: `ssh {HOST_PREFIX}NAME` (and VS Code Remote-SSH) now reach workspace NAME",

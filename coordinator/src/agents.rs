@@ -584,15 +584,10 @@ impl Agents {
         node: &str,
         command: pb::request::Command,
     ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        let fut = self.open_command(node, command);
-        let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
-            .await
-            .map_err(|_| LinkError::Timeout(node.into()))??;
-        match first {
-            pb::response::Result::Connected(true) => Ok(Ok((send, recv))),
-            pb::response::Result::Error(e) => Ok(Err(e)),
-            other => Err(broken(node, format!("unexpected answer {other:?}"))),
-        }
+        self.stream(node, command, |r| {
+            matches!(r, pb::response::Result::Connected(true))
+        })
+        .await
     }
 
     /// Starts an interactive exec (a terminal): the stream pair that carries
@@ -603,12 +598,26 @@ impl Agents {
         node: &str,
         req: pb::ExecRequest,
     ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        let fut = self.open_command(node, pb::request::Command::Exec(req));
+        self.stream(node, pb::request::Command::Exec(req), |r| {
+            matches!(r, pb::response::Result::ExecStarted(_))
+        })
+        .await
+    }
+
+    /// Opens a command's stream and keeps it if the first answer is
+    /// `accepted`; an error answer is the agent's refusal.
+    async fn stream(
+        &self,
+        node: &str,
+        command: pb::request::Command,
+        accepted: impl Fn(&pb::response::Result) -> bool,
+    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
+        let fut = self.open_command(node, command);
         let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
             .await
             .map_err(|_| LinkError::Timeout(node.into()))??;
         match first {
-            pb::response::Result::ExecStarted(_) => Ok(Ok((send, recv))),
+            r if accepted(&r) => Ok(Ok((send, recv))),
             pb::response::Result::Error(e) => Ok(Err(e)),
             other => Err(broken(node, format!("unexpected answer {other:?}"))),
         }

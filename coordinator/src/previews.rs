@@ -19,7 +19,7 @@ use crate::api::{find, owner_of, AppState, Body, OwnerQuery, P, Q};
 use crate::auth::{self, Auth};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::store::WorkspaceRow;
-use crate::tunnels;
+use crate::tunnels::{self, valid_port};
 use axum::extract::{Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -141,13 +141,6 @@ async fn public_ports(
             .map(|port| PortVisibility { port, public: true })
             .collect(),
     ))
-}
-
-fn valid_port(port: u32) -> Result<u16> {
-    u16::try_from(port)
-        .ok()
-        .filter(|p| *p > 0)
-        .ok_or_else(|| ApiError::invalid("invalid_port", format!("port {port} is not 1 to 65535")))
 }
 
 // ---- login ----

@@ -126,6 +126,9 @@ enum Control {
 async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: WebSocket) {
     let (mut out, mut inp) = socket.split();
     let say = |v: serde_json::Value| Message::Text(v.to_string().into());
+    let failed = |code: &str, message: &str| {
+        say(serde_json::json!({"type": "error", "code": code, "message": message}))
+    };
     let w = if w.state == State::Running {
         w
     } else {
@@ -139,11 +142,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
         match crate::tunnels::wake(&s, w).await {
             Ok(w) => w,
             Err(e) => {
-                let _ = out
-                    .send(say(
-                        serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
-                    ))
-                    .await;
+                let _ = out.send(failed(e.code, &e.message)).await;
                 return;
             }
         }
@@ -162,20 +161,12 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
     let (mut send, mut recv) = match s.ctl.agents().exec_stream(&node, req).await {
         Ok(Ok(streams)) => streams,
         Ok(Err(e)) => {
-            let _ = out
-                .send(say(
-                    serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
-                ))
-                .await;
+            let _ = out.send(failed(&e.code, &e.message)).await;
             return;
         }
         Err(e) => {
             let e = ApiError::from(e);
-            let _ = out
-                .send(say(
-                    serde_json::json!({"type": "error", "code": e.code, "message": e.message}),
-                ))
-                .await;
+            let _ = out.send(failed(e.code, &e.message)).await;
             return;
         }
     };
@@ -214,9 +205,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
                 Some(Output::ExitCode(code)) => {
                     say(serde_json::json!({"type": "exit", "code": code}))
                 }
-                Some(Output::Error(e)) => {
-                    say(serde_json::json!({"type": "error", "code": e.code, "message": e.message}))
-                }
+                Some(Output::Error(e)) => failed(&e.code, &e.message),
                 None => continue,
             };
             let last = !matches!(msg, Message::Binary(_));

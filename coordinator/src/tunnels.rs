@@ -194,6 +194,14 @@ fn switch(
         .map_err(|e| ApiError::internal(e.to_string()))
 }
 
+/// A TCP port number, 1 to 65535 (`invalid_port` otherwise).
+pub(crate) fn valid_port(port: u32) -> Result<u16> {
+    u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ApiError::invalid("invalid_port", format!("port {port} is not 1 to 65535")))
+}
+
 fn require_upgrade(req: &Request, proto: &str) -> Result<()> {
     if upgrading(req, proto) {
         Ok(())
@@ -228,18 +236,13 @@ async fn connect_port(
 ) -> Result<axum::response::Response> {
     let owner = owner_of(&a, q.owner)?;
     let w = find(&s, &owner, &name).await?;
-    if !(1..=65535).contains(&port) {
-        return Err(ApiError::invalid(
-            "invalid_port",
-            format!("port {port} is not 1 to 65535"),
-        ));
-    }
+    let port = valid_port(port)?;
     reachable_or_waking(&w)?;
     require_upgrade(&req, PORT_UPGRADE)?;
     let streams = open(&s, w, |w| {
         pb::request::Command::Connect(pb::ConnectRequest {
             name: w.id.clone(),
-            port,
+            port: u32::from(port),
             kind: "port".into(),
         })
     })

@@ -5,6 +5,7 @@
 //! socket and on QUIC streams between agent and coordinator.
 #![forbid(unsafe_code)]
 
+pub mod files;
 pub mod frame;
 pub mod tls;
 pub mod units;

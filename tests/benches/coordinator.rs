@@ -949,7 +949,7 @@ async fn forward() {
     // server in the node's namespace, as a user with SSH access to the node
     // would forward), and `ssh -L` through Berth's own SSH (OpenSSH client,
     // `berth ssh --stdio` ProxyCommand, the agent's direct-tcpip).
-    let sshd = berth_tests::sshd::Sshd::start(&c.dir.join("sshd"), Some(&ns), 2222);
+    let sshd = berth_tests::openssh::Sshd::start(&c.dir.join("sshd"), Some(&ns), 2222);
     let mut ssh_l = std::process::Command::new("ip")
         .args(["netns", "exec", &ns, "ssh", "-N"])
         .args(sshd.client_args())
@@ -962,17 +962,22 @@ async fn forward() {
         .arg("root@127.0.0.1")
         .spawn()
         .expect("ssh -L");
-    let berth_ssh = berth_ssh_setup(&c).await;
+    let (berth_ssh, berth_key) = berth_ssh_setup(&c).await;
     let (lb0, lb1) = (free_port(), free_port());
     let mut berth_l = berth_ssh
-        .command(&[
-            "-N",
-            "-L",
-            &format!("127.0.0.1:{lb0}:localhost:9000"),
-            "-L",
-            &format!("127.0.0.1:{lb1}:localhost:9001"),
-            "berth.fw",
-        ])
+        .command(
+            "ssh",
+            &berth_key,
+            &c.admin_token,
+            &[
+                "-N",
+                "-L",
+                &format!("127.0.0.1:{lb0}:localhost:9000"),
+                "-L",
+                &format!("127.0.0.1:{lb1}:localhost:9001"),
+                "berth.fw",
+            ],
+        )
         .spawn()
         .expect("ssh -L through berth");
     wait_listening(Some(&ns), 7001);
@@ -1032,8 +1037,8 @@ async fn forward() {
     }
     pf.kill().await.ok();
     let _ = ssh_l.kill();
-    let _ = berth_l.kill();
-    let _ = (ssh_l.wait(), berth_l.wait());
+    let _ = berth_l.kill().await;
+    let _ = ssh_l.wait();
     drop(sshd);
     let med = |v: &Vec<f64>| percentile(&sorted(v.clone()), 0.5);
     let t: Vec<f64> = thr.iter().map(med).collect();
@@ -1110,38 +1115,13 @@ fn wait_listening(netns: Option<&str>, port: u16) {
     }
 }
 
-/// OpenSSH client set up for `berth.*` (config-ssh) with a registered key.
-struct BerthSsh {
-    config: std::path::PathBuf,
-    key: std::path::PathBuf,
-    api: String,
-    token: String,
-}
-
-impl BerthSsh {
-    fn command(&self, args: &[&str]) -> std::process::Command {
-        let mut cmd = std::process::Command::new("ssh");
-        cmd.arg("-F")
-            .arg(&self.config)
-            .arg("-i")
-            .arg(&self.key)
-            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
-            .args(args)
-            .env("BERTH_URL", &self.api)
-            .env("BERTH_TOKEN", &self.token);
-        cmd
-    }
-}
-
-async fn berth_ssh_setup(c: &Cluster) -> BerthSsh {
+/// OpenSSH set up for `berth.*` (config-ssh) with a key registered for the
+/// admin: the client and the key.
+async fn berth_ssh_setup(c: &Cluster) -> (berth_tests::openssh::Client, std::path::PathBuf) {
     let dir = c.dir.join("berth-ssh");
-    std::fs::create_dir_all(&dir).unwrap();
     let key = dir.join("key");
-    let (ok, _, err) = berth_tests::sh(&format!(
-        "rm -f {k} {k}.pub && ssh-keygen -q -t ed25519 -N '' -f {k}",
-        k = key.display()
-    ));
-    assert!(ok, "{err}");
+    std::fs::create_dir_all(&dir).unwrap();
+    berth_tests::openssh::keygen(&key);
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let (s, v) = c
         .post("/v1/ssh-keys", serde_json::json!({"public_key": public}))
@@ -1155,12 +1135,12 @@ async fn berth_ssh_setup(c: &Cluster) -> BerthSsh {
         )
         .await;
     assert_eq!(code, 0, "{err}");
-    BerthSsh {
+    let client = berth_tests::openssh::Client {
+        home: dir,
         config,
-        key,
         api: c.api.clone(),
-        token: c.admin_token.clone(),
-    }
+    };
+    (client, key)
 }
 
 /// SSH keystroke echo: one byte typed into `cat` under a PTY, until its echo
@@ -1173,9 +1153,9 @@ async fn keystroke() {
     let (s, w) = c.create("ks").await;
     assert_eq!(s, 201, "{w}");
     c.wait_state("ks", "running", Duration::from_secs(60)).await;
-    let berth = berth_ssh_setup(&c).await;
-    let key = Arc::new(russh::keys::load_secret_key(&berth.key, None).unwrap());
-    let sshd = berth_tests::sshd::Sshd::start(&c.dir.join("sshd-ks"), None, free_port());
+    let (_, berth_key) = berth_ssh_setup(&c).await;
+    let key = Arc::new(russh::keys::load_secret_key(&berth_key, None).unwrap());
+    let sshd = berth_tests::openssh::Sshd::start(&c.dir.join("sshd-ks"), None, free_port());
     let sshd_key = Arc::new(russh::keys::load_secret_key(&sshd.key, None).unwrap());
 
     let mut via_berth = Vec::new();

@@ -371,6 +371,23 @@ impl Cluster {
     pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.post_as(path, body, &self.admin_token).await
     }
+    /// A WebSocket request for `path` on the API, as the admin (bearer token).
+    pub fn ws_request(
+        &self,
+        path: &str,
+    ) -> tokio_tungstenite::tungstenite::handshake::client::Request {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let url = format!("{}{path}", self.api.replace("http://", "ws://"));
+        let mut req = url.into_client_request().expect("WebSocket URL");
+        req.headers_mut().insert(
+            "authorization",
+            format!("Bearer {}", self.admin_token)
+                .parse()
+                .expect("header"),
+        );
+        req
+    }
+
     /// Any method with a JSON body, as the admin.
     pub async fn send_json(
         &self,

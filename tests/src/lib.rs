@@ -10,9 +10,9 @@ pub mod browser;
 pub mod clean;
 pub mod cluster;
 mod node;
+pub mod openssh;
 pub mod postgres;
 mod process;
-pub mod sshd;
 
 pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};

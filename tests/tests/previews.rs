@@ -7,7 +7,7 @@ use berth_tests::{Cluster, ClusterOptions};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn previews_route_http_and_websockets_to_workspace_ports() {
@@ -125,11 +125,7 @@ async fn previews_route_http_and_websockets_to_workspace_ports() {
     );
 
     // A WebSocket through the preview: messages echo both ways.
-    let mut req = format!("{}/w/app/8000/ws", base.replace("http://", "ws://"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut()
-        .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+    let req = c.ws_request("/w/app/8000/ws");
     let (mut ws, resp) = tokio_tungstenite::connect_async(req)
         .await
         .expect("websocket");
@@ -153,11 +149,7 @@ async fn previews_route_http_and_websockets_to_workspace_ports() {
     // QUIC default of 100 streams per connection would stall the 101st).
     let mut many = Vec::new();
     for _ in 0..150 {
-        let mut req = format!("{}/w/app/8000/ws", base.replace("http://", "ws://"))
-            .into_client_request()
-            .unwrap();
-        req.headers_mut()
-            .insert("authorization", format!("Bearer {admin}").parse().unwrap());
+        let req = c.ws_request("/w/app/8000/ws");
         let (ws, _) = tokio::time::timeout(
             Duration::from_secs(20),
             tokio_tungstenite::connect_async(req),

@@ -10,68 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-struct Ssh {
-    home: PathBuf,
-    config: PathBuf,
-    api: String,
-}
-
-impl Ssh {
-    /// Runs OpenSSH's `ssh` (or `scp`/`sftp`) with the berth config, `key`
-    /// and API `token`; returns (status, stdout, stderr).
-    async fn run(
-        &self,
-        prog: &str,
-        key: &Path,
-        token: &str,
-        args: &[&str],
-    ) -> (i32, String, String) {
-        let out = self
-            .command(prog, key, token, args)
-            .output()
-            .await
-            .expect("run ssh");
-        (
-            out.status.code().unwrap_or(-1),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    }
-
-    fn command(
-        &self,
-        prog: &str,
-        key: &Path,
-        token: &str,
-        args: &[&str],
-    ) -> tokio::process::Command {
-        let mut cmd = tokio::process::Command::new(prog);
-        cmd.arg("-F")
-            .arg(&self.config)
-            .arg("-i")
-            .arg(key)
-            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
-            .args(args)
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .env("HOME", &self.home)
-            .env("BERTH_URL", &self.api)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        if !token.is_empty() {
-            cmd.env("BERTH_TOKEN", token);
-        }
-        cmd
-    }
-}
-
 fn keygen(dir: &Path, name: &str) -> PathBuf {
     let key = dir.join(name);
-    let (ok, _, err) = berth_tests::sh(&format!(
-        "ssh-keygen -q -t ed25519 -N '' -C {name}@test -f {}",
-        key.display()
-    ));
-    assert!(ok, "ssh-keygen: {err}");
+    berth_tests::openssh::keygen(&key);
     key
 }
 
@@ -131,7 +72,7 @@ async fn openssh_reaches_workspaces_through_berth() {
     let text = std::fs::read_to_string(&config).unwrap();
     assert_eq!(text.matches("Host berth.*").count(), 1, "{text}");
     assert!(text.contains("Host other\n    User nobody"), "{text}");
-    let ssh = Ssh {
+    let ssh = berth_tests::openssh::Client {
         home: dir.clone(),
         config,
         api: c.api.clone(),

@@ -9,7 +9,7 @@ use berth_tests::{Cluster, ClusterOptions};
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+use tokio_tungstenite::tungstenite::Message;
 
 const SCREEN: &str = r#"(() => { const b = term.buffer.active; const out = [];
   for (let i = 0; i < b.length; i++) { const l = b.getLine(i); if (l) out.push(l.translateToString(true)); }
@@ -83,16 +83,8 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
     drop(browser);
 
     // From a program, with the bearer token: resize, a command, its exit.
-    let ws_url = format!(
-        "{}/v1/workspaces/box/terminal?cols=100&rows=30",
-        c.api.replace("http://", "ws://")
-    );
-    let mut req = ws_url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", c.admin_token).parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    let terminal = "/v1/workspaces/box/terminal?cols=100&rows=30";
+    let (mut ws, _) = tokio_tungstenite::connect_async(c.ws_request(terminal))
         .await
         .expect("terminal WebSocket");
     ws.send(Message::Text(
@@ -131,7 +123,8 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 401);
-    let mut req = ws_url.as_str().into_client_request().unwrap();
+    let mut req = c.ws_request(terminal);
+    req.headers_mut().remove("authorization");
     req.headers_mut().insert(
         "cookie",
         format!("berth_token={}", c.admin_token).parse().unwrap(),
@@ -168,12 +161,7 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
     assert_eq!(s, 202);
     c.wait_state("box", "stopped", Duration::from_secs(60))
         .await;
-    let mut req = ws_url.as_str().into_client_request().unwrap();
-    req.headers_mut().insert(
-        "authorization",
-        format!("Bearer {}", c.admin_token).parse().unwrap(),
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(req)
+    let (mut ws, _) = tokio_tungstenite::connect_async(c.ws_request(terminal))
         .await
         .expect("terminal WebSocket");
     ws.send(Message::Binary(b"echo wo''ke; exit\r".to_vec().into()))

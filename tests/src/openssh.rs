@@ -1,11 +1,14 @@
-//! A private OpenSSH server (Debian's openssh-server) for baselines: its own
-//! host key, config and authorized key, on a loopback port, optionally in a
-//! network namespace; root logs in with the key it made. Killed on drop.
+//! Debian's OpenSSH for tests and benches: key pairs, a client set up for
+//! `berth.*` by `berth config-ssh`, and a private sshd (openssh-server) for
+//! baselines.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+/// A private sshd: its own host key, config and authorized key, on a
+/// loopback port, optionally in a network namespace; root logs in with the
+/// key it made. Killed on drop.
 pub struct Sshd {
     pub port: u16,
     /// The client key root logs in with.
@@ -14,12 +17,72 @@ pub struct Sshd {
     child: Child,
 }
 
-fn keygen(path: &Path) {
+/// Makes an ed25519 key pair at `path` (and `path`.pub), replacing one there.
+pub fn keygen(path: &Path) {
     let (ok, _, err) = crate::sh(&format!(
-        "rm -f {p} {p}.pub && ssh-keygen -q -t ed25519 -N '' -f {p}",
+        "rm -f {p} {p}.pub && ssh-keygen -q -t ed25519 -N '' -C test -f {p}",
         p = path.display()
     ));
     assert!(ok, "ssh-keygen: {err}");
+}
+
+/// OpenSSH's client with the `Host berth.*` block `berth config-ssh` wrote
+/// in `config`: its ProxyCommand reaches the coordinator at `api`.
+#[derive(Debug, Clone)]
+pub struct Client {
+    pub home: PathBuf,
+    pub config: PathBuf,
+    pub api: String,
+}
+
+impl Client {
+    /// `prog` (ssh, scp, sftp) with that config, `key`, and the API `token`
+    /// (none when empty) for the ProxyCommand; killed on drop.
+    pub fn command(
+        &self,
+        prog: &str,
+        key: &Path,
+        token: &str,
+        args: &[&str],
+    ) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.arg("-F")
+            .arg(&self.config)
+            .arg("-i")
+            .arg(key)
+            .args(["-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes"])
+            .args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", &self.home)
+            .env("BERTH_URL", &self.api)
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        if !token.is_empty() {
+            cmd.env("BERTH_TOKEN", token);
+        }
+        cmd
+    }
+
+    /// Runs it to the end: (status, stdout, stderr).
+    pub async fn run(
+        &self,
+        prog: &str,
+        key: &Path,
+        token: &str,
+        args: &[&str],
+    ) -> (i32, String, String) {
+        let out = self
+            .command(prog, key, token, args)
+            .output()
+            .await
+            .expect("run OpenSSH");
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
 }
 
 impl Sshd {
