@@ -169,7 +169,20 @@ async fn openssh_reaches_workspaces_through_berth() {
     }
     assert!(resized.is_some(), "stty size after the resize");
     // ^C interrupts a foreground command, the shell stays.
+    // Only once `sleep` runs in the foreground: a ^C that reaches the shell between reading the
+    // line and starting the command is the shell's to ignore, and the command would then run on.
     keys("sleep 1000");
+    let sleeping = berth_tests::eventually(Duration::from_secs(20), || async {
+        let (s, out) = c
+            .post(
+                "/v1/workspaces/box/exec",
+                json!({"argv": ["pidof", "sleep"]}),
+            )
+            .await;
+        (s == 200 && out["exit_code"].as_i64() == Some(0)).then_some(())
+    })
+    .await;
+    assert!(sleeping.is_some(), "sleep never started");
     let (ok, _, _) = berth_tests::sh(&format!("tmux -L {tmux} send-keys C-c"));
     assert!(ok);
     keys("echo af''ter-interrupt");
