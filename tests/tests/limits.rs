@@ -55,15 +55,25 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
     );
 
     // Pids: a fork bomb stops at the limit (counted from the host: inside,
-    // nothing can fork once the bomb holds every pid).
+    // nothing can fork once the bomb holds every pid). The shell exits at its
+    // first failed fork; its children sleep long enough for it to get there
+    // however slowly it forks (at 250 millicores on a loaded machine, forty
+    // forks can take seconds), and are then killed from the host.
     let pids_file = cgroup_file(&node, "pids", "lim", "pids.current", "pids.current");
+    let pids = || -> u64 {
+        std::fs::read_to_string(&pids_file)
+            .unwrap_or_default()
+            .trim()
+            .parse()
+            .unwrap_or(0)
+    };
     let bomb = {
         let req = pb::ExecRequest {
             name: "lim".into(),
             argv: vec![
                 "sh".into(),
                 "-c".into(),
-                "for i in $(seq 300); do sleep 3 2>/dev/null & done; wait".into(),
+                "for i in $(seq 300); do sleep 120 2>/dev/null & done; wait".into(),
             ],
             ..Default::default()
         };
@@ -71,16 +81,12 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
         tokio::spawn(async move { client.exec(req, b"").await })
     };
     let mut most = 0u64;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
-    while std::time::Instant::now() < deadline {
-        let n: u64 = std::fs::read_to_string(&pids_file)
-            .unwrap_or_default()
-            .trim()
-            .parse()
-            .unwrap_or(0);
-        most = most.max(n);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !bomb.is_finished() && std::time::Instant::now() < deadline {
+        most = most.max(pids());
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    most = most.max(pids());
     let out = bomb.await.unwrap().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -91,6 +97,19 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
         (30..=40).contains(&most),
         "at most 40 processes, and the bomb got close: {most}"
     );
+    let procs = cgroup_file(&node, "pids", "lim", "cgroup.procs", "cgroup.procs");
+    for pid in std::fs::read_to_string(&procs).unwrap().lines() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim() == "sleep" {
+            let pid = nix::unistd::Pid::from_raw(pid.parse().unwrap());
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let freed = berth_tests::eventually(std::time::Duration::from_secs(10), || async {
+        (pids() < 10).then_some(())
+    })
+    .await;
+    assert!(freed.is_some(), "the bomb's children are gone: {}", pids());
     let (code, out, _) = node.sh("lim", "echo alive").await;
     assert_eq!(
         (code, out.as_str()),
