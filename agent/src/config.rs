@@ -90,8 +90,13 @@ pub struct NetworkConfig {
     pub nft_table: String,
     /// Directory holding the workspaces' network namespace files.
     pub netns_dir: PathBuf,
-    /// Host's resolv.conf to give workspaces (read-only bind).
+    /// Host's resolv.conf to give workspaces (read-only bind); its
+    /// nameservers are reachable on port 53 even in a private range.
     pub resolv_conf: PathBuf,
+    /// Destinations (CIDR, IPv4 or IPv6) workspaces may reach although they
+    /// are private (RFC 1918, CGNAT, ULA, loopback, link-local are refused
+    /// by default; the metadata range 169.254.0.0/16 is always refused).
+    pub egress_allow: Vec<String>,
 }
 
 /// Where cgroups live.
@@ -110,6 +115,13 @@ pub struct CgroupConfig {
 pub struct SecurityConfig {
     /// Seccomp profile in the Docker/containers JSON format.
     pub seccomp_profile: PathBuf,
+    /// Node uid/gid of id 0 inside every workspace's user namespace.
+    pub userns_base: u32,
+    /// How many ids each workspace's user namespace maps (0 .. size).
+    pub userns_size: u32,
+    /// Let every workspace on this node create nested user namespaces
+    /// (rootless tools inside); a workspace can also ask for it in its spec.
+    pub nested_userns: bool,
 }
 
 /// Defaults for workspaces.
@@ -175,6 +187,7 @@ impl Default for NetworkConfig {
             nft_table: "berth".into(),
             netns_dir: "/run/berth/netns".into(),
             resolv_conf: "/etc/resolv.conf".into(),
+            egress_allow: Vec::new(),
         }
     }
 }
@@ -192,6 +205,9 @@ impl Default for SecurityConfig {
     fn default() -> Self {
         Self {
             seccomp_profile: "/usr/share/containers/seccomp.json".into(),
+            userns_base: 1_000_000,
+            userns_size: 65536,
+            nested_userns: false,
         }
     }
 }
@@ -241,6 +257,8 @@ pub struct Config {
     pub file: ConfigFile,
     pub subnet: Subnet,
     pub control_socket: PathBuf,
+    /// Every workspace's user-namespace id map.
+    pub idmap: crate::idmap::IdMap,
 }
 
 /// A configuration error naming the offending key.
@@ -296,6 +314,9 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
     {
         return Err(invalid("network.nft_table", "must be [A-Za-z0-9_]+".into()));
     }
+    for c in &file.network.egress_allow {
+        parse_cidr(c).map_err(|r| invalid("network.egress_allow", format!("{c:?}: {r}")))?;
+    }
     if file.containerd.namespace.is_empty() {
         return Err(invalid("containerd.namespace", "must not be empty".into()));
     }
@@ -314,15 +335,48 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
             "workspaces never run as root".into(),
         ));
     }
+    let sec = &file.security;
+    if sec.userns_base == 0 {
+        return Err(invalid(
+            "security.userns_base",
+            "must not be 0: root inside would be root on the node".into(),
+        ));
+    }
+    if sec.userns_size <= file.workspace.uid.max(file.workspace.gid)
+        || sec.userns_base.checked_add(sec.userns_size).is_none()
+    {
+        return Err(invalid(
+            "security.userns_size",
+            "must cover the workspace user and fit below 2^32 with userns_base".into(),
+        ));
+    }
     let control_socket = file
         .control_socket
         .clone()
         .unwrap_or_else(|| file.state_dir.join("agent.sock"));
+    let idmap = crate::idmap::IdMap {
+        host_base: file.security.userns_base,
+        size: file.security.userns_size,
+    };
     Ok(Config {
         file,
         subnet,
         control_socket,
+        idmap,
     })
+}
+
+/// Parses an IPv4 or IPv6 CIDR ("10.1.0.0/16", "fd00::/8").
+pub fn parse_cidr(s: &str) -> Result<(std::net::IpAddr, u8), String> {
+    let (addr, prefix) = s.split_once('/').ok_or("expected ADDRESS/PREFIX")?;
+    let addr: std::net::IpAddr = addr.parse().map_err(|_| "not an IP address")?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= max)
+        .ok_or(format!("prefix must be 0 to {max}"))?;
+    Ok((addr, prefix))
 }
 
 /// Parses "a.b.c.d/n" with n in 8..=30 and no host bits set.

@@ -9,12 +9,14 @@ pub use registry::Credentials;
 
 use crate::config::RegistryConfig;
 use crate::error::{AgentError, Result};
+use crate::idmap::IdMap;
 use crate::runtime::Containerd;
-use containerd_client::types::Descriptor;
+use containerd_client::types::{Descriptor, Mount};
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -39,7 +41,8 @@ pub struct Image {
     pub name: String,
     /// Digest of the manifest (or index) the name points at.
     pub digest: String,
-    /// Chain id of the top layer: the parent of workspace snapshots.
+    /// Snapshot of the top layer (its chain id, shifted into the node's id
+    /// map): the parent of workspace snapshots.
     pub chain_id: String,
     pub config: ImageConfig,
 }
@@ -58,6 +61,8 @@ pub struct ImageStore {
     ctd: Containerd,
     http: reqwest::Client,
     registries: Vec<RegistryConfig>,
+    /// Layers are unpacked with their owners shifted into this map.
+    idmap: IdMap,
     cache: Arc<Mutex<HashMap<String, Image>>>,
     /// One pull at a time per image: concurrent creates of the same image
     /// wait for the first pull instead of writing the same content twice.
@@ -71,8 +76,9 @@ impl std::fmt::Debug for ImageStore {
 }
 
 impl ImageStore {
-    /// Makes a store pulling with `registries`' settings.
-    pub fn new(ctd: Containerd, registries: Vec<RegistryConfig>) -> Self {
+    /// Makes a store pulling with `registries`' settings and unpacking
+    /// layers for workspaces of user-namespace map `idmap`.
+    pub fn new(ctd: Containerd, registries: Vec<RegistryConfig>, idmap: IdMap) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
@@ -81,6 +87,7 @@ impl ImageStore {
             ctd,
             http,
             registries,
+            idmap,
             cache: Arc::default(),
             pulling: Arc::default(),
         }
@@ -143,7 +150,7 @@ impl ImageStore {
             return Ok(None);
         };
         let config: Value = serde_json::from_slice(&config).unwrap_or_default();
-        let chain = chain_ids(&diff_ids(&config));
+        let chain = self.snapshot_names(&chain_ids(&diff_ids(&config)));
         let Some(top) = chain.last() else {
             return Ok(None);
         };
@@ -295,7 +302,7 @@ impl ImageStore {
         let config: Value =
             serde_json::from_slice(&self.ctd.read_content(&config_desc.digest).await?)
                 .map_err(|e| s_err(r, format!("image config is not JSON: {e}")))?;
-        let chain = chain_ids(&diff_ids(&config));
+        let chain = self.snapshot_names(&chain_ids(&diff_ids(&config)));
         if chain.len() != layers.len() {
             return Err(s_err(r, "config diff_ids do not match the layers".into()));
         }
@@ -436,7 +443,16 @@ impl ImageStore {
             .await
     }
 
-    /// Applies each layer on its parent unless its snapshot exists already.
+    /// The snapshot names of layers with chain ids `chain`, unpacked for this
+    /// store's id map.
+    fn snapshot_names(&self, chain: &[String]) -> Vec<String> {
+        let suffix = self.idmap.snapshot_suffix();
+        chain.iter().map(|c| format!("{c}{suffix}")).collect()
+    }
+
+    /// Applies each layer on its parent unless its snapshot exists already,
+    /// then shifts the owners of what it wrote into the id map (once per
+    /// layer and node: every workspace shares the result).
     async fn unpack(&self, lease: &str, layers: &[Descriptor], chain: &[String]) -> Result<()> {
         let mut parent = String::new();
         for (layer, id) in layers.iter().zip(chain) {
@@ -447,7 +463,10 @@ impl ImageStore {
                     .ctd
                     .prepare(Some(lease), &key, &parent, HashMap::new())
                     .await?;
-                let applied = self.ctd.apply(lease, layer.clone(), mounts).await;
+                let applied = match self.ctd.apply(lease, layer.clone(), mounts.clone()).await {
+                    Ok(_) => shift_layer(&mounts, self.idmap).await,
+                    Err(e) => Err(e),
+                };
                 match applied {
                     Ok(_) => self.ctd.commit(lease, id, &key).await?,
                     Err(e) => {
@@ -460,6 +479,39 @@ impl ImageStore {
             parent = id.clone();
         }
         Ok(())
+    }
+}
+
+/// Shifts the owners in the writable dir of an extraction snapshot.
+async fn shift_layer(mounts: &[Mount], map: IdMap) -> Result<()> {
+    let dir = mounts
+        .first()
+        .and_then(writable_dir)
+        .ok_or_else(|| AgentError::Containerd {
+            context: "unpack".into(),
+            status: tonic::Status::internal("extraction snapshot has no writable dir"),
+        })?;
+    let shown = dir.clone();
+    let t = Instant::now();
+    let changed =
+        tokio::task::spawn_blocking(move || crate::idmap::shift_tree(Path::new(&dir), map))
+            .await
+            .map_err(|e| AgentError::io("shift layer owners")(std::io::Error::other(e)))?
+            .map_err(AgentError::io(format!("shift owners under {shown}")))?;
+    tracing::debug!(dir = %shown, changed, ms = t.elapsed().as_millis() as u64, "layer owners shifted");
+    Ok(())
+}
+
+/// The directory an extraction snapshot's mount writes to: a bind mount's
+/// source, or an overlay's upperdir.
+pub fn writable_dir(m: &Mount) -> Option<String> {
+    match m.r#type.as_str() {
+        "bind" => Some(m.source.clone()),
+        "overlay" => m
+            .options
+            .iter()
+            .find_map(|o| o.strip_prefix("upperdir=").map(String::from)),
+        _ => None,
     }
 }
 

@@ -9,6 +9,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod idmap;
 pub mod image;
 pub mod link;
 pub mod net;
@@ -20,6 +21,7 @@ pub mod seccomp;
 pub mod server;
 pub mod spec;
 pub mod ssh;
+pub mod userns;
 pub mod validate;
 pub mod volume;
 pub mod workspace;
@@ -66,7 +68,7 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
             }
         }
     }
-    let net = net::Network::new(f.network.clone(), cfg.subnet)?;
+    let net = net::Network::new(f.network.clone(), cfg.subnet, cfg.idmap)?;
     net.setup_node().await?;
     let m = Manager::new(workspace::Parts {
         cfg: cfg.clone(),

@@ -78,6 +78,9 @@ enum Op {
         /// Create only; do not start.
         #[arg(long)]
         no_start: bool,
+        /// Allow nested user namespaces (rootless tools inside).
+        #[arg(long)]
+        nested_userns: bool,
         /// Registry user name for this pull.
         #[arg(long)]
         username: Option<String>,
@@ -128,6 +131,9 @@ enum Op {
         /// Allocate a terminal.
         #[arg(long, short)]
         tty: bool,
+        /// Run as root of the workspace's user namespace (not root on the node).
+        #[arg(long)]
+        root: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
@@ -204,6 +210,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
             disk,
             env,
             no_start,
+            nested_userns,
             username,
             password,
         } => {
@@ -223,6 +230,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 disk_bytes: disk,
                 env: envs,
                 generation: 0,
+                nested_userns,
             };
             Command::Create(pb::CreateRequest {
                 spec: Some(spec),
@@ -256,7 +264,12 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
             image,
             auth: auth(username, password),
         }),
-        Op::Exec { name, tty, argv } => return exec(c, name, tty, argv).await,
+        Op::Exec {
+            name,
+            tty,
+            root,
+            argv,
+        } => return exec(c, name, tty, root, argv).await,
     };
     match c.call(cmd).await {
         Ok(r) => {
@@ -316,7 +329,13 @@ fn print_result(r: &R, json: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn exec(c: Client, name: String, tty: bool, argv: Vec<String>) -> anyhow::Result<i32> {
+async fn exec(
+    c: Client,
+    name: String,
+    tty: bool,
+    root: bool,
+    argv: Vec<String>,
+) -> anyhow::Result<i32> {
     use pb::exec_input::Input;
     use tokio::io::AsyncReadExt;
     let (rows, cols) = terminal_size().unwrap_or((24, 80));
@@ -329,6 +348,7 @@ async fn exec(c: Client, name: String, tty: bool, argv: Vec<String>) -> anyhow::
         cols,
         cwd: String::new(),
         activity: String::new(),
+        user: if root { "root".into() } else { String::new() },
     };
     let raw = if tty { RawMode::enter() } else { None };
     let (tx, rx) = tokio::sync::mpsc::channel(16);

@@ -5,9 +5,10 @@
 
 use crate::config::{NetworkConfig, Subnet};
 use crate::error::{AgentError, Result};
+use crate::idmap::IdMap;
 use futures::TryStreamExt;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
-use nix::sched::{unshare, CloneFlags};
+use nix::mount::{umount2, MntFlags};
+use nix::sched::{setns, CloneFlags};
 use rtnetlink::packet_route::address::AddressAttribute;
 use rtnetlink::packet_route::link::{InfoBridgePort, InfoPortData, InfoPortKind};
 use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -20,8 +21,12 @@ use std::path::PathBuf;
 pub struct Network {
     cfg: NetworkConfig,
     subnet: Subnet,
+    idmap: IdMap,
     handle: Handle,
 }
+
+/// Suffix of the user namespace files beside the netns files.
+const USERNS_SUFFIX: &str = ".user";
 
 impl std::fmt::Debug for Network {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -38,13 +43,15 @@ fn net_err(what: &str) -> impl FnOnce(rtnetlink::Error) -> AgentError + '_ {
 impl Network {
     /// Opens a netlink connection in the agent's own namespace. Must be called
     /// from a thread in that namespace (any tokio worker is).
-    pub fn new(cfg: NetworkConfig, subnet: Subnet) -> Result<Self> {
+    /// Workspace namespaces are owned by user namespaces mapped by `idmap`.
+    pub fn new(cfg: NetworkConfig, subnet: Subnet, idmap: IdMap) -> Result<Self> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(AgentError::io("netlink socket"))?;
         tokio::spawn(conn);
         Ok(Self {
             cfg,
             subnet,
+            idmap,
             handle,
         })
     }
@@ -52,6 +59,11 @@ impl Network {
     /// Path of `name`'s network namespace file.
     pub fn netns_path(&self, name: &str) -> PathBuf {
         self.cfg.netns_dir.join(name)
+    }
+
+    /// Path of `name`'s user namespace file (the owner of its netns).
+    pub fn userns_path(&self, name: &str) -> PathBuf {
+        self.cfg.netns_dir.join(format!("{name}{USERNS_SUFFIX}"))
     }
 
     /// Host-side veth name of `name` (15-byte kernel limit; unique per bridge).
@@ -128,7 +140,18 @@ impl Network {
             .map_err(net_err("bridge up"))?;
         std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
             .map_err(AgentError::io("enable ip_forward"))?;
-        nft(&ruleset(&self.cfg.nft_table, &self.cfg.bridge, self.subnet)).await
+        let resolv = std::fs::read_to_string(&self.cfg.resolv_conf).unwrap_or_default();
+        let egress = Egress {
+            allow: self.cfg.egress_allow.clone(),
+            dns: nameservers(&resolv),
+        };
+        nft(&ruleset(
+            &self.cfg.nft_table,
+            &self.cfg.bridge,
+            self.subnet,
+            &egress,
+        ))
+        .await
     }
 
     /// Removes the bridge and the nftables tables (uninstall; tests).
@@ -145,18 +168,27 @@ impl Network {
         nft(&format!("table inet {t}\ndelete table inet {t}\n")).await
     }
 
-    /// Makes `name`'s namespace with `ip` on a veth joined to the bridge.
+    /// Makes `name`'s user and network namespaces, with `ip` on a veth
+    /// joined to the bridge.
     pub async fn create(&self, name: &str, ip: Ipv4Addr) -> Result<()> {
         let path = self.netns_path(name);
         let veth = self.veth_name(name);
         let (prefix, gw) = (self.subnet.prefix, self.subnet.gateway());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (p, v) = (path.clone(), veth.clone());
-        // setns/unshare change only the calling thread: do it on a thread of its own.
+        let (p, v, u, map) = (
+            path.clone(),
+            veth.clone(),
+            self.userns_path(name),
+            self.idmap,
+        );
+        // setns changes only the calling thread: do it on a thread of its own.
         std::thread::Builder::new()
             .name("berth-netns".into())
             .spawn(move || {
-                let _ = tx.send(make_netns(&p, &v, ip, prefix, gw));
+                let made = crate::userns::make(map, &u, &p)
+                    .map_err(|e| format!("user and network namespaces: {e}"))
+                    .and_then(|()| make_netns(&p, &v, ip, prefix, gw));
+                let _ = tx.send(made);
             })
             .map_err(AgentError::io("spawn netns thread"))?;
         rx.await
@@ -212,14 +244,16 @@ impl Network {
                 r => r.map_err(net_err("delete veth"))?,
             }
         }
-        let path = self.netns_path(name);
-        let _ = umount2(&path, MntFlags::MNT_DETACH);
-        match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(AgentError::io("remove netns file")(e))
+        for path in [self.netns_path(name), self.userns_path(name)] {
+            let _ = umount2(&path, MntFlags::MNT_DETACH);
+            match std::fs::remove_file(&path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(AgentError::io("remove namespace file")(e))
+                }
+                _ => {}
             }
-            _ => Ok(()),
         }
+        Ok(())
     }
 
     /// Workspace names that have a namespace file.
@@ -228,14 +262,21 @@ impl Network {
             .map(|rd| {
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .map(|n| match n.strip_suffix(USERNS_SUFFIX) {
+                        Some(base) => base.to_string(),
+                        None => n,
+                    })
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .into_iter()
                     .collect()
             })
             .unwrap_or_default()
     }
 }
 
-/// Runs on a dedicated thread: new netns, pinned by a bind mount, with lo up
-/// and eth0 (the inner end of the veth) addressed and routed via the bridge.
+/// Runs on a dedicated thread: enters the pinned netns and brings lo up,
+/// eth0 (the inner end of the veth) addressed and routed via the bridge, and
+/// lets unprivileged processes bind low ports and ping (as Docker does).
 fn make_netns(
     path: &std::path::Path,
     veth: &str,
@@ -245,16 +286,14 @@ fn make_netns(
 ) -> Result<(), String> {
     let host_ns = std::fs::File::open("/proc/thread-self/ns/net")
         .map_err(|e| format!("open host netns: {e}"))?;
-    unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
-    std::fs::File::create(path).map_err(|e| format!("create {}: {e}", path.display()))?;
-    mount(
-        Some("/proc/thread-self/ns/net"),
-        path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| format!("pin netns at {}: {e}", path.display()))?;
+    let ns = std::fs::File::open(path).map_err(|e| format!("open {}: {e}", path.display()))?;
+    setns(&ns, CloneFlags::CLONE_NEWNET).map_err(|e| format!("enter the netns: {e}"))?;
+    for (knob, value) in [
+        ("net/ipv4/ip_unprivileged_port_start", "0"),
+        ("net/ipv4/ping_group_range", "0 2147483647"),
+    ] {
+        std::fs::write(format!("/proc/sys/{knob}"), value).map_err(|e| format!("{knob}: {e}"))?;
+    }
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -341,8 +380,53 @@ async fn nft(script: &str) -> Result<()> {
     Ok(())
 }
 
+/// IPv4 destinations no workspace reaches unless allowed: this network,
+/// RFC 1918, CGNAT, loopback, IETF protocol assignments, multicast and reserved.
+pub const PRIVATE_V4: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8, 172.16.0.0/12, \
+192.0.0.0/24, 192.168.0.0/16, 224.0.0.0/3";
+/// The IPv6 ones: loopback, unspecified, IPv4-mapped, ULA, link-local, multicast.
+pub const PRIVATE_V6: &str = "::/127, ::ffff:0:0/96, fc00::/7, fe80::/10, ff00::/8";
+
+/// What workspaces may reach beyond the internet.
+#[derive(Debug, Clone, Default)]
+pub struct Egress {
+    /// CIDRs allowed although private (validated by config).
+    pub allow: Vec<String>,
+    /// The node's DNS servers: port 53 on them is allowed.
+    pub dns: Vec<IpAddr>,
+}
+
+/// The `nameserver` addresses of a resolv.conf.
+pub fn nameservers(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("nameserver"))
+        .filter_map(|a| a.trim().parse().ok())
+        .collect()
+}
+
+/// Accept rules for `egress` from `bridge`, IPv4 and IPv6 apart.
+fn egress_rules(bridge: &str, egress: &Egress) -> String {
+    let mut rules = String::new();
+    let family = |a: &str| if a.contains(':') { "ip6" } else { "ip" };
+    for cidr in &egress.allow {
+        rules += &format!(
+            "    iifname \"{bridge}\" {} daddr {cidr} accept\n",
+            family(cidr)
+        );
+    }
+    for dns in &egress.dns {
+        let f = if dns.is_ipv6() { "ip6" } else { "ip" };
+        rules += &format!(
+            "    iifname \"{bridge}\" {f} daddr {dns} meta l4proto {{ tcp, udp }} th dport 53 accept\n"
+        );
+    }
+    rules
+}
+
 /// The node's nftables rules for one bridge, as an atomic replace script.
-pub fn ruleset(table: &str, bridge: &str, subnet: Subnet) -> String {
+pub fn ruleset(table: &str, bridge: &str, subnet: Subnet, egress: &Egress) -> String {
+    let allowed = egress_rules(bridge, egress);
     format!(
         r#"table inet {table} {{}}
 delete table inet {table}
@@ -354,8 +438,11 @@ table inet {table} {{
   }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
-    iifname "{bridge}" ip daddr 169.254.0.0/16 drop
     iifname "{bridge}" oifname "{bridge}" drop
+    iifname "{bridge}" ip daddr 169.254.0.0/16 drop
+    iifname "{bridge}" ip6 daddr fe80::/10 drop
+{allowed}    iifname "{bridge}" ip daddr {{ {PRIVATE_V4} }} drop
+    iifname "{bridge}" ip6 daddr {{ {PRIVATE_V6} }} drop
     iifname "{bridge}" accept
     oifname "{bridge}" ct state established,related accept
     oifname "{bridge}" drop
@@ -375,11 +462,35 @@ mod tests {
 
     #[test]
     fn ruleset_isolates_the_bridge() {
+        let egress = Egress {
+            allow: vec!["10.1.2.0/24".into(), "fd00:1::/64".into()],
+            dns: nameservers("# c\nnameserver 10.0.0.2\nnameserver ::1\nsearch x\n"),
+        };
         let s = ruleset(
             "berth",
             "berth0",
             crate::config::parse_subnet("10.9.0.0/24").unwrap(),
+            &egress,
         );
+        let pos = |r: &str| s.find(r).unwrap_or_else(|| panic!("{r} missing from\n{s}"));
+        let private = pos("ip daddr { 0.0.0.0/8, 10.0.0.0/8");
+        assert!(
+            pos(r#"ip daddr 10.1.2.0/24 accept"#) < private,
+            "allowed before refused"
+        );
+        assert!(pos(r#"ip6 daddr fd00:1::/64 accept"#) < private);
+        assert!(pos("ip daddr 10.0.0.2 meta l4proto { tcp, udp } th dport 53 accept") < private);
+        assert!(pos("ip6 daddr ::1 meta l4proto { tcp, udp } th dport 53 accept") < private);
+        assert!(
+            pos("ip daddr 169.254.0.0/16 drop") < pos("10.1.2.0/24 accept"),
+            "metadata never allowed"
+        );
+        assert!(
+            s.contains("192.168.0.0/16")
+                && s.contains("172.16.0.0/12")
+                && s.contains("100.64.0.0/10")
+        );
+        assert!(s.contains("fc00::/7"));
         assert!(
             s.contains(r#"iifname "berth0" drop"#),
             "node services unreachable"

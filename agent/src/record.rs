@@ -52,6 +52,9 @@ pub struct Record {
     /// workspace took one, empty when they were made under its own name.
     #[serde(default)]
     pub slot: String,
+    /// Whether it may create nested user namespaces.
+    #[serde(default)]
+    pub nested_userns: bool,
 }
 
 impl Record {
@@ -187,6 +190,7 @@ mod tests {
             last_exit: None,
             oom_kills: 0,
             slot: String::new(),
+            nested_userns: false,
         }
     }
 

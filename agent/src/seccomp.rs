@@ -90,6 +90,40 @@ fn applies(rule: &Value, arch: &str, caps: &[&str]) -> bool {
         && !exc_caps.iter().any(|c| caps.contains(&c.as_str()))
 }
 
+/// CLONE_NEWUSER, as clone(2) and unshare(2) take it in their first argument.
+const CLONE_NEWUSER: u64 = 0x1000_0000;
+
+/// The syscalls that can make a user namespace.
+const USERNS_SYSCALLS: [&str; 3] = ["clone", "clone3", "unshare"];
+
+/// `oci` with nested user namespaces refused: clone and unshare fail with
+/// EPERM when asked for CLONE_NEWUSER (and work otherwise), and clone3,
+/// whose flags seccomp cannot read, fails with ENOSYS so that libc falls
+/// back to clone (as Docker's profile does without CAP_SYS_ADMIN).
+pub fn refuse_nested_userns(oci: &Value) -> Value {
+    let mut out = oci.clone();
+    let Some(rules) = out["syscalls"].as_array_mut() else {
+        return out;
+    };
+    for r in rules.iter_mut() {
+        let unconditional = r["args"].as_array().is_none_or(|a| a.is_empty());
+        if r["action"] == "SCMP_ACT_ALLOW" && unconditional {
+            if let Some(names) = r["names"].as_array_mut() {
+                names.retain(|n| !USERNS_SYSCALLS.contains(&n.as_str().unwrap_or("")));
+            }
+        }
+    }
+    rules.retain(|r| r["names"].as_array().is_none_or(|n| !n.is_empty()));
+    let without_newuser = json!([{
+        "index": 0, "value": CLONE_NEWUSER, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"
+    }]);
+    rules.push(
+        json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": without_newuser}),
+    );
+    rules.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    out
+}
+
 fn oci_rule(rule: &Value) -> Value {
     let mut r = Map::new();
     for key in ["names", "action", "args", "errnoRet"] {
@@ -158,6 +192,21 @@ mod tests {
         let n = names(&v);
         assert!(n.contains(&("mount".into(), "SCMP_ACT_ALLOW".into())));
         assert!(!n.iter().any(|(s, _)| s == "chroot" || s == "arch_prctl"));
+    }
+
+    #[test]
+    fn nested_user_namespaces_are_refused_by_flag() {
+        let profile = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["read", "clone", "clone3", "unshare"], "action": "SCMP_ACT_ALLOW"},
+            {"names": ["unshare"], "action": "SCMP_ACT_ALLOW"}]}"#;
+        let v = refuse_nested_userns(&to_oci(profile, "amd64", &[]).unwrap());
+        let rules = v["syscalls"].as_array().unwrap();
+        assert_eq!(rules[0]["names"], json!(["read"]));
+        assert_eq!(rules.len(), 3, "the emptied unshare rule is gone");
+        assert_eq!(rules[1]["names"], json!(["clone", "unshare"]));
+        assert_eq!(rules[1]["args"][0]["value"], 0x1000_0000);
+        assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
+        assert_eq!(rules[2]["errnoRet"], 38);
     }
 
     #[test]

@@ -4,7 +4,8 @@
 use serde_json::{json, Value};
 use std::path::PathBuf;
 
-/// Docker's default capability set without NET_RAW.
+/// Docker's default capability set without NET_RAW: what root inside a
+/// workspace holds, over its own user namespace only.
 pub const DEFAULT_CAPS: [&str; 13] = [
     "CAP_CHOWN",
     "CAP_DAC_OVERRIDE",
@@ -57,13 +58,18 @@ pub struct SpecInput {
     pub env: Vec<String>,
     pub uid: u32,
     pub gid: u32,
+    /// The user namespace's id map (container id 0 is `idmap.host_base` on the node).
+    pub idmap: crate::idmap::IdMap,
     pub cpu_millis: u32,
     pub memory_bytes: u64,
     pub pids: u32,
     /// Whether the node accounts swap; only then can "no swap" be written.
     pub swap_accounting: bool,
+    /// The volume's directory bound at /workspace.
     pub volume: PathBuf,
     pub netns: PathBuf,
+    /// The user namespace (made by the agent; it owns `netns`).
+    pub userns: PathBuf,
     /// cgroupfs path, e.g. "/berth/ws-1".
     pub cgroups_path: String,
     pub resolv_conf: Option<PathBuf>,
@@ -81,29 +87,44 @@ pub fn cpu_shares(millis: u32) -> u64 {
     (u64::from(millis) * 1024 / 1000).max(2)
 }
 
+/// Who a process runs as inside the workspace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum As {
+    /// The workspace's user (the image's non-root user or the node default).
+    User,
+    /// Root of the workspace's user namespace.
+    Root,
+}
+
 /// The process part of the spec, shared by the container's init and by exec.
 /// `tty` is the terminal's (rows, cols), given at creation so the process
-/// never sees a 0x0 terminal.
+/// never sees a 0x0 terminal. Root holds Docker's set (minus NET_RAW) over
+/// the workspace's own namespaces; the user holds no capability at all, as
+/// Docker gives a non-root `USER`, and no_new_privs keeps it that way.
 pub fn process(
     input: &SpecInput,
     args: &[String],
     extra_env: &[String],
     cwd: &str,
     tty: Option<(u32, u32)>,
+    who: As,
 ) -> Value {
-    let caps = DEFAULT_CAPS.to_vec();
+    let bounding = DEFAULT_CAPS.to_vec();
+    let (uid, gid, held) = match who {
+        As::Root => (0, 0, bounding.clone()),
+        As::User => (input.uid, input.gid, Vec::new()),
+    };
     let mut env = input.env.clone();
     env.extend_from_slice(extra_env);
     let mut p = json!({
         "terminal": tty.is_some(),
-        "user": { "uid": input.uid, "gid": input.gid, "additionalGids": [input.gid] },
+        "user": { "uid": uid, "gid": gid, "additionalGids": [gid] },
         "args": args,
         "env": env,
         "cwd": cwd,
         "capabilities": {
-            // Ambient (hence inheritable) too: a non-root execve keeps only ambient caps.
-            "bounding": caps, "effective": caps, "permitted": caps,
-            "inheritable": caps, "ambient": caps
+            "bounding": bounding, "effective": held, "permitted": held,
+            "inheritable": [], "ambient": []
         },
         "noNewPrivileges": true
     });
@@ -126,7 +147,9 @@ pub fn build(input: &SpecInput) -> Value {
         json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
         json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
         json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}),
+        // A sysfs mount needs CAP_SYS_ADMIN over the network namespace's
+        // owner (the node's user namespace): bind the node's, read-only.
+        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/workspace", "type": "bind", "source": input.volume, "options": ["rbind", "rw", "nosuid", "nodev"]}),
     ];
@@ -135,7 +158,7 @@ pub fn build(input: &SpecInput) -> Value {
     }
     json!({
         "ociVersion": "1.0.2",
-        "process": process(input, &input.args, &[], "/workspace", None),
+        "process": process(input, &input.args, &[], "/workspace", None, As::User),
         "root": { "path": "rootfs", "readonly": false },
         "hostname": input.hostname,
         "mounts": mounts,
@@ -151,8 +174,10 @@ pub fn build(input: &SpecInput) -> Value {
                 "pids": { "limit": i64::from(input.pids) }
             },
             "cgroupsPath": input.cgroups_path,
+            "uidMappings": input.idmap.oci(),
+            "gidMappings": input.idmap.oci(),
             "namespaces": [
-                { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
+                { "type": "user", "path": input.userns }, { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
                 { "type": "cgroup" },
                 { "type": "network", "path": input.netns }
             ],
@@ -174,12 +199,17 @@ mod tests {
             env: vec!["PATH=/bin".into()],
             uid: 1000,
             gid: 1000,
+            idmap: crate::idmap::IdMap {
+                host_base: 1_000_000,
+                size: 65536,
+            },
             cpu_millis: 1500,
             memory_bytes: 256 << 20,
             pids: 100,
             swap_accounting: true,
             volume: "/var/lib/berth/volumes/ws-1".into(),
             netns: "/run/berth/netns/ws-1".into(),
+            userns: "/run/berth/netns/ws-1.user".into(),
             cgroups_path: "/berth/ws-1".into(),
             resolv_conf: None,
             seccomp: json!({"defaultAction": "SCMP_ACT_ERRNO"}),
@@ -211,7 +241,16 @@ mod tests {
         assert_eq!(p["user"]["uid"], 1000);
         assert_eq!(p["cwd"], "/workspace");
         assert_eq!(p["noNewPrivileges"], true);
-        let eff: Vec<&str> = p["capabilities"]["effective"]
+        for set in ["effective", "permitted", "inheritable", "ambient"] {
+            assert_eq!(
+                p["capabilities"][set],
+                json!([]),
+                "the user holds no {set} caps"
+            );
+        }
+        let root = process(&input(), &[], &[], "/", None, As::Root);
+        assert_eq!(root["user"]["uid"], 0);
+        let eff: Vec<&str> = root["capabilities"]["effective"]
             .as_array()
             .unwrap()
             .iter()
@@ -220,10 +259,7 @@ mod tests {
         assert_eq!(eff.len(), 13);
         assert!(!eff.contains(&"CAP_NET_RAW"));
         assert!(!eff.contains(&"CAP_SYS_ADMIN"));
-        assert_eq!(
-            p["capabilities"]["ambient"], p["capabilities"]["effective"],
-            "caps survive exec as uid 1000"
-        );
+        assert_eq!(root["capabilities"]["ambient"], json!([]));
         let l = &s["linux"];
         assert_eq!(l["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert!(l["maskedPaths"]
@@ -239,13 +275,20 @@ mod tests {
             json!([{"allow": false, "access": "rwm"}])
         );
         assert!(l.get("devices").is_none(), "no host devices");
-        // Every namespace is private; the network one is the workspace's own.
+        // Every namespace is private; the network and user ones are the
+        // workspace's own, made by the agent.
         let ns = l["namespaces"].as_array().unwrap();
         assert!(ns
             .iter()
-            .all(|n| n.get("path").is_none() || n["type"] == "network"));
+            .all(|n| n.get("path").is_none() || n["type"] == "network" || n["type"] == "user"));
         assert!(ns.contains(&json!({"type": "network", "path": "/run/berth/netns/ws-1"})));
         assert!(ns.contains(&json!({"type": "pid"})));
+        assert!(ns.contains(&json!({"type": "user", "path": "/run/berth/netns/ws-1.user"})));
+        assert_eq!(
+            l["uidMappings"],
+            json!([{"containerID": 0, "hostID": 1_000_000, "size": 65536}])
+        );
+        assert_eq!(l["gidMappings"], l["uidMappings"]);
     }
 
     #[test]
@@ -269,11 +312,12 @@ mod tests {
             &["A=1".into()],
             "/tmp",
             Some((30, 100)),
+            As::User,
         );
         assert_eq!(p["env"], json!(["PATH=/bin", "A=1"]));
         assert_eq!(p["terminal"], true);
         assert_eq!(p["consoleSize"], json!({"height": 30, "width": 100}));
-        assert!(process(&input(), &[], &[], "/", None)
+        assert!(process(&input(), &[], &[], "/", None, As::User)
             .get("consoleSize")
             .is_none());
         assert_eq!(p["cwd"], "/tmp");

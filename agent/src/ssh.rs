@@ -168,6 +168,7 @@ impl Server {
             rows,
             cols,
             activity: String::new(),
+            user: String::new(),
         };
         let (in_tx, in_rx) = mpsc::channel(64);
         let (out_tx, mut out_rx) = mpsc::channel::<pb::ExecOutput>(64);

@@ -1,7 +1,10 @@
 //! Per-workspace persistent volumes: a sparse ext4 image of the requested
-//! size, loop-mounted on the node and bind-mounted at /workspace. The size is
-//! a hard limit (writes past it fail with ENOSPC); the volume outlives stops
-//! and agent restarts and goes only with delete.
+//! size, loop-mounted on the node. Everything a workspace writes lands on
+//! it: `workspace/` is bound at /workspace, `rootfs/upper` and `rootfs/work`
+//! are its root filesystem's overlay upper and work dirs (so /tmp, /var and
+//! /etc count too), and `init.log` is its init's output. The size is a hard
+//! limit (writes past it fail with ENOSPC); the volume outlives stops and
+//! agent restarts and goes only with delete.
 
 use crate::error::{AgentError, Result};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,22 @@ impl Volumes {
         self.dir.join(name)
     }
 
+    /// The directory bound at /workspace.
+    pub fn workspace_dir(&self, name: &str) -> PathBuf {
+        self.mountpoint(name).join("workspace")
+    }
+
+    /// The root filesystem's overlay (upper, work) dirs.
+    pub fn rootfs_dirs(&self, name: &str) -> (PathBuf, PathBuf) {
+        let r = self.mountpoint(name).join("rootfs");
+        (r.join("upper"), r.join("work"))
+    }
+
+    /// The init process's output log.
+    pub fn log(&self, name: &str) -> PathBuf {
+        self.mountpoint(name).join("init.log")
+    }
+
     /// Bytes free for new volumes on the node's disk.
     pub fn free_bytes(&self) -> Result<u64> {
         let st = nix::sys::statvfs::statvfs(&self.dir)
@@ -49,8 +68,15 @@ impl Volumes {
         Ok(())
     }
 
-    /// Makes and mounts a fresh volume owned by uid:gid.
-    pub async fn create(&self, name: &str, bytes: u64, uid: u32, gid: u32) -> Result<()> {
+    /// Makes and mounts a fresh volume: `workspace/` owned by the node ids
+    /// `user` (uid, gid), the rootfs upper by `root`, the rest by the node's root.
+    pub async fn create(
+        &self,
+        name: &str,
+        bytes: u64,
+        user: (u32, u32),
+        root: (u32, u32),
+    ) -> Result<()> {
         self.check_fits(bytes)?;
         let image = self.image(name);
         let f = std::fs::File::create(&image)
@@ -60,12 +86,25 @@ impl Volumes {
         drop(f);
         run(Command::new("mkfs.ext4")
             .args(["-q", "-F", "-m", "0", "-E"])
-            .arg(format!(
-                "root_owner={uid}:{gid},lazy_itable_init=1,lazy_journal_init=1,nodiscard"
-            ))
+            .arg("root_owner=0:0,lazy_itable_init=1,lazy_journal_init=1,nodiscard")
             .arg(&image))
         .await?;
-        self.ensure_mounted(name).await
+        self.ensure_mounted(name).await?;
+        let (upper, work) = self.rootfs_dirs(name);
+        let dirs = [
+            (self.workspace_dir(name), user, 0o755),
+            (
+                upper.parent().unwrap_or(&upper).to_path_buf(),
+                (0, 0),
+                0o700,
+            ),
+            (upper, root, 0o755),
+            (work, (0, 0), 0o700),
+        ];
+        for (dir, (uid, gid), mode) in dirs {
+            make_dir(&dir, uid, gid, mode)?;
+        }
+        Ok(())
     }
 
     /// Mounts the volume if it is not (after a node reboot, say).
@@ -120,6 +159,20 @@ impl Volumes {
         names.dedup();
         names
     }
+}
+
+fn make_dir(dir: &Path, uid: u32, gid: u32, mode: u32) -> Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    let ctx = || format!("mkdir {}", dir.display());
+    match std::fs::DirBuilder::new().mode(mode).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+            return Err(AgentError::io(ctx())(e))
+        }
+        _ => {}
+    }
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid)).map_err(AgentError::io(ctx()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+        .map_err(AgentError::io(ctx()))
 }
 
 fn remove_if_exists(p: &Path, f: fn(&Path) -> std::io::Result<()>) -> Result<()> {

@@ -3,6 +3,7 @@
 //! workspace's lock; every create either completes or is rolled back.
 
 mod exec;
+mod rootfs;
 
 use crate::cgroup::CgroupReader;
 use crate::config::Config;
@@ -21,7 +22,6 @@ use containerd_client::types::v1::Status as TaskStatus;
 use containerd_client::types::Mount;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -50,7 +50,10 @@ struct Inner {
     volumes: Volumes,
     records: Records,
     cgroups: CgroupReader,
+    /// The seccomp filter of workspaces without nested user namespaces.
     seccomp: serde_json::Value,
+    /// The filter of those allowed them (the profile as configured).
+    seccomp_nested: serde_json::Value,
     swap_accounting: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ipam: tokio::sync::Mutex<()>,
@@ -112,12 +115,18 @@ impl Manager {
     /// Builds a manager; `reconcile` should run before serving requests.
     pub fn new(p: Parts) -> Result<Self> {
         let state = p.cfg.file.state_dir.clone();
-        for d in ["volumes", "logs", "exec"] {
-            std::fs::create_dir_all(state.join(d)).map_err(AgentError::io(format!("mkdir {d}")))?;
+        for d in ["volumes", "exec"] {
+            let dir = state.join(d);
+            std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("mkdir {d}")))?;
+            // Every workspace's ids are the same on the node: only root may
+            // walk from one workspace's files to another's.
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(AgentError::io(format!("chmod {d}")))?;
         }
         let cgroups = CgroupReader::new(&p.cfg.file.cgroup.root);
         let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
-        let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
+        let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone(), p.cfg.idmap);
         let prepared = Prepared::new(p.cfg.file.workspace.prepared);
         let ssh = Arc::new(crate::ssh::config(crate::ssh::host_key(&state)?));
         Ok(Self {
@@ -129,7 +138,8 @@ impl Manager {
                 images,
                 net: p.net,
                 cgroups,
-                seccomp: p.seccomp,
+                seccomp: crate::seccomp::refuse_nested_userns(&p.seccomp),
+                seccomp_nested: p.seccomp,
                 swap_accounting,
                 locks: Mutex::default(),
                 ipam: tokio::sync::Mutex::default(),
@@ -184,10 +194,12 @@ impl Manager {
                 action: "sftp",
             });
         }
+        let (uid, gid) = self.host_ids(r.uid, r.gid)?;
         Ok(crate::ssh::sftp::Target {
             pid: st.pid,
-            uid: r.uid,
-            gid: r.gid,
+            uid,
+            gid,
+            idmap: self.inner.cfg.idmap,
         })
     }
 
@@ -229,13 +241,32 @@ impl Manager {
         format!("/{}/{name}", self.inner.cfg.file.cgroup.parent)
     }
 
-    fn log_path(&self, name: &str) -> PathBuf {
+    /// The node ids of container ids uid:gid.
+    fn host_ids(&self, uid: u32, gid: u32) -> Result<(u32, u32)> {
+        let map = self.inner.cfg.idmap;
+        match (map.to_host(uid), map.to_host(gid)) {
+            (Some(u), Some(g)) => Ok((u, g)),
+            _ => Err(AgentError::InvalidRequest(format!(
+                "user {uid}:{gid} is outside the workspace's {} mapped ids",
+                map.size
+            ))),
+        }
+    }
+
+    /// Makes the volume of `name` for a workspace user uid:gid.
+    async fn make_volume(&self, name: &str, disk_bytes: u64, uid: u32, gid: u32) -> Result<()> {
+        let user = self.host_ids(uid, gid)?;
+        let root = self.host_ids(0, 0)?;
         self.inner
-            .cfg
-            .file
-            .state_dir
-            .join("logs")
-            .join(format!("{name}.log"))
+            .volumes
+            .create(name, disk_bytes, user, root)
+            .await
+    }
+
+    /// The snapshot's mounts with the writable layer on the workspace's volume.
+    fn rootfs(&self, r: &Record, mounts: Vec<Mount>) -> Result<Vec<Mount>> {
+        let (upper, work) = self.inner.volumes.rootfs_dirs(r.parts());
+        rootfs::on_volume(mounts, &upper, &work)
     }
 
     fn spec_input(&self, r: &Record) -> SpecInput {
@@ -250,15 +281,20 @@ impl Manager {
             memory_bytes: r.memory_bytes,
             pids: r.pids,
             swap_accounting: self.inner.swap_accounting,
-            volume: self.inner.volumes.mountpoint(r.parts()),
+            idmap: self.inner.cfg.idmap,
+            volume: self.inner.volumes.workspace_dir(r.parts()),
             netns: self.inner.net.netns_path(r.parts()),
+            userns: self.inner.net.userns_path(r.parts()),
             cgroups_path: self.cgroups_path(&r.name),
             resolv_conf: f
                 .network
                 .resolv_conf
                 .exists()
                 .then(|| f.network.resolv_conf.clone()),
-            seccomp: self.inner.seccomp.clone(),
+            seccomp: match r.nested_userns || f.security.nested_userns {
+                true => self.inner.seccomp_nested.clone(),
+                false => self.inner.seccomp.clone(),
+            },
         }
     }
 
@@ -362,6 +398,7 @@ impl Manager {
                 last_exit: None,
                 oom_kills: 0,
                 slot: slot.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
+                nested_userns: spec.nested_userns,
             };
             let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {
@@ -452,10 +489,7 @@ impl Manager {
         let volume = async {
             let t = Instant::now();
             if own_parts {
-                self.inner
-                    .volumes
-                    .create(name, r.disk_bytes, r.uid, r.gid)
-                    .await?;
+                self.make_volume(name, r.disk_bytes, r.uid, r.gid).await?;
             }
             failpoint::hit("create:after_volume");
             Ok::<_, AgentError>(ms(t))
@@ -470,7 +504,7 @@ impl Manager {
         };
         let ((mounts, rootfs_ms), volume_ms, netns_ms) = tokio::try_join!(rootfs, volume, netns)?;
         tracing::info!(workspace = %name, slot = %r.slot, rootfs_ms, volume_ms, netns_ms, "workspace built");
-        Ok(mounts)
+        self.rootfs(r, mounts)
     }
 
     /// Keeps prepared slots ready for the most recently requested kind of
@@ -507,9 +541,7 @@ impl Manager {
         };
         let t = Instant::now();
         let made = tokio::try_join!(
-            self.inner
-                .volumes
-                .create(&slot.id, key.disk_bytes, key.uid, key.gid),
+            self.make_volume(&slot.id, key.disk_bytes, key.uid, key.gid),
             self.inner.net.create(&slot.id, ip),
         );
         match made {
@@ -561,7 +593,6 @@ impl Manager {
                 tracing::warn!(workspace = %name, step = what, error = %e, "teardown step failed");
             }
         }
-        let _ = std::fs::remove_file(self.log_path(name));
     }
 
     /// Starts a created or stopped workspace (idempotent when running).
@@ -595,6 +626,7 @@ impl Manager {
             self.inner.net.create(r.parts(), r.ip).await?;
         }
         let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&name)).await?;
+        let mounts = self.rootfs(r, mounts)?;
         self.start_task(r, mounts).await?;
         self.inner.records.put(r)
     }
@@ -602,7 +634,7 @@ impl Manager {
     /// Creates and starts the task of a workspace whose parts all exist.
     async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<u32> {
         let t = Instant::now();
-        let log = self.log_path(&r.name);
+        let log = self.inner.volumes.log(r.parts());
         self.inner
             .ctd
             .create_task(&r.name, rootfs, &log.to_string_lossy())

@@ -258,6 +258,17 @@ pub struct ExecBody {
     #[schema(minimum = 1, maximum = 3600)]
     #[serde(default, deserialize_with = "whole::opt_u64")]
     pub timeout_seconds: Option<u64>,
+    /// Who runs the command: the workspace's user (default, no capabilities)
+    /// or root of the workspace's own user namespace (not root on the node).
+    pub user: Option<ExecUser>,
+}
+
+/// Who an exec runs as inside the workspace.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecUser {
+    User,
+    Root,
 }
 
 /// What a command did.
@@ -795,6 +806,10 @@ async fn exec_workspace(
                 argv: req.argv,
                 env,
                 cwd: req.cwd.unwrap_or_default(),
+                user: match req.user {
+                    Some(ExecUser::Root) => "root".into(),
+                    _ => String::new(),
+                },
                 ..Default::default()
             },
             req.stdin.unwrap_or_default().into_bytes(),

@@ -378,6 +378,7 @@ impl Controller {
                     disk_bytes: w.resources.disk_bytes,
                     env: w.env.clone(),
                     generation,
+                    nested_userns: false,
                 }),
                 auth: None,
                 start: w.desired == Desired::Running,

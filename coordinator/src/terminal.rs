@@ -157,6 +157,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
         cols,
         cwd: String::new(),
         activity: "terminal".into(),
+        user: String::new(),
     };
     let (mut send, mut recv) = match s.ctl.agents().exec_stream(&node, req).await {
         Ok(Ok(streams)) => streams,

@@ -55,8 +55,16 @@ impl Leaks {
             .into_iter()
             .filter(|m| m.contains("/volumes/"))
             .collect();
-        let (prepared_netns, netns): (Vec<String>, Vec<String>) = ls(&node.netns_dir)
-            .into_iter()
+        // A slot's namespaces are a netns and the user namespace owning it;
+        // a user namespace without its netns is a leak.
+        let names = ls(&node.netns_dir);
+        let (prepared_netns, netns): (Vec<String>, Vec<String>) = names
+            .iter()
+            .filter(|n| {
+                n.strip_suffix(".user")
+                    .is_none_or(|net| !names.iter().any(|m| m == net) || !net.starts_with("pool-"))
+            })
+            .cloned()
             .partition(|n| n.starts_with("pool-"));
         let snapshots = node
             .containerd

@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 pub struct NodeOptions {
     /// Extra TOML appended to the agent config.
     pub extra_config: String,
+    /// Extra keys of the agent config's `[network]` table.
+    pub network_config: String,
 }
 
 /// A node: everything under `dir`, names derived from a per-test id.
@@ -61,7 +63,7 @@ impl Node {
             format!(
                 "state_dir = \"{state}\"\n\
                  [containerd]\nsocket = \"{sock}\"\nrunc_root = \"{runc}\"\n\
-                 [network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nnft_table = \"{nft_table}\"\nnetns_dir = \"{netns}\"\n\
+                 [network]\nbridge = \"{bridge}\"\nsubnet = \"{subnet}\"\nnft_table = \"{nft_table}\"\nnetns_dir = \"{netns}\"\n{network}\n\
                  [cgroup]\nparent = \"{cgroup_parent}\"\n\
                  [workspace]\nstop_grace_seconds = 5\n{extra}",
                 state = state_dir.display(),
@@ -69,6 +71,7 @@ impl Node {
                 runc = dir.join("runc").display(),
                 netns = netns_dir.display(),
                 extra = opts.extra_config,
+                network = opts.network_config,
             ),
         )
         .expect("write agent config");
@@ -269,9 +272,19 @@ impl Node {
 
     /// Runs `sh -c script` in a workspace; returns (exit code, stdout, stderr).
     pub async fn sh(&self, name: &str, script: &str) -> (i32, String, String) {
+        self.sh_as(name, "", script).await
+    }
+
+    /// Runs `sh -c script` as root of the workspace's user namespace.
+    pub async fn sh_root(&self, name: &str, script: &str) -> (i32, String, String) {
+        self.sh_as(name, "root", script).await
+    }
+
+    async fn sh_as(&self, name: &str, user: &str, script: &str) -> (i32, String, String) {
         let req = pb::ExecRequest {
             name: name.into(),
             argv: vec!["sh".into(), "-c".into(), script.into()],
+            user: user.into(),
             ..Default::default()
         };
         let out = self
@@ -308,9 +321,12 @@ impl Node {
         self.netns_dir.join(self.parts(name))
     }
 
-    /// Where a workspace's volume is mounted on the node.
+    /// The directory of a workspace's volume bound at /workspace, on the node.
     pub fn volume(&self, name: &str) -> PathBuf {
-        self.state_dir.join("volumes").join(self.parts(name))
+        self.state_dir
+            .join("volumes")
+            .join(self.parts(name))
+            .join("workspace")
     }
 }
 

@@ -53,7 +53,14 @@ fn wait_http(url: &str, netns: Option<&str>) {
 #[tokio::test(flavor = "multi_thread")]
 async fn workspaces_are_isolated_but_reach_the_internet() {
     berth_tests::images(&["dev"]);
-    let mut node = Node::new(NodeOptions::default());
+    // Two hosts on private networks beside the node: one refused by the
+    // default egress policy, one allowed by the node's allow-list.
+    let x = (std::process::id() % 250) as u64;
+    let (lan_ip, allowed_ip) = (format!("192.168.{x}.2"), format!("172.16.{x}.2"));
+    let mut node = Node::new(NodeOptions {
+        network_config: format!("egress_allow = [\"172.16.{x}.0/30\"]"),
+        ..Default::default()
+    });
     node.start_agent().await;
     let baseline = berth_tests::clean::nft_rules(&node.nft_table);
     let mut host = Host {
@@ -61,7 +68,6 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         undo: Vec::new(),
     };
     let id = node.id.clone();
-    let x = id.parse::<u64>().unwrap() % 250;
 
     // A stand-in for the internet: a namespace behind a routed veth.
     let (inet, hv, nv) = (format!("bi{id}"), format!("bih{id}"), format!("bii{id}"));
@@ -82,6 +88,29 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         www.display()
     ));
     wait_http(&format!("http://{inet_ip}:8080/"), Some(&inet));
+
+    for (tag, ip) in [("l", &lan_ip), ("a", &allowed_ip)] {
+        let (ns, hv, nv) = (
+            format!("b{tag}{id}"),
+            format!("b{tag}h{id}"),
+            format!("b{tag}i{id}"),
+        );
+        let gw_ip = format!("{}.1", ip.rsplit_once('.').unwrap().0);
+        host.undo.push(format!("ip netns del {ns}"));
+        host.undo.push(format!("ip link del {hv}"));
+        host.run(&format!(
+            "ip netns add {ns} && ip link add {hv} type veth peer name {nv} && ip link set {nv} netns {ns} && \
+             ip addr add {gw_ip}/30 dev {hv} && ip link set {hv} up && \
+             ip netns exec {ns} ip addr add {ip}/30 dev {nv} && ip netns exec {ns} ip link set {nv} up && \
+             ip netns exec {ns} ip link set lo up && ip netns exec {ns} ip route add default via {gw_ip}"
+        ));
+        host.spawn(&format!(
+            "ip netns exec {ns} busybox httpd -f -p {ip}:8080 -h {}",
+            www.display()
+        ));
+        // Control: the node itself reaches both.
+        wait_http(&format!("http://{ip}:8080/"), None);
+    }
 
     // The cloud metadata address, served on the node itself.
     let md_port = free_port();
@@ -174,6 +203,20 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         (code, out.as_str()),
         (0, "hello from the internet\n"),
         "{err}"
+    );
+
+    // A private network is not (egress policy) unless allow-listed.
+    let (code, _, _) = node
+        .sh("wa", &format!("curl -s -m 2 http://{lan_ip}:8080/"))
+        .await;
+    assert_ne!(code, 0, "workspace reached the private host {lan_ip}");
+    let (code, out, err) = node
+        .sh("wa", &format!("curl -sS -m 5 http://{allowed_ip}:8080/"))
+        .await;
+    assert_eq!(
+        (code, out.as_str()),
+        (0, "hello from the internet\n"),
+        "control: the allow-listed private host: {err}"
     );
 
     // Metadata and the node's own services are not.

@@ -22,8 +22,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 pub struct Target {
     /// A process of the container (its init): its mount namespace is used.
     pub pid: u32,
+    /// The user's node ids (its ids inside, shifted by `idmap`).
     pub uid: u32,
     pub gid: u32,
+    /// How ids inside map to the node's, for the ids clients see and set.
+    pub idmap: crate::idmap::IdMap,
 }
 
 /// Serves SFTP on `stream` from a dedicated thread inside the workspace;
@@ -72,7 +75,7 @@ pub fn spawn<S>(
                     end: Some(Box::new(move || end(0))),
                     done: Some(done_tx),
                 };
-                russh_sftp::server::run(stream, Sftp::default()).await;
+                russh_sftp::server::run(stream, Sftp::new(target.idmap)).await;
                 // `run` serves on a task of this runtime; it drops the stream at the end.
                 let _ = done_rx.await;
             });
@@ -184,11 +187,14 @@ enum Open {
 /// Most handles one session may hold open.
 const MAX_HANDLES: usize = 1024;
 
-#[derive(Default)]
 struct Sftp {
     handles: HashMap<String, Open>,
     next: u64,
+    idmap: crate::idmap::IdMap,
 }
+
+/// The id shown inside for a node id outside the map (the kernel's overflow id).
+const OVERFLOW_ID: u32 = 65534;
 
 fn fail(e: std::io::Error) -> StatusReply {
     let code = match e.kind() {
@@ -209,9 +215,12 @@ fn ok(id: u32) -> Status {
 }
 
 /// The attributes of `path` as SFTP shows them (the file type kept in the mode).
-fn attrs(md: &std::fs::Metadata) -> FileAttributes {
+fn attrs(md: &std::fs::Metadata, map: crate::idmap::IdMap) -> FileAttributes {
+    use std::os::unix::fs::MetadataExt;
     let mut a = FileAttributes::from(md);
     a.permissions = Some(md.permissions().mode());
+    a.uid = Some(map.to_container(md.uid()).unwrap_or(OVERFLOW_ID));
+    a.gid = Some(map.to_container(md.gid()).unwrap_or(OVERFLOW_ID));
     a
 }
 
@@ -220,6 +229,7 @@ fn set_attrs(
     path: Option<&Path>,
     file: Option<&std::fs::File>,
     a: &FileAttributes,
+    map: crate::idmap::IdMap,
 ) -> std::io::Result<()> {
     if let Some(size) = a.size {
         match (file, path) {
@@ -240,9 +250,14 @@ fn set_attrs(
         }
     }
     if a.uid.is_some() || a.gid.is_some() {
+        let host = |id: Option<u32>| match id {
+            Some(i) => map.to_host(i).map(Some).ok_or(ErrorKind::InvalidInput),
+            None => Ok(None),
+        };
+        let (uid, gid) = (host(a.uid)?, host(a.gid)?);
         match (file, path) {
-            (Some(f), _) => std::os::unix::fs::fchown(f, a.uid, a.gid)?,
-            (None, Some(p)) => std::os::unix::fs::chown(p, a.uid, a.gid)?,
+            (Some(f), _) => std::os::unix::fs::fchown(f, uid, gid)?,
+            (None, Some(p)) => std::os::unix::fs::chown(p, uid, gid)?,
             _ => {}
         }
     }
@@ -286,6 +301,14 @@ fn lexical(path: &str) -> PathBuf {
 }
 
 impl Sftp {
+    fn new(idmap: crate::idmap::IdMap) -> Self {
+        Self {
+            handles: HashMap::new(),
+            next: 0,
+            idmap,
+        }
+    }
+
     fn insert(&mut self, open: Open) -> Result<String, StatusReply> {
         if self.handles.len() >= MAX_HANDLES {
             return Err(StatusCode::Failure.with_message("too many open handles"));
@@ -387,7 +410,7 @@ impl russh_sftp::server::Handler for Sftp {
         let md = std::fs::symlink_metadata(&path).map_err(fail)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&md),
+            attrs: attrs(&md, self.idmap),
         })
     }
 
@@ -395,7 +418,7 @@ impl russh_sftp::server::Handler for Sftp {
         let md = std::fs::metadata(&path).map_err(fail)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&md),
+            attrs: attrs(&md, self.idmap),
         })
     }
 
@@ -403,7 +426,7 @@ impl russh_sftp::server::Handler for Sftp {
         let md = self.file(&handle)?.metadata().map_err(fail)?;
         Ok(Attrs {
             id,
-            attrs: attrs(&md),
+            attrs: attrs(&md, self.idmap),
         })
     }
 
@@ -413,7 +436,7 @@ impl russh_sftp::server::Handler for Sftp {
         path: String,
         a: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        set_attrs(Some(Path::new(&path)), None, &a).map_err(fail)?;
+        set_attrs(Some(Path::new(&path)), None, &a, self.idmap).map_err(fail)?;
         Ok(ok(id))
     }
 
@@ -423,7 +446,7 @@ impl russh_sftp::server::Handler for Sftp {
         handle: String,
         a: FileAttributes,
     ) -> Result<Status, Self::Error> {
-        set_attrs(None, Some(self.file(&handle)?), &a).map_err(fail)?;
+        set_attrs(None, Some(self.file(&handle)?), &a, self.idmap).map_err(fail)?;
         Ok(ok(id))
     }
 
@@ -431,7 +454,7 @@ impl russh_sftp::server::Handler for Sftp {
         let mut files = Vec::new();
         for name in [".", ".."] {
             if let Ok(md) = std::fs::metadata(Path::new(&path).join(name)) {
-                files.push(File::new(name, attrs(&md)));
+                files.push(File::new(name, attrs(&md, self.idmap)));
             }
         }
         for e in std::fs::read_dir(&path).map_err(fail)? {
@@ -439,7 +462,10 @@ impl russh_sftp::server::Handler for Sftp {
             let Ok(md) = e.path().symlink_metadata() else {
                 continue;
             };
-            files.push(File::new(e.file_name().to_string_lossy(), attrs(&md)));
+            files.push(File::new(
+                e.file_name().to_string_lossy(),
+                attrs(&md, self.idmap),
+            ));
         }
         Ok(Handle {
             id,

@@ -116,12 +116,22 @@ impl Manager {
         } else {
             req.cwd.as_str()
         };
+        let who = match req.user.as_str() {
+            "" => spec::As::User,
+            "root" => spec::As::Root,
+            other => {
+                return Err(AgentError::InvalidRequest(format!(
+                    "user {other:?}: expected \"\" (the workspace's user) or \"root\""
+                )))
+            }
+        };
         let process = spec::process(
             &self.spec_input(&r),
             &req.argv,
             &extra_env,
             cwd,
             req.tty.then_some((req.rows, req.cols)),
+            who,
         );
         let s = |p: &Path| p.to_string_lossy().into_owned();
         let stdio = [

@@ -1,0 +1,194 @@
+//! TEST-PLAN 15: root inside a workspace is root of its own user namespace
+//! only. Every probe is tried as an attacker would, and its outcome is
+//! checked on the host; each refusal has a positive control showing the
+//! same probe works where it should.
+
+use berth_tests::{assert_clean, Node, NodeOptions};
+use std::os::unix::fs::MetadataExt;
+
+/// The node id of root inside (the agent's default `security.userns_base`).
+const HOST_ROOT: u32 = 1_000_000;
+
+/// A Python one-liner printing the errno of a libc call (0 on success).
+fn libc_call(call: &str) -> String {
+    format!(
+        "python3 -c \"import ctypes,os; l=ctypes.CDLL(None, use_errno=True); r={call}; print(0 if r==0 else ctypes.get_errno())\""
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_inside_is_not_root_on_the_node() {
+    berth_tests::images(&["dev"]);
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let dev = format!("{}/dev:latest", node.registry.addr);
+    for (name, nested) in [("ra", false), ("rb", false), ("rn", true)] {
+        let mut spec = node.spec(name);
+        spec.image = dev.clone();
+        spec.memory_bytes = 256 << 20;
+        spec.disk_bytes = 256 << 20;
+        spec.nested_userns = nested;
+        node.create(spec).await.expect("create");
+    }
+
+    // The workspace user cannot become root: it holds no capability.
+    let (code, out, err) = node
+        .sh(
+            "ra",
+            "python3 -c 'import os; os.setgid(0); os.setuid(0)'; echo rc=$?; id -u",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("rc=1") && out.ends_with("1000\n"),
+        "{out} {err}"
+    );
+    assert!(err.contains("PermissionError"), "{err}");
+
+    // Root inside (control): it owns its own files, /etc/shadow included...
+    let (code, out, err) = node
+        .sh_root(
+            "ra",
+            "id -u && head -c 5 /etc/shadow && echo && echo owned > /etc/berth-probe && cat /etc/berth-probe",
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "0\nroot:\nowned\n");
+    // ... and on the node that file is the workspace's, owned by an unprivileged id.
+    let upper = node.volume("ra").parent().unwrap().join("rootfs/upper");
+    let probe =
+        std::fs::metadata(upper.join("etc/berth-probe")).expect("write landed on the volume");
+    assert_eq!((probe.uid(), probe.gid()), (HOST_ROOT, HOST_ROOT));
+
+    // No process of the workspace runs as uid 0 on the node, even root's.
+    let (code, _, err) = node.sh_root("ra", "(sleep 300 &) ; true").await;
+    assert_eq!(code, 0, "{err}");
+    let procs = cgroup_procs(&node, "ra");
+    assert!(procs.len() >= 2, "init and the sleep: {procs:?}");
+    for pid in &procs {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        let uid_line = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
+        let uids: Vec<u32> = uid_line
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|u| u.parse().ok())
+            .collect();
+        assert!(
+            !uids.is_empty() && uids.iter().all(|u| *u >= HOST_ROOT),
+            "pid {pid} runs as {uid_line:?} on the node"
+        );
+    }
+
+    // What root inside cannot do: mount, load a module, write the kernel's
+    // knobs or sysfs, make a nested user namespace.
+    let probes = [
+        (
+            "mount",
+            libc_call("l.mount(b'none', b'/mnt', b'tmpfs', 0, None)"),
+        ),
+        ("module", libc_call("l.init_module(None, 0, b'')")),
+        ("unshare", libc_call("l.unshare(0x10000000)")),
+        (
+            "proc/sys",
+            "echo x > /proc/sys/kernel/domainname 2>&1; echo rc=$?".into(),
+        ),
+        (
+            "sysfs",
+            "echo 1 > /sys/kernel/profiling 2>&1; echo rc=$?".into(),
+        ),
+    ];
+    for (what, probe) in &probes {
+        let (_, out, err) = node.sh_root("ra", probe).await;
+        let refused = out.trim_end().ends_with("rc=1")
+            || out.trim_end().ends_with("rc=2")
+            || ["1", "38", "13", "30"].contains(&out.trim());
+        assert!(refused, "root inside could {what}: {out:?} {err:?}");
+    }
+    // Control: a workspace allowed nested user namespaces makes one.
+    let (_, out, err) = node
+        .sh_root("rn", &libc_call("l.unshare(0x10000000)"))
+        .await;
+    assert_eq!(out.trim(), "0", "nested userns where allowed: {err}");
+    // ... and the filter refuses only CLONE_NEWUSER: clone without it (fork) works.
+    let (_, out, _) = node.sh_root("ra", "sh -c 'echo forked'").await;
+    assert_eq!(out, "forked\n");
+
+    // Another workspace's files: B writes a secret; A's root cannot find it.
+    let (code, _, _) = node.sh("rb", "echo s3cret > /workspace/b-secret").await;
+    assert_eq!(code, 0);
+    let find = "grep -rl s3cret /workspace /tmp /var /home /root /mnt 2>/dev/null; echo done";
+    let (_, out, _) = node.sh_root("ra", find).await;
+    assert_eq!(out, "done\n", "A found B's file");
+    let (_, out, _) = node.sh_root("rb", find).await;
+    assert!(
+        out.contains("/workspace/b-secret"),
+        "control: B finds its own: {out}"
+    );
+
+    // Writing past the limit anywhere: the root filesystem (/tmp) shares the
+    // 256 MiB volume, so 512 MiB do not fit and the node's disk is untouched.
+    let snapshots = node
+        .containerd
+        .dir
+        .join("root/io.containerd.snapshotter.v1.overlayfs");
+    let before = du_kib(&snapshots);
+    let (_, out, err) = node
+        .sh_root(
+            "ra",
+            "dd if=/dev/zero of=/tmp/big bs=1M count=512 2>&1; echo rc=$?",
+        )
+        .await;
+    assert!(
+        out.contains("No space left") && out.ends_with("rc=1\n"),
+        "{out} {err}"
+    );
+    let written = std::fs::metadata(upper.join("tmp/big"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    assert!(
+        written > 100 << 20 && written <= 256 << 20,
+        "landed on the volume: {written}"
+    );
+    let after = du_kib(&snapshots);
+    assert!(
+        after < before + 4096,
+        "node disk grew from {before} to {after} KiB"
+    );
+    // /dev/shm is a 64 MiB tmpfs (memory, counted in the cgroup).
+    let (_, out, _) = node
+        .sh_root(
+            "ra",
+            "dd if=/dev/zero of=/dev/shm/big bs=1M count=100 2>&1; echo rc=$?",
+        )
+        .await;
+    assert!(
+        out.contains("No space left") && out.ends_with("rc=1\n"),
+        "{out}"
+    );
+
+    for name in ["ra", "rb", "rn"] {
+        node.delete(name).await.unwrap();
+    }
+    assert_clean(&node, &baseline);
+}
+
+fn cgroup_procs(node: &Node, name: &str) -> Vec<String> {
+    for base in [
+        format!("/sys/fs/cgroup/pids/{}/{name}", node.cgroup_parent),
+        format!("/sys/fs/cgroup/{}/{name}", node.cgroup_parent),
+    ] {
+        if let Ok(s) = std::fs::read_to_string(format!("{base}/cgroup.procs")) {
+            return s.lines().map(String::from).collect();
+        }
+    }
+    panic!("no cgroup for {name}");
+}
+
+fn du_kib(p: &std::path::Path) -> u64 {
+    let (_, out, _) = berth_tests::sh(&format!("du -sk {}", p.display()));
+    out.split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
