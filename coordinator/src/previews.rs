@@ -412,6 +412,7 @@ async fn proxy(
             let mut sv = hyper_util::rt::TokioIo::new(sv);
             let _ = tokio::io::copy_bidirectional(&mut c, &mut sv).await;
         });
+        strip_berth_cookies(resp.headers_mut());
         let mut out = Response::builder().status(StatusCode::SWITCHING_PROTOCOLS);
         for (k, v) in resp.headers() {
             out = out.header(k, v);
@@ -425,6 +426,7 @@ async fn proxy(
     for k in HOP {
         rparts.headers.remove(k);
     }
+    strip_berth_cookies(&mut rparts.headers);
     if sandbox {
         rparts.headers.insert(
             header::CONTENT_SECURITY_POLICY,
@@ -434,6 +436,42 @@ async fn proxy(
         );
     }
     Ok(Response::from_parts(rparts, axum::body::Body::new(rbody)))
+}
+
+/// Whether an app's `Set-Cookie` sets Berth's own cookie, under any case or
+/// cookie-name prefix: on the API origin that would fix a visitor's session
+/// or sign them out.
+fn sets_berth_cookie(v: &HeaderValue) -> bool {
+    let name = v
+        .as_bytes()
+        .split(|b| *b == b'=')
+        .next()
+        .unwrap_or_default();
+    let name = String::from_utf8_lossy(name);
+    let name = name.trim();
+    let bare = ["__host-", "__secure-"]
+        .iter()
+        .find_map(|p| {
+            name.get(..p.len())
+                .filter(|h| h.eq_ignore_ascii_case(p))
+                .map(|_| &name[p.len()..])
+        })
+        .unwrap_or(name);
+    bare.eq_ignore_ascii_case(crate::auth::COOKIE)
+}
+
+/// Drops every `Set-Cookie` of an app's response that sets Berth's cookie.
+fn strip_berth_cookies(h: &mut HeaderMap) {
+    let kept: Vec<HeaderValue> = h
+        .get_all(header::SET_COOKIE)
+        .iter()
+        .filter(|v| !sets_berth_cookie(v))
+        .cloned()
+        .collect();
+    h.remove(header::SET_COOKIE);
+    for v in kept {
+        h.append(header::SET_COOKIE, v);
+    }
 }
 
 /// 401 for a program; the sign-in page for a browser.
@@ -485,6 +523,28 @@ mod tests {
         assert_eq!(split_host("0-web.dev.example", "dev.example"), None);
         assert_eq!(split_host("3000-a.b.dev.example", "dev.example"), None);
         assert_eq!(split_host("3000-webdev.example", "dev.example"), None);
+    }
+
+    #[test]
+    fn an_app_cannot_set_berths_cookie() {
+        let mut h = HeaderMap::new();
+        for c in [
+            "berth_token=evil; Path=/",
+            "Berth_Token=evil",
+            " __Host-berth_token=evil; Secure",
+            "__SECURE-BERTH_TOKEN=x",
+            "theme=dark; Path=/",
+            "berth_token_other=ok",
+        ] {
+            h.append(header::SET_COOKIE, HeaderValue::from_str(c).unwrap());
+        }
+        strip_berth_cookies(&mut h);
+        let left: Vec<&str> = h
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(left, ["theme=dark; Path=/", "berth_token_other=ok"]);
     }
 
     #[test]

@@ -89,6 +89,22 @@ async fn previews_route_http_and_websockets_to_workspace_ports() {
     assert_eq!(s, 200, "{body}");
     assert!(body.contains("cookie=theme=dark prefix"), "{body}");
     assert_eq!(csp, None, "the owner's own page is not sandboxed");
+    // The app cannot set Berth's cookie (session fixation, signing visitors
+    // out); its own cookies pass.
+    let r = http
+        .get(format!("{base}/w/app/8000/set-cookies"))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let set: Vec<&str> = r
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap())
+        .collect();
+    assert_eq!(set, ["theme=light; Path=/"], "only the app's own cookie");
     // The login page sets that cookie, HttpOnly, and sends back to the preview.
     let r = http
         .post(format!("{base}/w/login"))
