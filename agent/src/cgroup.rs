@@ -1,5 +1,6 @@
-//! Reads a workspace's cgroup usage and limits on cgroup v1 or v2. The file
-//! parsers are pure; `CgroupReader` only knows where the files are.
+//! Reads a workspace's cgroup usage and limits on cgroup v1 or v2 (and sets
+//! its CPU quota once it runs). The file parsers are pure; `CgroupReader`
+//! only knows where the files are.
 
 use berth_proto::agent::Usage;
 use std::path::{Path, PathBuf};
@@ -63,6 +64,21 @@ impl CgroupReader {
             .map(|c| self.root.join(c).join(rel))
             .filter(|p| p.exists())
             .collect(),
+        }
+    }
+
+    /// Sets the CPU quota of the cgroup at `path` (microseconds per period).
+    pub fn set_cpu_quota(&self, path: &str, quota_us: i64, period_us: u64) -> std::io::Result<()> {
+        let rel = path.trim_start_matches('/');
+        match self.version {
+            Version::V1 => std::fs::write(
+                self.root.join("cpu").join(rel).join("cpu.cfs_quota_us"),
+                quota_us.to_string(),
+            ),
+            Version::V2 => std::fs::write(
+                self.root.join(rel).join("cpu.max"),
+                format!("{quota_us} {period_us}"),
+            ),
         }
     }
 

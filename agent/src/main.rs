@@ -231,6 +231,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 env: envs,
                 generation: 0,
                 nested_userns,
+                hostname: String::new(),
             };
             Command::Create(pb::CreateRequest {
                 spec: Some(spec),

@@ -55,6 +55,9 @@ pub struct Record {
     /// Whether it may create nested user namespaces.
     #[serde(default)]
     pub nested_userns: bool,
+    /// The container's hostname; empty means `name`.
+    #[serde(default)]
+    pub hostname: String,
 }
 
 impl Record {
@@ -191,6 +194,7 @@ mod tests {
             oom_kills: 0,
             slot: String::new(),
             nested_userns: false,
+            hostname: String::new(),
         }
     }
 

@@ -49,6 +49,11 @@ pub const READONLY_PATHS: [&str; 5] = [
 /// CFS period used for every workspace, in microseconds.
 pub const CPU_PERIOD_US: u64 = 100_000;
 
+/// CPU a workspace's init starts with, in millicores: runc's init under a
+/// tiny quota takes seconds (1.7 s at 10 millicores); the workspace's own
+/// quota is applied once it runs.
+pub const START_CPU_FLOOR_MILLIS: u32 = 1000;
+
 /// Everything the spec depends on.
 #[derive(Debug, Clone)]
 pub struct SpecInput {
@@ -168,7 +173,7 @@ pub fn build(input: &SpecInput) -> Value {
                 "memory": memory,
                 "cpu": {
                     "shares": cpu_shares(input.cpu_millis),
-                    "quota": cpu_quota_us(input.cpu_millis),
+                    "quota": cpu_quota_us(input.cpu_millis.max(START_CPU_FLOOR_MILLIS)),
                     "period": CPU_PERIOD_US
                 },
                 "pids": { "limit": i64::from(input.pids) }
@@ -221,6 +226,13 @@ mod tests {
         let s = build(&input());
         let r = &s["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 150_000);
+        let mut small = input();
+        small.cpu_millis = 10;
+        assert_eq!(
+            build(&small)["linux"]["resources"]["cpu"]["quota"],
+            100_000,
+            "init starts with a floor"
+        );
         assert_eq!(r["cpu"]["period"], 100_000);
         assert_eq!(r["cpu"]["shares"], 1536);
         assert_eq!(r["memory"]["limit"], 256 << 20);

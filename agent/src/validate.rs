@@ -35,6 +35,10 @@ pub fn name(name: &str) -> Result<()> {
 /// Checks the resources of a spec.
 pub fn spec(spec: &WorkspaceSpec) -> Result<()> {
     name(&spec.name)?;
+    if !spec.hostname.is_empty() {
+        // The same rules: a DNS label (the prompt shows it).
+        name(&spec.hostname)?;
+    }
     let bad = |m: String| Err(AgentError::InvalidResources(m));
     if spec.cpu_millis == 0 {
         return bad("cpu_millis must be > 0".into());

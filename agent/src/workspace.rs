@@ -272,7 +272,10 @@ impl Manager {
     fn spec_input(&self, r: &Record) -> SpecInput {
         let f = &self.inner.cfg.file;
         SpecInput {
-            hostname: r.name.clone(),
+            hostname: match r.hostname.is_empty() {
+                true => r.name.clone(),
+                false => r.hostname.clone(),
+            },
             args: r.args.clone(),
             env: r.process_env.clone(),
             uid: r.uid,
@@ -399,6 +402,7 @@ impl Manager {
                 oom_kills: 0,
                 slot: slot.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
                 nested_userns: spec.nested_userns,
+                hostname: spec.hostname.clone(),
             };
             let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {
@@ -642,6 +646,13 @@ impl Manager {
         let task_create_ms = ms(t);
         let t = Instant::now();
         let pid = self.inner.ctd.start(&r.name, "").await?;
+        if r.cpu_millis < spec::START_CPU_FLOOR_MILLIS {
+            let quota = spec::cpu_quota_us(r.cpu_millis);
+            self.inner
+                .cgroups
+                .set_cpu_quota(&self.cgroups_path(&r.name), quota, spec::CPU_PERIOD_US)
+                .map_err(AgentError::io("apply the CPU quota"))?;
+        }
         r.started_at_ms = now_ms();
         r.last_exit = None;
         tracing::info!(workspace = %r.name, pid, task_create_ms, task_start_ms = ms(t), "workspace started");

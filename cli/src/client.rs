@@ -127,6 +127,9 @@ pub struct ExecResult {
     pub exit_code: i32,
     pub stdout: String,
     pub stderr: String,
+    /// Output past 1 MiB per stream was dropped.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// The API client.

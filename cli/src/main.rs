@@ -9,6 +9,7 @@ mod ssh;
 
 use anyhow::Context;
 use berth_proto::units::{parse_duration, parse_size};
+
 use clap::{Args, Parser, Subcommand};
 use client::{enc, Client, ExecResult, Node, Workspace};
 use output::{age, cores, now_ms, opt, size, table};
@@ -16,6 +17,15 @@ use serde_json::json;
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
+
+/// A duration of at least one second, in whole seconds (what the API takes).
+fn whole_seconds(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: expected whole seconds, at least 1s"));
+    }
+    Ok(d)
+}
 
 const AFTER_HELP: &str = "\
 The coordinator and token come from --url/--token, else BERTH_URL/BERTH_TOKEN, else the
@@ -95,9 +105,13 @@ enum Cmd {
         /// Send standard input to the command.
         #[arg(long, short = 'i')]
         stdin: bool,
-        /// Give up after this long (at most 1h).
-        #[arg(long, default_value = "60s", value_parser = parse_duration)]
+        /// Kill the command after this long, 1s to 1h: exec_timeout.
+        #[arg(long, default_value = "60s", value_parser = whole_seconds)]
         timeout: Duration,
+        /// Run as root of the workspace's own user namespace (for apt-get and
+        /// the like; not root on the node).
+        #[arg(long)]
+        root: bool,
         /// The command and its arguments.
         #[arg(last = true, required = true)]
         argv: Vec<String>,
@@ -281,8 +295,8 @@ enum AdminCmd {
 enum JoinTokenCmd {
     /// Make a one-time join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
     Create {
-        /// Lifetime (at most 7d).
-        #[arg(long, default_value = "1h", value_parser = parse_duration)]
+        /// Lifetime, 1s to 7d.
+        #[arg(long, default_value = "1h", value_parser = whole_seconds)]
         ttl: Duration,
     },
 }
@@ -368,11 +382,12 @@ impl From<anyhow::Error> for Failure {
     }
 }
 
+/// A failure; `usage` (the command line is wrong) exits 2, as clap does.
 fn fail(code: &str, message: impl Into<String>) -> Failure {
     Failure {
         code: code.into(),
         message: message.into(),
-        status: 1,
+        status: if code == "usage" { 2 } else { 1 },
     }
 }
 
@@ -573,6 +588,7 @@ async fn run(cli: Cli) -> Outcome {
             cwd,
             stdin,
             timeout,
+            root,
             argv,
         } => {
             let input = if stdin {
@@ -589,7 +605,8 @@ async fn run(cli: Cli) -> Outcome {
                 "env": env.into_iter().collect::<BTreeMap<_, _>>(),
                 "cwd": cwd,
                 "stdin": input,
-                "timeout_seconds": timeout.as_secs().max(1),
+                "timeout_seconds": timeout.as_secs(),
+                "user": if root { "root" } else { "user" },
             });
             let r: ExecResult = c.post(&ws_path(&target, "/exec"), &body).await?;
             if ui.json {
@@ -597,6 +614,11 @@ async fn run(cli: Cli) -> Outcome {
             } else {
                 std::io::stdout().write_all(r.stdout.as_bytes()).ok();
                 std::io::stderr().write_all(r.stderr.as_bytes()).ok();
+                if r.truncated {
+                    eprintln!(
+                        "berth: output cut at 1 MiB per stream (berth ssh carries all of it)"
+                    );
+                }
             }
             Ok(r.exit_code)
         }
@@ -613,7 +635,7 @@ async fn run(cli: Cli) -> Outcome {
                 } else {
                     println!(
                         "{}  {}/{}  {}  node={}  gen={}{}",
-                        ev.at_ms,
+                        berth_proto::units::rfc3339(ev.at_ms.div_euclid(1000)),
                         ev.owner,
                         ev.name,
                         ev.state,
@@ -772,7 +794,10 @@ async fn wait_for(
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        if w.state != shown {
+        // A new line for a new state, and for a new reason in the same
+        // state (why a workspace stays pending, why a start waits).
+        let now_showing = format!("{}\u{0}{}", w.state, w.reason.as_deref().unwrap_or(""));
+        if now_showing != shown {
             let mut line = format!(
                 "{}: {:<9} {:>6.2}s",
                 w.name,
@@ -786,7 +811,7 @@ async fn wait_for(
                 line.push_str(&format!("  ({r})"));
             }
             ui.progress(&line);
-            shown = w.state.clone();
+            shown = now_showing;
         }
         if w.state == want {
             return Ok(w);
@@ -1185,10 +1210,7 @@ async fn admin(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
             cmd: JoinTokenCmd::Create { ttl },
         } => {
             let r: serde_json::Value = c
-                .post(
-                    "/v1/join-tokens",
-                    &json!({"ttl_seconds": ttl.as_secs().max(1)}),
-                )
+                .post("/v1/join-tokens", &json!({"ttl_seconds": ttl.as_secs()}))
                 .await?;
             ui.print(&r, || {
                 format!("{}\n", r["token"].as_str().unwrap_or_default())

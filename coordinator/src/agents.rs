@@ -34,6 +34,9 @@ pub struct LinkConfig {
     pub idle_timeout: Duration,
     /// Extra DNS names for the server certificate.
     pub server_names: Vec<String>,
+    /// CPU that can be reserved on a node per CPU it offers (memory is never
+    /// overcommitted): workspaces' CPU limits are ceilings, mostly idle.
+    pub cpu_overcommit: f64,
 }
 
 /// Something the controller must act on.
@@ -398,7 +401,7 @@ impl Agents {
         };
         let cap = reg.capacity.unwrap_or_default();
         let capacity = crate::scheduler::Resources {
-            cpu_millis: cap.cpu_millis,
+            cpu_millis: (cap.cpu_millis as f64 * self.inner.cfg.cpu_overcommit) as u64,
             memory_bytes: cap.memory_bytes,
             disk_bytes: cap.disk_bytes,
         };
@@ -630,7 +633,7 @@ impl Agents {
         req: pb::ExecRequest,
         stdin: Vec<u8>,
         timeout: Duration,
-    ) -> Result<Result<(i32, Vec<u8>, Vec<u8>), pb::Error>, LinkError> {
+    ) -> Result<Result<ExecDone, pb::Error>, LinkError> {
         use pb::exec_input::Input;
         use pb::exec_output::Output;
         let fut = async {
@@ -652,15 +655,18 @@ impl Agents {
                     .await
                     .map_err(|e| broken(node, e))?;
             }
-            let (mut out, mut err) = (Vec::new(), Vec::new());
+            let mut done = ExecDone::default();
             while let Some(msg) = read_frame::<_, pb::ExecOutput>(&mut recv)
                 .await
                 .map_err(|e| broken(node, e))?
             {
                 match msg.output {
-                    Some(Output::Stdout(b)) => out.extend(b),
-                    Some(Output::Stderr(b)) => err.extend(b),
-                    Some(Output::ExitCode(c)) => return Ok(Ok((c, out, err))),
+                    Some(Output::Stdout(b)) => done.truncated |= keep(&mut done.stdout, &b),
+                    Some(Output::Stderr(b)) => done.truncated |= keep(&mut done.stderr, &b),
+                    Some(Output::ExitCode(c)) => {
+                        done.exit_code = c;
+                        return Ok(Ok(done));
+                    }
                     Some(Output::Error(e)) => return Ok(Err(e)),
                     None => {}
                 }
@@ -671,6 +677,27 @@ impl Agents {
             .await
             .map_err(|_| LinkError::Timeout(node.into()))?
     }
+}
+
+/// Most bytes of each output stream an exec answer carries; the rest is
+/// read (the command runs to its end) and dropped.
+pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
+
+/// What a finished exec answered.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExecDone {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// Output past `EXEC_OUTPUT_LIMIT` was dropped.
+    pub truncated: bool,
+}
+
+/// Appends what fits under the limit; returns whether anything was dropped.
+fn keep(buf: &mut Vec<u8>, chunk: &[u8]) -> bool {
+    let room = EXEC_OUTPUT_LIMIT.saturating_sub(buf.len());
+    buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
+    chunk.len() > room
 }
 
 fn broken(node: &str, e: impl std::fmt::Display) -> LinkError {

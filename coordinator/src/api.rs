@@ -32,6 +32,10 @@ pub struct AppState {
     pub preview_domain: Option<String>,
 }
 
+/// Largest request body the API reads (JSON bodies are small; exec stdin
+/// and SSH keys included).
+pub const BODY_LIMIT: usize = 2 << 20;
+
 /// A JSON object body whose rejection is one of our JSON errors (400).
 /// Only an object: serde would also read a struct from an array.
 pub struct Body<T>(pub T);
@@ -41,6 +45,12 @@ impl<S: Send + Sync, T: serde::de::DeserializeOwned> FromRequest<S> for Body<T> 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let v = match Json::<serde_json::Value>::from_request(req, state).await {
             Ok(Json(v)) => v,
+            Err(e) if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::too_large(format!(
+                    "the body is larger than {} bytes",
+                    BODY_LIMIT
+                )))
+            }
             Err(e) => return Err(ApiError::bad_request("invalid_body", e.body_text())),
         };
         if !v.is_object() {
@@ -132,8 +142,12 @@ pub struct CreateWorkspace {
     /// 1 to 40 of a-z, 0-9 and '-'; unique among the caller's workspaces.
     #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
     pub name: String,
-    /// Image reference, host[:port]/repository[:tag].
-    #[schema(pattern = "^[!-.0-~][!-~]*/[!-~]*[!-.0-~]$", max_length = 512)]
+    /// Image reference, host[:port]/repository[:tag][@sha256:digest] (the
+    /// host names a registry: it has a '.' or ':' or is localhost).
+    #[schema(
+        pattern = "^(localhost|[!-.0-?A-~]*[.:][!-.0-?A-~]*)/[a-z0-9._-]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$",
+        max_length = 512
+    )]
     pub image: String,
     /// Resource tier: small, medium or large (see `GET /v1/tiers`).
     #[schema(pattern = "^(small|medium|large)$")]
@@ -275,9 +289,12 @@ pub enum ExecUser {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ExecResult {
     pub exit_code: i32,
-    /// Standard output (UTF-8, invalid bytes replaced).
+    /// Standard output (UTF-8, invalid bytes replaced), at most 1 MiB.
     pub stdout: String,
+    /// Standard error, at most 1 MiB.
     pub stderr: String,
+    /// Output past 1 MiB per stream was dropped (the command ran to its end).
+    pub truncated: bool,
 }
 
 /// A node.
@@ -487,7 +504,31 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::previews::routes())
         .merge(crate::terminal::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::method_not_allowed("this endpoint does not take that method")
+        })
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(refuse_large_bodies))
         .with_state(state)
+}
+
+/// Answers 413 to a body announced larger than `BODY_LIMIT` before any of
+/// it is read (nor a "100 Continue" sent); a body that only turns out larger
+/// is cut by `DefaultBodyLimit`.
+async fn refuse_large_bodies(
+    req: Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if announced.is_some_and(|n| n > BODY_LIMIT as u64) {
+        return ApiError::too_large(format!("the body is larger than {BODY_LIMIT} bytes"))
+            .into_response();
+    }
+    next.run(req).await
 }
 
 async fn openapi() -> impl IntoResponse {
@@ -815,15 +856,27 @@ async fn exec_workspace(
             req.stdin.unwrap_or_default().into_bytes(),
             Duration::from_secs(timeout),
         )
-        .await?;
+        .await
+        .map_err(|e| match e {
+            // The agent ends the command when its stream goes.
+            crate::agents::LinkError::Timeout(_) => ApiError::timeout(
+                "exec_timeout",
+                format!("the command did not finish in {timeout} s and was killed"),
+            ),
+            e => e.into(),
+        })?;
     match out {
-        Ok((code, stdout, stderr)) => Ok(Json(ExecResult {
-            exit_code: code,
-            stdout: String::from_utf8_lossy(&stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        Ok(done) => Ok(Json(ExecResult {
+            exit_code: done.exit_code,
+            stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+            truncated: done.truncated,
         })),
         Err(e) if e.code == "not_found" || e.code == "conflict" => {
             Err(ApiError::conflict("not_running", e.message))
+        }
+        Err(e) if e.code == "invalid_request" => {
+            Err(ApiError::invalid("invalid_command", e.message))
         }
         Err(e) => Err(ApiError::node(
             "node_error",

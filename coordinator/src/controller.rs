@@ -26,6 +26,9 @@ pub struct Timing {
     pub start_timeout: Duration,
     /// How long to wait for a node's answer to a command.
     pub command_timeout: Duration,
+    /// A workspace whose node cannot reach its image's registry this long
+    /// after placement has failed (`registry_unreachable`).
+    pub registry_timeout: Duration,
     pub strategy: Strategy,
 }
 
@@ -36,6 +39,7 @@ impl Default for Timing {
             lost_after: Duration::from_secs(60),
             start_timeout: Duration::from_secs(600),
             command_timeout: Duration::from_secs(600),
+            registry_timeout: Duration::from_secs(120),
             strategy: Strategy::BinPack,
         }
     }
@@ -232,6 +236,7 @@ impl Controller {
     /// decisions in one transaction. Returns how many were placed.
     pub async fn schedule_once(&self) -> crate::error::Result<usize> {
         let store = &self.inner.store;
+        self.retry_waiting_starts().await?;
         let pending = store.workspaces_in(&[State::Pending], 1024).await?;
         if pending.is_empty() {
             return Ok(0);
@@ -275,6 +280,19 @@ impl Controller {
             self.dispatch(w);
         }
         Ok(n)
+    }
+
+    /// Tries again the starts that found no room on their node.
+    async fn retry_waiting_starts(&self) -> crate::error::Result<()> {
+        let stopped = self
+            .inner
+            .store
+            .workspaces_in(&[State::Stopped], 1024)
+            .await?;
+        for w in stopped.iter().filter(|w| w.desired == Desired::Running) {
+            self.apply(&w.id, &[Event::StartRequested], None).await;
+        }
+        Ok(())
     }
 
     // ---- commands ----
@@ -379,6 +397,7 @@ impl Controller {
                     env: w.env.clone(),
                     generation,
                     nested_userns: false,
+                    hostname: w.name.clone(),
                 }),
                 auth: None,
                 start: w.desired == Desired::Running,
@@ -440,6 +459,17 @@ impl Controller {
                         return;
                     }
                 }
+            }
+            Ok(R::Error(e)) if e.code == "registry_error" => {
+                let why = format!("registry_unreachable: {}", e.message);
+                let waited = now_ms() - w.state_since_ms;
+                if waited < self.inner.timing.registry_timeout.as_millis() as i64 {
+                    tracing::info!(workspace = %w.id, error = %e.message, "registry not reachable; will retry");
+                    self.apply(&w.id, &[Event::Retrying(why)], None).await;
+                    self.retry_later(&w.id);
+                    return;
+                }
+                (vec![Event::Observed(Observed::Failed(why))], None)
             }
             Ok(R::Error(e)) if permanent(&e.code) => {
                 let why = format!("{}: {}", e.code, e.message);
@@ -571,6 +601,24 @@ impl Controller {
                     return Ok(stored);
                 }
                 Ok(None) => {}
+                // A start without room on the workspace's node: it stays
+                // where it is, wanting to run, with the reason shown; the
+                // scheduling pass tries again.
+                Err(e)
+                    if e.code == crate::store::NO_ROOM
+                        && w.reason.as_deref() != Some(&e.message) =>
+                {
+                    let mut waiting = next.clone();
+                    waiting.state = w.state;
+                    waiting.state_since_ms = w.state_since_ms;
+                    waiting.reason = Some(e.message.clone());
+                    if let Ok(Some(stored)) = self.inner.store.update_workspace(&w, &waiting).await
+                    {
+                        self.published(&stored);
+                        return Ok(stored);
+                    }
+                }
+                Err(e) if e.code == crate::store::NO_ROOM => return Ok(w),
                 Err(e) => {
                     last = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;

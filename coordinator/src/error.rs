@@ -68,6 +68,18 @@ impl ApiError {
     pub fn node(code: &'static str, message: impl Into<String>) -> Self {
         Self::new(502, code, message)
     }
+    /// 405: the endpoint exists, the method does not.
+    pub fn method_not_allowed(message: impl Into<String>) -> Self {
+        Self::new(405, "method_not_allowed", message)
+    }
+    /// 413: the body is larger than the API reads.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self::new(413, "body_too_large", message)
+    }
+    /// 504: what was asked did not finish in the time it was given.
+    pub fn timeout(code: &'static str, message: impl Into<String>) -> Self {
+        Self::new(504, code, message)
+    }
     /// 426: the request must switch protocols (an upgrade) to be served.
     pub fn upgrade_required(message: impl Into<String>) -> Self {
         Self::new(426, "upgrade_required", message)

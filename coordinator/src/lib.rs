@@ -7,6 +7,7 @@
 pub mod agents;
 pub mod api;
 pub mod auth;
+pub mod capacity;
 pub mod controller;
 pub mod error;
 pub mod lifecycle;
@@ -102,6 +103,9 @@ pub async fn run(
     on_bound: impl FnOnce(&Bound),
 ) -> Result<()> {
     let store = open_store(&cfg).await?;
+    for fix in store.repair_allocations().await? {
+        tracing::warn!(node = %fix.node, was = ?fix.was, now = ?fix.now, "node allocation repaired from its workspaces");
+    }
     let ca = cluster_ca(&store).await?;
     if !store.has_admin().await? {
         let token = auth::create_api_token(&store, "admin", true).await?;

@@ -118,6 +118,9 @@ pub enum Event {
     NodeLost,
     /// A transient state lasted longer than its deadline.
     Timeout,
+    /// The node refused a command for a reason that may pass (a registry
+    /// down): the command is sent again; the reason is shown meanwhile.
+    Retrying(String),
 }
 
 /// A command for the workspace's node.
@@ -262,6 +265,7 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
             next.want(Desired::Running);
             match ws.state {
                 S::Stopped | S::Stopping => {
+                    next.reason = None;
                     let a = send(&next, Command::Start);
                     (to(next, S::Starting), a)
                 }
@@ -296,6 +300,10 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
             (to(next, S::Scheduled), a)
         }
         (S::Pending, Event::Unplaceable(why)) => {
+            next.reason = Some(why.clone());
+            (next, vec![])
+        }
+        (S::Scheduled | S::Starting, Event::Retrying(why)) => {
             next.reason = Some(why.clone());
             (next, vec![])
         }

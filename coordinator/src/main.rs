@@ -63,9 +63,18 @@ struct Opts {
     /// Lifetime of node certificates (agents renew at two thirds).
     #[arg(long, global = true, default_value = "24h", value_parser = parse_duration)]
     cert_lifetime: std::time::Duration,
+    /// A workspace whose node cannot reach the image's registry this long
+    /// after placement has failed (registry_unreachable).
+    #[arg(long, global = true, default_value = "2m", value_parser = parse_duration)]
+    registry_timeout: std::time::Duration,
     /// A workspace not running this long after placement has failed.
     #[arg(long, global = true, default_value = "10m", value_parser = parse_duration)]
     start_timeout: std::time::Duration,
+    /// CPU that can be reserved per CPU a node offers (CPU limits are
+    /// ceilings, mostly idle in developer workspaces); memory is never
+    /// overcommitted. 1 to 64.
+    #[arg(long, global = true, default_value = "4", value_parser = parse_overcommit)]
+    cpu_overcommit: f64,
     /// Placement among nodes that fit equally well on the image: binpack or spread.
     #[arg(long, global = true, default_value = "binpack", value_parser = parse_strategy)]
     strategy: Strategy,
@@ -77,6 +86,13 @@ struct Opts {
     /// work without it.
     #[arg(long, global = true, env = "BERTH_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
+}
+
+fn parse_overcommit(s: &str) -> Result<f64, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|r| (1.0..=64.0).contains(r))
+        .ok_or_else(|| format!("{s:?}: expected a ratio from 1 to 64"))
 }
 
 fn parse_strategy(s: &str) -> Result<Strategy, String> {
@@ -142,11 +158,13 @@ fn config(o: &Opts) -> Config {
             heartbeat: o.heartbeat,
             idle_timeout: (o.heartbeat * 4).max(std::time::Duration::from_secs(2)),
             server_names: o.server_names.clone(),
+            cpu_overcommit: o.cpu_overcommit,
         },
         timing: Timing {
             unreachable_after: o.unreachable_after,
             lost_after: o.lost_after,
             start_timeout: o.start_timeout,
+            registry_timeout: o.registry_timeout,
             strategy: o.strategy,
             ..Timing::default()
         },

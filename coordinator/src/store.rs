@@ -17,6 +17,10 @@ use sqlx::{AnyPool, Executor, Row};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
+mod holds;
+
+pub use holds::{Repair, NO_ROOM};
+
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Which database is behind the pool.
@@ -112,10 +116,9 @@ impl WorkspaceRow {
         next
     }
 
-    /// Whether the workspace holds a reservation on its node.
-    pub fn holds_reservation(&self) -> bool {
-        self.node.is_some()
-            && !matches!(self.state, State::Deleted | State::Failed | State::Pending)
+    /// What the workspace holds on its node now (see `capacity::held`).
+    pub fn held(&self) -> Resources {
+        crate::capacity::held(self.state, self.node.as_deref(), self.resources)
     }
 }
 
@@ -762,8 +765,9 @@ impl Store {
     }
 
     /// Writes `next` over the row if it is still at `next.version`; the stored
-    /// version becomes `next.version + 1`. Releases the node reservation when
-    /// the workspace stops holding one, in the same transaction. Returns the
+    /// version becomes `next.version + 1`. The node's allocation follows what
+    /// the workspace holds before and after, in the same transaction (a start
+    /// without room fails with `node_full`, nothing written). Returns the
     /// stored row, or None if another writer got there first.
     pub async fn update_workspace(
         &self,
@@ -775,11 +779,7 @@ impl Store {
         if n != 1 {
             return Ok(None);
         }
-        if prev.holds_reservation() && !next.holds_reservation() {
-            if let Some(node) = &prev.node {
-                release(&mut tx, node, prev.resources).await?;
-            }
-        }
+        holds::follow(self, &mut tx, prev, next).await?;
         tx.commit().await?;
         let mut stored = next.clone();
         stored.version += 1;

@@ -55,20 +55,9 @@ pub fn user_name(s: &str) -> Result<()> {
 
 /// An image reference: host[:port]/repository[:tag|@digest], printable, no spaces.
 pub fn image(s: &str) -> Result<()> {
-    let ok = !s.is_empty()
-        && s.len() <= 512
-        && s.bytes().all(|c| c.is_ascii_graphic())
-        && s.contains('/')
-        && !s.starts_with('/')
-        && !s.ends_with('/');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(
-            "invalid_image",
-            format!("invalid image reference {s:?}: expected host[:port]/repository[:tag]"),
-        ))
-    }
+    berth_proto::image_ref::Reference::parse(s)
+        .map(|_| ())
+        .map_err(|e| ApiError::invalid("invalid_image", e.to_string()))
 }
 
 /// Pattern of a node label's name (what `label` accepts).
@@ -157,7 +146,7 @@ mod tests {
     #[test]
     fn images_and_env() {
         assert!(image("127.0.0.1:5000/tiny:latest").is_ok());
-        for bad in ["", "tiny", "/x", "a b/c", "x/"] {
+        for bad in ["", "tiny", "/x", "a b/c", "x/", "127.0.0.1:5000/UPPER::x"] {
             assert!(image(bad).is_err(), "{bad}");
         }
         assert!(env_key("PATH_2").is_ok());

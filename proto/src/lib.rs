@@ -7,6 +7,7 @@
 
 pub mod files;
 pub mod frame;
+pub mod image_ref;
 pub mod tls;
 pub mod units;
 

@@ -115,6 +115,7 @@ fn controller(store: Store) -> Controller {
             heartbeat: Duration::from_secs(2),
             idle_timeout: Duration::from_secs(8),
             server_names: vec![],
+            cpu_overcommit: 1.0,
         },
     );
     Controller::new(

@@ -19,6 +19,9 @@ pub struct ClusterOptions {
     pub coordinator_args: Vec<String>,
     /// CPU each node offers, in millicores.
     pub node_cpu_millis: u64,
+    /// The coordinator's `--cpu-overcommit` (1: what a node offers is what
+    /// can be reserved, so tests can count).
+    pub cpu_overcommit: f64,
     pub node_max_workspaces: u32,
     /// Coordinators sharing the store (more than one needs `postgres`).
     pub coordinators: usize,
@@ -32,6 +35,7 @@ impl Default for ClusterOptions {
             agents: 1,
             coordinator_args: Vec::new(),
             node_cpu_millis: 4000,
+            cpu_overcommit: 1.0,
             node_max_workspaces: 50,
             coordinators: 1,
             postgres: false,
@@ -142,7 +146,14 @@ impl Cluster {
             coordinators,
             database_url,
             postgres,
-            coordinator_args: opts.coordinator_args.clone(),
+            coordinator_args: [
+                vec![
+                    "--cpu-overcommit".to_string(),
+                    opts.cpu_overcommit.to_string(),
+                ],
+                opts.coordinator_args.clone(),
+            ]
+            .concat(),
             http: reqwest::Client::new(),
             seq: k,
         };
@@ -216,6 +227,11 @@ impl Cluster {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The process id of the (first) coordinator, while it runs.
+    pub fn coordinator_pid(&self) -> Option<u32> {
+        self.coordinators[0].child.as_ref().map(Child::id)
     }
 
     /// `kill -9` of the (first) coordinator.
@@ -537,7 +553,10 @@ impl ClusterNode {
             cmd.args(["--join", t]);
         }
         let child = cmd
-            .env("BERTH_LOG", "info,netlink_packet_route=error")
+            .env(
+                "BERTH_LOG",
+                "info,berth_agent::workspace::exec=debug,netlink_packet_route=error",
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

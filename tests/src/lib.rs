@@ -9,6 +9,7 @@ pub mod bench;
 pub mod browser;
 pub mod clean;
 pub mod cluster;
+pub mod db;
 mod node;
 pub mod openssh;
 pub mod postgres;

@@ -223,12 +223,23 @@ async fn bad_input_is_refused_with_stable_codes_and_no_leftovers() {
         exec_code(&node, "gen", &[]).await,
         Some("invalid_request".into())
     );
-    assert!(
-        exec_code(&node, "gen", &["/no/such/program"])
-            .await
-            .is_some(),
-        "exec of a missing program fails cleanly"
-    );
+    // A missing program is the caller's mistake, answered as a shell does.
+    let req = pb::ExecRequest {
+        name: "gen".into(),
+        argv: vec!["/no/such/program".into()],
+        ..Default::default()
+    };
+    let out = node.client().await.exec(req, b"").await.expect("answered");
+    assert_eq!(out.exit_code, 127);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/no/such/program: command not found"));
+    let cwd = pb::ExecRequest {
+        name: "gen".into(),
+        argv: vec!["true".into()],
+        cwd: "/nope".into(),
+        ..Default::default()
+    };
+    let refused = node.client().await.exec(cwd, b"").await.unwrap_err();
+    assert_eq!(refused.code(), Some("invalid_request"));
     assert_eq!(node.sh("gen", "echo still-fine").await.1, "still-fine\n");
 
     // Garbage on the control socket does not hurt the agent.

@@ -119,10 +119,17 @@ impl Session {
                     )))
                 }
                 StatusCode::NOT_FOUND => {
+                    // "manifests/latest" → the image's own name, "reg/repo:latest".
+                    let what = match path.split_once('/') {
+                        Some(("manifests", r)) if r.starts_with("sha256:") => format!("@{r}"),
+                        Some(("manifests", r)) => format!(":{r}"),
+                        Some(("blobs", d)) => format!(" (layer {d})"),
+                        _ => format!(" ({path})"),
+                    };
                     return Err(AgentError::ImageNotFound(format!(
-                        "{}/{}:{path}",
+                        "{}/{}{what}",
                         self.registry, self.repository
-                    )))
+                    )));
                 }
                 s => return Err(self.err(format!("GET {url}: HTTP {s}"))),
             }

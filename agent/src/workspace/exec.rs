@@ -83,7 +83,29 @@ impl Manager {
         }
         let ran = self.run_process(name, exec_id, &paths, req, input).await;
         finish_readers(readers, ran.is_ok()).await;
-        let code = ran?;
+        // A command that cannot run is the caller's mistake, answered as a
+        // shell does (127 not found, 126 not executable); a missing working
+        // directory is a bad request. Anything else is the node's failure.
+        let code = match ran {
+            Err(e) => match refusal(&e, req) {
+                Some(Refused::Exit(code, why)) => {
+                    let _ = output
+                        .send(pb::ExecOutput {
+                            output: Some(Output::Stderr(format!("berth: {why}\n").into_bytes())),
+                        })
+                        .await;
+                    code
+                }
+                Some(Refused::Cwd) => {
+                    return Err(AgentError::InvalidRequest(format!(
+                        "cwd {:?} is not a directory in the workspace",
+                        req.cwd
+                    )))
+                }
+                None => return Err(e),
+            },
+            Ok(code) => code,
+        };
         let _ = output
             .send(pb::ExecOutput {
                 output: Some(Output::ExitCode(code as i32)),
@@ -140,7 +162,7 @@ impl Manager {
             if req.tty { String::new() } else { s(&paths[2]) },
         ];
         ctd.exec(name, exec_id, &process, stdio, req.tty).await?;
-        ctd.start(name, exec_id).await?;
+        let pid = ctd.start(name, exec_id).await?;
         let wait = ctd.wait(name, exec_id);
         tokio::pin!(wait);
         loop {
@@ -166,12 +188,72 @@ impl Manager {
                     }
                     Some(Input::Resize(sz)) => { let _ = ctd.resize(name, exec_id, sz.cols, sz.rows).await; }
                     Some(Input::Signal(sig)) => { let _ = ctd.kill(name, exec_id, sig, false).await; }
-                    // The client went away: the process stays until it ends by itself.
-                    None => { stdin = None; input.close(); std::future::pending::<()>().await; }
+                    // The client went away (or its timeout passed): end the
+                    // process and its process group, then collect its status.
+                    None => {
+                        drop(stdin.take());
+                        input.close();
+                        kill_group(pid);
+                        return (&mut wait).await;
+                    }
                 },
             }
         }
     }
+}
+
+/// How an exec that could not start is answered.
+enum Refused {
+    /// As a shell answers: the exit code and why.
+    Exit(u32, String),
+    /// The working directory does not exist.
+    Cwd,
+}
+
+/// Classifies runc's refusal to start an exec'd process (from its message).
+fn refusal(e: &AgentError, req: &pb::ExecRequest) -> Option<Refused> {
+    let AgentError::Containerd { status, .. } = e else {
+        return None;
+    };
+    let m = status.message();
+    let prog = req.argv.first().map(String::as_str).unwrap_or("");
+    if m.contains("chdir to cwd") {
+        Some(Refused::Cwd)
+    } else if m.contains("executable file not found") || m.contains("no such file or directory") {
+        Some(Refused::Exit(127, format!("{prog}: command not found")))
+    } else if m.contains("permission denied") {
+        Some(Refused::Exit(126, format!("{prog}: permission denied")))
+    } else {
+        None
+    }
+}
+
+/// SIGKILLs the process `pid` (a node pid) and, when it leads a process
+/// group (a terminal's session), the whole group.
+fn kill_group(pid: u32) {
+    use nix::sys::signal::{kill, killpg, Signal};
+    use nix::unistd::Pid;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let target = Pid::from_raw(pid as i32);
+    let leads = process_group(&stat) == Some(pid as i32);
+    let killed = if leads {
+        killpg(target, Signal::SIGKILL)
+    } else {
+        kill(target, Signal::SIGKILL)
+    };
+    tracing::debug!(
+        pid,
+        group = leads,
+        ok = killed.is_ok(),
+        "exec ended: its client went away"
+    );
+}
+
+/// The process group in a /proc/PID/stat line (the field after the state;
+/// the command name before it may hold spaces and parentheses).
+pub fn process_group(stat: &str) -> Option<i32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(2)?.parse().ok()
 }
 
 /// A task copying one output FIFO into exec output messages.
@@ -277,5 +359,16 @@ async fn pump(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn reads_the_process_group_past_odd_names() {
+        let stat = "4242 (sh -c (x)) S 4200 4242 4242 34816 4242 4194560 120";
+        assert_eq!(super::process_group(stat), Some(4242));
+        assert_eq!(super::process_group("1 (init) S 0 7 1"), Some(7));
+        assert_eq!(super::process_group("garbage"), None);
     }
 }
