@@ -42,6 +42,7 @@ bench: deps images
 	$(CARGO) build --locked --release -p berth-agent -p berth-coordinator -p berth-cli
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench agent
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench coordinator
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench density
 
 lint: deps
 	$(CARGO) fmt --all -- --check

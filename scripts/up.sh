@@ -17,25 +17,55 @@ api=${BERTH_API:-127.0.0.1:8080}
 link=${BERTH_LINK:-127.0.0.1:7443}
 cache=${BERTH_CACHE:-/var/cache/berth}
 bin=$PWD/target/debug
+# Logs and state are the admin's: not world-readable.
+umask 077
 mkdir -p "$data" "$run"
 export BERTH_URL=http://$api
 
+# One make up at a time: a second containerd and agent beside the first
+# would take the node's link from each other.
+lock=$run/up.pid
+if [ -f "$lock" ] && kill -0 "$(cat "$lock")" 2>/dev/null; then
+  echo "up: Berth is already up here (make up, pid $(cat "$lock")); stop it with Ctrl-C first" >&2
+  exit 1
+fi
+# Services left running by a make up that was killed: say so rather than start twins.
+if curl -fs -m 1 "$BERTH_URL/v1/openapi.json" >/dev/null 2>&1 ||
+    pgrep -f "containerd --config $run/containerd.toml" >/dev/null; then
+  echo "up: a coordinator or containerd of an earlier make up still runs (pgrep -af berth; $run/)" >&2
+  exit 1
+fi
+echo $$ >"$lock"
+
 pids=()
 berth() { "$bin/berth" "$@"; }
+say() { echo "$@" 2>/dev/null || true; }
+# Ends a service: SIGTERM, then SIGKILL after 5 s.
+end() {
+  kill "$1" 2>/dev/null || return 0
+  for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.1; done
+  kill -9 "$1" 2>/dev/null || true
+}
 cleanup() {
   trap - INT TERM EXIT
-  echo; echo "up: stopping workspaces and services (data kept in $data)"
+  # The output may be a closed pipe (make up | tee, then Ctrl-C): writing
+  # must not end the cleanup.
+  trap '' PIPE
+  set +e
+  say; say "up: stopping workspaces and services (data kept in $data)"
   if [ -n "${BERTH_TOKEN:-}" ]; then
     for ws in $(berth list --state running --json 2>/dev/null |
         python3 -c 'import json,sys; [print(w["name"]) for w in json.load(sys.stdin)]' 2>/dev/null); do
-      berth stop "$ws" -q --timeout 30s >/dev/null 2>&1 || true
+      berth stop "$ws" -q --timeout 15s >/dev/null 2>&1 &
     done
+    wait_stops=$(jobs -p)
+    for j in $wait_stops; do wait "$j" 2>/dev/null; done
   fi
   # Agent first (it holds workspaces' tasks), containerd last.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
-    kill "${pids[$i]}" 2>/dev/null || true
-    wait "${pids[$i]}" 2>/dev/null || true
+    end "${pids[$i]}"
   done
+  rm -f "$lock"
 }
 trap cleanup INT TERM EXIT
 
@@ -65,6 +95,7 @@ pids+=($!)
 coord_dir=$data/coordinator
 if [ ! -f "$coord_dir/berth.db" ]; then rm -rf "$data/agent/identity"; fi
 setsid "$bin/berth-coordinator" --data-dir "$coord_dir" --api "$api" --link "$link" \
+  --default-image "127.0.0.1:$port/dev:latest" \
   >"$run/coordinator.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null && break; sleep 0.1; done
@@ -83,11 +114,12 @@ runc_root = "$run/runc"
 address = "$link"
 CONF
 for _ in $(seq 100); do [ -S "$run/containerd.sock" ] && curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.1; done
-join=()
+# The one-time join token goes by the environment, not the command line (ps).
+join=
 if [ ! -f "$data/agent/identity/cert.pem" ]; then
-  join=(--join "$(berth admin join-token create --ttl 10m)")
+  join=$(berth admin join-token create --ttl 10m)
 fi
-setsid "$bin/berth-agent" --config "$data/agent.toml" --coordinator "$link" "${join[@]}" \
+env ${join:+BERTH_JOIN_TOKEN=$join} setsid "$bin/berth-agent" --config "$data/agent.toml" --coordinator "$link" \
   2>"$run/agent.log" &
 pids+=($!)
 node=
@@ -103,7 +135,7 @@ done
 if berth get demo >/dev/null 2>&1; then
   berth start demo -q >/dev/null
 else
-  berth create demo --image "127.0.0.1:$port/dev:latest" --cpu 1 --memory 1G --disk 2G >/dev/null
+  berth create demo --cpu 1 --memory 1G --disk 2G >/dev/null   # the default image: dev
 fi
 
 cat <<MSG

@@ -308,7 +308,14 @@ impl ImageStore {
         }
         self.unpack(lease, &layers, &chain).await?;
         let top_chain = chain.last().cloned().unwrap_or_default();
-        let gc = format!("containerd.io/gc.ref.snapshot.{}", self.ctd.snapshotter());
+        // A key of our own (containerd reads "<key>/<anything>" as a snapshot
+        // reference too): an unpack by another client (ctr) labels the config
+        // with its own, unshifted, top snapshot and must not drop ours.
+        let gc = format!(
+            "containerd.io/gc.ref.snapshot.{}/berth{}",
+            self.ctd.snapshotter(),
+            self.idmap.snapshot_suffix()
+        );
         self.ctd
             .label_content(
                 &config_desc.digest,
@@ -343,6 +350,8 @@ impl ImageStore {
         labels: HashMap<String, String>,
         stats: &Mutex<PullStats>,
     ) -> Result<()> {
+        // Leased before the check: what exists then stays for this pull.
+        self.ctd.lease_add(lease, "content", &d.digest).await?;
         if self.ctd.content_exists(&d.digest).await? {
             if let Ok(mut st) = stats.lock() {
                 st.layers_present += 1;
@@ -455,7 +464,9 @@ impl ImageStore {
     /// layer and node: every workspace shares the result).
     async fn unpack(&self, lease: &str, layers: &[Descriptor], chain: &[String]) -> Result<()> {
         let mut parent = String::new();
+        let kind = format!("snapshots/{}", self.ctd.snapshotter());
         for (layer, id) in layers.iter().zip(chain) {
+            self.ctd.lease_add(lease, &kind, id).await?;
             if !self.ctd.snapshot_exists(id).await? {
                 let started = Instant::now();
                 let key = format!("berth-extract-{}-{id}", rand::random::<u32>());

@@ -68,6 +68,12 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
             }
         }
     }
+    let slots = match f.node.max_workspaces {
+        0 => link::DEFAULT_MAX_WORKSPACES,
+        n => n,
+    };
+    userns::ensure_key_quota(std::path::Path::new("/proc/sys/kernel/keys"), slots)
+        .map_err(AgentError::io("raise the per-user key quota"))?;
     let net = net::Network::new(f.network.clone(), cfg.subnet, cfg.idmap)?;
     net.setup_node().await?;
     let m = Manager::new(workspace::Parts {

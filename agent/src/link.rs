@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 const STREAM_CONTROL: u8 = b'C';
 const STREAM_RENEW: u8 = b'R';
 
+/// Most workspaces a node takes when `node.max_workspaces` is 0.
+pub const DEFAULT_MAX_WORKSPACES: u32 = 250;
+
 /// The node's identity on disk: `<state_dir>/identity/{node_id,key.pem,cert.pem,ca.pem}`.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -218,7 +221,7 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
         memory_bytes: or(n.memory_bytes, mem),
         disk_bytes: or(n.disk_bytes, disk),
         max_workspaces: if n.max_workspaces == 0 {
-            250
+            DEFAULT_MAX_WORKSPACES
         } else {
             n.max_workspaces
         },

@@ -135,6 +135,26 @@ impl Containerd {
         }
     }
 
+    /// Adds `id` (of `kind`: "content", or "snapshots/<snapshotter>") to a
+    /// lease, so GC keeps it while the lease lives: what a pull finds already
+    /// present may be unreferenced (left by a failed pull) and collectable.
+    pub async fn lease_add(&self, lease: &str, kind: &str, id: &str) -> Result<()> {
+        let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());
+        c.add_resource(self.req(
+            svc::AddResourceRequest {
+                id: lease.into(),
+                resource: Some(svc::Resource {
+                    id: id.into(),
+                    r#type: kind.into(),
+                }),
+            },
+            None,
+        ))
+        .await
+        .map_err(AgentError::containerd(format!("lease {id}")))?;
+        Ok(())
+    }
+
     /// Deletes a lease (idempotent).
     pub async fn delete_lease(&self, id: &str) -> Result<()> {
         let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());

@@ -96,31 +96,58 @@ const CLONE_NEWUSER: u64 = 0x1000_0000;
 /// The syscalls that can make a user namespace.
 const USERNS_SYSCALLS: [&str; 3] = ["clone", "clone3", "unshare"];
 
+/// The kernel keyring syscalls: keys are not namespaced and are counted per
+/// node uid, which every workspace's root shares, so one workspace could
+/// use up the quota of all (Docker's profile refuses them too).
+const KEYRING_SYSCALLS: [&str; 3] = ["add_key", "keyctl", "request_key"];
+
+/// Takes the unconditional allowance of `names` out of `oci`'s rules.
+fn disallow(oci: &mut Value, names: &[&str]) {
+    let Some(rules) = oci["syscalls"].as_array_mut() else {
+        return;
+    };
+    for r in rules.iter_mut() {
+        let unconditional = r["args"].as_array().is_none_or(|a| a.is_empty());
+        if r["action"] == "SCMP_ACT_ALLOW" && unconditional {
+            if let Some(list) = r["names"].as_array_mut() {
+                list.retain(|n| !names.contains(&n.as_str().unwrap_or("")));
+            }
+        }
+    }
+    rules.retain(|r| r["names"].as_array().is_none_or(|n| !n.is_empty()));
+}
+
+fn push_rule(oci: &mut Value, rule: Value) {
+    if let Some(rules) = oci["syscalls"].as_array_mut() {
+        rules.push(rule);
+    }
+}
+
+/// `oci` with the keyring syscalls refused (EPERM), for every workspace.
+pub fn refuse_keyrings(oci: &Value) -> Value {
+    let mut out = oci.clone();
+    disallow(&mut out, &KEYRING_SYSCALLS);
+    let rule =
+        json!({"names": KEYRING_SYSCALLS, "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EPERM});
+    push_rule(&mut out, rule);
+    out
+}
+
 /// `oci` with nested user namespaces refused: clone and unshare fail with
 /// EPERM when asked for CLONE_NEWUSER (and work otherwise), and clone3,
 /// whose flags seccomp cannot read, fails with ENOSYS so that libc falls
 /// back to clone (as Docker's profile does without CAP_SYS_ADMIN).
 pub fn refuse_nested_userns(oci: &Value) -> Value {
     let mut out = oci.clone();
-    let Some(rules) = out["syscalls"].as_array_mut() else {
-        return out;
-    };
-    for r in rules.iter_mut() {
-        let unconditional = r["args"].as_array().is_none_or(|a| a.is_empty());
-        if r["action"] == "SCMP_ACT_ALLOW" && unconditional {
-            if let Some(names) = r["names"].as_array_mut() {
-                names.retain(|n| !USERNS_SYSCALLS.contains(&n.as_str().unwrap_or("")));
-            }
-        }
-    }
-    rules.retain(|r| r["names"].as_array().is_none_or(|n| !n.is_empty()));
+    disallow(&mut out, &USERNS_SYSCALLS);
     let without_newuser = json!([{
         "index": 0, "value": CLONE_NEWUSER, "valueTwo": 0, "op": "SCMP_CMP_MASKED_EQ"
     }]);
-    rules.push(
-        json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": without_newuser}),
-    );
-    rules.push(json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS}));
+    let allowed =
+        json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": without_newuser});
+    push_rule(&mut out, allowed);
+    let clone3 = json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS});
+    push_rule(&mut out, clone3);
     out
 }
 
@@ -207,6 +234,18 @@ mod tests {
         assert_eq!(rules[1]["args"][0]["value"], 0x1000_0000);
         assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
         assert_eq!(rules[2]["errnoRet"], 38);
+    }
+
+    #[test]
+    fn keyrings_are_refused() {
+        let profile = r#"{"defaultAction": "SCMP_ACT_ERRNO", "syscalls": [
+            {"names": ["read", "keyctl", "add_key"], "action": "SCMP_ACT_ALLOW"}]}"#;
+        let v = refuse_keyrings(&to_oci(profile, "amd64", &[]).unwrap());
+        let n = names(&v);
+        assert!(n.contains(&("read".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(n.contains(&("keyctl".into(), "SCMP_ACT_ERRNO".into())));
+        assert!(!n.contains(&("keyctl".into(), "SCMP_ACT_ALLOW".into())));
+        assert!(n.contains(&("request_key".into(), "SCMP_ACT_ERRNO".into())));
     }
 
     #[test]

@@ -52,7 +52,7 @@ struct Inner {
     cgroups: CgroupReader,
     /// The seccomp filter of workspaces without nested user namespaces.
     seccomp: serde_json::Value,
-    /// The filter of those allowed them (the profile as configured).
+    /// The filter of those allowed them.
     seccomp_nested: serde_json::Value,
     swap_accounting: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -138,8 +138,10 @@ impl Manager {
                 images,
                 net: p.net,
                 cgroups,
-                seccomp: crate::seccomp::refuse_nested_userns(&p.seccomp),
-                seccomp_nested: p.seccomp,
+                seccomp: crate::seccomp::refuse_nested_userns(&crate::seccomp::refuse_keyrings(
+                    &p.seccomp,
+                )),
+                seccomp_nested: crate::seccomp::refuse_keyrings(&p.seccomp),
                 swap_accounting,
                 locks: Mutex::default(),
                 ipam: tokio::sync::Mutex::default(),

@@ -186,9 +186,10 @@ enum Cmd {
 struct CreateArgs {
     /// 1 to 40 of a-z, 0-9 and '-'.
     name: String,
-    /// Image reference, host[:port]/repository[:tag].
+    /// Image reference, host[:port]/repository[:tag] (default: the
+    /// coordinator's default image, if it has one).
     #[arg(long)]
-    image: String,
+    image: Option<String>,
     /// Resource tier: small, medium or large (`berth tiers`).
     #[arg(long)]
     tier: Option<String>,

@@ -30,6 +30,8 @@ pub struct AppState {
     pub ca_fingerprint: String,
     /// Wildcard domain of previews (`{port}-{workspace}.{domain}`), if any.
     pub preview_domain: Option<String>,
+    /// Image of a workspace created without one (`--default-image`).
+    pub default_image: Option<String>,
 }
 
 /// Largest request body the API reads (JSON bodies are small; exec stdin
@@ -148,15 +150,16 @@ pub struct CreateWorkspace {
         pattern = "^(localhost|[!-.0-?A-~]*[.:][!-.0-?A-~]*)/[a-z0-9._-]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$",
         max_length = 512
     )]
-    pub image: String,
+    /// Omitted: the coordinator's default image (`--default-image`), if it has one.
+    pub image: Option<String>,
     /// Resource tier: small, medium or large (see `GET /v1/tiers`).
     #[schema(pattern = "^(small|medium|large)$")]
     pub tier: Option<String>,
     /// CPU in thousandths of a core.
-    #[schema(minimum = 100, maximum = 64000)]
+    #[schema(minimum = 10, maximum = 64000)]
     #[serde(default, deserialize_with = "whole::opt_u32")]
     pub cpu_millis: Option<u32>,
-    #[schema(minimum = 67108864, maximum = 274877906944_u64)]
+    #[schema(minimum = 16777216, maximum = 274877906944_u64)]
     #[serde(default, deserialize_with = "whole::opt_u64")]
     pub memory_bytes: Option<u64>,
     /// Size of the persistent /workspace volume.
@@ -573,7 +576,16 @@ async fn create_workspace(
     Body(req): Body<CreateWorkspace>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
     validate::workspace_name(&req.name)?;
-    validate::image(&req.image)?;
+    let image = match req.image.clone().or_else(|| s.default_image.clone()) {
+        Some(i) => i,
+        None => {
+            return Err(ApiError::invalid(
+                "invalid_image",
+                "image is required: this coordinator has no default image (--default-image)",
+            ))
+        }
+    };
+    validate::image(&image)?;
     let tier_name = req.tier.as_deref().unwrap_or("small");
     let tier = s
         .tiers
@@ -583,16 +595,18 @@ async fn create_workspace(
     let mem = req.memory_bytes.unwrap_or(tier.memory_bytes);
     let disk = req.disk_bytes.unwrap_or(tier.disk_bytes);
     let pids = req.pids.unwrap_or(tier.pids);
-    if !(100..=64_000).contains(&cpu) {
+    // Small floors: a workspace's init starts with a full core whatever its
+    // quota, and 16 MiB holds a shell (the agent's own floor is 8 MiB).
+    if !(10..=64_000).contains(&cpu) {
         return Err(ApiError::invalid(
             "invalid_resources",
-            "cpu_millis must be 100 to 64000",
+            "cpu_millis must be 10 to 64000",
         ));
     }
-    if !((64 << 20)..=(256u64 << 30)).contains(&mem) {
+    if !((16 << 20)..=(256u64 << 30)).contains(&mem) {
         return Err(ApiError::invalid(
             "invalid_resources",
-            "memory_bytes must be 64 MiB to 256 GiB",
+            "memory_bytes must be 16 MiB to 256 GiB",
         ));
     }
     if !((16 << 20)..=(1u64 << 40)).contains(&disk) {
@@ -639,7 +653,7 @@ async fn create_workspace(
         id: format!("w{}", hex::encode(rand::random::<[u8; 8]>())),
         name: req.name,
         owner: a.user.clone(),
-        image: req.image,
+        image,
         resources: crate::scheduler::Resources {
             cpu_millis: u64::from(cpu),
             memory_bytes: mem,

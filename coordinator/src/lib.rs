@@ -69,6 +69,8 @@ pub struct Config {
     pub id: String,
     /// Wildcard domain of previews: `{port}-{workspace}.{domain}`.
     pub preview_domain: Option<String>,
+    /// Image of a workspace created without one.
+    pub default_image: Option<String>,
 }
 
 /// A running coordinator's addresses.
@@ -111,8 +113,9 @@ pub async fn run(
         let token = auth::create_api_token(&store, "admin", true).await?;
         let path = cfg.data_dir.join("admin.token");
         write_secret(&path, &token)?;
+        // Only where it is: logs are often kept and read by more than the admin.
         println!(
-            "First start: admin API token (also in {}):\n{token}",
+            "First start: the admin API token is in {} (mode 0600)",
             path.display()
         );
     }
@@ -125,6 +128,7 @@ pub async fn run(
         tiers: Arc::new(Tiers::default()),
         ca_fingerprint: ca.fingerprint(),
         preview_domain: cfg.preview_domain.clone(),
+        default_image: cfg.default_image.clone(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

@@ -86,6 +86,9 @@ struct Opts {
     /// work without it.
     #[arg(long, global = true, env = "BERTH_PREVIEW_DOMAIN")]
     preview_domain: Option<String>,
+    /// Image of a workspace created without one (e.g. the local registry's dev image).
+    #[arg(long, global = true, env = "BERTH_DEFAULT_IMAGE")]
+    default_image: Option<String>,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {
@@ -169,6 +172,7 @@ fn config(o: &Opts) -> Config {
             ..Timing::default()
         },
         id: o.id.clone().unwrap_or(host),
+        default_image: o.default_image.clone(),
         preview_domain: o
             .preview_domain
             .as_ref()

@@ -23,6 +23,8 @@ pub struct ClusterOptions {
     /// can be reserved, so tests can count).
     pub cpu_overcommit: f64,
     pub node_max_workspaces: u32,
+    /// Prefix of each node's workspace subnet: 24 (252 workspaces) or 22 (1,020).
+    pub node_subnet_prefix: u8,
     /// Coordinators sharing the store (more than one needs `postgres`).
     pub coordinators: usize,
     /// Store in a PostgreSQL started for the cluster instead of SQLite.
@@ -37,6 +39,7 @@ impl Default for ClusterOptions {
             node_cpu_millis: 4000,
             cpu_overcommit: 1.0,
             node_max_workspaces: 50,
+            node_subnet_prefix: 24,
             coordinators: 1,
             postgres: false,
         }
@@ -294,7 +297,7 @@ impl Cluster {
             format!(
                 "state_dir = \"{state}\"\n\
                  [containerd]\nsocket = \"{sock}\"\nrunc_root = \"{runc}\"\n\
-                 [network]\nbridge = \"w{tag}\"\nsubnet = \"10.253.{k}.0/24\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
+                 [network]\nbridge = \"w{tag}\"\nsubnet = \"{subnet}\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
                  [cgroup]\nparent = \"{tag}\"\n\
                  [workspace]\nstop_grace_seconds = 2\nprepared = 0\n\
                  [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
@@ -303,7 +306,13 @@ impl Cluster {
                 state = state_dir.display(),
                 sock = containerd.socket.display(),
                 runc = dir.join("runc").display(),
-                k = (self.seq * 8 + i as u32) % 256,
+                subnet = {
+                    let k = (self.seq * 8 + i as u32) % 256;
+                    match opts.node_subnet_prefix {
+                        22 => format!("10.{}.{}.0/22", 240 + k / 64, (k % 64) * 4),
+                        _ => format!("10.253.{k}.0/24"),
+                    }
+                },
                 netns_dir = dir.join("netns").display(),
                 links = self.link_addrs(),
                 cpu = opts.node_cpu_millis,
@@ -562,6 +571,11 @@ impl ClusterNode {
             .spawn()
             .expect("spawn berth-agent");
         self.agent = Some(child);
+    }
+
+    /// The agent's process id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(Child::id)
     }
 
     /// `kill -9` of the agent.

@@ -230,6 +230,8 @@ impl Coordinator {
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .args(["--api", &api, "--link", &link.to_string()])
+            // As make up runs it: a create may leave out the image.
+            .args(["--default-image", "127.0.0.1:5000/dev:latest"])
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

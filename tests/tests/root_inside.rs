@@ -88,6 +88,12 @@ async fn root_inside_is_not_root_on_the_node() {
             libc_call("l.mount(b'none', b'/mnt', b'tmpfs', 0, None)"),
         ),
         ("module", libc_call("l.init_module(None, 0, b'')")),
+        // add_key(2): keys are counted per node uid, shared by every
+        // workspace's root, so they are refused.
+        (
+            "keyring",
+            libc_call("l.syscall(248, b'user', b'berth', b'x', 1, -3)"),
+        ),
         ("unshare", libc_call("l.unshare(0x10000000)")),
         (
             "proc/sys",
