@@ -17,9 +17,11 @@ api=${BERTH_API:-127.0.0.1:8080}
 link=${BERTH_LINK:-127.0.0.1:7443}
 cache=${BERTH_CACHE:-/var/cache/berth}
 bin=$PWD/target/debug
-# Logs and state are the admin's: not world-readable.
-umask 077
 mkdir -p "$data" "$run"
+# Logs are the admin's: not world-readable. (Not a umask: containerd's state
+# dirs must stay traversable by the workspaces' mapped root, whose runc
+# mounts the rootfs from there.)
+private_log() { : >"$run/$1"; chmod 600 "$run/$1"; echo "$run/$1"; }
 export BERTH_URL=http://$api
 
 # One make up at a time: a second containerd and agent beside the first
@@ -52,14 +54,15 @@ cleanup() {
   # must not end the cleanup.
   trap '' PIPE
   set +e
+  local stops=()
   say; say "up: stopping workspaces and services (data kept in $data)"
   if [ -n "${BERTH_TOKEN:-}" ]; then
     for ws in $(berth list --state running --json 2>/dev/null |
         python3 -c 'import json,sys; [print(w["name"]) for w in json.load(sys.stdin)]' 2>/dev/null); do
       berth stop "$ws" -q --timeout 15s >/dev/null 2>&1 &
+      stops+=($!)
     done
-    wait_stops=$(jobs -p)
-    for j in $wait_stops; do wait "$j" 2>/dev/null; done
+    for j in "${stops[@]}"; do wait "$j" 2>/dev/null; done
   fi
   # Agent first (it holds workspaces' tasks), containerd last.
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
@@ -79,7 +82,7 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 [ttrpc]
   address = "$run/containerd.sock.ttrpc"
 CONF
-setsid containerd --config "$run/containerd.toml" >"$run/containerd.log" 2>&1 &
+setsid containerd --config "$run/containerd.toml" >"$(private_log containerd.log)" 2>&1 &
 pids+=($!)
 
 cat >"$run/registry.yml" <<CONF
@@ -88,7 +91,7 @@ log: { level: error }
 storage: { filesystem: { rootdirectory: $cache/registry } }
 http: { addr: 127.0.0.1:$port }
 CONF
-setsid docker-registry serve "$run/registry.yml" >"$run/registry.log" 2>&1 &
+setsid docker-registry serve "$run/registry.yml" >"$(private_log registry.log)" 2>&1 &
 pids+=($!)
 
 # A new store means a new cluster CA: an identity from an older one is void.
@@ -96,7 +99,7 @@ coord_dir=$data/coordinator
 if [ ! -f "$coord_dir/berth.db" ]; then rm -rf "$data/agent/identity"; fi
 setsid "$bin/berth-coordinator" --data-dir "$coord_dir" --api "$api" --link "$link" \
   --default-image "127.0.0.1:$port/dev:latest" \
-  >"$run/coordinator.log" 2>&1 &
+  >"$(private_log coordinator.log)" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null && break; sleep 0.1; done
 curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null ||
@@ -120,7 +123,7 @@ if [ ! -f "$data/agent/identity/cert.pem" ]; then
   join=$(berth admin join-token create --ttl 10m)
 fi
 env ${join:+BERTH_JOIN_TOKEN=$join} setsid "$bin/berth-agent" --config "$data/agent.toml" --coordinator "$link" \
-  2>"$run/agent.log" &
+  2>"$(private_log agent.log)" &
 pids+=($!)
 node=
 for _ in $(seq 150); do
