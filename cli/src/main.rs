@@ -166,6 +166,15 @@ enum Cmd {
     },
     /// Tunnel activity of a workspace: open sessions and bytes per kind.
     Activity(Target),
+    /// Print a one-time sign-in link (good for 2 minutes) to a workspace's
+    /// web terminal, or with --port to its preview, for a browser.
+    Open {
+        /// Workspace name.
+        name: String,
+        /// The preview of this port instead of the terminal.
+        #[arg(long)]
+        port: Option<u16>,
+    },
     /// Follow workspace state changes (one line each) until interrupted.
     Events,
     /// The resource tiers.
@@ -651,6 +660,21 @@ async fn run(cli: Cli) -> Outcome {
                 "stream_closed",
                 "the coordinator closed the event stream",
             ))
+        }
+        Cmd::Open { name, port } => {
+            let next = match port {
+                Some(p) => format!("/w/{}/{p}/", enc(&name)),
+                None => format!("/w/{}/terminal", enc(&name)),
+            };
+            let link: serde_json::Value =
+                c.post("/v1/sign-in-links", &json!({"next": next})).await?;
+            let url = format!(
+                "{}{}",
+                resolved.url.trim_end_matches('/'),
+                link["url"].as_str().unwrap_or_default()
+            );
+            ui.print(&json!({"url": url}), || format!("{url}\n"));
+            Ok(0)
         }
         Cmd::Tiers => {
             let tiers: Vec<serde_json::Value> = c.get("/v1/tiers").await?;

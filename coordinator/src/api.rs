@@ -32,6 +32,8 @@ pub struct AppState {
     pub preview_domain: Option<String>,
     /// Image of a workspace created without one (`--default-image`).
     pub default_image: Option<String>,
+    /// Outstanding one-time sign-in links (`berth open`).
+    pub links: crate::signin::Links,
 }
 
 /// Largest request body the API reads (JSON bodies are small; exec stdin
@@ -391,7 +393,7 @@ pub struct Tier {
         crate::tunnels::connect_port, crate::tunnels::connect_ssh, crate::tunnels::ssh_host_key,
         crate::tunnels::activity, crate::tunnels::add_ssh_key, crate::tunnels::list_ssh_keys,
         crate::tunnels::delete_ssh_key, crate::previews::set_visibility, crate::previews::public_ports,
-        crate::terminal::terminal
+        crate::terminal::terminal, crate::signin::create_link
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),
@@ -506,6 +508,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::tunnels::routes())
         .merge(crate::previews::routes())
         .merge(crate::terminal::routes())
+        .merge(crate::signin::routes())
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::method_not_allowed("this endpoint does not take that method")

@@ -14,6 +14,7 @@ pub mod lifecycle;
 pub mod pki;
 pub mod previews;
 pub mod scheduler;
+pub mod signin;
 pub mod store;
 pub mod terminal;
 pub mod tunnels;
@@ -129,6 +130,7 @@ pub async fn run(
         ca_fingerprint: ca.fingerprint(),
         preview_domain: cfg.preview_domain.clone(),
         default_image: cfg.default_image.clone(),
+        links: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

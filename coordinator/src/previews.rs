@@ -158,7 +158,7 @@ struct Next {
 }
 
 /// Only a local preview or terminal path: never an open redirect.
-fn safe_next(next: Option<&str>) -> String {
+pub(crate) fn safe_next(next: Option<&str>) -> String {
     match next {
         Some(n) if n.starts_with("/w/") && !n.contains("//") && !n.contains('\\') => n.to_string(),
         _ => "/w/login".to_string(),
@@ -183,6 +183,20 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// The `Set-Cookie` value keeping `token` for `/w/` pages (and the preview
+/// domain's, when there is one): HttpOnly, SameSite=Lax, a week.
+pub(crate) fn session_cookie(s: &AppState, token: &str) -> String {
+    let domain = s
+        .preview_domain
+        .as_deref()
+        .map(|d| format!("; Domain={d}"))
+        .unwrap_or_default();
+    format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}",
+        auth::COOKIE
+    )
+}
+
 /// Checks the token and keeps it in an HttpOnly cookie for `/w/` pages.
 async fn login(
     AxState(s): AxState<AppState>,
@@ -195,16 +209,7 @@ async fn login(
             .map_err(|_| ApiError::unauthorized("invalid token"))?,
     );
     auth::optional(&s, &h).await?;
-    let domain = s
-        .preview_domain
-        .as_deref()
-        .map(|d| format!("; Domain={d}"))
-        .unwrap_or_default();
-    let cookie = format!(
-        "{}={}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}",
-        auth::COOKIE,
-        f.token.trim()
-    );
+    let cookie = session_cookie(&s, f.token.trim());
     Response::builder()
         .status(StatusCode::SEE_OTHER)
         .header(header::LOCATION, safe_next(f.next.as_deref()))
@@ -494,7 +499,7 @@ fn sign_in(req: &Request) -> Response {
         .into_response()
 }
 
-fn urlencode(s: &str) -> String {
+pub(crate) fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {

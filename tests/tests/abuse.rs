@@ -162,3 +162,38 @@ async fn exec_output_timeouts_and_mistakes_are_bounded() {
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "method_not_allowed");
 }
+
+/// A registry the node cannot reach: the reason shows while the agent tries,
+/// and the workspace fails with `registry_unreachable` after the coordinator's
+/// `--registry-timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_unreachable_registry_is_shown_then_fails() {
+    let c = Cluster::start(ClusterOptions {
+        coordinator_args: vec!["--registry-timeout".into(), "4s".into()],
+        ..Default::default()
+    })
+    .await;
+    let (s, w) = c
+        .post(
+            "/v1/workspaces",
+            json!({"name": "far", "image": "127.0.0.1:1/tiny:latest", "cpu_millis": 100,
+                   "memory_bytes": 64u64 << 20, "disk_bytes": 32u64 << 20, "pids": 64}),
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
+    let shown = berth_tests::eventually(Duration::from_secs(4), || async {
+        let (_, w) = c.get("/v1/workspaces/far").await;
+        let reason = w["reason"].as_str().unwrap_or("").to_string();
+        (w["state"] == "scheduled" && reason.starts_with("registry_unreachable")).then_some(w)
+    })
+    .await;
+    assert!(shown.is_some(), "{}", c.get("/v1/workspaces/far").await.1);
+    let w = c.wait_state("far", "failed", T).await;
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("registry_unreachable"),
+        "{w}"
+    );
+}

@@ -246,6 +246,16 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         .await;
     assert_eq!(code, 0);
     assert_eq!(out.trim().split('.').count(), 3, "{out}");
+    // Usage mistakes exit 2 with a message: a zero lifetime, no SSH key file.
+    let (code, _, err) = c
+        .berth(&admin, &["admin", "join-token", "create", "--ttl", "0s"])
+        .await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 1s"), "{err}");
+    let (code, _, err) = c
+        .berth(&admin, &["exec", "demo", "--timeout", "0s", "--", "true"])
+        .await;
+    assert_eq!(code, 2, "{err}");
 
     // login checks the token and saves it; then no env token is needed.
     let (code, _, err) = c.berth("bt_nope_nope", &["login"]).await;
