@@ -47,6 +47,9 @@ impl Manager {
                         .await?
                         .is_some_and(|p| p.status == TaskStatus::Running as i32);
                     if running {
+                        // A crash between a start and its quota write left
+                        // the init's floor: the workspace's own quota again.
+                        self.apply_cpu_quota(&r)?;
                         report.adopted += 1;
                     }
                     known.insert(r.name.clone());

@@ -648,17 +648,24 @@ impl Manager {
         let task_create_ms = ms(t);
         let t = Instant::now();
         let pid = self.inner.ctd.start(&r.name, "").await?;
-        if r.cpu_millis < spec::START_CPU_FLOOR_MILLIS {
-            let quota = spec::cpu_quota_us(r.cpu_millis);
-            self.inner
-                .cgroups
-                .set_cpu_quota(&self.cgroups_path(&r.name), quota, spec::CPU_PERIOD_US)
-                .map_err(AgentError::io("apply the CPU quota"))?;
-        }
+        self.apply_cpu_quota(r)?;
         r.started_at_ms = now_ms();
         r.last_exit = None;
         tracing::info!(workspace = %r.name, pid, task_create_ms, task_start_ms = ms(t), "workspace started");
         Ok(pid)
+    }
+
+    /// Sets a running workspace's own CPU quota where its init started with
+    /// the floor (`spec::START_CPU_FLOOR_MILLIS`).
+    pub(crate) fn apply_cpu_quota(&self, r: &Record) -> Result<()> {
+        if r.cpu_millis >= spec::START_CPU_FLOOR_MILLIS {
+            return Ok(());
+        }
+        let quota = spec::cpu_quota_us(r.cpu_millis);
+        self.inner
+            .cgroups
+            .set_cpu_quota(&self.cgroups_path(&r.name), quota, spec::CPU_PERIOD_US)
+            .map_err(AgentError::io("apply the CPU quota"))
     }
 
     /// Stops a workspace: SIGTERM, then SIGKILL after the grace period.

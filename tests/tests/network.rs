@@ -15,6 +15,19 @@ impl Host {
         let (ok, _, err) = sh(cmd);
         assert!(ok, "{cmd}: {err}");
     }
+    /// A namespace `ns` whose address `ip` (a /30) is routed through a veth
+    /// whose node end holds `gw_ip`; removed on drop.
+    fn routed_netns(&mut self, ns: &str, gw_ip: &str, ip: &str) {
+        let (hv, nv) = (format!("{ns}h"), format!("{ns}i"));
+        self.undo.push(format!("ip netns del {ns}"));
+        self.undo.push(format!("ip link del {hv}"));
+        self.run(&format!(
+            "ip netns add {ns} && ip link add {hv} type veth peer name {nv} && ip link set {nv} netns {ns} && \
+             ip addr add {gw_ip}/30 dev {hv} && ip link set {hv} up && \
+             ip netns exec {ns} ip addr add {ip}/30 dev {nv} && ip netns exec {ns} ip link set {nv} up && \
+             ip netns exec {ns} ip link set lo up && ip netns exec {ns} ip route add default via {gw_ip}"
+        ));
+    }
     fn spawn(&mut self, cmd: &str) {
         let c = Command::new("sh")
             .arg("-c")
@@ -70,16 +83,12 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
     let id = node.id.clone();
 
     // A stand-in for the internet: a namespace behind a routed veth.
-    let (inet, hv, nv) = (format!("bi{id}"), format!("bih{id}"), format!("bii{id}"));
-    let (host_ip, inet_ip) = (format!("198.18.{x}.1"), format!("198.18.{x}.2"));
-    host.undo.push(format!("ip netns del {inet}"));
-    host.undo.push(format!("ip link del {hv}"));
-    host.run(&format!(
-        "ip netns add {inet} && ip link add {hv} type veth peer name {nv} && ip link set {nv} netns {inet} && \
-         ip addr add {host_ip}/30 dev {hv} && ip link set {hv} up && \
-         ip netns exec {inet} ip addr add {inet_ip}/30 dev {nv} && ip netns exec {inet} ip link set {nv} up && \
-         ip netns exec {inet} ip link set lo up && ip netns exec {inet} ip route add default via {host_ip}"
-    ));
+    let (inet, host_ip, inet_ip) = (
+        format!("bi{id}"),
+        format!("198.18.{x}.1"),
+        format!("198.18.{x}.2"),
+    );
+    host.routed_netns(&inet, &host_ip, &inet_ip);
     let www = node.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();
     std::fs::write(www.join("index.html"), "hello from the internet\n").unwrap();
@@ -90,20 +99,9 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
     wait_http(&format!("http://{inet_ip}:8080/"), Some(&inet));
 
     for (tag, ip) in [("l", &lan_ip), ("a", &allowed_ip)] {
-        let (ns, hv, nv) = (
-            format!("b{tag}{id}"),
-            format!("b{tag}h{id}"),
-            format!("b{tag}i{id}"),
-        );
+        let ns = format!("b{tag}{id}");
         let gw_ip = format!("{}.1", ip.rsplit_once('.').unwrap().0);
-        host.undo.push(format!("ip netns del {ns}"));
-        host.undo.push(format!("ip link del {hv}"));
-        host.run(&format!(
-            "ip netns add {ns} && ip link add {hv} type veth peer name {nv} && ip link set {nv} netns {ns} && \
-             ip addr add {gw_ip}/30 dev {hv} && ip link set {hv} up && \
-             ip netns exec {ns} ip addr add {ip}/30 dev {nv} && ip netns exec {ns} ip link set {nv} up && \
-             ip netns exec {ns} ip link set lo up && ip netns exec {ns} ip route add default via {gw_ip}"
-        ));
+        host.routed_netns(&ns, &gw_ip, ip);
         host.spawn(&format!(
             "ip netns exec {ns} busybox httpd -f -p {ip}:8080 -h {}",
             www.display()
