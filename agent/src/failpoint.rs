@@ -4,7 +4,8 @@
 
 use std::sync::OnceLock;
 
-/// Every crash point, in the order a create / stop / delete passes them.
+/// Every crash point of create / stop / delete, in the order they pass them
+/// (tests/faults.rs kills the agent at each).
 pub const POINTS: [&str; 10] = [
     "create:after_record",
     "create:after_snapshot",
@@ -17,6 +18,10 @@ pub const POINTS: [&str; 10] = [
     "delete:after_mark",
     "delete:before_forget",
 ];
+
+/// A start's crash point between its task starting and its CPU quota being
+/// set (tests/limits.rs).
+pub const START_BEFORE_QUOTA: &str = "start:before_quota";
 
 /// Kills the process if `BERTH_FAILPOINT` equals `name`.
 pub fn hit(name: &str) {

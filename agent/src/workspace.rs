@@ -648,6 +648,7 @@ impl Manager {
         let task_create_ms = ms(t);
         let t = Instant::now();
         let pid = self.inner.ctd.start(&r.name, "").await?;
+        failpoint::hit(failpoint::START_BEFORE_QUOTA);
         self.apply_cpu_quota(r)?;
         r.started_at_ms = now_ms();
         r.last_exit = None;

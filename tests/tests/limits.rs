@@ -142,6 +142,54 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
 }
 
 /// A file of the workspace's cgroup, v1 (`controller/…/v1`) or v2 (`…/v2`).
+/// A small workspace's init starts with a core (runc's init is slow under a
+/// tiny quota), then runs under its own quota, also when the agent died
+/// between the start and the quota write (re-applied on adoption).
+#[tokio::test(flavor = "multi_thread")]
+async fn the_cpu_quota_follows_the_start_floor_and_survives_a_crash() {
+    use berth_proto::agent::request::Command;
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let mut spec = node.spec("q");
+    spec.cpu_millis = 20;
+    node.create(spec).await.expect("create");
+    let file = cgroup_file(&node, "cpu", "q", "cpu.cfs_quota_us", "cpu.max");
+    let quota = || std::fs::read_to_string(&file).unwrap_or_default();
+    assert!(
+        quota().starts_with("2000"),
+        "20 millicores once running: {:?}",
+        quota()
+    );
+    node.stop("q").await.unwrap();
+    // The agent dies right after the task starts, before the quota is set.
+    node.kill_agent();
+    node.start_agent_with(&[(
+        "BERTH_FAILPOINT",
+        berth_agent::failpoint::START_BEFORE_QUOTA,
+    )])
+    .await;
+    let start = Command::Start(pb::NameRequest {
+        name: "q".into(),
+        generation: 0,
+    });
+    assert!(node.call(start).await.is_err(), "the agent died mid-start");
+    assert!(node.wait_agent_exit(std::time::Duration::from_secs(10)));
+    assert!(
+        quota().starts_with("100000"),
+        "control: the floor was left: {:?}",
+        quota()
+    );
+    node.start_agent().await;
+    assert!(
+        quota().starts_with("2000"),
+        "re-applied on adoption: {:?}",
+        quota()
+    );
+    node.delete("q").await.unwrap();
+    assert_clean(&node, &baseline);
+}
+
 fn cgroup_file(
     node: &Node,
     controller: &str,
