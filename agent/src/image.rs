@@ -3,6 +3,7 @@
 
 mod reference;
 mod registry;
+mod shift;
 
 pub use reference::Reference;
 pub use registry::Credentials;
@@ -11,12 +12,11 @@ use crate::config::RegistryConfig;
 use crate::error::{AgentError, Result};
 use crate::idmap::IdMap;
 use crate::runtime::Containerd;
-use containerd_client::types::{Descriptor, Mount};
+use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -475,7 +475,7 @@ impl ImageStore {
                     .prepare(Some(lease), &key, &parent, HashMap::new())
                     .await?;
                 let applied = match self.ctd.apply(lease, layer.clone(), mounts.clone()).await {
-                    Ok(_) => shift_layer(&mounts, self.idmap).await,
+                    Ok(_) => shift::shift_layer(&mounts, self.idmap).await,
                     Err(e) => Err(e),
                 };
                 match applied {
@@ -490,39 +490,6 @@ impl ImageStore {
             parent = id.clone();
         }
         Ok(())
-    }
-}
-
-/// Shifts the owners in the writable dir of an extraction snapshot.
-async fn shift_layer(mounts: &[Mount], map: IdMap) -> Result<()> {
-    let dir = mounts
-        .first()
-        .and_then(writable_dir)
-        .ok_or_else(|| AgentError::Containerd {
-            context: "unpack".into(),
-            status: tonic::Status::internal("extraction snapshot has no writable dir"),
-        })?;
-    let shown = dir.clone();
-    let t = Instant::now();
-    let changed =
-        tokio::task::spawn_blocking(move || crate::idmap::shift_tree(Path::new(&dir), map))
-            .await
-            .map_err(|e| AgentError::io("shift layer owners")(std::io::Error::other(e)))?
-            .map_err(AgentError::io(format!("shift owners under {shown}")))?;
-    tracing::debug!(dir = %shown, changed, ms = t.elapsed().as_millis() as u64, "layer owners shifted");
-    Ok(())
-}
-
-/// The directory an extraction snapshot's mount writes to: a bind mount's
-/// source, or an overlay's upperdir.
-pub fn writable_dir(m: &Mount) -> Option<String> {
-    match m.r#type.as_str() {
-        "bind" => Some(m.source.clone()),
-        "overlay" => m
-            .options
-            .iter()
-            .find_map(|o| o.strip_prefix("upperdir=").map(String::from)),
-        _ => None,
     }
 }
 
