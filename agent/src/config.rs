@@ -115,7 +115,9 @@ pub struct CgroupConfig {
 pub struct SecurityConfig {
     /// Seccomp profile in the Docker/containers JSON format.
     pub seccomp_profile: PathBuf,
-    /// Node uid/gid of id 0 inside every workspace's user namespace.
+    /// Node uid/gid of id 0 inside the first workspace's user namespace;
+    /// workspace `i` (its address's index in the subnet) maps from
+    /// `userns_base + i * userns_size`.
     pub userns_base: u32,
     /// How many ids each workspace's user namespace maps (0 .. size).
     pub userns_size: u32,
@@ -243,6 +245,14 @@ impl Subnet {
         let offset = u64::from(n) + 2;
         (offset < size - 1).then(|| Ipv4Addr::from(u32::from(self.base) + offset as u32))
     }
+
+    /// The `n` of workspace address `ip` (the inverse of `host`).
+    pub fn index(&self, ip: Ipv4Addr) -> Option<u32> {
+        let n = u32::from(ip)
+            .checked_sub(u32::from(self.base))?
+            .checked_sub(2)?;
+        (self.host(n) == Some(ip)).then_some(n)
+    }
 }
 
 impl std::fmt::Display for Subnet {
@@ -257,8 +267,8 @@ pub struct Config {
     pub file: ConfigFile,
     pub subnet: Subnet,
     pub control_socket: PathBuf,
-    /// Every workspace's user-namespace id map.
-    pub idmap: crate::idmap::IdMap,
+    /// The workspaces' user-namespace id ranges, one per workspace.
+    pub userns: crate::idmap::Ranges,
 }
 
 /// A configuration error naming the offending key.
@@ -342,27 +352,25 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
             "must not be 0: root inside would be root on the node".into(),
         ));
     }
-    if sec.userns_size <= file.workspace.uid.max(file.workspace.gid)
-        || sec.userns_base.checked_add(sec.userns_size).is_none()
-    {
+    let userns = crate::idmap::Ranges {
+        base: sec.userns_base,
+        size: sec.userns_size,
+    };
+    if sec.userns_size <= file.workspace.uid.max(file.workspace.gid) || userns.count() < 64 {
         return Err(invalid(
             "security.userns_size",
-            "must cover the workspace user and fit below 2^32 with userns_base".into(),
+            "must cover the workspace user, and 64 ranges of it must fit below 2^32 after userns_base".into(),
         ));
     }
     let control_socket = file
         .control_socket
         .clone()
         .unwrap_or_else(|| file.state_dir.join("agent.sock"));
-    let idmap = crate::idmap::IdMap {
-        host_base: file.security.userns_base,
-        size: file.security.userns_size,
-    };
     Ok(Config {
         file,
         subnet,
         control_socket,
-        idmap,
+        userns,
     })
 }
 
@@ -430,6 +438,10 @@ mod tests {
             ),
             ("[network]\nnft_table = \"a b\"", "network.nft_table"),
             ("[workspace]\nuid = 0", "workspace.uid"),
+            (
+                "[security]\nuserns_base = 4294000000",
+                "security.userns_size",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.starts_with(key), "{text}: {e}");
@@ -442,5 +454,8 @@ mod tests {
         assert_eq!(s.gateway(), Ipv4Addr::new(10, 1, 2, 1));
         assert_eq!(s.host(0), Some(Ipv4Addr::new(10, 1, 2, 2)));
         assert_eq!(s.host(1), None);
+        assert_eq!(s.index(Ipv4Addr::new(10, 1, 2, 2)), Some(0));
+        assert_eq!(s.index(Ipv4Addr::new(10, 1, 2, 1)), None);
+        assert_eq!(s.index(Ipv4Addr::new(10, 1, 2, 3)), None);
     }
 }

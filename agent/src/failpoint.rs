@@ -6,13 +6,14 @@ use std::sync::OnceLock;
 
 /// Every crash point of create / stop / delete, in the order they pass them
 /// (tests/faults.rs kills the agent at each).
-pub const POINTS: [&str; 10] = [
+pub const POINTS: [&str; 11] = [
     "create:after_record",
     "create:after_snapshot",
     "create:after_volume",
     "create:mid_network",
     "create:after_netns",
     "create:after_container",
+    "create:after_idmap",
     "create:before_reply",
     "stop:after_signal",
     "delete:after_mark",

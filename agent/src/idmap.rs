@@ -1,15 +1,15 @@
-//! The node's user-namespace id map: uid/gid `n` inside every workspace is
-//! `host_base + n` on the node, for `n < size`. Image layers are unpacked
-//! once per node with their owners shifted into that range (`shift_tree`),
-//! so every workspace still shares them read-only and a start costs nothing
-//! extra; root inside a workspace is an unprivileged id on the node.
+//! User-namespace id maps. Every workspace has a range of node ids of its
+//! own: uid/gid `n` inside workspace `i` is `base + i * size + n` on the
+//! node. Image layers stay as unpacked (shared by every workspace, and with
+//! any other client of containerd); each workspace sees them through
+//! idmapped mounts (`mount`) made for its own range when its task starts,
+//! so root inside one workspace is an unprivileged id on the node that owns
+//! nothing of any other workspace.
 
-use std::io;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+pub mod mount;
 
 /// One contiguous mapping of container ids onto node ids.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct IdMap {
     /// The node id of container id 0.
     pub host_base: u32,
@@ -33,111 +33,38 @@ impl IdMap {
         serde_json::json!([{ "containerID": 0, "hostID": self.host_base, "size": self.size }])
     }
 
-    /// Suffix of snapshot names holding layers shifted into this range, so a
-    /// node never mixes layers unpacked for another map (or none).
-    pub fn snapshot_suffix(&self) -> String {
-        format!("@userns-{}-{}", self.host_base, self.size)
+    /// The line of /proc/PID/uid_map and gid_map.
+    pub fn proc_line(&self) -> String {
+        format!("0 {} {}\n", self.host_base, self.size)
     }
 }
 
-/// Shifts the owner of every entry under `root` (itself included, symlinks
-/// not followed) into `map`. Idempotent: an id already in the range is left
-/// as it is, so hard links and a walk resumed after a crash are shifted once.
-/// chown clears set-id bits and file capabilities; both are put back.
-/// Returns the number of entries changed.
-pub fn shift_tree(root: &Path, map: IdMap) -> io::Result<u64> {
-    let mut changed = 0;
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(p) = stack.pop() {
-        let md = std::fs::symlink_metadata(&p)?;
-        if md.is_dir() {
-            for e in std::fs::read_dir(&p)? {
-                stack.push(e?.path());
-            }
-        }
-        if shift_one(&p, &md, map)? {
-            changed += 1;
-        }
-    }
-    Ok(changed)
+/// The ranges of a node: `count` ranges of `size` ids from `base`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ranges {
+    pub base: u32,
+    pub size: u32,
 }
 
-fn shift_one(p: &Path, md: &std::fs::Metadata, map: IdMap) -> io::Result<bool> {
-    let shift = |id: u32| match map.to_container(id) {
-        Some(_) => None,
-        None => map.to_host(id),
-    };
-    let (uid, gid) = (shift(md.uid()), shift(md.gid()));
-    if uid.is_none() && gid.is_none() {
-        return Ok(false);
+impl Ranges {
+    /// The `i`th range, or None past 2^32.
+    pub fn nth(&self, i: u32) -> Option<IdMap> {
+        let start = u64::from(self.base) + u64::from(i) * u64::from(self.size);
+        (start + u64::from(self.size) <= 1 << 32).then_some(IdMap {
+            host_base: start as u32,
+            size: self.size,
+        })
     }
-    // Ids past the range (nobody = 65534 fits; larger ids do not) stay: they
-    // show as the overflow id inside, as on any user-namespaced runtime.
-    let caps = if md.is_file() {
-        xattr_get(p, "security.capability")
-    } else {
-        None
-    };
-    std::os::unix::fs::lchown(p, uid, gid)?;
-    if !md.file_type().is_symlink() && md.mode() & 0o6000 != 0 {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(p, std::fs::Permissions::from_mode(md.mode() & 0o7777))?;
-    }
-    if let Some(v) = caps {
-        xattr_set(p, "security.capability", &v)?;
-    }
-    Ok(true)
-}
 
-fn cpath(p: &Path) -> io::Result<std::ffi::CString> {
-    use std::os::unix::ffi::OsStrExt;
-    std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(io::Error::other)
-}
-
-fn xattr_get(p: &Path, name: &str) -> Option<Vec<u8>> {
-    let path = cpath(p).ok()?;
-    let name = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 256];
-    // SAFETY: both strings are NUL-terminated and live across the call; the
-    // buffer's length is passed with it.
-    let n = unsafe {
-        libc::lgetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    (n > 0).then(|| {
-        buf.truncate(n as usize);
-        buf
-    })
-}
-
-fn xattr_set(p: &Path, name: &str, value: &[u8]) -> io::Result<()> {
-    let path = cpath(p)?;
-    let name = std::ffi::CString::new(name).map_err(io::Error::other)?;
-    // SAFETY: as in xattr_get; `value` is read for its length only.
-    let rc = unsafe {
-        libc::lsetxattr(
-            path.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
+    /// How many ranges fit below 2^32.
+    pub fn count(&self) -> u64 {
+        ((1u64 << 32) - u64::from(self.base)) / u64::from(self.size.max(1))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt;
 
     const MAP: IdMap = IdMap {
         host_base: 1_000_000,
@@ -153,32 +80,25 @@ mod tests {
         assert_eq!(MAP.to_container(999_999), None);
         assert_eq!(MAP.to_container(1_065_536), None);
         assert_eq!(MAP.oci()[0]["hostID"], 1_000_000);
+        assert_eq!(MAP.proc_line(), "0 1000000 65536\n");
     }
 
     #[test]
-    fn shifts_owners_once_and_keeps_setuid_bits() {
-        let d = tempfile::tempdir().unwrap();
-        let f = d.path().join("sudo");
-        std::fs::write(&f, b"x").unwrap();
-        std::os::unix::fs::chown(&f, Some(0), Some(0)).unwrap();
-        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o4755)).unwrap();
-        let link = d.path().join("hard");
-        std::fs::hard_link(&f, &link).unwrap();
-        std::os::unix::fs::symlink("/etc/passwd", d.path().join("sym")).unwrap();
-        // The symlink is shifted itself; the host's /etc/passwd is not touched.
-        let passwd = std::fs::metadata("/etc/passwd").unwrap();
-        assert!(shift_tree(d.path(), MAP).unwrap() >= 3);
-        let md = std::fs::metadata(&f).unwrap();
-        assert_eq!((md.uid(), md.gid()), (1_000_000, 1_000_000));
-        assert_eq!(md.mode() & 0o7777, 0o4755, "setuid survives the chown");
-        let sym = std::fs::symlink_metadata(d.path().join("sym")).unwrap();
-        assert_eq!(sym.uid(), 1_000_000);
+    fn ranges_are_disjoint_and_stop_below_two_to_the_32() {
+        let r = Ranges {
+            base: 1_000_000,
+            size: 65536,
+        };
+        assert_eq!(r.nth(0), Some(MAP));
+        let (a, b) = (r.nth(7).unwrap(), r.nth(8).unwrap());
         assert_eq!(
-            std::fs::metadata("/etc/passwd").unwrap().uid(),
-            passwd.uid()
+            a.host_base + a.size,
+            b.host_base,
+            "adjacent, not overlapping"
         );
-        // A second walk changes nothing (the hard link was shifted once).
-        assert_eq!(shift_tree(d.path(), MAP).unwrap(), 0);
-        assert_eq!(std::fs::metadata(&link).unwrap().uid(), 1_000_000);
+        let last = (r.count() - 1) as u32;
+        assert!(r.nth(last).is_some());
+        assert_eq!(r.nth(last + 1), None);
+        assert_eq!(r.count(), 65520);
     }
 }

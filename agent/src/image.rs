@@ -3,14 +3,12 @@
 
 mod reference;
 mod registry;
-mod shift;
 
 pub use reference::Reference;
 pub use registry::Credentials;
 
 use crate::config::RegistryConfig;
 use crate::error::{AgentError, Result};
-use crate::idmap::IdMap;
 use crate::runtime::Containerd;
 use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
@@ -41,8 +39,9 @@ pub struct Image {
     pub name: String,
     /// Digest of the manifest (or index) the name points at.
     pub digest: String,
-    /// Snapshot of the top layer (its chain id, shifted into the node's id
-    /// map): the parent of workspace snapshots.
+    /// Snapshot of the top layer (its chain id): the parent of workspace
+    /// snapshots. Layers are unpacked as they are, shared by every
+    /// workspace (each sees them through its own idmapped mounts).
     pub chain_id: String,
     pub config: ImageConfig,
 }
@@ -61,8 +60,6 @@ pub struct ImageStore {
     ctd: Containerd,
     http: reqwest::Client,
     registries: Vec<RegistryConfig>,
-    /// Layers are unpacked with their owners shifted into this map.
-    idmap: IdMap,
     cache: Arc<Mutex<HashMap<String, Image>>>,
     /// One pull at a time per image: concurrent creates of the same image
     /// wait for the first pull instead of writing the same content twice.
@@ -76,9 +73,8 @@ impl std::fmt::Debug for ImageStore {
 }
 
 impl ImageStore {
-    /// Makes a store pulling with `registries`' settings and unpacking
-    /// layers for workspaces of user-namespace map `idmap`.
-    pub fn new(ctd: Containerd, registries: Vec<RegistryConfig>, idmap: IdMap) -> Self {
+    /// Makes a store pulling with `registries`' settings.
+    pub fn new(ctd: Containerd, registries: Vec<RegistryConfig>) -> Self {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
@@ -87,7 +83,6 @@ impl ImageStore {
             ctd,
             http,
             registries,
-            idmap,
             cache: Arc::default(),
             pulling: Arc::default(),
         }
@@ -150,7 +145,7 @@ impl ImageStore {
             return Ok(None);
         };
         let config: Value = serde_json::from_slice(&config).unwrap_or_default();
-        let chain = self.snapshot_names(&chain_ids(&diff_ids(&config)));
+        let chain = chain_ids(&diff_ids(&config));
         let Some(top) = chain.last() else {
             return Ok(None);
         };
@@ -302,19 +297,18 @@ impl ImageStore {
         let config: Value =
             serde_json::from_slice(&self.ctd.read_content(&config_desc.digest).await?)
                 .map_err(|e| s_err(r, format!("image config is not JSON: {e}")))?;
-        let chain = self.snapshot_names(&chain_ids(&diff_ids(&config)));
+        let chain = chain_ids(&diff_ids(&config));
         if chain.len() != layers.len() {
             return Err(s_err(r, "config diff_ids do not match the layers".into()));
         }
         self.unpack(lease, &layers, &chain).await?;
         let top_chain = chain.last().cloned().unwrap_or_default();
         // A key of our own (containerd reads "<key>/<anything>" as a snapshot
-        // reference too): an unpack by another client (ctr) labels the config
-        // with its own, unshifted, top snapshot and must not drop ours.
+        // reference too), so an unpack by another client (ctr) that labels
+        // the config with its own key never drops ours.
         let gc = format!(
-            "containerd.io/gc.ref.snapshot.{}/berth{}",
-            self.ctd.snapshotter(),
-            self.idmap.snapshot_suffix()
+            "containerd.io/gc.ref.snapshot.{}/berth",
+            self.ctd.snapshotter()
         );
         self.ctd
             .label_content(
@@ -452,16 +446,8 @@ impl ImageStore {
             .await
     }
 
-    /// The snapshot names of layers with chain ids `chain`, unpacked for this
-    /// store's id map.
-    fn snapshot_names(&self, chain: &[String]) -> Vec<String> {
-        let suffix = self.idmap.snapshot_suffix();
-        chain.iter().map(|c| format!("{c}{suffix}")).collect()
-    }
-
-    /// Applies each layer on its parent unless its snapshot exists already,
-    /// then shifts the owners of what it wrote into the id map (once per
-    /// layer and node: every workspace shares the result).
+    /// Applies each layer on its parent unless its snapshot exists already
+    /// (once per layer and node: every workspace shares the result).
     async fn unpack(&self, lease: &str, layers: &[Descriptor], chain: &[String]) -> Result<()> {
         let mut parent = String::new();
         let kind = format!("snapshots/{}", self.ctd.snapshotter());
@@ -474,11 +460,7 @@ impl ImageStore {
                     .ctd
                     .prepare(Some(lease), &key, &parent, HashMap::new())
                     .await?;
-                let applied = match self.ctd.apply(lease, layer.clone(), mounts.clone()).await {
-                    Ok(_) => shift::shift_layer(&mounts, self.idmap).await,
-                    Err(e) => Err(e),
-                };
-                match applied {
+                match self.ctd.apply(lease, layer.clone(), mounts).await {
                     Ok(_) => self.ctd.commit(lease, id, &key).await?,
                     Err(e) => {
                         let _ = self.ctd.remove_snapshot(&key).await;

@@ -37,6 +37,14 @@ use std::time::Duration;
 /// a manager ready to serve. Waits for containerd if it is not up yet.
 pub async fn prepare(cfg: &Config) -> Result<Manager> {
     let f = &cfg.file;
+    let release = nix::sys::utsname::uname()
+        .map(|u| u.release().to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if !idmap::mount::kernel_supported(&release) {
+        return Err(AgentError::InvalidRequest(format!(
+            "Linux {release}: workspaces need idmapped overlayfs lower layers (Linux 5.19 or later)"
+        )));
+    }
     std::fs::create_dir_all(&f.state_dir).map_err(AgentError::io("mkdir state dir"))?;
     let profile =
         std::fs::read_to_string(&f.security.seccomp_profile).map_err(AgentError::io(format!(
@@ -68,13 +76,7 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
             }
         }
     }
-    let slots = match f.node.max_workspaces {
-        0 => link::DEFAULT_MAX_WORKSPACES,
-        n => n,
-    };
-    userns::ensure_key_quota(std::path::Path::new("/proc/sys/kernel/keys"), slots)
-        .map_err(AgentError::io("raise the per-user key quota"))?;
-    let net = net::Network::new(f.network.clone(), cfg.subnet, cfg.idmap)?;
+    let net = net::Network::new(f.network.clone(), cfg.subnet)?;
     net.setup_node().await?;
     let m = Manager::new(workspace::Parts {
         cfg: cfg.clone(),

@@ -36,7 +36,7 @@ enum Cmd {
     /// Print the effective configuration (defaults filled in) and exit.
     Config,
     /// Talk to a running agent over its control socket.
-    Ctl(Ctl),
+    Ctl(Box<Ctl>),
 }
 
 #[derive(Parser)]
@@ -81,6 +81,10 @@ enum Op {
         /// Allow nested user namespaces (rootless tools inside).
         #[arg(long)]
         nested_userns: bool,
+        /// A private IPv4 range it may reach beyond the node's egress policy,
+        /// e.g. 172.16.0.0/12 (repeatable).
+        #[arg(long = "egress-allow")]
+        egress_allow: Vec<String>,
         /// Registry user name for this pull.
         #[arg(long)]
         username: Option<String>,
@@ -184,7 +188,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Ctl(ctl) => {
             let socket = ctl.socket.clone().unwrap_or(cfg.control_socket);
-            let code = rt.block_on(ctl_main(socket, ctl))?;
+            let code = rt.block_on(ctl_main(socket, *ctl))?;
             std::process::exit(code);
         }
     }
@@ -211,6 +215,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
             env,
             no_start,
             nested_userns,
+            egress_allow,
             username,
             password,
         } => {
@@ -231,6 +236,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 env: envs,
                 generation: 0,
                 nested_userns,
+                egress_allow,
                 hostname: String::new(),
             };
             Command::Create(pb::CreateRequest {

@@ -21,7 +21,6 @@ use std::path::PathBuf;
 pub struct Network {
     cfg: NetworkConfig,
     subnet: Subnet,
-    idmap: IdMap,
     handle: Handle,
 }
 
@@ -43,15 +42,13 @@ fn net_err(what: &str) -> impl FnOnce(rtnetlink::Error) -> AgentError + '_ {
 impl Network {
     /// Opens a netlink connection in the agent's own namespace. Must be called
     /// from a thread in that namespace (any tokio worker is).
-    /// Workspace namespaces are owned by user namespaces mapped by `idmap`.
-    pub fn new(cfg: NetworkConfig, subnet: Subnet, idmap: IdMap) -> Result<Self> {
+    pub fn new(cfg: NetworkConfig, subnet: Subnet) -> Result<Self> {
         let (conn, handle, _) =
             rtnetlink::new_connection().map_err(AgentError::io("netlink socket"))?;
         tokio::spawn(conn);
         Ok(Self {
             cfg,
             subnet,
-            idmap,
             handle,
         })
     }
@@ -132,9 +129,18 @@ impl Network {
                 .await
                 .map_err(net_err("address bridge"))?;
         }
+        // A bridge without an address of its own takes the lowest of its
+        // ports': removing a workspace's veth could change it, and every
+        // other workspace would send to the old gateway address until its
+        // ARP entry expired (a minute without network).
         self.handle
             .link()
-            .set(LinkUnspec::new_with_index(idx).up().build())
+            .set(
+                LinkUnspec::new_with_index(idx)
+                    .address(bridge_mac(&self.cfg.bridge).to_vec())
+                    .up()
+                    .build(),
+            )
             .execute()
             .await
             .map_err(net_err("bridge up"))?;
@@ -154,6 +160,12 @@ impl Network {
         .await
     }
 
+    /// Makes the per-workspace allow-lists exactly `entries` (workspace
+    /// address, the IPv4 CIDRs it may reach although private).
+    pub async fn set_workspace_allow(&self, entries: &[(Ipv4Addr, Vec<String>)]) -> Result<()> {
+        nft(&workspace_allow_script(&self.cfg.nft_table, entries)).await
+    }
+
     /// Removes the bridge and the nftables tables (uninstall; tests).
     pub async fn teardown_node(&self) -> Result<()> {
         if let Some(idx) = self.index(&self.cfg.bridge).await? {
@@ -168,19 +180,14 @@ impl Network {
         nft(&format!("table inet {t}\ndelete table inet {t}\n")).await
     }
 
-    /// Makes `name`'s user and network namespaces, with `ip` on a veth
-    /// joined to the bridge.
-    pub async fn create(&self, name: &str, ip: Ipv4Addr) -> Result<()> {
+    /// Makes `name`'s user namespace (mapped by `map`) and the network
+    /// namespace it owns, with `ip` on a veth joined to the bridge.
+    pub async fn create(&self, name: &str, ip: Ipv4Addr, map: IdMap) -> Result<()> {
         let path = self.netns_path(name);
         let veth = self.veth_name(name);
         let (prefix, gw) = (self.subnet.prefix, self.subnet.gateway());
         let (tx, rx) = tokio::sync::oneshot::channel();
-        let (p, v, u, map) = (
-            path.clone(),
-            veth.clone(),
-            self.userns_path(name),
-            self.idmap,
-        );
+        let (p, v, u) = (path.clone(), veth.clone(), self.userns_path(name));
         // setns changes only the calling thread: do it on a thread of its own.
         std::thread::Builder::new()
             .name("berth-netns".into())
@@ -352,6 +359,13 @@ fn make_netns(
     })
 }
 
+/// The bridge's own MAC address: locally administered, unicast, stable for
+/// a bridge name (so an agent restart never changes it).
+pub fn bridge_mac(bridge: &str) -> [u8; 6] {
+    let h = Sha256::digest(format!("berth-bridge/{bridge}"));
+    [(h[0] & 0xfc) | 0x02, h[1], h[2], h[3], h[4], h[5]]
+}
+
 /// Applies an nftables script.
 async fn nft(script: &str) -> Result<()> {
     use tokio::io::AsyncWriteExt;
@@ -386,6 +400,27 @@ pub const PRIVATE_V4: &str = "0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8,
 192.0.0.0/24, 192.168.0.0/16, 224.0.0.0/3";
 /// The IPv6 ones: loopback, unspecified, IPv4-mapped, ULA, link-local, multicast.
 pub const PRIVATE_V6: &str = "::/127, ::ffff:0:0/96, fc00::/7, fe80::/10, ff00::/8";
+
+/// The nftables set of (workspace address . allowed private range) pairs:
+/// what one workspace's own allow-list (its tier's) adds to the node's.
+pub const WORKSPACE_ALLOW: &str = "workspace_allow";
+
+/// The script that replaces the per-workspace allow set with `entries`
+/// (workspace address, IPv4 CIDRs it may reach), in one transaction.
+pub fn workspace_allow_script(table: &str, entries: &[(Ipv4Addr, Vec<String>)]) -> String {
+    let elements: Vec<String> = entries
+        .iter()
+        .flat_map(|(ip, cidrs)| cidrs.iter().map(move |c| format!("{ip} . {c}")))
+        .collect();
+    let mut script = format!("flush set inet {table} {WORKSPACE_ALLOW}\n");
+    if !elements.is_empty() {
+        script += &format!(
+            "add element inet {table} {WORKSPACE_ALLOW} {{ {} }}\n",
+            elements.join(", ")
+        );
+    }
+    script
+}
 
 /// What workspaces may reach beyond the internet.
 #[derive(Debug, Clone, Default)]
@@ -436,12 +471,16 @@ table inet {table} {{
     iifname "{bridge}" ct state established,related accept
     iifname "{bridge}" drop
   }}
+  set {WORKSPACE_ALLOW} {{
+    type ipv4_addr . ipv4_addr; flags interval;
+  }}
   chain forward {{
     type filter hook forward priority filter; policy accept;
     iifname "{bridge}" oifname "{bridge}" drop
     iifname "{bridge}" ip daddr 169.254.0.0/16 drop
     iifname "{bridge}" ip6 daddr fe80::/10 drop
-{allowed}    iifname "{bridge}" ip daddr {{ {PRIVATE_V4} }} drop
+{allowed}    iifname "{bridge}" ip saddr . ip daddr @{WORKSPACE_ALLOW} accept
+    iifname "{bridge}" ip daddr {{ {PRIVATE_V4} }} drop
     iifname "{bridge}" ip6 daddr {{ {PRIVATE_V6} }} drop
     iifname "{bridge}" accept
     oifname "{bridge}" ct state established,related accept
@@ -511,6 +550,39 @@ mod tests {
         assert!(
             s.starts_with("table inet berth {}\ndelete table inet berth\n"),
             "replace is atomic and idempotent"
+        );
+        assert!(
+            pos("ip saddr . ip daddr @workspace_allow accept") < private,
+            "a workspace's own allow-list before the refusal"
+        );
+        assert!(pos("ip saddr . ip daddr @workspace_allow accept") > pos("169.254.0.0/16 drop"));
+    }
+
+    #[test]
+    fn the_bridge_address_is_local_unicast_and_stable() {
+        let m = bridge_mac("berth0");
+        assert_eq!(m[0] & 0x03, 0x02, "locally administered, unicast");
+        assert_eq!(m, bridge_mac("berth0"));
+        assert_ne!(m, bridge_mac("berth1"));
+    }
+
+    #[test]
+    fn workspace_allow_lists_replace_the_set_at_once() {
+        let ip = Ipv4Addr::new(10, 9, 0, 2);
+        let s = workspace_allow_script(
+            "t",
+            &[
+                (ip, vec!["172.16.0.0/12".into(), "10.1.0.0/16".into()]),
+                (Ipv4Addr::new(10, 9, 0, 3), vec![]),
+            ],
+        );
+        assert_eq!(
+            s,
+            "flush set inet t workspace_allow\nadd element inet t workspace_allow { 10.9.0.2 . 172.16.0.0/12, 10.9.0.2 . 10.1.0.0/16 }\n"
+        );
+        assert_eq!(
+            workspace_allow_script("t", &[]),
+            "flush set inet t workspace_allow\n"
         );
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::error::Result;
 use crate::record::Phase;
-use crate::workspace::{Manager, WORKSPACE_LABEL};
+use crate::workspace::{Manager, IDMAPPED_DIR, WORKSPACE_LABEL};
 use containerd_client::types::v1::Status as TaskStatus;
 use std::collections::HashSet;
 
@@ -58,6 +58,15 @@ impl Manager {
             }
         }
         report.strays += self.remove_strays(&known, &parts).await?;
+        // The node's table was just replaced (setup_node): its allow set is empty.
+        if self
+            .records()
+            .all()?
+            .iter()
+            .any(|r| !r.egress_allow.is_empty())
+        {
+            self.sync_workspace_allow("").await?;
+        }
         tracing::info!(
             adopted = report.adopted,
             rolled_back = report.rolled_back,
@@ -111,6 +120,27 @@ impl Manager {
                 n += 1;
             }
         }
+        n += self.remove_idmapped_leftovers();
         Ok(n)
+    }
+
+    /// Idmapped layer views exist only while a task is created; any found
+    /// at start are a crashed agent's: detached, and their dirs removed
+    /// (one by one, never recursively: they may still be mount points).
+    fn remove_idmapped_leftovers(&self) -> usize {
+        let root = self.config().file.state_dir.join(IDMAPPED_DIR);
+        let mut n = 0;
+        for ws in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+            for layer in std::fs::read_dir(ws.path()).into_iter().flatten().flatten() {
+                let p = layer.path();
+                if let Err(e) = crate::idmap::mount::unmount(&p) {
+                    tracing::warn!(path = %p.display(), error = %e, "detaching a leftover idmapped layer");
+                }
+                let _ = std::fs::remove_dir(&p);
+            }
+            let _ = std::fs::remove_dir(ws.path());
+            n += 1;
+        }
+        n
     }
 }

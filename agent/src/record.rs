@@ -3,11 +3,19 @@
 //! half-writes it.
 
 use crate::error::{AgentError, Result};
+use crate::idmap::IdMap;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+fn legacy_userns() -> IdMap {
+    IdMap {
+        host_base: 1_000_000,
+        size: 65536,
+    }
+}
 
 /// Where a workspace is in its life on this node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +45,10 @@ pub struct Record {
     pub generation: u64,
     pub phase: Phase,
     pub ip: Ipv4Addr,
+    /// Its user namespace's id range on the node (records of agents before
+    /// per-workspace ranges had the node-wide one).
+    #[serde(default = "legacy_userns")]
+    pub userns: IdMap,
     pub uid: u32,
     pub gid: u32,
     /// Image env followed by the workspace's, "K=V".
@@ -55,6 +67,9 @@ pub struct Record {
     /// Whether it may create nested user namespaces.
     #[serde(default)]
     pub nested_userns: bool,
+    /// Private IPv4 ranges it may reach beyond the node's egress policy.
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
     /// The container's hostname; empty means `name`.
     #[serde(default)]
     pub hostname: String,
@@ -185,6 +200,7 @@ mod tests {
             generation: 1,
             phase: Phase::Creating,
             ip: Ipv4Addr::new(10, 0, 0, 2),
+            userns: legacy_userns(),
             uid: 1000,
             gid: 1000,
             process_env: vec![],
@@ -194,6 +210,7 @@ mod tests {
             oom_kills: 0,
             slot: String::new(),
             nested_userns: false,
+            egress_allow: vec![],
             hostname: String::new(),
         }
     }

@@ -96,9 +96,9 @@ const CLONE_NEWUSER: u64 = 0x1000_0000;
 /// The syscalls that can make a user namespace.
 const USERNS_SYSCALLS: [&str; 3] = ["clone", "clone3", "unshare"];
 
-/// The kernel keyring syscalls: keys are not namespaced and are counted per
-/// node uid, which every workspace's root shares, so one workspace could
-/// use up the quota of all (Docker's profile refuses them too).
+/// The kernel keyring syscalls: keys are not namespaced (a key a workspace
+/// makes is visible by serial number to the node's kernel keyring code of
+/// every namespace); Docker's profile refuses them too.
 const KEYRING_SYSCALLS: [&str; 3] = ["add_key", "keyctl", "request_key"];
 
 /// Takes the unconditional allowance of `names` out of `oci`'s rules.
@@ -146,6 +146,14 @@ pub fn refuse_nested_userns(oci: &Value) -> Value {
     let allowed =
         json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ALLOW", "args": without_newuser});
     push_rule(&mut out, allowed);
+    // Explicitly EPERM: the profile's default for what no rule allows is
+    // ENOSYS, which would tell a program the kernel lacks unshare(2).
+    let with_newuser = json!([{
+        "index": 0, "value": CLONE_NEWUSER, "valueTwo": CLONE_NEWUSER, "op": "SCMP_CMP_MASKED_EQ"
+    }]);
+    let refused = json!({"names": ["clone", "unshare"], "action": "SCMP_ACT_ERRNO",
+        "errnoRet": libc::EPERM, "args": with_newuser});
+    push_rule(&mut out, refused);
     let clone3 = json!({"names": ["clone3"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::ENOSYS});
     push_rule(&mut out, clone3);
     out
@@ -229,11 +237,19 @@ mod tests {
         let v = refuse_nested_userns(&to_oci(profile, "amd64", &[]).unwrap());
         let rules = v["syscalls"].as_array().unwrap();
         assert_eq!(rules[0]["names"], json!(["read"]));
-        assert_eq!(rules.len(), 3, "the emptied unshare rule is gone");
+        assert_eq!(rules.len(), 4, "the emptied unshare rule is gone");
         assert_eq!(rules[1]["names"], json!(["clone", "unshare"]));
         assert_eq!(rules[1]["args"][0]["value"], 0x1000_0000);
+        assert_eq!(rules[1]["args"][0]["valueTwo"], 0);
         assert_eq!(rules[1]["args"][0]["op"], "SCMP_CMP_MASKED_EQ");
-        assert_eq!(rules[2]["errnoRet"], 38);
+        assert_eq!(rules[2]["names"], json!(["clone", "unshare"]));
+        assert_eq!(
+            (&rules[2]["action"], &rules[2]["errnoRet"]),
+            (&json!("SCMP_ACT_ERRNO"), &json!(1)),
+            "EPERM with the flag"
+        );
+        assert_eq!(rules[2]["args"][0]["valueTwo"], 0x1000_0000);
+        assert_eq!(rules[3]["errnoRet"], 38);
     }
 
     #[test]

@@ -35,7 +35,7 @@ pub fn make(map: IdMap, user_pin: &Path, net_pin: &Path) -> io::Result<()> {
     let mut child = cmd.spawn()?;
     let pid = child.id();
     let pinned = (|| {
-        let line = format!("0 {} {}\n", map.host_base, map.size);
+        let line = map.proc_line();
         std::fs::write(format!("/proc/{pid}/uid_map"), &line)?;
         std::fs::write(format!("/proc/{pid}/gid_map"), &line)?;
         pin(&format!("/proc/{pid}/ns/user"), user_pin)?;
@@ -53,38 +53,4 @@ pub fn make(map: IdMap, user_pin: &Path, net_pin: &Path) -> io::Result<()> {
 fn pin(ns: &str, at: &Path) -> io::Result<()> {
     std::fs::File::create(at)?;
     mount(Some(ns), at, None::<&str>, MsFlags::MS_BIND, None::<&str>).map_err(io::Error::from)
-}
-
-/// Raises the kernel's per-user key quotas under `keys_dir` (normally
-/// /proc/sys/kernel/keys) so that `workspaces` containers fit: runc gives
-/// each container a session keyring, counted against its root's node uid,
-/// which all workspaces of a node share (defaults: 200 keys, 20,000 bytes per
-/// user, so the 201st workspace would not start). Never lowers a setting.
-pub fn ensure_key_quota(keys_dir: &Path, workspaces: u32) -> io::Result<()> {
-    let want = [
-        ("maxkeys", 200 + 10 * u64::from(workspaces)),
-        ("maxbytes", 20_000 + 1_000 * u64::from(workspaces)),
-    ];
-    for (knob, least) in want {
-        let path = keys_dir.join(knob);
-        let now: u64 = std::fs::read_to_string(&path)?.trim().parse().unwrap_or(0);
-        if now < least {
-            std::fs::write(&path, least.to_string())?;
-        }
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn key_quotas_grow_and_never_shrink() {
-        let d = tempfile::tempdir().unwrap();
-        std::fs::write(d.path().join("maxkeys"), "200\n").unwrap();
-        std::fs::write(d.path().join("maxbytes"), "99999999\n").unwrap();
-        super::ensure_key_quota(d.path(), 500).unwrap();
-        let read = |k: &str| std::fs::read_to_string(d.path().join(k)).unwrap();
-        assert_eq!(read("maxkeys").trim(), "5200");
-        assert_eq!(read("maxbytes").trim(), "99999999");
-    }
 }

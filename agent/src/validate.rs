@@ -58,6 +58,17 @@ pub fn spec(spec: &WorkspaceSpec) -> Result<()> {
             reason: "empty".into(),
         });
     }
+    for cidr in &spec.egress_allow {
+        // Metadata (169.254/16) stays refused whatever is listed: its drop
+        // rule comes first.
+        berth_proto::net::parse_ipv4_cidr(cidr)
+            .map_err(|e| AgentError::InvalidRequest(format!("egress_allow: {e}")))?;
+    }
+    if spec.egress_allow.len() > 64 {
+        return Err(AgentError::InvalidRequest(
+            "egress_allow: at most 64 ranges".into(),
+        ));
+    }
     for key in spec.env.keys() {
         if key.is_empty() || key.contains('=') || key.contains('\0') {
             return Err(AgentError::InvalidRequest(format!(

@@ -9,6 +9,7 @@ use crate::cgroup::CgroupReader;
 use crate::config::Config;
 use crate::error::{AgentError, Result};
 use crate::failpoint;
+use crate::idmap::IdMap;
 use crate::image::{self, Credentials, ImageStore};
 use crate::net::Network;
 use crate::prepared::{Prepared, Slot, SlotKey, Work, SLOT_PREFIX};
@@ -65,6 +66,8 @@ struct Inner {
     ssh: Arc<russh::server::Config>,
     /// Tunnel sessions and bytes per workspace.
     activity: crate::activity::Activity,
+    /// The last sync of the per-workspace allow set failed.
+    allow_dirty: std::sync::atomic::AtomicBool,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -85,6 +88,72 @@ fn now_ms() -> i64 {
 
 fn ms(since: Instant) -> u64 {
     since.elapsed().as_millis() as u64
+}
+
+/// The directory (under the state dir) of the idmapped views of layers.
+pub const IDMAPPED_DIR: &str = "idmapped";
+
+/// The node ids of container ids uid:gid in `map`.
+fn host_ids(map: IdMap, uid: u32, gid: u32) -> Result<(u32, u32)> {
+    match (map.to_host(uid), map.to_host(gid)) {
+        (Some(u), Some(g)) => Ok((u, g)),
+        _ => Err(AgentError::InvalidRequest(format!(
+            "user {uid}:{gid} is outside the workspace's {} mapped ids",
+            map.size
+        ))),
+    }
+}
+
+/// Idmapped mounts of a task's lower layers, removed on drop.
+struct MappedLowers {
+    dir: std::path::PathBuf,
+    count: usize,
+}
+
+impl MappedLowers {
+    /// Mounts `lowers` at `dir/0`, `dir/1`, ... mapped by the user namespace
+    /// pinned at `userns`; a leftover of a crashed attempt is replaced.
+    fn mount(dir: &std::path::Path, lowers: &[String], userns: &std::path::Path) -> Result<Self> {
+        let guard = Self {
+            dir: dir.to_path_buf(),
+            count: lowers.len(),
+        };
+        for (i, lower) in lowers.iter().enumerate() {
+            let at = guard.path(i);
+            let ctx = || format!("idmapped mount of {lower} at {}", at.display());
+            crate::idmap::mount::unmount(&at).map_err(AgentError::io(ctx()))?;
+            std::fs::create_dir_all(&at).map_err(AgentError::io(ctx()))?;
+            crate::idmap::mount::bind(std::path::Path::new(lower), &at, userns)
+                .map_err(AgentError::io(ctx()))?;
+        }
+        Ok(guard)
+    }
+
+    fn path(&self, i: usize) -> std::path::PathBuf {
+        self.dir.join(i.to_string())
+    }
+
+    fn paths(&self) -> Vec<String> {
+        (0..self.count)
+            .map(|i| self.path(i).to_string_lossy().into_owned())
+            .collect()
+    }
+}
+
+impl Drop for MappedLowers {
+    fn drop(&mut self) {
+        for i in 0..self.count {
+            if let Err(e) = crate::idmap::mount::unmount(&self.path(i)) {
+                tracing::warn!(path = %self.path(i).display(), error = %e, "detaching an idmapped layer");
+            }
+        }
+        // Never a recursive removal: a mount point left by a failed detach
+        // would take the image layer under it along.
+        for i in 0..self.count {
+            let _ = std::fs::remove_dir(self.path(i));
+        }
+        let _ = std::fs::remove_dir(&self.dir);
+    }
 }
 
 /// Resolves an image's `User` to a non-root uid:gid (numeric only; anything
@@ -115,18 +184,17 @@ impl Manager {
     /// Builds a manager; `reconcile` should run before serving requests.
     pub fn new(p: Parts) -> Result<Self> {
         let state = p.cfg.file.state_dir.clone();
-        for d in ["volumes", "exec"] {
+        for d in ["volumes", "exec", IDMAPPED_DIR] {
             let dir = state.join(d);
             std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("mkdir {d}")))?;
-            // Every workspace's ids are the same on the node: only root may
-            // walk from one workspace's files to another's.
+            // Only root may walk from one workspace's files to another's.
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
                 .map_err(AgentError::io(format!("chmod {d}")))?;
         }
         let cgroups = CgroupReader::new(&p.cfg.file.cgroup.root);
         let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
-        let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone(), p.cfg.idmap);
+        let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
         let prepared = Prepared::new(p.cfg.file.workspace.prepared);
         let ssh = Arc::new(crate::ssh::config(crate::ssh::host_key(&state)?));
         Ok(Self {
@@ -150,6 +218,7 @@ impl Manager {
                 changes: tokio::sync::broadcast::channel(1024).0,
                 ssh,
                 activity: crate::activity::Activity::default(),
+                allow_dirty: Default::default(),
             }),
         })
     }
@@ -196,12 +265,12 @@ impl Manager {
                 action: "sftp",
             });
         }
-        let (uid, gid) = self.host_ids(r.uid, r.gid)?;
+        let (uid, gid) = host_ids(r.userns, r.uid, r.gid)?;
         Ok(crate::ssh::sftp::Target {
             pid: st.pid,
             uid,
             gid,
-            idmap: self.inner.cfg.idmap,
+            idmap: r.userns,
         })
     }
 
@@ -243,22 +312,28 @@ impl Manager {
         format!("/{}/{name}", self.inner.cfg.file.cgroup.parent)
     }
 
-    /// The node ids of container ids uid:gid.
-    fn host_ids(&self, uid: u32, gid: u32) -> Result<(u32, u32)> {
-        let map = self.inner.cfg.idmap;
-        match (map.to_host(uid), map.to_host(gid)) {
-            (Some(u), Some(g)) => Ok((u, g)),
-            _ => Err(AgentError::InvalidRequest(format!(
-                "user {uid}:{gid} is outside the workspace's {} mapped ids",
-                map.size
-            ))),
-        }
+    /// The user-namespace id range of the workspace at address `ip`: its
+    /// index in the subnet picks it, so the address allocator hands out
+    /// ranges too and no two workspaces (or prepared slots) share one.
+    fn userns_of(&self, ip: Ipv4Addr) -> Result<IdMap> {
+        self.inner
+            .net
+            .subnet()
+            .index(ip)
+            .and_then(|n| self.inner.cfg.userns.nth(n))
+            .ok_or(AgentError::AddressesExhausted)
     }
 
-    /// Makes the volume of `name` for a workspace user uid:gid.
-    async fn make_volume(&self, name: &str, disk_bytes: u64, uid: u32, gid: u32) -> Result<()> {
-        let user = self.host_ids(uid, gid)?;
-        let root = self.host_ids(0, 0)?;
+    /// Makes the volume of `name` for a workspace user uid:gid in `map`.
+    async fn make_volume(
+        &self,
+        name: &str,
+        disk_bytes: u64,
+        (uid, gid): (u32, u32),
+        map: IdMap,
+    ) -> Result<()> {
+        let user = host_ids(map, uid, gid)?;
+        let root = host_ids(map, 0, 0)?;
         self.inner
             .volumes
             .create(name, disk_bytes, user, root)
@@ -286,7 +361,7 @@ impl Manager {
             memory_bytes: r.memory_bytes,
             pids: r.pids,
             swap_accounting: self.inner.swap_accounting,
-            idmap: self.inner.cfg.idmap,
+            idmap: r.userns,
             volume: self.inner.volumes.workspace_dir(r.parts()),
             netns: self.inner.net.netns_path(r.parts()),
             userns: self.inner.net.userns_path(r.parts()),
@@ -379,6 +454,7 @@ impl Manager {
                 Some(s) => s.ip,
                 None => self.allocate_ip()?,
             };
+            let userns = self.userns_of(ip)?;
             let record = Record {
                 name: spec.name.clone(),
                 image: image.name.clone(),
@@ -395,6 +471,7 @@ impl Manager {
                 generation: spec.generation,
                 phase: Phase::Creating,
                 ip,
+                userns,
                 uid,
                 gid,
                 process_env,
@@ -404,6 +481,7 @@ impl Manager {
                 oom_kills: 0,
                 slot: slot.as_ref().map(|s| s.id.clone()).unwrap_or_default(),
                 nested_userns: spec.nested_userns,
+                egress_allow: spec.egress_allow.clone(),
                 hostname: spec.hostname.clone(),
             };
             let put = self.inner.records.put_unsynced(&record);
@@ -426,6 +504,9 @@ impl Manager {
                 true => Some(self.start_task(&mut record, mounts).await?),
                 false => None,
             };
+            if !record.egress_allow.is_empty() || self.allow_dirty() {
+                self.sync_workspace_allow("").await?;
+            }
             // Until this write the record says `creating`: a crash before it
             // rolls back a create nobody was told about.
             record.phase = Phase::Ready;
@@ -437,6 +518,9 @@ impl Manager {
             Err(e) => {
                 tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
                 self.teardown(&record).await;
+                if !record.egress_allow.is_empty() {
+                    let _ = self.sync_workspace_allow(&record.name).await;
+                }
                 self.inner.records.remove(&record.name)?;
                 return Err(e);
             }
@@ -456,8 +540,9 @@ impl Manager {
         let mut used: HashSet<Ipv4Addr> = self.inner.records.all()?.iter().map(|r| r.ip).collect();
         used.extend(self.inner.prepared.reserved());
         let subnet = self.inner.net.subnet();
+        let ranges = self.inner.cfg.userns;
         (0..)
-            .map_while(|n| subnet.host(n))
+            .map_while(|n| subnet.host(n).filter(|_| ranges.nth(n).is_some()))
             .find(|ip| !used.contains(ip))
             .ok_or(AgentError::AddressesExhausted)
     }
@@ -495,7 +580,8 @@ impl Manager {
         let volume = async {
             let t = Instant::now();
             if own_parts {
-                self.make_volume(name, r.disk_bytes, r.uid, r.gid).await?;
+                self.make_volume(name, r.disk_bytes, (r.uid, r.gid), r.userns)
+                    .await?;
             }
             failpoint::hit("create:after_volume");
             Ok::<_, AgentError>(ms(t))
@@ -503,7 +589,7 @@ impl Manager {
         let netns = async {
             let t = Instant::now();
             if own_parts {
-                self.inner.net.create(name, r.ip).await?;
+                self.inner.net.create(name, r.ip, r.userns).await?;
             }
             failpoint::hit("create:after_netns");
             Ok::<_, AgentError>(ms(t))
@@ -545,10 +631,17 @@ impl Manager {
             ip,
             key,
         };
+        let map = match self.userns_of(ip) {
+            Ok(map) => map,
+            Err(_) => {
+                self.inner.prepared.release(ip);
+                return None;
+            }
+        };
         let t = Instant::now();
         let made = tokio::try_join!(
-            self.make_volume(&slot.id, key.disk_bytes, key.uid, key.gid),
-            self.inner.net.create(&slot.id, ip),
+            self.make_volume(&slot.id, key.disk_bytes, (key.uid, key.gid), map),
+            self.inner.net.create(&slot.id, ip, map),
         );
         match made {
             Ok(_) => {
@@ -629,7 +722,7 @@ impl Manager {
         }
         self.inner.volumes.ensure_mounted(r.parts()).await?;
         if !self.inner.net.exists(r.parts()) {
-            self.inner.net.create(r.parts(), r.ip).await?;
+            self.inner.net.create(r.parts(), r.ip, r.userns).await?;
         }
         let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&name)).await?;
         let mounts = self.rootfs(r, mounts)?;
@@ -641,10 +734,18 @@ impl Manager {
     async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<u32> {
         let t = Instant::now();
         let log = self.inner.volumes.log(r.parts());
-        self.inner
+        // The shim mounts the rootfs while the task is created; the overlay
+        // keeps its own references to the idmapped lowers, which are
+        // detached again right after (`lowers` drops).
+        let (rootfs, lowers) = self.mapped_lowers(r, rootfs)?;
+        failpoint::hit("create:after_idmap");
+        let created = self
+            .inner
             .ctd
             .create_task(&r.name, rootfs, &log.to_string_lossy())
-            .await?;
+            .await;
+        drop(lowers);
+        created?;
         let task_create_ms = ms(t);
         let t = Instant::now();
         let pid = self.inner.ctd.start(&r.name, "").await?;
@@ -654,6 +755,22 @@ impl Manager {
         r.last_exit = None;
         tracing::info!(workspace = %r.name, pid, task_create_ms, task_start_ms = ms(t), "workspace started");
         Ok(pid)
+    }
+
+    /// The rootfs mounts with every lower layer replaced by an idmapped
+    /// mount of it in the workspace's id range (under the agent's
+    /// `idmapped/<name>/`), and the guard that removes those mounts.
+    fn mapped_lowers(&self, r: &Record, rootfs: Vec<Mount>) -> Result<(Vec<Mount>, MappedLowers)> {
+        let lowers = rootfs::lowers(&rootfs);
+        let dir = self
+            .inner
+            .cfg
+            .file
+            .state_dir
+            .join(IDMAPPED_DIR)
+            .join(&r.name);
+        let guard = MappedLowers::mount(&dir, &lowers, &self.inner.net.userns_path(r.parts()))?;
+        Ok((rootfs::with_lowers(rootfs, &guard.paths()), guard))
     }
 
     /// Sets a running workspace's own CPU quota where its init started with
@@ -757,8 +874,40 @@ impl Manager {
             });
         }
         failpoint::hit("delete:before_forget");
+        if !r.egress_allow.is_empty() {
+            // Before the record goes, so a failure is retried with the delete.
+            self.sync_workspace_allow(&r.name).await?;
+        }
         self.inner.activity.forget(&r.name);
         self.inner.records.remove(&r.name)
+    }
+
+    /// Makes the node's per-workspace allow set what the records say,
+    /// leaving out `without` (a workspace being removed) and deleting ones:
+    /// at start, and with a create or delete of a workspace that has an
+    /// allow-list. After a failed sync the next create syncs too, so an
+    /// address never keeps an allowance of the workspace that had it before.
+    pub(crate) async fn sync_workspace_allow(&self, without: &str) -> Result<()> {
+        use std::sync::atomic::Ordering;
+        self.inner.allow_dirty.store(true, Ordering::SeqCst);
+        let entries: Vec<(Ipv4Addr, Vec<String>)> = self
+            .inner
+            .records
+            .all()?
+            .into_iter()
+            .filter(|r| r.name != without && r.phase != Phase::Deleting)
+            .filter(|r| !r.egress_allow.is_empty())
+            .map(|r| (r.ip, r.egress_allow))
+            .collect();
+        self.inner.net.set_workspace_allow(&entries).await?;
+        self.inner.allow_dirty.store(false, Ordering::SeqCst);
+        Ok(())
+    }
+
+    fn allow_dirty(&self) -> bool {
+        self.inner
+            .allow_dirty
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     /// A TCP connection to `port` of a running workspace, dialled from

@@ -199,6 +199,34 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    /// A POST whose success answer is a stream of exec frames (the
+    /// `exec/stream` endpoint), handed to `on_frame` as they arrive.
+    pub async fn post_exec_stream(
+        &self,
+        path: &str,
+        body: &impl Serialize,
+        mut on_frame: impl FnMut(berth_proto::exec_stream::Frame),
+    ) -> Result<()> {
+        let resp = self
+            .request(Method::POST, path)
+            .json(body)
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if !resp.status().is_success() {
+            return self.decode::<serde_json::Value>(resp).await.map(|_| ());
+        }
+        let mut buf = Vec::new();
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            buf.extend_from_slice(&chunk.map_err(|e| Error::transport(&self.base, e))?);
+            let frames = berth_proto::exec_stream::decode(&mut buf)
+                .map_err(|e| Error::bad_response(format!("exec stream: {e}")))?;
+            frames.into_iter().for_each(&mut on_frame);
+        }
+        Ok(())
+    }
+
     /// A DELETE answered with no body (204).
     pub async fn delete_empty(&self, path: &str) -> Result<()> {
         let resp = self

@@ -199,7 +199,7 @@ struct CreateArgs {
     /// coordinator's default image, if it has one).
     #[arg(long)]
     image: Option<String>,
-    /// Resource tier: small, medium or large (`berth tiers`).
+    /// Resource tier (`berth tiers` lists them; built in: small, medium, large).
     #[arg(long)]
     tier: Option<String>,
     /// CPU cores, e.g. 2 or 0.5 (overrides the tier).
@@ -618,19 +618,13 @@ async fn run(cli: Cli) -> Outcome {
                 "timeout_seconds": timeout.as_secs(),
                 "user": if root { "root" } else { "user" },
             });
-            let r: ExecResult = c.post(&ws_path(&target, "/exec"), &body).await?;
             if ui.json {
+                // One JSON answer: each stream cut at 1 MiB (`truncated`).
+                let r: ExecResult = c.post(&ws_path(&target, "/exec"), &body).await?;
                 println!("{}", serde_json::to_string(&r).unwrap_or_default());
-            } else {
-                std::io::stdout().write_all(r.stdout.as_bytes()).ok();
-                std::io::stderr().write_all(r.stderr.as_bytes()).ok();
-                if r.truncated {
-                    eprintln!(
-                        "berth: output cut at 1 MiB per stream (berth ssh carries all of it)"
-                    );
-                }
+                return Ok(r.exit_code);
             }
-            Ok(r.exit_code)
+            exec_streamed(&c, &ws_path(&target, "/exec/stream"), &body).await
         }
         Cmd::PortForward {
             target,
@@ -688,10 +682,11 @@ async fn run(cli: Cli) -> Outcome {
                             size(t["memory_bytes"].as_u64().unwrap_or(0)),
                             size(t["disk_bytes"].as_u64().unwrap_or(0)),
                             t["pids"].as_u64().unwrap_or(0).to_string(),
+                            grants(t),
                         ]
                     })
                     .collect();
-                table(&["TIER", "CPU", "MEMORY", "DISK", "PIDS"], &rows)
+                table(&["TIER", "CPU", "MEMORY", "DISK", "PIDS", "GRANTS"], &rows)
             });
             Ok(0)
         }
@@ -1253,6 +1248,54 @@ async fn admin(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
         }
     }
     Ok(0)
+}
+
+/// What a tier grants beyond the security defaults, for the tiers table.
+fn grants(t: &serde_json::Value) -> String {
+    let mut g = Vec::new();
+    if t["nested_userns"] == true {
+        g.push("nested user namespaces".to_string());
+    }
+    if let Some(ranges) = t["egress_allow"].as_array().filter(|r| !r.is_empty()) {
+        let ranges: Vec<&str> = ranges.iter().filter_map(|r| r.as_str()).collect();
+        g.push(format!("egress to {}", ranges.join(", ")));
+    }
+    match g.is_empty() {
+        true => "-".into(),
+        false => g.join("; "),
+    }
+}
+
+/// Runs an exec through the streaming endpoint, writing the command's
+/// output as it comes; its exit status, or the API's error.
+async fn exec_streamed(c: &Client, path: &str, body: &serde_json::Value) -> Outcome {
+    use berth_proto::exec_stream::Frame;
+    let mut end = None;
+    c.post_exec_stream(path, body, |f| match f {
+        Frame::Stdout(b) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&b).and_then(|()| out.flush());
+        }
+        Frame::Stderr(b) => {
+            let _ = std::io::stderr().write_all(&b);
+        }
+        Frame::Exit(code) => end = Some(Ok(code)),
+        Frame::Error { code, message } => end = Some(Err((code, message))),
+    })
+    .await?;
+    match end {
+        Some(Ok(code)) => Ok(code),
+        Some(Err((code, message))) => Err(Failure {
+            code,
+            message,
+            status: 1,
+        }),
+        None => Err(Failure {
+            code: "unreachable".into(),
+            message: "the exec stream broke off before the command ended".into(),
+            status: 1,
+        }),
+    }
 }
 
 #[cfg(test)]

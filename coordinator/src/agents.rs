@@ -679,6 +679,87 @@ impl Agents {
     }
 }
 
+/// Relays a started exec: writes `stdin` (then closes it) and yields the
+/// command's output as it arrives, then its exit status, or an error frame
+/// (`exec_timeout` after `timeout`, `node_error` if the stream breaks).
+/// At most a few frames wait in memory: a slow reader slows the command.
+/// Dropping the stream drops the QUIC streams, and the agent kills the
+/// command.
+pub fn relay_exec(
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+    stdin: Vec<u8>,
+    timeout: Duration,
+    node: String,
+) -> impl futures::Stream<Item = berth_proto::exec_stream::Frame> {
+    use berth_proto::exec_stream::{Frame, MAX_PAYLOAD};
+    use pb::exec_input::Input;
+    use pb::exec_output::Output;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(8);
+    tokio::spawn(async move {
+        let error = |code: &str, message: String| Frame::Error {
+            code: code.into(),
+            message,
+        };
+        let run = async {
+            let mut inputs = Vec::new();
+            if !stdin.is_empty() {
+                inputs.push(Input::Stdin(stdin));
+            }
+            inputs.push(Input::CloseStdin(true));
+            for input in inputs {
+                let frame = pb::ExecInput { input: Some(input) };
+                if let Err(e) = write_frame(&mut send, &frame).await {
+                    return error("node_error", broken(&node, e).to_string());
+                }
+            }
+            loop {
+                let msg = match read_frame::<_, pb::ExecOutput>(&mut recv).await {
+                    Ok(Some(m)) => m,
+                    Ok(None) => {
+                        return error(
+                            "node_error",
+                            format!("{node}: the exec stream ended without an exit status"),
+                        )
+                    }
+                    Err(e) => return error("node_error", broken(&node, e).to_string()),
+                };
+                let (bytes, stdout) = match msg.output {
+                    Some(Output::Stdout(b)) => (b, true),
+                    Some(Output::Stderr(b)) => (b, false),
+                    Some(Output::ExitCode(c)) => return Frame::Exit(c),
+                    Some(Output::Error(e)) => {
+                        return error("node_error", format!("{}: {}", e.code, e.message))
+                    }
+                    None => continue,
+                };
+                for chunk in bytes.chunks(MAX_PAYLOAD) {
+                    let f = match stdout {
+                        true => Frame::Stdout(chunk.to_vec()),
+                        false => Frame::Stderr(chunk.to_vec()),
+                    };
+                    if tx.send(f).await.is_err() {
+                        // The caller went away: dropping the streams ends the command.
+                        return Frame::Exit(-1);
+                    }
+                }
+            }
+        };
+        let last = match tokio::time::timeout(timeout, run).await {
+            Ok(f) => f,
+            Err(_) => error(
+                "exec_timeout",
+                format!(
+                    "the command did not finish in {} s and was killed",
+                    timeout.as_secs()
+                ),
+            ),
+        };
+        let _ = tx.send(last).await;
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
 /// Most bytes of each output stream an exec answer carries; the rest is
 /// read (the command runs to its end) and dropped.
 pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;

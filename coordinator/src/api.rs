@@ -3,11 +3,12 @@
 //! Adapters only: decisions live in `lifecycle`, `scheduler` and `store`.
 
 use crate::auth::{self, Auth};
+use crate::config::{Tier, Tiers};
 use crate::controller::{Change, Controller, WorkspaceEvent};
 use crate::error::{ApiError, ErrorBody, Result};
 use crate::lifecycle::{self, Event, State};
 use crate::store::{now_ms, NodeRow, WorkspaceFilter, WorkspaceRow};
-use crate::{validate, Tiers};
+use crate::validate;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State as AxState};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
@@ -154,8 +155,9 @@ pub struct CreateWorkspace {
     )]
     /// Omitted: the coordinator's default image (`--default-image`), if it has one.
     pub image: Option<String>,
-    /// Resource tier: small, medium or large (see `GET /v1/tiers`).
-    #[schema(pattern = "^(small|medium|large)$")]
+    /// Resource tier (see `GET /v1/tiers`; the built-in ones are small,
+    /// medium and large); default `small`, or the first configured tier.
+    #[schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")]
     pub tier: Option<String>,
     /// CPU in thousandths of a core.
     #[schema(minimum = 10, maximum = 64000)]
@@ -201,6 +203,8 @@ pub struct Workspace {
     pub pids: u32,
     pub env: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
+    /// The tier it was created from.
+    pub tier: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
 }
@@ -225,6 +229,7 @@ impl From<&WorkspaceRow> for Workspace {
             pids: w.pids,
             env: w.env.clone(),
             node_selector: w.node_selector.clone(),
+            tier: w.tier.clone(),
             created_at_ms: w.created_at_ms,
             updated_at_ms: w.updated_at_ms,
         }
@@ -371,16 +376,6 @@ pub struct WhoAmI {
     pub role: String,
 }
 
-/// A resource tier.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Tier {
-    pub name: String,
-    pub cpu_millis: u32,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub pids: u32,
-}
-
 // ---- OpenAPI ----
 
 #[derive(OpenApi)]
@@ -388,7 +383,7 @@ pub struct Tier {
     info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
     paths(
         create_workspace, list_workspaces, get_workspace, start_workspace, stop_workspace,
-        delete_workspace, exec_workspace, events, list_nodes, get_node, cordon_node,
+        delete_workspace, exec_workspace, exec_stream, events, list_nodes, get_node, cordon_node,
         uncordon_node, drain_node, create_join_token, create_api_token, whoami, tiers,
         crate::tunnels::connect_port, crate::tunnels::connect_ssh, crate::tunnels::ssh_host_key,
         crate::tunnels::activity, crate::tunnels::add_ssh_key, crate::tunnels::list_ssh_keys,
@@ -495,6 +490,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
         .route("/v1/workspaces/{name}/exec", post(exec_workspace))
+        .route("/v1/workspaces/{name}/exec/stream", post(exec_stream))
         .route("/v1/events", get(events))
         .route("/v1/nodes", get(list_nodes))
         .route("/v1/nodes/{id}", get(get_node))
@@ -537,8 +533,19 @@ async fn refuse_large_bodies(
     next.run(req).await
 }
 
-async fn openapi() -> impl IntoResponse {
-    Json(ApiDoc::openapi())
+/// The OpenAPI document, with this coordinator's tier names as the only
+/// values `tier` takes (they come from its configuration).
+async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let names: Vec<String> = s.tiers.all().into_iter().map(|t| t.name).collect();
+    if let Some(tier) = doc
+        .pointer_mut("/components/schemas/CreateWorkspace/properties/tier")
+        .and_then(|t| t.as_object_mut())
+    {
+        tier.remove("pattern");
+        tier.insert("enum".into(), serde_json::json!(names));
+    }
+    Json(doc)
 }
 
 // ---- workspaces ----
@@ -589,7 +596,7 @@ async fn create_workspace(
         }
     };
     validate::image(&image)?;
-    let tier_name = req.tier.as_deref().unwrap_or("small");
+    let tier_name = req.tier.as_deref().unwrap_or(s.tiers.default_name());
     let tier = s
         .tiers
         .get(tier_name)
@@ -600,25 +607,26 @@ async fn create_workspace(
     let pids = req.pids.unwrap_or(tier.pids);
     // Small floors: a workspace's init starts with a full core whatever its
     // quota, and 16 MiB holds a shell (the agent's own floor is 8 MiB).
-    if !(10..=64_000).contains(&cpu) {
+    use crate::config::bounds;
+    if !bounds::CPU_MILLIS.contains(&cpu) {
         return Err(ApiError::invalid(
             "invalid_resources",
             "cpu_millis must be 10 to 64000",
         ));
     }
-    if !((16 << 20)..=(256u64 << 30)).contains(&mem) {
+    if !bounds::MEMORY_BYTES.contains(&mem) {
         return Err(ApiError::invalid(
             "invalid_resources",
             "memory_bytes must be 16 MiB to 256 GiB",
         ));
     }
-    if !((16 << 20)..=(1u64 << 40)).contains(&disk) {
+    if !bounds::DISK_BYTES.contains(&disk) {
         return Err(ApiError::invalid(
             "invalid_resources",
             "disk_bytes must be 16 MiB to 1 TiB",
         ));
     }
-    if !(16..=65_536).contains(&pids) {
+    if !bounds::PIDS.contains(&pids) {
         return Err(ApiError::invalid(
             "invalid_resources",
             "pids must be 16 to 65536",
@@ -665,6 +673,9 @@ async fn create_workspace(
         pids,
         env,
         node_selector: selector,
+        tier: tier.name.clone(),
+        nested_userns: tier.nested_userns,
+        egress_allow: tier.egress_allow.clone(),
         state: lc.state,
         desired: lc.desired,
         node: None,
@@ -805,20 +816,24 @@ async fn delete_workspace(
     ))
 }
 
-/// Run a command in a running workspace and return its output and exit code.
-#[utoipa::path(post, path = "/v1/workspaces/{name}/exec", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery), request_body = ExecBody,
-    responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
-        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody)))]
-async fn exec_workspace(
-    AxState(s): AxState<AppState>,
-    a: Auth,
-    P(name): P<String>,
-    Q(q): Q<OwnerQuery>,
-    Body(req): Body<ExecBody>,
-) -> Result<Json<ExecResult>> {
-    let owner = owner_of(&a, q.owner)?;
-    let w = find(&s, &owner, &name).await?;
+/// An exec the API accepted: where it runs and what the agent is asked.
+struct Exec {
+    node: String,
+    req: pb::ExecRequest,
+    stdin: Vec<u8>,
+    timeout: Duration,
+}
+
+/// Checks an exec request and finds the caller's running workspace.
+async fn accept_exec(
+    s: &AppState,
+    a: &Auth,
+    name: &str,
+    owner: Option<String>,
+    req: ExecBody,
+) -> Result<Exec> {
+    let owner = owner_of(a, owner)?;
+    let w = find(s, &owner, name).await?;
     if req.argv.is_empty() || req.argv.len() > 4096 || req.argv.iter().any(|x| x.contains('\0')) {
         return Err(ApiError::invalid(
             "invalid_command",
@@ -853,53 +868,114 @@ async fn exec_workspace(
             format!("workspace {name} is {}", w.state.as_str()),
         ));
     }
-    let node = w.node.clone().unwrap_or_default();
+    Ok(Exec {
+        node: w.node.clone().unwrap_or_default(),
+        req: pb::ExecRequest {
+            name: w.id.clone(),
+            argv: req.argv,
+            env,
+            cwd: req.cwd.unwrap_or_default(),
+            user: match req.user {
+                Some(ExecUser::Root) => "root".into(),
+                _ => String::new(),
+            },
+            ..Default::default()
+        },
+        stdin: req.stdin.unwrap_or_default().into_bytes(),
+        timeout: Duration::from_secs(timeout),
+    })
+}
+
+/// The API error of an agent's refusal to run a command.
+fn exec_refused(e: pb::Error) -> ApiError {
+    match e.code.as_str() {
+        "not_found" | "conflict" => ApiError::conflict("not_running", e.message),
+        "invalid_request" => ApiError::invalid("invalid_command", e.message),
+        _ => ApiError::node("node_error", format!("{}: {}", e.code, e.message)),
+    }
+}
+
+fn exec_timed_out(timeout: Duration) -> ApiError {
+    // The agent ends the command when its stream goes.
+    ApiError::timeout(
+        "exec_timeout",
+        format!(
+            "the command did not finish in {} s and was killed",
+            timeout.as_secs()
+        ),
+    )
+}
+
+/// Run a command in a running workspace and return its output and exit code.
+/// Each output stream is cut at 1 MiB (`truncated`); `exec/stream` carries all of it.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/exec", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery), request_body = ExecBody,
+    responses((status = 200, body = ExecResult), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+async fn exec_workspace(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<ExecBody>,
+) -> Result<Json<ExecResult>> {
+    let x = accept_exec(&s, &a, &name, q.owner, req).await?;
     let out = s
         .ctl
         .agents()
-        .exec(
-            &node,
-            pb::ExecRequest {
-                name: w.id.clone(),
-                argv: req.argv,
-                env,
-                cwd: req.cwd.unwrap_or_default(),
-                user: match req.user {
-                    Some(ExecUser::Root) => "root".into(),
-                    _ => String::new(),
-                },
-                ..Default::default()
-            },
-            req.stdin.unwrap_or_default().into_bytes(),
-            Duration::from_secs(timeout),
-        )
+        .exec(&x.node, x.req, x.stdin, x.timeout)
         .await
         .map_err(|e| match e {
-            // The agent ends the command when its stream goes.
-            crate::agents::LinkError::Timeout(_) => ApiError::timeout(
-                "exec_timeout",
-                format!("the command did not finish in {timeout} s and was killed"),
-            ),
+            crate::agents::LinkError::Timeout(_) => exec_timed_out(x.timeout),
             e => e.into(),
         })?;
-    match out {
-        Ok(done) => Ok(Json(ExecResult {
-            exit_code: done.exit_code,
-            stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
-            truncated: done.truncated,
-        })),
-        Err(e) if e.code == "not_found" || e.code == "conflict" => {
-            Err(ApiError::conflict("not_running", e.message))
-        }
-        Err(e) if e.code == "invalid_request" => {
-            Err(ApiError::invalid("invalid_command", e.message))
-        }
-        Err(e) => Err(ApiError::node(
-            "node_error",
-            format!("{}: {}", e.code, e.message),
-        )),
-    }
+    let done = out.map_err(exec_refused)?;
+    Ok(Json(ExecResult {
+        exit_code: done.exit_code,
+        stdout: String::from_utf8_lossy(&done.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&done.stderr).into_owned(),
+        truncated: done.truncated,
+    }))
+}
+
+/// Run a command in a running workspace and stream its output as it comes
+/// (`application/vnd.berth.exec-stream` frames: stdout, stderr, then the
+/// exit status or an error such as `exec_timeout`); nothing is cut. Closing
+/// the connection kills the command.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/exec/stream", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery), request_body = ExecBody,
+    responses((status = 200, description = "frames: a kind byte (1 stdout, 2 stderr, 3 exit status as a 4-byte big-endian integer, 4 error as JSON {code, message}), a 4-byte big-endian length, the payload",
+            content_type = "application/vnd.berth.exec-stream", body = Vec<u8>),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody), (status = 502, body = ErrorBody), (status = 503, body = ErrorBody),
+        (status = 504, body = ErrorBody)))]
+async fn exec_stream(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<ExecBody>,
+) -> Result<axum::response::Response> {
+    let x = accept_exec(&s, &a, &name, q.owner, req).await?;
+    let (send, recv) = s
+        .ctl
+        .agents()
+        .exec_stream(&x.node, x.req)
+        .await?
+        .map_err(exec_refused)?;
+    let frames = crate::agents::relay_exec(send, recv, x.stdin, x.timeout, x.node);
+    let body = axum::body::Body::from_stream(futures::StreamExt::map(frames, |f| {
+        Ok::<_, std::convert::Infallible>(f.encode())
+    }));
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            berth_proto::exec_stream::MEDIA_TYPE,
+        )],
+        body,
+    )
+        .into_response())
 }
 
 /// Server-sent events: one `workspace` event (JSON `WorkspaceEvent`) per

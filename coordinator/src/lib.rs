@@ -8,6 +8,7 @@ pub mod agents;
 pub mod api;
 pub mod auth;
 pub mod capacity;
+pub mod config;
 pub mod controller;
 pub mod error;
 pub mod lifecycle;
@@ -20,41 +21,10 @@ pub mod terminal;
 pub mod tunnels;
 pub mod validate;
 
-use crate::api::Tier;
 use crate::error::{ApiError, Result};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-
-/// The resource tiers workspaces are created from.
-#[derive(Debug, Clone)]
-pub struct Tiers(Vec<Tier>);
-
-impl Default for Tiers {
-    fn default() -> Self {
-        let t = |name: &str, cpu: u32, mem_mib: u64, disk_gib: u64| Tier {
-            name: name.into(),
-            cpu_millis: cpu,
-            memory_bytes: mem_mib << 20,
-            disk_bytes: disk_gib << 30,
-            pids: 4096,
-        };
-        Self(vec![
-            t("small", 1000, 2048, 10),
-            t("medium", 2000, 4096, 30),
-            t("large", 4000, 8192, 60),
-        ])
-    }
-}
-
-impl Tiers {
-    pub fn get(&self, name: &str) -> Option<&Tier> {
-        self.0.iter().find(|t| t.name == name)
-    }
-    pub fn all(&self) -> Vec<Tier> {
-        self.0.clone()
-    }
-}
 
 /// Everything a coordinator needs to run.
 #[derive(Debug, Clone)]
@@ -72,6 +42,8 @@ pub struct Config {
     pub preview_domain: Option<String>,
     /// Image of a workspace created without one.
     pub default_image: Option<String>,
+    /// The resource tiers (from the configuration file, or the built-in three).
+    pub tiers: config::Tiers,
 }
 
 /// A running coordinator's addresses.
@@ -126,7 +98,7 @@ pub async fn run(
         controller::Controller::new(cfg.id.clone(), store, agents.clone(), cfg.timing.clone());
     let state = api::AppState {
         ctl: ctl.clone(),
-        tiers: Arc::new(Tiers::default()),
+        tiers: Arc::new(cfg.tiers.clone()),
         ca_fingerprint: ca.fingerprint(),
         preview_domain: cfg.preview_domain.clone(),
         default_image: cfg.default_image.clone(),

@@ -89,6 +89,10 @@ struct Opts {
     /// Image of a workspace created without one (e.g. the local registry's dev image).
     #[arg(long, global = true, env = "BERTH_DEFAULT_IMAGE")]
     default_image: Option<String>,
+    /// Configuration file (TOML): the resource tiers and what each grants
+    /// (docs/coordinator.md, "Configuration file").
+    #[arg(long, global = true, env = "BERTH_CONFIG")]
+    config: Option<PathBuf>,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {
@@ -147,11 +151,16 @@ enum JoinCmd {
     },
 }
 
-fn config(o: &Opts) -> Config {
+fn config(o: &Opts) -> Result<Config, String> {
+    let file =
+        berth_coordinator::config::load(o.config.as_deref()).map_err(|e| match &o.config {
+            Some(p) => format!("{}: {e}", p.display()),
+            None => e.to_string(),
+        })?;
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .unwrap_or_else(|_| "coordinator".into());
-    Config {
+    Ok(Config {
         data_dir: o.data_dir.clone(),
         database_url: o.database.clone(),
         api_listen: o.api,
@@ -177,7 +186,8 @@ fn config(o: &Opts) -> Config {
             .preview_domain
             .as_ref()
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
-    }
+        tiers: file.tiers,
+    })
 }
 
 #[tokio::main]
@@ -190,7 +200,13 @@ async fn main() -> std::process::ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let cfg = config(&cli.opts);
+    let cfg = match config(&cli.opts) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("berth-coordinator: config: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
     let result = match cli.command.unwrap_or(Cmd::Run) {
         Cmd::Run => {
             let shutdown = async {

@@ -76,6 +76,11 @@ pub struct WorkspaceRow {
     pub pids: u32,
     pub env: BTreeMap<String, String>,
     pub node_selector: BTreeMap<String, String>,
+    /// The tier it was created from (empty for rows older than tiers).
+    pub tier: String,
+    /// What its tier grants beyond the security defaults, fixed at create.
+    pub nested_userns: bool,
+    pub egress_allow: Vec<String>,
     pub state: State,
     pub desired: Desired,
     pub node: Option<String>,
@@ -232,6 +237,10 @@ fn ws_from(r: &AnyRow) -> Result<WorkspaceRow> {
         pids: g("pids")? as u32,
         env: json_map(&r.try_get::<String, _>("env")?),
         node_selector: json_map(&r.try_get::<String, _>("node_selector")?),
+        tier: r.try_get("tier")?,
+        nested_userns: g("nested_userns")? != 0,
+        egress_allow: serde_json::from_str(&r.try_get::<String, _>("egress_allow")?)
+            .unwrap_or_default(),
         state: State::parse(&state)
             .ok_or_else(|| ApiError::internal(format!("bad state {state:?} in store")))?,
         desired: Desired::parse(&desired)
@@ -250,7 +259,7 @@ fn ws_from(r: &AnyRow) -> Result<WorkspaceRow> {
 
 const WS_COLS: &str = "id, name, owner, image, cpu_millis, memory_bytes, disk_bytes, pids, env, \
     node_selector, state, desired, node, generation, version, reason, ip, exit_code, \
-    created_at_ms, updated_at_ms, state_since_ms";
+    created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow";
 
 /// The guarded reservation: succeeds only if the node stays within capacity.
 const RESERVE: &str = "UPDATE nodes SET alloc_cpu_millis = alloc_cpu_millis + $1, \
@@ -679,7 +688,7 @@ impl Store {
     /// Stores a new workspace; 409 if the owner has one of that name.
     pub async fn insert_workspace(&self, w: &WorkspaceRow) -> Result<()> {
         let q = format!(
-            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)"
+            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)"
         );
         let r = bind_ws(sqlx::query(&q), w).execute(&self.pool).await;
         match r {
@@ -901,4 +910,7 @@ fn bind_ws<'q>(
         .bind(w.created_at_ms)
         .bind(w.updated_at_ms)
         .bind(w.state_since_ms)
+        .bind(w.tier.clone())
+        .bind(i64::from(w.nested_userns))
+        .bind(serde_json::to_string(&w.egress_allow).unwrap_or_default())
 }

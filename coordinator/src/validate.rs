@@ -25,6 +25,16 @@ pub fn workspace_name(s: &str) -> Result<()> {
     }
 }
 
+/// A tier name: a DNS label of at most 32 characters.
+pub fn tier_name(s: &str) -> std::result::Result<(), String> {
+    match dns_label(s, 32) {
+        true => Ok(()),
+        false => Err(format!(
+            "invalid tier name {s:?}: use 1 to 32 of a-z, 0-9 and '-'"
+        )),
+    }
+}
+
 /// A node id: a DNS label of at most 63 characters.
 pub fn node_id(s: &str) -> Result<()> {
     if dns_label(s, 63) {

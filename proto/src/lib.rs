@@ -5,9 +5,11 @@
 //! socket and on QUIC streams between agent and coordinator.
 #![forbid(unsafe_code)]
 
+pub mod exec_stream;
 pub mod files;
 pub mod frame;
 pub mod image_ref;
+pub mod net;
 pub mod tls;
 pub mod units;
 

@@ -232,6 +232,11 @@ impl Cluster {
         }
     }
 
+    /// Extra arguments of every coordinator started from now on.
+    pub fn set_coordinator_args(&mut self, args: Vec<String>) {
+        self.coordinator_args = args;
+    }
+
     /// The process id of the (first) coordinator, while it runs.
     pub fn coordinator_pid(&self) -> Option<u32> {
         self.coordinators[0].child.as_ref().map(Child::id)

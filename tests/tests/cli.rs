@@ -112,6 +112,21 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         .await;
     assert_eq!(code, 0);
     assert_eq!(json(&out)["stdout"], "y\n");
+    // Output streams whole, past the JSON answer's 1 MiB cut (3 MB here);
+    // --json keeps the bounded answer and says it was cut.
+    let big = "head -c 3000000 /dev/zero | tr '\\0' x; echo; echo end >&2; exit 4";
+    let (code, out, err) = c
+        .berth(&admin, &["exec", "demo", "--", "sh", "-c", big])
+        .await;
+    assert_eq!((code, err.as_str()), (4, "end\n"));
+    assert_eq!(out.len(), 3_000_001);
+    assert!(out.bytes().take(3_000_000).all(|b| b == b'x'));
+    let (code, out, _) = c
+        .berth(&admin, &["exec", "demo", "--json", "--", "sh", "-c", big])
+        .await;
+    let r = json(&out);
+    assert_eq!((code, &r["truncated"]), (4, &serde_json::json!(true)));
+    assert_eq!(r["stdout"].as_str().unwrap().len(), 1 << 20);
 
     // Stop and start wait for the state; exec on a stopped workspace is a conflict.
     let (code, out, _) = c.berth(&admin, &["stop", "demo", "-q"]).await;

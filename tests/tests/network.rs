@@ -138,6 +138,10 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         let mut spec = node.spec(name);
         spec.image = dev.clone();
         spec.memory_bytes = 256 << 20;
+        if name == "wb" {
+            // B's own allow-list (what its tier grants): the LAN host.
+            spec.egress_allow = vec![format!("192.168.{x}.0/30")];
+        }
         node.create(spec).await.expect("create");
     }
     let a_ip = node.status("wa").await.unwrap().ip;
@@ -216,6 +220,28 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         (0, "hello from the internet\n"),
         "control: the allow-listed private host: {err}"
     );
+
+    // B's own allow-list reaches what A's policy refuses, also after an
+    // agent restart (the node's rules are rebuilt then, and the prepared
+    // slots' veths removed: the bridge's address must not follow them).
+    for round in ["first", "after restart"] {
+        let (code, out, err) = node
+            .sh("wb", &format!("curl -sS -m 5 http://{lan_ip}:8080/"))
+            .await;
+        assert_eq!(
+            (code, out.as_str()),
+            (0, "hello from the internet\n"),
+            "{round}: B's allow-listed LAN host: {err}"
+        );
+        let (code, _, _) = node
+            .sh("wa", &format!("curl -s -m 2 http://{lan_ip}:8080/"))
+            .await;
+        assert_ne!(code, 0, "{round}: A reached B's allowance");
+        if round == "first" {
+            node.kill_agent();
+            node.start_agent().await;
+        }
+    }
 
     // Metadata and the node's own services are not.
     let (code, _, _) = node

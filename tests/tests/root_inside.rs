@@ -6,8 +6,26 @@
 use berth_tests::{assert_clean, Node, NodeOptions};
 use std::os::unix::fs::MetadataExt;
 
-/// The node id of root inside (the agent's default `security.userns_base`).
-const HOST_ROOT: u32 = 1_000_000;
+/// The (first node id, size) of the user namespace a workspace's init runs
+/// in, read on the host from /proc/PID/uid_map.
+async fn host_range(node: &Node, name: &str) -> (u32, u32) {
+    let pid = node.status(name).await.expect("status").pid;
+    let map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).expect("uid_map");
+    let f: Vec<u32> = map
+        .split_whitespace()
+        .filter_map(|x| x.parse().ok())
+        .collect();
+    assert_eq!((f.len(), f[0]), (3, 0), "one range from id 0: {map}");
+    (f[1], f[2])
+}
+
+/// Runs `sh -c script` on the host with node uid and gid `id` and no
+/// groups: what a process that escaped a workspace whose root is `id` is.
+fn as_host_id(id: u32, script: &str) -> (bool, String, String) {
+    berth_tests::sh(&format!(
+        "setpriv --reuid={id} --regid={id} --clear-groups sh -c '{script}'"
+    ))
+}
 
 /// A Python one-liner printing the errno of a libc call (0 on success).
 fn libc_call(call: &str) -> String {
@@ -55,11 +73,23 @@ async fn root_inside_is_not_root_on_the_node() {
         .await;
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "0\nroot:\nowned\n");
-    // ... and on the node that file is the workspace's, owned by an unprivileged id.
+    // ... and on the node that file is the workspace's, owned by an
+    // unprivileged id of a range no other workspace has.
+    let (ra_root, size) = host_range(&node, "ra").await;
+    let (rb_root, _) = host_range(&node, "rb").await;
+    assert!(ra_root >= 1_000_000 && size == 65536, "{ra_root} {size}");
+    assert!(
+        ra_root + size <= rb_root || rb_root + size <= ra_root,
+        "ranges overlap: {ra_root} and {rb_root}"
+    );
     let upper = node.volume("ra").parent().unwrap().join("rootfs/upper");
     let probe =
         std::fs::metadata(upper.join("etc/berth-probe")).expect("write landed on the volume");
-    assert_eq!((probe.uid(), probe.gid()), (HOST_ROOT, HOST_ROOT));
+    assert_eq!((probe.uid(), probe.gid()), (ra_root, ra_root));
+    // The image's files, shared with every workspace, show as its own root's
+    // inside (an idmapped view), and the layer on the node is unchanged.
+    let (_, out, _) = node.sh("ra", "stat -c %u:%g /etc/passwd /bin").await;
+    assert_eq!(out, "0:0\n0:0\n", "image files owned by root inside");
 
     // No process of the workspace runs as uid 0 on the node, even root's.
     let (code, _, err) = node.sh_root("ra", "(sleep 300 &) ; true").await;
@@ -75,10 +105,26 @@ async fn root_inside_is_not_root_on_the_node() {
             .filter_map(|u| u.parse().ok())
             .collect();
         assert!(
-            !uids.is_empty() && uids.iter().all(|u| *u >= HOST_ROOT),
+            !uids.is_empty() && uids.iter().all(|u| *u >= ra_root && *u < ra_root + size),
             "pid {pid} runs as {uid_line:?} on the node"
         );
     }
+
+    // A process that escaped A, with the ids of A's root or of A's user,
+    // cannot signal B's init (which runs as B's user): with one range per
+    // node A's user was B's user. The same probe with B's user's node id
+    // works (control).
+    let rb_pid = node.status("rb").await.unwrap().pid;
+    let rb_user = host_uid(rb_pid);
+    assert_eq!(rb_user, rb_root + 1000, "B's init runs as B's user");
+    let probe = format!("kill -0 {rb_pid} && echo signalled");
+    for escaped in [ra_root, ra_root + 1000] {
+        let (_, out, err) = as_host_id(escaped, &probe);
+        assert_eq!(out, "", "{escaped} (from A) reached B's init: {err}");
+        assert!(err.contains("Operation not permitted"), "{err}");
+    }
+    let (_, out, err) = as_host_id(rb_user, &probe);
+    assert_eq!(out, "signalled\n", "control: B's own ids: {err}");
 
     // What root inside cannot do: mount, load a module, write the kernel's
     // knobs or sysfs, make a nested user namespace.
@@ -94,7 +140,6 @@ async fn root_inside_is_not_root_on_the_node() {
             "keyring",
             libc_call("l.syscall(248, b'user', b'berth', b'x', 1, -3)"),
         ),
-        ("unshare", libc_call("l.unshare(0x10000000)")),
         (
             "proc/sys",
             "echo x > /proc/sys/kernel/domainname 2>&1; echo rc=$?".into(),
@@ -111,6 +156,12 @@ async fn root_inside_is_not_root_on_the_node() {
             || ["1", "38", "13", "30"].contains(&out.trim());
         assert!(refused, "root inside could {what}: {out:?} {err:?}");
     }
+    // A nested user namespace is refused with EPERM (not ENOSYS: the
+    // kernel has unshare(2); the workspace may not use it this way)...
+    let (_, out, err) = node
+        .sh_root("ra", &libc_call("l.unshare(0x10000000)"))
+        .await;
+    assert_eq!(out.trim(), "1", "unshare(CLONE_NEWUSER) in ra: {err}");
     // Control: a workspace allowed nested user namespaces makes one.
     let (_, out, err) = node
         .sh_root("rn", &libc_call("l.unshare(0x10000000)"))
@@ -177,6 +228,19 @@ async fn root_inside_is_not_root_on_the_node() {
         node.delete(name).await.unwrap();
     }
     assert_clean(&node, &baseline);
+}
+
+/// The real uid of a process on the node.
+fn host_uid(pid: u32) -> u32 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .expect("Uid line");
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|u| u.parse().ok())
+        .expect("uid")
 }
 
 fn cgroup_procs(node: &Node, name: &str) -> Vec<String> {

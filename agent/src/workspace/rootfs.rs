@@ -1,7 +1,8 @@
 //! A workspace's root filesystem: containerd's overlay of the image layers,
 //! with the upper and work dirs moved onto the workspace's own volume so
 //! that every byte written outside /workspace (/tmp, /var, /etc) counts
-//! against its disk limit, not the node's disk. Pure.
+//! against its disk limit, not the node's disk; and the lower layers seen
+//! through idmapped mounts of the workspace's own id range. Pure.
 
 use crate::error::{AgentError, Result};
 use containerd_client::types::Mount;
@@ -35,6 +36,40 @@ pub fn on_volume(mounts: Vec<Mount>, upper: &Path, work: &Path) -> Result<Vec<Mo
             "rootfs: cannot move a {other} mount onto the volume"
         ))),
     }
+}
+
+/// The lower dirs of an overlay rootfs, top first (none for a bind root).
+pub fn lowers(mounts: &[Mount]) -> Vec<String> {
+    mounts
+        .iter()
+        .filter(|m| m.r#type == "overlay")
+        .flat_map(|m| m.options.iter())
+        .filter_map(|o| o.strip_prefix("lowerdir="))
+        .flat_map(|l| l.split(':'))
+        .map(String::from)
+        .collect()
+}
+
+/// The same mounts with the overlay's lower dirs replaced by `lowers` (in
+/// the order `lowers()` gave them).
+pub fn with_lowers(mounts: Vec<Mount>, lowers: &[String]) -> Vec<Mount> {
+    mounts
+        .into_iter()
+        .map(|m| match m.r#type.as_str() {
+            "overlay" => Mount {
+                options: m
+                    .options
+                    .into_iter()
+                    .map(|o| match o.starts_with("lowerdir=") {
+                        true => format!("lowerdir={}", lowers.join(":")),
+                        false => o,
+                    })
+                    .collect(),
+                ..m
+            },
+            _ => m,
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -77,6 +112,21 @@ mod tests {
             ]
         );
         assert_eq!(out[0].r#type, "overlay");
+    }
+
+    #[test]
+    fn lower_dirs_are_replaced_in_order() {
+        let m = mount(
+            "overlay",
+            &["index=off", "lowerdir=/s/2/fs:/s/1/fs", "upperdir=/u"],
+        );
+        assert_eq!(lowers(std::slice::from_ref(&m)), ["/s/2/fs", "/s/1/fs"]);
+        let out = with_lowers(vec![m], &["/i/0".into(), "/i/1".into()]);
+        assert_eq!(
+            out[0].options,
+            ["index=off", "lowerdir=/i/0:/i/1", "upperdir=/u"]
+        );
+        assert!(lowers(&[mount("bind", &["rbind"])]).is_empty());
     }
 
     #[test]
