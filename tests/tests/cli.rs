@@ -271,6 +271,10 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         .berth(&admin, &["exec", "demo", "--timeout", "0s", "--", "true"])
         .await;
     assert_eq!(code, 2, "{err}");
+    // (HOME is the test's own: no ~/.ssh/id_*.pub to default to.)
+    let (code, _, err) = c.berth(&admin, &["ssh-key", "add"]).await;
+    assert_eq!(code, 2, "{err}");
+    assert!(err.starts_with("berth: usage:"), "{err}");
 
     // login checks the token and saves it; then no env token is needed.
     let (code, _, err) = c.berth("bt_nope_nope", &["login"]).await;
