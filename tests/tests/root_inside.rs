@@ -126,35 +126,37 @@ async fn root_inside_is_not_root_on_the_node() {
     let (_, out, err) = as_host_id(rb_user, &probe);
     assert_eq!(out, "signalled\n", "control: B's own ids: {err}");
 
-    // What root inside cannot do: mount, load a module, write the kernel's
-    // knobs or sysfs, make a nested user namespace.
+    // What root inside cannot do: mount, load a module, use the kernel's
+    // keyrings (not namespaced; seccomp), open a raw socket (no NET_RAW).
+    // Each probe prints the errno of the call (0: it worked) and is also run
+    // by root on the node, which may do each of them (the control).
+    let mnt = node.dir.join("probe-mnt");
+    std::fs::create_dir_all(&mnt).unwrap();
     let probes = [
-        (
-            "mount",
-            libc_call("l.mount(b'none', b'/mnt', b'tmpfs', 0, None)"),
-        ),
-        ("module", libc_call("l.init_module(None, 0, b'')")),
-        // add_key(2): keys are counted per node uid, shared by every
-        // workspace's root, so they are refused.
-        (
-            "keyring",
-            libc_call("l.syscall(248, b'user', b'berth', b'x', 1, -3)"),
-        ),
-        (
-            "proc/sys",
-            "echo x > /proc/sys/kernel/domainname 2>&1; echo rc=$?".into(),
-        ),
-        (
-            "sysfs",
-            "echo 1 > /sys/kernel/profiling 2>&1; echo rc=$?".into(),
-        ),
+        ("mount", "l.mount(b'none', b'/mnt', b'tmpfs', 0, None)".to_string(), format!("l.mount(b'none', b'{}', b'tmpfs', 0, None)", mnt.display())),
+        ("module", "l.init_module(None, 0, b'')".into(), "l.init_module(None, 0, b'')".into()),
+        ("keyring", "l.syscall(248, b'user', b'berth', b'x', 1, -3)".into(), "l.syscall(248, b'user', b'berth-probe', b'x', 1, -3)".into()),
+        ("raw socket", "l.socket(2, 3, 1)".into(), "l.socket(2, 3, 1)".into()),
     ];
-    for (what, probe) in &probes {
-        let (_, out, err) = node.sh_root("ra", probe).await;
-        let refused = out.trim_end().ends_with("rc=1")
-            || out.trim_end().ends_with("rc=2")
-            || ["1", "38", "13", "30"].contains(&out.trim());
-        assert!(refused, "root inside could {what}: {out:?} {err:?}");
+    for (what, inside, host) in &probes {
+        // socket() and add_key() return a descriptor or serial: >= 0 worked.
+        let call = |c: &str| c.replace("r==0", "r>=0");
+        let (_, out, err) = node.sh_root("ra", &call(&libc_call(inside))).await;
+        assert_eq!(out.trim(), "1", "root inside: {what} is not EPERM: {err}");
+        let (_, out, err) = node.sh("ra", &call(&libc_call(inside))).await;
+        assert_eq!(out.trim(), "1", "the user: {what} is not EPERM: {err}");
+        let (_, host_out, host_err) = berth_tests::sh(&call(&libc_call(host)));
+        assert_ne!(host_out.trim(), "1", "control: root on the node may {what}: {host_err}");
+    }
+    let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
+    // The kernel's knobs and sysfs are read-only.
+    for (what, probe) in [
+        ("/proc/sys", "echo x > /proc/sys/kernel/domainname"),
+        ("/sys", "echo 1 > /sys/kernel/profiling"),
+    ] {
+        let (_, out, err) = node.sh_root("ra", &format!("{probe}; echo rc=$?")).await;
+        assert_eq!(out, "rc=2\n", "root inside wrote {what}: {err}");
+        assert!(err.contains("Read-only file system"), "{what}: {err}");
     }
     // A nested user namespace is refused with EPERM (not ENOSYS: the
     // kernel has unshare(2); the workspace may not use it this way)...
