@@ -85,6 +85,38 @@ impl Client {
     }
 }
 
+impl Client {
+    /// Runs it to the end with `stdin` as its input: (status, stdout, stderr).
+    pub async fn run_with_stdin(
+        &self,
+        prog: &str,
+        key: &Path,
+        token: &str,
+        args: &[&str],
+        stdin: &[u8],
+    ) -> (i32, String, String) {
+        use tokio::io::AsyncWriteExt;
+        let mut child = self
+            .command(prog, key, token, args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run OpenSSH");
+        let mut input = child.stdin.take().expect("stdin");
+        input.write_all(stdin).await.expect("write stdin");
+        // Kept open until the answer is in: closing stdin early would end
+        // the forwarded connection's request side before the reply.
+        let out = child.wait_with_output().await.expect("wait for OpenSSH");
+        drop(input);
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+}
+
 impl Sshd {
     /// Starts sshd on 127.0.0.1:`port` (in `netns` if given) under `dir`.
     pub fn start(dir: &Path, netns: Option<&str>, port: u16) -> Sshd {

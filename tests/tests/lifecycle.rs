@@ -20,18 +20,26 @@ async fn create_exec_stop_start_delete() {
     let (code, out, err) = node
         .sh(
             "life",
-            "id -u; pwd; echo x >> /etc/passwd; echo rc=$?; cat /proc/kcore | wc -c; \
+            "id -u; pwd; echo x >> /etc/passwd; echo rc=$?; \
              grep ' /proc/sys ' /proc/self/mountinfo | cut -d' ' -f6",
         )
         .await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "1000\n/workspace\nrc=1\n0\nro,nosuid,nodev,noexec,relatime\n");
+    assert_eq!(out, "1000\n/workspace\nrc=1\nro,nosuid,nodev,noexec,relatime\n");
     assert!(err.contains("Permission denied"), "{err}");
     // Control: root inside writes its own /etc/passwd (in its upper dir).
+    // Masked paths give even root inside nothing: the node's firmware
+    // tables (listed on the node: the control), kernel timers, keys.
     let (code, out, err) = node
-        .sh_root("life", "id -u; echo x >> /etc/passwd && echo wrote")
+        .sh_root(
+            "life",
+            "id -u; echo x >> /etc/passwd && echo wrote; ls /sys/firmware | wc -l; \
+             cat /proc/kcore /proc/timer_list /proc/keys 2>/dev/null | wc -c",
+        )
         .await;
-    assert_eq!((code, out.as_str()), (0, "0\nwrote\n"), "{err}");
+    assert_eq!((code, out.as_str()), (0, "0\nwrote\n0\n0\n"), "{err}");
+    let (_, host, _) = berth_tests::sh("ls /sys/firmware | wc -l");
+    assert_ne!(host.trim(), "0", "control: the node lists /sys/firmware");
     let (_, procs, _) = berth_tests::sh(&format!(
         "cat /sys/fs/cgroup/pids/{p}/life/cgroup.procs /sys/fs/cgroup/{p}/life/cgroup.procs 2>/dev/null",
         p = node.cgroup_parent

@@ -244,6 +244,22 @@ async fn openssh_reaches_workspaces_through_berth() {
         )
         .await;
     assert_ne!(code, 0, "scp over /etc/passwd must fail");
+    // ... and the same through the shell, exec and the API: the user's
+    // permissions on every path in (sftp drops them on its own thread; the
+    // shell and exec are separate processes). A writable path is the control.
+    let probe = "echo x >> /etc/passwd; echo rc=$?; echo y >> /workspace/w; echo rc=$?";
+    let (code, out, err) = ssh.run("ssh", &key, &tok, &["berth.box", probe]).await;
+    assert_eq!((code, out.as_str()), (0, "rc=1\nrc=0\n"), "ssh exec: {err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    let (code, out, err) = ssh
+        .run("ssh", &key, &tok, &["-tt", "berth.box", probe])
+        .await;
+    assert_eq!(code, 0, "ssh under a terminal: {out}{err}");
+    assert!(out.contains("rc=1\r\nrc=0"), "{out}");
+    let api = exec(&c, "box", probe).await;
+    assert_eq!(api["stdout"], "rc=1\nrc=0\n", "API exec: {api}");
+    let passwd = exec(&c, "box", "grep -c '^[xy]$' /etc/passwd; cat /workspace/w").await;
+    assert_eq!(passwd["stdout"], "0\ny\ny\ny\n", "{passwd}");
 
     // ssh -L to a server bound to the workspace's loopback.
     exec(
@@ -282,6 +298,62 @@ async fn openssh_reaches_workspaces_through_berth() {
     .await;
     fwd.kill().await.ok();
     assert_eq!(got.as_deref(), Some("via-ssh-L\n"));
+    // Forwarding reaches the workspace's own ports only: a server on the
+    // node (the coordinator's API) is refused, the workspace's is the control.
+    let api_addr = c.api.trim_start_matches("http://").to_string();
+    let (code, out, err) = ssh
+        .run(
+            "ssh",
+            &key,
+            &tok,
+            &["-W", &api_addr, "berth.box"],
+        )
+        .await;
+    assert_ne!(code, 0, "ssh -W to the node's {api_addr}: {out}");
+    assert!(err.contains("open failed"), "{err}");
+    let (code, out, err) = ssh
+        .run_with_stdin(
+            "ssh",
+            &key,
+            &tok,
+            &["-W", "localhost:8080", "berth.box"],
+            b"GET /index.html HTTP/1.0\r\n\r\n",
+        )
+        .await;
+    assert!(out.ends_with("via-ssh-L\n"), "control: -W to the workspace's port: {code} {out} {err}");
+
+    // The client going away hangs up the session: the shell's processes
+    // get SIGHUP (seen in the workspace), as with sshd.
+    let mut held = ssh
+        .command(
+            "ssh",
+            &key,
+            &tok,
+            &[
+                "-tt",
+                "berth.box",
+                "trap 'echo hup > /workspace/hup; exit' HUP; echo ready; while :; do sleep 1; done",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = tokio::io::BufReader::new(held.stdout.take().unwrap()).lines();
+        let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+            .await
+            .expect("the session starts")
+            .unwrap();
+        assert!(line.is_some_and(|l| l.contains("ready")));
+    }
+    held.kill().await.ok();
+    let hup = berth_tests::eventually(Duration::from_secs(10), || async {
+        let out = exec(&c, "box", "cat /workspace/hup 2>/dev/null").await;
+        (out["stdout"] == "hup\n").then_some(())
+    })
+    .await;
+    assert!(hup.is_some(), "the session's shell got no SIGHUP");
 
     // Activity: the agent counted the SSH sessions and their bytes.
     let (s, a) = c.get("/v1/workspaces/box/activity").await;
