@@ -25,7 +25,10 @@ async fn create_exec_stop_start_delete() {
         )
         .await;
     assert_eq!(code, 0, "{err}");
-    assert_eq!(out, "1000\n/workspace\nrc=1\nro,nosuid,nodev,noexec,relatime\n");
+    assert_eq!(
+        out,
+        "1000\n/workspace\nrc=1\nro,nosuid,nodev,noexec,relatime\n"
+    );
     assert!(err.contains("Permission denied"), "{err}");
     // Control: root inside writes its own /etc/passwd (in its upper dir).
     // Masked paths give even root inside nothing: the node's firmware
@@ -45,12 +48,17 @@ async fn create_exec_stop_start_delete() {
         p = node.cgroup_parent
     ));
     let pids: Vec<&str> = procs.lines().collect();
-    assert!(!pids.is_empty(), "the workspace's processes are in its cgroup");
+    assert!(
+        !pids.is_empty(),
+        "the workspace's processes are in its cgroup"
+    );
     for pid in pids {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
         let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap_or("");
         assert!(
-            uid.split_whitespace().skip(1).all(|u| u.parse::<u32>().unwrap_or(0) >= 1_000_000),
+            uid.split_whitespace()
+                .skip(1)
+                .all(|u| u.parse::<u32>().unwrap_or(0) >= 1_000_000),
             "pid {pid} runs as {uid:?} on the node"
         );
     }

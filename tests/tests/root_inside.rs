@@ -133,10 +133,26 @@ async fn root_inside_is_not_root_on_the_node() {
     let mnt = node.dir.join("probe-mnt");
     std::fs::create_dir_all(&mnt).unwrap();
     let probes = [
-        ("mount", "l.mount(b'none', b'/mnt', b'tmpfs', 0, None)".to_string(), format!("l.mount(b'none', b'{}', b'tmpfs', 0, None)", mnt.display())),
-        ("module", "l.init_module(None, 0, b'')".into(), "l.init_module(None, 0, b'')".into()),
-        ("keyring", "l.syscall(248, b'user', b'berth', b'x', 1, -3)".into(), "l.syscall(248, b'user', b'berth-probe', b'x', 1, -3)".into()),
-        ("raw socket", "l.socket(2, 3, 1)".into(), "l.socket(2, 3, 1)".into()),
+        (
+            "mount",
+            "l.mount(b'none', b'/mnt', b'tmpfs', 0, None)".to_string(),
+            format!("l.mount(b'none', b'{}', b'tmpfs', 0, None)", mnt.display()),
+        ),
+        (
+            "module",
+            "l.init_module(None, 0, b'')".into(),
+            "l.init_module(None, 0, b'')".into(),
+        ),
+        (
+            "keyring",
+            "l.syscall(248, b'user', b'berth', b'x', 1, -3)".into(),
+            "l.syscall(248, b'user', b'berth-probe', b'x', 1, -3)".into(),
+        ),
+        (
+            "raw socket",
+            "l.socket(2, 3, 1)".into(),
+            "l.socket(2, 3, 1)".into(),
+        ),
     ];
     for (what, inside, host) in &probes {
         // socket() and add_key() return a descriptor or serial: >= 0 worked.
@@ -146,7 +162,11 @@ async fn root_inside_is_not_root_on_the_node() {
         let (_, out, err) = node.sh("ra", &call(&libc_call(inside))).await;
         assert_eq!(out.trim(), "1", "the user: {what} is not EPERM: {err}");
         let (_, host_out, host_err) = berth_tests::sh(&call(&libc_call(host)));
-        assert_ne!(host_out.trim(), "1", "control: root on the node may {what}: {host_err}");
+        assert_ne!(
+            host_out.trim(),
+            "1",
+            "control: root on the node may {what}: {host_err}"
+        );
     }
     let _ = nix::mount::umount2(&mnt, nix::mount::MntFlags::MNT_DETACH);
     // The kernel's knobs and sysfs are read-only.

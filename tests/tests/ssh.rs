@@ -302,12 +302,7 @@ async fn openssh_reaches_workspaces_through_berth() {
     // node (the coordinator's API) is refused, the workspace's is the control.
     let api_addr = c.api.trim_start_matches("http://").to_string();
     let (code, out, err) = ssh
-        .run(
-            "ssh",
-            &key,
-            &tok,
-            &["-W", &api_addr, "berth.box"],
-        )
+        .run("ssh", &key, &tok, &["-W", &api_addr, "berth.box"])
         .await;
     assert_ne!(code, 0, "ssh -W to the node's {api_addr}: {out}");
     assert!(err.contains("open failed"), "{err}");
@@ -320,7 +315,10 @@ async fn openssh_reaches_workspaces_through_berth() {
             b"GET /index.html HTTP/1.0\r\n\r\n",
         )
         .await;
-    assert!(out.ends_with("via-ssh-L\n"), "control: -W to the workspace's port: {code} {out} {err}");
+    assert!(
+        out.ends_with("via-ssh-L\n"),
+        "control: -W to the workspace's port: {code} {out} {err}"
+    );
 
     // The client going away hangs up the session: the shell's processes
     // get SIGHUP (seen in the workspace), as with sshd.
@@ -349,7 +347,7 @@ async fn openssh_reaches_workspaces_through_berth() {
     }
     held.kill().await.ok();
     let hup = berth_tests::eventually(Duration::from_secs(10), || async {
-        let out = exec(&c, "box", "cat /workspace/hup 2>/dev/null").await;
+        let out = exec(&c, "box", "cat /workspace/hup 2>/dev/null; true").await;
         (out["stdout"] == "hup\n").then_some(())
     })
     .await;

@@ -5,6 +5,7 @@ use super::Manager;
 use crate::error::{AgentError, Result};
 use crate::spec;
 use berth_proto::agent::{self as pb, exec_input::Input, exec_output::Output};
+use nix::sys::signal::Signal;
 use std::path::Path;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -188,12 +189,18 @@ impl Manager {
                     }
                     Some(Input::Resize(sz)) => { let _ = ctd.resize(name, exec_id, sz.cols, sz.rows).await; }
                     Some(Input::Signal(sig)) => { let _ = ctd.kill(name, exec_id, sig, false).await; }
-                    // The client went away (or its timeout passed): end the
-                    // process and its process group, then collect its status.
+                    // The client went away (or its timeout passed): hang up
+                    // on the process and its process group as a closed
+                    // terminal does, kill what is left after a grace
+                    // period, then collect its status.
                     None => {
                         drop(stdin.take());
                         input.close();
-                        kill_group(pid);
+                        signal_group(pid, Signal::SIGHUP);
+                        if let Ok(status) = tokio::time::timeout(HANGUP_GRACE, &mut wait).await {
+                            return status;
+                        }
+                        signal_group(pid, Signal::SIGKILL);
                         return (&mut wait).await;
                     }
                 },
@@ -230,22 +237,28 @@ fn refusal(e: &AgentError, req: &pb::ExecRequest) -> Option<Refused> {
 
 /// SIGKILLs the process `pid` (a node pid) and, when it leads a process
 /// group (a terminal's session), the whole group.
-fn kill_group(pid: u32) {
-    use nix::sys::signal::{kill, killpg, Signal};
+/// How long a process whose client went away has between SIGHUP and SIGKILL.
+const HANGUP_GRACE: Duration = Duration::from_secs(2);
+
+/// Sends `sig` to an exec'd process, and to its whole process group when it
+/// leads one (a shell under a terminal does).
+fn signal_group(pid: u32, sig: Signal) {
+    use nix::sys::signal::{kill, killpg};
     use nix::unistd::Pid;
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let target = Pid::from_raw(pid as i32);
     let leads = process_group(&stat) == Some(pid as i32);
-    let killed = if leads {
-        killpg(target, Signal::SIGKILL)
+    let sent = if leads {
+        killpg(target, sig)
     } else {
-        kill(target, Signal::SIGKILL)
+        kill(target, sig)
     };
     tracing::debug!(
         pid,
         group = leads,
-        ok = killed.is_ok(),
-        "exec ended: its client went away"
+        signal = %sig,
+        ok = sent.is_ok(),
+        "exec ending: its client went away"
     );
 }
 
