@@ -33,6 +33,26 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
     ))
     .unwrap();
     assert!(quota.starts_with("25000"), "cgroup says {quota:?}");
+    // ... and it holds: two seconds of a busy loop get about a quarter of a
+    // core, where nothing else would stop it from taking a whole one.
+    let used_us = || {
+        let f = cgroup_file(&node, "cpuacct", "lim", "cpuacct.usage", "cpu.stat");
+        let text = std::fs::read_to_string(f).unwrap();
+        match text.strip_prefix("usage_usec ") {
+            Some(v2) => v2.lines().next().unwrap().trim().parse::<f64>().unwrap(),
+            None => text.trim().parse::<f64>().unwrap() / 1000.0,
+        }
+    };
+    let (before, t0) = (used_us(), std::time::Instant::now());
+    let (code, _, err) = node
+        .sh("lim", "timeout 2 sh -c 'while :; do :; done'; true")
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let share = (used_us() - before) / t0.elapsed().as_micros() as f64;
+    assert!(
+        (0.1..0.4).contains(&share),
+        "a busy loop under 250 millicores used {share:.2} of a core"
+    );
 
     // Memory: a balloon past the limit is OOM-killed, and the kill is reported.
     let (code, _, _) = node
@@ -117,25 +137,19 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
         "the workspace recovers"
     );
 
-    // Disk: writing past the volume size fails with ENOSPC.
+    // Disk: 8 MiB fit (control); writing past the 32 MiB volume fails with
+    // ENOSPC, and what landed on the node stays within the volume.
     let (code, _, err) = node
-        .sh(
-            "lim",
-            "dd if=/dev/zero of=/workspace/big bs=1M count=64 2>&1 >/dev/null",
-        )
+        .sh("lim", "dd if=/dev/zero of=/workspace/small bs=1M count=8")
+        .await;
+    assert_eq!(code, 0, "control: 8 MiB fit: {err}");
+    let (code, _, err) = node
+        .sh("lim", "dd if=/dev/zero of=/workspace/big bs=1M count=64")
         .await;
     assert_ne!(code, 0);
-    assert!(
-        err.contains("No space left on device") || code != 0,
-        "{err}"
-    );
-    let (_, out, _) = node
-        .sh(
-            "lim",
-            "dd if=/dev/zero of=/workspace/big bs=1M count=64 2>&1; true",
-        )
-        .await;
-    assert!(out.contains("No space left on device"), "{out}");
+    assert!(err.contains("No space left on device"), "{err}");
+    let big = std::fs::metadata(node.volume("lim").join("big")).unwrap().len();
+    assert!(big < 32 << 20, "{big} bytes landed on the node");
 
     node.delete("lim").await.unwrap();
     assert_clean(&node, &baseline);
