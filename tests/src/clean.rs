@@ -2,7 +2,47 @@
 //! forced cleanup that runs when a node is dropped, also after a failure.
 
 use crate::node::Node;
+use crate::process::Containerd;
 use std::path::Path;
+
+/// Where one node (an agent with its containerd) keeps what workspaces use:
+/// what the leak inventory reads. `netns`: the network namespace the agent
+/// runs in (its bridge, veths and nftables are there), None for the host's.
+#[derive(Debug, Clone, Copy)]
+pub struct NodeParts<'a> {
+    pub label: &'a str,
+    pub dir: &'a Path,
+    pub netns_dir: &'a Path,
+    pub cgroup_parent: &'a str,
+    pub bridge: &'a str,
+    pub nft_table: &'a str,
+    pub containerd: &'a Containerd,
+    pub netns: Option<&'a str>,
+}
+
+impl<'a> NodeParts<'a> {
+    /// The parts of a single-node harness node.
+    pub fn of(node: &'a Node) -> Self {
+        Self {
+            label: &node.id,
+            dir: &node.dir,
+            netns_dir: &node.netns_dir,
+            cgroup_parent: &node.cgroup_parent,
+            bridge: &node.bridge,
+            nft_table: &node.nft_table,
+            containerd: &node.containerd,
+            netns: None,
+        }
+    }
+
+    /// `cmd` run in the node's network namespace.
+    fn in_netns(&self, cmd: &str) -> String {
+        match self.netns {
+            Some(ns) => format!("ip netns exec {ns} sh -c '{cmd}'"),
+            None => cmd.to_string(),
+        }
+    }
+}
 
 /// Everything a node still holds that belongs to workspaces. Prepared slots
 /// (namespace + volume made ahead, named `pool-…`) are counted apart: they
@@ -26,6 +66,11 @@ pub struct Leaks {
 impl Leaks {
     /// Reads what `node` holds now.
     pub fn of(node: &Node) -> Self {
+        Self::of_parts(&NodeParts::of(node))
+    }
+
+    /// Reads what the node of `node` holds now.
+    pub fn of_parts(node: &NodeParts) -> Self {
         let ls = |p: &Path| -> Vec<String> {
             std::fs::read_dir(p)
                 .map(|rd| {
@@ -47,7 +92,7 @@ impl Leaks {
             .collect();
         // Everything under the node's directory: the agent's volumes and
         // containerd's own state (task rootfs mounts).
-        let dir = node.dir.to_string_lossy().into_owned();
+        let dir = format!("{}/", node.dir.to_string_lossy());
         let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&dir)
             .into_iter()
             .partition(|m| m.contains("/volumes/pool-") || m.contains("/netns/pool-"));
@@ -57,7 +102,7 @@ impl Leaks {
             .collect();
         // A slot's namespaces are a netns and the user namespace owning it;
         // a user namespace without its netns is a leak.
-        let names = ls(&node.netns_dir);
+        let names = ls(node.netns_dir);
         let (prepared_netns, netns): (Vec<String>, Vec<String>) = names
             .iter()
             .filter(|n| {
@@ -78,14 +123,14 @@ impl Leaks {
             prepared_netns: prepared_netns.len(),
             prepared_volumes: prepared_mounts.len(),
             netns,
-            veths: ls(&Path::new("/sys/class/net").join(&node.bridge).join("brif")),
+            veths: veths(node),
             cgroups,
             mounts,
             containers: node.containerd.ctr_list(&["containers", "ls", "-q"]),
             tasks: node.containerd.ctr_list(&["tasks", "ls", "-q"]),
             snapshots,
             shims: shims_of(&node.containerd.socket.to_string_lossy()),
-            nft_rules: nft_rules(&node.nft_table),
+            nft_rules: nft_rules_in(node),
         }
     }
 }
@@ -98,22 +143,27 @@ pub const MAX_PREPARED: usize = 2;
 /// volume each), and that its nftables rules are still the node's own
 /// (`baseline`). Retries for a few seconds: a refill may be half-way.
 pub fn assert_clean(node: &Node, baseline_rules: &[String]) {
+    assert_parts_clean(&NodeParts::of(node), baseline_rules)
+}
+
+/// `assert_clean` for any node's parts.
+pub fn assert_parts_clean(node: &NodeParts, baseline_rules: &[String]) {
     let whole = |l: &Leaks| {
         let slots = l.prepared_netns;
         slots <= MAX_PREPARED && l.prepared_volumes == slots && l.veths.len() == slots
     };
-    let mut l = Leaks::of(node);
+    let mut l = Leaks::of_parts(node);
     for _ in 0..60 {
         if whole(&l) {
             break;
         }
         std::thread::sleep(std::time::Duration::from_millis(50));
-        l = Leaks::of(node);
+        l = Leaks::of_parts(node);
     }
     assert!(
         whole(&l),
         "prepared slots are not whole on node {}: {l:?}",
-        node.id
+        node.label
     );
     let expected = Leaks {
         prepared_netns: l.prepared_netns,
@@ -122,15 +172,37 @@ pub fn assert_clean(node: &Node, baseline_rules: &[String]) {
         nft_rules: baseline_rules.to_vec(),
         ..Default::default()
     };
-    assert_eq!(l, expected, "leaked resources on node {}", node.id);
+    assert_eq!(l, expected, "leaked resources on node {}", node.label);
 }
 
 /// The rules of a node's nftables tables (inet and bridge), one per line.
 pub fn nft_rules(table: &str) -> Vec<String> {
+    rules_of(table, None)
+}
+
+/// The rules of the node's tables, read in its network namespace.
+pub fn nft_rules_in(node: &NodeParts) -> Vec<String> {
+    rules_of(node.nft_table, node.netns)
+}
+
+/// The veths on the node's bridge.
+fn veths(node: &NodeParts) -> Vec<String> {
+    let (_, out, _) = crate::sh(&node.in_netns(&format!(
+        "ls /sys/class/net/{}/brif 2>/dev/null",
+        node.bridge
+    )));
+    let mut v: Vec<String> = out.split_whitespace().map(String::from).collect();
+    v.sort();
+    v
+}
+
+fn rules_of(table: &str, netns: Option<&str>) -> Vec<String> {
+    let prefix = netns.map_or(String::new(), |ns| format!("ip netns exec {ns} "));
     ["inet", "bridge"]
         .iter()
         .flat_map(|fam| {
-            let (_, out, _) = crate::sh(&format!("nft list table {fam} {table} 2>/dev/null"));
+            let (_, out, _) =
+                crate::sh(&format!("{prefix}nft list table {fam} {table} 2>/dev/null"));
             out.lines()
                 .map(str::trim)
                 .filter(|l| {

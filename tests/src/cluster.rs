@@ -51,6 +51,12 @@ impl Default for ClusterOptions {
 pub struct ClusterNode {
     pub id: String,
     pub netns: String,
+    /// Its bridge is `w{tag}`; its nftables table and cgroup parent `{tag}`.
+    pub tag: String,
+    pub bridge: String,
+    pub netns_dir: PathBuf,
+    /// The node's own nftables rules, read once it joined.
+    pub baseline_rules: Vec<String>,
     pub dir: PathBuf,
     pub containerd: Containerd,
     pub config: PathBuf,
@@ -304,7 +310,7 @@ impl Cluster {
                  [containerd]\nsocket = \"{sock}\"\nrunc_root = \"{runc}\"\n\
                  [network]\nbridge = \"w{tag}\"\nsubnet = \"{subnet}\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
                  [cgroup]\nparent = \"{tag}\"\n\
-                 [workspace]\nstop_grace_seconds = 2\nprepared = 0\n\
+                 [workspace]\nstop_grace_seconds = 2\n\
                  [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
                  [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
                  [[registry]]\nhost = \"{registry}\"\ninsecure = true\n",
@@ -332,6 +338,10 @@ impl Cluster {
         let mut node = ClusterNode {
             id,
             netns,
+            bridge: format!("w{tag}"),
+            netns_dir: dir.join("netns"),
+            tag,
+            baseline_rules: Vec::new(),
             dir,
             containerd,
             config,
@@ -359,6 +369,49 @@ impl Cluster {
             self.nodes[i].agent_log(),
             self.coordinator_log()
         );
+        let n = &self.nodes[i];
+        let rules = crate::clean::nft_rules_in(&n.parts());
+        assert!(!rules.is_empty(), "node {i} has no nftables rules to compare with");
+        self.nodes[i].baseline_rules = rules;
+    }
+
+    /// Ends a test: deletes every workspace left through the API (as their
+    /// owners would), then checks every node against its baseline (no
+    /// container, task, snapshot, shim, netns, veth, mount or cgroup of a
+    /// workspace left; only whole prepared slots; its own nftables rules).
+    pub async fn finish(self) {
+        let api = self
+            .coordinators
+            .iter()
+            .find(|co| co.child.is_some())
+            .map(|co| co.api.clone())
+            .expect("a coordinator runs at the end of the test");
+        let (s, all) = self.get_at(&api, "/v1/workspaces?owner=*").await;
+        assert_eq!(s, 200, "{all}");
+        let alive = |w: &&Value| w["state"] != "deleted";
+        for w in all.as_array().cloned().unwrap_or_default().iter().filter(alive) {
+            let (name, owner) = (w["name"].as_str().unwrap(), w["owner"].as_str().unwrap());
+            let req = self
+                .http
+                .delete(format!("{api}/v1/workspaces/{name}?owner={owner}"));
+            let (s, e) = self.send(req, &self.admin_token).await;
+            assert!(s == 202 || s == 404, "delete {owner}/{name}: {s} {e}");
+        }
+        let gone = crate::eventually(Duration::from_secs(60), || async {
+            let (_, left) = self.get_at(&api, "/v1/workspaces?owner=*").await;
+            left.as_array()
+                .is_some_and(|l| !l.iter().any(|w| alive(&w)))
+                .then_some(())
+        })
+        .await;
+        assert!(
+            gone.is_some(),
+            "workspaces not deleted: {}",
+            self.get_at(&api, "/v1/workspaces?owner=*").await.1
+        );
+        for n in &self.nodes {
+            crate::clean::assert_parts_clean(&n.parts(), &n.baseline_rules);
+        }
     }
 
     /// A fresh join token from the API.
@@ -576,6 +629,20 @@ impl ClusterNode {
             .spawn()
             .expect("spawn berth-agent");
         self.agent = Some(child);
+    }
+
+    /// What the leak inventory reads of this node.
+    pub fn parts(&self) -> crate::clean::NodeParts<'_> {
+        crate::clean::NodeParts {
+            label: &self.id,
+            dir: &self.dir,
+            netns_dir: &self.netns_dir,
+            cgroup_parent: &self.tag,
+            bridge: &self.bridge,
+            nft_table: &self.tag,
+            containerd: &self.containerd,
+            netns: Some(&self.netns),
+        }
     }
 
     /// The agent's process id, while it runs.

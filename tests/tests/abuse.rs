@@ -161,6 +161,7 @@ async fn exec_output_timeouts_and_mistakes_are_bounded() {
     assert_eq!(r.status().as_u16(), 405);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["code"], "method_not_allowed");
+    c.finish().await;
 }
 
 /// A registry the node cannot reach: the reason shows while the agent tries,
@@ -196,4 +197,5 @@ async fn an_unreachable_registry_is_shown_then_fails() {
             .starts_with("registry_unreachable"),
         "{w}"
     );
+    c.finish().await;
 }

@@ -295,4 +295,5 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         .await;
     assert_eq!(code, 0, "{err}");
     assert!(c.nodes[0].containers().is_empty(), "containers removed");
+    c.finish().await;
 }

@@ -94,6 +94,7 @@ async fn twenty_workspaces_over_three_agents_within_capacity() {
             "reservations released: {n}"
         );
     }
+    c.finish().await;
 }
 
 /// TEST-PLAN 4: a cut shorter than the lost-node timeout changes nothing.
@@ -103,7 +104,14 @@ async fn short_partition_changes_nothing() {
     c.create("a").await;
     let before = c.wait_state("a", "running", T).await;
     c.partition(0);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The cut bites (control): the coordinator hears nothing and marks the
+    // node unreachable (after 2 s here); the workspace is left as it is.
+    let seen = berth_tests::eventually(Duration::from_secs(5), || async {
+        let (_, n) = c.get("/v1/nodes/n0").await;
+        (n["status"] == "unreachable").then_some(())
+    })
+    .await;
+    assert!(seen.is_some(), "the partition did not cut the link");
     let (_, during) = c.get("/v1/workspaces/a").await;
     assert_eq!(during["state"], "running");
     assert_eq!(during["generation"], before["generation"], "no new intent");
@@ -120,6 +128,7 @@ async fn short_partition_changes_nothing() {
     assert_eq!(after["generation"], before["generation"]);
     assert_eq!(c.nodes[0].running_tasks().len(), 1);
     assert!(!c.coordinator_log().contains("node lost"));
+    c.finish().await;
 }
 
 /// TEST-PLAN 5: a cut longer than the lost-node timeout makes the workspace
@@ -138,24 +147,36 @@ async fn long_partition_then_heal_keeps_one_copy() {
     let i = c.nodes.iter().position(|n| n.id == node).unwrap();
     c.partition(i);
     c.wait_state("a", "unknown", Duration::from_secs(20)).await;
-    // Unknown is never placed again: the other node has nothing.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The message the other tests look for to say "no node was lost"
+    // appears when one is (their control).
+    assert!(c.coordinator_log().contains("node lost"));
+    // Unknown is never placed again: watched through the cut (4 s) and the
+    // heal, the other node never has a copy and the store one placement.
     let other = &c.nodes[1 - i];
-    assert!(
-        other.containers().is_empty(),
-        "started a second copy on {}",
-        other.id
-    );
-    assert_eq!(
-        c.nodes[i].running_tasks().len(),
-        1,
-        "still runs where it was"
-    );
+    let watch_until = std::time::Instant::now() + Duration::from_secs(4);
+    while std::time::Instant::now() < watch_until {
+        assert!(
+            other.containers().is_empty(),
+            "started a second copy on {}",
+            other.id
+        );
+        assert_eq!(
+            c.nodes[i].running_tasks().len(),
+            1,
+            "still runs where it was"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     c.heal(i);
     let back = c.wait_state("a", "running", Duration::from_secs(20)).await;
     assert_eq!(back["node"], node.as_str());
     assert_eq!(c.nodes[i].containers().len(), 1);
     assert!(other.containers().is_empty());
+    assert_eq!(
+        placements(&c, back["id"].as_str().unwrap()).await,
+        1,
+        "one placement in the store"
+    );
     // The agent refuses a command older than what it has seen.
     let id = back["id"].as_str().unwrap();
     let gen = back["generation"].as_u64().unwrap();
@@ -177,6 +198,15 @@ async fn long_partition_then_heal_keeps_one_copy() {
         other => panic!("stale stop accepted: {other:?}"),
     }
     assert_eq!(c.nodes[i].running_tasks().len(), 1);
+    c.finish().await;
+}
+
+/// How many placements the (SQLite) store records for workspace `id`.
+async fn placements(c: &Cluster, id: &str) -> i64 {
+    let url = format!("sqlite://{}", c.dir.join("coord/berth.db").display());
+    let store = berth_coordinator::store::Store::open(&url).await.unwrap();
+    let n = store.placement_counts().await.unwrap();
+    n.get(id).copied().unwrap_or(0)
 }
 
 /// TEST-PLAN 7 on SQLite: kill -9 the coordinator in a loop under 50
@@ -189,7 +219,7 @@ async fn coordinator_killed_in_a_loop_under_concurrent_creates() {
     })
     .await;
     let sqlite = format!("sqlite://{}", c.dir.join("coord/berth.db").display());
-    kill_loop_under_creates(c, &sqlite).await;
+    kill_loop_under_creates(c, &sqlite).await.finish().await;
 }
 
 /// TEST-PLAN 7 with two coordinators on one PostgreSQL: both serve the API
@@ -262,6 +292,7 @@ async fn two_coordinators_on_postgres_killed_in_turn_under_concurrent_creates() 
         moved.is_some(),
         "not every agent moved to the second coordinator"
     );
+    c.finish().await;
 }
 
 async fn kill_loop_under_creates(mut c: Cluster, store_url: &str) -> Cluster {
@@ -336,37 +367,65 @@ async fn kill_loop_under_creates(mut c: Cluster, store_url: &str) -> Cluster {
 /// Ok(()) if the coordinator answered `registered`.
 async fn try_link(addr: &str, ca_pem: &str, cert_pem: &str, key_pem: &str) -> Result<(), String> {
     let tls = berth_proto::tls::client_tls(ca_pem, cert_pem, key_pem, berth_proto::ALPN_LINK)?;
+    try_link_with(addr, tls).await
+}
+
+/// A link session with no client certificate at all (the server is verified).
+async fn try_link_without_cert(addr: &str, ca_pem: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(berth_proto::tls::pem_to_der(ca_pem)?)
+        .map_err(|e| e.to_string())?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[&rustls::version::TLS13])
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tls.alpn_protocols = vec![berth_proto::ALPN_LINK.to_vec()];
+    try_link_with(addr, tls).await
+}
+
+/// A link session: connect, register, expect `Registered`. An error is the
+/// connection's close reason when it was closed (the TLS alert a refused
+/// handshake ends with), else what failed.
+async fn try_link_with(addr: &str, tls: rustls::ClientConfig) -> Result<(), String> {
     let crypto =
         quinn::crypto::rustls::QuicClientConfig::try_from(tls).map_err(|e| e.to_string())?;
     let ep = quinn::Endpoint::client("0.0.0.0:0".parse().unwrap()).map_err(|e| e.to_string())?;
+    let conn = ep
+        .connect_with(
+            quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
+            addr.parse().unwrap(),
+            "berth-coordinator",
+        )
+        .map_err(|e| e.to_string())?;
     let fut = async {
-        let conn = ep
-            .connect_with(
-                quinn::ClientConfig::new(std::sync::Arc::new(crypto)),
-                addr.parse().unwrap(),
-                "berth-coordinator",
-            )
-            .map_err(|e| e.to_string())?
-            .await
-            .map_err(|e| e.to_string())?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        send.write_all(b"C").await.map_err(|e| e.to_string())?;
-        let reg = berth_proto::link::AgentMessage {
-            msg: Some(berth_proto::link::agent_message::Msg::Register(
-                Default::default(),
-            )),
+        let conn = conn.await.map_err(|e| e.to_string())?;
+        let session = async {
+            let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+            send.write_all(b"C").await.map_err(|e| e.to_string())?;
+            let reg = berth_proto::link::AgentMessage {
+                msg: Some(berth_proto::link::agent_message::Msg::Register(
+                    Default::default(),
+                )),
+            };
+            berth_proto::write_frame(&mut send, &reg)
+                .await
+                .map_err(|e| e.to_string())?;
+            let answer: berth_proto::link::CoordinatorMessage =
+                berth_proto::read_frame(&mut recv)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("closed")?;
+            match answer.msg {
+                Some(berth_proto::link::coordinator_message::Msg::Registered(_)) => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
         };
-        berth_proto::write_frame(&mut send, &reg)
-            .await
-            .map_err(|e| e.to_string())?;
-        let answer: berth_proto::link::CoordinatorMessage = berth_proto::read_frame(&mut recv)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("closed")?;
-        match answer.msg {
-            Some(berth_proto::link::coordinator_message::Msg::Registered(_)) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
+        let r = session.await;
+        r.map_err(|e| conn.close_reason().map_or(e, |why| why.to_string()))
     };
     tokio::time::timeout(Duration::from_secs(10), fut)
         .await
@@ -409,7 +468,14 @@ async fn link_refuses_bad_identities() {
     let e = berth_agent::link::join(&addr, &other, "pin", &scratch.join("e"))
         .await
         .unwrap_err();
-    assert!(!e.to_string().is_empty());
+    assert!(
+        e.to_string()
+            .contains("the coordinator's CA does not match the join token's fingerprint"),
+        "{e}"
+    );
+    // A session without a certificate.
+    let e = try_link_without_cert(&addr, &id.ca_pem).await.unwrap_err();
+    assert!(e.contains("a node certificate is required"), "{e}");
     // The joined identity works on the link.
     try_link(&addr, &id.ca_pem, &id.cert_pem, &id.key_pem)
         .await
@@ -421,11 +487,12 @@ async fn link_refuses_bad_identities() {
     let foreign = other_ca
         .sign_node("n0", &csr, Duration::from_secs(600))
         .unwrap();
+    let e = try_link(&addr, &id.ca_pem, &foreign.cert_pem, &key)
+        .await
+        .unwrap_err();
     assert!(
-        try_link(&addr, &id.ca_pem, &foreign.cert_pem, &key)
-            .await
-            .is_err(),
-        "foreign CA accepted"
+        e.contains("handshake failed: error 51") && e.contains("BadSignature"),
+        "a certificate of another CA: {e}"
     );
     // An expired certificate from the right CA.
     let store = berth_coordinator::store::Store::open(&format!(
@@ -447,7 +514,10 @@ async fn link_refuses_bad_identities() {
     let e = try_link(&addr, &id.ca_pem, &expired.cert_pem, &key)
         .await
         .unwrap_err();
-    assert!(!e.is_empty());
+    assert!(
+        e.contains("handshake failed: error 45") && e.contains("certificate expired"),
+        "an expired certificate: {e}"
+    );
     // Node "extra" reports that n0's workspace stopped: refused, no state change.
     c.create("a").await;
     let w = c.wait_state("a", "running", T).await;
@@ -472,23 +542,40 @@ async fn link_refuses_bad_identities() {
         .unwrap();
     let (mut send, mut recv) = conn.open_bi().await.unwrap();
     send.write_all(b"C").await.unwrap();
-    use berth_proto::link::{agent_message::Msg, AgentMessage, StatusReport};
-    berth_proto::write_frame(
-        &mut send,
-        &AgentMessage {
-            msg: Some(Msg::Register(Default::default())),
-        },
-    )
-    .await
-    .unwrap();
-    let _: Option<berth_proto::link::CoordinatorMessage> =
-        berth_proto::read_frame(&mut recv).await.unwrap();
+    use berth_proto::link::{agent_message::Msg, AgentMessage, Register, StatusReport};
     let lie = berth_proto::agent::WorkspaceStatus {
         name: w["id"].as_str().unwrap().into(),
         state: berth_proto::agent::State::Stopped as i32,
         generation: 99,
         ..Default::default()
     };
+    // Its registration claims n0's workspace in its inventory: left alone.
+    berth_proto::write_frame(
+        &mut send,
+        &AgentMessage {
+            msg: Some(Msg::Register(Register {
+                inventory: vec![lie.clone()],
+                ..Default::default()
+            })),
+        },
+    )
+    .await
+    .unwrap();
+    let _: Option<berth_proto::link::CoordinatorMessage> =
+        berth_proto::read_frame(&mut recv).await.unwrap();
+    let logged = |line: &'static str| {
+        let c = &c;
+        async move {
+            berth_tests::eventually(Duration::from_secs(10), || async {
+                c.coordinator_log().contains(line).then_some(())
+            })
+            .await
+            .is_some()
+        }
+    };
+    assert!(logged("node runs a workspace the store does not place there").await);
+    let (_, after) = c.get("/v1/workspaces/a").await;
+    assert_eq!(after["state"], "running", "another node's inventory was applied");
     berth_proto::write_frame(
         &mut send,
         &AgentMessage {
@@ -497,15 +584,12 @@ async fn link_refuses_bad_identities() {
     )
     .await
     .unwrap();
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(logged("report about another node's workspace refused").await);
     let (_, after) = c.get("/v1/workspaces/a").await;
     assert_eq!(
         after["state"], "running",
         "another node's report was applied"
     );
-    assert!(c
-        .coordinator_log()
-        .contains("report about another node's workspace refused"));
     // No node was registered under a refused identity.
     let (_, nodes) = c.get("/v1/nodes").await;
     let ids: Vec<&str> = nodes
@@ -515,4 +599,5 @@ async fn link_refuses_bad_identities() {
         .map(|n| n["id"].as_str().unwrap())
         .collect();
     assert_eq!(ids, ["extra", "n0"]);
+    c.finish().await;
 }

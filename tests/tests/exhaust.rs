@@ -261,4 +261,5 @@ async fn endless_output_keeps_memory_and_others_latency_bounded() {
         "bob's p99 under the floods: {:.0} ms",
         percentile(&during, 0.99)
     );
+    c.finish().await;
 }

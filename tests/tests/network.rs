@@ -172,8 +172,9 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
     let send = |who: &str| {
         format!("python3 -c \"import socket;socket.socket(socket.AF_INET,socket.SOCK_DGRAM).sendto(b'{who}',('{a_ip}',7001))\"")
     };
+    // B's datagram goes first on the same bridge: by the time the node's
+    // has arrived, B's would have too.
     assert_eq!(node.sh("wb", &send("from-b")).await.0, 0);
-    std::thread::sleep(std::time::Duration::from_millis(300));
     assert!(sh(&send("from-node")).0);
     let got = berth_tests::eventually(std::time::Duration::from_secs(3), || async {
         let (_, log, _) = node.sh("wa", "cat /workspace/udp.log 2>/dev/null").await;

@@ -163,7 +163,7 @@ async fn port_forward_through_the_coordinator() {
     let (s, out) = c
         .post(
             "/v1/workspaces/web/exec",
-            json!({"argv": ["sh", "-c", "head -c 4194304 /dev/urandom > /workspace/down.bin && sha256sum /workspace/down.bin && (nc -l -p 9000 > /workspace/up.bin &) && sleep 0.3"]}),
+            json!({"argv": ["sh", "-c", "head -c 4194304 /dev/urandom > /workspace/down.bin && sha256sum /workspace/down.bin && (nc -l -p 9000 > /workspace/up.bin &) && until cat /proc/net/tcp /proc/net/tcp6 2>/dev/null | grep -q ':2328 [0-9A-F:]* 0A'; do sleep 0.05; done"]}),
         )
         .await;
     assert_eq!((s, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
@@ -293,4 +293,5 @@ async fn port_forward_through_the_coordinator() {
         .await
         .unwrap();
     assert!(err.contains("web: running"), "progress while waking: {err}");
+    c.finish().await;
 }

@@ -273,4 +273,5 @@ async fn previews_route_http_and_websockets_to_workspace_ports() {
     })
     .await;
     assert!(ok.is_some(), "the preview after the wake");
+    c.finish().await;
 }

@@ -74,4 +74,5 @@ async fn stopping_frees_cpu_and_memory_and_a_start_waits_for_room() {
         (&json!(0), &json!(0)),
         "{n}"
     );
+    c.finish().await;
 }

@@ -431,4 +431,5 @@ async fn openssh_reaches_workspaces_through_berth() {
     let (code, _, err) = ssh.run("ssh", &key, &tok, &["berth.box", "true"]).await;
     assert_eq!(code, 255);
     assert!(err.contains("no_ssh_key"), "{err}");
+    c.finish().await;
 }

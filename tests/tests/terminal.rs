@@ -177,4 +177,5 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
     }
     assert!(text.contains("starting box"), "{text}");
     assert!(text.contains("woke"), "{text}");
+    c.finish().await;
 }

@@ -78,12 +78,12 @@ async fn a_configured_tier_grants_its_workspaces_only() {
         assert_eq!(w["tier"], tier.unwrap_or("small"));
         c.wait_state(name, "running", T).await;
     }
-    let c = &c;
+    let cr = &c;
     let exec = |name: &str, root: bool, script: String| {
         let body =
             json!({"argv": ["sh", "-c", script], "user": if root { "root" } else { "user" }});
         let path = format!("/v1/workspaces/{name}/exec");
-        async move { c.post(&path, body).await.1 }
+        async move { cr.post(&path, body).await.1 }
     };
 
     // The private service: reached from the lab tier's workspace only.
@@ -121,4 +121,5 @@ async fn a_configured_tier_grants_its_workspaces_only() {
         err.contains("tiers[0].egress_allow") && err.contains("host bits set"),
         "{err}"
     );
+    c.finish().await;
 }
