@@ -568,9 +568,21 @@ impl Cluster {
 
     /// Waits until workspace `name` is in `state`; returns it.
     pub async fn wait_state(&self, name: &str, state: &str, timeout: Duration) -> Value {
+        self.wait_state_as(name, state, timeout, &self.admin_token)
+            .await
+    }
+
+    /// `wait_state` for a workspace of the user of `token`.
+    pub async fn wait_state_as(
+        &self,
+        name: &str,
+        state: &str,
+        timeout: Duration,
+        token: &str,
+    ) -> Value {
         let last = std::sync::Mutex::new(Value::Null);
         let r = crate::eventually(timeout, || async {
-            let (s, w) = self.get(&format!("/v1/workspaces/{name}")).await;
+            let (s, w) = self.get_as(&format!("/v1/workspaces/{name}"), token).await;
             *last.lock().unwrap() = w.clone();
             // A deleted workspace is gone from the API (404).
             let gone = state == "deleted" && s == 404;
