@@ -266,3 +266,54 @@ async fn prepared_slots_are_taken_refilled_and_cleaned_after_a_crash() {
     assert!(pool(&node).is_empty());
     assert_clean(&node, &baseline);
 }
+
+/// Stop sends SIGTERM, then SIGKILL once the grace period is over: an init
+/// that does not react to SIGTERM (stopped with SIGSTOP from the node, as a
+/// hung process would be) is killed after the grace; the same image's init,
+/// which exits on SIGTERM, is the control and stops at once with status 0.
+#[tokio::test(flavor = "multi_thread")]
+async fn stop_kills_what_ignores_sigterm_after_the_grace() {
+    let mut node = Node::new(NodeOptions::default());
+    node.start_agent().await;
+    let baseline = berth_tests::clean::nft_rules(&node.nft_table);
+    let hung = node.create(node.spec("hung")).await.expect("create hung");
+    node.create(node.spec("polite")).await.expect("create polite");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(hung.pid as i32),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    let stop = |name: &'static str| {
+        let node = &node;
+        async move {
+            let t = std::time::Instant::now();
+            let req = pb::StopRequest {
+                name: name.into(),
+                grace_seconds: 2,
+                generation: 0,
+            };
+            let st = node
+                .client()
+                .await
+                .status_call(pb::request::Command::Stop(req))
+                .await
+                .expect("stop");
+            (st, t.elapsed())
+        }
+    };
+    let (st, took) = stop("hung").await;
+    assert_eq!(st.state, pb::State::Stopped as i32);
+    assert_eq!(st.exit_code, 137, "killed by SIGKILL");
+    assert!(
+        took >= std::time::Duration::from_millis(1900) && took < std::time::Duration::from_secs(10),
+        "SIGKILL after the 2 s grace, took {took:?}"
+    );
+    assert!(node.agent_log().contains("grace period over, sending SIGKILL"));
+    let (st, took) = stop("polite").await;
+    assert_eq!((st.state, st.exit_code), (pb::State::Stopped as i32, 0));
+    assert!(took < std::time::Duration::from_millis(1500), "took {took:?}");
+    for n in ["hung", "polite"] {
+        node.delete(n).await.unwrap();
+    }
+    assert_clean(&node, &baseline);
+}

@@ -132,6 +132,13 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         www.display()
     ));
     wait_http(&format!("http://127.0.0.1:{svc_port}/"), None);
+    // ... and on IPv6.
+    let svc6_port = free_port();
+    host.spawn(&format!(
+        "python3 -m http.server {svc6_port} --bind :: --directory {}",
+        www.display()
+    ));
+    wait_http(&format!("http://[::1]:{svc6_port}/"), None);
 
     let dev = format!("{}/dev:latest", node.registry.addr);
     for name in ["wa", "wb"] {
@@ -196,6 +203,47 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
     assert!(
         !sh(&format!("nsenter --net={b_ns} busybox ping -c1 -W1 {a_ip}")).0,
         "B pinged A"
+    );
+
+    // IPv6: workspaces have link-local addresses only. A serves on its
+    // own (control: reached from A's namespace) and B does not reach it
+    // (isolated bridge ports); the node's service answers on the bridge's
+    // link-local address (control: from the node) and B does not reach it
+    // (not even neighbour discovery towards the node passes).
+    let a_ns = node.netns("wa").display().to_string();
+    let link_local = |ns: Option<&str>, dev: &str| {
+        let enter = ns.map_or(String::new(), |n| format!("nsenter --net={n} "));
+        let (_, out, _) = sh(&format!(
+            "{enter}ip -6 -o addr show dev {dev} scope link | awk '{{print $4}}' | cut -d/ -f1"
+        ));
+        out.trim().to_string()
+    };
+    let (a6, gw6) = (link_local(Some(&a_ns), "eth0"), link_local(None, &node.bridge));
+    assert!(a6.starts_with("fe80:") && gw6.starts_with("fe80:"), "{a6} {gw6}");
+    let br = &node.bridge;
+    let (code, _, err) = node
+        .sh("wa", "cd /workspace && (python3 -m http.server 7006 --bind :: >/dev/null 2>&1 &)")
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let a6_url = format!("http://[{a6}%eth0]:7006/a.txt");
+    let served = berth_tests::eventually(std::time::Duration::from_secs(5), || async {
+        sh(&format!("nsenter --net={a_ns} curl -sg -m 1 '{a6_url}'"))
+            .0
+            .then_some(())
+    })
+    .await;
+    assert!(served.is_some(), "control: A serves on its link-local address");
+    assert!(
+        !sh(&format!("nsenter --net={b_ns} curl -sg -m 2 '{a6_url}'")).0,
+        "B reached A over IPv6"
+    );
+    assert!(
+        sh(&format!("curl -sg -m 3 -o /dev/null 'http://[{gw6}%{br}]:{svc6_port}/'")).0,
+        "control: the node's service answers on the bridge's link-local address"
+    );
+    assert!(
+        !sh(&format!("nsenter --net={b_ns} curl -sg -m 2 -o /dev/null 'http://[{gw6}%eth0]:{svc6_port}/'")).0,
+        "B reached the node's service over IPv6"
     );
 
     // The internet is reachable from a workspace.

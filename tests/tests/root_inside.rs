@@ -193,6 +193,41 @@ async fn root_inside_is_not_root_on_the_node() {
     let (_, out, _) = node.sh_root("ra", "sh -c 'echo forked'").await;
     assert_eq!(out, "forked\n");
 
+    // A working directory under /proc/self/fd (runc's leaked-descriptor
+    // escape, CVE-2024-21626): whatever descriptor it names, the command
+    // either does not start or stays in the workspace: a marker file on the
+    // node is never read through it.
+    let marker = format!("berth-node-marker-{}", std::process::id());
+    std::fs::write(format!("/tmp/{marker}"), "node\n").unwrap();
+    let escape = format!("cat ../../../../../../../../tmp/{marker}");
+    for n in 3..=12 {
+        let req = berth_proto::agent::ExecRequest {
+            name: "ra".into(),
+            argv: vec!["sh".into(), "-c".into(), escape.clone()],
+            user: "root".into(),
+            cwd: format!("/proc/self/fd/{n}"),
+            ..Default::default()
+        };
+        if let Ok(out) = node.client().await.exec(req, b"").await {
+            assert!(
+                out.stdout.is_empty(),
+                "cwd /proc/self/fd/{n} reached the node's /tmp: {:?}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    // Controls: the marker is on the node; relative paths work inside.
+    assert_eq!(std::fs::read_to_string(format!("/tmp/{marker}")).unwrap(), "node\n");
+    let _ = std::fs::remove_file(format!("/tmp/{marker}"));
+    let req = berth_proto::agent::ExecRequest {
+        name: "ra".into(),
+        argv: vec!["cat".into(), "../../etc/berth-probe".into()],
+        cwd: "/tmp".into(),
+        ..Default::default()
+    };
+    let out = node.client().await.exec(req, b"").await.expect("control");
+    assert_eq!(out.stdout, b"owned\n", "control: a relative path from a real cwd");
+
     // Another workspace's files: B writes a secret; A's root cannot find it.
     let (code, _, _) = node.sh("rb", "echo s3cret > /workspace/b-secret").await;
     assert_eq!(code, 0);
