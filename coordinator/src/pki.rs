@@ -106,13 +106,13 @@ impl Ca {
         csr_der: &[u8],
         lifetime: Duration,
     ) -> Result<Issued, ApiError> {
+        // Backdated for clocks a little behind ours, by at most a quarter
+        // of the lifetime: agents renew at two thirds of the whole span, so
+        // a fixed 5 minutes would make a short-lived certificate renew at
+        // every heartbeat.
         let now = OffsetDateTime::now_utc();
-        self.sign_node_between(
-            node_id,
-            csr_der,
-            now - time::Duration::minutes(5),
-            now + lifetime,
-        )
+        let backdate = (lifetime / 4).min(Duration::from_secs(300));
+        self.sign_node_between(node_id, csr_der, now - backdate, now + lifetime)
     }
 
     /// Like `sign_node` with an explicit validity window (tests make expired ones).

@@ -601,3 +601,56 @@ async fn link_refuses_bad_identities() {
     assert_eq!(ids, ["extra", "n0"]);
     c.finish().await;
 }
+
+/// Node certificates are renewed at two thirds of their lifetime, so a node
+/// outlives many lifetimes: with 6 s certificates, the node renews a few
+/// times (not at every heartbeat), stays ready, and after 3 lifetimes a
+/// restarted agent reconnects with what it renewed (the original expired:
+/// an expired certificate is refused, see `link_refuses_bad_identities`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn node_certificates_are_renewed_before_they_expire() {
+    let mut c = Cluster::start(ClusterOptions {
+        coordinator_args: vec!["--cert-lifetime".into(), "6s".into()],
+        ..Default::default()
+    })
+    .await;
+    let cert = c.nodes[0].state_dir.join("identity/cert.pem");
+    let first = std::fs::read_to_string(&cert).unwrap();
+    c.create("a").await;
+    c.wait_state("a", "running", T).await;
+    let t0 = std::time::Instant::now();
+    while t0.elapsed() < Duration::from_secs(18) {
+        let (_, n) = c.get("/v1/nodes/n0").await;
+        assert_eq!(n["status"], "ready", "at {:?}: {n}", t0.elapsed());
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let renewals = c.nodes[0]
+        .agent_log()
+        .matches("node certificate renewed")
+        .count();
+    assert!(
+        (3..=12).contains(&renewals),
+        "{renewals} renewals in 18 s of 6 s certificates"
+    );
+    assert_ne!(std::fs::read_to_string(&cert).unwrap(), first);
+    // A fresh connection with the renewed certificate: the restarted agent
+    // says it connected (its log is appended to), and commands reach it.
+    let connected = |c: &Cluster| c.nodes[0].agent_log().matches("connected to the coordinator").count();
+    let before = connected(&c);
+    c.nodes[0].kill_agent();
+    c.nodes[0].start_agent(None);
+    let back = berth_tests::eventually(Duration::from_secs(10), || async {
+        (connected(&c) > before).then_some(())
+    })
+    .await;
+    assert!(back.is_some(), "the node did not reconnect:\n{}", c.nodes[0].agent_log());
+    let out = berth_tests::eventually(Duration::from_secs(10), || async {
+        let (_, out) = c
+            .post("/v1/workspaces/a/exec", serde_json::json!({"argv": ["echo", "still"]}))
+            .await;
+        (out["stdout"] == "still\n").then_some(out)
+    })
+    .await;
+    assert!(out.is_some(), "commands reach the restarted agent");
+    c.finish().await;
+}
