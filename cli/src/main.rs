@@ -633,6 +633,10 @@ async fn run(cli: Cli) -> Outcome {
         } => port_forward(&c, ui, target, ports, address).await,
         Cmd::Events => {
             let mut rx = c.events().await?;
+            if !ui.quiet {
+                // The stream is open: from here on no change is missed.
+                eprintln!("berth: following workspace events (Ctrl-C ends)");
+            }
             while let Some(ev) = rx.recv().await {
                 if ui.json {
                     println!("{}", serde_json::to_string(&ev).unwrap_or_default());

@@ -128,9 +128,53 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
     assert_eq!((code, &r["truncated"]), (4, &serde_json::json!(true)));
     assert_eq!(r["stdout"].as_str().unwrap().len(), 1 << 20);
 
+    // A command past --timeout is killed: exec_timeout, status 1.
+    let t = std::time::Instant::now();
+    let (code, _, err) = c
+        .berth(&admin, &["exec", "demo", "--timeout", "2s", "--", "sleep", "30"])
+        .await;
+    assert_eq!(code, 1, "{err}");
+    assert!(err.starts_with("berth: exec_timeout:"), "{err}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(15));
+
+    // Events: followed while the workspace stops and starts, one JSON line
+    // per change, each with its state.
+    let mut events = tokio::process::Command::new(berth_tests::cli_bin())
+        .args(["events", "--json"])
+        .env("HOME", c.dir.join("home"))
+        .env("BERTH_URL", &c.api)
+        .env("BERTH_TOKEN", &admin)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    use tokio::io::AsyncBufReadExt;
+    let mut lines = tokio::io::BufReader::new(events.stdout.take().unwrap()).lines();
+    let mut notes = tokio::io::BufReader::new(events.stderr.take().unwrap()).lines();
+    let following = tokio::time::timeout(std::time::Duration::from_secs(10), notes.next_line())
+        .await
+        .expect("the stream opens")
+        .unwrap()
+        .unwrap_or_default();
+    assert!(following.contains("following workspace events"), "{following}");
+
     // Stop and start wait for the state; exec on a stopped workspace is a conflict.
     let (code, out, _) = c.berth(&admin, &["stop", "demo", "-q"]).await;
     assert_eq!((code, out.as_str()), (0, "demo: stopped\n"));
+    let mut states = Vec::new();
+    while !states.iter().any(|s| s == "stopped") {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("an event within 10 s")
+            .unwrap()
+            .expect("events keep coming");
+        let ev = json(&line);
+        assert_eq!(ev["name"], "demo", "{line}");
+        states.push(ev["state"].as_str().unwrap().to_string());
+    }
+    assert!(states.contains(&"stopping".to_string()), "{states:?}");
+    drop(events);
     let (code, _, err) = c.berth(&admin, &["exec", "demo", "--", "true"]).await;
     assert_eq!(code, 1);
     assert!(err.starts_with("berth: not_running:"), "{err}");
@@ -284,6 +328,30 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
     assert!(out.contains("as bob (member)"), "{out}");
     let (code, out, _) = c.berth("", &["whoami"]).await;
     assert_eq!((code, out.as_str()), (0, "bob (member)\n"));
+
+    // Tiers, activity, one node, and a drain (its running workspace stops).
+    let (code, out, _) = c.berth(&admin, &["tiers"]).await;
+    assert_eq!(code, 0);
+    assert!(out.starts_with("TIER"), "{out}");
+    let (_, out, _) = c.berth(&admin, &["tiers", "--json"]).await;
+    let names: Vec<String> = json(&out)
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(names, ["small", "medium", "large"]);
+    let (code, out, err) = c.berth(&admin, &["activity", "demo", "--json"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(json(&out)["tunnels"].is_array(), "{out}");
+    let (code, out, _) = c.berth(&admin, &["nodes", "get", &node, "--json"]).await;
+    assert_eq!((code, &json(&out)["id"]), (0, &serde_json::json!(node)));
+    let (code, out, _) = c.berth(&admin, &["nodes", "drain", &node, "--json"]).await;
+    assert_eq!(code, 0);
+    assert_eq!(json(&out)["draining"], true);
+    c.wait_state("demo", "stopped", std::time::Duration::from_secs(30)).await;
+    let (code, _, _) = c.berth(&admin, &["nodes", "uncordon", &node]).await;
+    assert_eq!(code, 0);
 
     // Delete waits until it is gone.
     let (code, out, err) = c.berth(&admin, &["delete", "demo"]).await;
