@@ -608,6 +608,22 @@ impl Cluster {
         .replace("nft -f -", &format!("ip netns exec {} nft -f -", n.netns)));
     }
 
+    /// Keeps node `i` and its workspaces on this machine: in the node's
+    /// namespace, everything not for the cluster's bridge network (the
+    /// coordinator, the registry) or loopback is dropped, DNS included. For
+    /// tests that make the agent act on generated input (image names).
+    pub fn confine(&self, i: usize) {
+        let n = &self.nodes[i];
+        let net = format!("{}.0/24", self.host_ip.rsplit_once('.').unwrap().0);
+        run(&format!(
+            "ip netns exec {ns} nft -f - <<'EOF'\ntable inet confine {{\n \
+             chain egress {{ type filter hook output priority 0; oif lo accept; ip daddr {net} accept; oifname \"{br}\" accept; drop; }}\n \
+             chain routed {{ type filter hook forward priority -10; ip daddr {net} accept; oifname \"{br}\" accept; drop; }}\n}}\nEOF",
+            ns = n.netns,
+            br = n.bridge,
+        ));
+    }
+
     /// Heals a partition made by `partition`.
     pub fn heal(&self, i: usize) {
         run(&format!(
