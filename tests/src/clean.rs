@@ -80,7 +80,7 @@ impl Leaks {
                 })
                 .unwrap_or_default()
         };
-        let cgroups = cgroup_dirs(&node.cgroup_parent)
+        let cgroups = cgroup_dirs(node.cgroup_parent)
             .iter()
             .flat_map(|d| {
                 ls(d)

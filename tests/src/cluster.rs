@@ -371,7 +371,10 @@ impl Cluster {
         );
         let n = &self.nodes[i];
         let rules = crate::clean::nft_rules_in(&n.parts());
-        assert!(!rules.is_empty(), "node {i} has no nftables rules to compare with");
+        assert!(
+            !rules.is_empty(),
+            "node {i} has no nftables rules to compare with"
+        );
         self.nodes[i].baseline_rules = rules;
     }
 
@@ -389,7 +392,13 @@ impl Cluster {
         let (s, all) = self.get_at(&api, "/v1/workspaces?owner=*").await;
         assert_eq!(s, 200, "{all}");
         let alive = |w: &&Value| w["state"] != "deleted";
-        for w in all.as_array().cloned().unwrap_or_default().iter().filter(alive) {
+        for w in all
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .filter(alive)
+        {
             let (name, owner) = (w["name"].as_str().unwrap(), w["owner"].as_str().unwrap());
             let req = self
                 .http

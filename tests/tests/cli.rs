@@ -131,7 +131,10 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
     // A command past --timeout is killed: exec_timeout, status 1.
     let t = std::time::Instant::now();
     let (code, _, err) = c
-        .berth(&admin, &["exec", "demo", "--timeout", "2s", "--", "sleep", "30"])
+        .berth(
+            &admin,
+            &["exec", "demo", "--timeout", "2s", "--", "sleep", "30"],
+        )
         .await;
     assert_eq!(code, 1, "{err}");
     assert!(err.starts_with("berth: exec_timeout:"), "{err}");
@@ -157,7 +160,10 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         .expect("the stream opens")
         .unwrap()
         .unwrap_or_default();
-    assert!(following.contains("following workspace events"), "{following}");
+    assert!(
+        following.contains("following workspace events"),
+        "{following}"
+    );
 
     // Stop and start wait for the state; exec on a stopped workspace is a conflict.
     let (code, out, _) = c.berth(&admin, &["stop", "demo", "-q"]).await;
@@ -349,7 +355,8 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
     let (code, out, _) = c.berth(&admin, &["nodes", "drain", &node, "--json"]).await;
     assert_eq!(code, 0);
     assert_eq!(json(&out)["draining"], true);
-    c.wait_state("demo", "stopped", std::time::Duration::from_secs(30)).await;
+    c.wait_state("demo", "stopped", std::time::Duration::from_secs(30))
+        .await;
     let (code, _, _) = c.berth(&admin, &["nodes", "uncordon", &node]).await;
     assert_eq!(code, 0);
 

@@ -414,11 +414,10 @@ async fn try_link_with(addr: &str, tls: rustls::ClientConfig) -> Result<(), Stri
             berth_proto::write_frame(&mut send, &reg)
                 .await
                 .map_err(|e| e.to_string())?;
-            let answer: berth_proto::link::CoordinatorMessage =
-                berth_proto::read_frame(&mut recv)
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .ok_or("closed")?;
+            let answer: berth_proto::link::CoordinatorMessage = berth_proto::read_frame(&mut recv)
+                .await
+                .map_err(|e| e.to_string())?
+                .ok_or("closed")?;
             match answer.msg {
                 Some(berth_proto::link::coordinator_message::Msg::Registered(_)) => Ok(()),
                 other => Err(format!("{other:?}")),
@@ -575,7 +574,10 @@ async fn link_refuses_bad_identities() {
     };
     assert!(logged("node runs a workspace the store does not place there").await);
     let (_, after) = c.get("/v1/workspaces/a").await;
-    assert_eq!(after["state"], "running", "another node's inventory was applied");
+    assert_eq!(
+        after["state"], "running",
+        "another node's inventory was applied"
+    );
     berth_proto::write_frame(
         &mut send,
         &AgentMessage {
@@ -635,7 +637,12 @@ async fn node_certificates_are_renewed_before_they_expire() {
     assert_ne!(std::fs::read_to_string(&cert).unwrap(), first);
     // A fresh connection with the renewed certificate: the restarted agent
     // says it connected (its log is appended to), and commands reach it.
-    let connected = |c: &Cluster| c.nodes[0].agent_log().matches("connected to the coordinator").count();
+    let connected = |c: &Cluster| {
+        c.nodes[0]
+            .agent_log()
+            .matches("connected to the coordinator")
+            .count()
+    };
     let before = connected(&c);
     c.nodes[0].kill_agent();
     c.nodes[0].start_agent(None);
@@ -643,10 +650,17 @@ async fn node_certificates_are_renewed_before_they_expire() {
         (connected(&c) > before).then_some(())
     })
     .await;
-    assert!(back.is_some(), "the node did not reconnect:\n{}", c.nodes[0].agent_log());
+    assert!(
+        back.is_some(),
+        "the node did not reconnect:\n{}",
+        c.nodes[0].agent_log()
+    );
     let out = berth_tests::eventually(Duration::from_secs(10), || async {
         let (_, out) = c
-            .post("/v1/workspaces/a/exec", serde_json::json!({"argv": ["echo", "still"]}))
+            .post(
+                "/v1/workspaces/a/exec",
+                serde_json::json!({"argv": ["echo", "still"]}),
+            )
             .await;
         (out["stdout"] == "still\n").then_some(out)
     })

@@ -277,7 +277,9 @@ async fn stop_kills_what_ignores_sigterm_after_the_grace() {
     node.start_agent().await;
     let baseline = berth_tests::clean::nft_rules(&node.nft_table);
     let hung = node.create(node.spec("hung")).await.expect("create hung");
-    node.create(node.spec("polite")).await.expect("create polite");
+    node.create(node.spec("polite"))
+        .await
+        .expect("create polite");
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(hung.pid as i32),
         nix::sys::signal::Signal::SIGSTOP,
@@ -308,10 +310,15 @@ async fn stop_kills_what_ignores_sigterm_after_the_grace() {
         took >= std::time::Duration::from_millis(1900) && took < std::time::Duration::from_secs(10),
         "SIGKILL after the 2 s grace, took {took:?}"
     );
-    assert!(node.agent_log().contains("grace period over, sending SIGKILL"));
+    assert!(node
+        .agent_log()
+        .contains("grace period over, sending SIGKILL"));
     let (st, took) = stop("polite").await;
     assert_eq!((st.state, st.exit_code), (pb::State::Stopped as i32, 0));
-    assert!(took < std::time::Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        took < std::time::Duration::from_millis(1500),
+        "took {took:?}"
+    );
     for n in ["hung", "polite"] {
         node.delete(n).await.unwrap();
     }

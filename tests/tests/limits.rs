@@ -148,7 +148,9 @@ async fn memory_pids_cpu_and_disk_limits_hold() {
         .await;
     assert_ne!(code, 0);
     assert!(err.contains("No space left on device"), "{err}");
-    let big = std::fs::metadata(node.volume("lim").join("big")).unwrap().len();
+    let big = std::fs::metadata(node.volume("lim").join("big"))
+        .unwrap()
+        .len();
     assert!(big < 32 << 20, "{big} bytes landed on the node");
 
     node.delete("lim").await.unwrap();

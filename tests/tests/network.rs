@@ -218,11 +218,20 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
         ));
         out.trim().to_string()
     };
-    let (a6, gw6) = (link_local(Some(&a_ns), "eth0"), link_local(None, &node.bridge));
-    assert!(a6.starts_with("fe80:") && gw6.starts_with("fe80:"), "{a6} {gw6}");
+    let (a6, gw6) = (
+        link_local(Some(&a_ns), "eth0"),
+        link_local(None, &node.bridge),
+    );
+    assert!(
+        a6.starts_with("fe80:") && gw6.starts_with("fe80:"),
+        "{a6} {gw6}"
+    );
     let br = &node.bridge;
     let (code, _, err) = node
-        .sh("wa", "cd /workspace && (python3 -m http.server 7006 --bind :: >/dev/null 2>&1 &)")
+        .sh(
+            "wa",
+            "cd /workspace && (python3 -m http.server 7006 --bind :: >/dev/null 2>&1 &)",
+        )
         .await;
     assert_eq!(code, 0, "{err}");
     let a6_url = format!("http://[{a6}%eth0]:7006/a.txt");
@@ -232,17 +241,26 @@ async fn workspaces_are_isolated_but_reach_the_internet() {
             .then_some(())
     })
     .await;
-    assert!(served.is_some(), "control: A serves on its link-local address");
+    assert!(
+        served.is_some(),
+        "control: A serves on its link-local address"
+    );
     assert!(
         !sh(&format!("nsenter --net={b_ns} curl -sg -m 2 '{a6_url}'")).0,
         "B reached A over IPv6"
     );
     assert!(
-        sh(&format!("curl -sg -m 3 -o /dev/null 'http://[{gw6}%{br}]:{svc6_port}/'")).0,
+        sh(&format!(
+            "curl -sg -m 3 -o /dev/null 'http://[{gw6}%{br}]:{svc6_port}/'"
+        ))
+        .0,
         "control: the node's service answers on the bridge's link-local address"
     );
     assert!(
-        !sh(&format!("nsenter --net={b_ns} curl -sg -m 2 -o /dev/null 'http://[{gw6}%eth0]:{svc6_port}/'")).0,
+        !sh(&format!(
+            "nsenter --net={b_ns} curl -sg -m 2 -o /dev/null 'http://[{gw6}%eth0]:{svc6_port}/'"
+        ))
+        .0,
         "B reached the node's service over IPv6"
     );
 

@@ -19,7 +19,8 @@ async fn place(c: &Cluster, names: &[&str]) -> BTreeMap<String, usize> {
     let mut on = BTreeMap::new();
     for n in names {
         let w = c.wait_state(n, "running", T).await;
-        *on.entry(w["node"].as_str().unwrap().to_string()).or_default() += 1;
+        *on.entry(w["node"].as_str().unwrap().to_string())
+            .or_default() += 1;
     }
     on
 }
@@ -34,7 +35,11 @@ async fn spread_binpack_drain_and_unreachable_nodes() {
     .await;
     // Spread: four workspaces, two on each node.
     let on = place(&c, &["s1", "s2", "s3", "s4"]).await;
-    assert_eq!(on.values().copied().collect::<Vec<_>>(), [2, 2], "spread: {on:?}");
+    assert_eq!(
+        on.values().copied().collect::<Vec<_>>(),
+        [2, 2],
+        "spread: {on:?}"
+    );
     // Binpack (control): the next two go to the same node.
     c.kill_coordinator();
     c.set_coordinator_args(vec!["--strategy".into(), "binpack".into()]);
@@ -46,16 +51,27 @@ async fn spread_binpack_drain_and_unreachable_nodes() {
     // volumes stay), n0's are untouched, and new workspaces go to n0.
     let (s, n) = c.post("/v1/nodes/n1/drain", json!({})).await;
     assert_eq!(s, 200, "{n}");
-    assert_eq!((&n["cordoned"], &n["draining"]), (&json!(true), &json!(true)));
+    assert_eq!(
+        (&n["cordoned"], &n["draining"]),
+        (&json!(true), &json!(true))
+    );
     let (_, all) = c.get("/v1/workspaces").await;
     for w in all.as_array().unwrap() {
         let name = w["name"].as_str().unwrap();
-        let want = if w["node"] == "n1" { "stopped" } else { "running" };
+        let want = if w["node"] == "n1" {
+            "stopped"
+        } else {
+            "running"
+        };
         c.wait_state(name, want, T).await;
     }
     assert!(c.nodes[1].running_tasks().is_empty(), "n1 runs nothing");
     let on = place(&c, &["d1", "d2"]).await;
-    assert_eq!(on.keys().collect::<Vec<_>>(), ["n0"], "after the drain: {on:?}");
+    assert_eq!(
+        on.keys().collect::<Vec<_>>(),
+        ["n0"],
+        "after the drain: {on:?}"
+    );
     let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
     assert_eq!(s, 200);
 
@@ -69,7 +85,11 @@ async fn spread_binpack_drain_and_unreachable_nodes() {
     .await;
     assert!(seen.is_some(), "n0 is seen unreachable");
     let on = place(&c, &["u1", "u2"]).await;
-    assert_eq!(on.keys().collect::<Vec<_>>(), ["n1"], "while n0 is cut: {on:?}");
+    assert_eq!(
+        on.keys().collect::<Vec<_>>(),
+        ["n1"],
+        "while n0 is cut: {on:?}"
+    );
     c.heal(0);
     let back = berth_tests::eventually(Duration::from_secs(10), || async {
         let (_, n) = c.get("/v1/nodes/n0").await;

@@ -161,7 +161,13 @@ async fn failed_workspaces_hold_only_what_their_state_says() {
     let (s, w) = c.post("/v1/workspaces", body("lost", missing)).await;
     assert_eq!(s, 201, "{w}");
     let w = c.wait_state("lost", "failed", T).await;
-    assert!(w["reason"].as_str().unwrap_or("").contains("image_not_found"), "{w}");
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("image_not_found"),
+        "{w}"
+    );
     allocation_matches(&c, "failed on image_not_found").await;
     // Started again: placed anew, failed again.
     let (s, w) = c.post("/v1/workspaces/lost/start", json!({})).await;
@@ -178,12 +184,21 @@ async fn failed_workspaces_hold_only_what_their_state_says() {
 
     // The start timeout: the node waits on a registry that never answers.
     let (s, w) = c
-        .post("/v1/workspaces", body("stuck", format!("{silent_addr}/tiny:latest")))
+        .post(
+            "/v1/workspaces",
+            body("stuck", format!("{silent_addr}/tiny:latest")),
+        )
         .await;
     assert_eq!(s, 201, "{w}");
     allocation_matches(&c, "stuck placed").await;
     let w = c.wait_state("stuck", "failed", T).await;
-    assert!(w["reason"].as_str().unwrap_or("").contains("timed out while scheduled"), "{w}");
+    assert!(
+        w["reason"]
+            .as_str()
+            .unwrap_or("")
+            .contains("timed out while scheduled"),
+        "{w}"
+    );
     allocation_matches(&c, "failed on the start timeout").await;
     c.delete("/v1/workspaces/stuck").await;
     c.wait_state("stuck", "deleted", T).await;

@@ -217,7 +217,10 @@ async fn root_inside_is_not_root_on_the_node() {
         }
     }
     // Controls: the marker is on the node; relative paths work inside.
-    assert_eq!(std::fs::read_to_string(format!("/tmp/{marker}")).unwrap(), "node\n");
+    assert_eq!(
+        std::fs::read_to_string(format!("/tmp/{marker}")).unwrap(),
+        "node\n"
+    );
     let _ = std::fs::remove_file(format!("/tmp/{marker}"));
     let req = berth_proto::agent::ExecRequest {
         name: "ra".into(),
@@ -226,7 +229,10 @@ async fn root_inside_is_not_root_on_the_node() {
         ..Default::default()
     };
     let out = node.client().await.exec(req, b"").await.expect("control");
-    assert_eq!(out.stdout, b"owned\n", "control: a relative path from a real cwd");
+    assert_eq!(
+        out.stdout, b"owned\n",
+        "control: a relative path from a real cwd"
+    );
 
     // Another workspace's files: B writes a secret; A's root cannot find it.
     let (code, _, _) = node.sh("rb", "echo s3cret > /workspace/b-secret").await;

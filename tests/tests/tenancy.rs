@@ -81,20 +81,38 @@ async fn members_reach_only_their_own_workspaces() {
         c.wait_state_as("alices", "running", T, &alice).await;
     };
     let (seen, ()) = tokio::join!(alice_events, work);
-    assert!(seen.iter().any(|n| n == "alices"), "control: alice's own events: {seen:?}");
-    assert!(!seen.iter().any(|n| n == "bobs"), "alice saw bob's events: {seen:?}");
+    assert!(
+        seen.iter().any(|n| n == "alices"),
+        "control: alice's own events: {seen:?}"
+    );
+    assert!(
+        !seen.iter().any(|n| n == "bobs"),
+        "alice saw bob's events: {seen:?}"
+    );
 
     // Every door to bob's workspace, as alice (404: she cannot even learn
     // it exists; 403 when she names its owner) and as bob (the control).
     let http = reqwest::Client::new();
     let doors: [(&str, &str, Option<Value>); 10] = [
         ("GET", "/v1/workspaces/bobs", None),
-        ("POST", "/v1/workspaces/bobs/exec", Some(json!({"argv": ["true"]}))),
-        ("POST", "/v1/workspaces/bobs/exec/stream", Some(json!({"argv": ["true"]}))),
+        (
+            "POST",
+            "/v1/workspaces/bobs/exec",
+            Some(json!({"argv": ["true"]})),
+        ),
+        (
+            "POST",
+            "/v1/workspaces/bobs/exec/stream",
+            Some(json!({"argv": ["true"]})),
+        ),
         ("GET", "/v1/workspaces/bobs/activity", None),
         ("GET", "/v1/workspaces/bobs/ssh-host-key", None),
         ("GET", "/v1/workspaces/bobs/public-ports", None),
-        ("PUT", "/v1/workspaces/bobs/ports/8080/visibility", Some(json!({"public": true}))),
+        (
+            "PUT",
+            "/v1/workspaces/bobs/ports/8080/visibility",
+            Some(json!({"public": true})),
+        ),
         ("POST", "/v1/workspaces/bobs/stop", Some(json!({}))),
         ("POST", "/v1/workspaces/bobs/start", Some(json!({}))),
         ("DELETE", "/v1/workspaces/bobs", None),
@@ -117,12 +135,20 @@ async fn members_reach_only_their_own_workspaces() {
         );
         let sep = if path.contains('?') { '&' } else { '?' };
         let r = send(&alice, format!("{path}{sep}owner=bob")).await.unwrap();
-        assert_eq!(r.status().as_u16(), 403, "alice naming bob: {method} {path}");
+        assert_eq!(
+            r.status().as_u16(),
+            403,
+            "alice naming bob: {method} {path}"
+        );
         if *method == "DELETE" || path.ends_with("/stop") {
             continue; // the control of these would end the test's workspace
         }
         let r = send(&bob, path.to_string()).await.unwrap();
-        assert!(r.status().is_success(), "control: bob {method} {path}: {}", r.status());
+        assert!(
+            r.status().is_success(),
+            "control: bob {method} {path}: {}",
+            r.status()
+        );
     }
     // Tunnels: a port, SSH and the terminal.
     for (path, proto) in [
@@ -143,13 +169,21 @@ async fn members_reach_only_their_own_workspaces() {
     req.headers_mut()
         .insert("authorization", format!("Bearer {alice}").parse().unwrap());
     let e = tokio_tungstenite::connect_async(req).await.unwrap_err();
-    assert!(e.to_string().contains("404"), "alice's terminal to bobs: {e}");
+    assert!(
+        e.to_string().contains("404"),
+        "alice's terminal to bobs: {e}"
+    );
     // Bob's workspace is untouched by all of it (it runs, nothing stopped it).
     let w = c.wait_state_as("bobs", "running", T, &bob).await;
     assert_eq!(w["desired"], "running");
     // Alice's list holds her workspace only; bob's his.
     let (_, mine) = c.get_as("/v1/workspaces", &alice).await;
-    let names: Vec<&str> = mine.as_array().unwrap().iter().map(|w| w["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = mine
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["alices"]);
 
     // From inside a workspace, the coordinator's host (where agents reach
@@ -184,15 +218,15 @@ async fn members_reach_only_their_own_workspaces() {
                 &alice,
             )
             .await;
-        assert_eq!(out["stdout"], "", "a workspace reached the coordinator's host: {probe}: {out}");
+        assert_eq!(
+            out["stdout"], "",
+            "a workspace reached the coordinator's host: {probe}: {out}"
+        );
         assert!(
             out["stderr"].as_str().unwrap_or("").contains("timed out"),
             "the probe ran and timed out: {out}"
         );
-        let (_, got, err) = berth_tests::sh(&format!(
-            "ip netns exec {} {probe}",
-            c.nodes[0].netns
-        ));
+        let (_, got, err) = berth_tests::sh(&format!("ip netns exec {} {probe}", c.nodes[0].netns));
         assert!(
             got == "open\n" || got == "udp-echo\n",
             "control: the node's namespace: {probe}: {got:?} {err}"
