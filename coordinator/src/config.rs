@@ -1,76 +1,35 @@
-//! The coordinator's configuration file (TOML, `--config`): for now the
-//! resource tiers workspaces are created from, with what each grants beyond
-//! the security defaults. Parsed strictly (unknown keys are errors) and
-//! validated by a pure function; every error names its key.
+//! The coordinator's configuration: `Config`, what it runs with (from its
+//! flags and its file), and the configuration file (TOML, `--config`): for
+//! now the resource tiers workspaces are created from, with what each grants
+//! beyond the security defaults. The file is parsed strictly (unknown keys
+//! are errors) and validated by a pure function; every error names its key.
 
+use crate::domain::tier::{bounds, Tier, Tiers};
+use crate::link::quic::LinkConfig;
+use crate::service::Timing;
 use berth_proto::units::parse_size;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use serde::Deserialize;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
-/// A resource tier: a workspace's default resources and its policy.
-#[derive(Debug, Clone, PartialEq, Serialize, ToSchema)]
-pub struct Tier {
-    pub name: String,
-    pub cpu_millis: u32,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub pids: u32,
-    /// Workspaces of this tier may create nested user namespaces (rootless
-    /// tools inside); refused by seccomp otherwise.
-    pub nested_userns: bool,
-    /// Private IPv4 ranges its workspaces may reach beyond the egress
-    /// policy (DNS and the internet); cloud metadata never.
-    pub egress_allow: Vec<String>,
-}
-
-/// The tiers of a coordinator, in the order the configuration lists them.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Tiers(Vec<Tier>);
-
-impl Default for Tiers {
-    fn default() -> Self {
-        let t = |name: &str, cpu: u32, mem_mib: u64, disk_gib: u64| Tier {
-            name: name.into(),
-            cpu_millis: cpu,
-            memory_bytes: mem_mib << 20,
-            disk_bytes: disk_gib << 30,
-            pids: 4096,
-            nested_userns: false,
-            egress_allow: Vec::new(),
-        };
-        Self(vec![
-            t("small", 1000, 2048, 10),
-            t("medium", 2000, 4096, 30),
-            t("large", 4000, 8192, 60),
-        ])
-    }
-}
-
-impl Tiers {
-    /// The tier named `name`.
-    pub fn get(&self, name: &str) -> Option<&Tier> {
-        self.0.iter().find(|t| t.name == name)
-    }
-
-    /// Every tier.
-    pub fn all(&self) -> Vec<Tier> {
-        self.0.clone()
-    }
-
-    /// The tier a create names none of: `small` if there is one, else the first.
-    pub fn default_name(&self) -> &str {
-        self.get("small")
-            .or(self.0.first())
-            .map_or("small", |t| t.name.as_str())
-    }
-}
-
-/// Bounds a workspace's resources must stay within (the API's own).
-pub mod bounds {
-    pub const CPU_MILLIS: std::ops::RangeInclusive<u32> = 10..=64_000;
-    pub const MEMORY_BYTES: std::ops::RangeInclusive<u64> = (16 << 20)..=(256 << 30);
-    pub const DISK_BYTES: std::ops::RangeInclusive<u64> = (16 << 20)..=(1 << 40);
-    pub const PIDS: std::ops::RangeInclusive<u32> = 16..=65_536;
+/// Everything a coordinator needs to run.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the SQLite store and the first admin token live.
+    pub data_dir: PathBuf,
+    /// `sqlite:///...` or `postgres://...`; default: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    pub api_listen: SocketAddr,
+    pub link: LinkConfig,
+    pub timing: Timing,
+    /// This coordinator's name in placement records.
+    pub id: String,
+    /// Wildcard domain of previews: `{port}-{workspace}.{domain}`.
+    pub preview_domain: Option<String>,
+    /// Image of a workspace created without one.
+    pub default_image: Option<String>,
+    /// The resource tiers (from the configuration file, or the built-in three).
+    pub tiers: Tiers,
 }
 
 /// The file as written.
@@ -156,7 +115,7 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
             key: key(k),
             reason,
         };
-        crate::validate::tier_name(&t.name).map_err(|e| bad("name", e))?;
+        crate::domain::validate::tier_name(&t.name).map_err(|e| bad("name", e))?;
         if out.iter().any(|o| o.name == t.name) {
             return Err(bad("name", format!("{:?} is listed twice", t.name)));
         }
@@ -198,7 +157,9 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
             egress_allow: t.egress_allow,
         });
     }
-    Ok(FileConfig { tiers: Tiers(out) })
+    Ok(FileConfig {
+        tiers: Tiers::new(out),
+    })
 }
 
 fn invalid(key: &str, reason: &str) -> ConfigError {

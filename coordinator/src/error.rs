@@ -1,43 +1,62 @@
-//! The coordinator's error: an HTTP status, a stable machine-readable code
-//! (docs/errors.md) and a message for humans. User input never yields a 5xx.
+//! The coordinator's error: what kind of failure it is, a stable
+//! machine-readable code (docs/errors.md) and a message for humans. No
+//! transport status here: `http::error` maps kinds to HTTP statuses in one
+//! place. User input never yields an internal error.
 
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use serde::Serialize;
+/// What kind of failure an error is, whatever layer it came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// The request cannot be read (a body, a query, a path).
+    BadRequest,
+    /// A value is not acceptable.
+    Invalid,
+    /// No valid credentials.
+    Unauthorized,
+    /// The caller may not do this.
+    Forbidden,
+    NotFound,
+    /// The endpoint exists; the method does not.
+    MethodNotAllowed,
+    /// The request conflicts with the current state.
+    Conflict,
+    /// The body is larger than the API reads.
+    TooLarge,
+    /// The request must switch protocols (an upgrade) to be served.
+    UpgradeRequired,
+    /// A dependency (the store, the node) is not available now.
+    Unavailable,
+    /// The node answered with an error, or the link to it broke.
+    Node,
+    /// What was asked did not finish in the time it was given.
+    Timeout,
+    /// A bug or an environment failure.
+    Internal,
+}
 
-/// An error as the API returns it.
+/// An error with its kind, stable code and message.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
-pub struct ApiError {
-    pub status: u16,
+pub struct Error {
+    pub kind: Kind,
     pub code: &'static str,
     pub message: String,
 }
 
-/// The JSON body of every error response.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-pub struct ErrorBody {
-    /// Stable, machine-readable code, e.g. `not_found`.
-    pub code: String,
-    /// What went wrong, for humans.
-    pub message: String,
-}
-
-impl ApiError {
-    fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+impl Error {
+    pub fn new(kind: Kind, code: &'static str, message: impl Into<String>) -> Self {
         Self {
-            status,
+            kind,
             code,
             message: message.into(),
         }
     }
-    /// 422: the request is well-formed but a value is not acceptable.
+    /// A value is not acceptable.
     pub fn invalid(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(422, code, message)
+        Self::new(Kind::Invalid, code, message)
     }
-    /// 400: the request cannot be read.
+    /// The request cannot be read.
     pub fn bad_request(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(400, code, message)
+        Self::new(Kind::BadRequest, code, message)
     }
     /// The same error under another stable code.
     pub fn with_code(mut self, code: &'static str) -> Self {
@@ -45,50 +64,49 @@ impl ApiError {
         self
     }
     pub fn unauthorized(message: impl Into<String>) -> Self {
-        Self::new(401, "unauthorized", message)
+        Self::new(Kind::Unauthorized, "unauthorized", message)
     }
     pub fn forbidden(message: impl Into<String>) -> Self {
-        Self::new(403, "forbidden", message)
+        Self::new(Kind::Forbidden, "forbidden", message)
     }
     pub fn not_found(message: impl Into<String>) -> Self {
-        Self::new(404, "not_found", message)
+        Self::new(Kind::NotFound, "not_found", message)
     }
-    /// 409: the request conflicts with the current state.
+    /// The request conflicts with the current state.
     pub fn conflict(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(409, code, message)
+        Self::new(Kind::Conflict, code, message)
     }
-    /// 503: a dependency (the store, the node) is not available now.
+    /// A dependency (the store, the node) is not available now.
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(503, code, message)
+        Self::new(Kind::Unavailable, code, message)
     }
     pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(500, "internal", message)
+        Self::new(Kind::Internal, "internal", message)
     }
-    /// 502/504: the node answered with an error or not at all.
+    /// The node answered with an error or its link broke.
     pub fn node(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(502, code, message)
+        Self::new(Kind::Node, code, message)
     }
-    /// 405: the endpoint exists, the method does not.
+    /// The endpoint exists, the method does not.
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
-        Self::new(405, "method_not_allowed", message)
+        Self::new(Kind::MethodNotAllowed, "method_not_allowed", message)
     }
-    /// 413: the body is larger than the API reads.
+    /// The body is larger than the API reads.
     pub fn too_large(message: impl Into<String>) -> Self {
-        Self::new(413, "body_too_large", message)
+        Self::new(Kind::TooLarge, "body_too_large", message)
     }
-    /// 504: what was asked did not finish in the time it was given.
+    /// What was asked did not finish in the time it was given.
     pub fn timeout(code: &'static str, message: impl Into<String>) -> Self {
-        Self::new(504, code, message)
+        Self::new(Kind::Timeout, code, message)
     }
-    /// 426: the request must switch protocols (an upgrade) to be served.
+    /// The request must switch protocols (an upgrade) to be served.
     pub fn upgrade_required(message: impl Into<String>) -> Self {
-        Self::new(426, "upgrade_required", message)
+        Self::new(Kind::UpgradeRequired, "upgrade_required", message)
     }
 }
 
-impl From<sqlx::Error> for ApiError {
+impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
-        tracing::error!(error = %e, "store");
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
                 Self::unavailable(
@@ -111,16 +129,5 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = ErrorBody {
-            code: self.code.to_string(),
-            message: self.message,
-        };
-        (status, axum::Json(body)).into_response()
-    }
-}
-
 /// Result of the coordinator's fallible operations.
-pub type Result<T, E = ApiError> = std::result::Result<T, E>;
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,50 +1,27 @@
 //! berth-coordinator: keeps the desired state in SQL, schedules workspaces
 //! onto agents over mutual-TLS QUIC and serves the REST API.
 //!
-//! Pure logic (`scheduler`, `lifecycle`, `validate`) is sans-IO; `store`,
-//! `agents` and `api` are the boundaries; `controller` connects them.
+//! Dependencies point one way: `http` (the API, thin adapters) → `service`
+//! (the one writer: workspaces, intents, the reconcile loops) → `domain`
+//! (pure decisions, `now` passed in), `store` (SQL), `link` (the agents,
+//! behind the `NodeLink` trait). `auth`, `pki`, `config` and `error` sit
+//! below them. This file only wires them together.
 
-pub mod agents;
-pub mod api;
 pub mod auth;
-pub mod capacity;
 pub mod config;
-pub mod controller;
+pub mod domain;
 pub mod error;
-pub mod lifecycle;
+pub mod http;
+pub mod link;
 pub mod pki;
-pub mod previews;
-pub mod scheduler;
-pub mod signin;
+pub mod service;
 pub mod store;
-pub mod terminal;
-pub mod tunnels;
-pub mod validate;
 
-use crate::error::{ApiError, Result};
+pub use config::Config;
+
+use crate::error::{Error, Result};
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-
-/// Everything a coordinator needs to run.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Where the SQLite store and the first admin token live.
-    pub data_dir: PathBuf,
-    /// `sqlite:///...` or `postgres://...`; default: SQLite in `data_dir`.
-    pub database_url: Option<String>,
-    pub api_listen: SocketAddr,
-    pub link: agents::LinkConfig,
-    pub timing: controller::Timing,
-    /// This coordinator's name in placement records.
-    pub id: String,
-    /// Wildcard domain of previews: `{port}-{workspace}.{domain}`.
-    pub preview_domain: Option<String>,
-    /// Image of a workspace created without one.
-    pub default_image: Option<String>,
-    /// The resource tiers (from the configuration file, or the built-in three).
-    pub tiers: config::Tiers,
-}
 
 /// A running coordinator's addresses.
 #[derive(Debug, Clone)]
@@ -56,7 +33,7 @@ pub struct Bound {
 /// Opens the store this configuration names.
 pub async fn open_store(cfg: &Config) -> Result<store::Store> {
     std::fs::create_dir_all(&cfg.data_dir)
-        .map_err(|e| ApiError::internal(format!("mkdir {}: {e}", cfg.data_dir.display())))?;
+        .map_err(|e| Error::internal(format!("mkdir {}: {e}", cfg.data_dir.display())))?;
     let url = cfg
         .database_url
         .clone()
@@ -92,22 +69,28 @@ pub async fn run(
             path.display()
         );
     }
-    let (agents, link_events) = agents::Agents::new(store.clone(), ca.clone(), cfg.link.clone());
-    let endpoint = agents.bind()?;
-    let ctl =
-        controller::Controller::new(cfg.id.clone(), store, agents.clone(), cfg.timing.clone());
-    let state = api::AppState {
-        ctl: ctl.clone(),
-        tiers: Arc::new(cfg.tiers.clone()),
+    let (link, link_events) = link::quic::QuicLink::new(ca.clone(), cfg.link.clone());
+    let endpoint = link.bind()?;
+    let svc = service::Service::new(service::Parts {
+        id: cfg.id.clone(),
+        store,
+        link: Arc::new(link.clone()),
+        timing: cfg.timing.clone(),
+        tiers: cfg.tiers.clone(),
+        default_image: cfg.default_image.clone(),
+        ca_fingerprint: ca.fingerprint(),
+        clock: service::system_clock(),
+    });
+    let state = http::AppState {
+        svc: svc.clone(),
         ca_fingerprint: ca.fingerprint(),
         preview_domain: cfg.preview_domain.clone(),
-        default_image: cfg.default_image.clone(),
         links: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|e| {
-            ApiError::unavailable(
+            Error::unavailable(
                 "bind_failed",
                 format!("bind API on {}: {e}", cfg.api_listen),
             )
@@ -115,41 +98,27 @@ pub async fn run(
     let bound = Bound {
         api: listener
             .local_addr()
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+            .map_err(|e| Error::internal(e.to_string()))?,
         link: endpoint
             .local_addr()
-            .map_err(|e| ApiError::internal(e.to_string()))?,
+            .map_err(|e| Error::internal(e.to_string()))?,
     };
     tracing::info!(api = %bound.api, link = %bound.link, ca = %ca.fingerprint(), "coordinator ready");
     on_bound(&bound);
-    // Host-routed previews are rewritten before routing, so the layer wraps the router.
-    let app = tower::Layer::layer(
-        &axum::middleware::from_fn_with_state(state.clone(), previews::by_host),
-        api::router(state),
-    );
-    let app = axum::ServiceExt::<axum::extract::Request>::into_make_service(app);
     tokio::select! {
-        r = axum::serve(listener, app) => r.map_err(|e| ApiError::internal(format!("API server: {e}")))?,
-        _ = agents.serve(endpoint.clone()) => {}
-        _ = ctl.run(link_events) => {}
+        r = http::serve(listener, state) => r.map_err(|e| Error::internal(format!("API server: {e}")))?,
+        _ = link.serve(endpoint.clone()) => {}
+        _ = svc.run(link_events) => {}
         _ = shutdown => tracing::info!("shutting down"),
     }
     endpoint.close(0u32.into(), b"coordinator shutting down");
     Ok(())
 }
 
-/// Writes a secret file readable by its owner only.
+/// Writes a secret file readable by its owner only (atomically).
 pub fn write_secret(path: &std::path::Path, text: &str) -> Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))?;
-    writeln!(f, "{text}").map_err(|e| ApiError::internal(format!("write {}: {e}", path.display())))
+    berth_proto::files::write_private(path, format!("{text}\n").as_bytes())
+        .map_err(|e| Error::internal(format!("write {}: {e}", path.display())))
 }
 
 pub use berth_proto::units::parse_duration;

@@ -1,9 +1,10 @@
 //! `berth-coordinator`: runs the coordinator (`run`, the default) and
 //! offers offline admin commands against its store.
 
-use berth_coordinator::{
-    agents::LinkConfig, controller::Timing, parse_duration, scheduler::Strategy, Config,
-};
+use berth_coordinator::domain::scheduler::Strategy;
+use berth_coordinator::link::quic::LinkConfig;
+use berth_coordinator::service::Timing;
+use berth_coordinator::{parse_duration, Config};
 use clap::{Args, Parser, Subcommand};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -232,21 +233,18 @@ async fn main() -> std::process::ExitCode {
 }
 
 async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
-    use berth_coordinator::{auth, cluster_ca, open_store, validate};
+    use berth_coordinator::{auth, cluster_ca, domain::validate, open_store};
     let store = open_store(cfg).await?;
     match a {
         Admin::Token(TokenCmd::Create { user, role }) => {
             validate::user_name(&user)?;
-            let admin = match role.as_str() {
-                "admin" => true,
-                "member" => false,
-                _ => {
-                    return Err(berth_coordinator::error::ApiError::invalid(
-                        "invalid_role",
-                        "role must be admin or member",
-                    ))
-                }
-            };
+            let role = berth_proto::api::Role::parse(&role).ok_or_else(|| {
+                berth_coordinator::error::Error::invalid(
+                    "invalid_role",
+                    "role must be admin or member",
+                )
+            })?;
+            let admin = role == berth_proto::api::Role::Admin;
             println!("{}", auth::create_api_token(&store, &user, admin).await?);
         }
         Admin::JoinToken(JoinCmd::Create { ttl }) => {
@@ -256,6 +254,7 @@ async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
                 &ca.fingerprint(),
                 "admin-cli",
                 ttl.as_secs().max(1),
+                berth_proto::units::now_ms(),
             )
             .await?;
             println!("{t}");

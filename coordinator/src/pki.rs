@@ -8,7 +8,7 @@
 //! chain includes the CA so a joining agent can check the CA against the
 //! fingerprint in its join token.
 
-use crate::error::ApiError;
+use crate::error::Error;
 use rcgen::{
     BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName,
     DnType, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
@@ -47,13 +47,13 @@ pub struct Issued {
     pub not_after_unix: i64,
 }
 
-fn pki_err(e: impl std::fmt::Display) -> ApiError {
-    ApiError::internal(format!("pki: {e}"))
+fn pki_err(e: impl std::fmt::Display) -> Error {
+    Error::internal(format!("pki: {e}"))
 }
 
 impl Ca {
     /// A new CA (ECDSA P-256, ten years).
-    pub fn generate() -> Result<(String, String), ApiError> {
+    pub fn generate() -> Result<(String, String), Error> {
         let key = KeyPair::generate().map_err(pki_err)?;
         let mut p = CertificateParams::new(Vec::<String>::new()).map_err(pki_err)?;
         let mut dn = DistinguishedName::new();
@@ -73,7 +73,7 @@ impl Ca {
     }
 
     /// Loads a CA from its PEM certificate and key.
-    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, ApiError> {
+    pub fn load(cert_pem: &str, key_pem: &str) -> Result<Self, Error> {
         let key = KeyPair::from_pem(key_pem).map_err(pki_err)?;
         let params = CertificateParams::from_ca_cert_pem(cert_pem).map_err(pki_err)?;
         // Re-signing the parsed parameters gives an issuer object with the
@@ -105,7 +105,7 @@ impl Ca {
         node_id: &str,
         csr_der: &[u8],
         lifetime: Duration,
-    ) -> Result<Issued, ApiError> {
+    ) -> Result<Issued, Error> {
         // Backdated for clocks a little behind ours, by at most a quarter
         // of the lifetime: agents renew at two thirds of the whole span, so
         // a fixed 5 minutes would make a short-lived certificate renew at
@@ -122,10 +122,10 @@ impl Ca {
         csr_der: &[u8],
         not_before: OffsetDateTime,
         not_after: OffsetDateTime,
-    ) -> Result<Issued, ApiError> {
+    ) -> Result<Issued, Error> {
         let der = rustls::pki_types::CertificateSigningRequestDer::from(csr_der.to_vec());
         let mut csr = CertificateSigningRequestParams::from_der(&der)
-            .map_err(|e| ApiError::invalid("bad_csr", format!("the CSR does not parse: {e}")))?;
+            .map_err(|e| Error::invalid("bad_csr", format!("the CSR does not parse: {e}")))?;
         let san = format!("{node_id}{NODE_SAN_SUFFIX}");
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, node_id);
@@ -149,7 +149,7 @@ impl Ca {
     pub fn server_cert(
         &self,
         extra_names: &[String],
-    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), ApiError> {
+    ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
         let key = KeyPair::generate().map_err(pki_err)?;
         let mut names = vec![SERVER_NAME.to_string()];
         names.extend(extra_names.iter().cloned());
@@ -177,7 +177,7 @@ pub fn server_tls(
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     alpn: &[&[u8]],
-) -> Result<rustls::ServerConfig, ApiError> {
+) -> Result<rustls::ServerConfig, Error> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(ca.der()).map_err(pki_err)?;
     let verifier =

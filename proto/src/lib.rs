@@ -5,6 +5,8 @@
 //! socket and on QUIC streams between agent and coordinator.
 #![forbid(unsafe_code)]
 
+pub mod api;
+pub mod codes;
 pub mod exec_stream;
 pub mod files;
 pub mod frame;

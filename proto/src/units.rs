@@ -36,6 +36,13 @@ pub fn format_size(n: u64) -> String {
     }
 }
 
+/// Milliseconds since the Unix epoch, by the system clock (0 before 1970).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
 /// Seconds since the Unix epoch as RFC 3339 in UTC, e.g. "2026-11-18T11:06:40Z".
 pub fn rfc3339(secs: i64) -> String {
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));

@@ -25,13 +25,16 @@
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
-use berth_coordinator::agents::{Agents, LinkConfig};
-use berth_coordinator::controller::{Controller, Timing};
+use berth_coordinator::domain::scheduler::{self, Request, Resources, Strategy};
+use berth_coordinator::link::{Duplex, LinkError, NodeLink};
 use berth_coordinator::pki::Ca;
-use berth_coordinator::scheduler::{self, Request, Resources, Strategy};
-use berth_coordinator::store::{now_ms, Store};
+use berth_coordinator::service::{Parts, Service, Timing};
+use berth_coordinator::store::Store;
+use berth_proto::agent as pb;
+use berth_proto::units::now_ms;
 use berth_tests::bench::{iters, percentile, record, rss_kib, sorted};
 use berth_tests::{Cluster, ClusterOptions, Coordinator, Postgres};
+use futures::future::BoxFuture;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -103,31 +106,51 @@ async fn seed_workspaces(store: &Store, n: usize, now: i64) {
     }
 }
 
-fn controller(store: Store) -> Controller {
-    let (cert, key) = Ca::generate().unwrap();
-    let ca = Ca::load(&cert, &key).unwrap();
-    let (agents, _events) = Agents::new(
-        store.clone(),
-        ca,
-        LinkConfig {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            cert_lifetime: Duration::from_secs(3600),
-            heartbeat: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(8),
-            server_names: vec![],
-            cpu_overcommit: 1.0,
-        },
-    );
-    Controller::new(
-        "bench".into(),
+/// A link with no node connected: the scheduling passes place workspaces
+/// and send nothing (the simulated agents are rows only).
+struct NoNodes;
+
+impl NodeLink for NoNodes {
+    fn connected(&self) -> Vec<String> {
+        Vec::new()
+    }
+    fn is_connected(&self, _: &str) -> bool {
+        false
+    }
+    fn call(
+        &self,
+        node: &str,
+        _: pb::request::Command,
+        _: Duration,
+    ) -> BoxFuture<'_, Result<pb::response::Result, LinkError>> {
+        let e = LinkError::NotConnected(node.into());
+        Box::pin(async move { Err(e) })
+    }
+    fn open(
+        &self,
+        node: &str,
+        _: pb::request::Command,
+    ) -> BoxFuture<'_, Result<(Duplex, pb::response::Result), LinkError>> {
+        let e = LinkError::NotConnected(node.into());
+        Box::pin(async move { Err(e) })
+    }
+}
+
+fn service(store: Store) -> Service {
+    Service::new(Parts {
+        id: "bench".into(),
         store,
-        agents,
-        Timing {
+        link: Arc::new(NoNodes),
+        timing: Timing {
             // The simulated agents do not heartbeat: keep them ready.
             unreachable_after: Duration::from_secs(86_400),
             ..Default::default()
         },
-    )
+        tiers: Default::default(),
+        default_image: None,
+        ca_fingerprint: String::new(),
+        clock: berth_coordinator::service::system_clock(),
+    })
 }
 
 async fn placement(backend: &str, url: &str) {
@@ -136,7 +159,7 @@ async fn placement(backend: &str, url: &str) {
     let now = now_ms();
     seed_nodes(&store, now).await;
     seed_workspaces(&store, n, now).await;
-    let ctl = controller(store.clone());
+    let ctl = service(store.clone());
 
     // Decision latency of the pure scheduler over the 5,000 node views.
     let fleet = scheduler::Fleet::new(ctl.views(&store.nodes().await.unwrap(), now_ms()));
@@ -167,7 +190,10 @@ async fn placement(backend: &str, url: &str) {
     let read_nodes = t.elapsed().as_secs_f64() * 1000.0;
     let t = Instant::now();
     let _ = store
-        .workspaces_in(&[berth_coordinator::lifecycle::State::Pending], 1024)
+        .workspaces_in(
+            &[berth_coordinator::domain::lifecycle::State::Pending],
+            1024,
+        )
         .await
         .unwrap();
     let read_pending = t.elapsed().as_secs_f64() * 1000.0;
@@ -320,7 +346,7 @@ fn bare_quic_server(dir: &std::path::Path) -> ! {
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls).unwrap();
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         server.transport_config(Arc::new(
-            berth_coordinator::agents::server_transport(Duration::from_secs(8)).unwrap(),
+            berth_coordinator::link::quic::server_transport(Duration::from_secs(8)).unwrap(),
         ));
         let ep = quinn::Endpoint::server(server, "127.0.0.1:0".parse().unwrap()).unwrap();
         std::fs::write(dir.join("addr"), ep.local_addr().unwrap().to_string()).unwrap();

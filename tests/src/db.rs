@@ -2,9 +2,12 @@
 //! directory) or PostgreSQL (Debian's server, started for the test), and
 //! the rows and nodes store tests are made of.
 
-use berth_coordinator::lifecycle::{self, Event};
-use berth_coordinator::scheduler::Resources;
-use berth_coordinator::store::{now_ms, Decision, Registration, Store, WorkspaceRow};
+use berth_coordinator::domain::lifecycle::{self, Event};
+use berth_coordinator::domain::node::Registration;
+use berth_coordinator::domain::scheduler::Resources;
+use berth_coordinator::domain::workspace::WorkspaceRow;
+use berth_coordinator::store::{Decision, Store};
+use berth_proto::units::now_ms;
 use std::collections::BTreeMap;
 
 /// A database for one test, removed with it.

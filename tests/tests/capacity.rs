@@ -4,9 +4,9 @@
 //! workspaces hold. A store corrupted the way issue 9 found it is repaired
 //! on start.
 
-use berth_coordinator::capacity;
-use berth_coordinator::lifecycle::{self, Event, Observed, State};
-use berth_coordinator::scheduler::Resources;
+use berth_coordinator::domain::capacity;
+use berth_coordinator::domain::lifecycle::{self, Event, Observed, State};
+use berth_coordinator::domain::scheduler::Resources;
 use berth_coordinator::store::{Store, NO_ROOM};
 use berth_tests::db::{alloc, decision, node, ws};
 use rand::{Rng, SeedableRng};
@@ -98,7 +98,7 @@ async fn allocations_follow_random_lifecycles(url: &str) {
             let Ok((lc, _)) = lifecycle::step(&w.lifecycle(), &event) else {
                 continue;
             };
-            let next = w.with_lifecycle(&lc, berth_coordinator::store::now_ms());
+            let next = w.with_lifecycle(&lc, berth_proto::units::now_ms());
             match s.update_workspace(&w, &next).await {
                 Ok(_) => applied += 1,
                 Err(e) if e.code == NO_ROOM => no_room += 1,
@@ -149,7 +149,7 @@ async fn failed_then_deleted_releases_once(url: &str) {
 async fn stopped_frees_cpu_and_memory_and_a_start_waits_for_room(url: &str) {
     let s = Store::open(url).await.unwrap();
     node(&s, "n1", 1000, 8).await;
-    let step = |w: &berth_coordinator::store::WorkspaceRow, e: Event| {
+    let step = |w: &berth_coordinator::domain::workspace::WorkspaceRow, e: Event| {
         let (lc, _) = lifecycle::step(&w.lifecycle(), &e).unwrap();
         w.with_lifecycle(&lc, 1)
     };

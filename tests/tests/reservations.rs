@@ -80,9 +80,9 @@ async fn stopping_frees_cpu_and_memory_and_a_start_waits_for_room() {
 /// Every node's allocation equals the sum of what its workspaces hold
 /// (`capacity::held` of each one's state), read from the API.
 async fn allocation_matches(c: &Cluster, step: &str) {
-    use berth_coordinator::capacity::held;
-    use berth_coordinator::lifecycle::State;
-    use berth_coordinator::scheduler::Resources;
+    use berth_coordinator::domain::capacity::held;
+    use berth_coordinator::domain::lifecycle::State;
+    use berth_coordinator::domain::scheduler::Resources;
     // A consistent read: the workspaces the same before and after the nodes.
     let (nodes, all) = loop {
         let (_, before) = c.get("/v1/workspaces?owner=*").await;

@@ -2,8 +2,11 @@
 //! in a temporary directory) and PostgreSQL (Debian's server, started by the
 //! test). Two `Store`s on one database stand for two coordinators.
 
-use berth_coordinator::lifecycle::State;
-use berth_coordinator::store::{now_ms, Decision, JoinRefusal, Registration, Store, WorkspaceRow};
+use berth_coordinator::domain::lifecycle::State;
+use berth_coordinator::domain::node::{JoinRefusal, Registration};
+use berth_coordinator::domain::workspace::WorkspaceRow;
+use berth_coordinator::store::{Decision, Store};
+use berth_proto::units::now_ms;
 use berth_tests::db::{alloc, decision, node, res, ws};
 use std::collections::BTreeSet;
 
@@ -51,7 +54,7 @@ async fn names_are_unique_per_owner_until_deleted(url: &str) {
         .insert_workspace(&ws("w2", "alice", "demo", 100))
         .await
         .unwrap_err();
-    assert_eq!((e.status, e.code), (409, "name_taken"));
+    assert_eq!((status(&e), e.code), (409, "name_taken"));
     s.insert_workspace(&ws("w3", "bob", "demo", 100))
         .await
         .unwrap();
@@ -159,7 +162,7 @@ async fn two_coordinators_racing_place_each_workspace_once_within_capacity(url: 
                     Ok(p) => placed += p.len(),
                     // PostgreSQL may abort one of two crossing transactions
                     // (deadlock); the controller retries on its next pass.
-                    Err(e) => assert_eq!(e.status, 503, "{e}"),
+                    Err(e) => assert_eq!(status(&e), 503, "{e}"),
                 }
             }
         }
@@ -231,7 +234,7 @@ async fn a_join_token_works_once_under_concurrency(url: &str) {
         .await
         .unwrap();
     let e = s.join("t3", "hash", &taken, now_ms()).await.unwrap_err();
-    assert_eq!((e.status, e.code), (409, "node_exists"));
+    assert_eq!((status(&e), e.code), (409, "node_exists"));
     assert_eq!(
         s.join("t3", "hash", "fresh", now_ms()).await.unwrap(),
         Ok(())
@@ -284,4 +287,9 @@ async fn api_tokens_resolve_by_hash_only(url: &str) {
         s.add_api_token("id3", "h-bob", "eve", true).await.is_err(),
         "hashes are unique"
     );
+}
+
+/// The HTTP status an error is answered with.
+fn status(e: &berth_coordinator::error::Error) -> u16 {
+    berth_coordinator::http::status_of(e.kind).as_u16()
 }

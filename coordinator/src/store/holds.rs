@@ -3,11 +3,12 @@
 //! asks for room is guarded like a placement; `repair` recomputes every
 //! node's allocation from the rows.
 
-use super::{to_i64, Store, WorkspaceRow};
-use crate::capacity::{self, Delta};
-use crate::error::{ApiError, Result};
-use crate::lifecycle::State;
-use crate::scheduler::Resources;
+use super::{to_i64, Store};
+use crate::domain::capacity::{self, Delta};
+use crate::domain::lifecycle::State;
+use crate::domain::scheduler::Resources;
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 
 /// Error code of a start that found no room on its node.
@@ -94,7 +95,7 @@ pub struct Repair {
 }
 
 impl Store {
-    async fn no_room(&self, node: &str, before: Resources, after: Resources) -> ApiError {
+    async fn no_room(&self, node: &str, before: Resources, after: Resources) -> Error {
         let need = Resources {
             cpu_millis: after.cpu_millis.saturating_sub(before.cpu_millis),
             memory_bytes: after.memory_bytes.saturating_sub(before.memory_bytes),
@@ -111,7 +112,7 @@ impl Store {
             },
             _ => Resources::default(),
         };
-        ApiError::conflict(NO_ROOM, capacity::shortfall(node, free, need))
+        Error::conflict(NO_ROOM, capacity::shortfall(node, free, need))
     }
 
     /// Recomputes every node's allocation from what its workspaces hold and

@@ -14,11 +14,12 @@
 //! must come from this origin (its `Origin` names the host it is sent to),
 //! so no other site, nor a sandboxed preview, can open a terminal with it.
 
-use crate::api::{find, owner_of, AppState, P, Q};
-use crate::auth;
-use crate::error::{ApiError, ErrorBody, Result};
-use crate::lifecycle::State;
-use crate::store::WorkspaceRow;
+use super::auth;
+use super::{owner_of, AppState, P, Q};
+use crate::domain::lifecycle::State;
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::{Error, Result};
+use crate::link::Duplex;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State as AxState;
 use axum::http::{header, HeaderMap, StatusCode};
@@ -26,9 +27,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use berth_proto::agent::{self as pb, exec_input::Input, exec_output::Output};
+use berth_proto::api::ErrorBody;
 use berth_proto::{read_frame, write_frame};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
+use tokio::io::AsyncWriteExt;
 use utoipa::IntoParams;
 
 const XTERM_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/xterm.js"));
@@ -79,7 +82,7 @@ fn same_origin(h: &HeaderMap) -> bool {
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
         (status = 426, body = ErrorBody)))]
-async fn terminal(
+pub(super) async fn terminal(
     AxState(s): AxState<AppState>,
     P(name): P<String>,
     Q(q): Q<TerminalQuery>,
@@ -90,27 +93,27 @@ async fn terminal(
     >,
 ) -> Result<Response> {
     let a = auth::optional(&s, &headers).await?.ok_or_else(|| {
-        ApiError::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
+        Error::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
     })?;
     let by_cookie = headers.get(header::AUTHORIZATION).is_none();
     if by_cookie && !same_origin(&headers) {
-        return Err(ApiError::forbidden(
+        return Err(Error::forbidden(
             "a terminal opened with the cookie must come from this origin",
         ));
     }
     let owner = owner_of(&a, q.owner)?;
-    let w = find(&s, &owner, &name).await?;
-    crate::tunnels::reachable_or_waking(&w)?;
+    let w = s.svc.find(&owner, &name).await?;
+    w.reachable_or_waking()?;
     let cols = q.cols.unwrap_or(80);
     let rows = q.rows.unwrap_or(24);
     if !(1..=1000).contains(&cols) || !(1..=1000).contains(&rows) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_size",
             "cols and rows are 1 to 1000",
         ));
     }
     let ws =
-        ws.map_err(|e| ApiError::upgrade_required(format!("a WebSocket upgrade is needed: {e}")))?;
+        ws.map_err(|e| Error::upgrade_required(format!("a WebSocket upgrade is needed: {e}")))?;
     Ok(ws.on_upgrade(move |socket| async move {
         session(s, w, u32::from(cols), u32::from(rows), socket).await;
     }))
@@ -139,7 +142,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
                     .into(),
             ))
             .await;
-        match crate::tunnels::wake(&s, w).await {
+        match s.svc.wake_up(w).await {
             Ok(w) => w,
             Err(e) => {
                 let _ = out.send(failed(e.code, &e.message)).await;
@@ -147,26 +150,13 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
             }
         }
     };
-    let node = w.node.clone().unwrap_or_default();
-    let req = pb::ExecRequest {
-        name: w.id.clone(),
-        argv: berth_proto::login_shell(),
-        env: [("TERM".to_string(), "xterm-256color".to_string())].into(),
-        tty: true,
-        rows,
-        cols,
-        cwd: String::new(),
-        activity: "terminal".into(),
-        user: String::new(),
-    };
-    let (mut send, mut recv) = match s.ctl.agents().exec_stream(&node, req).await {
-        Ok(Ok(streams)) => streams,
+    let Duplex { mut send, mut recv } = match s.svc.terminal(&w, cols, rows).await {
+        Ok(Ok(duplex)) => duplex,
         Ok(Err(e)) => {
             let _ = out.send(failed(&e.code, &e.message)).await;
             return;
         }
         Err(e) => {
-            let e = ApiError::from(e);
             let _ = out.send(failed(e.code, &e.message)).await;
             return;
         }
@@ -197,7 +187,7 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
         // The page went away: hang up, as a closed terminal does.
         let hup = Input::Signal(SIGHUP);
         let _ = write_frame(&mut send, &pb::ExecInput { input: Some(hup) }).await;
-        let _ = send.finish();
+        let _ = send.shutdown().await;
     };
     let from_agent = async {
         while let Ok(Some(m)) = read_frame::<_, pb::ExecOutput>(&mut recv).await {
@@ -277,14 +267,14 @@ async fn page(
             );
         };
         let owner = owner_of(&a, q.owner.clone())?;
-        let w = find(&s, &owner, &ws).await?;
+        let w = s.svc.find(&owner, &ws).await?;
         let owner_q = q
             .owner
             .as_ref()
             .map(|o| {
                 format!(
                     "&owner={}",
-                    crate::validate::user_name(o)
+                    crate::domain::validate::user_name(o)
                         .map(|_| o.as_str())
                         .unwrap_or("")
                 )
@@ -293,7 +283,7 @@ async fn page(
         let html = PAGE
             .replace("__NAME__", &w.name)
             .replace("__OWNER__", &owner_q);
-        Ok::<_, ApiError>(
+        Ok::<_, Error>(
             (
                 [
                     (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -314,7 +304,7 @@ async fn asset(P(file): P<String>) -> Response {
         "xterm.js" => (XTERM_JS, "text/javascript"),
         "addon-fit.js" => (FIT_JS, "text/javascript"),
         "xterm.css" => (XTERM_CSS, "text/css"),
-        _ => return ApiError::not_found("no such asset").into_response(),
+        _ => return Error::not_found("no such asset").into_response(),
     };
     (
         StatusCode::OK,

@@ -1,6 +1,6 @@
 //! Checks of user input, each failing with a stable code (422).
 
-use crate::error::{ApiError, Result};
+use crate::error::{Error, Result};
 
 /// A DNS label of at most `max` characters: `[a-z0-9]([a-z0-9-]*[a-z0-9])?`.
 fn dns_label(s: &str, max: usize) -> bool {
@@ -18,7 +18,7 @@ pub fn workspace_name(s: &str) -> Result<()> {
     if dns_label(s, 40) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "invalid_name",
             format!("invalid workspace name {s:?}: use 1 to 40 of a-z, 0-9 and '-', not starting or ending with '-'"),
         ))
@@ -40,7 +40,7 @@ pub fn node_id(s: &str) -> Result<()> {
     if dns_label(s, 63) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "invalid_node_id",
             format!("invalid node id {s:?}: use 1 to 63 of a-z, 0-9 and '-'"),
         ))
@@ -56,7 +56,7 @@ pub fn user_name(s: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "invalid_user",
             format!("invalid user name {s:?}: use 1 to 64 of a-z, 0-9, '-', '_', '.', '@'"),
         ))
@@ -67,7 +67,7 @@ pub fn user_name(s: &str) -> Result<()> {
 pub fn image(s: &str) -> Result<()> {
     berth_proto::image_ref::Reference::parse(s)
         .map(|_| ())
-        .map_err(|e| ApiError::invalid("invalid_image", e.to_string()))
+        .map_err(|e| Error::invalid("invalid_image", e.to_string()))
 }
 
 /// Pattern of a node label's name (what `label` accepts).
@@ -91,7 +91,7 @@ pub fn label(k: &str, v: &str) -> Result<()> {
     if ok(k, 253, b"._/-") && (v.is_empty() || ok(v, 63, b"._-")) {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "invalid_node_selector",
             format!("invalid label {k:?}={v:?}: names of 1 to 253 of A-Za-z0-9._/-, values of at most 63 of A-Za-z0-9._-, alphanumeric at both ends"),
         ))
@@ -108,7 +108,7 @@ pub fn env_key(k: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(ApiError::invalid(
+        Err(Error::invalid(
             "invalid_env",
             format!("invalid environment variable name {k:?}"),
         ))

@@ -1,17 +1,22 @@
-//! The agent link: a QUIC endpoint (quinn + rustls), joins, the registry of
-//! connected nodes, heartbeats and command dispatch.
+//! The link's QUIC endpoint (quinn + rustls): joins, the registry of
+//! connected nodes, heartbeats, certificate renewal and command streams.
+//! What needs the store written goes to the service as a `LinkEvent` and
+//! waits for its outcome: the link never writes the store itself.
 //!
 //! Two ALPNs share the endpoint: `berth-join/1` (no client certificate; a
 //! one-time join token buys a node certificate) and `berth/1` (mutual TLS;
 //! the node id is the SAN of the client certificate and authorizes every
 //! message on the connection).
 
-use crate::error::ApiError;
+use super::{broken, Duplex, LinkError, LinkEvent, NodeLink};
+use crate::domain::node::{JoinRefusal, Registration};
+use crate::error::Error;
 use crate::pki::Ca;
-use crate::store::{now_ms, JoinRefusal, Store};
 use berth_proto::agent as pb;
 use berth_proto::link::{self as lk, agent_message::Msg as Up, coordinator_message::Msg as Down};
+use berth_proto::units::now_ms;
 use berth_proto::{read_frame, tls, write_frame, ALPN_JOIN, ALPN_LINK};
+use futures::future::BoxFuture;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -39,47 +44,6 @@ pub struct LinkConfig {
     pub cpu_overcommit: f64,
 }
 
-/// Something the controller must act on.
-#[derive(Debug)]
-pub enum LinkEvent {
-    /// A node (re)connected and sent its full inventory.
-    Registered {
-        node: String,
-        inventory: Vec<pb::WorkspaceStatus>,
-        /// When the inventory arrived (coordinator clock): anything the store
-        /// learnt after that is newer than the inventory.
-        at_ms: i64,
-    },
-    /// A node reported a change of one of its workspaces.
-    Status {
-        node: String,
-        status: pb::WorkspaceStatus,
-    },
-    /// A node's connection ended.
-    Disconnected { node: String },
-}
-
-/// Why a command did not get an answer from its node.
-#[derive(Debug, thiserror::Error)]
-pub enum LinkError {
-    #[error("node {0} is not connected to this coordinator")]
-    NotConnected(String),
-    #[error("link to node {node}: {message}")]
-    Broken { node: String, message: String },
-    #[error("node {0} did not answer in time")]
-    Timeout(String),
-}
-
-impl From<LinkError> for ApiError {
-    fn from(e: LinkError) -> Self {
-        match e {
-            LinkError::NotConnected(_) => ApiError::unavailable("node_unreachable", e.to_string()),
-            LinkError::Broken { .. } => ApiError::node("node_link_broken", e.to_string()),
-            LinkError::Timeout(_) => ApiError::node("node_timeout", e.to_string()),
-        }
-    }
-}
-
 struct Session {
     conn: quinn::Connection,
     /// Distinguishes a replaced session from the current one.
@@ -88,7 +52,6 @@ struct Session {
 }
 
 struct Inner {
-    store: Store,
     ca: Ca,
     cfg: LinkConfig,
     sessions: Mutex<HashMap<String, Session>>,
@@ -96,15 +59,15 @@ struct Inner {
     epoch: std::sync::atomic::AtomicU64,
 }
 
-/// The registry of connected agents; cheap to clone.
+/// The QUIC endpoint and the registry of connected agents; cheap to clone.
 #[derive(Clone)]
-pub struct Agents {
+pub struct QuicLink {
     inner: Arc<Inner>,
 }
 
-impl std::fmt::Debug for Agents {
+impl std::fmt::Debug for QuicLink {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Agents").finish_non_exhaustive()
+        f.debug_struct("QuicLink").finish_non_exhaustive()
     }
 }
 
@@ -113,12 +76,12 @@ impl std::fmt::Debug for Agents {
 /// allowed stream, and 1,024 cost ~90 KiB per connection. Segmentation
 /// offload stays on: it costs ~4 KiB per connection (its send buffer) and
 /// triples what a port connection carries (105 → 290 MiB/s, bench forward).
-pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig, ApiError> {
+pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig, Error> {
     let mut transport = quinn::TransportConfig::default();
     transport
         .max_idle_timeout(Some(
             quinn::IdleTimeout::try_from(idle_timeout)
-                .map_err(|e| ApiError::internal(e.to_string()))?,
+                .map_err(|e| Error::internal(e.to_string()))?,
         ))
         .max_concurrent_bidi_streams(8u32.into())
         .max_concurrent_uni_streams(0u32.into())
@@ -127,17 +90,13 @@ pub fn server_transport(idle_timeout: Duration) -> Result<quinn::TransportConfig
     Ok(transport)
 }
 
-impl Agents {
-    pub fn new(
-        store: Store,
-        ca: Ca,
-        cfg: LinkConfig,
-    ) -> (Self, mpsc::UnboundedReceiver<LinkEvent>) {
+impl QuicLink {
+    /// A link signing with `ca`; its events go to the receiver.
+    pub fn new(ca: Ca, cfg: LinkConfig) -> (Self, mpsc::UnboundedReceiver<LinkEvent>) {
         let (tx, rx) = mpsc::unbounded_channel();
         (
             Self {
                 inner: Arc::new(Inner {
-                    store,
                     ca,
                     cfg,
                     sessions: Mutex::default(),
@@ -150,16 +109,16 @@ impl Agents {
     }
 
     /// Binds the QUIC endpoint.
-    pub fn bind(&self) -> Result<quinn::Endpoint, ApiError> {
+    pub fn bind(&self) -> Result<quinn::Endpoint, Error> {
         let (chain, key) = self.inner.ca.server_cert(&self.inner.cfg.server_names)?;
         let tls = crate::pki::server_tls(&self.inner.ca, chain, key, &[ALPN_LINK, ALPN_JOIN])?;
         let crypto = quinn::crypto::rustls::QuicServerConfig::try_from(tls)
-            .map_err(|e| ApiError::internal(format!("QUIC TLS config: {e}")))?;
+            .map_err(|e| Error::internal(format!("QUIC TLS config: {e}")))?;
         let mut server = quinn::ServerConfig::with_crypto(Arc::new(crypto));
         let transport = server_transport(self.inner.cfg.idle_timeout)?;
         server.transport_config(Arc::new(transport));
         quinn::Endpoint::server(server, self.inner.cfg.listen).map_err(|e| {
-            ApiError::unavailable(
+            Error::unavailable(
                 "bind_failed",
                 format!("bind QUIC on {}: {e}", self.inner.cfg.listen),
             )
@@ -178,22 +137,6 @@ impl Agents {
                 }
             });
         }
-    }
-
-    /// Node ids with a live session here.
-    pub fn connected(&self) -> Vec<String> {
-        self.inner
-            .sessions
-            .lock()
-            .map(|s| s.keys().cloned().collect())
-            .unwrap_or_default()
-    }
-
-    pub fn is_connected(&self, node: &str) -> bool {
-        self.inner
-            .sessions
-            .lock()
-            .is_ok_and(|s| s.contains_key(node))
     }
 
     async fn connection(&self, conn: quinn::Connection) {
@@ -265,40 +208,49 @@ impl Agents {
         Ok(())
     }
 
-    async fn issue_for_join(&self, req: &lk::JoinRequest) -> Result<lk::Issued, ApiError> {
-        crate::validate::node_id(&req.node_id)?;
+    async fn issue_for_join(&self, req: &lk::JoinRequest) -> Result<lk::Issued, Error> {
+        crate::domain::validate::node_id(&req.node_id)?;
         let token = tls::JoinToken::parse(&req.token)
-            .map_err(|e| ApiError::invalid("join_token_invalid", e))?;
+            .map_err(|e| Error::invalid("join_token_invalid", e))?;
         if token.ca_fingerprint != self.inner.ca.fingerprint() {
-            return Err(ApiError::forbidden(
+            return Err(Error::forbidden(
                 "the join token is for another cluster's CA",
             ));
         }
-        match self
-            .inner
-            .store
-            .join(&token.id, &token.secret_hash(), &req.node_id, now_ms())
-            .await?
-        {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let ask = LinkEvent::Join {
+            node_id: req.node_id.clone(),
+            token_id: token.id.clone(),
+            secret_hash: token.secret_hash(),
+            reply,
+        };
+        self.inner
+            .events
+            .send(ask)
+            .map_err(|_| Error::unavailable("shutting_down", "the coordinator is stopping"))?;
+        let consumed = answer
+            .await
+            .map_err(|_| Error::unavailable("shutting_down", "the coordinator is stopping"))??;
+        match consumed {
             Ok(()) => {}
             Err(JoinRefusal::Unknown) => {
                 return Err(
-                    ApiError::unauthorized("unknown join token").with_code("join_token_unknown")
+                    Error::unauthorized("unknown join token").with_code("join_token_unknown")
                 )
             }
             Err(JoinRefusal::Expired) => {
-                return Err(ApiError::unauthorized("the join token has expired")
+                return Err(Error::unauthorized("the join token has expired")
                     .with_code("join_token_expired"))
             }
             Err(JoinRefusal::Used) => {
-                return Err(ApiError::unauthorized("the join token was already used")
+                return Err(Error::unauthorized("the join token was already used")
                     .with_code("join_token_used"))
             }
         }
         self.issue(&req.node_id, &req.csr_der)
     }
 
-    fn issue(&self, node: &str, csr: &[u8]) -> Result<lk::Issued, ApiError> {
+    fn issue(&self, node: &str, csr: &[u8]) -> Result<lk::Issued, Error> {
         let issued = self
             .inner
             .ca
@@ -400,12 +352,12 @@ impl Agents {
             return Err("the first control message must be register".into());
         };
         let cap = reg.capacity.unwrap_or_default();
-        let capacity = crate::scheduler::Resources {
+        let capacity = crate::domain::scheduler::Resources {
             cpu_millis: (cap.cpu_millis as f64 * self.inner.cfg.cpu_overcommit) as u64,
             memory_bytes: cap.memory_bytes,
             disk_bytes: cap.disk_bytes,
         };
-        let registration = crate::store::Registration {
+        let registration = Registration {
             capacity,
             slots: cap.max_workspaces,
             labels: reg.labels.clone().into_iter().collect(),
@@ -413,12 +365,24 @@ impl Agents {
             agent_version: reg.agent_version.clone(),
             ssh_host_key: reg.ssh_host_key.clone(),
         };
-        if let Err(e) = self
-            .inner
-            .store
-            .register_node(node, &registration, now_ms())
-            .await
-        {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        let recorded = match self.inner.events.send(LinkEvent::Register {
+            node: node.to_string(),
+            registration,
+            reply,
+        }) {
+            Ok(()) => answer.await.unwrap_or_else(|_| {
+                Err(Error::unavailable(
+                    "shutting_down",
+                    "the coordinator is stopping",
+                ))
+            }),
+            Err(_) => Err(Error::unavailable(
+                "shutting_down",
+                "the coordinator is stopping",
+            )),
+        };
+        if let Err(e) = recorded {
             let _ = write_frame(
                 send,
                 &down(Down::Error(pb::Error {
@@ -544,7 +508,7 @@ impl Agents {
 
     /// Opens a stream to `node`, sends `cmd` and reads the first answer;
     /// the stream stays open for what follows (exec frames).
-    async fn open_command(
+    pub async fn open_command(
         &self,
         node: &str,
         cmd: pb::request::Command,
@@ -561,233 +525,60 @@ impl Agents {
         let result = resp.result.ok_or_else(|| broken(node, "empty answer"))?;
         Ok((send, recv, result))
     }
-
-    /// Sends one command on its own stream and waits for the answer.
-    pub async fn call(
-        &self,
-        node: &str,
-        cmd: pb::request::Command,
-        timeout: Duration,
-    ) -> Result<pb::response::Result, LinkError> {
-        let fut = async {
-            let (mut send, _, result) = self.open_command(node, cmd).await?;
-            let _ = send.finish();
-            Ok(result)
-        };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| LinkError::Timeout(node.into()))?
-    }
-
-    /// A tunnel to a workspace on `node` (a `Connect` to one of its ports or
-    /// an `Ssh` session): the QUIC stream pair that carries its bytes once
-    /// the agent accepted it, or the agent's refusal.
-    pub async fn tunnel(
-        &self,
-        node: &str,
-        command: pb::request::Command,
-    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        self.stream(node, command, |r| {
-            matches!(r, pb::response::Result::Connected(true))
-        })
-        .await
-    }
-
-    /// Starts an interactive exec (a terminal): the stream pair that carries
-    /// its ExecInput / ExecOutput frames once the agent started it, or the
-    /// agent's refusal.
-    pub async fn exec_stream(
-        &self,
-        node: &str,
-        req: pb::ExecRequest,
-    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        self.stream(node, pb::request::Command::Exec(req), |r| {
-            matches!(r, pb::response::Result::ExecStarted(_))
-        })
-        .await
-    }
-
-    /// Opens a command's stream and keeps it if the first answer is
-    /// `accepted`; an error answer is the agent's refusal.
-    async fn stream(
-        &self,
-        node: &str,
-        command: pb::request::Command,
-        accepted: impl Fn(&pb::response::Result) -> bool,
-    ) -> Result<Result<(quinn::SendStream, quinn::RecvStream), pb::Error>, LinkError> {
-        let fut = self.open_command(node, command);
-        let (send, recv, first) = tokio::time::timeout(Duration::from_secs(15), fut)
-            .await
-            .map_err(|_| LinkError::Timeout(node.into()))??;
-        match first {
-            r if accepted(&r) => Ok(Ok((send, recv))),
-            pb::response::Result::Error(e) => Ok(Err(e)),
-            other => Err(broken(node, format!("unexpected answer {other:?}"))),
-        }
-    }
-
-    /// Runs a command in a workspace and collects its output.
-    pub async fn exec(
-        &self,
-        node: &str,
-        req: pb::ExecRequest,
-        stdin: Vec<u8>,
-        timeout: Duration,
-    ) -> Result<Result<ExecDone, pb::Error>, LinkError> {
-        use pb::exec_input::Input;
-        use pb::exec_output::Output;
-        let fut = async {
-            let (mut send, mut recv, first) = self
-                .open_command(node, pb::request::Command::Exec(req))
-                .await?;
-            match first {
-                pb::response::Result::ExecStarted(_) => {}
-                pb::response::Result::Error(e) => return Ok(Err(e)),
-                other => return Err(broken(node, format!("unexpected answer {other:?}"))),
-            }
-            let mut inputs = Vec::new();
-            if !stdin.is_empty() {
-                inputs.push(Input::Stdin(stdin));
-            }
-            inputs.push(Input::CloseStdin(true));
-            for input in inputs {
-                write_frame(&mut send, &pb::ExecInput { input: Some(input) })
-                    .await
-                    .map_err(|e| broken(node, e))?;
-            }
-            let mut done = ExecDone::default();
-            while let Some(msg) = read_frame::<_, pb::ExecOutput>(&mut recv)
-                .await
-                .map_err(|e| broken(node, e))?
-            {
-                match msg.output {
-                    Some(Output::Stdout(b)) => done.truncated |= keep(&mut done.stdout, &b),
-                    Some(Output::Stderr(b)) => done.truncated |= keep(&mut done.stderr, &b),
-                    Some(Output::ExitCode(c)) => {
-                        done.exit_code = c;
-                        return Ok(Ok(done));
-                    }
-                    Some(Output::Error(e)) => return Ok(Err(e)),
-                    None => {}
-                }
-            }
-            Err(broken(node, "exec stream ended without an exit code"))
-        };
-        tokio::time::timeout(timeout, fut)
-            .await
-            .map_err(|_| LinkError::Timeout(node.into()))?
-    }
-}
-
-/// Relays a started exec: writes `stdin` (then closes it) and yields the
-/// command's output as it arrives, then its exit status, or an error frame
-/// (`exec_timeout` after `timeout`, `node_error` if the stream breaks).
-/// At most a few frames wait in memory: a slow reader slows the command.
-/// Dropping the stream drops the QUIC streams, and the agent kills the
-/// command.
-pub fn relay_exec(
-    mut send: quinn::SendStream,
-    mut recv: quinn::RecvStream,
-    stdin: Vec<u8>,
-    timeout: Duration,
-    node: String,
-) -> impl futures::Stream<Item = berth_proto::exec_stream::Frame> {
-    use berth_proto::exec_stream::{Frame, MAX_PAYLOAD};
-    use pb::exec_input::Input;
-    use pb::exec_output::Output;
-    let (tx, rx) = tokio::sync::mpsc::channel::<Frame>(8);
-    tokio::spawn(async move {
-        let error = |code: &str, message: String| Frame::Error {
-            code: code.into(),
-            message,
-        };
-        let run = async {
-            let mut inputs = Vec::new();
-            if !stdin.is_empty() {
-                inputs.push(Input::Stdin(stdin));
-            }
-            inputs.push(Input::CloseStdin(true));
-            for input in inputs {
-                let frame = pb::ExecInput { input: Some(input) };
-                if let Err(e) = write_frame(&mut send, &frame).await {
-                    return error("node_error", broken(&node, e).to_string());
-                }
-            }
-            loop {
-                let msg = match read_frame::<_, pb::ExecOutput>(&mut recv).await {
-                    Ok(Some(m)) => m,
-                    Ok(None) => {
-                        return error(
-                            "node_error",
-                            format!("{node}: the exec stream ended without an exit status"),
-                        )
-                    }
-                    Err(e) => return error("node_error", broken(&node, e).to_string()),
-                };
-                let (bytes, stdout) = match msg.output {
-                    Some(Output::Stdout(b)) => (b, true),
-                    Some(Output::Stderr(b)) => (b, false),
-                    Some(Output::ExitCode(c)) => return Frame::Exit(c),
-                    Some(Output::Error(e)) => {
-                        return error("node_error", format!("{}: {}", e.code, e.message))
-                    }
-                    None => continue,
-                };
-                for chunk in bytes.chunks(MAX_PAYLOAD) {
-                    let f = match stdout {
-                        true => Frame::Stdout(chunk.to_vec()),
-                        false => Frame::Stderr(chunk.to_vec()),
-                    };
-                    if tx.send(f).await.is_err() {
-                        // The caller went away: dropping the streams ends the command.
-                        return Frame::Exit(-1);
-                    }
-                }
-            }
-        };
-        let last = match tokio::time::timeout(timeout, run).await {
-            Ok(f) => f,
-            Err(_) => error(
-                "exec_timeout",
-                format!(
-                    "the command did not finish in {} s and was killed",
-                    timeout.as_secs()
-                ),
-            ),
-        };
-        let _ = tx.send(last).await;
-    });
-    tokio_stream::wrappers::ReceiverStream::new(rx)
-}
-
-/// Most bytes of each output stream an exec answer carries; the rest is
-/// read (the command runs to its end) and dropped.
-pub const EXEC_OUTPUT_LIMIT: usize = 1 << 20;
-
-/// What a finished exec answered.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ExecDone {
-    pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// Output past `EXEC_OUTPUT_LIMIT` was dropped.
-    pub truncated: bool,
-}
-
-/// Appends what fits under the limit; returns whether anything was dropped.
-fn keep(buf: &mut Vec<u8>, chunk: &[u8]) -> bool {
-    let room = EXEC_OUTPUT_LIMIT.saturating_sub(buf.len());
-    buf.extend_from_slice(&chunk[..room.min(chunk.len())]);
-    chunk.len() > room
-}
-
-fn broken(node: &str, e: impl std::fmt::Display) -> LinkError {
-    LinkError::Broken {
-        node: node.into(),
-        message: e.to_string(),
-    }
 }
 
 fn down(m: Down) -> lk::CoordinatorMessage {
     lk::CoordinatorMessage { msg: Some(m) }
+}
+
+impl NodeLink for QuicLink {
+    fn connected(&self) -> Vec<String> {
+        self.inner
+            .sessions
+            .lock()
+            .map(|s| s.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn is_connected(&self, node: &str) -> bool {
+        self.inner
+            .sessions
+            .lock()
+            .is_ok_and(|s| s.contains_key(node))
+    }
+
+    fn call(
+        &self,
+        node: &str,
+        cmd: pb::request::Command,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<pb::response::Result, LinkError>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let fut = async {
+                let (mut send, _, result) = self.open_command(&node, cmd).await?;
+                let _ = send.finish();
+                Ok(result)
+            };
+            tokio::time::timeout(timeout, fut)
+                .await
+                .map_err(|_| LinkError::Timeout(node.clone()))?
+        })
+    }
+
+    fn open(
+        &self,
+        node: &str,
+        cmd: pb::request::Command,
+    ) -> BoxFuture<'_, Result<(Duplex, pb::response::Result), LinkError>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let (send, recv, first) = self.open_command(&node, cmd).await?;
+            let duplex = Duplex {
+                send: Box::new(send),
+                recv: Box::new(recv),
+            };
+            Ok((duplex, first))
+        })
+    }
 }

@@ -4,22 +4,22 @@
 //! cookie (as `/w/login` does) and goes to the page, so nobody pastes a token
 //! into a browser. The links live in this coordinator's memory only: a link
 //! works on the coordinator that made it (behind a load balancer, make it
-//! sticky or sign in with `/w/login`).
+//! sticky or sign in with `/w/login`). And the sign-in page itself,
+//! `/w/login`, which keeps a pasted token in the cookie.
 
-use crate::api::{AppState, Body};
-use crate::auth::{self, Auth};
-use crate::error::ErrorBody;
-use crate::error::{ApiError, Result};
+use super::auth::{self, Auth};
+use super::{AppState, Body};
+use crate::error::{Error, Result};
 use axum::extract::{Path, Query, State as AxState};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use serde::{Deserialize, Serialize};
+use berth_proto::api::{ErrorBody, LinkRequest, SignInLink};
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use utoipa::ToSchema;
 
 /// How long a link stays good.
 pub const LINK_TTL: Duration = Duration::from_secs(120);
@@ -62,50 +62,31 @@ impl Links {
 /// The sign-in link routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
+        .route("/w/login", get(login_page).post(login))
         .route("/v1/sign-in-links", post(create_link))
         .route("/w/login/link/{ticket}", get(follow_link))
-}
-
-/// Where a new link leads.
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LinkRequest {
-    /// A page under /w/, e.g. /w/demo/terminal.
-    #[schema(pattern = r"^/w/([!-.0-\[\]-~]+/)*[!-.0-\[\]-~]*$", max_length = 1024)]
-    pub next: String,
-}
-
-/// A one-time sign-in link.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SignInLink {
-    /// Path on this coordinator; opening it signs the browser in and goes to `next`.
-    pub url: String,
-    pub expires_in_seconds: u64,
 }
 
 /// Makes a one-time sign-in link for the caller's own token, leading to a page under /w/.
 #[utoipa::path(post, path = "/v1/sign-in-links", request_body = LinkRequest,
     responses((status = 201, body = SignInLink), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
-pub async fn create_link(
+pub(super) async fn create_link(
     AxState(s): AxState<AppState>,
     _a: Auth,
     headers: axum::http::HeaderMap,
     Body(req): Body<LinkRequest>,
 ) -> Result<(StatusCode, Json<SignInLink>)> {
-    let next = crate::previews::safe_next(Some(&req.next));
+    let next = safe_next(Some(&req.next));
     if next != req.next || next.len() > 1024 || !next.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::invalid(
+        return Err(Error::invalid(
             "invalid_next",
             "next must be a page under /w/",
         ));
     }
-    let token = auth::token_of(&headers).ok_or_else(|| ApiError::unauthorized("no token"))?;
+    let token = auth::token_of(&headers).ok_or_else(|| Error::unauthorized("no token"))?;
     let ticket = s.links.mint(&token, Instant::now());
-    let url = format!(
-        "/w/login/link/{ticket}?next={}",
-        crate::previews::urlencode(&next)
-    );
+    let url = format!("/w/login/link/{ticket}?next={}", urlencode(&next));
     Ok((
         StatusCode::CREATED,
         Json(SignInLink {
@@ -116,7 +97,7 @@ pub async fn create_link(
 }
 
 #[derive(Debug, Deserialize)]
-struct Next {
+pub(super) struct Next {
     next: Option<String>,
 }
 
@@ -127,17 +108,98 @@ async fn follow_link(
     Path(ticket): Path<String>,
     Query(n): Query<Next>,
 ) -> Response {
-    let next = crate::previews::safe_next(n.next.as_deref());
+    let next = safe_next(n.next.as_deref());
     let Some(token) = s.links.take(&ticket, Instant::now()) else {
-        let to = format!("/w/login?next={}", crate::previews::urlencode(&next));
+        let to = format!("/w/login?next={}", urlencode(&next));
         return (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
     };
-    let cookie = crate::previews::session_cookie(&s, &token);
+    let cookie = session_cookie(&s, &token);
     (
         StatusCode::SEE_OTHER,
         [(header::LOCATION, next), (header::SET_COOKIE, cookie)],
     )
         .into_response()
+}
+
+// ---- the sign-in page ----
+
+const LOGIN_PAGE: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>Berth: sign in</title>
+<style>body{font:16px system-ui,sans-serif;max-width:28em;margin:4em auto}input{width:100%;padding:.4em;margin:.4em 0}</style>
+</head><body><h1>Berth</h1><p>Sign in with your API token (<code>berth admin token create</code>, or your config file).</p>
+<form method="post" action="/w/login"><input type="password" name="token" placeholder="bt_..." autofocus>
+<input type="hidden" name="next" value="__NEXT__"><input type="submit" value="Sign in"></form></body></html>"#;
+
+/// Only a local preview or terminal path: never an open redirect.
+pub(super) fn safe_next(next: Option<&str>) -> String {
+    match next {
+        Some(n) if n.starts_with("/w/") && !n.contains("//") && !n.contains('\\') => n.to_string(),
+        _ => "/w/login".to_string(),
+    }
+}
+
+fn html_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+pub(super) async fn login_page(axum::extract::Query(n): axum::extract::Query<Next>) -> Response {
+    let page = LOGIN_PAGE.replace("__NEXT__", &html_escape(&safe_next(n.next.as_deref())));
+    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct LoginForm {
+    token: String,
+    next: Option<String>,
+}
+
+/// The `Set-Cookie` value keeping `token` for `/w/` pages (and the preview
+/// domain's, when there is one): HttpOnly, SameSite=Lax, a week.
+pub(super) fn session_cookie(s: &AppState, token: &str) -> String {
+    let domain = s
+        .preview_domain
+        .as_deref()
+        .map(|d| format!("; Domain={d}"))
+        .unwrap_or_default();
+    format!(
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}",
+        auth::COOKIE
+    )
+}
+
+/// Checks the token and keeps it in an HttpOnly cookie for `/w/` pages.
+pub(super) async fn login(
+    AxState(s): AxState<AppState>,
+    axum::extract::Form(f): axum::extract::Form<LoginForm>,
+) -> Result<Response> {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::AUTHORIZATION,
+        HeaderValue::from_str(&format!("Bearer {}", f.token.trim()))
+            .map_err(|_| Error::unauthorized("invalid token"))?,
+    );
+    auth::optional(&s, &h).await?;
+    let cookie = session_cookie(&s, f.token.trim());
+    Response::builder()
+        .status(StatusCode::SEE_OTHER)
+        .header(header::LOCATION, safe_next(f.next.as_deref()))
+        .header(header::SET_COOKIE, cookie)
+        .body(axum::body::Body::empty())
+        .map_err(|e| Error::internal(e.to_string()))
+}
+
+pub(super) fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -154,5 +216,13 @@ mod tests {
         let b = links.mint("bt_b", t0);
         assert_eq!(links.take(&b, t0 + LINK_TTL + Duration::from_secs(1)), None);
         assert_eq!(links.take("nope", t0), None);
+    }
+
+    #[test]
+    fn sign_in_only_sends_back_to_berth_pages() {
+        assert_eq!(safe_next(Some("/w/web/3000/")), "/w/web/3000/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/w/login");
+        assert_eq!(safe_next(Some("/w//evil.example")), "/w/login");
+        assert_eq!(safe_next(None), "/w/login");
     }
 }

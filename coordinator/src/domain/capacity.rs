@@ -5,8 +5,8 @@
 //! can be recomputed from the rows: `repair`). A release is never applied
 //! twice because nothing is released that the previous state did not hold.
 
-use crate::lifecycle::State;
-use crate::scheduler::Resources;
+use crate::domain::lifecycle::State;
+use crate::domain::scheduler::Resources;
 
 /// What a workspace in `state` on `node` holds of `r`: all of it while it
 /// may run (and while unknown: it may still run), its disk only while its

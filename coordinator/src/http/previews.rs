@@ -15,24 +15,25 @@
 //! scripts cannot use the viewer's cookie); the wildcard domain gives each
 //! preview an origin of its own.
 
-use crate::api::{find, owner_of, AppState, Body, OwnerQuery, P, Q};
-use crate::auth::{self, Auth};
-use crate::error::{ApiError, ErrorBody, Result};
-use crate::store::WorkspaceRow;
-use crate::tunnels::{self, valid_port};
+use super::auth::{self, Auth};
+use super::signin::urlencode;
+use super::tunnels::valid_port;
+use super::{owner_of, AppState, Body, OwnerQuery, P, Q};
+use crate::domain::lifecycle::State;
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::{Error, Result};
+use crate::link::Duplex;
 use axum::extract::{Request, State as AxState};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use axum::{Json, Router};
 use berth_proto::agent as pb;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use berth_proto::api::{ErrorBody, PortVisibility, Visibility};
 
 /// The preview and port-visibility routes.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/w/login", get(login_page).post(login))
         .route("/w/{ws}/{port}", any(redirect_slash))
         .route("/w/{ws}/{port}/", any(preview_root))
         .route("/w/{ws}/{port}/{*rest}", any(preview_path))
@@ -81,21 +82,6 @@ fn split_host<'a>(host: &'a str, domain: &str) -> Option<(u16, &'a str)> {
 
 // ---- visibility ----
 
-/// Whether a port's preview is public.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Visibility {
-    /// true: anyone with the link may open the preview; false: the owner only.
-    pub public: bool,
-}
-
-/// A port and its visibility.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PortVisibility {
-    pub port: u16,
-    pub public: bool,
-}
-
 /// Makes a port's HTTP preview public (anyone with the link) or owner-only.
 #[utoipa::path(put, path = "/v1/workspaces/{name}/ports/{port}/visibility", request_body = Visibility,
     params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"),
@@ -103,7 +89,7 @@ pub struct PortVisibility {
     responses((status = 200, body = PortVisibility), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn set_visibility(
+pub(super) async fn set_visibility(
     AxState(s): AxState<AppState>,
     a: Auth,
     P((name, port)): P<(String, u32)>,
@@ -111,9 +97,9 @@ async fn set_visibility(
     Body(v): Body<Visibility>,
 ) -> Result<Json<PortVisibility>> {
     let owner = owner_of(&a, q.owner)?;
-    let w = find(&s, &owner, &name).await?;
+    let w = s.svc.find(&owner, &name).await?;
     let port = valid_port(port)?;
-    s.ctl.store().set_port_public(&w.id, port, v.public).await?;
+    s.svc.set_port_public(&w, port, v.public).await?;
     Ok(Json(PortVisibility {
         port,
         public: v.public,
@@ -126,96 +112,21 @@ async fn set_visibility(
     responses((status = 200, body = Vec<PortVisibility>), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 422, body = ErrorBody)))]
-async fn public_ports(
+pub(super) async fn public_ports(
     AxState(s): AxState<AppState>,
     a: Auth,
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Vec<PortVisibility>>> {
     let owner = owner_of(&a, q.owner)?;
-    let w = find(&s, &owner, &name).await?;
-    let ports = s.ctl.store().public_ports(&w.id).await?;
+    let w = s.svc.find(&owner, &name).await?;
+    let ports = s.svc.public_ports(&w).await?;
     Ok(Json(
         ports
             .into_iter()
             .map(|port| PortVisibility { port, public: true })
             .collect(),
     ))
-}
-
-// ---- login ----
-
-const LOGIN_PAGE: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>Berth: sign in</title>
-<style>body{font:16px system-ui,sans-serif;max-width:28em;margin:4em auto}input{width:100%;padding:.4em;margin:.4em 0}</style>
-</head><body><h1>Berth</h1><p>Sign in with your API token (<code>berth admin token create</code>, or your config file).</p>
-<form method="post" action="/w/login"><input type="password" name="token" placeholder="bt_..." autofocus>
-<input type="hidden" name="next" value="__NEXT__"><input type="submit" value="Sign in"></form></body></html>"#;
-
-#[derive(Debug, Deserialize)]
-struct Next {
-    next: Option<String>,
-}
-
-/// Only a local preview or terminal path: never an open redirect.
-pub(crate) fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with("/w/") && !n.contains("//") && !n.contains('\\') => n.to_string(),
-        _ => "/w/login".to_string(),
-    }
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('"', "&quot;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-}
-
-async fn login_page(axum::extract::Query(n): axum::extract::Query<Next>) -> Response {
-    let page = LOGIN_PAGE.replace("__NEXT__", &html_escape(&safe_next(n.next.as_deref())));
-    ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
-}
-
-#[derive(Debug, Deserialize)]
-struct LoginForm {
-    token: String,
-    next: Option<String>,
-}
-
-/// The `Set-Cookie` value keeping `token` for `/w/` pages (and the preview
-/// domain's, when there is one): HttpOnly, SameSite=Lax, a week.
-pub(crate) fn session_cookie(s: &AppState, token: &str) -> String {
-    let domain = s
-        .preview_domain
-        .as_deref()
-        .map(|d| format!("; Domain={d}"))
-        .unwrap_or_default();
-    format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}",
-        auth::COOKIE
-    )
-}
-
-/// Checks the token and keeps it in an HttpOnly cookie for `/w/` pages.
-async fn login(
-    AxState(s): AxState<AppState>,
-    axum::extract::Form(f): axum::extract::Form<LoginForm>,
-) -> Result<Response> {
-    let mut h = HeaderMap::new();
-    h.insert(
-        header::AUTHORIZATION,
-        HeaderValue::from_str(&format!("Bearer {}", f.token.trim()))
-            .map_err(|_| ApiError::unauthorized("invalid token"))?,
-    );
-    auth::optional(&s, &h).await?;
-    let cookie = session_cookie(&s, f.token.trim());
-    Response::builder()
-        .status(StatusCode::SEE_OTHER)
-        .header(header::LOCATION, safe_next(f.next.as_deref()))
-        .header(header::SET_COOKIE, cookie)
-        .body(axum::body::Body::empty())
-        .map_err(|e| ApiError::internal(e.to_string()))
 }
 
 // ---- the proxy ----
@@ -256,15 +167,15 @@ fn respond(r: Result<Response>) -> Response {
 /// The workspace `ws` names for this caller: theirs by name, else any by id.
 async fn resolve(s: &AppState, who: Option<&Auth>, ws: &str) -> Result<WorkspaceRow> {
     if let Some(a) = who {
-        if crate::validate::workspace_name(ws).is_ok() {
-            if let Ok(w) = find(s, &a.user, ws).await {
+        if crate::domain::validate::workspace_name(ws).is_ok() {
+            if let Ok(w) = s.svc.find(&a.user, ws).await {
                 return Ok(w);
             }
         }
     }
-    match s.ctl.store().workspace(ws).await? {
-        Some(w) if w.state != crate::lifecycle::State::Deleted => Ok(w),
-        _ => Err(ApiError::not_found(format!("no workspace {ws:?}"))),
+    match s.svc.workspace(ws).await? {
+        Some(w) if w.state != State::Deleted => Ok(w),
+        _ => Err(Error::not_found(format!("no workspace {ws:?}"))),
     }
 }
 
@@ -302,7 +213,7 @@ async fn proxy(
 ) -> Result<Response> {
     let port: u32 = port
         .parse()
-        .map_err(|_| ApiError::invalid("invalid_port", format!("{port:?} is not a port")))?;
+        .map_err(|_| Error::invalid("invalid_port", format!("{port:?} is not a port")))?;
     let port = valid_port(port)?;
     let who = auth::optional(s, req.headers()).await?;
     let w = match resolve(s, who.as_ref(), ws).await {
@@ -312,32 +223,34 @@ async fn proxy(
         Err(e) => return Err(e),
     };
     let owner_view = |w: &WorkspaceRow| who.as_ref().is_some_and(|a| a.admin || a.user == w.owner);
-    if !owner_view(&w) && !s.ctl.store().port_is_public(&w.id, port).await? {
+    if !owner_view(&w) && !s.svc.port_is_public(&w, port).await? {
         return match who {
-            Some(_) => Err(ApiError::forbidden(format!(
+            Some(_) => Err(Error::forbidden(format!(
                 "port {port} of workspace {ws} is not public"
             ))),
             None => Ok(sign_in(&req)),
         };
     }
     let sandbox = !owner_view(&w);
-    tunnels::reachable_or_waking(&w)?;
+    w.reachable_or_waking()?;
     let host_routed = req.extensions().get::<HostRouted>().is_some();
     let prefix = format!("/w/{ws}/{port}");
-    let streams = tunnels::open(s, w, |w| {
-        pb::request::Command::Connect(pb::ConnectRequest {
-            name: w.id.clone(),
-            port: u32::from(port),
-            kind: "preview".into(),
+    let streams = s
+        .svc
+        .tunnel(w, |w| {
+            pb::request::Command::Connect(pb::ConnectRequest {
+                name: w.id.clone(),
+                port: u32::from(port),
+                kind: "preview".into(),
+            })
         })
-    })
-    .await?;
-    let (send, recv) = streams;
+        .await?;
+    let Duplex { send, recv } = streams;
     let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
         .handshake::<_, axum::body::Body>(io)
         .await
-        .map_err(|e| ApiError::node("preview_failed", format!("HTTP to port {port}: {e}")))?;
+        .map_err(|e| Error::node("preview_failed", format!("HTTP to port {port}: {e}")))?;
     tokio::spawn(async move {
         if let Err(e) = conn.with_upgrades().await {
             tracing::debug!(error = %e, "preview connection ended");
@@ -357,7 +270,7 @@ async fn proxy(
         .method(parts.method.clone())
         .uri(format!("/{rest}{query}"))
         .body(body)
-        .map_err(|e| ApiError::invalid("invalid_request", e.to_string()))?;
+        .map_err(|e| Error::invalid("invalid_request", e.to_string()))?;
     let h = up.headers_mut();
     for (k, v) in parts.headers.iter() {
         if HOP.contains(&k.as_str()) || k == header::AUTHORIZATION || k == header::HOST {
@@ -399,11 +312,11 @@ async fn proxy(
     let mut resp = sender
         .send_request(up)
         .await
-        .map_err(|e| ApiError::node("preview_failed", format!("HTTP to port {port}: {e}")))?;
+        .map_err(|e| Error::node("preview_failed", format!("HTTP to port {port}: {e}")))?;
 
     if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
         let Some(client_upgrade) = client_upgrade else {
-            return Err(ApiError::node(
+            return Err(Error::node(
                 "preview_failed",
                 "the app switched protocols without being asked",
             ));
@@ -424,7 +337,7 @@ async fn proxy(
         }
         return out
             .body(axum::body::Body::empty())
-            .map_err(|e| ApiError::internal(e.to_string()));
+            .map_err(|e| Error::internal(e.to_string()));
     }
 
     let (mut rparts, rbody) = resp.into_parts();
@@ -462,7 +375,7 @@ fn sets_berth_cookie(v: &HeaderValue) -> bool {
                 .map(|_| &name[p.len()..])
         })
         .unwrap_or(name);
-    bare.eq_ignore_ascii_case(crate::auth::COOKIE)
+    bare.eq_ignore_ascii_case(auth::COOKIE)
 }
 
 /// Drops every `Set-Cookie` of an app's response that sets Berth's cookie.
@@ -495,19 +408,8 @@ fn sign_in(req: &Request) -> Response {
             .body(axum::body::Body::empty())
             .unwrap_or_default();
     }
-    ApiError::unauthorized("sign in: Authorization: Bearer <token> or the berth_token cookie")
+    Error::unauthorized("sign in: Authorization: Bearer <token> or the berth_token cookie")
         .into_response()
-}
-
-pub(crate) fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[cfg(test)]
@@ -550,13 +452,5 @@ mod tests {
             .map(|v| v.to_str().unwrap())
             .collect();
         assert_eq!(left, ["theme=dark; Path=/", "berth_token_other=ok"]);
-    }
-
-    #[test]
-    fn sign_in_only_sends_back_to_berth_pages() {
-        assert_eq!(safe_next(Some("/w/web/3000/")), "/w/web/3000/");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/w/login");
-        assert_eq!(safe_next(Some("/w//evil.example")), "/w/login");
-        assert_eq!(safe_next(None), "/w/login");
     }
 }

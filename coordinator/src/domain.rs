@@ -1,0 +1,11 @@
+//! Pure decisions, with `now` passed in: the workspace lifecycle, placement,
+//! what a workspace holds on its node, input validation, and a create
+//! request resolved against the tiers. No store, no link, no clock.
+
+pub mod capacity;
+pub mod lifecycle;
+pub mod node;
+pub mod scheduler;
+pub mod tier;
+pub mod validate;
+pub mod workspace;

@@ -1,0 +1,129 @@
+//! The OpenAPI document: generated from the handlers and the shared API
+//! types, with what the derive cannot say added, and the configured tier
+//! names as the values `tier` takes.
+
+use super::AppState;
+use super::{exec, nodes, previews, signin, ssh_keys, terminal, tokens, tunnels, workspaces};
+use axum::extract::State as AxState;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_proto::api::{ErrorBody, WorkspaceEvent};
+use utoipa::OpenApi;
+
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/v1/openapi.json", get(openapi))
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
+    paths(
+        workspaces::create_workspace, workspaces::list_workspaces, workspaces::get_workspace,
+        workspaces::start_workspace, workspaces::stop_workspace, workspaces::delete_workspace,
+        workspaces::events, exec::exec_workspace, exec::exec_stream, nodes::list_nodes,
+        nodes::get_node, nodes::cordon_node, nodes::uncordon_node, nodes::drain_node,
+        tokens::create_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,
+        tunnels::connect_port, tunnels::connect_ssh, tunnels::ssh_host_key, tunnels::activity,
+        ssh_keys::add_ssh_key, ssh_keys::list_ssh_keys, ssh_keys::delete_ssh_key,
+        previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link
+    ),
+    components(schemas(ErrorBody, WorkspaceEvent)),
+    modifiers(&BearerAuth, &Constraints),
+    security(("bearer" = []))
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// What the derive cannot say: the names and values allowed in the maps
+/// and the NUL-free argv items (the same rules `validate` enforces).
+struct Constraints;
+
+impl utoipa::Modify for Constraints {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ArrayItems, Object, Schema, Type};
+        use utoipa::openapi::RefOr;
+        let text = |pattern: &str, max: usize| {
+            Schema::Object(
+                Object::builder()
+                    .schema_type(Type::String)
+                    .pattern(Some(pattern))
+                    .max_length(Some(max))
+                    .build(),
+            )
+        };
+        let no_nul = |max| text("^[^\\u0000]*$", max);
+        let Some(components) = openapi.components.as_mut() else {
+            return;
+        };
+        // (schema, field, names, values, most entries)
+        let maps = [
+            (
+                "CreateWorkspace",
+                "env",
+                text("^[A-Za-z_][A-Za-z0-9_]*$", 256),
+                no_nul(32 * 1024),
+                256,
+            ),
+            (
+                "ExecBody",
+                "env",
+                text("^[A-Za-z_][A-Za-z0-9_]*$", 256),
+                no_nul(32 * 1024),
+                256,
+            ),
+            (
+                "CreateWorkspace",
+                "node_selector",
+                text(crate::domain::validate::LABEL_KEY, 253),
+                text(crate::domain::validate::LABEL_VALUE, 63),
+                64,
+            ),
+        ];
+        for (schema, field, names, values, most) in maps {
+            let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut(schema) else {
+                continue;
+            };
+            let Some(RefOr::T(Schema::Object(f))) = o.properties.get_mut(field) else {
+                continue;
+            };
+            f.property_names = Some(Box::new(names));
+            f.additional_properties = Some(Box::new(
+                utoipa::openapi::schema::AdditionalProperties::RefOr(RefOr::T(values)),
+            ));
+            f.max_properties = Some(most);
+        }
+        if let Some(RefOr::T(Schema::Object(o))) = components.schemas.get_mut("ExecBody") {
+            if let Some(RefOr::T(Schema::Array(a))) = o.properties.get_mut("argv") {
+                a.items = ArrayItems::RefOrSchema(Box::new(RefOr::T(no_nul(1 << 20))));
+            }
+        }
+    }
+}
+
+/// The OpenAPI document, with this coordinator's tier names as the only
+/// values `tier` takes (they come from its configuration).
+async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
+    let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+    let names: Vec<String> = s.svc.tiers().all().into_iter().map(|t| t.name).collect();
+    if let Some(tier) = doc
+        .pointer_mut("/components/schemas/CreateWorkspace/properties/tier")
+        .and_then(|t| t.as_object_mut())
+    {
+        tier.remove("pattern");
+        tier.insert("enum".into(), serde_json::json!(names));
+    }
+    Json(doc)
+}

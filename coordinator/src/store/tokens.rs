@@ -1,0 +1,149 @@
+//! The cluster CA, API tokens and join tokens.
+
+use super::Store;
+use crate::domain::node::JoinRefusal;
+use crate::error::{Error, Result};
+use sqlx::Row;
+
+/// Who a valid API token belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Principal {
+    pub user: String,
+    pub admin: bool,
+}
+
+impl Store {
+    // ---- CA ----
+
+    /// The cluster CA, made with `generate` by whichever coordinator comes first.
+    pub async fn ca_or_init(
+        &self,
+        generate: impl FnOnce() -> Result<(String, String)>,
+    ) -> Result<(String, String)> {
+        if let Some(r) = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
+            .fetch_optional(&self.pool)
+            .await?
+        {
+            return Ok((r.try_get(0)?, r.try_get(1)?));
+        }
+        let (cert, key) = generate()?;
+        sqlx::query(
+            "INSERT INTO ca (id, cert_pem, key_pem) VALUES (1, $1, $2) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&cert)
+        .bind(&key)
+        .execute(&self.pool)
+        .await?;
+        let r = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok((r.try_get(0)?, r.try_get(1)?))
+    }
+
+    // ---- API tokens ----
+
+    /// Stores an API token (its hash only).
+    pub async fn add_api_token(&self, id: &str, hash: &str, user: &str, admin: bool) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (id, secret_hash, user_name, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(hash)
+            .bind(user)
+            .bind(if admin { "admin" } else { "member" })
+            .bind(berth_proto::units::now_ms())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether any admin token exists.
+    pub async fn has_admin(&self) -> Result<bool> {
+        let n: i64 = sqlx::query("SELECT COUNT(*) FROM api_tokens WHERE role = 'admin'")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get(0)?;
+        Ok(n > 0)
+    }
+
+    /// The owner of the token with this hash.
+    pub async fn principal(&self, hash: &str) -> Result<Option<Principal>> {
+        let r = sqlx::query("SELECT user_name, role FROM api_tokens WHERE secret_hash = $1")
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match r {
+            Some(r) => Some(Principal {
+                user: r.try_get(0)?,
+                admin: r.try_get::<String, _>(1)? == "admin",
+            }),
+            None => None,
+        })
+    }
+
+    // ---- join tokens ----
+
+    pub async fn add_join_token(
+        &self,
+        id: &str,
+        hash: &str,
+        by: &str,
+        expires_at_ms: i64,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO join_tokens (id, secret_hash, created_by, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)")
+            .bind(id)
+            .bind(hash)
+            .bind(by)
+            .bind(berth_proto::units::now_ms())
+            .bind(expires_at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Consumes a join token for `node` and records the node as joined, in one
+    /// transaction: a token works once, before it expires, for a new node id.
+    pub async fn join(
+        &self,
+        id: &str,
+        hash: &str,
+        node: &str,
+        now: i64,
+    ) -> Result<std::result::Result<(), JoinRefusal>> {
+        let mut tx = self.pool.begin().await?;
+        let used = sqlx::query("UPDATE join_tokens SET used_at_ms = $1, used_by_node = $2 WHERE id = $3 AND secret_hash = $4 AND used_at_ms IS NULL AND expires_at_ms > $1")
+            .bind(now)
+            .bind(node)
+            .bind(id)
+            .bind(hash)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if used != 1 {
+            drop(tx);
+            let r = sqlx::query("SELECT expires_at_ms, used_at_ms FROM join_tokens WHERE id = $1 AND secret_hash = $2")
+                .bind(id)
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await?;
+            return Ok(Err(match r {
+                None => JoinRefusal::Unknown,
+                Some(r) if r.try_get::<Option<i64>, _>(1)?.is_some() => JoinRefusal::Used,
+                Some(_) => JoinRefusal::Expired,
+            }));
+        }
+        let inserted = sqlx::query("INSERT INTO nodes (id, status, joined_at_ms, last_seen_ms, status_since_ms) VALUES ($1, 'joined', $2, $2, $2) ON CONFLICT (id) DO NOTHING")
+            .bind(node)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        if inserted != 1 {
+            // The token stays unused: the transaction is rolled back.
+            return Err(Error::conflict(
+                "node_exists",
+                format!("a node named {node:?} already joined; pick another node id"),
+            ));
+        }
+        tx.commit().await?;
+        Ok(Ok(()))
+    }
+}

@@ -1,0 +1,632 @@
+//! The REST API's request and response types (`/v1`), defined once for the
+//! coordinator that serves them, the CLI and the tests that call them. With
+//! the `openapi` feature (the coordinator's) they also describe themselves
+//! for the OpenAPI document; the bounds and patterns given there are the
+//! ones the coordinator enforces.
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The pattern of a workspace name (also a DNS label).
+pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$";
+
+/// Where a workspace is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Pending,
+    Scheduled,
+    Starting,
+    Running,
+    Stopping,
+    Stopped,
+    Deleting,
+    Deleted,
+    Failed,
+    Unknown,
+}
+
+impl State {
+    /// Every state, in lifecycle order.
+    pub const ALL: [State; 10] = [
+        State::Pending,
+        State::Scheduled,
+        State::Starting,
+        State::Running,
+        State::Stopping,
+        State::Stopped,
+        State::Deleting,
+        State::Deleted,
+        State::Failed,
+        State::Unknown,
+    ];
+
+    /// The lowercase name used in the store and the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Pending => "pending",
+            State::Scheduled => "scheduled",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Stopping => "stopping",
+            State::Stopped => "stopped",
+            State::Deleting => "deleting",
+            State::Deleted => "deleted",
+            State::Failed => "failed",
+            State::Unknown => "unknown",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the user asked for last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Desired {
+    Running,
+    Stopped,
+    Deleted,
+}
+
+impl Desired {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Stopped => "stopped",
+            Desired::Deleted => "deleted",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Desired::Running, Desired::Stopped, Desired::Deleted]
+            .into_iter()
+            .find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Desired {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A node's standing with the coordinator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum NodeStatus {
+    /// Its certificate was issued; it never registered.
+    Joined,
+    Ready,
+    /// Silent past the unreachable timeout: nothing new is placed on it.
+    Unreachable,
+    /// Silent past the lost timeout: its workspaces are unknown.
+    Lost,
+}
+
+impl NodeStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeStatus::Joined => "joined",
+            NodeStatus::Ready => "ready",
+            NodeStatus::Unreachable => "unreachable",
+            NodeStatus::Lost => "lost",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [
+            NodeStatus::Joined,
+            NodeStatus::Ready,
+            NodeStatus::Unreachable,
+            NodeStatus::Lost,
+        ]
+        .into_iter()
+        .find(|x| x.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Integers as JSON Schema counts them: `3` and `3.0` are the same integer.
+pub mod whole {
+    use serde::{de::Error, Deserialize, Deserializer};
+
+    fn num<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+            return Ok(None);
+        };
+        if let Some(v) = n.as_u64() {
+            return Ok(Some(v));
+        }
+        match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && (0.0..=u64::MAX as f64).contains(&f) => {
+                Ok(Some(f as u64))
+            }
+            _ => Err(D::Error::custom(format!(
+                "invalid value {n}: expected a non-negative integer"
+            ))),
+        }
+    }
+
+    pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+        num(d)
+    }
+
+    pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
+        match num(d)? {
+            None => Ok(None),
+            Some(v) => u32::try_from(v)
+                .map(Some)
+                .map_err(|_| D::Error::custom(format!("invalid value {v}: too large"))),
+        }
+    }
+}
+
+/// The JSON body of every error response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ErrorBody {
+    /// Stable, machine-readable code, e.g. `not_found`.
+    pub code: String,
+    /// What went wrong, for humans.
+    pub message: String,
+}
+
+/// Request to create a workspace. Resources come from the tier (default
+/// `small`), each overridable.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateWorkspace {
+    /// 1 to 40 of a-z, 0-9 and '-'; unique among the caller's workspaces.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+    )]
+    pub name: String,
+    /// Image reference, host[:port]/repository[:tag][@sha256:digest] (the
+    /// host names a registry: it has a '.' or ':' or is localhost).
+    /// Omitted: the coordinator's default image (`--default-image`), if it has one.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(localhost|[!-.0-?A-~]*[.:][!-.0-?A-~]*)/[a-z0-9._-]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$",
+            max_length = 512
+        )
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Resource tier (see `GET /v1/tiers`; the built-in ones are small,
+    /// medium and large); default `small`, or the first configured tier.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+    /// CPU in thousandths of a core.
+    #[cfg_attr(feature = "openapi", schema(minimum = 10, maximum = 64000))]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cpu_millis: Option<u32>,
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 16777216, maximum = 274877906944_u64)
+    )]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub memory_bytes: Option<u64>,
+    /// Size of the persistent /workspace volume.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(minimum = 16777216, maximum = 1099511627776_u64)
+    )]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub disk_bytes: Option<u64>,
+    #[cfg_attr(feature = "openapi", schema(minimum = 16, maximum = 65536))]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub pids: Option<u32>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Labels a node must carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_selector: Option<BTreeMap<String, String>>,
+    /// Start once placed (default true).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<bool>,
+}
+
+/// A workspace.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Workspace {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub image: String,
+    pub state: State,
+    pub desired: Desired,
+    pub node: Option<String>,
+    pub generation: u64,
+    pub reason: Option<String>,
+    pub ip: Option<String>,
+    pub exit_code: Option<i64>,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub node_selector: BTreeMap<String, String>,
+    /// The tier it was created from.
+    #[serde(default)]
+    pub tier: String,
+    pub created_at_ms: i64,
+    pub updated_at_ms: i64,
+}
+
+/// A change of a workspace, as the event stream shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WorkspaceEvent {
+    pub id: String,
+    pub name: String,
+    pub owner: String,
+    pub state: State,
+    pub desired: Desired,
+    pub node: Option<String>,
+    pub generation: u64,
+    pub reason: Option<String>,
+    pub at_ms: i64,
+}
+
+/// A command to run in a workspace.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct ExecBody {
+    /// Program and arguments (no NUL).
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 4096))]
+    pub argv: Vec<String>,
+    /// Environment variables: names `[A-Za-z_][A-Za-z0-9_]*`, values without NUL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    /// Working directory, absolute (default /workspace).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^/[^\\u0000]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Text given on standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// Seconds before the call gives up (default 60, at most 3600).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 3600))]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub timeout_seconds: Option<u64>,
+    /// Who runs the command: the workspace's user (default, no capabilities)
+    /// or root of the workspace's own user namespace (not root on the node).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<ExecUser>,
+}
+
+/// Who an exec runs as inside the workspace.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum ExecUser {
+    User,
+    Root,
+}
+
+/// What a command did.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ExecResult {
+    pub exit_code: i32,
+    /// Standard output (UTF-8, invalid bytes replaced), at most 1 MiB.
+    pub stdout: String,
+    /// Standard error, at most 1 MiB.
+    pub stderr: String,
+    /// Output past 1 MiB per stream was dropped (the command ran to its end).
+    #[serde(default)]
+    pub truncated: bool,
+}
+
+/// A node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Node {
+    pub id: String,
+    pub status: NodeStatus,
+    pub connected_here: bool,
+    pub cordoned: bool,
+    pub draining: bool,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub cached_images: Vec<String>,
+    pub capacity: NodeResources,
+    pub allocated: NodeResources,
+    pub agent_version: String,
+    pub last_seen_ms: i64,
+}
+
+/// Amounts of resources on a node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeResources {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub workspaces: u32,
+}
+
+/// Request for a join token.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateJoinToken {
+    /// Lifetime in seconds (default 3600, at most 7 days).
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub ttl_seconds: Option<u64>,
+}
+
+/// A new join token: shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct JoinTokenCreated {
+    pub token: String,
+    pub expires_at_ms: i64,
+}
+
+/// The role of an API token's user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Admin,
+    Member,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Member => "member",
+        }
+    }
+
+    /// Parses "admin" or "member".
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "admin" => Some(Role::Admin),
+            "member" => Some(Role::Member),
+            _ => None,
+        }
+    }
+}
+
+/// Request for an API token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiToken {
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9._@-]{1,64}$"))]
+    pub user: String,
+    /// admin or member.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(admin|member)$"))]
+    pub role: String,
+}
+
+/// A new API token: shown once.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ApiTokenCreated {
+    pub token: String,
+    pub user: String,
+    pub role: String,
+}
+
+/// Who the caller is.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WhoAmI {
+    pub user: String,
+    pub role: String,
+}
+
+/// A resource tier: a workspace's default resources and its policy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Tier {
+    pub name: String,
+    pub cpu_millis: u32,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+    pub pids: u32,
+    /// Workspaces of this tier may create nested user namespaces (rootless
+    /// tools inside); refused by seccomp otherwise.
+    #[serde(default)]
+    pub nested_userns: bool,
+    /// Private IPv4 ranges its workspaces may reach beyond the egress
+    /// policy (DNS and the internet); cloud metadata never.
+    #[serde(default)]
+    pub egress_allow: Vec<String>,
+}
+
+/// A public key to register.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddSshKey {
+    /// One OpenSSH public key line, e.g. the contents of `~/.ssh/id_ed25519.pub`.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 16384, pattern = "^[^\\u0000]*$")
+    )]
+    pub public_key: String,
+    /// A label (default: the key's comment). Printable, at most 100 characters.
+    #[cfg_attr(feature = "openapi", schema(max_length = 100, pattern = "^[ -~]*$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+}
+
+/// A registered SSH key.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SshKey {
+    pub id: String,
+    pub name: String,
+    /// `SHA256:...`, as `ssh-keygen -l` prints it.
+    pub fingerprint: String,
+    /// The key, OpenSSH format, without comment.
+    pub public_key: String,
+    pub created_at_ms: i64,
+}
+
+/// The host key a workspace's SSH server presents (its node's).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SshHostKey {
+    pub node: String,
+    /// OpenSSH public key, e.g. `ssh-ed25519 AAAA...`.
+    pub host_key: String,
+}
+
+/// Tunnel activity of a workspace, as its agent counts it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Activity {
+    pub workspace: String,
+    /// One entry per kind of tunnel used since the agent started.
+    pub tunnels: Vec<TunnelActivity>,
+}
+
+/// Sessions and bytes of one kind of tunnel.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TunnelActivity {
+    /// ssh, port, preview or terminal.
+    pub kind: String,
+    /// Sessions open now.
+    pub open: u64,
+    /// Sessions opened in all.
+    pub sessions: u64,
+    /// Bytes from the user to the workspace.
+    pub bytes_in: u64,
+    /// Bytes from the workspace to the user.
+    pub bytes_out: u64,
+    /// When bytes last moved or a session opened or closed (Unix ms).
+    pub last_active_ms: u64,
+}
+
+/// Whether a port's preview is public.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Visibility {
+    /// true: anyone with the link may open the preview; false: the owner only.
+    pub public: bool,
+}
+
+/// A port and its visibility.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PortVisibility {
+    pub port: u16,
+    pub public: bool,
+}
+
+/// Where a new sign-in link leads.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct LinkRequest {
+    /// A page under /w/, e.g. /w/demo/terminal.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = r"^/w/([!-.0-\[\]-~]+/)*[!-.0-\[\]-~]*$", max_length = 1024)
+    )]
+    pub next: String,
+}
+
+/// A one-time sign-in link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SignInLink {
+    /// Path on this coordinator; opening it signs the browser in and goes to `next`.
+    pub url: String,
+    pub expires_in_seconds: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_read_and_write_as_the_api_spells_them() {
+        for s in State::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(State::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(
+            NodeStatus::parse("unreachable"),
+            Some(NodeStatus::Unreachable)
+        );
+        assert_eq!(Role::parse("member"), Some(Role::Member));
+        assert_eq!(Role::parse("root"), None);
+    }
+
+    #[test]
+    fn integers_may_be_written_as_whole_floats() {
+        let c: CreateWorkspace =
+            serde_json::from_str(r#"{"name": "a", "cpu_millis": 3.0, "memory_bytes": 16777216}"#)
+                .unwrap();
+        assert_eq!((c.cpu_millis, c.memory_bytes), (Some(3), Some(16 << 20)));
+        assert!(serde_json::from_str::<CreateWorkspace>(r#"{"name": "a", "pids": 1.5}"#).is_err());
+    }
+}
