@@ -1,11 +1,11 @@
 //! The coordinator's REST API as the CLI uses it: JSON in and out, errors
 //! carried as the API's stable code, and the SSE event stream.
 
+use berth_proto::api::WorkspaceEvent;
 use futures::StreamExt;
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use std::fmt;
 
 /// An error from the API (its JSON body) or from getting there.
@@ -52,84 +52,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 struct ErrorBody {
     code: String,
     message: String,
-}
-
-/// A workspace as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Workspace {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub image: String,
-    pub state: String,
-    pub desired: String,
-    pub node: Option<String>,
-    pub generation: u64,
-    pub reason: Option<String>,
-    pub ip: Option<String>,
-    pub exit_code: Option<i64>,
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub pids: u32,
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub node_selector: BTreeMap<String, String>,
-    pub created_at_ms: i64,
-    pub updated_at_ms: i64,
-}
-
-/// One state change from `/v1/events`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct WorkspaceEvent {
-    pub id: String,
-    pub name: String,
-    pub owner: String,
-    pub state: String,
-    pub desired: String,
-    pub node: Option<String>,
-    pub generation: u64,
-    pub reason: Option<String>,
-    pub at_ms: i64,
-}
-
-/// Amounts of resources on a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct NodeResources {
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub workspaces: u32,
-}
-
-/// A node as the API returns it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Node {
-    pub id: String,
-    pub status: String,
-    pub connected_here: bool,
-    pub cordoned: bool,
-    pub draining: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub cached_images: Vec<String>,
-    pub capacity: NodeResources,
-    pub allocated: NodeResources,
-    pub agent_version: String,
-    pub last_seen_ms: i64,
-}
-
-/// What a command run in a workspace did.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct ExecResult {
-    pub exit_code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    /// Output past 1 MiB per stream was dropped.
-    #[serde(default)]
-    pub truncated: bool,
 }
 
 /// The API client.

@@ -6,8 +6,11 @@
 //! runs `ssh` with both; `berth config-ssh` writes them into
 //! `~/.ssh/config` for `Host berth.*`, which VS Code Remote-SSH reads.
 
+use super::tunnels::ensure_running;
+use super::{ws_path, Ui};
+use crate::args::Target;
 use crate::client::Client;
-use crate::{ensure_running, fail, ws_path, Failure, Outcome, Target, Ui};
+use crate::{fail, Failure, Outcome};
 use anyhow::Context;
 use std::path::{Path, PathBuf};
 

@@ -1,0 +1,387 @@
+//! The command line: subcommands, their arguments and the parsers of
+//! argument values (clap).
+
+use berth_proto::units::{parse_duration, parse_size};
+use clap::{Args, Parser, Subcommand};
+use std::time::Duration;
+
+/// A duration of at least one second, in whole seconds (what the API takes).
+pub(crate) fn whole_seconds(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!("{s:?}: expected whole seconds, at least 1s"));
+    }
+    Ok(d)
+}
+
+pub(crate) const AFTER_HELP: &str = "\
+The coordinator and token come from --url/--token, else BERTH_URL/BERTH_TOKEN, else the
+config file (BERTH_CONFIG, default ~/.config/berth/config.toml; `berth login` writes it).
+
+Exit status: 0 on success, 1 when the API or the coordinator refused or failed (the
+error's stable code is printed, see docs/errors.md), 2 for bad usage; `berth exec`
+exits with the command's own status.";
+
+/// Berth: cloud developer workspaces.
+#[derive(Parser)]
+#[command(name = "berth", version, about, after_help = AFTER_HELP)]
+pub(crate) struct Cli {
+    /// Coordinator API URL [default: from the config file, else http://127.0.0.1:8080].
+    #[arg(long, global = true, env = "BERTH_URL")]
+    pub(crate) url: Option<String>,
+    /// API token [default: from the config file].
+    #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
+    pub(crate) token: Option<String>,
+    /// Print JSON instead of tables (errors too, on standard error).
+    #[arg(long, global = true)]
+    pub(crate) json: bool,
+    /// No progress lines while waiting.
+    #[arg(long, short, global = true)]
+    pub(crate) quiet: bool,
+    #[command(subcommand)]
+    pub(crate) cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum Cmd {
+    /// Check a URL and token and save them in the config file.
+    Login {
+        /// Token to save (default: --token / BERTH_TOKEN).
+        #[arg(long = "with-token")]
+        with_token: Option<String>,
+    },
+    /// Who the token belongs to.
+    Whoami,
+    /// Create a workspace and wait until it runs (or, with --no-start, exists on its node).
+    Create(CreateArgs),
+    /// List workspaces.
+    #[command(alias = "ls")]
+    List {
+        /// Only this state (pending, scheduled, starting, running, stopping, stopped, failed, unknown, ...).
+        #[arg(long)]
+        state: Option<String>,
+        /// Only this node (admins).
+        #[arg(long)]
+        node: Option<String>,
+        /// Another user's workspaces (admins).
+        #[arg(long, conflicts_with = "all")]
+        owner: Option<String>,
+        /// Everyone's workspaces (admins).
+        #[arg(long, short)]
+        all: bool,
+    },
+    /// Show one workspace.
+    Get(Target),
+    /// Start a stopped workspace and wait until it runs.
+    Start(Change),
+    /// Stop a workspace (its /workspace volume is kept) and wait until it stopped.
+    Stop(Change),
+    /// Delete a workspace and its volume, and wait until it is gone.
+    #[command(alias = "rm")]
+    Delete(Change),
+    /// Run a command in a running workspace; exits with the command's status.
+    Exec(ExecArgs),
+    /// Forward local TCP ports to a workspace's ports, through the coordinator
+    /// (each connection its own stream), until interrupted. A stopped
+    /// workspace is started first.
+    #[command(name = "port-forward")]
+    PortForward {
+        #[command(flatten)]
+        target: Target,
+        /// REMOTE, or LOCAL:REMOTE (LOCAL 0 picks a free port); repeatable.
+        #[arg(required = true, value_parser = port_pair)]
+        ports: Vec<(u16, u16)>,
+        /// Local address to listen on.
+        #[arg(long, default_value = "127.0.0.1")]
+        address: std::net::IpAddr,
+    },
+    /// SSH into a workspace with OpenSSH's `ssh` (a shell, or CMD), through
+    /// the coordinator; a stopped workspace is started first. Log in with a
+    /// key registered by `berth ssh-key add`.
+    Ssh {
+        #[command(flatten)]
+        target: Target,
+        /// Be OpenSSH's ProxyCommand: carry the SSH connection on standard
+        /// input and output (NAME may be berth.NAME).
+        #[arg(long, conflicts_with = "known_hosts")]
+        stdio: bool,
+        /// Be OpenSSH's KnownHostsCommand: print the workspace's host key.
+        #[arg(long)]
+        known_hosts: bool,
+        /// The command to run instead of a shell.
+        #[arg(last = true)]
+        argv: Vec<String>,
+    },
+    /// Write `Host berth.*` into ~/.ssh/config so that `ssh berth.NAME`, scp,
+    /// sftp and VS Code Remote-SSH reach workspace NAME (idempotent).
+    #[command(name = "config-ssh")]
+    ConfigSsh {
+        /// The ssh config file to edit.
+        #[arg(long)]
+        ssh_config: Option<std::path::PathBuf>,
+        /// Print the resulting file instead of writing it.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Your SSH public keys (what `berth ssh` logs in with).
+    #[command(name = "ssh-key")]
+    SshKey {
+        #[command(subcommand)]
+        cmd: SshKeyCmd,
+    },
+    /// Tunnel activity of a workspace: open sessions and bytes per kind.
+    Activity(Target),
+    /// Print a one-time sign-in link (good for 2 minutes) to a workspace's
+    /// web terminal, or with --port to its preview, for a browser.
+    Open {
+        /// Workspace name.
+        name: String,
+        /// The preview of this port instead of the terminal.
+        #[arg(long)]
+        port: Option<u16>,
+    },
+    /// Follow workspace state changes (one line each) until interrupted.
+    Events,
+    /// The resource tiers.
+    Tiers,
+    /// Nodes (admins): list, or one of the subcommands.
+    Nodes {
+        #[command(subcommand)]
+        cmd: Option<NodesCmd>,
+    },
+    /// Administration (admins).
+    Admin {
+        #[command(subcommand)]
+        cmd: AdminCmd,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct CreateArgs {
+    /// 1 to 40 of a-z, 0-9 and '-'.
+    pub(crate) name: String,
+    /// Image reference, host[:port]/repository[:tag] (default: the
+    /// coordinator's default image, if it has one).
+    #[arg(long)]
+    pub(crate) image: Option<String>,
+    /// Resource tier (`berth tiers` lists them; built in: small, medium, large).
+    #[arg(long)]
+    pub(crate) tier: Option<String>,
+    /// CPU cores, e.g. 2 or 0.5 (overrides the tier).
+    #[arg(long, value_parser = parse_cores)]
+    pub(crate) cpu: Option<u32>,
+    /// Memory, e.g. 4G (overrides the tier).
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) memory: Option<u64>,
+    /// Size of the persistent /workspace volume, e.g. 20G (overrides the tier).
+    #[arg(long, value_parser = parse_size)]
+    pub(crate) disk: Option<u64>,
+    /// Process limit (overrides the tier).
+    #[arg(long)]
+    pub(crate) pids: Option<u32>,
+    /// Environment variable, KEY=VALUE (repeatable).
+    #[arg(long, short, value_parser = key_value)]
+    pub(crate) env: Vec<(String, String)>,
+    /// Node label the workspace needs, KEY=VALUE (repeatable).
+    #[arg(long, value_parser = key_value)]
+    pub(crate) selector: Vec<(String, String)>,
+    /// Create it on a node but do not start it.
+    #[arg(long)]
+    pub(crate) no_start: bool,
+    #[command(flatten)]
+    pub(crate) wait: Wait,
+}
+
+/// What `berth exec` runs, where and how.
+#[derive(Args)]
+pub(crate) struct ExecArgs {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    /// Environment variable for the command, KEY=VALUE (repeatable).
+    #[arg(long, short, value_parser = key_value)]
+    pub(crate) env: Vec<(String, String)>,
+    /// Working directory (default /workspace).
+    #[arg(long)]
+    pub(crate) cwd: Option<String>,
+    /// Send standard input to the command.
+    #[arg(long, short = 'i')]
+    pub(crate) stdin: bool,
+    /// Kill the command after this long, 1s to 1h: exec_timeout.
+    #[arg(long, default_value = "60s", value_parser = whole_seconds)]
+    pub(crate) timeout: Duration,
+    /// Run as root of the workspace's own user namespace (for apt-get and
+    /// the like; not root on the node).
+    #[arg(long)]
+    pub(crate) root: bool,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub(crate) argv: Vec<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct Target {
+    /// Workspace name.
+    pub(crate) name: String,
+    /// Owner of the workspace (admins; default: you).
+    #[arg(long)]
+    pub(crate) owner: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct Change {
+    #[command(flatten)]
+    pub(crate) target: Target,
+    #[command(flatten)]
+    pub(crate) wait: Wait,
+}
+
+#[derive(Args, Clone, Copy)]
+pub(crate) struct Wait {
+    /// Return once the request is accepted instead of waiting.
+    #[arg(long)]
+    pub(crate) no_wait: bool,
+    /// How long to wait.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum SshKeyCmd {
+    /// Register a public key (default: ~/.ssh/id_ed25519.pub, id_ecdsa.pub or id_rsa.pub).
+    Add {
+        /// The public key file, or - for standard input.
+        file: Option<std::path::PathBuf>,
+        /// A label (default: the key's comment).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// List your keys.
+    #[command(alias = "ls")]
+    List,
+    /// Remove a key, by id or SHA256 fingerprint.
+    #[command(alias = "rm")]
+    Remove { key: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum NodesCmd {
+    /// List nodes (the default).
+    List,
+    /// Show one node.
+    Get { id: String },
+    /// Place nothing new on a node.
+    Cordon { id: String },
+    /// Undo cordon (and drain).
+    Uncordon { id: String },
+    /// Cordon a node and stop its workspaces.
+    Drain { id: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCmd {
+    /// Join tokens for new agents.
+    #[command(name = "join-token")]
+    JoinToken {
+        #[command(subcommand)]
+        cmd: JoinTokenCmd,
+    },
+    /// API tokens for users.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JoinTokenCmd {
+    /// Make a one-time join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
+    Create {
+        /// Lifetime, 1s to 7d.
+        #[arg(long, default_value = "1h", value_parser = whole_seconds)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Make an API token for a user (shown once).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+}
+
+/// `3000` (the same port locally) or `8080:3000`.
+pub(crate) fn port_pair(s: &str) -> Result<(u16, u16), String> {
+    let bad = || format!("expected REMOTE or LOCAL:REMOTE ports, got {s:?}");
+    let port = |p: &str| p.parse::<u16>().map_err(|_| bad());
+    match s.split_once(':') {
+        Some((l, r)) => {
+            let r = port(r)?;
+            if r == 0 {
+                return Err(bad());
+            }
+            Ok((port(l)?, r))
+        }
+        None => {
+            let p = port(s)?;
+            if p == 0 {
+                return Err(bad());
+            }
+            Ok((p, p))
+        }
+    }
+}
+
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}
+
+/// Cores as millicores: `2`, `0.5`, `1.25`, or `500m`.
+pub(crate) fn parse_cores(s: &str) -> Result<u32, String> {
+    let bad = || format!("bad CPU amount {s:?}: expected e.g. 2, 0.5 or 500m");
+    if let Some(m) = s.strip_suffix('m') {
+        return m.parse().map_err(|_| bad());
+    }
+    let v: f64 = s.parse().map_err(|_| bad())?;
+    if !v.is_finite() || v <= 0.0 || v > 4096.0 {
+        return Err(bad());
+    }
+    Ok((v * 1000.0).round() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_and_pairs_parse() {
+        assert_eq!(parse_cores("2"), Ok(2000));
+        assert_eq!(parse_cores("0.5"), Ok(500));
+        assert_eq!(parse_cores("250m"), Ok(250));
+        assert!(parse_cores("-1").is_err());
+        assert!(parse_cores("NaN").is_err());
+        assert!(parse_cores("x").is_err());
+        assert_eq!(key_value("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(key_value("=x").is_err());
+        assert!(key_value("x").is_err());
+        assert_eq!(port_pair("3000"), Ok((3000, 3000)));
+        assert_eq!(port_pair("0:3000"), Ok((0, 3000)));
+        assert_eq!(port_pair("8080:80"), Ok((8080, 80)));
+        for bad in ["0", "3000:0", "x", "1:2:3", "70000", ":80"] {
+            assert!(port_pair(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,143 @@
+//! `berth login`, `whoami`, `events`, `tiers`, and `admin` (join tokens,
+//! API tokens).
+
+use super::Ui;
+use crate::args::{AdminCmd, JoinTokenCmd, TokenCmd};
+use crate::client::Client;
+use crate::output::{cores, opt, size, table};
+use crate::{config, fail, Outcome};
+use berth_proto::api::{
+    ApiTokenCreated, CreateApiToken, CreateJoinToken, JoinTokenCreated, Tier, WhoAmI,
+};
+use std::io::Write;
+use std::path::PathBuf;
+
+/// Checks a URL and token against the coordinator and saves them.
+pub(crate) async fn login(
+    ui: Ui,
+    resolved: &config::Resolved,
+    cfg_path: Option<PathBuf>,
+    with_token: Option<String>,
+) -> Outcome {
+    let token = with_token.or(resolved.token.clone()).ok_or_else(|| {
+        fail(
+            "usage",
+            "give the token with --with-token, --token or BERTH_TOKEN",
+        )
+    })?;
+    let c = Client::new(resolved.url.clone(), Some(token.clone()))?;
+    let me: WhoAmI = c.get("/v1/whoami").await?;
+    let path = cfg_path.ok_or_else(|| fail("cli_error", "no HOME to keep the config in"))?;
+    config::save(
+        &path,
+        &config::File {
+            url: Some(resolved.url.clone()),
+            token: Some(token),
+        },
+    )?;
+    if ui.json {
+        println!("{}", serde_json::to_string(&me).unwrap_or_default());
+    } else {
+        println!(
+            "Logged in to {} as {} ({}); saved in {}",
+            resolved.url,
+            me.user,
+            me.role,
+            path.display()
+        );
+    }
+    Ok(0)
+}
+
+pub(crate) async fn whoami(c: &Client, ui: Ui) -> Outcome {
+    let me: WhoAmI = c.get("/v1/whoami").await?;
+    ui.print(&me, || format!("{} ({})\n", me.user, me.role));
+    Ok(0)
+}
+
+/// Follows workspace changes, a line each, until interrupted.
+pub(crate) async fn events(c: &Client, ui: Ui) -> Outcome {
+    let mut rx = c.events().await?;
+    if !ui.quiet {
+        // The stream is open: from here on no change is missed.
+        eprintln!("berth: following workspace events (Ctrl-C ends)");
+    }
+    while let Some(ev) = rx.recv().await {
+        if ui.json {
+            println!("{}", serde_json::to_string(&ev).unwrap_or_default());
+        } else {
+            println!(
+                "{}  {}/{}  {}  node={}  gen={}{}",
+                berth_proto::units::rfc3339(ev.at_ms.div_euclid(1000)),
+                ev.owner,
+                ev.name,
+                ev.state,
+                opt(ev.node.as_deref()),
+                ev.generation,
+                ev.reason.map(|r| format!("  ({r})")).unwrap_or_default()
+            );
+        }
+        std::io::stdout().flush().ok();
+    }
+    Err(fail(
+        "stream_closed",
+        "the coordinator closed the event stream",
+    ))
+}
+
+pub(crate) async fn tiers(c: &Client, ui: Ui) -> Outcome {
+    let tiers: Vec<Tier> = c.get("/v1/tiers").await?;
+    ui.print(&tiers, || {
+        let rows: Vec<Vec<String>> = tiers
+            .iter()
+            .map(|t| {
+                vec![
+                    t.name.clone(),
+                    cores(u64::from(t.cpu_millis)),
+                    size(t.memory_bytes),
+                    size(t.disk_bytes),
+                    t.pids.to_string(),
+                    grants(t),
+                ]
+            })
+            .collect();
+        table(&["TIER", "CPU", "MEMORY", "DISK", "PIDS", "GRANTS"], &rows)
+    });
+    Ok(0)
+}
+
+/// What a tier grants beyond the security defaults, for the tiers table.
+fn grants(t: &Tier) -> String {
+    let mut g = Vec::new();
+    if t.nested_userns {
+        g.push("nested user namespaces".to_string());
+    }
+    if !t.egress_allow.is_empty() {
+        g.push(format!("egress to {}", t.egress_allow.join(", ")));
+    }
+    match g.is_empty() {
+        true => "-".into(),
+        false => g.join("; "),
+    }
+}
+
+pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
+    match cmd {
+        AdminCmd::JoinToken {
+            cmd: JoinTokenCmd::Create { ttl },
+        } => {
+            let body = CreateJoinToken {
+                ttl_seconds: Some(ttl.as_secs()),
+            };
+            let r: JoinTokenCreated = c.post("/v1/join-tokens", &body).await?;
+            ui.print(&r, || format!("{}\n", r.token));
+        }
+        AdminCmd::Token {
+            cmd: TokenCmd::Create { user, role },
+        } => {
+            let r: ApiTokenCreated = c.post("/v1/tokens", &CreateApiToken { user, role }).await?;
+            ui.print(&r, || format!("{}\n", r.token));
+        }
+    }
+    Ok(0)
+}

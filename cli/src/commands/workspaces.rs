@@ -1,0 +1,175 @@
+//! `berth create`, `list`, `get`, `start`, `stop`, `delete`.
+
+use super::{request_then_wait, ws_path, Ui};
+use crate::args::{Change, CreateArgs, Target};
+use crate::client::{enc, Client};
+use crate::output::{age, cores, opt, size, table};
+use crate::Outcome;
+use berth_proto::api::{CreateWorkspace, State, Workspace};
+use berth_proto::units::now_ms;
+use serde_json::json;
+
+pub(crate) async fn create(c: &Client, ui: Ui, a: CreateArgs) -> Outcome {
+    let body = CreateWorkspace {
+        name: a.name.clone(),
+        image: a.image,
+        tier: a.tier,
+        cpu_millis: a.cpu,
+        memory_bytes: a.memory,
+        disk_bytes: a.disk,
+        pids: a.pids,
+        env: Some(a.env.into_iter().collect()),
+        node_selector: Some(a.selector.into_iter().collect()),
+        start: Some(!a.no_start),
+    };
+    let target = Target {
+        name: a.name.clone(),
+        owner: None,
+    };
+    // Created stopped, it is done once its node has made it.
+    let want = match a.no_start {
+        true => State::Stopped,
+        false => State::Running,
+    };
+    let w = request_then_wait(
+        c,
+        ui,
+        &target,
+        want,
+        a.wait,
+        c.post("/v1/workspaces", &body),
+    )
+    .await?;
+    ui.print(&w, || workspace_details(&w));
+    Ok(0)
+}
+
+/// `verb` (start, stop or delete), then wait until `want`.
+pub(crate) async fn change(c: &Client, ui: Ui, ch: Change, verb: &str, want: State) -> Outcome {
+    let path = ws_path(&ch.target, "");
+    let action = ws_path(&ch.target, &format!("/{verb}"));
+    let request = async {
+        if verb == "delete" {
+            c.delete(&path).await
+        } else {
+            c.post(&action, &json!({})).await
+        }
+    };
+    let w = request_then_wait(c, ui, &ch.target, want, ch.wait, request).await?;
+    ui.print(&w, || format!("{}: {}\n", w.name, w.state));
+    Ok(0)
+}
+
+pub(crate) async fn list(
+    c: &Client,
+    ui: Ui,
+    state: Option<String>,
+    node: Option<String>,
+    owner: Option<String>,
+    all: bool,
+) -> Outcome {
+    let mut q = Vec::new();
+    if let Some(s) = state {
+        q.push(format!("state={}", enc(&s)));
+    }
+    if let Some(n) = node {
+        q.push(format!("node={}", enc(&n)));
+    }
+    if all {
+        q.push("owner=%2A".into());
+    } else if let Some(o) = owner {
+        q.push(format!("owner={}", enc(&o)));
+    }
+    let path = match q.is_empty() {
+        true => "/v1/workspaces".to_string(),
+        false => format!("/v1/workspaces?{}", q.join("&")),
+    };
+    let list: Vec<Workspace> = c.get(&path).await?;
+    ui.print(&list, || workspace_table(&list, all));
+    Ok(0)
+}
+
+pub(crate) async fn get(c: &Client, ui: Ui, t: Target) -> Outcome {
+    let w: Workspace = c.get(&ws_path(&t, "")).await?;
+    ui.print(&w, || workspace_details(&w));
+    Ok(0)
+}
+
+fn workspace_table(list: &[Workspace], with_owner: bool) -> String {
+    let now = now_ms();
+    let rows: Vec<Vec<String>> = list
+        .iter()
+        .map(|w| {
+            let mut r = vec![];
+            if with_owner {
+                r.push(w.owner.clone());
+            }
+            r.extend([
+                w.name.clone(),
+                w.state.to_string(),
+                opt(w.node.as_deref()),
+                cores(w.cpu_millis),
+                size(w.memory_bytes),
+                size(w.disk_bytes),
+                age(w.created_at_ms, now),
+                w.image.clone(),
+            ]);
+            r
+        })
+        .collect();
+    let mut h = vec![];
+    if with_owner {
+        h.push("OWNER");
+    }
+    h.extend([
+        "NAME", "STATE", "NODE", "CPU", "MEMORY", "DISK", "AGE", "IMAGE",
+    ]);
+    table(&h, &rows)
+}
+
+fn workspace_details(w: &Workspace) -> String {
+    let now = now_ms();
+    let mut rows = vec![
+        ("Name", w.name.clone()),
+        ("Owner", w.owner.clone()),
+        ("State", format!("{} (wanted {})", w.state, w.desired)),
+        ("Image", w.image.clone()),
+        ("Node", opt(w.node.as_deref())),
+        ("IP", opt(w.ip.as_deref())),
+        (
+            "Resources",
+            format!(
+                "{} CPU, {} memory, {} disk, {} pids",
+                cores(w.cpu_millis),
+                size(w.memory_bytes),
+                size(w.disk_bytes),
+                w.pids
+            ),
+        ),
+        ("Generation", w.generation.to_string()),
+        ("Created", format!("{} ago", age(w.created_at_ms, now))),
+        ("Updated", format!("{} ago", age(w.updated_at_ms, now))),
+        ("ID", w.id.clone()),
+    ];
+    if let Some(r) = w.reason.as_deref().filter(|r| !r.is_empty()) {
+        rows.insert(3, ("Reason", r.to_string()));
+    }
+    if let Some(code) = w.exit_code {
+        rows.insert(3, ("Exit code", code.to_string()));
+    }
+    if !w.env.is_empty() {
+        let keys: Vec<&str> = w.env.keys().map(String::as_str).collect();
+        rows.push(("Env", keys.join(", ")));
+    }
+    if !w.node_selector.is_empty() {
+        let sel: Vec<String> = w
+            .node_selector
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        rows.push(("Selector", sel.join(", ")));
+    }
+    rows.iter()
+        .map(|(k, v)| format!("{:<11} {v}\n", format!("{k}:")))
+        .collect()
+}
