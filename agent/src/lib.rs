@@ -2,13 +2,13 @@
 //! with cgroup limits, a private network namespace and a size-limited
 //! persistent volume each. See DESIGN.md for the architecture.
 
-pub mod activity;
 pub mod cgroup;
 pub mod client;
 pub mod config;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod link;
@@ -20,7 +20,7 @@ pub mod runtime;
 pub mod seccomp;
 pub mod server;
 pub mod spec;
-pub mod ssh;
+pub mod tunnel;
 pub mod userns;
 pub mod validate;
 pub mod volume;
@@ -35,7 +35,7 @@ use std::time::Duration;
 
 /// Connects to containerd, sets up the node network, reconciles, and returns
 /// a manager ready to serve. Waits for containerd if it is not up yet.
-pub async fn prepare(cfg: &Config) -> Result<Manager> {
+pub async fn prepare(cfg: &Config, host: &host::Host) -> Result<Manager> {
     let f = &cfg.file;
     let release = nix::sys::utsname::uname()
         .map(|u| u.release().to_string_lossy().into_owned())
@@ -77,8 +77,11 @@ pub async fn prepare(cfg: &Config) -> Result<Manager> {
         }
     }
     let net = net::Network::new(f.network.clone(), cfg.subnet)?;
+    host.enable_ip_forward()
+        .map_err(AgentError::io("enable ip_forward"))?;
     net.setup_node().await?;
     let m = Manager::new(workspace::Parts {
+        host: host.clone(),
         cfg: cfg.clone(),
         ctd,
         net,
@@ -100,6 +103,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let started = std::time::Instant::now();
+    let host = host::Host::default();
     let link = match cfg.file.coordinator.address.clone() {
         Some(addr) => {
             let addrs = link::addresses(&addr);
@@ -120,9 +124,7 @@ pub async fn run(
                 (None, Some(token)) => {
                     let node_id = match cfg.file.node.id.clone() {
                         Some(id) => id,
-                        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-                            .map(|h| h.trim().to_ascii_lowercase())
-                            .map_err(AgentError::io("read host name"))?,
+                        None => host.hostname().map_err(AgentError::io("read host name"))?,
                     };
                     link::join_any(&addrs, &token, &node_id, &state).await?
                 }
@@ -136,18 +138,22 @@ pub async fn run(
         }
         None => None,
     };
-    let m = prepare(&cfg).await?;
+    let m = prepare(&cfg, &host).await?;
+    let node = server::Node {
+        workspaces: m.clone(),
+        tunnels: tunnel::Tunnels::new(&cfg.file.state_dir)?,
+    };
     let listener = server::bind(&cfg.control_socket)?;
     tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
     let link_task = async {
         match link {
-            Some((addrs, identity)) => link::run(m.clone(), addrs, identity).await,
+            Some((addrs, identity)) => link::run(node.clone(), addrs, identity).await,
             None => std::future::pending().await,
         }
     };
     tokio::select! {
         _ = link_task => {}
-        _ = server::serve(listener, m.clone()) => {}
+        _ = server::serve(listener, node.clone()) => {}
         _ = events::watch(m.clone()) => {}
         _ = m.refill_prepared() => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),

@@ -6,6 +6,7 @@
 //! control socket), and certificate renewal before expiry.
 
 use crate::error::{AgentError, Result};
+use crate::server::Node;
 use crate::workspace::Manager;
 use berth_proto::link::{self as lk, agent_message::Msg as Up, coordinator_message::Msg as Down};
 use berth_proto::{read_frame, tls, write_frame, ALPN_JOIN, ALPN_LINK};
@@ -200,18 +201,7 @@ pub async fn join(addr: &str, token: &str, node_id: &str, state_dir: &Path) -> R
 pub fn capacity(m: &Manager) -> lk::Capacity {
     let n = &m.config().file.node;
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("MemTotal:"))
-                .and_then(|l| {
-                    l.split_whitespace()
-                        .nth(1)
-                        .and_then(|k| k.parse::<u64>().ok())
-                })
-        })
-        .map_or(0, |kib| kib * 1024);
+    let mem = m.host().memory_bytes();
     let disk = nix::sys::statvfs::statvfs(&m.config().file.state_dir)
         .map(|s| s.blocks() * s.fragment_size())
         .unwrap_or(0);
@@ -230,7 +220,8 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
 
 /// Keeps the link up until the future is dropped. With several addresses,
 /// a link that fails (or did not last) moves on to the next coordinator.
-pub async fn run(m: Manager, addrs: Vec<String>, identity: Identity) {
+pub async fn run(node: Node, addrs: Vec<String>, identity: Identity) {
+    let m = &node.workspaces;
     let max = Duration::from_millis(m.config().file.coordinator.reconnect_max_ms.max(100));
     let identity = Arc::new(Mutex::new(identity));
     let mut backoff = Duration::from_millis(100);
@@ -240,7 +231,7 @@ pub async fn run(m: Manager, addrs: Vec<String>, identity: Identity) {
             return;
         };
         let started = Instant::now();
-        match session(&m, addr, &identity).await {
+        match session(&node, addr, &identity).await {
             Ok(()) => tracing::info!(addr = %addr, "coordinator link closed"),
             Err(e) => tracing::warn!(addr = %addr, error = %e, "coordinator link down"),
         }
@@ -257,7 +248,8 @@ pub async fn run(m: Manager, addrs: Vec<String>, identity: Identity) {
     }
 }
 
-async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Result<()> {
+async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Result<()> {
+    let m = &node.workspaces;
     let id = identity.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some((left, _)) = id.validity() {
         if left <= 0 {
@@ -279,7 +271,7 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         labels: m.config().file.node.labels.clone(),
         cached_images: cached,
         inventory,
-        ssh_host_key: m.ssh_host_key(),
+        ssh_host_key: node.tunnels.ssh_host_key(),
     };
     write_frame(&mut send, &up(Up::Register(register)))
         .await
@@ -319,12 +311,12 @@ async fn session(m: &Manager, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     // Commands: one bi-stream each, served like the local socket.
     let commands = {
         let conn = conn.clone();
-        let m = m.clone();
+        let node = node.clone();
         tokio::spawn(async move {
             while let Ok((send, recv)) = conn.accept_bi().await {
-                let m = m.clone();
+                let node = node.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = crate::server::serve_stream(recv, send, m).await {
+                    if let Err(e) = crate::server::serve_stream(recv, send, node).await {
                         tracing::debug!(error = %e, "command stream ended");
                     }
                 });

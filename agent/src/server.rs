@@ -2,6 +2,7 @@
 //! only) and, identically, on the QUIC bi-streams the coordinator opens.
 
 use crate::error::{AgentError, Result};
+use crate::tunnel::Tunnels;
 use crate::workspace::Manager;
 use berth_proto::agent::{self as pb, request::Command, response::Result as R};
 use berth_proto::{read_frame, write_frame};
@@ -23,8 +24,15 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
     Ok(l)
 }
 
+/// What the command API serves: the node's workspaces and its tunnels.
+#[derive(Clone, Debug)]
+pub struct Node {
+    pub workspaces: Manager,
+    pub tunnels: Tunnels,
+}
+
 /// Serves connections until the listener fails.
-pub async fn serve(listener: UnixListener, m: Manager) {
+pub async fn serve(listener: UnixListener, m: Node) {
     loop {
         match listener.accept().await {
             Ok((s, _)) => {
@@ -43,7 +51,7 @@ pub async fn serve(listener: UnixListener, m: Manager) {
     }
 }
 
-async fn connection(s: UnixStream, m: Manager) -> std::result::Result<(), berth_proto::FrameError> {
+async fn connection(s: UnixStream, m: Node) -> std::result::Result<(), berth_proto::FrameError> {
     let (rd, wr) = s.into_split();
     serve_stream(rd, wr, m).await
 }
@@ -54,7 +62,7 @@ async fn connection(s: UnixStream, m: Manager) -> std::result::Result<(), berth_
 pub async fn serve_stream<Rd, Wr>(
     mut rd: Rd,
     mut s: Wr,
-    m: Manager,
+    node: Node,
 ) -> std::result::Result<(), berth_proto::FrameError>
 where
     Rd: AsyncRead + Unpin + Send + 'static,
@@ -69,16 +77,17 @@ where
             .await?;
             continue;
         };
+        let m = &node.workspaces;
         if let Command::Exec(e) = cmd {
-            return exec(rd, s, m, e).await;
+            return exec(rd, s, m.clone(), e).await;
         }
         if let Command::Connect(c) = cmd {
-            return connect(rd, s, m, c).await;
+            return connect(rd, s, m.clone(), c).await;
         }
         if let Command::Ssh(req) = cmd {
-            return ssh(rd, s, m, req).await;
+            return ssh(rd, s, node, req).await;
         }
-        let result = dispatch(&m, cmd).await;
+        let result = dispatch(m, cmd).await;
         let resp = match result {
             Ok(r) => pb::Response { result: Some(r) },
             Err(e) => {
@@ -147,10 +156,10 @@ where
     Rd: AsyncRead + Unpin + Send + 'static,
     Wr: AsyncWrite + Unpin + Send + 'static,
 {
-    let Some(kind) = crate::activity::Kind::parse(&req.kind).filter(|k| {
+    let Some(kind) = crate::tunnel::activity::Kind::parse(&req.kind).filter(|k| {
         matches!(
             k,
-            crate::activity::Kind::Port | crate::activity::Kind::Preview
+            crate::tunnel::activity::Kind::Port | crate::tunnel::activity::Kind::Preview
         )
     }) else {
         let e = AgentError::InvalidRequest(format!("unknown connection kind {:?}", req.kind));
@@ -166,8 +175,8 @@ where
     write_frame(&mut wr, &connected()).await?;
     use tokio::io::AsyncWriteExt;
     let session = m.activity().open(&req.name, kind);
-    let rd = crate::activity::Counted::new(rd, session.clone());
-    let mut wr = crate::activity::Counted::new(wr, session);
+    let rd = crate::tunnel::activity::Counted::new(rd, session.clone());
+    let mut wr = crate::tunnel::activity::Counted::new(wr, session);
     let (tr, mut tw) = tcp.into_split();
     // 256 KiB buffers: tokio's default 8 KiB costs a syscall pair per 8 KiB.
     let up = async {
@@ -185,18 +194,19 @@ where
 }
 
 /// An SSH connection to a workspace: the answer, then the SSH protocol,
-/// served by the agent (see `crate::ssh`).
+/// served by the agent (see `crate::tunnel::ssh`).
 async fn ssh<Rd, Wr>(
     rd: Rd,
     mut wr: Wr,
-    m: Manager,
+    node: Node,
     req: pb::SshRequest,
 ) -> std::result::Result<(), berth_proto::FrameError>
 where
     Rd: AsyncRead + Unpin + Send + 'static,
     Wr: AsyncWrite + Unpin + Send + 'static,
 {
-    let keys = crate::ssh::parse_keys(&req.authorized_keys);
+    let keys = crate::tunnel::ssh::parse_keys(&req.authorized_keys);
+    let m = node.workspaces;
     let refusal = if let Err(e) = m.status(&req.name).await {
         Some(e)
     } else if keys.is_empty() {
@@ -211,7 +221,9 @@ where
         return write_frame(&mut wr, &error(&e)).await;
     }
     write_frame(&mut wr, &connected()).await?;
-    if let Err(e) = crate::ssh::serve(m, req.name, keys, tokio::io::join(rd, wr)).await {
+    let config = node.tunnels.ssh_config();
+    let stream = tokio::io::join(rd, wr);
+    if let Err(e) = crate::tunnel::ssh::serve(m, config, req.name, keys, stream).await {
         tracing::debug!(error = %e, "ssh session failed");
     }
     Ok(())
@@ -232,7 +244,7 @@ where
     // A web terminal is a tunnel too: its keystrokes and output are counted.
     let session = (req.activity == "terminal").then(|| {
         m.activity()
-            .open(&req.name, crate::activity::Kind::Terminal)
+            .open(&req.name, crate::tunnel::activity::Kind::Terminal)
     });
     let counted = session.clone();
     write_frame(

@@ -14,6 +14,9 @@ mod nodes;
 mod reconcile;
 mod tunnels;
 
+#[cfg(test)]
+mod tests;
+
 pub use exec::Exec;
 
 use crate::domain::lifecycle::{self, Event, State};
@@ -103,7 +106,8 @@ struct Inner {
     default_image: Option<String>,
     ca_fingerprint: String,
     clock: Clock,
-    started: Instant,
+    /// When this service was made, by its clock.
+    started_ms: i64,
     wake_schedule: Notify,
     wake_dispatch: Notify,
     /// Workspace ids with a command on its way.
@@ -137,8 +141,8 @@ impl Service {
                 tiers: p.tiers,
                 default_image: p.default_image,
                 ca_fingerprint: p.ca_fingerprint,
+                started_ms: (p.clock)(),
                 clock: p.clock,
-                started: Instant::now(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),
                 inflight: Mutex::default(),

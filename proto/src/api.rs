@@ -4,12 +4,19 @@
 //! for the OpenAPI document; the bounds and patterns given there are the
 //! ones the coordinator enforces.
 
+mod access;
+mod nodes;
+mod tunnels;
+
+pub use access::*;
+pub use nodes::*;
+pub use tunnels::*;
+
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
-
 /// The pattern of a workspace name (also a DNS label).
 pub const NAME_PATTERN: &str = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$";
 
@@ -99,48 +106,6 @@ impl Desired {
 }
 
 impl std::fmt::Display for Desired {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// A node's standing with the coordinator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum NodeStatus {
-    /// Its certificate was issued; it never registered.
-    Joined,
-    Ready,
-    /// Silent past the unreachable timeout: nothing new is placed on it.
-    Unreachable,
-    /// Silent past the lost timeout: its workspaces are unknown.
-    Lost,
-}
-
-impl NodeStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            NodeStatus::Joined => "joined",
-            NodeStatus::Ready => "ready",
-            NodeStatus::Unreachable => "unreachable",
-            NodeStatus::Lost => "lost",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [
-            NodeStatus::Joined,
-            NodeStatus::Ready,
-            NodeStatus::Unreachable,
-            NodeStatus::Lost,
-        ]
-        .into_iter()
-        .find(|x| x.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for NodeStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
@@ -370,114 +335,6 @@ pub struct ExecResult {
     pub truncated: bool,
 }
 
-/// A node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct Node {
-    pub id: String,
-    pub status: NodeStatus,
-    pub connected_here: bool,
-    pub cordoned: bool,
-    pub draining: bool,
-    #[serde(default)]
-    pub labels: BTreeMap<String, String>,
-    #[serde(default)]
-    pub cached_images: Vec<String>,
-    pub capacity: NodeResources,
-    pub allocated: NodeResources,
-    pub agent_version: String,
-    pub last_seen_ms: i64,
-}
-
-/// Amounts of resources on a node.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct NodeResources {
-    pub cpu_millis: u64,
-    pub memory_bytes: u64,
-    pub disk_bytes: u64,
-    pub workspaces: u32,
-}
-
-/// Request for a join token.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CreateJoinToken {
-    /// Lifetime in seconds (default 3600, at most 7 days).
-    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 604800))]
-    #[serde(
-        default,
-        deserialize_with = "whole::opt_u64",
-        skip_serializing_if = "Option::is_none"
-    )]
-    pub ttl_seconds: Option<u64>,
-}
-
-/// A new join token: shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct JoinTokenCreated {
-    pub token: String,
-    pub expires_at_ms: i64,
-}
-
-/// The role of an API token's user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Admin,
-    Member,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Admin => "admin",
-            Role::Member => "member",
-        }
-    }
-
-    /// Parses "admin" or "member".
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "admin" => Some(Role::Admin),
-            "member" => Some(Role::Member),
-            _ => None,
-        }
-    }
-}
-
-/// Request for an API token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct CreateApiToken {
-    #[cfg_attr(feature = "openapi", schema(pattern = "^[a-z0-9._@-]{1,64}$"))]
-    pub user: String,
-    /// admin or member.
-    #[cfg_attr(feature = "openapi", schema(pattern = "^(admin|member)$"))]
-    pub role: String,
-}
-
-/// A new API token: shown once.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct ApiTokenCreated {
-    pub token: String,
-    pub user: String,
-    pub role: String,
-}
-
-/// Who the caller is.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct WhoAmI {
-    pub user: String,
-    pub role: String,
-}
-
 /// A resource tier: a workspace's default resources and its policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
@@ -495,111 +352,6 @@ pub struct Tier {
     /// policy (DNS and the internet); cloud metadata never.
     #[serde(default)]
     pub egress_allow: Vec<String>,
-}
-
-/// A public key to register.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct AddSshKey {
-    /// One OpenSSH public key line, e.g. the contents of `~/.ssh/id_ed25519.pub`.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(min_length = 1, max_length = 16384, pattern = "^[^\\u0000]*$")
-    )]
-    pub public_key: String,
-    /// A label (default: the key's comment). Printable, at most 100 characters.
-    #[cfg_attr(feature = "openapi", schema(max_length = 100, pattern = "^[ -~]*$"))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub name: Option<String>,
-}
-
-/// A registered SSH key.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct SshKey {
-    pub id: String,
-    pub name: String,
-    /// `SHA256:...`, as `ssh-keygen -l` prints it.
-    pub fingerprint: String,
-    /// The key, OpenSSH format, without comment.
-    pub public_key: String,
-    pub created_at_ms: i64,
-}
-
-/// The host key a workspace's SSH server presents (its node's).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct SshHostKey {
-    pub node: String,
-    /// OpenSSH public key, e.g. `ssh-ed25519 AAAA...`.
-    pub host_key: String,
-}
-
-/// Tunnel activity of a workspace, as its agent counts it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct Activity {
-    pub workspace: String,
-    /// One entry per kind of tunnel used since the agent started.
-    pub tunnels: Vec<TunnelActivity>,
-}
-
-/// Sessions and bytes of one kind of tunnel.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct TunnelActivity {
-    /// ssh, port, preview or terminal.
-    pub kind: String,
-    /// Sessions open now.
-    pub open: u64,
-    /// Sessions opened in all.
-    pub sessions: u64,
-    /// Bytes from the user to the workspace.
-    pub bytes_in: u64,
-    /// Bytes from the workspace to the user.
-    pub bytes_out: u64,
-    /// When bytes last moved or a session opened or closed (Unix ms).
-    pub last_active_ms: u64,
-}
-
-/// Whether a port's preview is public.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct Visibility {
-    /// true: anyone with the link may open the preview; false: the owner only.
-    pub public: bool,
-}
-
-/// A port and its visibility.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct PortVisibility {
-    pub port: u16,
-    pub public: bool,
-}
-
-/// Where a new sign-in link leads.
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-#[serde(deny_unknown_fields)]
-pub struct LinkRequest {
-    /// A page under /w/, e.g. /w/demo/terminal.
-    #[cfg_attr(
-        feature = "openapi",
-        schema(pattern = r"^/w/([!-.0-\[\]-~]+/)*[!-.0-\[\]-~]*$", max_length = 1024)
-    )]
-    pub next: String,
-}
-
-/// A one-time sign-in link.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(ToSchema))]
-pub struct SignInLink {
-    /// Path on this coordinator; opening it signs the browser in and goes to `next`.
-    pub url: String,
-    pub expires_in_seconds: u64,
 }
 
 #[cfg(test)]

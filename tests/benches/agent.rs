@@ -34,7 +34,8 @@ fn log_p50(log: &str, marker: &str, key: &str, skip: usize) -> f64 {
         .filter_map(|l| {
             l.split_whitespace()
                 .find_map(|w| w.strip_prefix(&format!("{key}=")))
-                .and_then(|v| v.parse().ok())
+                // A span's last field is followed by `}:`.
+                .and_then(|v| v.trim_end_matches(['}', ':']).parse().ok())
         })
         .collect();
     percentile(&sorted(vals), 0.5)
@@ -99,11 +100,11 @@ async fn start_bench() {
     );
     println!("agent steps, p50 ms (from its log):");
     for (marker, key) in [
-        ("workspace built", "rootfs_ms"),
-        ("workspace built", "volume_ms"),
-        ("workspace built", "netns_ms"),
-        ("workspace started", "task_create_ms"),
-        ("workspace started", "task_start_ms"),
+        ("workspace created", "rootfs_ms"),
+        ("workspace created", "volume_ms"),
+        ("workspace created", "netns_ms"),
+        ("workspace created", "task_create_ms"),
+        ("workspace created", "task_start_ms"),
         ("workspace created", "image_ms"),
     ] {
         println!("  {key:<16} {:>6.1}", log_p50(&log, marker, key, warmup));

@@ -5,6 +5,7 @@
 //! nftables inside a node's namespace.
 
 use crate::process::{free_port, in_netns, Containerd, Registry};
+use berth_proto::api;
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Stdio};
@@ -389,17 +390,13 @@ impl Cluster {
             .find(|co| co.child.is_some())
             .map(|co| co.api.clone())
             .expect("a coordinator runs at the end of the test");
-        let (s, all) = self.get_at(&api, "/v1/workspaces?owner=*").await;
-        assert_eq!(s, 200, "{all}");
-        let alive = |w: &&Value| w["state"] != "deleted";
-        for w in all
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
-            .iter()
-            .filter(alive)
-        {
-            let (name, owner) = (w["name"].as_str().unwrap(), w["owner"].as_str().unwrap());
+        let alive = |l: Vec<api::Workspace>| -> Vec<api::Workspace> {
+            l.into_iter()
+                .filter(|w| w.state != api::State::Deleted)
+                .collect()
+        };
+        for w in alive(self.workspaces_at(&api).await) {
+            let (name, owner) = (&w.name, &w.owner);
             let req = self
                 .http
                 .delete(format!("{api}/v1/workspaces/{name}?owner={owner}"));
@@ -407,9 +404,8 @@ impl Cluster {
             assert!(s == 202 || s == 404, "delete {owner}/{name}: {s} {e}");
         }
         let gone = crate::eventually(Duration::from_secs(60), || async {
-            let (_, left) = self.get_at(&api, "/v1/workspaces?owner=*").await;
-            left.as_array()
-                .is_some_and(|l| !l.iter().any(|w| alive(&w)))
+            alive(self.workspaces_at(&api).await)
+                .is_empty()
                 .then_some(())
         })
         .await;
@@ -565,6 +561,16 @@ impl Cluster {
         (child, local)
     }
 
+    /// Every user's workspaces, as the shared REST type (the answer must
+    /// read as `berth_proto::api::Workspace`).
+    pub async fn workspaces_at(&self, api: &str) -> Vec<api::Workspace> {
+        let (s, all) = self.get_at(api, "/v1/workspaces?owner=*").await;
+        assert_eq!(s, 200, "{all}");
+        serde_json::from_value(all.clone()).unwrap_or_else(|e| {
+            panic!("the workspace list does not read as api::Workspace: {e}\n{all}")
+        })
+    }
+
     /// Creates a small workspace on `tiny`; returns the API's answer.
     pub async fn create(&self, name: &str) -> (u16, Value) {
         self.post(
@@ -589,13 +595,18 @@ impl Cluster {
         timeout: Duration,
         token: &str,
     ) -> Value {
+        let want = api::State::parse(state).unwrap_or_else(|| panic!("no state {state:?}"));
         let last = std::sync::Mutex::new(Value::Null);
         let r = crate::eventually(timeout, || async {
             let (s, w) = self.get_as(&format!("/v1/workspaces/{name}"), token).await;
             *last.lock().unwrap() = w.clone();
             // A deleted workspace is gone from the API (404).
-            let gone = state == "deleted" && s == 404;
-            (gone || (s == 200 && w["state"] == state)).then_some(w)
+            let gone = want == api::State::Deleted && s == 404;
+            let typed = (s == 200).then(|| {
+                serde_json::from_value::<api::Workspace>(w.clone())
+                    .unwrap_or_else(|e| panic!("{name} does not read as api::Workspace: {e}\n{w}"))
+            });
+            (gone || typed.is_some_and(|t| t.state == want)).then_some(w)
         })
         .await;
         r.unwrap_or_else(|| {

@@ -19,7 +19,7 @@ pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};
 pub use node::{Node, NodeOptions};
 pub use postgres::Postgres;
-pub use process::{free_port, Containerd, Coordinator, Registry};
+pub use process::{free_port, listening, wait_listening, Containerd, Coordinator, Registry};
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;

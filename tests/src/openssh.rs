@@ -177,12 +177,7 @@ impl Sshd {
     }
 
     fn listening(&self) -> bool {
-        let probe = format!("ss -ltn 'sport = :{}' | grep -q LISTEN", self.port);
-        let cmd = match &self.netns {
-            Some(ns) => format!("ip netns exec {ns} sh -c \"{probe}\""),
-            None => probe,
-        };
-        crate::sh(&cmd).0
+        crate::process::listening(self.netns.as_deref(), self.port)
     }
 
     /// The `ssh` options that log in to it as root.

@@ -12,6 +12,26 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// Whether a TCP server listens on `port`, in network namespace `netns`
+/// or this one.
+pub fn listening(netns: Option<&str>, port: u16) -> bool {
+    let probe = format!("ss -ltn 'sport = :{port}' | grep -q LISTEN");
+    let cmd = match netns {
+        Some(ns) => format!("ip netns exec {ns} sh -c \"{probe}\""),
+        None => probe,
+    };
+    crate::sh(&cmd).0
+}
+
+/// Waits (30 s at most) until a TCP server listens on `port`.
+pub fn wait_listening(netns: Option<&str>, port: u16) {
+    wait_for(
+        &format!("a listener on {port} ({netns:?})"),
+        Duration::from_secs(30),
+        || listening(netns, port),
+    );
+}
+
 fn wait_for(what: &str, timeout: Duration, mut ready: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ready() {

@@ -22,6 +22,7 @@ const CONNECT_GRACE: Duration = Duration::from_secs(1);
 impl Manager {
     /// Runs `req` in its workspace. `input` carries stdin, resizes and
     /// signals; `output` gets stdout/stderr chunks and finally the exit code.
+    #[tracing::instrument(name = "exec", skip_all, fields(workspace = req.name.as_str()))]
     pub async fn exec(
         &self,
         req: pb::ExecRequest,

@@ -28,7 +28,6 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, put};
 use axum::{Json, Router};
-use berth_proto::agent as pb;
 use berth_proto::api::{ErrorBody, PortVisibility, Visibility};
 
 /// The preview and port-visibility routes.
@@ -235,16 +234,7 @@ async fn proxy(
     w.reachable_or_waking()?;
     let host_routed = req.extensions().get::<HostRouted>().is_some();
     let prefix = format!("/w/{ws}/{port}");
-    let streams = s
-        .svc
-        .tunnel(w, |w| {
-            pb::request::Command::Connect(pb::ConnectRequest {
-                name: w.id.clone(),
-                port: u32::from(port),
-                kind: "preview".into(),
-            })
-        })
-        .await?;
+    let streams = s.svc.port(w, port, "preview").await?;
     let Duplex { send, recv } = streams;
     let io = hyper_util::rt::TokioIo::new(tokio::io::join(recv, send));
     let (mut sender, conn) = hyper::client::conn::http1::Builder::new()

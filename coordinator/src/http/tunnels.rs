@@ -9,7 +9,6 @@ use axum::extract::{Request, State as AxState};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use berth_proto::agent as pb;
 use berth_proto::api::{Activity, ErrorBody, SshHostKey};
 
 /// `Upgrade` of a port connection.
@@ -113,16 +112,7 @@ pub(super) async fn connect_port(
     let port = valid_port(port)?;
     w.reachable_or_waking()?;
     require_upgrade(&req, PORT_UPGRADE)?;
-    let streams = s
-        .svc
-        .tunnel(w, |w| {
-            pb::request::Command::Connect(pb::ConnectRequest {
-                name: w.id.clone(),
-                port: u32::from(port),
-                kind: "port".into(),
-            })
-        })
-        .await?;
+    let streams = s.svc.port(w, port, "port").await?;
     switch(req, PORT_UPGRADE, streams)
 }
 

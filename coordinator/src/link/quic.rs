@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
+use tracing::Instrument;
 
 /// First byte of an agent-opened stream: what it carries.
 pub const STREAM_CONTROL: u8 = b'C';
@@ -129,13 +130,19 @@ impl QuicLink {
     pub async fn serve(&self, endpoint: quinn::Endpoint) {
         while let Some(incoming) = endpoint.accept().await {
             let me = self.clone();
-            tokio::spawn(async move {
-                let remote = incoming.remote_address();
-                match incoming.await {
-                    Ok(conn) => me.connection(conn).await,
-                    Err(e) => tracing::info!(%remote, error = %e, "agent handshake failed"),
+            let remote = incoming.remote_address();
+            // Every line of one agent connection carries its span: the
+            // remote address, and the node once its certificate names it.
+            let span = tracing::info_span!("agent", %remote, node = tracing::field::Empty);
+            tokio::spawn(
+                async move {
+                    match incoming.await {
+                        Ok(conn) => me.connection(conn).await,
+                        Err(e) => tracing::info!(error = %e, "agent handshake failed"),
+                    }
                 }
-            });
+                .instrument(span),
+            );
         }
     }
 
@@ -160,7 +167,10 @@ impl QuicLink {
                     })
                     .and_then(|certs| certs.first().and_then(|c| tls::node_id_of(c)));
                 match node {
-                    Some(node) => self.session(conn, node).await,
+                    Some(node) => {
+                        tracing::Span::current().record("node", node.as_str());
+                        self.session(conn, node).await
+                    }
                     None => {
                         tracing::info!(%remote, "link connection without a node certificate refused");
                         conn.close(1u32.into(), b"a node certificate is required");
@@ -276,26 +286,30 @@ impl QuicLink {
             let me = self.clone();
             let conn = conn.clone();
             let node = node.clone();
-            tokio::spawn(async move {
-                let mut control_tx = Some(control_tx);
-                while let Ok((send, mut recv)) = conn.accept_bi().await {
-                    let mut kind = [0u8; 1];
-                    if recv.read_exact(&mut kind).await.is_err() {
-                        continue;
-                    }
-                    match (kind[0], control_tx.take()) {
-                        (STREAM_CONTROL, Some(tx)) => {
-                            let _ = tx.send((send, recv));
+            tokio::spawn(
+                async move {
+                    let mut control_tx = Some(control_tx);
+                    while let Ok((send, mut recv)) = conn.accept_bi().await {
+                        let mut kind = [0u8; 1];
+                        if recv.read_exact(&mut kind).await.is_err() {
+                            continue;
                         }
-                        (STREAM_RENEW, tx) => {
-                            control_tx = tx;
-                            let (me, node) = (me.clone(), node.clone());
-                            tokio::spawn(async move { me.renew(&node, send, recv).await });
+                        match (kind[0], control_tx.take()) {
+                            (STREAM_CONTROL, Some(tx)) => {
+                                let _ = tx.send((send, recv));
+                            }
+                            (STREAM_RENEW, tx) => {
+                                control_tx = tx;
+                                let (me, node) = (me.clone(), node.clone());
+                                let renew = async move { me.renew(&node, send, recv).await };
+                                tokio::spawn(renew.in_current_span());
+                            }
+                            _ => conn.close(3u32.into(), b"unexpected stream"),
                         }
-                        _ => conn.close(3u32.into(), b"unexpected stream"),
                     }
                 }
-            })
+                .in_current_span(),
+            )
         };
         match control_rx.await {
             Ok((mut send, mut recv)) => {

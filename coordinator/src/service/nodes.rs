@@ -13,6 +13,17 @@ use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
+/// Answers a question of the link (a join, a registration) from a task of
+/// its own, so a slow store never holds up the other events.
+fn answer<T: Send + 'static>(
+    reply: tokio::sync::oneshot::Sender<T>,
+    work: impl std::future::Future<Output = T> + Send + 'static,
+) {
+    tokio::spawn(async move {
+        let _ = reply.send(work.await);
+    });
+}
+
 impl Service {
     pub(super) async fn link_loop(&self, mut rx: mpsc::UnboundedReceiver<LinkEvent>) {
         while let Some(ev) = rx.recv().await {
@@ -24,13 +35,11 @@ impl Service {
                     secret_hash,
                     reply,
                 } => {
-                    tokio::spawn(async move {
-                        let r = me
-                            .inner
-                            .store
+                    answer(reply, async move {
+                        let store = &me.inner.store;
+                        store
                             .join(&token_id, &secret_hash, &node_id, me.now())
-                            .await;
-                        let _ = reply.send(r);
+                            .await
                     });
                 }
                 LinkEvent::Register {
@@ -38,13 +47,9 @@ impl Service {
                     registration,
                     reply,
                 } => {
-                    tokio::spawn(async move {
-                        let r = me
-                            .inner
-                            .store
-                            .register_node(&node, &registration, me.now())
-                            .await;
-                        let _ = reply.send(r);
+                    answer(reply, async move {
+                        let store = &me.inner.store;
+                        store.register_node(&node, &registration, me.now()).await
                     });
                 }
                 LinkEvent::Registered {
@@ -154,14 +159,14 @@ impl Service {
         }
     }
 
-    async fn liveness_once(&self) -> Result<()> {
+    pub(super) async fn liveness_once(&self) -> Result<()> {
         let store = &self.inner.store;
         let now = self.now();
         store.touch_nodes(&self.inner.link.connected(), now).await?;
         let t = &self.inner.timing;
         // After a restart nobody is declared lost before agents had a full
         // grace period to reconnect.
-        let may_lose = self.inner.started.elapsed() >= t.lost_after;
+        let may_lose = now - self.inner.started_ms >= t.lost_after.as_millis() as i64;
         let silence = node::Silence {
             unreachable_after_ms: t.unreachable_after.as_millis() as i64,
             lost_after_ms: t.lost_after.as_millis() as i64,

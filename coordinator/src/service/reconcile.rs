@@ -238,16 +238,24 @@ impl Service {
         }
     }
 
+    /// Sends a pending command to the workspace's node and records the
+    /// answer. Its span names the workspace; a create's last line gives the
+    /// time spent waiting for a node, in the agent and recording the answer.
+    #[tracing::instrument(name = "command", skip_all, fields(
+        workspace = %w.id, node = w.node.as_deref().unwrap_or(""), ?cmd,
+    ))]
     async fn send(&self, w: WorkspaceRow, cmd: Command) {
         let node = w.node.clone().unwrap_or_default();
         let timeout = self.inner.timing.command_timeout;
         let started = Instant::now();
+        let waited_ms = self.now() - w.created_at_ms;
         let answer = self
             .inner
             .link
             .call(&node, Self::request(&w, cmd), timeout)
             .await;
-        tracing::debug!(workspace = %w.id, ?cmd, ms = started.elapsed().as_millis() as u64, "command answered");
+        let agent_ms = started.elapsed().as_millis() as u64;
+        tracing::debug!(agent_ms, "command answered");
         use pb::response::Result as R;
         let (events, status) = match answer {
             Ok(R::Status(st)) => {
@@ -318,7 +326,12 @@ impl Service {
                 return;
             }
         };
+        let t = Instant::now();
         self.apply(&w.id, &events, status.as_ref()).await;
+        if cmd == Command::Create {
+            let record_ms = t.elapsed().as_millis() as u64;
+            tracing::info!(waited_ms, agent_ms, record_ms, "create answered");
+        }
         // After the answer is recorded, not before: the start path waits on that write only.
         if cmd == Command::Create && status.is_some() {
             if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {

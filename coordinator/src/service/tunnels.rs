@@ -13,7 +13,7 @@ use std::time::Duration;
 
 impl Service {
     /// Opens a tunnel of `command` to the (running or woken) workspace.
-    pub async fn tunnel(
+    async fn tunnel(
         &self,
         w: WorkspaceRow,
         command: impl FnOnce(&WorkspaceRow) -> pb::request::Command,
@@ -33,6 +33,19 @@ impl Service {
                 format!("{}: {}", e.code, e.message),
             )),
         }
+    }
+
+    /// A TCP connection to `port` of the workspace, counted by the agent
+    /// as a tunnel of `kind` (`port` or `preview`).
+    pub async fn port(&self, w: WorkspaceRow, port: u16, kind: &str) -> Result<Duplex> {
+        self.tunnel(w, |w| {
+            pb::request::Command::Connect(pb::ConnectRequest {
+                name: w.id.clone(),
+                port: u32::from(port),
+                kind: kind.into(),
+            })
+        })
+        .await
     }
 
     /// An SSH session to the workspace, authenticated with its owner's keys

@@ -196,9 +196,10 @@ impl Store {
     /// Commits placement decisions in one transaction (one fsync for the
     /// batch). Each is applied only if the workspace is still pending at the
     /// version the scheduler read and its node still has room; the others are
-    /// skipped. Returns the stored rows of those that were placed.
+    /// skipped. Returns the stored rows of those that were placed. The time
+    /// of a placement is the decision's (`next.updated_at_ms`, the caller's
+    /// clock), never the store's own.
     pub async fn place(&self, decisions: &[Decision], by: &str) -> Result<Vec<WorkspaceRow>> {
-        let now = berth_proto::units::now_ms();
         let mut tx = self.pool.begin().await?;
         let mut placed = Vec::new();
         for d in decisions {
@@ -216,8 +217,7 @@ impl Store {
             }
             let mut next = d.next.clone();
             next.version = w.version;
-            next.state_since_ms = now;
-            next.updated_at_ms = now;
+            let now = next.updated_at_ms;
             if cas(&mut tx, &next).await? != 1 {
                 release(&mut tx, &d.node, w.resources).await?;
                 continue;

@@ -9,74 +9,20 @@
 //! - the `sftp` subsystem (so `sftp` and `scp` work), see [`sftp`];
 //! - `direct-tcpip` channels (`ssh -L`) to the workspace's own ports.
 
-pub mod sftp;
-
-use crate::activity::Kind;
+use super::{sftp, WorkspaceAccess};
 use crate::error::{AgentError, Result};
-use crate::workspace::Manager;
+use crate::tunnel::activity::Kind;
 use berth_proto::agent::{self as pb, exec_input::Input, exec_output::Output};
-use russh::keys::{PrivateKey, PublicKey};
+use russh::keys::PublicKey;
 use russh::server::{Auth, ChannelOpenHandle, Handler, Msg, Session};
-use russh::{Channel, ChannelId, ChannelOpenFailure, MethodKind, MethodSet, Sig};
+use russh::{Channel, ChannelId, ChannelOpenFailure, Sig};
 use std::collections::HashMap;
-use std::path::Path;
-use std::time::Duration;
+use std::sync::Arc;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::mpsc;
 
-/// The host key's file in the agent's state directory (OpenSSH format).
-pub const HOST_KEY_FILE: &str = "ssh_host_ed25519_key";
-
 /// Most `env` requests a session keeps (OpenSSH clients send a few).
 const MAX_ENV: usize = 64;
-
-/// The node's SSH host key, made (ed25519) on first use and kept in the
-/// state directory, readable by root only.
-pub fn host_key(state_dir: &Path) -> Result<PrivateKey> {
-    let path = state_dir.join(HOST_KEY_FILE);
-    let bad = |e: &dyn std::fmt::Display| {
-        AgentError::InvalidRequest(format!("ssh host key {}: {e}", path.display()))
-    };
-    match std::fs::read_to_string(&path) {
-        Ok(text) => PrivateKey::from_openssh(&text).map_err(|e| bad(&e)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let seed: [u8; 32] = rand::random();
-            let key = PrivateKey::from(russh::keys::ssh_key::private::Ed25519Keypair::from_seed(
-                &seed,
-            ));
-            let text = key
-                .to_openssh(russh::keys::ssh_key::LineEnding::LF)
-                .map_err(|e| bad(&e))?;
-            berth_proto::files::write_private(&path, text.as_bytes())
-                .map_err(AgentError::io("write the ssh host key"))?;
-            tracing::info!(path = %path.display(), "made the node's ssh host key");
-            Ok(key)
-        }
-        Err(e) => Err(AgentError::Io {
-            context: format!("read {}", path.display()),
-            source: e,
-        }),
-    }
-}
-
-/// The server settings every connection shares.
-pub fn config(key: PrivateKey) -> russh::server::Config {
-    russh::server::Config {
-        server_id: russh::SshId::Standard(
-            concat!("SSH-2.0-berth_", env!("CARGO_PKG_VERSION")).into(),
-        ),
-        methods: MethodSet::from(&[MethodKind::PublicKey][..]),
-        keys: vec![key],
-        // Keys are checked against a list in memory: a short constant delay.
-        auth_rejection_time: Duration::from_millis(200),
-        auth_rejection_time_initial: Some(Duration::ZERO),
-        // A quiet editor session may last all day; dead peers are found by keepalives.
-        inactivity_timeout: None,
-        keepalive_interval: Some(Duration::from_secs(30)),
-        keepalive_max: 4,
-        ..Default::default()
-    }
-}
 
 /// Parses authorized_keys lines; lines that are not keys are skipped.
 pub fn parse_keys(lines: &[String]) -> Vec<PublicKey> {
@@ -93,8 +39,15 @@ pub fn parse_keys(lines: &[String]) -> Vec<PublicKey> {
 
 /// Serves one SSH connection for workspace `name` on `stream` until the
 /// client goes away.
-pub async fn serve<S>(m: Manager, name: String, keys: Vec<PublicKey>, stream: S) -> Result<()>
+pub async fn serve<A, S>(
+    m: A,
+    config: Arc<russh::server::Config>,
+    name: String,
+    keys: Vec<PublicKey>,
+    stream: S,
+) -> Result<()>
 where
+    A: WorkspaceAccess,
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let tracked = m.activity().open(&name, Kind::Ssh);
@@ -104,8 +57,8 @@ where
         keys,
         chans: HashMap::new(),
     };
-    let counted = crate::activity::Counted::new(stream, tracked);
-    let session = russh::server::run_stream(m.ssh_config(), counted, server)
+    let counted = crate::tunnel::activity::Counted::new(stream, tracked);
+    let session = russh::server::run_stream(config, counted, server)
         .await
         .map_err(|e| AgentError::InvalidRequest(format!("ssh: {e}")))?;
     if let Err(e) = session.await {
@@ -114,8 +67,8 @@ where
     Ok(())
 }
 
-struct Server {
-    m: Manager,
+struct Server<A> {
+    m: A,
     name: String,
     keys: Vec<PublicKey>,
     chans: HashMap<ChannelId, Chan>,
@@ -132,7 +85,7 @@ struct Chan {
     input: Option<mpsc::Sender<pb::ExecInput>>,
 }
 
-impl Server {
+impl<A: WorkspaceAccess> Server<A> {
     /// Whether `id` is an open session channel that runs nothing yet.
     fn fresh(&self, id: ChannelId) -> bool {
         self.chans.get(&id).is_some_and(|c| c.input.is_none())
@@ -256,7 +209,7 @@ fn command(cmd: &[u8]) -> Vec<String> {
     ]
 }
 
-impl Handler for Server {
+impl<A: WorkspaceAccess> Handler for Server<A> {
     type Error = russh::Error;
 
     async fn auth_publickey_offered(
@@ -325,7 +278,7 @@ impl Handler for Server {
                 Ok(tcp) => {
                     reply.accept().await;
                     let tracked = m.activity().open(&name, Kind::Ssh);
-                    let mut tcp = crate::activity::Counted::new(tcp, tracked);
+                    let mut tcp = crate::tunnel::activity::Counted::new(tcp, tracked);
                     let mut stream = channel.into_stream();
                     let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
                 }
@@ -418,7 +371,7 @@ impl Handler for Server {
         let Some(ch) = taken else {
             return session.channel_failure(channel);
         };
-        match self.m.workspace_process(&self.name).await {
+        match self.m.process(&self.name).await {
             Ok(target) => {
                 session.channel_success(channel)?;
                 sftp::spawn(
@@ -502,7 +455,7 @@ impl Handler for Server {
     }
 }
 
-impl Drop for Server {
+impl<A> Drop for Server<A> {
     fn drop(&mut self) {
         for (_, c) in self.chans.drain() {
             if let Some(tx) = c.input {
@@ -516,20 +469,7 @@ impl Drop for Server {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn host_key_is_made_once_and_kept_private() {
-        use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
-        let a = host_key(dir.path()).unwrap();
-        let b = host_key(dir.path()).unwrap();
-        assert_eq!(a.public_key(), b.public_key());
-        let mode = std::fs::metadata(dir.path().join(HOST_KEY_FILE))
-            .unwrap()
-            .permissions()
-            .mode();
-        assert_eq!(mode & 0o777, 0o600);
-    }
+    use crate::tunnel::host_key;
 
     #[test]
     fn authorized_keys_lines_parse_and_junk_is_skipped() {
