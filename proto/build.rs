@@ -5,6 +5,13 @@ fn main() -> std::io::Result<()> {
     prost_build::Config::new()
         .btree_map(["."])
         .type_attribute(".", "#[derive(serde::Serialize)]")
+        // A git token is never printed: its Debug is written by hand and
+        // serialisation leaves it out.
+        .skip_debug(["berth.agent.v1.GitCredential"])
+        .field_attribute(
+            "berth.agent.v1.GitCredential.token",
+            "#[serde(skip_serializing)]",
+        )
         .compile_protos(
             &["proto/berth/agent.proto", "proto/berth/link.proto"],
             &["proto"],

@@ -138,6 +138,10 @@ pub struct WorkspaceDefaults {
     /// Volume + network namespace pairs kept ready for the most recently
     /// requested size, so a create skips making them (0: never prepare).
     pub prepared: usize,
+    /// Longest a repository's clone may take (seconds).
+    pub clone_timeout_seconds: u32,
+    /// Longest one lifecycle command (onCreateCommand, ...) may take (seconds).
+    pub command_timeout_seconds: u32,
 }
 
 /// One registry's settings.
@@ -221,6 +225,8 @@ impl Default for WorkspaceDefaults {
             uid: 1000,
             gid: 1000,
             prepared: 2,
+            clone_timeout_seconds: 600,
+            command_timeout_seconds: 3600,
         }
     }
 }
@@ -338,6 +344,20 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
     }
     if file.workspace.prepared > 64 {
         return Err(invalid("workspace.prepared", "at most 64".into()));
+    }
+    for (key, v) in [
+        (
+            "workspace.clone_timeout_seconds",
+            file.workspace.clone_timeout_seconds,
+        ),
+        (
+            "workspace.command_timeout_seconds",
+            file.workspace.command_timeout_seconds,
+        ),
+    ] {
+        if !(1..=86_400).contains(&v) {
+            return Err(invalid(key, "1 to 86400 seconds".into()));
+        }
     }
     if file.workspace.uid == 0 {
         return Err(invalid(

@@ -63,6 +63,13 @@ pub enum AgentError {
     Network(String),
     #[error("volume: {0}")]
     Volume(String),
+    /// A repository workspace's clone or configuration failed: the
+    /// repository's or the request's doing.
+    #[error("{message}")]
+    Init {
+        code: berth_proto::codes::Code,
+        message: String,
+    },
 }
 
 impl AgentError {
@@ -88,6 +95,7 @@ impl AgentError {
             Self::Io { .. } => "io_error",
             Self::Network(_) => "network_error",
             Self::Volume(_) => "volume_error",
+            Self::Init { code, .. } => code.as_str(),
         }
     }
 
@@ -108,7 +116,16 @@ impl AgentError {
                 | Self::StaleGeneration { .. }
                 | Self::Conflict { .. }
                 | Self::PortClosed { .. }
+                | Self::Init { .. }
         )
+    }
+
+    /// A repository workspace's init failure.
+    pub fn init(code: berth_proto::codes::Code, message: impl Into<String>) -> Self {
+        Self::Init {
+            code,
+            message: message.into(),
+        }
     }
 
     /// Wraps a containerd status with what we were doing.

@@ -11,6 +11,7 @@ pub mod failpoint;
 pub mod host;
 pub mod idmap;
 pub mod image;
+pub mod init;
 pub mod link;
 pub mod net;
 pub mod prepared;

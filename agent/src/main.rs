@@ -238,6 +238,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 nested_userns,
                 egress_allow,
                 hostname: String::new(),
+                repo: None,
             };
             Command::Create(pb::CreateRequest {
                 spec: Some(spec),

@@ -41,6 +41,11 @@ impl Manager {
                     report.deleted += 1;
                 }
                 Phase::Ready => {
+                    // Lifecycle commands the last agent was running ended with it.
+                    let mut r = r;
+                    if r.init.as_mut().is_some_and(|st| st.interrupted()) {
+                        self.records().put(&r)?;
+                    }
                     let running = self
                         .containerd()
                         .get_task(&r.name)

@@ -73,6 +73,9 @@ pub struct Record {
     /// The container's hostname; empty means `name`.
     #[serde(default)]
     pub hostname: String,
+    /// A repository workspace's clone, configuration and lifecycle steps.
+    #[serde(default)]
+    pub init: Option<crate::init::state::InitState>,
 }
 
 impl Record {
@@ -212,6 +215,7 @@ mod tests {
             nested_userns: false,
             egress_allow: vec![],
             hostname: String::new(),
+            init: None,
         }
     }
 

@@ -87,6 +87,9 @@ where
         if let Command::Ssh(req) = cmd {
             return ssh(rd, s, node, req).await;
         }
+        if let Command::InitLog(req) = cmd {
+            return init_log(s, m.clone(), req).await;
+        }
         let result = dispatch(m, cmd).await;
         let resp = match result {
             Ok(r) => pb::Response { result: Some(r) },
@@ -133,9 +136,10 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Status(n) => R::Status(m.status(&n.name).await?),
         Command::List(_) => R::List(m.list().await?),
         Command::Pull(p) => R::Pulled(m.pull(&p.image, creds(p.auth)).await?),
-        Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) => {
+        Command::Sync(req) => R::Synced(m.sync(req).await?),
+        Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
-                "exec, connect and ssh need a stream".into(),
+                "exec, connect, ssh and init_log need a stream".into(),
             ))
         }
     })
@@ -225,6 +229,25 @@ where
     let stream = tokio::io::join(rd, wr);
     if let Err(e) = crate::tunnel::ssh::serve(m, config, req.name, keys, stream).await {
         tracing::debug!(error = %e, "ssh session failed");
+    }
+    Ok(())
+}
+
+/// A repository workspace's init log: the answer, then the log's bytes.
+async fn init_log<Wr>(
+    mut wr: Wr,
+    m: Manager,
+    req: pb::InitLogRequest,
+) -> std::result::Result<(), berth_proto::FrameError>
+where
+    Wr: AsyncWrite + Unpin + Send + 'static,
+{
+    if let Err(e) = m.init_log_ready(&req.name) {
+        return write_frame(&mut wr, &error(&e)).await;
+    }
+    write_frame(&mut wr, &connected()).await?;
+    if let Err(e) = m.copy_init_log(&req.name, req.follow, &mut wr).await {
+        tracing::debug!(workspace = %req.name, error = %e, "init log stream ended");
     }
     Ok(())
 }

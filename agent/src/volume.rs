@@ -107,6 +107,22 @@ impl Volumes {
         Ok(())
     }
 
+    /// Empties the root filesystem's upper and work dirs (for a container
+    /// made again from another image); the upper is owned by node ids `root`.
+    pub fn reset_rootfs(&self, name: &str, root: (u32, u32)) -> Result<()> {
+        let (upper, work) = self.rootfs_dirs(name);
+        for dir in [&upper, &work] {
+            match std::fs::remove_dir_all(dir) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(AgentError::io(format!("empty {}", dir.display()))(e))
+                }
+                _ => {}
+            }
+        }
+        make_dir(&upper, root.0, root.1, 0o755)?;
+        make_dir(&work, 0, 0, 0o700)
+    }
+
     /// Mounts the volume if it is not (after a node reboot, say).
     pub async fn ensure_mounted(&self, name: &str) -> Result<()> {
         let mp = self.mountpoint(name);

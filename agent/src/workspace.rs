@@ -3,15 +3,20 @@
 //! workspace's lock; every create either completes or is rolled back.
 
 mod access;
+mod configure;
 mod create;
 mod exec;
 mod remove;
+mod repo;
 mod rootfs;
+mod run;
 mod slots;
 mod status;
+mod sync;
 mod task;
 
 pub use create::{init_args, resolve_user};
+pub use run::INIT_LOG_DIR;
 
 use crate::cgroup::CgroupReader;
 use crate::config::Config;

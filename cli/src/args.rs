@@ -140,6 +140,38 @@ pub(crate) enum Cmd {
         #[arg(long)]
         port: Option<u16>,
     },
+    /// The output of a repository workspace's clone and lifecycle commands.
+    Logs {
+        #[command(flatten)]
+        target: Target,
+        /// The init log (clone, onCreateCommand, ...); the only log so far.
+        #[arg(long)]
+        init: bool,
+        /// Keep printing what is appended until the steps are done.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// `git pull --rebase` (default) or `git push` of a repository
+    /// workspace's repository, with your git credential for its host.
+    Sync {
+        #[command(flatten)]
+        target: Target,
+        /// Pull and rebase the workspace's commits on the remote's (the default).
+        #[arg(long, conflicts_with = "push")]
+        pull: bool,
+        /// Push the workspace's branch.
+        #[arg(long)]
+        push: bool,
+    },
+    /// The ports a workspace's configuration forwards, with their labels,
+    /// visibility and preview URLs.
+    Ports(Target),
+    /// Your git credentials: tokens for the hosts of your repositories.
+    #[command(name = "git-credential")]
+    GitCredential {
+        #[command(subcommand)]
+        cmd: GitCredentialCmd,
+    },
     /// Follow workspace state changes (one line each) until interrupted.
     Events,
     /// The resource tiers.
@@ -186,8 +218,26 @@ pub(crate) struct CreateArgs {
     #[arg(long, value_parser = key_value)]
     pub(crate) selector: Vec<(String, String)>,
     /// Create it on a node but do not start it.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "repo")]
     pub(crate) no_start: bool,
+    /// Make it from this repository (http(s) URL): cloned into
+    /// /workspace/NAME, configured by its devcontainer.json or by what it
+    /// is (a Node or Python project, ...), running once ready.
+    #[arg(long)]
+    pub(crate) repo: Option<String>,
+    /// Branch to check out (default: the remote's).
+    #[arg(long, requires = "repo")]
+    pub(crate) branch: Option<String>,
+    /// Commit to check out (default: the branch's head).
+    #[arg(long, requires = "repo")]
+    pub(crate) commit: Option<String>,
+    /// A partial clone (blobs fetched when needed), for big repositories.
+    #[arg(long, requires = "repo")]
+    pub(crate) partial: bool,
+    /// Run this instead of what was detected for a repository without
+    /// devcontainer.json ("" runs nothing).
+    #[arg(long = "init", requires = "repo")]
+    pub(crate) init_command: Option<String>,
     #[command(flatten)]
     pub(crate) wait: Wait,
 }
@@ -261,6 +311,31 @@ pub(crate) enum SshKeyCmd {
     /// Remove a key, by id or SHA256 fingerprint.
     #[command(alias = "rm")]
     Remove { key: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum GitCredentialCmd {
+    /// Keep a token for HOST's repositories (replacing the one kept).
+    Add {
+        /// host[:port], as in the repository URLs.
+        host: String,
+        /// The git token (default: read from standard input). Not `--token`:
+        /// that is the API token of every command.
+        #[arg(long, conflicts_with = "git_token_file")]
+        git_token: Option<String>,
+        /// Read the git token from this file.
+        #[arg(long)]
+        git_token_file: Option<std::path::PathBuf>,
+        /// User name sent with it (default x-access-token).
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// List your git credentials (never the tokens).
+    #[command(alias = "ls")]
+    List,
+    /// Forget the token for HOST.
+    #[command(alias = "rm")]
+    Remove { host: String },
 }
 
 #[derive(Subcommand)]

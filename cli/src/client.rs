@@ -149,6 +149,27 @@ impl Client {
         Ok(())
     }
 
+    /// A GET whose success answer is copied, as it arrives, to `out`.
+    pub async fn get_stream(&self, path: &str, out: &mut impl std::io::Write) -> Result<()> {
+        let resp = self
+            .request(Method::GET, path)
+            .send()
+            .await
+            .map_err(|e| Error::transport(&self.base, e))?;
+        if !resp.status().is_success() {
+            return self.decode::<serde_json::Value>(resp).await.map(|_| ());
+        }
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| Error::transport(&self.base, e))?;
+            if out.write_all(&chunk).and_then(|()| out.flush()).is_err() {
+                // The reader went away (a closed pipe): nothing more to show.
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+
     /// A DELETE answered with no body (204).
     pub async fn delete_empty(&self, path: &str) -> Result<()> {
         let resp = self

@@ -5,6 +5,7 @@
 mod admin;
 mod exec;
 mod nodes;
+mod repos;
 mod ssh;
 mod ssh_keys;
 mod tunnels;
@@ -111,6 +112,14 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             address,
         } => tunnels::port_forward(&c, ui, target, ports, address).await,
         Cmd::Events => admin::events(&c, ui).await,
+        Cmd::Logs {
+            target,
+            init,
+            follow,
+        } => repos::logs(&c, target, init, follow).await,
+        Cmd::Sync { target, push, .. } => repos::sync(&c, ui, target, push).await,
+        Cmd::Ports(t) => repos::ports(&c, ui, &resolved.url, t).await,
+        Cmd::GitCredential { cmd } => repos::git_credential(&c, ui, cmd).await,
         Cmd::Open { name, port } => tunnels::open(&c, ui, &resolved.url, name, port).await,
         Cmd::Tiers => admin::tiers(&c, ui).await,
         Cmd::Nodes { cmd } => nodes::run(&c, ui, cmd.unwrap_or(NodesCmd::List)).await,

@@ -30,6 +30,8 @@ pub struct Config {
     pub default_image: Option<String>,
     /// The resource tiers (from the configuration file, or the built-in three).
     pub tiers: Tiers,
+    /// The key users' secrets are sealed with; default `<data_dir>/secrets.key`.
+    pub secrets_key_file: Option<PathBuf>,
 }
 
 /// The file as written.

@@ -10,6 +10,7 @@ mod exec;
 mod nodes;
 mod openapi;
 mod previews;
+mod repos;
 mod signin;
 mod ssh_keys;
 mod terminal;
@@ -191,6 +192,7 @@ pub fn router(state: AppState) -> Router {
         .merge(ssh_keys::routes())
         .merge(tunnels::routes())
         .merge(previews::routes())
+        .merge(repos::routes())
         .merge(terminal::routes())
         .merge(signin::routes())
         .fallback(|| async { Error::not_found("no such endpoint") })

@@ -14,6 +14,7 @@ pub mod error;
 pub mod http;
 pub mod link;
 pub mod pki;
+pub mod secrets;
 pub mod service;
 pub mod store;
 
@@ -47,6 +48,23 @@ pub async fn cluster_ca(store: &store::Store) -> Result<pki::Ca> {
     pki::Ca::load(&cert, &key)
 }
 
+/// The secrets key (made on first start), checked against the store.
+pub async fn secrets_sealer(cfg: &Config, store: &store::Store) -> Result<secrets::Sealer> {
+    let path = cfg
+        .secrets_key_file
+        .clone()
+        .unwrap_or_else(|| cfg.data_dir.join("secrets.key"));
+    let sealer = secrets::Sealer::from_file(&path)?;
+    let check = store.secrets_check_or_init(&sealer.check_value()).await?;
+    if !sealer.matches(&check) {
+        return Err(Error::internal(format!(
+            "the secrets key {} is not the one this store was first used with: give every coordinator of a store the same --secrets-key-file",
+            path.display()
+        )));
+    }
+    Ok(sealer)
+}
+
 /// Runs the coordinator until `shutdown` completes. `on_bound` is called
 /// once both listeners are bound.
 pub async fn run(
@@ -59,6 +77,7 @@ pub async fn run(
         tracing::warn!(node = %fix.node, was = ?fix.was, now = ?fix.now, "node allocation repaired from its workspaces");
     }
     let ca = cluster_ca(&store).await?;
+    let sealer = secrets_sealer(&cfg, &store).await?;
     if !store.has_admin().await? {
         let token = auth::create_api_token(&store, "admin", true).await?;
         let path = cfg.data_dir.join("admin.token");
@@ -80,6 +99,7 @@ pub async fn run(
         default_image: cfg.default_image.clone(),
         ca_fingerprint: ca.fingerprint(),
         clock: service::system_clock(),
+        sealer,
     });
     let state = http::AppState {
         svc: svc.clone(),

@@ -81,7 +81,7 @@ pub enum LinkEvent {
     /// A node reported a change of one of its workspaces.
     Status {
         node: String,
-        status: pb::WorkspaceStatus,
+        status: Box<pb::WorkspaceStatus>,
     },
     /// A node's connection ended.
     Disconnected { node: String },

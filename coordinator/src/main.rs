@@ -94,6 +94,11 @@ struct Opts {
     /// (docs/coordinator.md, "Configuration file").
     #[arg(long, global = true, env = "BERTH_CONFIG")]
     config: Option<PathBuf>,
+    /// The key users' git tokens are sealed with (64 hex digits), made on
+    /// first start; coordinators sharing a store need the same file.
+    /// Default: <data-dir>/secrets.key.
+    #[arg(long, global = true, env = "BERTH_SECRETS_KEY_FILE")]
+    secrets_key_file: Option<PathBuf>,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {
@@ -188,6 +193,7 @@ fn config(o: &Opts) -> Result<Config, String> {
             .as_ref()
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         tiers: file.tiers,
+        secrets_key_file: o.secrets_key_file.clone(),
     })
 }
 

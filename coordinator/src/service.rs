@@ -12,12 +12,14 @@ mod access;
 mod exec;
 mod nodes;
 mod reconcile;
+mod repos;
 mod tunnels;
 
 #[cfg(test)]
 mod tests;
 
 pub use exec::Exec;
+pub use repos::DEFAULT_GIT_USER;
 
 use crate::domain::lifecycle::{self, Event, State};
 use crate::domain::scheduler::Strategy;
@@ -84,6 +86,8 @@ pub struct Parts {
     /// The cluster CA's fingerprint (join tokens pin it).
     pub ca_fingerprint: String,
     pub clock: Clock,
+    /// Seals the secrets users keep (git tokens).
+    pub sealer: crate::secrets::Sealer,
 }
 
 /// Why `Service::change` did not change a workspace.
@@ -106,6 +110,7 @@ struct Inner {
     default_image: Option<String>,
     ca_fingerprint: String,
     clock: Clock,
+    sealer: crate::secrets::Sealer,
     /// When this service was made, by its clock.
     started_ms: i64,
     wake_schedule: Notify,
@@ -143,6 +148,7 @@ impl Service {
                 ca_fingerprint: p.ca_fingerprint,
                 started_ms: (p.clock)(),
                 clock: p.clock,
+                sealer: p.sealer,
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),
                 inflight: Mutex::default(),
@@ -319,8 +325,14 @@ impl Service {
                 next.ip = (!st.ip.is_empty()).then(|| st.ip.clone());
                 next.exit_code =
                     (st.state == pb::State::Stopped as i32).then_some(i64::from(st.exit_code));
+                if let Some(init) = &st.init {
+                    next.init = Some(reconcile::init_of(init));
+                }
             }
-            if next.lifecycle() == w.lifecycle() && next.ip == w.ip && next.exit_code == w.exit_code
+            if next.lifecycle() == w.lifecycle()
+                && next.ip == w.ip
+                && next.exit_code == w.exit_code
+                && next.init == w.init
             {
                 return Ok(w);
             }

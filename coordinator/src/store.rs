@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Executor};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod git_credentials;
 mod holds;
 mod nodes;
 mod ports;
@@ -22,6 +23,7 @@ mod ssh_keys;
 mod tokens;
 mod workspaces;
 
+pub use git_credentials::GitCredentialRow;
 pub use holds::{Repair, NO_ROOM};
 pub use ssh_keys::SshKeyRow;
 pub use tokens::Principal;

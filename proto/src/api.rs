@@ -6,10 +6,12 @@
 
 mod access;
 mod nodes;
+mod repos;
 mod tunnels;
 
 pub use access::*;
 pub use nodes::*;
+pub use repos::*;
 pub use tunnels::*;
 
 use serde::{Deserialize, Serialize};
@@ -233,6 +235,11 @@ pub struct CreateWorkspace {
     /// Start once placed (default true).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
+    /// Make it from a repository: cloned into it, configured by its
+    /// devcontainer.json (or by what the repository looks like), running
+    /// once the configuration's `waitFor` step is done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<Repo>,
 }
 
 /// A workspace.
@@ -263,6 +270,12 @@ pub struct Workspace {
     pub tier: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
+    /// The repository it was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repo: Option<Repo>,
+    /// Its clone and lifecycle steps, as its node last reported them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<Init>,
 }
 
 /// A change of a workspace, as the event stream shows it.

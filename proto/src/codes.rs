@@ -25,11 +25,37 @@ pub enum Code {
     IoError,
     NetworkError,
     VolumeError,
+    /// The repository refused the credential (or there was none).
+    GitAuthFailed,
+    /// No repository at the URL.
+    GitRepoNotFound,
+    /// The branch asked for is not in the repository.
+    GitBranchNotFound,
+    /// The commit asked for is not in the repository.
+    GitCommitNotFound,
+    /// The repository's host could not be reached.
+    GitUnreachable,
+    /// The clone did not finish in time.
+    GitTimeout,
+    /// The repository does not fit in the workspace's volume.
+    GitRepoTooBig,
+    /// The clone failed for another reason (git's message says).
+    GitCloneFailed,
+    /// devcontainer.json is not valid (line and column, or the key, named).
+    DevcontainerInvalid,
+    /// devcontainer.json asks for what Berth does not allow (the key named).
+    DevcontainerRefused,
+    /// The Dockerfile has an instruction the builder does not support (its line named).
+    DockerfileInvalid,
+    /// A Dockerfile step or a feature's install failed.
+    BuildFailed,
+    /// devcontainer.json asks for more than the workspace has.
+    HostRequirementsUnmet,
 }
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 19] = [
+    pub const ALL: [Code; 32] = [
         Code::InvalidName,
         Code::InvalidResources,
         Code::InvalidRequest,
@@ -49,6 +75,19 @@ impl Code {
         Code::IoError,
         Code::NetworkError,
         Code::VolumeError,
+        Code::GitAuthFailed,
+        Code::GitRepoNotFound,
+        Code::GitBranchNotFound,
+        Code::GitCommitNotFound,
+        Code::GitUnreachable,
+        Code::GitTimeout,
+        Code::GitRepoTooBig,
+        Code::GitCloneFailed,
+        Code::DevcontainerInvalid,
+        Code::DevcontainerRefused,
+        Code::DockerfileInvalid,
+        Code::BuildFailed,
+        Code::HostRequirementsUnmet,
     ];
 
     /// The code on the wire (docs/errors.md).
@@ -73,6 +112,19 @@ impl Code {
             Code::IoError => "io_error",
             Code::NetworkError => "network_error",
             Code::VolumeError => "volume_error",
+            Code::GitAuthFailed => "git_auth_failed",
+            Code::GitRepoNotFound => "git_repo_not_found",
+            Code::GitBranchNotFound => "git_branch_not_found",
+            Code::GitCommitNotFound => "git_commit_not_found",
+            Code::GitUnreachable => "git_unreachable",
+            Code::GitTimeout => "git_timeout",
+            Code::GitRepoTooBig => "git_repo_too_big",
+            Code::GitCloneFailed => "git_clone_failed",
+            Code::DevcontainerInvalid => "devcontainer_invalid",
+            Code::DevcontainerRefused => "devcontainer_refused",
+            Code::DockerfileInvalid => "dockerfile_invalid",
+            Code::BuildFailed => "build_failed",
+            Code::HostRequirementsUnmet => "host_requirements_unmet",
         }
     }
 
@@ -94,6 +146,27 @@ impl Code {
                 | Code::DigestMismatch
                 | Code::DiskTooLarge
                 | Code::AddressesExhausted
+        ) || self.is_init()
+    }
+
+    /// Whether the code is a repository workspace's clone or configuration
+    /// failing (the repository's or the request's doing, never retried).
+    pub fn is_init(self) -> bool {
+        matches!(
+            self,
+            Code::GitAuthFailed
+                | Code::GitRepoNotFound
+                | Code::GitBranchNotFound
+                | Code::GitCommitNotFound
+                | Code::GitUnreachable
+                | Code::GitTimeout
+                | Code::GitRepoTooBig
+                | Code::GitCloneFailed
+                | Code::DevcontainerInvalid
+                | Code::DevcontainerRefused
+                | Code::DockerfileInvalid
+                | Code::BuildFailed
+                | Code::HostRequirementsUnmet
         )
     }
 

@@ -23,6 +23,22 @@ pub mod berth {
         pub mod v1 {
             #![allow(missing_docs, clippy::all)]
             include!(concat!(env!("OUT_DIR"), "/berth.agent.v1.rs"));
+
+            impl std::fmt::Debug for GitCredential {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct("GitCredential")
+                        .field("username", &self.username)
+                        .field(
+                            "token",
+                            &if self.token.is_empty() {
+                                ""
+                            } else {
+                                "<redacted>"
+                            },
+                        )
+                        .finish()
+                }
+            }
         }
     }
     /// `berth.link.*`

@@ -98,6 +98,47 @@ pub struct Cluster {
     seq: u32,
 }
 
+/// The secrets key file every coordinator of the cluster in `dir` is given,
+/// made on first use.
+fn secrets_key(dir: &std::path::Path) -> String {
+    let path = dir.join("secrets.key");
+    if !path.exists() {
+        let mut key = [0u8; 32];
+        std::io::Read::read_exact(
+            &mut std::fs::File::open("/dev/urandom").expect("open /dev/urandom"),
+            &mut key,
+        )
+        .expect("read /dev/urandom");
+        let hex: String = key.iter().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(&path, hex).expect("write the secrets key");
+    }
+    path.display().to_string()
+}
+
+/// Makes bridge `bridge` with the first free 10.252.K.1/24 from `start` on.
+/// Tests run in parallel processes: the choice and the address are made
+/// under a lock on a file all of them share, so no two bridges get the same
+/// subnet (which would route one cluster's packets into another's).
+fn claim_subnet(bridge: &str, start: u32) -> u32 {
+    let file = std::fs::File::create("/tmp/berth-test-subnets.lock").expect("open the subnet lock");
+    let _lock = nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive)
+        .map_err(|(_, e)| e)
+        .expect("lock the subnet lock");
+    let out = std::process::Command::new("ip")
+        .args(["-4", "-o", "addr", "show"])
+        .output()
+        .expect("ip addr show");
+    let used = String::from_utf8_lossy(&out.stdout).into_owned();
+    let k = (0..250)
+        .map(|i| (start + i) % 250)
+        .find(|k| !used.contains(&format!(" 10.252.{k}.")))
+        .expect("a free 10.252.K.0/24 for the test bridge");
+    run(&format!(
+        "ip link add {bridge} type bridge && ip addr add 10.252.{k}.1/24 dev {bridge} && ip link set {bridge} up"
+    ));
+    k
+}
+
 fn run(cmd: &str) {
     let (ok, _, err) = crate::sh(cmd);
     assert!(ok, "{cmd}: {err}");
@@ -113,12 +154,9 @@ impl Cluster {
         let dir = PathBuf::from(format!("/tmp/bc{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir cluster dir");
-        let k = (pid.wrapping_mul(4).wrapping_add(seq)) % 250;
         let bridge = format!("bc{id}");
+        let k = claim_subnet(&bridge, (pid.wrapping_mul(4).wrapping_add(seq)) % 250);
         let host_ip = format!("10.252.{k}.1");
-        run(&format!(
-            "ip link add {bridge} type bridge && ip addr add {host_ip}/24 dev {bridge} && ip link set {bridge} up"
-        ));
         let storage = crate::images(&["tiny"]);
         let registry = Registry::start_on(&host_ip, &storage, "", &dir);
         assert!(
@@ -196,6 +234,7 @@ impl Cluster {
         let host_ip = self.host_ip.clone();
         let database = self.database_url.clone();
         let args = self.coordinator_args.clone();
+        let key = secrets_key(&self.dir);
         let co = &mut self.coordinators[i];
         assert!(co.child.is_none());
         let log = std::fs::OpenOptions::new()
@@ -206,6 +245,8 @@ impl Cluster {
         let api = co.api.trim_start_matches("http://").to_string();
         let mut cmd = std::process::Command::new(crate::coordinator_bin());
         cmd.args(["--data-dir", &co.dir.display().to_string()])
+            // Coordinators sharing a store share its secrets key.
+            .args(["--secrets-key-file", &key])
             .args(["--api", &api])
             .args(["--link", &format!("{host_ip}:{}", co.link_port)])
             .args(["--id", &format!("c{i}")])

@@ -90,6 +90,8 @@ pub fn ws(id: &str, owner: &str, name: &str, cpu: u64) -> WorkspaceRow {
         created_at_ms: now,
         updated_at_ms: now,
         state_since_ms: now,
+        repo: None,
+        init: None,
     }
 }
 

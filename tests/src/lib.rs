@@ -10,6 +10,7 @@ pub mod browser;
 pub mod clean;
 pub mod cluster;
 pub mod db;
+pub mod git;
 mod node;
 pub mod openssh;
 pub mod postgres;

@@ -87,7 +87,8 @@ async fn endless_output_keeps_memory_and_others_latency_bounded() {
     let (s, w) = c
         .post(
             "/v1/workspaces",
-            json!({"name": "flood", "image": dev, "memory_bytes": 512u64 << 20, "cpu_millis": 1000}),
+            json!({"name": "flood", "image": dev, "memory_bytes": 512u64 << 20, "cpu_millis": 1000,
+                   "disk_bytes": 256u64 << 20}),
         )
         .await;
     assert_eq!(s, 201, "{w}");

@@ -120,6 +120,7 @@ impl Manager {
                 nested_userns: spec.nested_userns,
                 egress_allow: spec.egress_allow.clone(),
                 hostname: spec.hostname.clone(),
+                init: None,
             };
             let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {
@@ -135,23 +136,41 @@ impl Manager {
         failpoint::hit("create:after_record");
         // Create and start are one step for the caller: either the workspace
         // is there (and running, if asked) or nothing is left.
+        let repo = spec.repo.clone();
+        if repo.is_some() && !req.start {
+            return Err(AgentError::InvalidRequest(
+                "a workspace from a repository starts when created".into(),
+            ));
+        }
         let made = async {
             let mounts = self.build(&record).await?;
-            let pid = match req.start {
+            let mut pid = match req.start {
                 true => Some(self.start_task(&mut record, mounts).await?),
                 false => None,
             };
             if !record.egress_allow.is_empty() || self.allow_dirty() {
                 self.sync_workspace_allow("").await?;
             }
+            let later = match repo {
+                Some(repo) => {
+                    let later = self.init_repo(&mut record, repo).await?;
+                    // The configuration may have restarted it.
+                    pid = Some(self.status_of(&record).await?.pid);
+                    later
+                }
+                None => Default::default(),
+            };
             // Until this write the record says `creating`: a crash before it
             // rolls back a create nobody was told about.
             record.phase = Phase::Ready;
             self.inner.records.put(&record)?;
-            Ok::<_, AgentError>(pid)
+            Ok::<_, AgentError>((pid, later))
         };
         let pid = match made.await {
-            Ok(pid) => pid,
+            Ok((pid, later)) => {
+                self.run_later(&record.name, later);
+                pid
+            }
             Err(e) => {
                 tracing::warn!(workspace = %record.name, error = %e, "create failed, rolling back");
                 self.teardown(&record).await;
@@ -184,6 +203,32 @@ impl Manager {
             .ok_or(AgentError::AddressesExhausted)
     }
 
+    /// Makes the container of a record and its snapshot; returns the
+    /// snapshot's mounts.
+    pub(super) async fn make_container(&self, r: &Record) -> Result<Vec<Mount>> {
+        let name = &r.name;
+        // The container first: as a GC root it holds the snapshot from
+        // the moment the snapshot exists, so no lease is needed.
+        let spec = spec::build(&self.spec_input(r));
+        let labels = HashMap::from([
+            (WORKSPACE_LABEL.to_string(), name.clone()),
+            (GENERATION_LABEL.to_string(), r.generation.to_string()),
+        ]);
+        self.inner
+            .ctd
+            .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
+            .await?;
+        failpoint::hit("create:after_container");
+        let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
+        let mounts = self
+            .inner
+            .ctd
+            .prepare(None, &Self::snapshot_key(name), &r.chain_id, labels)
+            .await?;
+        failpoint::hit("create:after_snapshot");
+        Ok(mounts)
+    }
+
     /// Makes the container, snapshot, volume and namespace of a new record,
     /// the three independent parts at once; returns the rootfs mounts.
     pub(super) async fn build(&self, r: &Record) -> Result<Vec<Mount>> {
@@ -191,25 +236,7 @@ impl Manager {
         let timed = |t: Instant| move |v| (v, ms(t));
         let rootfs = async {
             let t = Instant::now();
-            // The container first: as a GC root it holds the snapshot from
-            // the moment the snapshot exists, so no lease is needed.
-            let spec = spec::build(&self.spec_input(r));
-            let labels = HashMap::from([
-                (WORKSPACE_LABEL.to_string(), name.clone()),
-                (GENERATION_LABEL.to_string(), r.generation.to_string()),
-            ]);
-            self.inner
-                .ctd
-                .create_container(name, &r.image, &Self::snapshot_key(name), &spec, labels)
-                .await?;
-            failpoint::hit("create:after_container");
-            let labels = HashMap::from([(WORKSPACE_LABEL.to_string(), name.clone())]);
-            let mounts = self
-                .inner
-                .ctd
-                .prepare(None, &Self::snapshot_key(name), &r.chain_id, labels)
-                .await?;
-            failpoint::hit("create:after_snapshot");
+            let mounts = self.make_container(r).await?;
             Ok::<_, AgentError>(timed(t)(mounts))
         };
         // A prepared slot already holds the volume and the namespace.

@@ -25,6 +25,12 @@ impl Manager {
                 tracing::warn!(workspace = %name, step = what, error = %e, "teardown step failed");
             }
         }
+        match std::fs::remove_file(self.init_log_dir().join(format!("{name}.log"))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(workspace = %name, error = %e, "removing the init log");
+            }
+            _ => {}
+        }
     }
 
     /// Deletes a workspace and its volume. Deleting what is not there succeeds.

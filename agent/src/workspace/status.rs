@@ -59,6 +59,7 @@ impl Manager {
             ip: r.ip.to_string(),
             generation: r.generation,
             tunnels: self.inner.activity.of(&r.name),
+            init: r.init.as_ref().map(|st| st.report(&r.image)),
         }
     }
 

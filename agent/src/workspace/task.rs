@@ -75,6 +75,7 @@ impl Manager {
         let t = Instant::now();
         self.start_locked(&mut r).await?;
         tracing::info!(total_ms = ms(t), "workspace started");
+        self.post_start(&r);
         self.status_of(&r).await
     }
 
@@ -154,6 +155,25 @@ impl Manager {
             .cgroups
             .set_cpu_quota(&self.cgroups_path(&r.name), quota, spec::CPU_PERIOD_US)
             .map_err(AgentError::io("apply the CPU quota"))
+    }
+
+    /// Makes a running workspace's container again from its record (a new
+    /// image, user or environment), keeping its volume and namespace: the
+    /// old root filesystem's changes go with the old image.
+    pub(super) async fn recreate(&self, r: &mut Record) -> Result<()> {
+        let name = r.name.clone();
+        self.kill_task(&name).await?;
+        self.inner.ctd.delete_container(&name).await?;
+        self.inner
+            .ctd
+            .remove_snapshot(&Self::snapshot_key(&name))
+            .await?;
+        let root = host_ids(r.userns, 0, 0)?;
+        self.inner.volumes.reset_rootfs(r.parts(), root)?;
+        let mounts = self.make_container(r).await?;
+        let mounts = self.rootfs(r, mounts)?;
+        self.start_task(r, mounts).await?;
+        self.inner.records.put_unsynced(r)
     }
 
     /// Stops a workspace: SIGTERM, then SIGKILL after the grace period.

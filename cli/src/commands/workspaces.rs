@@ -5,7 +5,7 @@ use crate::args::{Change, CreateArgs, Target};
 use crate::client::{enc, Client};
 use crate::output::{age, cores, opt, size, table};
 use crate::Outcome;
-use berth_proto::api::{CreateWorkspace, State, Workspace};
+use berth_proto::api::{CreateWorkspace, Init, Repo, State, Workspace};
 use berth_proto::units::now_ms;
 use serde_json::json;
 
@@ -21,6 +21,13 @@ pub(crate) async fn create(c: &Client, ui: Ui, a: CreateArgs) -> Outcome {
         env: Some(a.env.into_iter().collect()),
         node_selector: Some(a.selector.into_iter().collect()),
         start: Some(!a.no_start),
+        repo: a.repo.map(|url| Repo {
+            url,
+            branch: a.branch,
+            commit: a.commit,
+            partial: a.partial,
+            init_command: a.init_command,
+        }),
     };
     let target = Target {
         name: a.name.clone(),
@@ -169,7 +176,78 @@ fn workspace_details(w: &Workspace) -> String {
             .collect();
         rows.push(("Selector", sel.join(", ")));
     }
-    rows.iter()
+    if let Some(r) = &w.repo {
+        let mut repo = r.url.clone();
+        if let Some(b) = &r.branch {
+            repo.push_str(&format!(" (branch {b})"));
+        }
+        rows.push(("Repo", repo));
+    }
+    let mut out: String = rows
+        .iter()
         .map(|(k, v)| format!("{:<11} {v}\n", format!("{k}:")))
-        .collect()
+        .collect();
+    if let Some(init) = &w.init {
+        out.push_str(&init_details(init));
+    }
+    out
+}
+
+/// A repository workspace's commit, configuration and steps.
+fn init_details(i: &Init) -> String {
+    let mut out = String::new();
+    let line = |k: &str, v: &str| format!("{:<11} {v}\n", format!("{k}:"));
+    if !i.commit.is_empty() {
+        out.push_str(&line("Commit", &i.commit));
+    }
+    if !i.folder.is_empty() {
+        out.push_str(&line("Folder", &i.folder));
+    }
+    if !i.source.is_empty() {
+        out.push_str(&line("Config", &i.source));
+    }
+    for p in &i.ports {
+        let label = match p.label.as_str() {
+            "" => String::new(),
+            l => format!(" ({l})"),
+        };
+        out.push_str(&line("Port", &format!("{}{label}", p.port)));
+    }
+    for warning in &i.warnings {
+        out.push_str(&line("Warning", warning));
+    }
+    if !i.steps.is_empty() {
+        out.push_str("Init steps:\n");
+        let rows: Vec<Vec<String>> = i
+            .steps
+            .iter()
+            .map(|s| {
+                let exit = match (s.exit_code, s.code.as_str()) {
+                    (_, "") | (_, "exit_status") => {
+                        s.exit_code.map(|c| c.to_string()).unwrap_or_default()
+                    }
+                    (Some(c), code) => format!("{c} ({code})"),
+                    (None, code) => code.to_string(),
+                };
+                vec![
+                    format!("  {}", s.name),
+                    s.state.clone(),
+                    format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+                    exit,
+                    s.command.clone(),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["  STEP", "STATE", "TIME", "EXIT", "COMMAND"],
+            &rows,
+        ));
+        for s in i.steps.iter().filter(|s| !s.tail.is_empty()) {
+            out.push_str(&format!("{} failed; its last lines:\n", s.name));
+            for l in s.tail.lines() {
+                out.push_str(&format!("  | {l}\n"));
+            }
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@ use crate::domain::scheduler::Resources;
 use crate::domain::tier::{bounds, Tiers};
 use crate::domain::validate;
 use crate::error::{Error, Result};
-use berth_proto::api::CreateWorkspace;
+use berth_proto::api::{CreateWorkspace, Init, Repo};
 use std::collections::BTreeMap;
 
 /// A workspace as the coordinator keeps it.
@@ -37,6 +37,10 @@ pub struct WorkspaceRow {
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     pub state_since_ms: i64,
+    /// The repository it is made from.
+    pub repo: Option<Repo>,
+    /// Its clone and lifecycle steps as its node last reported them.
+    pub init: Option<Init>,
 }
 
 impl WorkspaceRow {
@@ -111,6 +115,8 @@ impl WorkspaceRow {
             tier: self.tier.clone(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
+            repo: self.repo.clone(),
+            init: self.init.clone(),
         }
     }
 
@@ -214,6 +220,15 @@ pub fn resolve(
     for (k, v) in &selector {
         validate::label(k, v)?;
     }
+    if let Some(r) = &req.repo {
+        crate::domain::repo::check(r)?;
+        if req.start == Some(false) {
+            return Err(Error::invalid(
+                "invalid_repo",
+                "a workspace from a repository is cloned when it starts: it cannot be created stopped",
+            ));
+        }
+    }
     let lc = lifecycle::Workspace::new(req.start.unwrap_or(true));
     Ok(WorkspaceRow {
         id,
@@ -242,6 +257,8 @@ pub fn resolve(
         created_at_ms: now,
         updated_at_ms: now,
         state_since_ms: now,
+        repo: req.repo.clone(),
+        init: None,
     })
 }
 

@@ -3,7 +3,9 @@
 //! names as the values `tier` takes.
 
 use super::AppState;
-use super::{exec, nodes, previews, signin, ssh_keys, terminal, tokens, tunnels, workspaces};
+use super::{
+    exec, nodes, previews, repos, signin, ssh_keys, terminal, tokens, tunnels, workspaces,
+};
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
 use axum::routing::get;
@@ -26,7 +28,9 @@ pub fn routes() -> Router<AppState> {
         tokens::create_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,
         tunnels::connect_port, tunnels::connect_ssh, tunnels::ssh_host_key, tunnels::activity,
         ssh_keys::add_ssh_key, ssh_keys::list_ssh_keys, ssh_keys::delete_ssh_key,
-        previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link
+        previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,
+        repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
+        repos::delete_git_credential
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

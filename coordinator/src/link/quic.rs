@@ -466,7 +466,7 @@ impl QuicLink {
                     if let Some(status) = r.status {
                         let _ = self.inner.events.send(LinkEvent::Status {
                             node: node.into(),
-                            status,
+                            status: Box::new(status),
                         });
                     }
                 }

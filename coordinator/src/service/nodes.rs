@@ -60,7 +60,7 @@ impl Service {
                     tokio::spawn(async move { me.reconcile_node(&node, inventory, at_ms).await });
                 }
                 LinkEvent::Status { node, status } => {
-                    tokio::spawn(async move { me.report(&node, status).await });
+                    tokio::spawn(async move { me.report(&node, *status).await });
                 }
                 LinkEvent::Disconnected { .. } => {}
             }

@@ -23,6 +23,42 @@ pub(super) fn observed(s: &pb::WorkspaceStatus) -> Observed {
     }
 }
 
+/// A repository workspace's report as the API shows it.
+pub(super) fn init_of(r: &pb::InitReport) -> berth_proto::api::Init {
+    use berth_proto::api::{ForwardPort, Init, InitStep};
+    Init {
+        commit: r.commit.clone(),
+        folder: r.folder.clone(),
+        source: r.source.clone(),
+        steps: r
+            .steps
+            .iter()
+            .map(|s| InitStep {
+                name: s.name.clone(),
+                state: s.state.clone(),
+                command: s.command.clone(),
+                exit_code: matches!(s.state.as_str(), "done" | "failed")
+                    .then_some(s.exit_code)
+                    .filter(|_| !s.command.is_empty()),
+                duration_ms: s.duration_ms,
+                tail: s.tail.clone(),
+                code: s.code.clone(),
+            })
+            .collect(),
+        warnings: r.warnings.clone(),
+        ports: r
+            .ports
+            .iter()
+            .filter_map(|p| {
+                Some(ForwardPort {
+                    port: u16::try_from(p.port).ok()?,
+                    label: p.label.clone(),
+                })
+            })
+            .collect(),
+    }
+}
+
 impl Service {
     pub(super) async fn schedule_loop(&self) {
         loop {
@@ -206,7 +242,11 @@ impl Service {
         });
     }
 
-    fn request(w: &WorkspaceRow, cmd: Command) -> pb::request::Command {
+    fn request(
+        w: &WorkspaceRow,
+        cmd: Command,
+        credential: Option<pb::GitCredential>,
+    ) -> pb::request::Command {
         use pb::request::Command as C;
         let name = w.id.clone();
         let generation = w.generation;
@@ -224,6 +264,14 @@ impl Service {
                     nested_userns: w.nested_userns,
                     egress_allow: w.egress_allow.clone(),
                     hostname: w.name.clone(),
+                    repo: w.repo.as_ref().map(|r| pb::RepoInit {
+                        url: r.url.clone(),
+                        branch: r.branch.clone().unwrap_or_default(),
+                        commit: r.commit.clone().unwrap_or_default(),
+                        credential,
+                        init_command: r.init_command.clone(),
+                        partial: r.partial,
+                    }),
                 }),
                 auth: None,
                 start: w.desired == Desired::Running,
@@ -249,10 +297,16 @@ impl Service {
         let timeout = self.inner.timing.command_timeout;
         let started = Instant::now();
         let waited_ms = self.now() - w.created_at_ms;
+        // The owner's credential for the repository's host travels with the
+        // create (over the link, in memory) and nowhere else.
+        let credential = match (&w.repo, cmd) {
+            (Some(r), Command::Create) => self.git_credential_for(&w.owner, &r.url).await,
+            _ => None,
+        };
         let answer = self
             .inner
             .link
-            .call(&node, Self::request(&w, cmd), timeout)
+            .call(&node, Self::request(&w, cmd, credential), timeout)
             .await;
         let agent_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(agent_ms, "command answered");

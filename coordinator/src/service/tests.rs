@@ -114,6 +114,7 @@ impl Harness {
             default_image: Some("registry.test/base:1".into()),
             ca_fingerprint: "ab".repeat(32),
             clock,
+            sealer: crate::secrets::Sealer::new([7; 32]),
         });
         let (events, rx) = mpsc::unbounded_channel();
         tokio::spawn(svc.clone().run(rx));

@@ -114,6 +114,7 @@ pub(super) fn service(store: Store) -> Service {
         default_image: None,
         ca_fingerprint: String::new(),
         clock: berth_coordinator::service::system_clock(),
+        sealer: berth_coordinator::secrets::Sealer::new([7; 32]),
     })
 }
 

@@ -1,0 +1,134 @@
+//! Repository workspaces: the init log, sync, and the caller's git
+//! credentials.
+
+use super::{owner_of, AppState, Auth, Body, OwnerQuery, P, Q};
+use crate::error::Result;
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use berth_proto::api::{AddGitCredential, ErrorBody, GitCredential, SyncBody, SyncResult};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/workspaces/{name}/init-log", get(init_log))
+        .route("/v1/workspaces/{name}/sync", post(sync))
+        .route(
+            "/v1/git-credentials",
+            get(list_git_credentials).post(add_git_credential),
+        )
+        .route("/v1/git-credentials/{host}", delete(delete_git_credential))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// The owner of the workspace (admins only; default: the caller).
+    #[param(pattern = "^[a-z0-9._@-]{1,64}$")]
+    pub owner: Option<String>,
+    /// Keep the answer open and send what is appended until the steps are done.
+    pub follow: Option<bool>,
+}
+
+/// The output of the workspace's clone and lifecycle commands, as text;
+/// with `follow`, what is appended too, until the last step is done.
+#[utoipa::path(get, path = "/v1/workspaces/{name}/init-log",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), LogQuery),
+    responses((status = 200, description = "the log", content_type = "text/plain", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub(super) async fn init_log(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<LogQuery>,
+) -> Result<axum::response::Response> {
+    let owner = owner_of(&a, q.owner)?;
+    let duplex = s
+        .svc
+        .init_log(&owner, &name, q.follow.unwrap_or(false))
+        .await?;
+    let chunks = futures::stream::unfold(duplex.recv, |mut r| async move {
+        let mut buf = vec![0u8; 16 << 10];
+        match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok::<_, std::io::Error>(buf), r))
+            }
+        }
+    });
+    let body = axum::body::Body::from_stream(chunks);
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; charset=utf-8",
+        )],
+        body,
+    )
+        .into_response())
+}
+
+/// `git pull --rebase` (or, with `push`, `git push`) of the workspace's
+/// repository, as its user, with the caller's git credential for the host.
+#[utoipa::path(post, path = "/v1/workspaces/{name}/sync",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
+    request_body = SyncBody,
+    responses((status = 200, body = SyncResult), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub(super) async fn sync(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<SyncBody>,
+) -> Result<Json<SyncResult>> {
+    let owner = owner_of(&a, q.owner)?;
+    Ok(Json(s.svc.sync(&owner, &name, req.push).await?))
+}
+
+/// Keeps a token of the caller for the git repositories of one host
+/// (replacing the one kept before); sealed at rest, handed to a node only
+/// with the clone or sync that needs it.
+#[utoipa::path(post, path = "/v1/git-credentials", request_body = AddGitCredential,
+    responses((status = 201, body = GitCredential), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn add_git_credential(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<AddGitCredential>,
+) -> Result<(StatusCode, Json<GitCredential>)> {
+    let c = s.svc.add_git_credential(&a.user, &req).await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+/// The caller's git credentials (hosts and user names, never the tokens).
+#[utoipa::path(get, path = "/v1/git-credentials",
+    responses((status = 200, body = Vec<GitCredential>), (status = 401, body = ErrorBody)))]
+pub(super) async fn list_git_credentials(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+) -> Result<Json<Vec<GitCredential>>> {
+    Ok(Json(s.svc.git_credentials(&a.user).await?))
+}
+
+/// Forgets the caller's git credential for a host.
+#[utoipa::path(delete, path = "/v1/git-credentials/{host}",
+    params(("host" = String, Path, description = "host[:port]", max_length = 259)),
+    responses((status = 204, description = "removed"), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn delete_git_credential(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(host): P<String>,
+) -> Result<StatusCode> {
+    s.svc.delete_git_credential(&a.user, &host).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,138 @@
+//! Workspaces from a repository: what a create names, what the workspace
+//! reports of its clone and lifecycle steps, sync, and the git credentials
+//! a user keeps for the hosts of their repositories.
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "openapi")]
+use utoipa::ToSchema;
+
+/// The repository a workspace is made from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct Repo {
+    /// http(s) URL of the repository, without credentials (keep those with
+    /// `POST /v1/git-credentials`).
+    #[cfg_attr(feature = "openapi", schema(pattern = "^https?://", max_length = 2048))]
+    pub url: String,
+    /// Branch to check out; the remote's default when omitted.
+    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Commit to check out (hex, 4 to 64 digits); the branch's head when omitted.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^[0-9a-f]{4,64}$"))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+    /// A partial clone (`--filter=blob:none`), for big repositories.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub partial: bool,
+    /// Replaces the command detected for a repository without
+    /// devcontainer.json (an empty string runs none).
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_command: Option<String>,
+}
+
+/// A step of making a repository workspace ready.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct InitStep {
+    /// clone, configure, onCreateCommand, updateContentCommand,
+    /// postCreateCommand or postStartCommand.
+    pub name: String,
+    /// pending, running, done, failed or skipped.
+    pub state: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub command: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    /// The end of a failed step's output.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub tail: String,
+    /// A failed step's error code.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code: String,
+}
+
+/// A port the configuration forwards, with its label.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct ForwardPort {
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub label: String,
+}
+
+/// What a repository workspace reports of its clone and configuration.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Init {
+    /// The commit checked out.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    /// Where the repository is inside the workspace.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub folder: String,
+    /// What configured it: a devcontainer.json path, "detected: <kind>" or "none".
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
+    #[serde(default)]
+    pub steps: Vec<InitStep>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<ForwardPort>,
+}
+
+/// `POST /v1/workspaces/{name}/sync`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SyncBody {
+    /// `git push` instead of `git pull --rebase`.
+    #[serde(default)]
+    pub push: bool,
+}
+
+/// How a sync went.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct SyncResult {
+    /// up_to_date, fast_forwarded, rebased, conflict, pushed, rejected or failed.
+    pub outcome: String,
+    /// Files in conflict, or git's lines for a refused push.
+    #[serde(default)]
+    pub files: Vec<String>,
+    pub message: String,
+    /// The head after the sync.
+    pub commit: String,
+}
+
+/// `POST /v1/git-credentials`: a token for the repositories of one host.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct AddGitCredential {
+    /// Host name (and port), as in the repository URLs: `git.example`.
+    #[cfg_attr(feature = "openapi", schema(max_length = 253))]
+    pub host: String,
+    /// The token (a password for HTTP Basic authentication). Stored
+    /// encrypted; never shown again.
+    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    pub token: String,
+    /// User name sent with it; default `x-access-token`.
+    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// A stored git credential (its token is never returned).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct GitCredential {
+    pub host: String,
+    pub username: String,
+    pub created_at_ms: i64,
+}

@@ -1,0 +1,601 @@
+//! Workspaces from a repository, end to end through the CLI: a real git
+//! server (Git's `git http-backend` behind Basic authentication, beside the
+//! cluster on its bridge address, which the test's tier may reach), a
+//! coordinator and an agent. What is checked is what a user and an
+//! attacker see: the files in the workspace and who owns them, the
+//! lifecycle commands' order and environment, the labels of forwarded
+//! ports, the init log, every refusal with its code, and that a token given
+//! for a private repository is nowhere on disk or in a log.
+
+use berth_tests::git::GitServer;
+use berth_tests::{Cluster, ClusterOptions};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(180);
+
+/// A cluster whose default tier may reach its bridge address (where the git
+/// server listens) and whose default image is `dev`; the git server.
+async fn cluster() -> (Cluster, GitServer, tempfile::TempDir) {
+    berth_tests::images(&["dev"]);
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = Cluster::start(ClusterOptions::default()).await;
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tiers]]\nname = \"small\"\ncpu_millis = 1000\nmemory = \"1GiB\"\ndisk = \"512MiB\"\n\
+             egress_allow = [\"{}/32\"]\n\n\
+             [[tiers]]\nname = \"tiny\"\ncpu_millis = 500\nmemory = \"256MiB\"\ndisk = \"32MiB\"\n\
+             egress_allow = [\"{}/32\"]\n",
+            c.host_ip, c.host_ip
+        ),
+    )
+    .unwrap();
+    c.kill_coordinator();
+    c.set_coordinator_args(vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--default-image".into(),
+        format!("{}/dev:latest", c.registry.addr),
+    ]);
+    c.start_coordinator();
+    let git = GitServer::start(&c.host_ip, &c.dir.join("git"));
+    (c, git, dir)
+}
+
+/// Runs `script` in workspace `name` as its user; (exit code, stdout).
+async fn sh(c: &Cluster, name: &str, script: &str) -> (i64, String) {
+    let (s, out) = c
+        .post(
+            &format!("/v1/workspaces/{name}/exec"),
+            json!({"argv": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{out}");
+    (
+        out["exit_code"].as_i64().unwrap_or(-1),
+        out["stdout"].as_str().unwrap_or("").to_string(),
+    )
+}
+
+/// `berth create NAME ARGS...` as the admin; (exit code, stdout, stderr).
+async fn create(c: &Cluster, name: &str, args: &[&str]) -> (i32, String, String) {
+    let mut a = vec!["create", name];
+    a.extend_from_slice(args);
+    c.berth(&c.admin_token, &a).await
+}
+
+async fn get(c: &Cluster, name: &str) -> Value {
+    let (s, w) = c.get(&format!("/v1/workspaces/{name}")).await;
+    assert_eq!(s, 200, "{w}");
+    w
+}
+
+fn step<'a>(w: &'a Value, name: &str) -> &'a Value {
+    w["init"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name}: {w}"))
+}
+
+const DEVCONTAINER: &str = r#"// Every field Berth honours.
+{
+  "name": "api",
+  "image": "REGISTRY/dev:latest",
+  "containerEnv": { "STAGE": "container" },
+  "remoteEnv": { "ROUTE": "${containerEnv:STAGE}-remote", "WHERE": "${containerWorkspaceFolder}" },
+  "remoteUser": "dev",
+  "workspaceFolder": "/workspace/src/api",
+  "forwardPorts": [3000, 9229],
+  "portsAttributes": { "3000": { "label": "Web app" }, "9229": { "label": "Debugger" } },
+  "hostRequirements": { "cpus": 1, "memory": "512mb", "storage": "100mb" },
+  "onCreateCommand": "echo onCreate $STAGE $ROUTE $(id -u) $(pwd) >> steps.log",
+  "updateContentCommand": ["sh", "-c", "echo updateContent >> steps.log"],
+  "postCreateCommand": { "a": "echo postCreate-a >> post-a.log", "b": ["sh", "-c", "echo postCreate-b >> post-b.log"] },
+  "postStartCommand": "echo postStart >> steps.log",
+  "waitFor": "updateContentCommand",
+  "customizations": { "vscode": { "extensions": ["x"] } },
+  "someFutureKey": true
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_project_is_made_from_its_devcontainer_json() {
+    let (c, git, _dir) = cluster().await;
+    let config = DEVCONTAINER.replace("REGISTRY", &c.registry.addr);
+    let url = git.repo(
+        "api",
+        &[
+            (".devcontainer/devcontainer.json", &config),
+            (
+                "package.json",
+                "{\"name\": \"api\", \"version\": \"1.0.0\"}\n",
+            ),
+            ("src/index.js", "console.log('hi')\n"),
+        ],
+    );
+    let (code, out, err) = create(&c, "api", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}\n{}", c.coordinator_log());
+    let w = get(&c, "api").await;
+    assert_eq!(w["state"], "running");
+    assert_eq!(w["repo"]["url"], url.as_str());
+    let init = &w["init"];
+    assert_eq!(init["source"], ".devcontainer/devcontainer.json", "{w}");
+    assert_eq!(init["folder"], "/workspace/src/api");
+    assert_eq!(init["commit"].as_str().unwrap().len(), 40, "{w}");
+    for s in [
+        "clone",
+        "configure",
+        "onCreateCommand",
+        "updateContentCommand",
+    ] {
+        assert_eq!(step(&w, s)["state"], "done", "{s}: {w}");
+    }
+    assert!(
+        init["warnings"].to_string().contains("someFutureKey"),
+        "unknown keys are listed: {w}"
+    );
+    assert!(!init["warnings"].to_string().contains("customizations"));
+
+    // The files are there, owned by the workspace's user (not root).
+    let (code, owners) = sh(&c, "api", "stat -c '%u:%g %n' /workspace/src/api/package.json /workspace/src/api/src/index.js /workspace/src/api/.git").await;
+    assert_eq!(code, 0, "{owners}");
+    assert!(
+        owners.lines().all(|l| l.starts_with("1000:1000 ")),
+        "{owners}"
+    );
+    // The lifecycle commands ran in order, in the folder, as the user, with
+    // containerEnv and remoteEnv; the parallel parts each ran.
+    let wait_for_post = async {
+        for _ in 0..60 {
+            let w = get(&c, "api").await;
+            if step(&w, "postStartCommand")["state"] == "done" {
+                return w;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("postStartCommand never done: {}", get(&c, "api").await);
+    };
+    let w = wait_for_post.await;
+    assert_eq!(step(&w, "postCreateCommand")["state"], "done", "{w}");
+    let (_, steps) = sh(&c, "api", "cat /workspace/src/api/steps.log /workspace/src/api/post-a.log /workspace/src/api/post-b.log").await;
+    assert_eq!(
+        steps,
+        "onCreate container container-remote 1000 /workspace/src/api\nupdateContent\npostStart\npostCreate-a\npostCreate-b\n"
+    );
+    let (_, env) = sh(&c, "api", "echo $STAGE $ROUTE $WHERE").await;
+    assert_eq!(
+        env, "container container-remote /workspace/src/api\n",
+        "exec sees the env"
+    );
+
+    // Forwarded ports with their labels, and their preview URLs.
+    let (code, out, err) = c.berth(&c.admin_token, &["ports", "api"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("3000") && out.contains("Web app"), "{out}");
+    assert!(out.contains("9229") && out.contains("Debugger"), "{out}");
+    assert!(out.contains("/w/api/3000/"), "{out}");
+    // berth get shows the repository and the steps.
+    let (_, out, _) = c.berth(&c.admin_token, &["get", "api"]).await;
+    for want in [
+        "Repo:",
+        &url,
+        "Commit:",
+        "Init steps:",
+        "onCreateCommand",
+        "done",
+    ] {
+        assert!(out.contains(want), "{want}: {out}");
+    }
+    // The init log has the clone and every command's output.
+    let (code, log, err) = c.berth(&c.admin_token, &["logs", "api", "--init"]).await;
+    assert_eq!(code, 0, "{err}");
+    for want in [
+        "==> git clone",
+        "Cloning into",
+        "==> onCreateCommand",
+        "==> postStartCommand",
+    ] {
+        assert!(log.contains(want), "{want}: {log}");
+    }
+
+    // postStartCommand runs again on each start, the others do not.
+    for verb in ["stop", "start"] {
+        let (code, _, err) = c.berth(&c.admin_token, &[verb, "api"]).await;
+        assert_eq!(code, 0, "{verb}: {err}");
+    }
+    let again = async {
+        for _ in 0..60 {
+            let (_, s) = sh(&c, "api", "cat /workspace/src/api/steps.log").await;
+            if s.matches("postStart").count() == 2 {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        panic!("postStartCommand did not run again");
+    };
+    let s = again.await;
+    assert_eq!(s.matches("onCreate").count(), 1, "{s}");
+
+    // A failing lifecycle command: its step failed with the exit status and
+    // the output's end; the workspace runs, the later steps are skipped.
+    let url = git.repo(
+        "broken",
+        &[(
+            ".devcontainer.json",
+            "{\"onCreateCommand\": \"echo about to fail; exit 3\", \"postCreateCommand\": \"true\", \"waitFor\": \"postCreateCommand\"}",
+        )],
+    );
+    let (code, out, err) = create(&c, "broken", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "broken").await;
+    assert_eq!(w["state"], "running");
+    let failed = step(&w, "onCreateCommand");
+    assert_eq!(failed["state"], "failed", "{w}");
+    assert_eq!(failed["exit_code"], 3, "{w}");
+    assert!(
+        failed["tail"].as_str().unwrap().contains("about to fail"),
+        "{w}"
+    );
+    assert_eq!(step(&w, "postCreateCommand")["state"], "skipped", "{w}");
+    let (_, out, _) = c.berth(&c.admin_token, &["get", "broken"]).await;
+    assert!(out.contains("about to fail"), "{out}");
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_python_project_is_detected_and_a_private_one_needs_its_token() {
+    let (c, git, dir) = cluster().await;
+    let url = git.repo(
+        "tool",
+        &[
+            ("requirements.txt", "# nothing to install offline\n"),
+            ("tool.py", "print('ok')\n"),
+        ],
+    );
+    let (code, out, err) = create(&c, "tool", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "tool").await;
+    assert_eq!(w["init"]["source"], "detected: python", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "done", "{w}");
+    assert!(step(&w, "onCreateCommand")["command"]
+        .as_str()
+        .unwrap()
+        .contains("python3 -m venv .venv"));
+    let (code, out) = sh(&c, "tool", "cd /workspace/tool && .venv/bin/python tool.py").await;
+    assert_eq!((code, out.as_str()), (0, "ok\n"), "the venv works");
+    // The detected command can be replaced.
+    let (code, _, err) = create(
+        &c,
+        "tool2",
+        &["--repo", &url, "--init", "touch made-by-override"],
+    )
+    .await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _) = sh(
+        &c,
+        "tool2",
+        "test -f /workspace/tool/made-by-override && test ! -d /workspace/tool/.venv",
+    )
+    .await;
+    assert_eq!(code, 0);
+
+    // A private repository: refused without the token, with git's message.
+    let token = format!("tok-{:032x}", rand::random::<u128>());
+    let url = git.repo("secret", &[("README.md", "secret\n")]);
+    git.private("secret", "alice", &token);
+    let (code, _, err) = create(&c, "nocred", &["--repo", &url]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("git_auth_failed"), "{err}");
+    let w = get(&c, "nocred").await;
+    assert_eq!(w["state"], "failed");
+    assert!(
+        w["reason"].as_str().unwrap().contains("git_auth_failed"),
+        "{w}"
+    );
+    // With the user's token for the host it clones.
+    let host = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (code, _, err) = c
+        .berth(
+            &c.admin_token,
+            &[
+                "git-credential",
+                "add",
+                &host,
+                "--git-token",
+                &token,
+                "--username",
+                "alice",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let (_, list, _) = c.berth(&c.admin_token, &["git-credential", "list"]).await;
+    assert!(list.contains(&host) && !list.contains(&token), "{list}");
+    let (code, out, err) = create(&c, "secret", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (_, readme) = sh(
+        &c,
+        "secret",
+        "cat /workspace/secret/README.md; git -C /workspace/secret config --list --show-origin",
+    )
+    .await;
+    assert!(readme.starts_with("secret\n"), "{readme}");
+    assert!(
+        !readme.contains(&token),
+        "the token is in git's config: {readme}"
+    );
+    assert!(
+        git.seen()
+            .iter()
+            .any(|s| s.user.as_deref() == Some("alice") && s.allowed),
+        "the server saw the token"
+    );
+    // The token is nowhere: not on the volume, in an image layer, in the
+    // agent's state, in a log. A control first: the same search finds it
+    // where it is written.
+    let control = dir.path().join("control");
+    std::fs::write(&control, format!("x{token}x")).unwrap();
+    let grep = |path: &std::path::Path| {
+        std::process::Command::new("grep")
+            .args(["-r", "-a", "-l", "-F", &token])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    assert!(grep(dir.path()).status.success(), "the control is found");
+    // Everything of the cluster: its nodes (containerd's content and
+    // snapshots, the agent's state, the volumes' images, the logs), the
+    // coordinator's store and logs, the git server aside (it has to know it).
+    let mut searched = vec![c.coordinators[0].dir.clone()];
+    for n in &c.nodes {
+        searched.push(n.dir.clone());
+        searched.push(n.state_dir.clone());
+        searched.push(n.containerd.dir.clone());
+    }
+    for p in &searched {
+        let out = grep(p);
+        assert!(
+            out.stdout.is_empty(),
+            "the token is in {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // A deleted credential is not used any more.
+    let (code, _, _) = c
+        .berth(&c.admin_token, &["git-credential", "remove", &host])
+        .await;
+    assert_eq!(code, 0);
+    let (code, _, err) = create(&c, "again", &["--repo", &url]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("git_auth_failed"), "{err}");
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn refusals_have_codes_and_never_hang() {
+    let (c, git, _dir) = cluster().await;
+    let url = git.repo("plain", &[("README.md", "hi\n")]);
+    let unreachable = format!("http://{}:9/none.git", c.host_ip);
+    let missing = format!("{}/nothing-here.git", git.url);
+    let big = {
+        // 40 MiB of hex of random bytes (about 20 MiB packed) for a 32 MiB volume.
+        let blob: String = (0..(20 << 20) / 16)
+            .map(|_| format!("{:032x}", rand::random::<u128>()))
+            .collect();
+        git.repo("big", &[("README.md", "big\n")]);
+        git.commit("big", "main", &[("blob.txt", &blob)]);
+        format!("{}/big.git", git.url)
+    };
+    let configs = [
+        (
+            "init-cmd",
+            r#"{"initializeCommand": "id"}"#,
+            "devcontainer_refused",
+            "initializeCommand",
+        ),
+        (
+            "mounts",
+            r#"{"mounts": ["source=/,target=/host,type=bind"]}"#,
+            "devcontainer_refused",
+            "mounts",
+        ),
+        (
+            "privileged",
+            r#"{"privileged": true}"#,
+            "devcontainer_refused",
+            "privileged",
+        ),
+        (
+            "caps",
+            r#"{"capAdd": ["SYS_ADMIN"]}"#,
+            "devcontainer_refused",
+            "capAdd",
+        ),
+        (
+            "runargs",
+            r#"{"runArgs": ["--net=host"]}"#,
+            "devcontainer_refused",
+            "runArgs",
+        ),
+        (
+            "syntax",
+            "{\n  \"image\": \"x\",\n  \"oops\" 1\n}",
+            "devcontainer_invalid",
+            "line 3",
+        ),
+        (
+            "needs",
+            r#"{"hostRequirements": {"cpus": 16}}"#,
+            "host_requirements_unmet",
+            "16 CPUs",
+        ),
+        (
+            "folder",
+            r#"{"workspaceFolder": "/etc"}"#,
+            "devcontainer_refused",
+            "workspaceFolder",
+        ),
+    ];
+    let mut cases: Vec<(String, Vec<String>, &str, String)> = vec![
+        (
+            "branch".into(),
+            vec![
+                "--repo".into(),
+                url.clone(),
+                "--branch".into(),
+                "nope".into(),
+            ],
+            "git_branch_not_found",
+            "nope".into(),
+        ),
+        (
+            "commit".into(),
+            vec![
+                "--repo".into(),
+                url.clone(),
+                "--commit".into(),
+                "deadbeef".into(),
+            ],
+            "git_commit_not_found",
+            "deadbeef".into(),
+        ),
+        (
+            "unreach".into(),
+            vec!["--repo".into(), unreachable],
+            "git_unreachable",
+            String::new(),
+        ),
+        (
+            "missing".into(),
+            vec!["--repo".into(), missing],
+            "git_repo_not_found",
+            String::new(),
+        ),
+        (
+            "big".into(),
+            vec!["--repo".into(), big, "--tier".into(), "tiny".into()],
+            "git_repo_too_big",
+            String::new(),
+        ),
+    ];
+    for (name, config, code, says) in configs {
+        let url = git.repo(name, &[(".devcontainer.json", config)]);
+        cases.push((name.into(), vec!["--repo".into(), url], code, says.into()));
+    }
+    // Four at a time: each is a workspace started, a clone and a verdict.
+    use futures::StreamExt;
+    futures::stream::iter(&cases)
+        .for_each_concurrent(4, |(name, args, code, says)| {
+            let c = &c;
+            async move {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                let started = std::time::Instant::now();
+                let (exit, _, err) = create(c, name, &args).await;
+                assert_ne!(exit, 0, "{name}");
+                assert!(err.contains(code), "{name}: wanted {code}: {err}");
+                assert!(err.contains(says.as_str()), "{name}: {says}: {err}");
+                assert!(
+                    started.elapsed() < Duration::from_secs(120),
+                    "{name} took {:?}",
+                    started.elapsed()
+                );
+                let w = get(c, name).await;
+                assert_eq!(w["state"], "failed", "{w}");
+            }
+        })
+        .await;
+    // Refused before anything is stored: URLs that would leak or reach the node.
+    for (url, why) in [
+        (
+            "https://user:pw@git.example/r.git",
+            "credentials in the URL",
+        ),
+        ("file:///etc/passwd", "not supported"),
+        ("git@git.example:r.git", "invalid_repo"),
+    ] {
+        let (code, _, err) = create(&c, "bad", &["--repo", url]).await;
+        assert_ne!(code, 0);
+        assert!(
+            err.contains("invalid_repo") && err.contains(why),
+            "{url}: {err}"
+        );
+    }
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sync_pulls_pushes_and_names_conflicts() {
+    let (c, git, _dir) = cluster().await;
+    let url = git.repo("app", &[("a.txt", "one\n"), ("b.txt", "b\n")]);
+    let (code, _, err) = create(&c, "app", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{err}");
+    let cfg = "git -C /workspace/app -c user.name=U -c user.email=u@x";
+    let (_, out, err) = c.berth(&c.admin_token, &["sync", "app"]).await;
+    assert!(out.contains("up to date"), "{out}{err}");
+    // Upstream moved: a fast-forward.
+    let head = git.commit("app", "main", &[("c.txt", "c\n")]);
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["--json", "sync", "app", "--pull"])
+        .await;
+    assert_eq!(code, 0, "{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (r["outcome"].as_str(), r["commit"].as_str()),
+        (Some("fast_forwarded"), Some(head.as_str())),
+        "{r}"
+    );
+    // A local commit pushed.
+    let (code, _) = sh(
+        &c,
+        "app",
+        &format!("echo local > /workspace/app/d.txt && {cfg} add d.txt && {cfg} commit -qm local"),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let (code, out, err) = c.berth(&c.admin_token, &["sync", "app", "--push"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("pushed"), "{out}");
+    // A conflicting change on both sides: named, and the rebase undone.
+    git.commit("app", "main", &[("a.txt", "theirs\n")]);
+    let (code, _) = sh(
+        &c,
+        "app",
+        &format!("echo mine > /workspace/app/a.txt && {cfg} commit -qam mine"),
+    )
+    .await;
+    assert_eq!(code, 0);
+    let (code, out, err) = c.berth(&c.admin_token, &["--json", "sync", "app"]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["outcome"], "conflict", "{r}");
+    assert_eq!(r["files"], json!(["a.txt"]), "{r}");
+    let (_, status) = sh(
+        &c,
+        "app",
+        "git -C /workspace/app status --porcelain; cat /workspace/app/a.txt",
+    )
+    .await;
+    assert_eq!(status, "mine\n", "the rebase was undone: {status}");
+    // Pushing now is rejected, with git's lines.
+    let (code, out, _) = c
+        .berth(&c.admin_token, &["--json", "sync", "app", "--push"])
+        .await;
+    assert_eq!(code, 1);
+    let r: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(r["outcome"], "rejected", "{r}");
+    // Sync of a workspace not made from a repository.
+    let (s, w) = c.create("plain").await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state("plain", "running", T).await;
+    let (code, _, err) = c.berth(&c.admin_token, &["sync", "plain"]).await;
+    assert_ne!(code, 0);
+    assert!(err.contains("not_a_repository"), "{err}");
+    c.finish().await;
+}
