@@ -9,7 +9,7 @@ export BERTH_CACHE ?= /var/cache/berth
 CARGO ?= cargo
 
 # Debian packages the project needs at run and test time.
-DEBIAN_PACKAGES := containerd runc protobuf-compiler docker-registry umoci skopeo mmdebstrap \
+DEBIAN_PACKAGES := containerd runc git protobuf-compiler docker-registry umoci skopeo mmdebstrap \
 	nftables iproute2 util-linux busybox-static e2fsprogs golang-github-containers-common \
 	apache2-utils curl ca-certificates postgresql python3 python3-venv openssh-client openssh-server tmux chromium
 
@@ -43,6 +43,8 @@ bench: deps images
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench agent
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench coordinator
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench density
+	@scripts/deps.sh buildah
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench repos
 
 lint: deps
 	$(CARGO) fmt --all -- --check

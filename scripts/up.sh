@@ -3,7 +3,8 @@
 # a private containerd, a loopback registry holding the project's images,
 # berth-coordinator (SQLite store, API on 127.0.0.1:8080, agent link on
 # 127.0.0.1:7443) and berth-agent joined to it with a one-time token; then
-# creates (or starts) the workspace "demo" from the dev image through the API.
+# creates (or starts) the workspace "demo" from the dev image through the API,
+# and "hello" from a demo repository (scripts/demo-repo.sh).
 # Stays in the foreground; Ctrl-C stops the workspaces (through the API, so the
 # coordinator records them as stopped) and the services it started (each in its
 # own session, so the signal reaches only this script) and keeps the data
@@ -68,6 +69,7 @@ cleanup() {
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     end "${pids[$i]}"
   done
+  scripts/demo-repo.sh down
   rm -f "$lock"
 }
 trap cleanup INT TERM EXIT
@@ -107,12 +109,15 @@ curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null ||
 BERTH_TOKEN=$(cat "$coord_dir/admin.token")
 export BERTH_TOKEN
 
-[ -f "$data/agent.toml" ] || cat >"$data/agent.toml" <<CONF
+cat >"$data/agent.toml" <<CONF
 # berth-agent configuration written by make up; every other setting is its default.
 state_dir = "$data/agent"
 [containerd]
 socket = "$run/containerd.sock"
 runc_root = "$run/runc"
+[network]
+# The demo git server (scripts/demo-repo.sh): a private address workspaces may reach.
+egress_allow = ["10.254.254.2/32"]
 [coordinator]
 address = "$link"
 CONF
@@ -140,6 +145,16 @@ if berth get demo >/dev/null 2>&1; then
 else
   berth create demo --cpu 1 --memory 1G --disk 2G >/dev/null   # the default image: dev
 fi
+# A workspace from a repository: cloned, its Dockerfile built on the node,
+# its lifecycle commands run (docs/repositories.md).
+{ read -r git_pid; read -r repo_url; } < <(scripts/demo-repo.sh up "$data/demo-git" "127.0.0.1:$port")
+pids+=("$git_pid")
+if berth get hello >/dev/null 2>&1; then
+  berth start hello -q >/dev/null
+else
+  berth create hello --repo "$repo_url" --cpu 1 --memory 1G --disk 2G -q >/dev/null ||
+    echo "up: the workspace hello failed: berth get hello; berth logs hello --init" >&2
+fi
 
 cat <<MSG
 
@@ -158,6 +173,11 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   # previews: $BERTH_URL/w/demo/8000/ (an HTTP server on port 8000 in demo)
   berth stop demo && berth start demo
   berth delete ws2
+  # "hello" is made from a repository ($repo_url):
+  berth get hello                       # clone, build (cached the next time), init steps
+  berth logs hello --init               # their output
+  berth ports hello                     # forwarded ports and their labels
+  berth exec hello -- cat /etc/motd     # written by a RUN of its Dockerfile
   berth nodes
 
 Ctrl-C stops everything started here; the data stays in $data.

@@ -2,6 +2,7 @@
 //! with cgroup limits, a private network namespace and a size-limited
 //! persistent volume each. See DESIGN.md for the architecture.
 
+pub mod build;
 pub mod cgroup;
 pub mod client;
 pub mod config;

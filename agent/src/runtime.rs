@@ -118,10 +118,22 @@ impl Containerd {
     /// Creates a lease protecting what is written under it from GC for an
     /// hour; one left by a crashed agent is reused.
     pub async fn create_lease(&self, id: &str) -> Result<()> {
-        let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());
         let expire =
             time_rfc3339(std::time::SystemTime::now() + std::time::Duration::from_secs(3600));
-        let labels = HashMap::from([("containerd.io/gc.expire".to_string(), expire)]);
+        self.create_lease_with(
+            id,
+            HashMap::from([("containerd.io/gc.expire".to_string(), expire)]),
+        )
+        .await
+    }
+
+    /// Makes lease `id` with no expiry (a GC root until deleted), or finds it.
+    pub async fn create_lasting_lease(&self, id: &str) -> Result<()> {
+        self.create_lease_with(id, HashMap::new()).await
+    }
+
+    async fn create_lease_with(&self, id: &str, labels: HashMap<String, String>) -> Result<()> {
+        let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());
         let r = c
             .create(self.req(
                 svc::CreateRequest {

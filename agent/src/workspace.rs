@@ -3,6 +3,7 @@
 //! workspace's lock; every create either completes or is rolled back.
 
 mod access;
+mod build;
 mod configure;
 mod create;
 mod exec;

@@ -217,8 +217,9 @@ pub(crate) struct CreateArgs {
     /// Node label the workspace needs, KEY=VALUE (repeatable).
     #[arg(long, value_parser = key_value)]
     pub(crate) selector: Vec<(String, String)>,
-    /// Create it on a node but do not start it.
-    #[arg(long, conflicts_with = "repo")]
+    /// Create it on a node but do not start it (from a repository: it runs
+    /// for its clone and configuration, then stops).
+    #[arg(long)]
     pub(crate) no_start: bool,
     /// Make it from this repository (http(s) URL): cloned into
     /// /workspace/NAME, configured by its devcontainer.json or by what it

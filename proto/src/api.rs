@@ -232,7 +232,9 @@ pub struct CreateWorkspace {
     /// Labels a node must carry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_selector: Option<BTreeMap<String, String>>,
-    /// Start once placed (default true).
+    /// Start once placed (default true). A workspace from a repository
+    /// created with `false` runs for its clone and configuration (up to
+    /// `waitFor`), then stops.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start: Option<bool>,
     /// Make it from a repository: cloned into it, configured by its

@@ -65,11 +65,15 @@ fn git(dir: &Path, args: &[&str]) {
     );
 }
 
+/// Writes `files` under `dir`; a text `symlink:TARGET` makes a link.
 fn write_files(dir: &Path, files: &[(&str, &str)]) {
     for (path, text) in files {
         let p = dir.join(path);
         std::fs::create_dir_all(p.parent().expect("a parent")).expect("mkdir");
-        std::fs::write(&p, text).expect("write a repository file");
+        match text.strip_prefix("symlink:") {
+            Some(target) => std::os::unix::fs::symlink(target, &p).expect("a repository link"),
+            None => std::fs::write(&p, text).expect("write a repository file"),
+        }
     }
 }
 
@@ -364,4 +368,36 @@ async fn cgi(root: &Path, req: Request<Incoming>, user: Option<String>) -> Respo
         }
     }
     resp
+}
+
+/// A cluster whose tiers ("small", 512 MiB of disk, and "tiny", 32 MiB)
+/// may reach the bridge address where the git server listens, whose default
+/// image is `dev`; the git server; the directory of the coordinator's
+/// configuration.
+pub async fn repo_cluster() -> (crate::Cluster, GitServer, tempfile::TempDir) {
+    crate::images(&["dev"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut c = crate::Cluster::start(crate::ClusterOptions::default()).await;
+    let config = dir.path().join("coordinator.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[tiers]]\nname = \"small\"\ncpu_millis = 1000\nmemory = \"1GiB\"\ndisk = \"512MiB\"\n\
+             egress_allow = [\"{ip}/32\"]\n\n\
+             [[tiers]]\nname = \"tiny\"\ncpu_millis = 500\nmemory = \"256MiB\"\ndisk = \"32MiB\"\n\
+             egress_allow = [\"{ip}/32\"]\n",
+            ip = c.host_ip
+        ),
+    )
+    .expect("write the coordinator configuration");
+    c.kill_coordinator();
+    c.set_coordinator_args(vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--default-image".into(),
+        format!("{}/dev:latest", c.registry.addr),
+    ]);
+    c.start_coordinator();
+    let git = GitServer::start(&c.host_ip, &c.dir.join("git"));
+    (c, git, dir)
 }

@@ -8,40 +8,14 @@
 //! for a private repository is nowhere on disk or in a log.
 
 use berth_tests::git::GitServer;
-use berth_tests::{Cluster, ClusterOptions};
+use berth_tests::Cluster;
 use serde_json::{json, Value};
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(180);
 
-/// A cluster whose default tier may reach its bridge address (where the git
-/// server listens) and whose default image is `dev`; the git server.
 async fn cluster() -> (Cluster, GitServer, tempfile::TempDir) {
-    berth_tests::images(&["dev"]);
-    let dir = tempfile::tempdir().unwrap();
-    let mut c = Cluster::start(ClusterOptions::default()).await;
-    let config = dir.path().join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[[tiers]]\nname = \"small\"\ncpu_millis = 1000\nmemory = \"1GiB\"\ndisk = \"512MiB\"\n\
-             egress_allow = [\"{}/32\"]\n\n\
-             [[tiers]]\nname = \"tiny\"\ncpu_millis = 500\nmemory = \"256MiB\"\ndisk = \"32MiB\"\n\
-             egress_allow = [\"{}/32\"]\n",
-            c.host_ip, c.host_ip
-        ),
-    )
-    .unwrap();
-    c.kill_coordinator();
-    c.set_coordinator_args(vec![
-        "--config".into(),
-        config.display().to_string(),
-        "--default-image".into(),
-        format!("{}/dev:latest", c.registry.addr),
-    ]);
-    c.start_coordinator();
-    let git = GitServer::start(&c.host_ip, &c.dir.join("git"));
-    (c, git, dir)
+    berth_tests::git::repo_cluster().await
 }
 
 /// Runs `script` in workspace `name` as its user; (exit code, stdout).
@@ -597,5 +571,164 @@ async fn sync_pulls_pushes_and_names_conflicts() {
     let (code, _, err) = c.berth(&c.admin_token, &["sync", "plain"]).await;
     assert_ne!(code, 0);
     assert!(err.contains("not_a_repository"), "{err}");
+    // Created stopped: cloned and configured, then stopped; the steps after
+    // waitFor skipped; the clone is there at the next start.
+    let url = git.repo(
+        "cold",
+        &[
+            ("f.txt", "cold\n"),
+            (
+                ".devcontainer.json",
+                r#"{"onCreateCommand": "echo made > made.txt", "postCreateCommand": "echo never > never.txt"}"#,
+            ),
+        ],
+    );
+    let (code, _, err) = create(&c, "cold", &["--repo", &url, "--no-start"]).await;
+    assert_eq!(code, 0, "{err}");
+    let w = get(&c, "cold").await;
+    assert_eq!(w["state"], "stopped", "{w}");
+    assert_eq!(step(&w, "clone")["state"], "done", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "done", "{w}");
+    assert_eq!(step(&w, "postCreateCommand")["state"], "skipped", "{w}");
+    let (code, _, err) = c.berth(&c.admin_token, &["start", "cold"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (_, files) = sh(
+        &c,
+        "cold",
+        "cd /workspace/cold && cat f.txt made.txt; test -e never.txt && echo ran || echo skipped",
+    )
+    .await;
+    assert_eq!(files, "cold\nmade\nskipped\n", "{files}");
     c.finish().await;
+}
+
+const DOCKERFILE: &str = r#"# Every instruction the builder supports.
+FROM REGISTRY/dev:latest
+# The dev image's USER is its non-root user, as in Docker: root to install.
+USER root
+ARG GREETING=hello
+ENV FROM_ENV=set
+LABEL purpose=test
+EXPOSE 8080
+WORKDIR /opt/app
+COPY hello.txt ./
+COPY src/ /opt/src/
+COPY leak /opt/leak
+SHELL ["/bin/sh", "-c"]
+RUN echo "$GREETING $FROM_ENV" > greeting && id -u > built-by && cat hello.txt >> greeting
+RUN rm -f /etc/motd && mkdir -p /var/cache/probe && touch /var/cache/probe/x
+USER 1000
+RUN id -u > /tmp/as-user
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
+    let (c, git, _dir) = cluster().await;
+    let dockerfile = DOCKERFILE.replace("REGISTRY", &c.registry.addr);
+    let config =
+        r#"{"build": {"dockerfile": "Dockerfile", "context": "..", "args": {"GREETING": "hi"}}}"#;
+    let files = [
+        (".devcontainer/devcontainer.json", config),
+        (".devcontainer/Dockerfile", dockerfile.as_str()),
+        ("hello.txt", "from-the-context\n"),
+        ("src/lib/one.txt", "one\n"),
+        // A link to the node's secrets: copied as the link, never through it.
+        ("leak", "symlink:/etc/shadow"),
+    ];
+    let url = git.repo("built", &files);
+    let (code, out, err) = create(&c, "built", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "built").await;
+    let build = step(&w, "build");
+    assert_eq!(build["state"], "done", "{w}");
+    assert!(
+        build["command"]
+            .as_str()
+            .unwrap()
+            .contains("6 steps run, 0 cached"),
+        "{build}"
+    );
+    let (code, probe) = sh(
+        &c,
+        "built",
+        "cat /opt/app/greeting /opt/app/built-by /tmp/as-user; stat -c '%u %a' /opt/app/greeting /opt/src/lib/one.txt; \
+         readlink /opt/leak; test -e /etc/motd && echo motd-still-there; ls /var/cache/probe; echo env=$FROM_ENV",
+    )
+    .await;
+    assert_eq!(code, 0, "{probe}");
+    assert_eq!(
+        probe, "hi set\nfrom-the-context\n0\n1000\n0 644\n0 644\n/etc/shadow\nx\nenv=set\n",
+        "the build's files, owners, whiteout and environment"
+    );
+    // What the RUN wrote as root is the image's root inside, not the node's
+    // root: the workspace's root sees it as 0, its user cannot change it.
+    let (code, _) = sh(&c, "built", "echo x >> /opt/app/greeting").await;
+    assert_ne!(
+        code, 0,
+        "the workspace user wrote a root-owned file of the build"
+    );
+
+    // The same repository again: every step from the cache.
+    let (code, out, err) = create(&c, "again", &["--repo", &url]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "again").await;
+    let build = step(&w, "build");
+    assert!(
+        build["command"]
+            .as_str()
+            .unwrap()
+            .contains("0 steps run, 6 cached"),
+        "{build}"
+    );
+    let (_, greeting) = sh(&c, "again", "cat /opt/app/greeting").await;
+    assert_eq!(greeting, "hi set\nfrom-the-context\n");
+
+    // A RUN writing past the workspace's disk fails the build and leaves the
+    // node's disk alone; the same RUN within the disk builds (above).
+    let big = "FROM REGISTRY/dev:latest\nRUN dd if=/dev/zero of=/big bs=1M count=96\n"
+        .replace("REGISTRY", &c.registry.addr);
+    let url = git.repo(
+        "fills",
+        &[
+            (
+                ".devcontainer.json",
+                r#"{"build": {"dockerfile": "Dockerfile"}}"#,
+            ),
+            ("Dockerfile", &big),
+        ],
+    );
+    let free_before = free_bytes(&c.dir);
+    let (code, _, err) = create(&c, "fills", &["--repo", &url, "--tier", "tiny"]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("build_failed") && err.contains("line 2"),
+        "{err}"
+    );
+    assert!(
+        free_bytes(&c.dir) + (48 << 20) > free_before,
+        "the RUN wrote to the node's disk"
+    );
+    // An instruction the builder does not run: refused with its line.
+    let url = git.repo(
+        "health",
+        &[
+            (
+                ".devcontainer.json",
+                r#"{"build": {"dockerfile": "Dockerfile"}}"#,
+            ),
+            ("Dockerfile", "FROM x/y:z\n\nHEALTHCHECK CMD true\n"),
+        ],
+    );
+    let (code, _, err) = create(&c, "health", &["--repo", &url]).await;
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("dockerfile_invalid") && err.contains("line 3"),
+        "{err}"
+    );
+    c.finish().await;
+}
+
+fn free_bytes(dir: &std::path::Path) -> u64 {
+    let st = nix::sys::statvfs::statvfs(dir).unwrap();
+    st.blocks_available() as u64 * st.fragment_size() as u64
 }

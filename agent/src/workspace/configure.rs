@@ -9,7 +9,7 @@ use super::*;
 use crate::init::command::Command;
 use crate::init::detect;
 use crate::init::devcontainer::{self, DevContainer, Step};
-use crate::init::state::InitState;
+use crate::init::state::{InitState, Phase};
 use berth_proto::codes::Code;
 
 impl Manager {
@@ -24,9 +24,11 @@ impl Manager {
         log: &InitLog,
     ) -> Result<Plan> {
         let folder = st.folder.clone();
+        // Read on the node from the volume (no exec in the workspace),
+        // never through a link the repository holds.
+        let repo_dir = self.repo_dir(r, &folder);
         for path in devcontainer::PATHS {
-            let file = format!("{folder}/{path}");
-            let Some(text) = self.query(&r.name, &["cat", "--", &file], false).await? else {
+            let Some(text) = repo_dir.as_ref().and_then(|c| c.read(path).ok()) else {
                 continue;
             };
             log.note(&format!("configuration: {path}"));
@@ -41,11 +43,11 @@ impl Manager {
             return self.apply(r, st, d, log).await;
         }
         // No devcontainer.json: what the repository's files say.
-        let listing = self
-            .query(&r.name, &["ls", "-A", "--", &folder], false)
-            .await?
+        let listing = repo_dir
+            .as_ref()
+            .and_then(|c| c.names().ok())
             .unwrap_or_default();
-        let files: Vec<&str> = listing.lines().collect();
+        let files: Vec<&str> = listing.iter().map(String::as_str).collect();
         let found = detect::detect(&files);
         st.source = format!("detected: {}", found.kind);
         let command = match &repo.init_command {
@@ -84,10 +86,10 @@ impl Manager {
         log: &InitLog,
     ) -> Result<Plan> {
         self.check_requirements(r, &d)?;
-        if d.build.is_some() || !d.features.is_empty() {
+        if !d.features.is_empty() {
             return Err(AgentError::init(
                 Code::DevcontainerRefused,
-                "build and features are not supported yet",
+                "features are not supported yet",
             ));
         }
         st.warnings.extend(d.warnings.iter().cloned());
@@ -129,19 +131,17 @@ impl Manager {
             }
         }
 
-        // The user the workspace's processes run as.
+        // The image first (it resets the environment and the user), then
+        // the environment over it, then the workspace restarted once.
         let mut recreate = false;
-        let user = d.container_user.as_ref().or(d.remote_user.as_ref());
-        if let Some(user) = user {
-            if let Some((uid, gid)) = self.resolve_user(r, user, st).await? {
-                if (uid, gid) != (r.uid, r.gid) {
-                    let ids = format!("{uid}:{gid}");
-                    self.query(&r.name, &["chown", "-R", &ids, "--", &st.folder], true)
-                        .await?;
-                    r.uid = uid;
-                    r.gid = gid;
-                    recreate = true;
-                }
+        if let Some(build) = &d.build {
+            self.build_image(r, st, build, log).await?;
+            recreate = true;
+        } else if let Some(image) = d.image.as_deref() {
+            if image != r.image {
+                log.note(&format!("image {image}"));
+                self.switch_image(r, image).await?;
+                recreate = true;
             }
         }
         // Environment: containerEnv for every process, remoteEnv for what
@@ -159,16 +159,23 @@ impl Manager {
             }
         }
         recreate |= !d.container_env.is_empty();
-        if let Some(image) = d.image.as_deref() {
-            if image != r.image {
-                log.note(&format!("image {image}"));
-                self.switch_image(r, image).await?;
-                recreate = true;
-            }
-        }
         if recreate {
             log.note("restarting the workspace with its configuration");
             self.recreate(r).await?;
+        }
+        // The user the workspace's processes run as, looked up in the image
+        // the workspace now runs; the repository becomes theirs.
+        let user = d.container_user.as_ref().or(d.remote_user.as_ref());
+        if let Some(user) = user {
+            if let Some((uid, gid)) = self.resolve_user(r, user, st).await? {
+                if (uid, gid) != (r.uid, r.gid) {
+                    let ids = format!("{uid}:{gid}");
+                    self.query(&r.name, &["chown", "-R", &ids, "--", &st.folder], true)
+                        .await?;
+                    r.uid = uid;
+                    r.gid = gid;
+                }
+            }
         }
         st.ports = d
             .forward_ports
@@ -189,6 +196,56 @@ impl Manager {
             steps,
             wait_for: d.wait_for,
         })
+    }
+
+    /// Builds the configuration's Dockerfile (a step of its own in the
+    /// init report) and makes the result the workspace's image.
+    async fn build_image(
+        &self,
+        r: &mut Record,
+        st: &mut InitState,
+        build: &devcontainer::Build,
+        log: &InitLog,
+    ) -> Result<()> {
+        let t = Instant::now();
+        st.step("build").phase = Phase::Running;
+        let config_dir = std::path::Path::new(&st.source)
+            .parent()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let built = self
+            .build_dockerfile(r, &st.folder, &config_dir, build, log)
+            .await;
+        let step = st.step("build");
+        step.duration_ms = ms(t);
+        let built = match built {
+            Ok(b) => b,
+            Err(e) => {
+                step.phase = Phase::Failed;
+                step.code = e.code().into();
+                step.tail = e.to_string();
+                return Err(e);
+            }
+        };
+        step.phase = Phase::Done;
+        step.command = format!(
+            "{} ({} steps run, {} cached)",
+            build.dockerfile, built.ran, built.cached
+        );
+        let defaults = (
+            self.inner.cfg.file.workspace.uid,
+            self.inner.cfg.file.workspace.gid,
+        );
+        let (uid, gid) = resolve_user(&built.user, defaults);
+        let mut env = built.env;
+        env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
+        r.image = built.image;
+        r.chain_id = built.chain_id;
+        r.args = built.args;
+        r.process_env = env;
+        r.uid = uid;
+        r.gid = gid;
+        Ok(())
     }
 
     /// Refuses a configuration asking for more than the workspace has.

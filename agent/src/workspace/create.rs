@@ -136,15 +136,12 @@ impl Manager {
         failpoint::hit("create:after_record");
         // Create and start are one step for the caller: either the workspace
         // is there (and running, if asked) or nothing is left.
+        // A repository is cloned from inside the workspace: one created
+        // stopped runs for its clone and configuration, then stops.
         let repo = spec.repo.clone();
-        if repo.is_some() && !req.start {
-            return Err(AgentError::InvalidRequest(
-                "a workspace from a repository starts when created".into(),
-            ));
-        }
         let made = async {
             let mounts = self.build(&record).await?;
-            let mut pid = match req.start {
+            let mut pid = match req.start || repo.is_some() {
                 true => Some(self.start_task(&mut record, mounts).await?),
                 false => None,
             };
@@ -154,9 +151,19 @@ impl Manager {
             let later = match repo {
                 Some(repo) => {
                     let later = self.init_repo(&mut record, repo).await?;
-                    // The configuration may have restarted it.
-                    pid = Some(self.status_of(&record).await?.pid);
-                    later
+                    if req.start {
+                        // The configuration may have restarted it.
+                        pid = Some(self.status_of(&record).await?.pid);
+                        later
+                    } else {
+                        self.skip_later(&mut record, later);
+                        let grace = Duration::from_secs(
+                            self.inner.cfg.file.workspace.stop_grace_seconds.into(),
+                        );
+                        self.stop_task(&record.name, grace).await?;
+                        pid = None;
+                        Default::default()
+                    }
                 }
                 None => Default::default(),
             };

@@ -7,7 +7,14 @@ impl Manager {
     /// Removes everything a record may have made, logging what fails.
     pub(crate) async fn teardown(&self, r: &Record) {
         let name = &r.name;
-        let steps: [(&str, Result<()>); 5] = [
+        // A build step a crash interrupted runs on the volume: first.
+        let build = format!("{name}-build");
+        let steps: [(&str, Result<()>); 7] = [
+            ("build task", self.kill_task(&build).await.map(|_| ())),
+            (
+                "build container",
+                self.inner.ctd.delete_container(&build).await,
+            ),
             ("task", self.kill_task(name).await.map(|_| ())),
             ("container", self.inner.ctd.delete_container(name).await),
             (

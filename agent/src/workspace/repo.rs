@@ -41,6 +41,17 @@ impl Manager {
         self.inner.records.put_unsynced(r)
     }
 
+    /// Marks the steps after `waitFor` skipped: the workspace was created
+    /// stopped, so nothing runs once the create has answered.
+    pub(super) fn skip_later(&self, r: &mut Record, later: Later) {
+        let Some(st) = r.init.as_mut() else { return };
+        for (s, _) in later.steps {
+            st.step(s.key()).phase = Phase::Skipped;
+        }
+        st.warnings
+            .push("created stopped: the steps after waitFor did not run".into());
+    }
+
     /// Clones and configures a new, running repository workspace and runs
     /// its lifecycle commands up to `waitFor`; returns those left.
     pub(super) async fn init_repo(&self, r: &mut Record, repo: pb::RepoInit) -> Result<Later> {
@@ -139,6 +150,9 @@ impl Manager {
             None => None,
         };
         let mut env = git_env();
+        // The clone writes a reflog entry, and without an identity git looks
+        // the host's name up in DNS for one (10 s where DNS does not answer).
+        env.insert("EMAIL".into(), "clone@berth.invalid".into());
         if let (Some(a), Some(c)) = (&askpass, &credential) {
             env.extend(a.env(&c.username));
         }
@@ -190,11 +204,18 @@ impl Manager {
             }
         }
         drop(askpass);
-        let head = self
-            .query(&r.name, &["git", "-C", folder, "rev-parse", "HEAD"], false)
-            .await
-            .map_err(node_err)?;
-        Ok(head.map(|h| h.trim().to_string()).unwrap_or_default())
+        // Read on the node, through descriptors that follow no link.
+        Ok(self
+            .repo_dir(r, folder)
+            .and_then(|c| c.head_commit().ok())
+            .unwrap_or_default())
+    }
+
+    /// The repository at `folder` (a path under /workspace), opened on the
+    /// volume without following links.
+    pub(super) fn repo_dir(&self, r: &Record, folder: &str) -> Option<crate::build::Context> {
+        let rel = folder.strip_prefix("/workspace/")?;
+        crate::build::Context::open(&self.inner.volumes.workspace_dir(r.parts()), rel).ok()
     }
 
     /// Runs lifecycle steps in order; a failure marks its step and skips

@@ -3,7 +3,7 @@
 use super::*;
 
 /// Idmapped mounts of a task's lower layers, removed on drop.
-struct MappedLowers {
+pub(super) struct MappedLowers {
     dir: std::path::PathBuf,
     count: usize,
 }
@@ -132,14 +132,18 @@ impl Manager {
     /// mount of it in the workspace's id range (under the agent's
     /// `idmapped/<name>/`), and the guard that removes those mounts.
     fn mapped_lowers(&self, r: &Record, rootfs: Vec<Mount>) -> Result<(Vec<Mount>, MappedLowers)> {
+        self.mapped_lowers_at(&r.name, r, rootfs)
+    }
+
+    /// `mapped_lowers` under `idmapped/<dir>/` (a build step's task).
+    pub(super) fn mapped_lowers_at(
+        &self,
+        dir: &str,
+        r: &Record,
+        rootfs: Vec<Mount>,
+    ) -> Result<(Vec<Mount>, MappedLowers)> {
         let lowers = rootfs::lowers(&rootfs);
-        let dir = self
-            .inner
-            .cfg
-            .file
-            .state_dir
-            .join(IDMAPPED_DIR)
-            .join(&r.name);
+        let dir = self.inner.cfg.file.state_dir.join(IDMAPPED_DIR).join(dir);
         let guard = MappedLowers::mount(&dir, &lowers, &self.inner.net.userns_path(r.parts()))?;
         Ok((rootfs::with_lowers(rootfs, &guard.paths()), guard))
     }

@@ -65,7 +65,6 @@ fn branch(b: &str) -> Result<()> {
         && b.len() <= 255
         && !b.starts_with(['-', '/', '.'])
         && !b.ends_with(['/', '.'])
-        && !b.ends_with(".lock")
         && !b.contains("..")
         && !b.contains("//")
         && !b.contains("@{")
@@ -149,7 +148,7 @@ mod tests {
             assert!(check(&with(Some(ok), None)).is_ok(), "{ok}");
         }
         for no in [
-            "", "-x", "a..b", "a b", "a~1", "x.lock", "a//b", "x/", "@", "a:b", "a\u{7f}",
+            "", "-x", "a..b", "a b", "a~1", "a//b", "x/", "@", "a:b", "a\u{7f}",
         ] {
             assert!(check(&with(Some(no), None)).is_err(), "{no:?}");
         }

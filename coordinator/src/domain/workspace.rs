@@ -222,12 +222,6 @@ pub fn resolve(
     }
     if let Some(r) = &req.repo {
         crate::domain::repo::check(r)?;
-        if req.start == Some(false) {
-            return Err(Error::invalid(
-                "invalid_repo",
-                "a workspace from a repository is cloned when it starts: it cannot be created stopped",
-            ));
-        }
     }
     let lc = lifecycle::Workspace::new(req.start.unwrap_or(true));
     Ok(WorkspaceRow {

@@ -40,8 +40,8 @@ pub struct LogQuery {
     params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), LogQuery),
     responses((status = 200, description = "the log", content_type = "text/plain", body = String),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 502, body = ErrorBody),
-        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+        (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 502, body = ErrorBody), (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
 pub(super) async fn init_log(
     AxState(s): AxState<AppState>,
     a: Auth,
@@ -121,7 +121,8 @@ pub(super) async fn list_git_credentials(
 
 /// Forgets the caller's git credential for a host.
 #[utoipa::path(delete, path = "/v1/git-credentials/{host}",
-    params(("host" = String, Path, description = "host[:port]", max_length = 259)),
+    params(("host" = String, Path, description = "host[:port]", max_length = 259,
+        pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$")),
     responses((status = 204, description = "removed"), (status = 401, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn delete_git_credential(

@@ -51,7 +51,7 @@ impl Service {
     ) -> Result<GitCredential> {
         let host = repo::credential_host(&req.host)?;
         let bad = |why: &str| Error::invalid("invalid_git_credential", why.to_string());
-        if req.token.is_empty() || req.token.len() > 4096 {
+        if req.token.is_empty() || req.token.chars().count() > 4096 {
             return Err(bad("the token must be 1 to 4096 characters"));
         }
         if req.token.chars().any(|c| c.is_control()) {

@@ -14,10 +14,22 @@ use utoipa::ToSchema;
 pub struct Repo {
     /// http(s) URL of the repository, without credentials (keep those with
     /// `POST /v1/git-credentials`).
-    #[cfg_attr(feature = "openapi", schema(pattern = "^https?://", max_length = 2048))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/[A-Za-z0-9._~/-]*[A-Za-z0-9_~-]$",
+            max_length = 2048
+        )
+    )]
     pub url: String,
     /// Branch to check out; the remote's default when omitted.
-    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^[A-Za-z0-9_+][A-Za-z0-9_+-]*([./][A-Za-z0-9_+-]+)*$",
+            max_length = 255
+        )
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Commit to check out (hex, 4 to 64 digits); the branch's head when omitted.
@@ -29,7 +41,10 @@ pub struct Repo {
     pub partial: bool,
     /// Replaces the command detected for a repository without
     /// devcontainer.json (an empty string runs none).
-    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(max_length = 4096, pattern = "^[^\\u0000]*$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_command: Option<String>,
 }
@@ -116,14 +131,30 @@ pub struct SyncResult {
 #[serde(deny_unknown_fields)]
 pub struct AddGitCredential {
     /// Host name (and port), as in the repository URLs: `git.example`.
-    #[cfg_attr(feature = "openapi", schema(max_length = 253))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)*[a-z]([a-z0-9-]{0,61}[a-z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?$",
+            max_length = 259
+        )
+    )]
     pub host: String,
     /// The token (a password for HTTP Basic authentication). Stored
     /// encrypted; never shown again.
-    #[cfg_attr(feature = "openapi", schema(max_length = 4096))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            min_length = 1,
+            max_length = 4096,
+            pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$"
+        )
+    )]
     pub token: String,
     /// User name sent with it; default `x-access-token`.
-    #[cfg_attr(feature = "openapi", schema(max_length = 255))]
+    #[cfg_attr(
+        feature = "openapi",
+        schema(min_length = 1, max_length = 255, pattern = "^[ -~]*$")
+    )]
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
 }

@@ -1,0 +1,530 @@
+//! Dockerfile builds without Docker (docs/repositories.md): each `RUN` runs
+//! in a container of the previous snapshot, confined as the workspace is
+//! (its user namespace, network namespace, seccomp profile and limits, the
+//! upper directory on its volume so a `RUN` cannot write past its disk),
+//! and its result is committed as the next snapshot with containerd's
+//! Snapshots `Commit`; `COPY` writes the context's files straight into a
+//! snapshot. Every step's snapshot is named by a key of everything it
+//! depends on (the previous key, the instruction, the environment, the
+//! bytes copied; the first key is the base image's digest), so a second
+//! build of the same repository finds its steps and runs none.
+
+use super::run::InitLog;
+use super::*;
+use crate::build::{self as b, Context, Kind, Target};
+use crate::init::devcontainer::Build;
+use crate::init::dockerfile::{self, Run, Step as Df};
+use crate::spec::As;
+use berth_proto::codes::Code;
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+/// The lease holding every build snapshot (a GC root without expiry).
+const BUILD_LEASE: &str = "berth-build-cache";
+/// The prefix of committed build snapshots.
+const BUILD_PREFIX: &str = "berth-build/";
+
+/// A built image: what the workspace's container is made from.
+pub(super) struct Built {
+    pub(super) image: String,
+    pub(super) chain_id: String,
+    pub(super) env: Vec<String>,
+    pub(super) user: String,
+    pub(super) args: Vec<String>,
+    /// Steps found in the cache / steps run.
+    pub(super) cached: usize,
+    pub(super) ran: usize,
+}
+
+/// The image being built, after the instructions so far.
+struct State {
+    parent: String,
+    key: String,
+    env: Vec<(String, String)>,
+    args: BTreeMap<String, String>,
+    user: String,
+    workdir: String,
+    shell: Vec<String>,
+}
+
+impl State {
+    /// `KEY=value` for a `RUN`: build args first, the environment over them.
+    fn run_env(&self) -> Vec<String> {
+        let mut env: Vec<String> = self
+            .args
+            .iter()
+            .filter(|(k, _)| !self.env.iter().any(|(e, _)| e == *k))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
+        env
+    }
+
+    fn set_env(&mut self, k: &str, v: &str) {
+        match self.env.iter_mut().find(|(e, _)| e == k) {
+            Some(e) => e.1 = v.to_string(),
+            None => self.env.push((k.to_string(), v.to_string())),
+        }
+    }
+
+    /// `path` made absolute against the working directory.
+    fn absolute(&self, path: &str) -> String {
+        match path.starts_with('/') {
+            true => path.to_string(),
+            false => format!("{}/{path}", self.workdir.trim_end_matches('/')),
+        }
+    }
+}
+
+/// `a/b/../c` → `a/c`; None when it climbs out of its root.
+fn normalize(path: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(path).components() {
+        match c {
+            Component::Normal(p) => out.push(p),
+            Component::ParentDir if !out.pop() => return None,
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+fn failed(line: usize, what: impl std::fmt::Display) -> AgentError {
+    AgentError::init(Code::BuildFailed, format!("Dockerfile line {line}: {what}"))
+}
+
+impl Manager {
+    /// Builds `build` of the repository at `folder` (a path in the
+    /// workspace) whose configuration is in `config_dir` (relative to it).
+    pub(super) async fn build_dockerfile(
+        &self,
+        r: &Record,
+        folder: &str,
+        config_dir: &str,
+        build: &Build,
+        log: &InitLog,
+    ) -> Result<Built> {
+        let invalid = |what: String| AgentError::init(Code::DevcontainerInvalid, what);
+        let rel = folder
+            .strip_prefix("/workspace/")
+            .ok_or_else(|| invalid(format!("{folder} is not under /workspace")))?;
+        let under = |p: &str, what: &str| {
+            normalize(&format!("{config_dir}/{p}"))
+                .map(|p| p.to_string_lossy().into_owned())
+                .ok_or_else(|| invalid(format!("build.{what} {p:?} leaves the repository")))
+        };
+        let (dockerfile, context) = (
+            under(&build.dockerfile, "dockerfile")?,
+            under(&build.context, "context")?,
+        );
+        let base_dir = self.inner.volumes.workspace_dir(r.parts());
+        let repo = Context::open(&base_dir, rel)
+            .map_err(|e| invalid(format!("the repository at {folder}: {e}")))?;
+        let text = repo
+            .read(&dockerfile)
+            .map_err(|e| invalid(format!("build.dockerfile {dockerfile}: {e}")))?;
+        let ctx = Context::open(&base_dir, &format!("{rel}/{context}"))
+            .map_err(|e| invalid(format!("build.context {context}: {e}")))?;
+        let stages = dockerfile::parse(&text, &build.args)
+            .map_err(|e| AgentError::init(Code::DockerfileInvalid, e.to_string()))?;
+        let chain = dockerfile::chain(&stages, build.target.as_deref())
+            .map_err(|e| AgentError::init(Code::DockerfileInvalid, e.to_string()))?;
+        let base = &chain[0].base;
+        let img = self
+            .inner
+            .images
+            .ensure(base, None)
+            .await
+            .map_err(|e| failed(1, format!("FROM {base}: {e}")))?;
+        log.note(&format!("build: {dockerfile} from {base}"));
+        self.inner.ctd.create_lasting_lease(BUILD_LEASE).await?;
+        let mut st = State {
+            parent: img.chain_id.clone(),
+            key: b::step_key("", &["FROM", &img.digest]),
+            env: img
+                .config
+                .env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: BTreeMap::new(),
+            user: img.config.user.clone(),
+            workdir: "/".into(),
+            shell: vec!["/bin/sh".into(), "-c".into()],
+        };
+        let (mut cached, mut ran) = (0, 0);
+        for stage in chain {
+            st.args.clear();
+            for (line, step) in &stage.steps {
+                let line = *line;
+                let key = match step {
+                    Df::Env(kvs) => {
+                        kvs.iter().for_each(|(k, v)| st.set_env(k, v));
+                        continue;
+                    }
+                    Df::Workdir(w) => {
+                        st.workdir = st.absolute(w);
+                        continue;
+                    }
+                    Df::User(u) => {
+                        st.user = u.clone();
+                        continue;
+                    }
+                    Df::Shell(s) => {
+                        st.shell = s.clone();
+                        continue;
+                    }
+                    Df::Arg(k, v) => {
+                        st.args.insert(k.clone(), v.clone().unwrap_or_default());
+                        continue;
+                    }
+                    Df::Label(_) | Df::Expose(_) => continue,
+                    Df::Run(run) => {
+                        let argv = match run {
+                            Run::Shell(s) => [st.shell.clone(), vec![s.clone()]].concat(),
+                            Run::Exec(v) => v.clone(),
+                        };
+                        let json = |v: &Vec<String>| serde_json::to_string(v).unwrap_or_default();
+                        let key = b::step_key(
+                            &st.key,
+                            &[
+                                "RUN",
+                                &json(&argv),
+                                &json(&st.run_env()),
+                                &st.user,
+                                &st.workdir,
+                            ],
+                        );
+                        let name = format!("{BUILD_PREFIX}{key}");
+                        if self.inner.ctd.snapshot_exists(&name).await? {
+                            cached += 1;
+                        } else {
+                            log.note(&format!("line {line}: RUN {}", argv.join(" ")));
+                            self.build_run(r, &st, &argv, line, &name, log).await?;
+                            ran += 1;
+                        }
+                        key
+                    }
+                    Df::Copy {
+                        sources,
+                        dest,
+                        chown,
+                    } => {
+                        let mut digests = Vec::new();
+                        for s in sources {
+                            digests.push(
+                                ctx.digest(s)
+                                    .map_err(|e| failed(line, format!("COPY {s}: {e}")))?,
+                            );
+                        }
+                        let key = b::step_key(
+                            &st.key,
+                            &[
+                                "COPY",
+                                &sources.join("\0"),
+                                &digests.join("\0"),
+                                &st.absolute(dest),
+                                chown.as_deref().unwrap_or(""),
+                            ],
+                        );
+                        let name = format!("{BUILD_PREFIX}{key}");
+                        if self.inner.ctd.snapshot_exists(&name).await? {
+                            cached += 1;
+                        } else {
+                            log.note(&format!("line {line}: COPY {} {dest}", sources.join(" ")));
+                            self.build_copy(
+                                &st,
+                                &ctx,
+                                sources,
+                                dest,
+                                chown.as_deref(),
+                                line,
+                                &name,
+                            )
+                            .await?;
+                            ran += 1;
+                        }
+                        key
+                    }
+                };
+                st.parent = format!("{BUILD_PREFIX}{key}");
+                st.key = key;
+            }
+        }
+        log.note(&format!("build: {ran} steps run, {cached} from the cache"));
+        Ok(Built {
+            image: format!("{}+build:{}", img.name, &st.key[..16]),
+            chain_id: st.parent,
+            env: st.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            user: st.user,
+            args: init_args(&img.config.entrypoint, &img.config.cmd),
+            cached,
+            ran,
+        })
+    }
+
+    /// Runs one `RUN` and commits what it wrote as snapshot `name`.
+    async fn build_run(
+        &self,
+        r: &Record,
+        st: &State,
+        argv: &[String],
+        line: usize,
+        name: &str,
+        log: &InitLog,
+    ) -> Result<()> {
+        let ctd = &self.inner.ctd;
+        let active = format!(
+            "berth-build-active-{}-{:08x}",
+            r.name,
+            rand::random::<u32>()
+        );
+        let mounts = ctd
+            .prepare(Some(BUILD_LEASE), &active, &st.parent, HashMap::new())
+            .await?;
+        let result = self
+            .run_step(r, st, argv, line, &active, &mounts, log)
+            .await;
+        let committed = match result {
+            Ok(()) => ctd.commit(BUILD_LEASE, name, &active).await,
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            let _ = ctd.remove_snapshot(&active).await;
+        }
+        committed
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn run_step(
+        &self,
+        r: &Record,
+        st: &State,
+        argv: &[String],
+        line: usize,
+        active: &str,
+        mounts: &[containerd_client::types::Mount],
+        log: &InitLog,
+    ) -> Result<()> {
+        let ctd = &self.inner.ctd;
+        let snap_upper = b::upperdir(mounts)
+            .ok_or_else(|| failed(line, "the snapshot has no upper directory"))?;
+        // Scratch upper and work directories on the volume, owned by the
+        // workspace's root: what the RUN writes counts against its disk.
+        let scratch = self.inner.volumes.mountpoint(r.parts()).join("build");
+        let _ = std::fs::remove_dir_all(&scratch);
+        let (upper, work) = (scratch.join("upper"), scratch.join("work"));
+        let root = r.userns.host_base;
+        for d in [&upper, &work] {
+            std::fs::create_dir_all(d).map_err(AgentError::io("mkdir build scratch"))?;
+            std::os::unix::fs::chown(d, Some(root), Some(root))
+                .map_err(AgentError::io("chown build scratch"))?;
+        }
+        let rootfs = rootfs::on_volume(mounts.to_vec(), &upper, &work)?;
+        let lowers: Vec<PathBuf> = rootfs::lowers(mounts)
+            .into_iter()
+            .map(PathBuf::from)
+            .collect();
+        let mut input = self.spec_input(r);
+        input.cgroups_path = self.cgroups_path(&format!("{}-build", r.name));
+        input.env = st.run_env();
+        let who = match st.user.as_str() {
+            "" | "root" | "0" | "0:0" | "root:root" => As::Root,
+            u => {
+                let (uid, gid) = b::lookup_user(&lowers, u)
+                    .ok_or_else(|| failed(line, format!("USER {u}: no such user in the image")))?;
+                (input.uid, input.gid) = (uid, gid);
+                As::User
+            }
+        };
+        let mut spec = spec::build(&input);
+        spec["process"] = spec::process(&input, argv, &[], &st.workdir, None, who);
+        if let Some(m) = spec["mounts"].as_array_mut() {
+            m.retain(|m| m["destination"] != "/workspace");
+        }
+        let id = format!("{}-build", r.name);
+        let _ = ctd.delete_task(&id).await;
+        let _ = ctd.delete_container(&id).await;
+        let labels = HashMap::from([("berth.build".to_string(), r.name.clone())]);
+        ctd.create_container(&id, &r.image, active, &spec, labels)
+            .await?;
+        let out = self.init_log_dir().join(format!("{}.build.out", r.name));
+        let _ = std::fs::remove_file(&out);
+        let ran = async {
+            let (rootfs, lowers) = self.mapped_lowers_at(&id, r, rootfs)?;
+            let created = ctd.create_task(&id, rootfs, &out.to_string_lossy()).await;
+            drop(lowers);
+            created?;
+            ctd.start(&id, "").await?;
+            let limit =
+                Duration::from_secs(self.inner.cfg.file.workspace.command_timeout_seconds.into());
+            match tokio::time::timeout(limit, ctd.wait(&id, "")).await {
+                Ok(code) => code,
+                Err(_) => {
+                    let _ = ctd.kill(&id, "", 9, true).await;
+                    let _ = ctd.wait(&id, "").await;
+                    Err(failed(
+                        line,
+                        format!("RUN did not finish in {} s", limit.as_secs()),
+                    ))
+                }
+            }
+        }
+        .await;
+        let _ = ctd.delete_task(&id).await;
+        let _ = ctd.delete_container(&id).await;
+        let output = std::fs::read(&out).unwrap_or_default();
+        let _ = std::fs::remove_file(&out);
+        log.write(&output);
+        let code = ran?;
+        if code != 0 {
+            let _ = std::fs::remove_dir_all(&scratch);
+            let text = String::from_utf8_lossy(&output);
+            return Err(failed(
+                line,
+                format!(
+                    "RUN exited with code {code}: {}",
+                    crate::init::git::tail(&text, 5)
+                ),
+            ));
+        }
+        // What the workspace's root wrote becomes the image's root's, then
+        // the layer moves into the snapshot (cp keeps whiteouts, xattrs,
+        // links and set-id bits).
+        b::shift_ids(&upper, root, r.userns.size).map_err(AgentError::io("shift build ids"))?;
+        let copied = tokio::process::Command::new("cp")
+            .arg("-a")
+            .arg(format!("{}/.", upper.display()))
+            .arg(&snap_upper)
+            .output()
+            .await
+            .map_err(AgentError::io("cp"))?;
+        let _ = std::fs::remove_dir_all(&scratch);
+        if !copied.status.success() {
+            return Err(failed(
+                line,
+                format!(
+                    "committing the layer: {}",
+                    String::from_utf8_lossy(&copied.stderr).trim()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Copies context files into a new snapshot `name`.
+    #[allow(clippy::too_many_arguments)]
+    async fn build_copy(
+        &self,
+        st: &State,
+        ctx: &Context,
+        sources: &[String],
+        dest: &str,
+        chown: Option<&str>,
+        line: usize,
+        name: &str,
+    ) -> Result<()> {
+        let ctd = &self.inner.ctd;
+        let active = format!("berth-build-active-copy-{:08x}", rand::random::<u32>());
+        let mounts = ctd
+            .prepare(Some(BUILD_LEASE), &active, &st.parent, HashMap::new())
+            .await?;
+        let copied = copy_into(st, ctx, sources, dest, chown, &mounts)
+            .map_err(|e| failed(line, format!("COPY {}: {e}", sources.join(" "))));
+        let committed = match copied {
+            Ok(()) => ctd.commit(BUILD_LEASE, name, &active).await,
+            Err(e) => Err(e),
+        };
+        if committed.is_err() {
+            let _ = ctd.remove_snapshot(&active).await;
+        }
+        committed
+    }
+}
+
+/// What a path is in the image below: the first layer (top first) that
+/// has it decides.
+fn in_image(lowers: &[PathBuf], rel: &Path) -> Option<std::fs::Metadata> {
+    lowers
+        .iter()
+        .find_map(|l| std::fs::symlink_metadata(l.join(rel)).ok())
+}
+
+/// Writes `sources` of the context at `dest` into the active snapshot's
+/// upper directory.
+fn copy_into(
+    st: &State,
+    ctx: &Context,
+    sources: &[String],
+    dest: &str,
+    chown: Option<&str>,
+    mounts: &[containerd_client::types::Mount],
+) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let bad = |m: String| std::io::Error::other(m);
+    let upper = b::upperdir(mounts).ok_or_else(|| bad("no upper directory".into()))?;
+    let lowers: Vec<PathBuf> = rootfs::lowers(mounts)
+        .into_iter()
+        .map(PathBuf::from)
+        .collect();
+    let owner = match chown {
+        None => (0, 0),
+        Some(c) => {
+            b::lookup_user(&lowers, c).ok_or_else(|| bad(format!("--chown={c}: no such user")))?
+        }
+    };
+    let abs = st.absolute(dest);
+    let dest_rel = normalize(&abs).ok_or_else(|| bad(format!("{dest}: not a path")))?;
+    // No parent may be a link in the image: the write would land beside
+    // the directory the link names, not in it.
+    let mut prefix = PathBuf::new();
+    for c in dest_rel.components() {
+        prefix.push(c);
+        if in_image(&lowers, &prefix).is_some_and(|m| m.file_type().is_symlink()) {
+            return Err(bad(format!(
+                "{} is a symbolic link in the image: name the directory it points to",
+                Path::new("/").join(&prefix).display()
+            )));
+        }
+    }
+    let existing = |p: &Path| {
+        in_image(&lowers, p)
+            .filter(|m| m.is_dir())
+            .map(|m| (m.mode() & 0o7777, (m.uid(), m.gid())))
+    };
+    let into_dir = abs.ends_with('/')
+        || sources.len() > 1
+        || in_image(&lowers, &dest_rel).is_some_and(|m| m.is_dir());
+    let target = Target::open(&upper)?;
+    for src in sources {
+        let entries = ctx.entries(src)?;
+        let top_is_dir = entries.first().is_some_and(|e| e.kind == Kind::Dir);
+        let at = match (top_is_dir, into_dir) {
+            (true, _) | (false, false) => dest_rel.clone(),
+            (false, true) => dest_rel.join(
+                Path::new(src.trim_end_matches('/'))
+                    .file_name()
+                    .ok_or_else(|| bad(format!("{src}: no file name")))?,
+            ),
+        };
+        if let Some(parent) = at.parent().filter(|p| !p.as_os_str().is_empty()) {
+            target.mkdir_p(parent, 0o755, owner, &existing)?;
+        }
+        for e in entries {
+            let path = match e.rel.as_os_str().is_empty() {
+                true => at.clone(),
+                false => at.join(&e.rel),
+            };
+            match &e.kind {
+                Kind::Dir => target.mkdir_p(&path, e.mode, owner, &existing)?,
+                Kind::File { .. } => {
+                    let mut f = ctx.open_file(src, &e.rel)?;
+                    target.write_file(&path, e.mode, owner, &mut f)?;
+                }
+                Kind::Link(to) => target.symlink(&path, to, owner)?,
+            }
+        }
+    }
+    Ok(())
+}

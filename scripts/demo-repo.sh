@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# make up's demo repository: a small project with a devcontainer.json (a
+# Dockerfile build, forwarded ports, lifecycle commands), served read-only
+# over git's "dumb" HTTP protocol by python3's http.server inside its own
+# network namespace (berth-demo-git, 10.254.254.2), so that workspaces reach
+# it as they would reach a git host: forwarded through the node, allowed by
+# the agent's network.egress_allow. Usage:
+#   demo-repo.sh up DIR REGISTRY   prints the server's pid, then the repository URL
+#   demo-repo.sh down              removes the namespace and its link
+set -euo pipefail
+ns=berth-demo-git host_if=berthdemo0 host_ip=10.254.254.1 ip=10.254.254.2 port=8418
+
+down() {
+  ip netns pids "$ns" 2>/dev/null | xargs -r kill 2>/dev/null || true
+  ip netns del "$ns" 2>/dev/null || true
+  ip link del "$host_if" 2>/dev/null || true
+}
+
+up() {
+  local dir=$1 registry=$2 work=$1/hello.work bare=$1/hello.git
+  down
+  ip netns add "$ns"
+  ip link add "$host_if" type veth peer name eth0 netns "$ns"
+  ip addr add "$host_ip/30" dev "$host_if" && ip link set "$host_if" up
+  ip -n "$ns" addr add "$ip/30" dev eth0 && ip -n "$ns" link set eth0 up && ip -n "$ns" link set lo up
+  ip -n "$ns" route add default via "$host_ip"
+  rm -rf "$work" "$bare" && mkdir -p "$work/.devcontainer"
+  cat >"$work/.devcontainer/devcontainer.json" <<JSON
+// Built by the agent on containerd: no Docker anywhere.
+{
+  "name": "hello",
+  "build": { "dockerfile": "Dockerfile", "context": ".." },
+  "containerEnv": { "GREETING": "hello from Berth" },
+  "forwardPorts": [8000],
+  "portsAttributes": { "8000": { "label": "Web app" } },
+  "onCreateCommand": "python3 -m venv .venv",
+  "postCreateCommand": ".venv/bin/python -c 'import sys; print(\"venv ready:\", sys.version.split()[0])'"
+}
+JSON
+  cat >"$work/.devcontainer/Dockerfile" <<DOCKERFILE
+FROM $registry/dev:latest
+USER root
+COPY index.html /srv/www/index.html
+RUN echo "built by Berth's run-and-commit builder" > /etc/motd
+USER 1000
+DOCKERFILE
+  echo '<h1>hello from a Berth workspace</h1>' >"$work/index.html"
+  printf '# hello\n\nThe demo repository of make up: python3 -m http.server 8000 -d /srv/www\n' >"$work/README.md"
+  git -C "$work" init -q -b main
+  git -C "$work" add -A
+  git -C "$work" -c user.name=berth -c user.email=berth@localhost commit -q -m "hello"
+  git clone -q --bare "$work" "$bare"
+  git -C "$bare" update-server-info
+  ip netns exec "$ns" setsid python3 -m http.server "$port" --bind "$ip" --directory "$dir" \
+    >/dev/null 2>&1 </dev/null &
+  echo $!
+  echo "http://$ip:$port/hello.git"
+}
+
+case "${1:-}" in
+  up) up "$2" "$3" ;;
+  down) down ;;
+  *) echo "usage: $0 up DIR REGISTRY | down" >&2; exit 2 ;;
+esac
