@@ -33,8 +33,8 @@ up() {
   "containerEnv": { "GREETING": "hello from Berth" },
   "forwardPorts": [8000],
   "portsAttributes": { "8000": { "label": "Web app" } },
-  "onCreateCommand": "python3 -m venv .venv",
-  "postCreateCommand": ".venv/bin/python -c 'import sys; print(\"venv ready:\", sys.version.split()[0])'"
+  "onCreateCommand": "git log --oneline -1 > .first-commit",
+  "postCreateCommand": "python3 -c 'import os; print(os.environ[\"GREETING\"])'"
 }
 JSON
   cat >"$work/.devcontainer/Dockerfile" <<DOCKERFILE
@@ -54,6 +54,10 @@ DOCKERFILE
   ip netns exec "$ns" setsid python3 -m http.server "$port" --bind "$ip" --directory "$dir" \
     >/dev/null 2>&1 </dev/null &
   echo $!
+  for _ in $(seq 50); do
+    curl -fs -o /dev/null "http://$ip:$port/hello.git/info/refs" && break
+    sleep 0.1
+  done
   echo "http://$ip:$port/hello.git"
 }
 

@@ -149,11 +149,20 @@ fi
 # its lifecycle commands run (docs/repositories.md).
 { read -r git_pid; read -r repo_url; } < <(scripts/demo-repo.sh up "$data/demo-git" "127.0.0.1:$port")
 pids+=("$git_pid")
-if berth get hello >/dev/null 2>&1; then
-  berth start hello -q >/dev/null
-else
+# Connections forwarded to a just-made veth are refused for a few seconds
+# (seen here, cause not found yet): wait until a workspace reaches the server.
+for _ in $(seq 20); do
+  berth exec demo -- curl -fs -m 2 -o /dev/null "$repo_url/info/refs" >/dev/null 2>&1 && break
+  sleep 1
+done
+hello=$(berth get hello --json 2>/dev/null |
+  python3 -c 'import json,sys; print(json.load(sys.stdin)["state"])' 2>/dev/null || echo none)
+if [ "$hello" = failed ]; then berth delete hello -q >/dev/null 2>&1 || true; hello=none; fi
+if [ "$hello" = none ]; then
   berth create hello --repo "$repo_url" --cpu 1 --memory 1G --disk 2G -q >/dev/null ||
     echo "up: the workspace hello failed: berth get hello; berth logs hello --init" >&2
+else
+  berth start hello -q >/dev/null || echo "up: the workspace hello did not start: berth get hello" >&2
 fi
 
 cat <<MSG
