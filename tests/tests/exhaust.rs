@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_tungstenite::tungstenite::Message;
 
-const T: Duration = Duration::from_secs(90);
+// The dev image (node, npm, python) is pulled under the suite's load: minutes, not seconds.
+const T: Duration = Duration::from_secs(180);
 /// How much either process may grow at its peak over its idle size.
 const BOUND_MIB: u64 = 96;
 

@@ -10,7 +10,8 @@ use futures::StreamExt;
 use serde_json::{json, Value};
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(60);
+// The dev image (node, npm, python) is pulled under the suite's load: minutes, not seconds.
+const T: Duration = Duration::from_secs(180);
 
 async fn token(c: &Cluster, user: &str) -> String {
     let (s, t) = c

@@ -7,7 +7,8 @@ use berth_tests::{Cluster, ClusterOptions};
 use serde_json::json;
 use std::time::Duration;
 
-const T: Duration = Duration::from_secs(90);
+// The dev image (node, npm, python) is pulled under the suite's load: minutes, not seconds.
+const T: Duration = Duration::from_secs(180);
 
 /// A Python one-liner printing the errno of `unshare(CLONE_NEWUSER)` (0 on success).
 const UNSHARE: &str = "python3 -c \"import ctypes; l=ctypes.CDLL(None, use_errno=True); r=l.unshare(0x10000000); print(0 if r==0 else ctypes.get_errno())\"";

@@ -39,6 +39,26 @@ pub fn check(r: &Repo) -> Result<()> {
             "url: credentials in the URL would be kept in the clone's .git/config; add them with `berth git-credential add`",
         ));
     }
+    // What the schema's pattern says (after the parser's refusals, which
+    // say more).
+    let rest = r
+        .url
+        .strip_prefix("https://")
+        .or_else(|| r.url.strip_prefix("http://"));
+    if let Some(rest) = rest {
+        let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path_char = |b: u8| b.is_ascii_alphanumeric() || b"._~/-".contains(&b);
+        let last_ok = path
+            .bytes()
+            .last()
+            .is_some_and(|b| b.is_ascii_alphanumeric() || b"_~-".contains(&b));
+        if !is_host(host) || path.len() < 2 || !path.bytes().all(path_char) || !last_ok {
+            return Err(bad(format!(
+                "url {:?}: http(s)://HOST[:PORT]/PATH, the path of letters, digits and ._~/-",
+                r.url
+            )));
+        }
+    }
     if u.path().trim_matches('/').is_empty() {
         return Err(bad("url: no repository path"));
     }
@@ -46,13 +66,15 @@ pub fn check(r: &Repo) -> Result<()> {
         branch(b)?;
     }
     if let Some(c) = &r.commit {
-        let ok = (4..=64).contains(&c.len()) && c.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = (4..=64).contains(&c.len())
+            && c.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
         if !ok {
             return Err(bad(format!("commit {c:?}: 4 to 64 hex digits")));
         }
     }
     if let Some(cmd) = &r.init_command {
-        if cmd.len() > 4096 || cmd.contains('\0') {
+        if cmd.chars().count() > 4096 || cmd.contains('\0') {
             return Err(bad("init_command: at most 4096 characters, no NUL"));
         }
     }
@@ -60,24 +82,64 @@ pub fn check(r: &Repo) -> Result<()> {
 }
 
 /// A branch name git would take (`git check-ref-format --branch`, in short).
+/// A branch as the API's pattern describes it: components of letters,
+/// digits and `_+-` separated by single `/` or `.`, not starting with `-`
+/// (stricter than git's rules, which a pattern cannot state).
 fn branch(b: &str) -> Result<()> {
+    let sep = |c: char| c == '/' || c == '.';
     let ok = !b.is_empty()
         && b.len() <= 255
+        && b.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_+-./".contains(c))
         && !b.starts_with(['-', '/', '.'])
-        && !b.ends_with(['/', '.'])
+        && !b.ends_with(sep)
         && !b.contains("..")
         && !b.contains("//")
-        && !b.contains("@{")
         && !b.contains("/.")
-        && b != "@"
-        && !b
-            .chars()
-            .any(|c| c.is_control() || c == ' ' || "~^:?*[\\".contains(c));
+        && !b.contains("./");
     if ok {
         Ok(())
     } else {
-        Err(bad(format!("branch {b:?} is not a valid branch name")))
+        Err(bad(format!(
+            "branch {b:?}: letters, digits and _+- in parts separated by / or ."
+        )))
     }
+}
+
+/// Whether `h` is `host[:port]` as the API's patterns describe it: an IPv4
+/// address in dotted decimal, or DNS labels (letters, digits, `-`) whose last
+/// starts with a letter; a port 1 to 65535 without leading zeros. Any case.
+fn is_host(h: &str) -> bool {
+    let (host, port) = match h.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port)),
+        None => (h, None),
+    };
+    let port_ok = port.is_none_or(|p| {
+        !p.is_empty()
+            && !p.starts_with('0')
+            && p.bytes().all(|b| b.is_ascii_digit())
+            && p.parse::<u32>().is_ok_and(|n| (1..=65535).contains(&n))
+    });
+    let labels: Vec<&str> = host.split('.').collect();
+    let octet = |l: &&str| {
+        !l.is_empty()
+            && l.len() <= 3
+            && l.bytes().all(|b| b.is_ascii_digit())
+            && (l.len() == 1 || !l.starts_with('0'))
+            && l.parse::<u32>().is_ok_and(|n| n <= 255)
+    };
+    let ipv4 = labels.len() == 4 && labels.iter().all(octet);
+    let label = |l: &&str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    let dns = labels.iter().all(label)
+        && labels
+            .last()
+            .is_some_and(|l| l.as_bytes()[0].is_ascii_alphabetic());
+    port_ok && (ipv4 || dns)
 }
 
 /// Checks the host of a git credential: a host name or address, with an
@@ -89,7 +151,7 @@ pub fn credential_host(h: &str) -> Result<String> {
             format!("host {h:?}: a host name such as git.example or git.example:8443"),
         )
     };
-    if h.is_empty() || h.len() > 253 + 6 {
+    if h.is_empty() || h.len() > 253 + 6 || !is_host(h) {
         return Err(bad());
     }
     let parsed = host_of(&format!("https://{h}/")).ok_or_else(bad)?;
@@ -144,16 +206,16 @@ mod tests {
             commit: c.map(String::from),
             ..Default::default()
         };
-        for ok in ["main", "feature/x", "release-1.2", "a_b"] {
+        for ok in ["main", "feature/x", "release-1.2", "a_b", "a/-b", "v1+x"] {
             assert!(check(&with(Some(ok), None)).is_ok(), "{ok}");
         }
         for no in [
-            "", "-x", "a..b", "a b", "a~1", "a//b", "x/", "@", "a:b", "a\u{7f}",
+            "", "-x", "a..b", "a b", "a~1", "a//b", "x/", "@", "a:b", "a\u{7f}", "a#b", "ü", "a./b",
         ] {
             assert!(check(&with(Some(no), None)).is_err(), "{no:?}");
         }
         assert!(check(&with(None, Some("0123abcd"))).is_ok());
-        for no in ["abc", "xyz1", &"a".repeat(65)] {
+        for no in ["abc", "xyz1", "ABCD", &"a".repeat(65)] {
             assert!(check(&with(None, Some(no))).is_err(), "{no}");
         }
     }
@@ -172,6 +234,16 @@ mod tests {
             "git.example/x",
             "u@git.example",
             "a b",
+            "250.250.250.250*",
+            "1.2.3.4.5",
+            "256.1.1.1",
+            "01.2.3.4",
+            "123",
+            "h:0",
+            "h:65536",
+            "h:080",
+            "-a.example",
+            "a.example-",
         ] {
             assert!(credential_host(no).is_err(), "{no}");
         }

@@ -127,7 +127,17 @@ async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
         .and_then(|t| t.as_object_mut())
     {
         tier.remove("pattern");
-        tier.insert("enum".into(), serde_json::json!(names));
+        // `null` stays a value where the type allows it (the default tier).
+        let mut values = serde_json::json!(names);
+        let nullable = tier
+            .get("type")
+            .and_then(|t| t.as_array())
+            .is_some_and(|t| t.iter().any(|v| v == "null"))
+            || tier.get("nullable") == Some(&serde_json::Value::Bool(true));
+        if let (true, Some(v)) = (nullable, values.as_array_mut()) {
+            v.push(serde_json::Value::Null);
+        }
+        tier.insert("enum".into(), values);
     }
     Json(doc)
 }
