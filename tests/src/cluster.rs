@@ -250,14 +250,11 @@ impl Cluster {
             .args(["--api", &api])
             .args(["--link", &format!("{host_ip}:{}", co.link_port)])
             .args(["--id", &format!("c{i}")])
-            .args([
-                "--heartbeat",
-                "300ms",
-                "--unreachable-after",
-                "2s",
-                "--lost-after",
-                "6s",
-            ]);
+            .args(["--heartbeat", "300ms", "--unreachable-after", "2s"]);
+        // A test's own --lost-after (in its coordinator arguments) wins.
+        if !args.iter().any(|a| a == "--lost-after") {
+            cmd.args(["--lost-after", "6s"]);
+        }
         if let Some(url) = &database {
             cmd.args(["--database", url]);
         }

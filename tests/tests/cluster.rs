@@ -231,6 +231,9 @@ async fn two_coordinators_on_postgres_killed_in_turn_under_concurrent_creates() 
         agents: 3,
         coordinators: 2,
         postgres: true,
+        // Coordinators killed in turn under 50 creates on 2 cores: an agent
+        // may be silent for 8 s while it moves; that is not a lost node.
+        coordinator_args: vec!["--lost-after".into(), "30s".into()],
         ..Default::default()
     })
     .await;
