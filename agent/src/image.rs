@@ -1,9 +1,11 @@
 //! Images: pull from an OCI registry into containerd's content store, unpack
 //! into the snapshotter, and remember what is already here.
 
+mod artifact;
 mod reference;
 mod registry;
 
+pub use artifact::Artifact;
 pub use reference::Reference;
 pub use registry::Credentials;
 

@@ -7,5 +7,6 @@ pub mod command;
 pub mod detect;
 pub mod devcontainer;
 pub mod dockerfile;
+pub mod feature;
 pub mod git;
 pub mod state;

@@ -7,6 +7,7 @@ mod build;
 mod configure;
 mod create;
 mod exec;
+mod feature;
 mod remove;
 mod repo;
 mod rootfs;

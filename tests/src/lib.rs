@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod db;
 pub mod git;
 mod node;
+pub mod oci;
 pub mod openssh;
 pub mod postgres;
 mod process;

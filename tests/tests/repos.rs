@@ -621,14 +621,44 @@ USER 1000
 RUN id -u > /tmp/as-user
 "#;
 
+/// A devcontainer feature: options with defaults, an environment of its
+/// own, a file beside its install.sh, a lifecycle command Berth does not
+/// run (a warning).
+const FEATURE: [(&str, &str); 3] = [
+    (
+        "devcontainer-feature.json",
+        r#"{"id": "hello", "version": "1.0.0", "name": "Hello",
+            "options": {"greeting": {"type": "string", "default": "hey"},
+                        "loud": {"type": "boolean", "default": true}},
+            "containerEnv": {"HELLO_HOME": "/opt/hello"},
+            "postCreateCommand": "true"}"#,
+    ),
+    (
+        "install.sh",
+        "#!/bin/sh\nset -e\nmkdir -p \"$HELLO_HOME\"\n\
+         echo \"$GREETING $LOUD $_REMOTE_USER $_REMOTE_USER_HOME $(id -u) $(pwd)\" > \"$HELLO_HOME/installed\"\n\
+         cp lib/say.sh /usr/local/bin/hello\n",
+    ),
+    ("lib/say.sh", "#!/bin/sh\necho hello from the feature\n"),
+];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
     let (c, git, _dir) = cluster().await;
     let dockerfile = DOCKERFILE.replace("REGISTRY", &c.registry.addr);
-    let config =
-        r#"{"build": {"dockerfile": "Dockerfile", "context": "..", "args": {"GREETING": "hi"}}}"#;
+    let hello = berth_tests::oci::push_feature(
+        &c.registry.addr,
+        "berth-test/features/hello",
+        "1",
+        &FEATURE,
+    )
+    .await;
+    let config = format!(
+        r#"{{"build": {{"dockerfile": "Dockerfile", "context": "..", "args": {{"GREETING": "hi"}}}},
+            "features": {{"{hello}": {{"greeting": "hi"}}}}}}"#
+    );
     let files = [
-        (".devcontainer/devcontainer.json", config),
+        (".devcontainer/devcontainer.json", config.as_str()),
         (".devcontainer/Dockerfile", dockerfile.as_str()),
         ("hello.txt", "from-the-context\n"),
         ("src/lib/one.txt", "one\n"),
@@ -645,7 +675,7 @@ async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
         build["command"]
             .as_str()
             .unwrap()
-            .contains("6 steps run, 0 cached"),
+            .contains("Dockerfile + 1 feature (7 steps run, 0 cached)"),
         "{build}"
     );
     let (code, probe) = sh(
@@ -659,6 +689,26 @@ async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
     assert_eq!(
         probe, "hi set\nfrom-the-context\n0\n1000\n0 644\n0 644\n/etc/shadow\nx\nenv=set\n",
         "the build's files, owners, whiteout and environment"
+    );
+    // The feature: installed as root with its options (a default and the
+    // configuration's value), the remote user and its home, from its own
+    // folder, which is not in the image; its environment is the workspace's.
+    let (code, probe) = sh(
+        &c,
+        "built",
+        "cat /opt/hello/installed; hello; echo home=$HELLO_HOME; ls /tmp/dev-container-features 2>&1 >/dev/null | wc -l",
+    )
+    .await;
+    assert_eq!(code, 0, "{probe}");
+    assert_eq!(
+        probe,
+        "hi true 1000 /home/dev 0 /tmp/dev-container-features/hello_0\nhello from the feature\nhome=/opt/hello\n1\n"
+    );
+    assert!(
+        w["init"]["warnings"]
+            .to_string()
+            .contains("postCreateCommand of a feature is not run"),
+        "{w}"
     );
     // What the RUN wrote as root is the image's root inside, not the node's
     // root: the workspace's root sees it as 0, its user cannot change it.
@@ -677,7 +727,7 @@ async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
         build["command"]
             .as_str()
             .unwrap()
-            .contains("0 steps run, 6 cached"),
+            .contains("0 steps run, 7 cached"),
         "{build}"
     );
     let (_, greeting) = sh(&c, "again", "cat /opt/app/greeting").await;
@@ -725,6 +775,38 @@ async fn a_dockerfile_is_built_on_containerd_once_and_cached() {
         err.contains("dockerfile_invalid") && err.contains("line 3"),
         "{err}"
     );
+    // A feature asking for a privileged container is refused; one that is
+    // not in the registry fails the build, naming it.
+    let privileged = berth_tests::oci::push_feature(
+        &c.registry.addr,
+        "berth-test/features/privileged",
+        "1",
+        &[
+            (
+                "devcontainer-feature.json",
+                r#"{"id": "privileged", "privileged": true}"#,
+            ),
+            ("install.sh", "#!/bin/sh\ntrue\n"),
+        ],
+    )
+    .await;
+    let missing = format!("{}/berth-test/features/missing:1", c.registry.addr);
+    for (name, feature, code_want) in [
+        ("priv", privileged.as_str(), "devcontainer_refused"),
+        ("missing", missing.as_str(), "build_failed"),
+    ] {
+        let config = format!(
+            r#"{{"image": "{}/dev:latest", "features": {{"{feature}": {{}}}}}}"#,
+            c.registry.addr
+        );
+        let url = git.repo(name, &[(".devcontainer.json", config.as_str())]);
+        let (code, _, err) = create(&c, name, &["--repo", &url]).await;
+        assert_ne!(code, 0);
+        assert!(
+            err.contains(code_want) && err.contains(feature),
+            "{name}: {err}"
+        );
+    }
     c.finish().await;
 }
 

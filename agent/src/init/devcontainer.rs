@@ -15,9 +15,9 @@ pub const PATHS: [&str; 2] = [".devcontainer/devcontainer.json", ".devcontainer.
 pub struct DevContainer {
     pub image: Option<String>,
     pub build: Option<Build>,
-    /// Feature references with their options, in the order of their
-    /// references (installed in that order; dependencies between features
-    /// are not resolved).
+    /// Feature references with their options, sorted by reference (the
+    /// specification's tie-break; `init::feature::order` moves one behind those it names
+    /// in `installsAfter` / `dependsOn`).
     pub features: Vec<Feature>,
     pub container_env: BTreeMap<String, String>,
     pub remote_env: BTreeMap<String, String>,

@@ -12,7 +12,7 @@
 use super::run::InitLog;
 use super::*;
 use crate::build::{self as b, Context, Kind, Target};
-use crate::init::devcontainer::Build;
+use crate::init::devcontainer::{Build, Feature};
 use crate::init::dockerfile::{self, Run, Step as Df};
 use crate::spec::As;
 use berth_proto::codes::Code;
@@ -22,7 +22,22 @@ use std::path::{Component, Path, PathBuf};
 /// The lease holding every build snapshot (a GC root without expiry).
 const BUILD_LEASE: &str = "berth-build-cache";
 /// The prefix of committed build snapshots.
-const BUILD_PREFIX: &str = "berth-build/";
+pub(super) const BUILD_PREFIX: &str = "berth-build/";
+
+/// What to build: a Dockerfile of the repository or an image, then the
+/// configuration's features.
+pub(super) struct Recipe<'a> {
+    /// The repository (a path in the workspace).
+    pub(super) folder: &'a str,
+    /// The configuration's directory, relative to the repository.
+    pub(super) config_dir: &'a str,
+    pub(super) build: Option<&'a Build>,
+    /// The image when there is no Dockerfile.
+    pub(super) image: &'a str,
+    pub(super) features: &'a [Feature],
+    /// remoteUser (or containerUser) of the configuration, for features.
+    pub(super) remote_user: Option<&'a str>,
+}
 
 /// A built image: what the workspace's container is made from.
 pub(super) struct Built {
@@ -34,22 +49,65 @@ pub(super) struct Built {
     /// Steps found in the cache / steps run.
     pub(super) cached: usize,
     pub(super) ran: usize,
+    pub(super) warnings: Vec<String>,
 }
 
 /// The image being built, after the instructions so far.
-struct State {
-    parent: String,
-    key: String,
+pub(super) struct State {
+    pub(super) parent: String,
+    pub(super) key: String,
     env: Vec<(String, String)>,
     args: BTreeMap<String, String>,
-    user: String,
+    pub(super) user: String,
     workdir: String,
     shell: Vec<String>,
+    /// Steps found in the cache / steps run.
+    pub(super) cached: usize,
+    pub(super) ran: usize,
+    /// What the build read but does not act on.
+    pub(super) warnings: Vec<String>,
+}
+
+/// One command run in a container of the image so far.
+pub(super) struct Job<'a> {
+    pub(super) argv: Vec<String>,
+    pub(super) env: Vec<String>,
+    /// Who runs it ("" or "root": the workspace's root).
+    pub(super) user: &'a str,
+    pub(super) workdir: &'a str,
+    /// Where it comes from, for errors ("Dockerfile line 3").
+    pub(super) at: String,
+    /// What it is, for errors ("RUN").
+    pub(super) what: &'a str,
+    /// A node directory bound read-only at a path for this run only; the
+    /// mount point is taken out of the layer.
+    pub(super) bind: Option<(&'a Path, &'a str)>,
 }
 
 impl State {
+    fn from_image(img: &crate::image::Image) -> Self {
+        Self {
+            parent: img.chain_id.clone(),
+            key: b::step_key("", &["FROM", &img.digest]),
+            env: img
+                .config
+                .env
+                .iter()
+                .filter_map(|e| e.split_once('='))
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            args: BTreeMap::new(),
+            user: img.config.user.clone(),
+            workdir: "/".into(),
+            shell: vec!["/bin/sh".into(), "-c".into()],
+            cached: 0,
+            ran: 0,
+            warnings: Vec::new(),
+        }
+    }
+
     /// `KEY=value` for a `RUN`: build args first, the environment over them.
-    fn run_env(&self) -> Vec<String> {
+    pub(super) fn run_env(&self) -> Vec<String> {
         let mut env: Vec<String> = self
             .args
             .iter()
@@ -60,7 +118,7 @@ impl State {
         env
     }
 
-    fn set_env(&mut self, k: &str, v: &str) {
+    pub(super) fn set_env(&mut self, k: &str, v: &str) {
         match self.env.iter_mut().find(|(e, _)| e == k) {
             Some(e) => e.1 = v.to_string(),
             None => self.env.push((k.to_string(), v.to_string())),
@@ -90,20 +148,60 @@ fn normalize(path: &str) -> Option<PathBuf> {
 }
 
 fn failed(line: usize, what: impl std::fmt::Display) -> AgentError {
-    AgentError::init(Code::BuildFailed, format!("Dockerfile line {line}: {what}"))
+    failed_at(&format!("Dockerfile line {line}"), what)
+}
+
+pub(super) fn failed_at(at: &str, what: impl std::fmt::Display) -> AgentError {
+    AgentError::init(Code::BuildFailed, format!("{at}: {what}"))
 }
 
 impl Manager {
+    /// Builds what `recipe` says: the image (from its Dockerfile or as
+    /// named), then its features, each step found in the cache or run.
+    pub(super) async fn build_recipe(
+        &self,
+        r: &Record,
+        recipe: &Recipe<'_>,
+        log: &InitLog,
+    ) -> Result<Built> {
+        self.inner.ctd.create_lasting_lease(BUILD_LEASE).await?;
+        let (mut st, img) = match recipe.build {
+            Some(build) => {
+                self.build_dockerfile(r, recipe.folder, recipe.config_dir, build, log)
+                    .await?
+            }
+            None => {
+                let img = self.inner.images.ensure(recipe.image, None).await?;
+                (State::from_image(&img), img)
+            }
+        };
+        self.build_features(r, &mut st, recipe, log).await?;
+        log.note(&format!(
+            "build: {} steps run, {} from the cache",
+            st.ran, st.cached
+        ));
+        Ok(Built {
+            image: format!("{}+build:{}", img.name, &st.key[..16]),
+            chain_id: st.parent,
+            env: st.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            user: st.user,
+            args: init_args(&img.config.entrypoint, &img.config.cmd),
+            cached: st.cached,
+            ran: st.ran,
+            warnings: st.warnings,
+        })
+    }
+
     /// Builds `build` of the repository at `folder` (a path in the
     /// workspace) whose configuration is in `config_dir` (relative to it).
-    pub(super) async fn build_dockerfile(
+    async fn build_dockerfile(
         &self,
         r: &Record,
         folder: &str,
         config_dir: &str,
         build: &Build,
         log: &InitLog,
-    ) -> Result<Built> {
+    ) -> Result<(State, crate::image::Image)> {
         let invalid = |what: String| AgentError::init(Code::DevcontainerInvalid, what);
         let rel = folder
             .strip_prefix("/workspace/")
@@ -137,23 +235,7 @@ impl Manager {
             .await
             .map_err(|e| failed(1, format!("FROM {base}: {e}")))?;
         log.note(&format!("build: {dockerfile} from {base}"));
-        self.inner.ctd.create_lasting_lease(BUILD_LEASE).await?;
-        let mut st = State {
-            parent: img.chain_id.clone(),
-            key: b::step_key("", &["FROM", &img.digest]),
-            env: img
-                .config
-                .env
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            args: BTreeMap::new(),
-            user: img.config.user.clone(),
-            workdir: "/".into(),
-            shell: vec!["/bin/sh".into(), "-c".into()],
-        };
-        let (mut cached, mut ran) = (0, 0);
+        let mut st = State::from_image(&img);
         for stage in chain {
             st.args.clear();
             for (line, step) in &stage.steps {
@@ -198,11 +280,20 @@ impl Manager {
                         );
                         let name = format!("{BUILD_PREFIX}{key}");
                         if self.inner.ctd.snapshot_exists(&name).await? {
-                            cached += 1;
+                            st.cached += 1;
                         } else {
                             log.note(&format!("line {line}: RUN {}", argv.join(" ")));
-                            self.build_run(r, &st, &argv, line, &name, log).await?;
-                            ran += 1;
+                            let job = Job {
+                                env: st.run_env(),
+                                user: &st.user,
+                                workdir: &st.workdir,
+                                at: format!("Dockerfile line {line}"),
+                                what: "RUN",
+                                bind: None,
+                                argv,
+                            };
+                            self.build_run(r, &st.parent, &job, &name, log).await?;
+                            st.ran += 1;
                         }
                         key
                     }
@@ -230,7 +321,7 @@ impl Manager {
                         );
                         let name = format!("{BUILD_PREFIX}{key}");
                         if self.inner.ctd.snapshot_exists(&name).await? {
-                            cached += 1;
+                            st.cached += 1;
                         } else {
                             log.note(&format!("line {line}: COPY {} {dest}", sources.join(" ")));
                             self.build_copy(
@@ -243,7 +334,7 @@ impl Manager {
                                 &name,
                             )
                             .await?;
-                            ran += 1;
+                            st.ran += 1;
                         }
                         key
                     }
@@ -252,25 +343,16 @@ impl Manager {
                 st.key = key;
             }
         }
-        log.note(&format!("build: {ran} steps run, {cached} from the cache"));
-        Ok(Built {
-            image: format!("{}+build:{}", img.name, &st.key[..16]),
-            chain_id: st.parent,
-            env: st.env.iter().map(|(k, v)| format!("{k}={v}")).collect(),
-            user: st.user,
-            args: init_args(&img.config.entrypoint, &img.config.cmd),
-            cached,
-            ran,
-        })
+        Ok((st, img))
     }
 
-    /// Runs one `RUN` and commits what it wrote as snapshot `name`.
-    async fn build_run(
+    /// Runs `job` on snapshot `parent` and commits what it wrote as
+    /// snapshot `name`.
+    pub(super) async fn build_run(
         &self,
         r: &Record,
-        st: &State,
-        argv: &[String],
-        line: usize,
+        parent: &str,
+        job: &Job<'_>,
         name: &str,
         log: &InitLog,
     ) -> Result<()> {
@@ -281,11 +363,9 @@ impl Manager {
             rand::random::<u32>()
         );
         let mounts = ctd
-            .prepare(Some(BUILD_LEASE), &active, &st.parent, HashMap::new())
+            .prepare(Some(BUILD_LEASE), &active, parent, HashMap::new())
             .await?;
-        let result = self
-            .run_step(r, st, argv, line, &active, &mounts, log)
-            .await;
+        let result = self.run_step(r, job, &active, &mounts, log).await;
         let committed = match result {
             Ok(()) => ctd.commit(BUILD_LEASE, name, &active).await,
             Err(e) => Err(e),
@@ -296,20 +376,17 @@ impl Manager {
         committed
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn run_step(
         &self,
         r: &Record,
-        st: &State,
-        argv: &[String],
-        line: usize,
+        job: &Job<'_>,
         active: &str,
         mounts: &[containerd_client::types::Mount],
         log: &InitLog,
     ) -> Result<()> {
         let ctd = &self.inner.ctd;
         let snap_upper = b::upperdir(mounts)
-            .ok_or_else(|| failed(line, "the snapshot has no upper directory"))?;
+            .ok_or_else(|| failed_at(&job.at, "the snapshot has no upper directory"))?;
         // Scratch upper and work directories on the volume, owned by the
         // workspace's root: what the RUN writes counts against its disk.
         let scratch = self.inner.volumes.mountpoint(r.parts()).join("build");
@@ -328,20 +405,25 @@ impl Manager {
             .collect();
         let mut input = self.spec_input(r);
         input.cgroups_path = self.cgroups_path(&format!("{}-build", r.name));
-        input.env = st.run_env();
-        let who = match st.user.as_str() {
+        input.env = job.env.clone();
+        let who = match job.user {
             "" | "root" | "0" | "0:0" | "root:root" => As::Root,
             u => {
-                let (uid, gid) = b::lookup_user(&lowers, u)
-                    .ok_or_else(|| failed(line, format!("USER {u}: no such user in the image")))?;
+                let (uid, gid) = b::lookup_user(&lowers, u).ok_or_else(|| {
+                    failed_at(&job.at, format!("USER {u}: no such user in the image"))
+                })?;
                 (input.uid, input.gid) = (uid, gid);
                 As::User
             }
         };
         let mut spec = spec::build(&input);
-        spec["process"] = spec::process(&input, argv, &[], &st.workdir, None, who);
+        spec["process"] = spec::process(&input, &job.argv, &[], job.workdir, None, who);
         if let Some(m) = spec["mounts"].as_array_mut() {
             m.retain(|m| m["destination"] != "/workspace");
+            if let Some((source, at)) = job.bind {
+                m.push(serde_json::json!({"destination": at, "type": "bind",
+                    "source": source, "options": ["rbind", "ro", "nosuid", "nodev"]}));
+            }
         }
         let id = format!("{}-build", r.name);
         let _ = ctd.delete_task(&id).await;
@@ -364,9 +446,9 @@ impl Manager {
                 Err(_) => {
                     let _ = ctd.kill(&id, "", 9, true).await;
                     let _ = ctd.wait(&id, "").await;
-                    Err(failed(
-                        line,
-                        format!("RUN did not finish in {} s", limit.as_secs()),
+                    Err(failed_at(
+                        &job.at,
+                        format!("{} did not finish in {} s", job.what, limit.as_secs()),
                     ))
                 }
             }
@@ -381,13 +463,28 @@ impl Manager {
         if code != 0 {
             let _ = std::fs::remove_dir_all(&scratch);
             let text = String::from_utf8_lossy(&output);
-            return Err(failed(
-                line,
+            return Err(failed_at(
+                &job.at,
                 format!(
-                    "RUN exited with code {code}: {}",
+                    "{} exited with code {code}: {}",
+                    job.what,
                     crate::init::git::tail(&text, 5)
                 ),
             ));
+        }
+        // A bound directory's mount point is no part of the layer, nor are
+        // the directories made for it that the image does not have.
+        if let Some((_, at)) = job.bind {
+            let mut p = PathBuf::from(at.trim_start_matches('/'));
+            let _ = std::fs::remove_dir_all(upper.join(&p));
+            while let Some(parent) = p.parent().filter(|p| !p.as_os_str().is_empty()) {
+                if in_image(&lowers, parent).is_some()
+                    || std::fs::remove_dir(upper.join(parent)).is_err()
+                {
+                    break;
+                }
+                p = parent.to_path_buf();
+            }
         }
         // What the workspace's root wrote becomes the image's root's, then
         // the layer moves into the snapshot (cp keeps whiteouts, xattrs,
@@ -402,8 +499,8 @@ impl Manager {
             .map_err(AgentError::io("cp"))?;
         let _ = std::fs::remove_dir_all(&scratch);
         if !copied.status.success() {
-            return Err(failed(
-                line,
+            return Err(failed_at(
+                &job.at,
                 format!(
                     "committing the layer: {}",
                     String::from_utf8_lossy(&copied.stderr).trim()

@@ -4,6 +4,7 @@
 //! image switched when the configuration names another, and the lifecycle
 //! commands planned with the step the workspace waits for.
 
+use super::build::Recipe;
 use super::run::InitLog;
 use super::*;
 use crate::init::command::Command;
@@ -86,12 +87,6 @@ impl Manager {
         log: &InitLog,
     ) -> Result<Plan> {
         self.check_requirements(r, &d)?;
-        if !d.features.is_empty() {
-            return Err(AgentError::init(
-                Code::DevcontainerRefused,
-                "features are not supported yet",
-            ));
-        }
         st.warnings.extend(d.warnings.iter().cloned());
         // Where the repository is.
         if let Some(want) = d.workspace_folder.as_deref() {
@@ -134,8 +129,8 @@ impl Manager {
         // The image first (it resets the environment and the user), then
         // the environment over it, then the workspace restarted once.
         let mut recreate = false;
-        if let Some(build) = &d.build {
-            self.build_image(r, st, build, log).await?;
+        if d.build.is_some() || !d.features.is_empty() {
+            self.build_image(r, st, &d, log).await?;
             recreate = true;
         } else if let Some(image) = d.image.as_deref() {
             if image != r.image {
@@ -198,13 +193,14 @@ impl Manager {
         })
     }
 
-    /// Builds the configuration's Dockerfile (a step of its own in the
-    /// init report) and makes the result the workspace's image.
+    /// Builds the configuration's Dockerfile or image with its features (a
+    /// step of its own in the init report) and makes the result the
+    /// workspace's image.
     async fn build_image(
         &self,
         r: &mut Record,
         st: &mut InitState,
-        build: &devcontainer::Build,
+        d: &DevContainer,
         log: &InitLog,
     ) -> Result<()> {
         let t = Instant::now();
@@ -213,9 +209,16 @@ impl Manager {
             .parent()
             .map(|p| p.to_string_lossy().into_owned())
             .unwrap_or_default();
-        let built = self
-            .build_dockerfile(r, &st.folder, &config_dir, build, log)
-            .await;
+        let image = d.image.clone().unwrap_or_else(|| r.image.clone());
+        let recipe = Recipe {
+            folder: &st.folder,
+            config_dir: &config_dir,
+            build: d.build.as_ref(),
+            image: &image,
+            features: &d.features,
+            remote_user: d.remote_user.as_deref().or(d.container_user.as_deref()),
+        };
+        let built = self.build_recipe(r, &recipe, log).await;
         let step = st.step("build");
         step.duration_ms = ms(t);
         let built = match built {
@@ -228,10 +231,20 @@ impl Manager {
             }
         };
         step.phase = Phase::Done;
+        let from = match &d.build {
+            Some(b) => b.dockerfile.clone(),
+            None => image.clone(),
+        };
+        let features = match d.features.len() {
+            0 => String::new(),
+            1 => " + 1 feature".into(),
+            n => format!(" + {n} features"),
+        };
         step.command = format!(
-            "{} ({} steps run, {} cached)",
-            build.dockerfile, built.ran, built.cached
+            "{from}{features} ({} steps run, {} cached)",
+            built.ran, built.cached
         );
+        st.warnings.extend(built.warnings.iter().cloned());
         let defaults = (
             self.inner.cfg.file.workspace.uid,
             self.inner.cfg.file.workspace.gid,
