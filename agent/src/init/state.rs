@@ -58,6 +58,33 @@ impl StepState {
             code: String::new(),
         }
     }
+
+    /// Ends the step after `duration_ms`: done, or failed with the error's
+    /// stable code and message.
+    pub fn end(&mut self, duration_ms: u64, failure: Option<(&str, String)>) {
+        self.duration_ms = duration_ms;
+        match failure {
+            None => self.phase = Phase::Done,
+            Some((code, tail)) => {
+                self.phase = Phase::Failed;
+                self.code = code.into();
+                self.tail = tail;
+            }
+        }
+    }
+
+    /// Ends a command's step after `duration_ms`: done, or failed with the
+    /// command's (exit code, output, whether it timed out).
+    pub fn end_command(&mut self, duration_ms: u64, failure: Option<(i32, &str, bool)>) {
+        self.exit_code = failure.map_or(0, |f| f.0);
+        self.end(
+            duration_ms,
+            failure.map(|(_, output, timed_out)| {
+                let code = if timed_out { "timeout" } else { "exit_status" };
+                (code, super::git::tail(output, 20))
+            }),
+        );
+    }
 }
 
 /// A repository workspace's init, as its record keeps it.

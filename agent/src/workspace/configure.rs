@@ -220,17 +220,11 @@ impl Manager {
         };
         let built = self.build_recipe(r, &recipe, log).await;
         let step = st.step("build");
-        step.duration_ms = ms(t);
-        let built = match built {
-            Ok(b) => b,
-            Err(e) => {
-                step.phase = Phase::Failed;
-                step.code = e.code().into();
-                step.tail = e.to_string();
-                return Err(e);
-            }
-        };
-        step.phase = Phase::Done;
+        step.end(
+            ms(t),
+            built.as_ref().err().map(|e| (e.code(), e.to_string())),
+        );
+        let built = built?;
         let from = match &d.build {
             Some(b) => b.dockerfile.clone(),
             None => image.clone(),

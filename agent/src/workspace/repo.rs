@@ -71,17 +71,16 @@ impl Manager {
         st.step("clone").phase = Phase::Running;
         self.keep(r, &st)?;
         let cloned = self.clone_repo(r, &repo, &folder, &log).await;
-        let step = st.step("clone");
-        step.duration_ms = ms(t);
+        st.step("clone").end(
+            ms(t),
+            cloned
+                .as_ref()
+                .err()
+                .map(|(c, tail)| (c.as_str(), tail.clone())),
+        );
         match cloned {
-            Ok(commit) => {
-                step.phase = Phase::Done;
-                st.commit = commit;
-            }
+            Ok(commit) => st.commit = commit,
             Err((code, tail)) => {
-                step.phase = Phase::Failed;
-                step.code = code.as_str().into();
-                step.tail = tail.clone();
                 self.keep(r, &st)?;
                 return Err(AgentError::init(
                     code,
@@ -94,17 +93,13 @@ impl Manager {
         let t = Instant::now();
         st.step("configure").phase = Phase::Running;
         let configured = self.configure(r, &mut st, &repo, &log).await;
-        let step = st.step("configure");
-        step.duration_ms = ms(t);
+        st.step("configure").end(
+            ms(t),
+            configured.as_ref().err().map(|e| (e.code(), e.to_string())),
+        );
         let plan = match configured {
-            Ok(plan) => {
-                step.phase = Phase::Done;
-                plan
-            }
+            Ok(plan) => plan,
             Err(e) => {
-                step.phase = Phase::Failed;
-                step.code = e.code().into();
-                step.tail = e.to_string();
                 self.keep(r, &st)?;
                 return Err(e);
             }
@@ -238,26 +233,9 @@ impl Manager {
             self.keep(r, st)?;
             let t = Instant::now();
             let result = self.lifecycle(r, &st.folder, key, &cmd, log).await?;
-            let s = st.step(key);
-            s.duration_ms = ms(t);
-            match result {
-                None => {
-                    s.phase = Phase::Done;
-                    s.exit_code = 0;
-                }
-                Some(ran) => {
-                    s.phase = Phase::Failed;
-                    s.exit_code = ran.code;
-                    s.tail = git::tail(&ran.output, 20);
-                    s.code = if ran.timed_out {
-                        "timeout"
-                    } else {
-                        "exit_status"
-                    }
-                    .into();
-                    failed = true;
-                }
-            }
+            failed = result.is_some();
+            st.step(key)
+                .end_command(ms(t), Ran::failure(result.as_ref()));
             self.keep(r, st)?;
         }
         Ok(failed)
@@ -339,22 +317,8 @@ impl Manager {
             let result = self.lifecycle(&r, &folder, key, &cmd, &log).await?;
             failed = result.is_some();
             self.update_init(name, |st| {
-                let s = st.step(key);
-                s.duration_ms = ms(t);
-                match &result {
-                    None => s.phase = Phase::Done,
-                    Some(ran) => {
-                        s.phase = Phase::Failed;
-                        s.exit_code = ran.code;
-                        s.tail = git::tail(&ran.output, 20);
-                        s.code = if ran.timed_out {
-                            "timeout"
-                        } else {
-                            "exit_status"
-                        }
-                        .into();
-                    }
-                }
+                st.step(key)
+                    .end_command(ms(t), Ran::failure(result.as_ref()))
             })
             .await?;
         }

@@ -78,6 +78,13 @@ pub(super) struct Ran {
     pub timed_out: bool,
 }
 
+impl Ran {
+    /// What a step's report keeps of a failed command.
+    pub fn failure(ran: Option<&Ran>) -> Option<(i32, &str, bool)> {
+        ran.map(|r| (r.code, r.output.as_str(), r.timed_out))
+    }
+}
+
 /// A command to run for init.
 pub(super) struct InitCommand<'a> {
     pub argv: Vec<String>,
