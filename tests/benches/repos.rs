@@ -85,9 +85,20 @@ async fn repo_start(c: &Cluster, git: &GitServer) {
     create_running(c, with("warm", json!({"image": image}))).await;
     delete(c, "warm").await;
     let (mut repo, mut by_hand, mut clone) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut clone_step, mut configure_step) = (Vec::new(), Vec::new());
     for i in 0..n {
         let name = format!("r{i}");
         repo.push(create_running(c, with(&name, json!({"repo": {"url": url}}))).await);
+        let (_, w) = c.get(&format!("/v1/workspaces/{name}")).await;
+        let step_ms = |step: &str| {
+            w["init"]["steps"]
+                .as_array()
+                .and_then(|s| s.iter().find(|s| s["name"] == step))
+                .and_then(|s| s["duration_ms"].as_f64())
+                .unwrap_or(f64::NAN)
+        };
+        clone_step.push(step_ms("clone"));
+        configure_step.push(step_ms("configure"));
         delete(c, &name).await;
         let _ = std::fs::remove_dir_all(&clone_dir);
         let t = Instant::now();
@@ -107,6 +118,8 @@ async fn repo_start(c: &Cluster, git: &GitServer) {
     let ratio = percentile(&sorted(repo.clone()), 0.5) / percentile(&sorted(by_hand.clone()), 0.5);
     println!("\nrepo_start ({n} each, ms)                         p50       p90       max");
     row("repository workspace, create → running", &repo);
+    row("  of which its clone step", &clone_step);
+    row("  of which its configure step", &configure_step);
     row("by hand: git clone + plain workspace", &by_hand);
     row("  of which git clone", &clone);
     println!("p50 ratio vs clone and start: {ratio:.2}x (goal <= 1.2)");
