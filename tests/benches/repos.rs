@@ -242,17 +242,9 @@ async fn dockerfile_build(c: &Cluster, git: &GitServer) {
 }
 
 fn main() {
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    let only = berth_tests::bench::Selection::from_args();
+    let want = |b: &str| only.wanted(b);
+    berth_tests::bench::runtime().block_on(async {
         let (c, git, _dir) = repo_cluster().await;
         if want("start") {
             repo_start(&c, &git).await;

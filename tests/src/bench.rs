@@ -48,3 +48,33 @@ pub fn iters(default: usize) -> usize {
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
 }
+
+/// The benchmarks named on the command line (`cargo bench --bench X -- a b`;
+/// flags cargo passes are skipped): `wanted("a")` is true for those, or for
+/// every benchmark when none is named.
+pub struct Selection(Vec<String>);
+
+impl Selection {
+    pub fn from_args() -> Self {
+        Self(
+            std::env::args()
+                .skip(1)
+                .filter(|a| !a.starts_with('-'))
+                .collect(),
+        )
+    }
+
+    pub fn wanted(&self, bench: &str) -> bool {
+        self.0.is_empty() || self.0.iter().any(|o| o == bench)
+    }
+}
+
+/// The runtime a benchmark's `main` runs on: two workers, as the machine's
+/// two cores.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime")
+}

@@ -86,17 +86,9 @@ fn main() {
     if let Some(dir) = std::env::var_os("BERTH_BENCH_BARE_QUIC") {
         bare_quic_server(std::path::Path::new(&dir));
     }
-    let only: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with('-'))
-        .collect();
-    let want = |b: &str| only.is_empty() || only.iter().any(|o| o == b);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
+    let only = berth_tests::bench::Selection::from_args();
+    let want = |b: &str| only.wanted(b);
+    berth_tests::bench::runtime().block_on(async {
         if want("placement") {
             let dir = tempfile::tempdir().unwrap();
             placement(
