@@ -239,20 +239,39 @@ impl Manager {
             built.ran, built.cached
         );
         st.warnings.extend(built.warnings.iter().cloned());
+        self.adopt(
+            r,
+            built.image,
+            built.chain_id,
+            &built.user,
+            built.env,
+            built.args,
+        );
+        Ok(())
+    }
+
+    /// Makes an image the record's: its top snapshot, its init, its user
+    /// (the node default for root or a name) and its environment under the
+    /// workspace's own.
+    fn adopt(
+        &self,
+        r: &mut Record,
+        image: String,
+        chain_id: String,
+        user: &str,
+        mut env: Vec<String>,
+        args: Vec<String>,
+    ) {
         let defaults = (
             self.inner.cfg.file.workspace.uid,
             self.inner.cfg.file.workspace.gid,
         );
-        let (uid, gid) = resolve_user(&built.user, defaults);
-        let mut env = built.env;
+        (r.uid, r.gid) = resolve_user(user, defaults);
         env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
-        r.image = built.image;
-        r.chain_id = built.chain_id;
-        r.args = built.args;
+        r.image = image;
+        r.chain_id = chain_id;
+        r.args = args;
         r.process_env = env;
-        r.uid = uid;
-        r.gid = gid;
-        Ok(())
     }
 
     /// Refuses a configuration asking for more than the workspace has.
@@ -293,24 +312,26 @@ impl Manager {
         ))
     }
 
-    /// The node-side ids of a user named in the configuration, looked up in
-    /// the workspace's own /etc/passwd; root stays the workspace's user.
+    /// The ids of a user named in the configuration, looked up in the
+    /// /etc/passwd of the image the workspace now runs (read from its
+    /// layers on the node, as a `USER` of a build is); root stays the
+    /// workspace's user.
     async fn resolve_user(
         &self,
         r: &Record,
         user: &str,
         st: &mut InitState,
     ) -> Result<Option<(u32, u32)>> {
-        let uid = self.query(&r.name, &["id", "-u", "--", user], true).await?;
-        let gid = self.query(&r.name, &["id", "-g", "--", user], true).await?;
-        let (Some(uid), Some(gid)) = (uid, gid) else {
+        let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&r.name)).await?;
+        let layers: Vec<std::path::PathBuf> = rootfs::lowers(&mounts)
+            .into_iter()
+            .map(Into::into)
+            .collect();
+        let Some((uid, gid)) = crate::build::lookup_user(&layers, user) else {
             return Err(AgentError::init(
                 Code::DevcontainerInvalid,
                 format!("the user {user:?} does not exist in the image"),
             ));
-        };
-        let (Ok(uid), Ok(gid)) = (uid.trim().parse::<u32>(), gid.trim().parse::<u32>()) else {
-            return Ok(None);
         };
         if uid == 0 {
             st.warnings.push(format!(
@@ -328,19 +349,15 @@ impl Manager {
         crate::image::Reference::parse(image)
             .map_err(|e| AgentError::init(Code::DevcontainerInvalid, format!("image: {e}")))?;
         let img = self.inner.images.ensure(image, None).await?;
-        let defaults = (
-            self.inner.cfg.file.workspace.uid,
-            self.inner.cfg.file.workspace.gid,
+        let args = init_args(&img.config.entrypoint, &img.config.cmd);
+        self.adopt(
+            r,
+            img.name,
+            img.chain_id,
+            &img.config.user,
+            img.config.env,
+            args,
         );
-        let (uid, gid) = resolve_user(&img.config.user, defaults);
-        let mut env = img.config.env.clone();
-        env.extend(r.env.iter().map(|(k, v)| format!("{k}={v}")));
-        r.image = img.name.clone();
-        r.chain_id = img.chain_id.clone();
-        r.args = init_args(&img.config.entrypoint, &img.config.cmd);
-        r.process_env = env;
-        r.uid = uid;
-        r.gid = gid;
         Ok(())
     }
 }
