@@ -416,6 +416,12 @@ async fn refusals_have_codes_and_never_hang() {
             "devcontainer_refused",
             "workspaceFolder",
         ),
+        (
+            "nobody",
+            r#"{"remoteUser": "no-such-user"}"#,
+            "devcontainer_invalid",
+            "no-such-user",
+        ),
     ];
     let mut cases: Vec<(String, Vec<String>, &str, String)> = vec![
         (
