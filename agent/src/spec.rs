@@ -78,6 +78,8 @@ pub struct SpecInput {
     /// cgroupfs path, e.g. "/berth/ws-1".
     pub cgroups_path: String,
     pub resolv_conf: Option<PathBuf>,
+    /// The workspace's own /etc/hosts (its name and localhost).
+    pub hosts: Option<PathBuf>,
     /// OCI `linux.seccomp` object (see `seccomp::to_oci`).
     pub seccomp: Value,
 }
@@ -158,6 +160,9 @@ pub fn build(input: &SpecInput) -> Value {
         json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
         json!({"destination": "/workspace", "type": "bind", "source": input.volume, "options": ["rbind", "rw", "nosuid", "nodev"]}),
     ];
+    if let Some(hosts) = &input.hosts {
+        mounts.push(json!({"destination": "/etc/hosts", "type": "bind", "source": hosts, "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]}));
+    }
     if let Some(resolv) = &input.resolv_conf {
         mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": resolv, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
     }
@@ -217,6 +222,7 @@ mod tests {
             userns: "/run/berth/netns/ws-1.user".into(),
             cgroups_path: "/berth/ws-1".into(),
             resolv_conf: None,
+            hosts: None,
             seccomp: json!({"defaultAction": "SCMP_ACT_ERRNO"}),
         }
     }

@@ -44,6 +44,11 @@ impl Volumes {
         (r.join("upper"), r.join("work"))
     }
 
+    /// The workspace's /etc/hosts (its own name resolves without DNS).
+    pub fn hosts(&self, name: &str) -> PathBuf {
+        self.mountpoint(name).join("hosts")
+    }
+
     /// The init process's output log.
     pub fn log(&self, name: &str) -> PathBuf {
         self.mountpoint(name).join("init.log")

@@ -261,13 +261,18 @@ impl Manager {
         rootfs::on_volume(mounts, &upper, &work)
     }
 
+    /// The workspace's host name: the one asked for, else its name.
+    fn hostname(r: &Record) -> String {
+        match r.hostname.is_empty() {
+            true => r.name.clone(),
+            false => r.hostname.clone(),
+        }
+    }
+
     fn spec_input(&self, r: &Record) -> SpecInput {
         let f = &self.inner.cfg.file;
         SpecInput {
-            hostname: match r.hostname.is_empty() {
-                true => r.name.clone(),
-                false => r.hostname.clone(),
-            },
+            hostname: Self::hostname(r),
             args: r.args.clone(),
             env: r.process_env.clone(),
             uid: r.uid,
@@ -286,6 +291,7 @@ impl Manager {
                 .resolv_conf
                 .exists()
                 .then(|| f.network.resolv_conf.clone()),
+            hosts: Some(self.inner.volumes.hosts(r.parts())),
             seccomp: match r.nested_userns || f.security.nested_userns {
                 true => self.inner.seccomp_nested.clone(),
                 false => self.inner.seccomp.clone(),

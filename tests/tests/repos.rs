@@ -119,6 +119,17 @@ async fn a_node_project_is_made_from_its_devcontainer_json() {
         owners.lines().all(|l| l.starts_with("1000:1000 ")),
         "{owners}"
     );
+    // Its own name and localhost resolve without DNS (its /etc/hosts): what
+    // git asks for an identity, and a JVM or sudo for the host.
+    // (`ahosts` asks as getaddrinfo does, for any family.)
+    let (code, hosts) = sh(
+        &c,
+        "api",
+        "getent ahosts \"$(hostname)\" && getent ahosts localhost",
+    )
+    .await;
+    assert_eq!(code, 0, "{hosts}");
+    assert!(hosts.starts_with("10."), "{hosts}");
     // The lifecycle commands ran in order, in the folder, as the user, with
     // containerEnv and remoteEnv; the parallel parts each ran.
     let wait_for_post = async {

@@ -145,9 +145,6 @@ impl Manager {
             None => None,
         };
         let mut env = git_env();
-        // The clone writes a reflog entry, and without an identity git looks
-        // the host's name up in DNS for one (10 s where DNS does not answer).
-        env.insert("EMAIL".into(), "clone@berth.invalid".into());
         if let (Some(a), Some(c)) = (&askpass, &credential) {
             env.extend(a.env(&c.username));
         }

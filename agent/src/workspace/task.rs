@@ -100,9 +100,30 @@ impl Manager {
     }
 
     /// Creates and starts the task of a workspace whose parts all exist.
+    /// Writes the workspace's /etc/hosts unless it has one: localhost and
+    /// its own name, so a tool asking for its host's name (git for an
+    /// identity, a JVM, sudo) has an answer without DNS, which a workspace
+    /// may not have. The workspace's root may change it.
+    fn write_hosts(&self, r: &Record) -> Result<()> {
+        let path = self.inner.volumes.hosts(r.parts());
+        if path.exists() {
+            return Ok(());
+        }
+        let name = Self::hostname(r);
+        let text = format!(
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n{}\t{name}\n",
+            r.ip
+        );
+        std::fs::write(&path, text).map_err(AgentError::io("write /etc/hosts"))?;
+        let root = r.userns.host_base;
+        std::os::unix::fs::chown(&path, Some(root), Some(root))
+            .map_err(AgentError::io("chown /etc/hosts"))
+    }
+
     pub(super) async fn start_task(&self, r: &mut Record, rootfs: Vec<Mount>) -> Result<u32> {
         let t = Instant::now();
         let log = self.inner.volumes.log(r.parts());
+        self.write_hosts(r)?;
         // The shim mounts the rootfs while the task is created; the overlay
         // keeps its own references to the idmapped lowers, which are
         // detached again right after (`lowers` drops).
