@@ -187,6 +187,7 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth logs hello --init               # their output
   berth ports hello                     # forwarded ports and their labels
   berth exec hello -- cat /etc/motd     # written by a RUN of its Dockerfile
+  berth exec hello -- greet             # installed by a devcontainer feature
   berth nodes
 
 Ctrl-C stops everything started here; the data stays in $data.
