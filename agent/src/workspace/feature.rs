@@ -249,6 +249,9 @@ fn unpack(layer: &[u8], dir: &Path, owner: (u32, u32)) -> std::result::Result<()
                 };
                 target.write_file(&path, mode, owner, &mut e).map_err(io)?;
             }
+            // A global pax header (git archive writes one) describes the
+            // archive, not a file.
+            tar::EntryType::XGlobalHeader => {}
             t => return Err(format!("{}: a {t:?} entry is not accepted", path.display())),
         }
     }
@@ -287,6 +290,11 @@ mod tests {
             nix::unistd::getgid().as_raw(),
         );
         let ok = layer(&[
+            (
+                "pax_global_header",
+                tar::EntryType::XGlobalHeader,
+                b"52 comment=x\n",
+            ),
             ("./", Directory, b""),
             ("./devcontainer-feature.json", Regular, b"{\"id\": \"x\"}"),
             ("./install.sh", Regular, b"#!/bin/sh\n"),
