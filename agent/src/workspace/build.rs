@@ -24,7 +24,7 @@ mod copy;
 /// The lease holding every build snapshot (a GC root without expiry).
 const BUILD_LEASE: &str = "berth-build-cache";
 /// The prefix of committed build snapshots.
-pub(super) const BUILD_PREFIX: &str = "berth-build/";
+const BUILD_PREFIX: &str = "berth-build/";
 
 /// What to build: a Dockerfile of the repository or an image, then the
 /// configuration's features.
@@ -118,6 +118,17 @@ impl State {
             .collect();
         env.extend(self.env.iter().map(|(k, v)| format!("{k}={v}")));
         env
+    }
+
+    /// The snapshot a step of key `key` is committed as.
+    pub(super) fn snapshot(key: &str) -> String {
+        format!("{BUILD_PREFIX}{key}")
+    }
+
+    /// Moves on to the step of key `key`: the image is now its snapshot.
+    pub(super) fn advance(&mut self, key: String) {
+        self.parent = Self::snapshot(&key);
+        self.key = key;
     }
 
     pub(super) fn set_env(&mut self, k: &str, v: &str) {
@@ -280,7 +291,7 @@ impl Manager {
                                 &st.workdir,
                             ],
                         );
-                        let name = format!("{BUILD_PREFIX}{key}");
+                        let name = State::snapshot(&key);
                         if self.inner.ctd.snapshot_exists(&name).await? {
                             st.cached += 1;
                         } else {
@@ -321,7 +332,7 @@ impl Manager {
                                 chown.as_deref().unwrap_or(""),
                             ],
                         );
-                        let name = format!("{BUILD_PREFIX}{key}");
+                        let name = State::snapshot(&key);
                         if self.inner.ctd.snapshot_exists(&name).await? {
                             st.cached += 1;
                         } else {
@@ -341,8 +352,7 @@ impl Manager {
                         key
                     }
                 };
-                st.parent = format!("{BUILD_PREFIX}{key}");
-                st.key = key;
+                st.advance(key);
             }
         }
         Ok((st, img))
@@ -368,12 +378,19 @@ impl Manager {
             .prepare(Some(BUILD_LEASE), &active, parent, HashMap::new())
             .await?;
         let result = self.run_step(r, job, &active, &mounts, log).await;
+        self.settle(&active, name, result).await
+    }
+
+    /// Commits the active snapshot `active` as `name` if its step `result`
+    /// is a success; removes it when the step or the commit fails.
+    pub(super) async fn settle(&self, active: &str, name: &str, result: Result<()>) -> Result<()> {
+        let ctd = &self.inner.ctd;
         let committed = match result {
-            Ok(()) => ctd.commit(BUILD_LEASE, name, &active).await,
+            Ok(()) => ctd.commit(BUILD_LEASE, name, active).await,
             Err(e) => Err(e),
         };
         if committed.is_err() {
-            let _ = ctd.remove_snapshot(&active).await;
+            let _ = ctd.remove_snapshot(active).await;
         }
         committed
     }

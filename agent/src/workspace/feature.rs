@@ -6,7 +6,7 @@
 //! `/tmp/dev-container-features/<n>` for that run only; the result is the
 //! next snapshot, cached by the artifact's digest and the options.
 
-use super::build::{failed_at, Job, Recipe, State, BUILD_PREFIX};
+use super::build::{failed_at, Job, Recipe, State};
 use super::run::InitLog;
 use super::*;
 use crate::build::{self as b, Target};
@@ -85,18 +85,13 @@ impl Manager {
             })
             .collect();
         let order = feature::order(&deps).map_err(|e| failed_at("features", e))?;
-        let remote_user =
-            recipe
-                .remote_user
-                .map(str::to_string)
-                .unwrap_or_else(|| match st.user.as_str() {
-                    "" => "root".into(),
-                    u => u.into(),
-                });
+        // The image's user (root when it names none) unless the
+        // configuration names a remote user.
         let container_user = match st.user.as_str() {
             "" => "root".to_string(),
             u => u.to_string(),
         };
+        let remote_user = recipe.remote_user.unwrap_or(&container_user).to_string();
         for (n, i) in order.into_iter().enumerate() {
             let f = &fetched[i];
             // The feature's environment first: its install.sh and every
@@ -110,7 +105,7 @@ impl Manager {
             env.push(format!("_CONTAINER_USER={container_user}"));
             let json = serde_json::to_string(&env).unwrap_or_default();
             let key = b::step_key(&st.key, &["FEATURE", &f.reference, &f.digest, &json]);
-            let name = format!("{BUILD_PREFIX}{key}");
+            let name = State::snapshot(&key);
             if self.inner.ctd.snapshot_exists(&name).await? {
                 st.cached += 1;
             } else {
@@ -121,8 +116,7 @@ impl Manager {
                 self.install_feature(r, st, f, n, env, &name, log).await?;
                 st.ran += 1;
             }
-            st.parent = name;
-            st.key = key;
+            st.advance(key);
         }
         Ok(())
     }
@@ -147,33 +141,27 @@ impl Manager {
         let root = (r.userns.host_base, r.userns.host_base);
         std::os::unix::fs::chown(&dir, Some(root.0), Some(root.1))
             .map_err(AgentError::io("chown feature"))?;
-        let unpacked = unpack(&f.layer, &dir, root).map_err(|e| failed_at(&at, e));
         let inside = format!("{FEATURES_AT}/{}_{n}", f.meta.id.replace('/', "_"));
         // The users' homes, as the specification's install.sh expects them.
         let script = "home() { awk -F: -v u=\"$1\" '$1==u||$3==u{print $6; exit}' /etc/passwd; }; \
             export _REMOTE_USER_HOME=\"$(home \"$_REMOTE_USER\")\" _CONTAINER_USER_HOME=\"$(home \"$_CONTAINER_USER\")\"; \
             cd \"$1\" && exec ./install.sh";
-        let ran = match unpacked {
-            Ok(()) => {
-                let job = Job {
-                    argv: vec![
-                        "/bin/sh".into(),
-                        "-c".into(),
-                        script.into(),
-                        "sh".into(),
-                        inside.clone(),
-                    ],
-                    env,
-                    user: "root",
-                    workdir: "/",
-                    at,
-                    what: "install.sh",
-                    bind: Some((&dir, &inside)),
-                };
-                self.build_run(r, &st.parent, &job, name, log).await
-            }
-            Err(e) => Err(e),
-        };
+        let ran = async {
+            unpack(&f.layer, &dir, root).map_err(|e| failed_at(&at, e))?;
+            let job = Job {
+                argv: ["/bin/sh", "-c", script, "sh", &inside]
+                    .map(String::from)
+                    .into(),
+                env,
+                user: "root",
+                workdir: "/",
+                at: at.clone(),
+                what: "install.sh",
+                bind: Some((&dir, &inside)),
+            };
+            self.build_run(r, &st.parent, &job, name, log).await
+        }
+        .await;
         let _ = std::fs::remove_dir_all(&dir);
         ran
     }

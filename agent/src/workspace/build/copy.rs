@@ -30,14 +30,7 @@ impl Manager {
             .await?;
         let copied = copy_into(st, ctx, sources, dest, chown, &mounts)
             .map_err(|e| failed(line, format!("COPY {}: {e}", sources.join(" "))));
-        let committed = match copied {
-            Ok(()) => ctd.commit(BUILD_LEASE, name, &active).await,
-            Err(e) => Err(e),
-        };
-        if committed.is_err() {
-            let _ = ctd.remove_snapshot(&active).await;
-        }
-        committed
+        self.settle(&active, name, copied).await
     }
 }
 
