@@ -9,4 +9,5 @@ pub mod devcontainer;
 pub mod dockerfile;
 pub mod feature;
 pub mod git;
+pub mod prebuild;
 pub mod state;

@@ -113,6 +113,7 @@ impl Manager {
             ctd.remove_snapshot(&key).await?;
             n += 1;
         }
+        n += self.remove_prebuild_strays(known).await?;
         for name in self.network().list() {
             if !parts.contains(&name) {
                 self.network().remove(&name).await?;

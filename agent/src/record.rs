@@ -76,6 +76,9 @@ pub struct Record {
     /// A repository workspace's clone, configuration and lifecycle steps.
     #[serde(default)]
     pub init: Option<crate::init::state::InitState>,
+    /// The key of the prebuild /workspace is an overlay over, if any.
+    #[serde(default)]
+    pub prebuild: Option<String>,
 }
 
 impl Record {
@@ -216,6 +219,7 @@ mod tests {
             egress_allow: vec![],
             hostname: String::new(),
             init: None,
+            prebuild: None,
         }
     }
 

@@ -129,7 +129,7 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         })
     };
     Ok(match cmd {
-        Command::Create(c) => R::Status(m.create(c).await?),
+        Command::Create(c) => R::Status(Box::pin(m.create(c)).await?),
         Command::Start(n) => R::Status(m.start(&n.name, n.generation).await?),
         Command::Stop(s) => R::Status(m.stop(&s.name, s.grace_seconds, s.generation).await?),
         Command::Delete(n) => R::Status(m.delete(&n.name, n.generation).await?),
@@ -137,6 +137,8 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::List(_) => R::List(m.list().await?),
         Command::Pull(p) => R::Pulled(m.pull(&p.image, creds(p.auth)).await?),
         Command::Sync(req) => R::Synced(m.sync(req).await?),
+        Command::Prebuild(req) => R::Prebuilt(Box::pin(m.prebuild(req)).await?),
+        Command::Prebuilds(_) => R::Prebuilds(m.prebuilds().await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

@@ -8,6 +8,7 @@ mod configure;
 mod create;
 mod exec;
 mod feature;
+mod prebuild;
 mod remove;
 mod repo;
 mod rootfs;
@@ -82,6 +83,8 @@ struct Inner {
     activity: crate::tunnel::activity::Activity,
     /// The last sync of the per-workspace allow set failed.
     allow_dirty: std::sync::atomic::AtomicBool,
+    /// Build workspaces of prebuilds being made.
+    building: Mutex<HashSet<String>>,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -130,7 +133,7 @@ impl Manager {
     /// Builds a manager; `reconcile` should run before serving requests.
     pub fn new(p: Parts) -> Result<Self> {
         let state = p.cfg.file.state_dir.clone();
-        for d in ["volumes", "exec", IDMAPPED_DIR] {
+        for d in ["volumes", "exec", IDMAPPED_DIR, prebuild::MERGED_DIR] {
             let dir = state.join(d);
             std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("mkdir {d}")))?;
             // Only root may walk from one workspace's files to another's.
@@ -164,6 +167,7 @@ impl Manager {
                 changes: tokio::sync::broadcast::channel(1024).0,
                 activity: crate::tunnel::activity::Activity::default(),
                 allow_dirty: Default::default(),
+                building: Default::default(),
             }),
         })
     }
@@ -282,7 +286,7 @@ impl Manager {
             pids: r.pids,
             swap_accounting: self.inner.swap_accounting,
             idmap: r.userns,
-            volume: self.inner.volumes.workspace_dir(r.parts()),
+            volume: self.workspace_root(r),
             netns: self.inner.net.netns_path(r.parts()),
             userns: self.inner.net.userns_path(r.parts()),
             cgroups_path: self.cgroups_path(&r.name),

@@ -172,6 +172,12 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: GitCredentialCmd,
     },
+    /// Prebuilds: a repository's /workspace after onCreateCommand and
+    /// updateContentCommand, kept as a layer new workspaces start from.
+    Prebuild {
+        #[command(subcommand)]
+        cmd: PrebuildCmd,
+    },
     /// Follow workspace state changes (one line each) until interrupted.
     Events,
     /// The resource tiers.
@@ -312,6 +318,35 @@ pub(crate) enum SshKeyCmd {
     /// Remove a key, by id or SHA256 fingerprint.
     #[command(alias = "rm")]
     Remove { key: String },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum PrebuildCmd {
+    /// Build a prebuild of a repository's branch now and wait for it.
+    Run {
+        /// The repository (http(s) URL).
+        #[arg(long)]
+        repo: String,
+        /// Branch (default: the remote's default branch).
+        #[arg(long)]
+        branch: Option<String>,
+        /// Image of the build (default: the coordinator's default image).
+        #[arg(long)]
+        image: Option<String>,
+        /// Tier whose resources the build gets.
+        #[arg(long)]
+        tier: Option<String>,
+        /// Answer at once instead of waiting for the build.
+        #[arg(long)]
+        no_wait: bool,
+    },
+    /// List prebuilds, newest first.
+    #[command(alias = "ls")]
+    List {
+        /// Only this repository's.
+        #[arg(long)]
+        repo: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]

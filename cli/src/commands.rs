@@ -5,6 +5,7 @@
 mod admin;
 mod exec;
 mod nodes;
+mod prebuilds;
 mod repos;
 mod ssh;
 mod ssh_keys;
@@ -120,6 +121,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Sync { target, push, .. } => repos::sync(&c, ui, target, push).await,
         Cmd::Ports(t) => repos::ports(&c, ui, &resolved.url, t).await,
         Cmd::GitCredential { cmd } => repos::git_credential(&c, ui, cmd).await,
+        Cmd::Prebuild { cmd } => prebuilds::run(&c, ui, cmd).await,
         Cmd::Open { name, port } => tunnels::open(&c, ui, &resolved.url, name, port).await,
         Cmd::Tiers => admin::tiers(&c, ui).await,
         Cmd::Nodes { cmd } => nodes::run(&c, ui, cmd.unwrap_or(NodesCmd::List)).await,

@@ -57,6 +57,11 @@ pub fn age(at_ms: i64, now_ms: i64) -> String {
     }
 }
 
+/// The first 12 characters of a key or commit.
+pub fn short(s: &str) -> &str {
+    s.get(..12).unwrap_or(s)
+}
+
 /// `-` for nothing.
 pub fn opt(v: Option<&str>) -> String {
     v.filter(|s| !s.is_empty()).unwrap_or("-").to_string()

@@ -9,6 +9,7 @@ mod auth;
 mod exec;
 mod nodes;
 mod openapi;
+mod prebuilds;
 mod previews;
 mod repos;
 mod signin;
@@ -193,6 +194,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tunnels::routes())
         .merge(previews::routes())
         .merge(repos::routes())
+        .merge(prebuilds::routes())
         .merge(terminal::routes())
         .merge(signin::routes())
         .fallback(|| async { Error::not_found("no such endpoint") })

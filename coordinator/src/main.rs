@@ -225,7 +225,7 @@ async fn main() -> std::process::ExitCode {
                     _ = term.recv() => {}
                 }
             };
-            berth_coordinator::run(cfg, shutdown, |_| {}).await
+            Box::pin(berth_coordinator::run(cfg, shutdown, |_| {})).await
         }
         Cmd::Admin(a) => admin(&cfg, a).await,
     };

@@ -19,12 +19,14 @@ mod git_credentials;
 mod holds;
 mod nodes;
 mod ports;
+mod prebuilds;
 mod ssh_keys;
 mod tokens;
 mod workspaces;
 
 pub use git_credentials::GitCredentialRow;
 pub use holds::{Repair, NO_ROOM};
+pub use prebuilds::PrebuildRow;
 pub use ssh_keys::SshKeyRow;
 pub use tokens::Principal;
 pub use workspaces::{Decision, WorkspaceFilter};

@@ -51,11 +51,13 @@ pub enum Code {
     BuildFailed,
     /// devcontainer.json asks for more than the workspace has.
     HostRequirementsUnmet,
+    /// A prebuild's onCreateCommand or updateContentCommand failed (its log says).
+    PrebuildFailed,
 }
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 32] = [
+    pub const ALL: [Code; 33] = [
         Code::InvalidName,
         Code::InvalidResources,
         Code::InvalidRequest,
@@ -88,6 +90,7 @@ impl Code {
         Code::DockerfileInvalid,
         Code::BuildFailed,
         Code::HostRequirementsUnmet,
+        Code::PrebuildFailed,
     ];
 
     /// The code on the wire (docs/errors.md).
@@ -125,6 +128,7 @@ impl Code {
             Code::DockerfileInvalid => "dockerfile_invalid",
             Code::BuildFailed => "build_failed",
             Code::HostRequirementsUnmet => "host_requirements_unmet",
+            Code::PrebuildFailed => "prebuild_failed",
         }
     }
 
@@ -167,6 +171,7 @@ impl Code {
                 | Code::DockerfileInvalid
                 | Code::BuildFailed
                 | Code::HostRequirementsUnmet
+                | Code::PrebuildFailed
         )
     }
 

@@ -117,7 +117,12 @@ impl Leaks {
             .into_iter()
             .skip(1)
             .filter_map(|l| l.split_whitespace().next().map(String::from))
-            .filter(|k| k.starts_with("berth/") || k.starts_with("berth-extract-"))
+            .filter(|k| {
+                k.starts_with("berth/")
+                    || k.starts_with("berth-extract-")
+                    || k.starts_with("berth-prebuild-view/")
+                    || k.starts_with("berth-prebuild-active-")
+            })
             .collect();
         Self {
             prepared_netns: prepared_netns.len(),

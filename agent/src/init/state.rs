@@ -103,6 +103,12 @@ pub struct InitState {
     /// Run again on every start.
     #[serde(default)]
     pub post_start: Option<Command>,
+    /// The hash of the configuration applied (`prebuild::config_hash`).
+    #[serde(default)]
+    pub config_hash: String,
+    /// The prebuild it was asked to start from, and what came of it.
+    #[serde(default)]
+    pub prebuild: Option<super::prebuild::Used>,
 }
 
 impl InitState {
@@ -170,6 +176,13 @@ impl InitState {
                 })
                 .collect(),
             image: image.into(),
+            prebuild: self.prebuild.as_ref().map(|p| pb::PrebuildUse {
+                key: p.key.clone(),
+                commit: p.commit.clone(),
+                built_at_ms: p.built_at_ms,
+                outcome: p.outcome.clone(),
+                note: p.note.clone(),
+            }),
         }
     }
 }

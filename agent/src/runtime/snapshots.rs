@@ -50,6 +50,45 @@ impl Containerd {
         Ok(r.into_inner().mounts)
     }
 
+    /// Makes a read-only view `key` of committed snapshot `parent` (or
+    /// returns the view's mounts if it exists).
+    pub async fn view(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
+        let r = self
+            .snapshots()
+            .view(self.req(
+                snap::ViewSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.into(),
+                    parent: parent.into(),
+                    labels: HashMap::new(),
+                },
+                Some(lease),
+            ))
+            .await;
+        match r {
+            Ok(r) => Ok(r.into_inner().mounts),
+            Err(s) if s.code() == tonic::Code::AlreadyExists => self.mounts(key).await,
+            Err(s) => Err(AgentError::containerd(format!("view snapshot {key}"))(s)),
+        }
+    }
+
+    /// Bytes and inodes a snapshot uses (containerd's Usage).
+    pub async fn usage(&self, key: &str) -> Result<(u64, u64)> {
+        let r = self
+            .snapshots()
+            .usage(self.req(
+                snap::UsageRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.into(),
+                },
+                None,
+            ))
+            .await
+            .map_err(AgentError::containerd(format!("snapshot usage {key}")))?
+            .into_inner();
+        Ok((r.size.max(0) as u64, r.inodes.max(0) as u64))
+    }
+
     /// The mounts of an existing snapshot.
     pub async fn mounts(&self, key: &str) -> Result<Vec<Mount>> {
         let r = self

@@ -228,7 +228,7 @@ impl Manager {
             under(&build.dockerfile, "dockerfile")?,
             under(&build.context, "context")?,
         );
-        let base_dir = self.inner.volumes.workspace_dir(r.parts());
+        let base_dir = self.workspace_root(r);
         let repo = Context::open(&base_dir, rel)
             .map_err(|e| invalid(format!("the repository at {folder}: {e}")))?;
         let text = repo

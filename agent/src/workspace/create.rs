@@ -70,6 +70,7 @@ impl Manager {
             password: a.password,
         });
         let image = self.inner.images.ensure(&spec.image, creds).await?;
+        let prebuild = self.held_prebuild(spec.repo.as_ref()).await?;
         step("image_ms", ms(t0));
         let defaults = (
             self.inner.cfg.file.workspace.uid,
@@ -121,6 +122,7 @@ impl Manager {
                 egress_allow: spec.egress_allow.clone(),
                 hostname: spec.hostname.clone(),
                 init: None,
+                prebuild,
             };
             let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {
@@ -266,6 +268,8 @@ impl Manager {
             Ok::<_, AgentError>(ms(t))
         };
         let ((mounts, rootfs_ms), volume_ms, netns_ms) = tokio::try_join!(rootfs, volume, netns)?;
+        // /workspace over a prebuild: one overlay mount, whatever its size.
+        self.mount_prebuild(r).await?;
         let span = tracing::Span::current();
         span.record("slot", r.slot.as_str());
         for (field, v) in [

@@ -9,7 +9,7 @@ impl Manager {
         let name = &r.name;
         // A build step a crash interrupted runs on the volume: first.
         let build = format!("{name}-build");
-        let steps: [(&str, Result<()>); 7] = [
+        let steps: [(&str, Result<()>); 8] = [
             ("build task", self.kill_task(&build).await.map(|_| ())),
             (
                 "build container",
@@ -24,6 +24,7 @@ impl Manager {
                     .remove_snapshot(&Self::snapshot_key(name))
                     .await,
             ),
+            ("prebuild overlay", self.unmount_prebuild(name).await),
             ("netns", self.inner.net.remove(r.parts()).await),
             ("volume", self.inner.volumes.remove(r.parts()).await),
         ];

@@ -12,6 +12,7 @@ use super::*;
 use crate::init::command::Command;
 use crate::init::devcontainer::Step;
 use crate::init::git;
+use crate::init::prebuild as p;
 use crate::init::state::{InitState, Phase};
 use berth_proto::codes::Code;
 
@@ -63,15 +64,41 @@ impl Manager {
             folder: folder.clone(),
             ..Default::default()
         };
-        st.step("clone");
+        // A prebuild on this node replaces the clone; one asked for that
+        // is not here is said, and the repository cloned.
+        let from_prebuild = match (&r.prebuild, &repo.prebuild) {
+            (Some(_), Some(want)) => Some(want.clone()),
+            (None, Some(want)) => {
+                st.prebuild = Some(p::Used {
+                    key: want.key.clone(),
+                    commit: want.commit.clone(),
+                    built_at_ms: want.built_at_ms,
+                    outcome: "missing".into(),
+                    note: "the prebuild is not on this node: cloned instead".into(),
+                });
+                None
+            }
+            _ => None,
+        };
+        let first = match from_prebuild {
+            Some(_) => "prebuild",
+            None => "clone",
+        };
+        st.step(first);
         st.step("configure");
         self.keep(r, &st)?;
 
         let t = Instant::now();
-        st.step("clone").phase = Phase::Running;
+        st.step(first).phase = Phase::Running;
         self.keep(r, &st)?;
-        let cloned = self.clone_repo(r, &repo, &folder, &log).await;
-        st.step("clone").end(
+        let cloned = match &from_prebuild {
+            Some(want) => {
+                st.folder = want.folder.clone();
+                Box::pin(self.update_from_prebuild(r, &repo, want, &log)).await
+            }
+            None => Box::pin(self.clone_repo(r, &repo, &folder, &log)).await,
+        };
+        st.step(first).end(
             ms(t),
             cloned
                 .as_ref()
@@ -84,9 +111,33 @@ impl Manager {
                 self.keep(r, &st)?;
                 return Err(AgentError::init(
                     code,
-                    format!("clone of {}: {tail}", repo.url),
+                    format!("{first} of {}: {tail}", repo.url),
                 ));
             }
+        }
+        let mut moved = false;
+        if let Some(want) = &from_prebuild {
+            moved = st.commit != want.commit;
+            let short = |c: &str| c.get(..12).unwrap_or(c).to_string();
+            st.prebuild = Some(p::Used {
+                key: want.key.clone(),
+                commit: want.commit.clone(),
+                built_at_ms: want.built_at_ms,
+                outcome: if moved { "updated" } else { "used" }.into(),
+                note: match moved {
+                    true => format!(
+                        "prebuild of {} brought up to {}",
+                        short(&want.commit),
+                        short(&st.commit)
+                    ),
+                    false => format!("prebuild of {}", short(&want.commit)),
+                },
+            });
+            log.note(&format!(
+                "started from prebuild {} ({})",
+                want.key,
+                st.prebuild.as_ref().map_or("", |u| u.note.as_str())
+            ));
         }
         self.keep(r, &st)?;
 
@@ -97,16 +148,45 @@ impl Manager {
             ms(t),
             configured.as_ref().err().map(|e| (e.code(), e.to_string())),
         );
-        let plan = match configured {
+        let mut plan = match configured {
             Ok(plan) => plan,
             Err(e) => {
                 self.keep(r, &st)?;
                 return Err(e);
             }
         };
-        for (s, c) in &plan.steps {
-            st.step(s.key()).command = c.describe();
+        st.config_hash = self.config_hash(r, &st, &repo);
+        let mode = match (&from_prebuild, self.is_building(&r.name)) {
+            (_, true) => p::Mode::Build,
+            (Some(want), false) => {
+                let same_config = want.config_hash == st.config_hash;
+                if !same_config {
+                    st.warnings.push(
+                        "the configuration changed since the prebuild: its commands run again"
+                            .into(),
+                    );
+                }
+                p::Mode::FromPrebuild { moved, same_config }
+            }
+            (None, false) => p::Mode::Plain,
+        };
+        if mode == p::Mode::Build {
+            // A prebuild runs what it keeps before it answers.
+            plan.wait_for = Step::PostStart;
         }
+        let mut kept = Vec::new();
+        for (s, c) in plan.steps {
+            let step = st.step(s.key());
+            step.command = c.describe();
+            match p::left_out(mode, s) {
+                None => kept.push((s, c)),
+                Some(why) => {
+                    step.phase = Phase::Skipped;
+                    step.tail = why.into();
+                }
+            }
+        }
+        plan.steps = kept;
         self.keep(r, &st)?;
         // The steps up to waitFor run now; the rest once the create answered.
         let (now, later): (Vec<_>, Vec<_>) = plan
@@ -135,19 +215,7 @@ impl Manager {
         log: &InitLog,
     ) -> std::result::Result<String, (Code, String)> {
         let node_err = |e: AgentError| (Code::GitCloneFailed, e.to_string());
-        let credential = repo.credential.clone().filter(|c| !c.token.is_empty());
-        let askpass = match &credential {
-            Some(c) => {
-                let dir = self.inner.volumes.workspace_dir(r.parts());
-                let owner = host_ids(r.userns, r.uid, r.gid).map_err(node_err)?;
-                Some(Askpass::offer(&dir, owner, &c.token).map_err(node_err)?)
-            }
-            None => None,
-        };
-        let mut env = git_env();
-        if let (Some(a), Some(c)) = (&askpass, &credential) {
-            env.extend(a.env(&c.username));
-        }
+        let (askpass, env) = self.git_session(r, repo).map_err(node_err)?;
         log.note(&format!(
             "git clone {}{}",
             repo.url,
@@ -203,11 +271,35 @@ impl Manager {
             .unwrap_or_default())
     }
 
+    /// The environment of git commands that talk to the repository's
+    /// remote, with the owner's credential offered for as long as the
+    /// returned helper lives.
+    pub(super) fn git_session(
+        &self,
+        r: &Record,
+        repo: &pb::RepoInit,
+    ) -> Result<(Option<Askpass>, BTreeMap<String, String>)> {
+        let credential = repo.credential.clone().filter(|c| !c.token.is_empty());
+        let askpass = match &credential {
+            Some(c) => {
+                let dir = self.workspace_root(r);
+                let owner = host_ids(r.userns, r.uid, r.gid)?;
+                Some(Askpass::offer(&dir, owner, &c.token)?)
+            }
+            None => None,
+        };
+        let mut env = git_env();
+        if let (Some(a), Some(c)) = (&askpass, &credential) {
+            env.extend(a.env(&c.username));
+        }
+        Ok((askpass, env))
+    }
+
     /// The repository at `folder` (a path under /workspace), opened on the
     /// volume without following links.
     pub(super) fn repo_dir(&self, r: &Record, folder: &str) -> Option<crate::build::Context> {
         let rel = folder.strip_prefix("/workspace/")?;
-        crate::build::Context::open(&self.inner.volumes.workspace_dir(r.parts()), rel).ok()
+        crate::build::Context::open(&self.workspace_root(r), rel).ok()
     }
 
     /// Runs lifecycle steps in order; a failure marks its step and skips
@@ -358,7 +450,7 @@ impl Manager {
 }
 
 /// A clone's outcome as a code and git's last lines.
-fn check_git(ran: &Ran, timeout: Duration) -> std::result::Result<(), (Code, String)> {
+pub(super) fn check_git(ran: &Ran, timeout: Duration) -> std::result::Result<(), (Code, String)> {
     if ran.timed_out {
         return Err((
             Code::GitTimeout,

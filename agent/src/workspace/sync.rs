@@ -79,7 +79,7 @@ impl Manager {
         let (r, st) = self.repository(&req.name)?;
         let askpass = match req.credential.as_ref().filter(|c| !c.token.is_empty()) {
             Some(c) => {
-                let dir = self.inner.volumes.workspace_dir(r.parts());
+                let dir = self.workspace_root(&r);
                 let owner = host_ids(r.userns, r.uid, r.gid)?;
                 Some((Askpass::offer(&dir, owner, &c.token)?, c.username.clone()))
             }

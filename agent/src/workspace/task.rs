@@ -11,7 +11,11 @@ pub(super) struct MappedLowers {
 impl MappedLowers {
     /// Mounts `lowers` at `dir/0`, `dir/1`, ... mapped by the user namespace
     /// pinned at `userns`; a leftover of a crashed attempt is replaced.
-    fn mount(dir: &std::path::Path, lowers: &[String], userns: &std::path::Path) -> Result<Self> {
+    pub(super) fn mount(
+        dir: &std::path::Path,
+        lowers: &[String],
+        userns: &std::path::Path,
+    ) -> Result<Self> {
         let guard = Self {
             dir: dir.to_path_buf(),
             count: lowers.len(),
@@ -31,7 +35,7 @@ impl MappedLowers {
         self.dir.join(i.to_string())
     }
 
-    fn paths(&self) -> Vec<String> {
+    pub(super) fn paths(&self) -> Vec<String> {
         (0..self.count)
             .map(|i| self.path(i).to_string_lossy().into_owned())
             .collect()
@@ -93,6 +97,7 @@ impl Manager {
         if !self.inner.net.exists(r.parts()) {
             self.inner.net.create(r.parts(), r.ip, r.userns).await?;
         }
+        self.mount_prebuild(r).await?;
         let mounts = self.inner.ctd.mounts(&Self::snapshot_key(&name)).await?;
         let mounts = self.rootfs(r, mounts)?;
         self.start_task(r, mounts).await?;

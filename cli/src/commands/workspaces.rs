@@ -3,7 +3,7 @@
 use super::{request_then_wait, ws_path, Ui};
 use crate::args::{Change, CreateArgs, Target};
 use crate::client::{enc, Client};
-use crate::output::{age, cores, opt, size, table};
+use crate::output::{age, cores, opt, short, size, table};
 use crate::Outcome;
 use berth_proto::api::{CreateWorkspace, Init, Repo, State, Workspace};
 use berth_proto::units::now_ms;
@@ -205,6 +205,19 @@ fn init_details(i: &Init) -> String {
     }
     if !i.source.is_empty() {
         out.push_str(&line("Config", &i.source));
+    }
+    if let Some(p) = &i.prebuild {
+        let what = match p.outcome.as_str() {
+            "missing" => format!("none ({}; wanted {})", p.note, short(&p.key)),
+            _ => format!(
+                "{} at {}, built {} ago ({})",
+                short(&p.key),
+                short(&p.commit),
+                age(p.built_at_ms, now_ms()),
+                p.note
+            ),
+        };
+        out.push_str(&line("Prebuild", &what));
     }
     for p in &i.ports {
         let label = match p.label.as_str() {

@@ -4,7 +4,8 @@
 
 use super::AppState;
 use super::{
-    exec, nodes, previews, repos, signin, ssh_keys, terminal, tokens, tunnels, workspaces,
+    exec, nodes, prebuilds, previews, repos, signin, ssh_keys, terminal, tokens, tunnels,
+    workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -30,7 +31,8 @@ pub fn routes() -> Router<AppState> {
         ssh_keys::add_ssh_key, ssh_keys::list_ssh_keys, ssh_keys::delete_ssh_key,
         previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,
         repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
-        repos::delete_git_credential
+        repos::delete_git_credential, prebuilds::run_prebuild, prebuilds::list_prebuilds,
+        prebuilds::get_prebuild
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

@@ -25,7 +25,7 @@ pub(super) fn observed(s: &pb::WorkspaceStatus) -> Observed {
 
 /// A repository workspace's report as the API shows it.
 pub(super) fn init_of(r: &pb::InitReport) -> berth_proto::api::Init {
-    use berth_proto::api::{ForwardPort, Init, InitStep};
+    use berth_proto::api::{ForwardPort, Init, InitStep, PrebuildUse};
     Init {
         commit: r.commit.clone(),
         folder: r.folder.clone(),
@@ -56,6 +56,13 @@ pub(super) fn init_of(r: &pb::InitReport) -> berth_proto::api::Init {
                 })
             })
             .collect(),
+        prebuild: r.prebuild.as_ref().map(|p| PrebuildUse {
+            key: p.key.clone(),
+            commit: p.commit.clone(),
+            built_at_ms: p.built_at_ms,
+            outcome: p.outcome.clone(),
+            note: p.note.clone(),
+        }),
     }
 }
 
@@ -242,10 +249,11 @@ impl Service {
         });
     }
 
-    fn request(
+    pub(super) fn request(
         w: &WorkspaceRow,
         cmd: Command,
         credential: Option<pb::GitCredential>,
+        prebuild: Option<pb::PrebuildRef>,
     ) -> pb::request::Command {
         use pb::request::Command as C;
         let name = w.id.clone();
@@ -271,6 +279,7 @@ impl Service {
                         credential,
                         init_command: r.init_command.clone(),
                         partial: r.partial,
+                        prebuild,
                     }),
                 }),
                 auth: None,
@@ -299,14 +308,17 @@ impl Service {
         let waited_ms = self.now() - w.created_at_ms;
         // The owner's credential for the repository's host travels with the
         // create (over the link, in memory) and nowhere else.
-        let credential = match (&w.repo, cmd) {
-            (Some(r), Command::Create) => self.git_credential_for(&w.owner, &r.url).await,
-            _ => None,
+        let (credential, prebuild) = match (&w.repo, cmd) {
+            (Some(r), Command::Create) => (
+                self.git_credential_for(&w.owner, &r.url).await,
+                self.prebuild_for(&w).await,
+            ),
+            _ => (None, None),
         };
         let answer = self
             .inner
             .link
-            .call(&node, Self::request(&w, cmd, credential), timeout)
+            .call(&node, Self::request(&w, cmd, credential, prebuild), timeout)
             .await;
         let agent_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(agent_ms, "command answered");

@@ -99,6 +99,9 @@ pub struct Init {
     pub warnings: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<ForwardPort>,
+    /// The prebuild it started from, when one was found for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuild: Option<PrebuildUse>,
 }
 
 /// `POST /v1/workspaces/{name}/sync`.
@@ -166,4 +169,81 @@ pub struct GitCredential {
     pub host: String,
     pub username: String,
     pub created_at_ms: i64,
+}
+
+/// The prebuild a repository workspace started from (`Init::prebuild`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct PrebuildUse {
+    pub key: String,
+    /// The commit it was built at.
+    pub commit: String,
+    pub built_at_ms: i64,
+    /// used, updated (the branch moved on: fetched, updateContentCommand
+    /// again) or missing (not on the workspace's node: cloned instead).
+    pub outcome: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
+}
+
+/// `POST /v1/prebuilds`: build a prebuild of a repository's branch now.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct RunPrebuild {
+    pub repo: Repo,
+    /// The image of the build (and of the workspaces that use it); the
+    /// coordinator's default when omitted.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^(localhost|[!-.0-?A-~]*[.:][!-.0-?A-~]*)/[a-z0-9._-]+(/[a-z0-9._-]+)*(:[A-Za-z0-9._-]{1,128})?(@sha256:[0-9a-f]{64})?$",
+            max_length = 512
+        )
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// The tier whose resources the build gets; default as for a workspace.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tier: Option<String>,
+}
+
+/// A prebuild: a repository's /workspace after its clone, onCreateCommand
+/// and updateContentCommand, held as a layer by a node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Prebuild {
+    pub id: String,
+    pub repo_url: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub branch: String,
+    /// building, ready or failed.
+    pub state: String,
+    /// Repository + commit + configuration hash (empty until built).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub key: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
+    /// The node that built it and holds it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    /// Size of the layer.
+    pub bytes: u64,
+    pub files: u64,
+    /// A failed build's error code and message (the end of its log).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error_code: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The build's steps.
+    #[serde(default)]
+    pub steps: Vec<InitStep>,
+    pub requested_by: String,
+    pub created_at_ms: i64,
+    #[serde(default)]
+    pub finished_at_ms: i64,
 }

@@ -1,0 +1,101 @@
+//! `berth prebuild run|list`.
+
+use super::Ui;
+use crate::args::PrebuildCmd;
+use crate::client::{enc, Client};
+use crate::output::{age, opt, short, size, table};
+use crate::Outcome;
+use berth_proto::api::{Prebuild, Repo, RunPrebuild};
+use berth_proto::units::now_ms;
+use std::time::Duration;
+
+pub(crate) async fn run(c: &Client, ui: Ui, cmd: PrebuildCmd) -> Outcome {
+    match cmd {
+        PrebuildCmd::Run {
+            repo,
+            branch,
+            image,
+            tier,
+            no_wait,
+        } => {
+            let req = RunPrebuild {
+                repo: Repo {
+                    url: repo,
+                    branch,
+                    ..Default::default()
+                },
+                image,
+                tier,
+            };
+            let mut p: Prebuild = c.post("/v1/prebuilds", &req).await?;
+            if !ui.quiet && !ui.json {
+                eprintln!("prebuild {} of {} building on {}", p.id, p.repo_url, p.node);
+            }
+            while !no_wait && p.state == "building" {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                p = c.get(&format!("/v1/prebuilds/{}", enc(&p.id))).await?;
+            }
+            ui.print(&p, || details(&p));
+            Ok(if p.state == "failed" { 1 } else { 0 })
+        }
+        PrebuildCmd::List { repo } => {
+            let path = match &repo {
+                Some(r) => format!("/v1/prebuilds?repo={}", enc(r)),
+                None => "/v1/prebuilds".into(),
+            };
+            let list: Vec<Prebuild> = c.get(&path).await?;
+            let now = now_ms();
+            ui.print(&list, || {
+                let rows: Vec<Vec<String>> = list
+                    .iter()
+                    .map(|p| {
+                        vec![
+                            p.id.clone(),
+                            p.repo_url.clone(),
+                            opt(Some(&p.branch)),
+                            p.state.clone(),
+                            opt(Some(short(&p.key))),
+                            opt(Some(short(&p.commit))),
+                            size(p.bytes),
+                            age(p.created_at_ms, now),
+                            opt(Some(&p.node)),
+                        ]
+                    })
+                    .collect();
+                table(
+                    &[
+                        "ID", "REPO", "BRANCH", "STATE", "KEY", "COMMIT", "SIZE", "AGE", "NODE",
+                    ],
+                    &rows,
+                )
+            });
+            Ok(0)
+        }
+    }
+}
+
+fn details(p: &Prebuild) -> String {
+    let mut out = format!("prebuild {} of {}: {}\n", p.id, p.repo_url, p.state);
+    if p.state == "ready" {
+        out.push_str(&format!(
+            "  key {} at {}, {} in {} files, on {}\n",
+            p.key,
+            short(&p.commit),
+            size(p.bytes),
+            p.files,
+            p.node
+        ));
+    }
+    for s in &p.steps {
+        out.push_str(&format!(
+            "  {:<22} {:<8} {:.1}s\n",
+            s.name,
+            s.state,
+            s.duration_ms as f64 / 1000.0
+        ));
+    }
+    if !p.error.is_empty() {
+        out.push_str(&format!("  error {}: {}\n", p.error_code, p.error));
+    }
+    out
+}

@@ -1,0 +1,69 @@
+//! Prebuilds: run one, list them, read one.
+
+use super::{AppState, Auth, Body, P, Q};
+use crate::error::Result;
+use axum::extract::State as AxState;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use berth_proto::api::{ErrorBody, Prebuild, RunPrebuild};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/prebuilds", get(list_prebuilds).post(run_prebuild))
+        .route("/v1/prebuilds/{id}", get(get_prebuild))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildQuery {
+    /// Only the prebuilds of this repository URL.
+    #[param(max_length = 2048)]
+    pub repo: Option<String>,
+}
+
+/// Builds a prebuild of a repository's branch now (onCreateCommand and
+/// updateContentCommand in a build workspace, its /workspace kept as a
+/// layer). Answers at once with the build (`building`); one of the same
+/// repository and branch already building is answered instead.
+#[utoipa::path(post, path = "/v1/prebuilds", request_body = RunPrebuild,
+    responses((status = 202, body = Prebuild), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn run_prebuild(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<RunPrebuild>,
+) -> Result<(StatusCode, Json<Prebuild>)> {
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(s.svc.run_prebuild(&a.user, &req).await?),
+    ))
+}
+
+/// Prebuilds, newest first.
+#[utoipa::path(get, path = "/v1/prebuilds", params(PrebuildQuery),
+    responses((status = 200, body = Vec<Prebuild>), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub(super) async fn list_prebuilds(
+    AxState(s): AxState<AppState>,
+    _a: Auth,
+    Q(q): Q<PrebuildQuery>,
+) -> Result<Json<Vec<Prebuild>>> {
+    Ok(Json(s.svc.prebuilds(q.repo.as_deref()).await?))
+}
+
+/// One prebuild.
+#[utoipa::path(get, path = "/v1/prebuilds/{id}",
+    params(("id" = String, Path, pattern = "^p[0-9a-f]{16}$")),
+    responses((status = 200, body = Prebuild), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(super) async fn get_prebuild(
+    AxState(s): AxState<AppState>,
+    _a: Auth,
+    P(id): P<String>,
+) -> Result<Json<Prebuild>> {
+    Ok(Json(s.svc.prebuild(&id).await?))
+}

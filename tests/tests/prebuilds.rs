@@ -1,0 +1,419 @@
+//! Prebuilds end to end (docs/prebuilds.md): a real git server, the
+//! coordinator and an agent on containerd. A repository whose onCreateCommand
+//! writes a large tree of small files (like node_modules) is prebuilt with
+//! `berth prebuild run`; workspaces from it are checked as a user sees them
+//! (every file, owned right, the steps the prebuild ran not run again) and
+//! as the node holds them (no copy: the workspace's volume stays near empty;
+//! one layer shared). What an overlay must get right is tried: renaming a
+//! directory of the prebuild with rename(2), deleting one of its files
+//! across a restart, writing past the volume's limit. The repository's
+//! token is in no layer; a failing onCreateCommand fails the prebuild with
+//! its log, and a workspace then clones, visibly.
+
+use berth_tests::Cluster;
+use serde_json::{json, Value};
+
+/// The tree onCreateCommand writes: 200 MiB in 25,600 files of 8 KiB, in
+/// 10 directories.
+const TREE_FILES: u64 = 25_600;
+const ON_CREATE: &str = "set -e; for d in 0 1 2 3 4 5 6 7 8 9; do mkdir -p node_modules/d$d; \
+    head -c 20971520 /dev/urandom | split -a 4 -b 8192 - node_modules/d$d/f; done; \
+    echo onCreate >> steps.log";
+
+fn devcontainer(registry: &str, on_create: &str) -> String {
+    json!({
+        "image": format!("{registry}/dev:latest"),
+        "onCreateCommand": on_create,
+        "updateContentCommand": "echo updateContent >> steps.log",
+        "postCreateCommand": "echo postCreate >> steps.log",
+    })
+    .to_string()
+}
+
+async fn sh(c: &Cluster, name: &str, script: &str) -> (i64, String) {
+    let (s, out) = c
+        .post(
+            &format!("/v1/workspaces/{name}/exec"),
+            json!({"argv": ["sh", "-c", script]}),
+        )
+        .await;
+    assert_eq!(s, 200, "{out}");
+    let text = format!(
+        "{}{}",
+        out["stdout"].as_str().unwrap_or(""),
+        out["stderr"].as_str().unwrap_or("")
+    );
+    (out["exit_code"].as_i64().unwrap_or(-1), text)
+}
+
+async fn get(c: &Cluster, name: &str) -> Value {
+    let (s, w) = c.get(&format!("/v1/workspaces/{name}")).await;
+    assert_eq!(s, 200, "{w}");
+    w
+}
+
+fn step<'a>(w: &'a Value, name: &str) -> &'a Value {
+    w["init"]["steps"]
+        .as_array()
+        .and_then(|s| s.iter().find(|s| s["name"] == name))
+        .unwrap_or_else(|| panic!("no step {name}: {w}"))
+}
+
+/// Bytes used on the volume /workspace is on.
+async fn used(c: &Cluster, name: &str) -> u64 {
+    let (code, out) = sh(c, name, "df -B1 --output=used /workspace | tail -1").await;
+    assert_eq!(code, 0, "{out}");
+    out.trim().parse().unwrap_or_else(|_| panic!("df: {out}"))
+}
+
+/// The snapshots of the node's containerd: (key, parent).
+fn snapshots(c: &Cluster) -> Vec<(String, String)> {
+    c.nodes[0]
+        .containerd
+        .ctr_list(&["snapshots", "ls"])
+        .into_iter()
+        .skip(1)
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let key = f.next()?.to_string();
+            let parent = f.next().unwrap_or("").to_string();
+            Some((key, parent))
+        })
+        .collect()
+}
+
+async fn prebuild(c: &Cluster, url: &str, more: &[&str]) -> (i32, Value) {
+    let mut args = vec!["--json", "prebuild", "run", "--repo", url];
+    args.extend_from_slice(more);
+    let (code, out, err) = c.berth(&c.admin_token, &args).await;
+    let v: Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{e}: {out}{err}\n{}", c.coordinator_log()));
+    (code, v)
+}
+
+fn host_of(url: &str) -> String {
+    url.trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_workspace_starts_from_a_prebuild_layer_without_a_copy() {
+    let (c, git, dir) = berth_tests::git::repo_cluster().await;
+    let config = devcontainer(&c.registry.addr, ON_CREATE);
+    let url = git.repo(
+        "big",
+        &[
+            (".devcontainer/devcontainer.json", &config),
+            ("README.md", "big\n"),
+        ],
+    );
+    // A private repository: the build clones with the requester's token.
+    let token = format!("tok-{:032x}", rand::random::<u128>());
+    git.private("big", "alice", &token);
+    let (code, _, err) = c
+        .berth(
+            &c.admin_token,
+            &[
+                "git-credential",
+                "add",
+                &host_of(&url),
+                "--git-token",
+                &token,
+                "--username",
+                "alice",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+
+    let (code, p) = prebuild(&c, &url, &[]).await;
+    assert_eq!(code, 0, "{p}\n{}", c.nodes[0].agent_log());
+    assert_eq!(p["state"], "ready", "{p}");
+    assert!(p["files"].as_u64().unwrap() > TREE_FILES, "{p}");
+    assert!(p["bytes"].as_u64().unwrap() > 200 << 20, "{p}");
+    let key = p["key"].as_str().unwrap().to_string();
+    let steps: Vec<(&str, &str)> = p["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["name"].as_str().unwrap(), s["state"].as_str().unwrap()))
+        .collect();
+    assert!(steps.contains(&("onCreateCommand", "done")), "{p}");
+    assert!(steps.contains(&("updateContentCommand", "done")), "{p}");
+    assert!(
+        steps.contains(&("postCreateCommand", "skipped")),
+        "a prebuild never runs postCreateCommand: {p}"
+    );
+    let (_, list, _) = c
+        .berth(&c.admin_token, &["prebuild", "list", "--repo", &url])
+        .await;
+    assert!(
+        list.contains(&key[..12]) && list.contains("ready"),
+        "{list}"
+    );
+    // One committed layer, no build workspace left.
+    let snaps = snapshots(&c);
+    assert!(
+        snaps
+            .iter()
+            .any(|(k, _)| *k == format!("berth-prebuild/{key}")),
+        "{snaps:?}"
+    );
+
+    // A workspace from it: the prebuild's tree, its steps not run again.
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["create", "a", "--repo", &url])
+        .await;
+    assert_eq!(code, 0, "{out}{err}\n{}", c.nodes[0].agent_log());
+    let w = get(&c, "a").await;
+    assert_eq!(w["init"]["prebuild"]["key"], key.as_str(), "{w}");
+    assert_eq!(w["init"]["prebuild"]["outcome"], "used", "{w}");
+    assert_eq!(w["init"]["commit"], p["commit"], "{w}");
+    assert_eq!(step(&w, "prebuild")["state"], "done", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "skipped", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["tail"], "ran in the prebuild");
+    let (_, shown, _) = c.berth(&c.admin_token, &["get", "a"]).await;
+    assert!(
+        shown.contains("Prebuild:") && shown.contains(&key[..12]),
+        "{shown}"
+    );
+    let (code, out) = sh(
+        &c,
+        "a",
+        "cd /workspace/big && find node_modules -type f | wc -l && stat -c '%u:%g' node_modules/d3/faaaa . .git && cat steps.log && git status --porcelain | wc -l",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], TREE_FILES.to_string(), "{out}");
+    assert_eq!(&lines[1..4], ["1000:1000"; 3], "owned by the user: {out}");
+    assert_eq!(lines[4..6], ["onCreate", "updateContent"], "{out}");
+    // No copy: the volume holds nothing of the 200 MiB tree. A control
+    // shows df counts what the user writes there.
+    let before = used(&c, "a").await;
+    assert!(
+        before < 32 << 20,
+        "the tree was copied: {before} bytes used"
+    );
+    let (code, out) = sh(&c, "a", "head -c 52428800 /dev/urandom > /workspace/mine").await;
+    assert_eq!(code, 0, "{out}");
+    let after = used(&c, "a").await;
+    assert!(after >= before + (48 << 20), "{before} -> {after}");
+
+    // rename(2) of a directory of the prebuild works (no EXDEV) and copies
+    // nothing; a deleted file of the prebuild stays deleted.
+    let (code, out) = sh(
+        &c,
+        "a",
+        "cd /workspace/big/node_modules && python3 -c 'import os; os.rename(\"d0\", \"moved\")' && ls moved | wc -l && ! test -e d0 && rm d1/faaaa && ! test -e d1/faaaa && ls d1 | wc -l",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["2560", "2559"], "{out}");
+    let renamed = used(&c, "a").await;
+    assert!(
+        renamed < after + (4 << 20),
+        "the rename copied: {after} -> {renamed}"
+    );
+    // The volume's limit holds for what the user writes (512 MiB tier).
+    let (code, out) = sh(&c, "a", "head -c 629145600 /dev/zero > /workspace/fill").await;
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains("No space left"), "{out}");
+    let (code, _) = sh(&c, "a", "rm /workspace/fill").await;
+    assert_eq!(code, 0);
+    // Across a stop and a start: the changes kept, the deletion too.
+    let (code, _, err) = c.berth(&c.admin_token, &["stop", "a"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = c.berth(&c.admin_token, &["start", "a"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (code, out) = sh(
+        &c,
+        "a",
+        "cd /workspace/big/node_modules && ls moved | wc -l && ! test -e d0 && ! test -e d1/faaaa && ls d2 | wc -l && wc -c < /workspace/mine",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["2560", "2560", "52428800"],
+        "{out}"
+    );
+
+    // A second workspace shares the same layer: its own view of the one
+    // committed snapshot, and it does not see the first one's changes.
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["create", "b", "--repo", &url])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let (code, out) = sh(
+        &c,
+        "b",
+        "ls /workspace/big/node_modules/d0 | wc -l; test -e /workspace/mine; echo $?",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(out.lines().collect::<Vec<_>>(), ["2560", "1"], "{out}");
+    let snaps = snapshots(&c);
+    let parent = format!("berth-prebuild/{key}");
+    let views: Vec<&(String, String)> = snaps
+        .iter()
+        .filter(|(k, p)| k.starts_with("berth-prebuild-view/") && *p == parent)
+        .collect();
+    assert_eq!(views.len(), 2, "{snaps:?}");
+    assert_eq!(
+        snaps
+            .iter()
+            .filter(|(k, _)| k.starts_with("berth-prebuild/"))
+            .count(),
+        1,
+        "{snaps:?}"
+    );
+
+    // The repository's token is in no layer, nowhere on the node; the
+    // same search finds it where a control put it.
+    let control = dir.path().join("control");
+    std::fs::write(&control, format!("x{token}x")).unwrap();
+    let grep = |path: &std::path::Path| {
+        std::process::Command::new("grep")
+            .args(["-r", "-a", "-l", "-F", &token])
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    assert!(grep(dir.path()).status.success(), "the control is found");
+    for path in [&c.nodes[0].containerd.dir, &c.nodes[0].state_dir] {
+        let found = grep(path);
+        assert!(
+            !found.status.success(),
+            "the token is in {}",
+            String::from_utf8_lossy(&found.stdout)
+        );
+    }
+    for name in ["a", "b"] {
+        let (code, _, err) = c.berth(&c.admin_token, &["delete", name]).await;
+        assert_eq!(code, 0, "{err}");
+    }
+    drop(git);
+    c.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clone() {
+    let (c, git, _dir) = berth_tests::git::repo_cluster().await;
+    let small = devcontainer(
+        &c.registry.addr,
+        "mkdir -p deps && echo 1 > deps/one && echo onCreate >> steps.log",
+    );
+    let url = git.repo(
+        "app",
+        &[
+            (".devcontainer/devcontainer.json", &small),
+            ("a.txt", "a\n"),
+        ],
+    );
+    let (code, p) = prebuild(&c, &url, &["--branch", "main"]).await;
+    assert_eq!(code, 0, "{p}");
+    let built = p["commit"].as_str().unwrap().to_string();
+    // The branch moves on: the workspace starts from the prebuild, fetches
+    // the new commit and runs updateContentCommand again, not onCreate.
+    let head = git.commit("app", "main", &[("b.txt", "b\n")]);
+    assert_ne!(head, built);
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &["create", "moved", "--repo", &url, "--branch", "main"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}\n{}", c.nodes[0].agent_log());
+    let w = get(&c, "moved").await;
+    assert_eq!(w["init"]["commit"], head.as_str(), "{w}");
+    assert_eq!(w["init"]["prebuild"]["outcome"], "updated", "{w}");
+    assert_eq!(w["init"]["prebuild"]["commit"], built.as_str(), "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "skipped", "{w}");
+    assert_eq!(step(&w, "updateContentCommand")["state"], "done", "{w}");
+    // (postCreateCommand may be appending after them.)
+    let (code, out) = sh(
+        &c,
+        "moved",
+        "cd /workspace/app && cat b.txt deps/one && head -3 steps.log",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["b", "1", "onCreate", "updateContent", "updateContent"],
+        "{out}"
+    );
+
+    // A failing onCreateCommand fails the prebuild with its log's end...
+    let failing = devcontainer(&c.registry.addr, "echo the-build-broke >&2; exit 3");
+    let url2 = git.repo("broken", &[(".devcontainer/devcontainer.json", &failing)]);
+    let (code, p) = prebuild(&c, &url2, &[]).await;
+    assert_eq!(code, 1, "{p}");
+    assert_eq!(p["state"], "failed", "{p}");
+    assert_eq!(p["error_code"], "prebuild_failed", "{p}");
+    assert!(
+        p["error"].as_str().unwrap().contains("the-build-broke"),
+        "{p}"
+    );
+    // ...and no build workspace, container or view is left.
+    assert!(
+        !snapshots(&c)
+            .iter()
+            .any(|(k, _)| k.starts_with("berth-prebuild-active-")),
+        "{:?}",
+        snapshots(&c)
+    );
+    // A workspace of it finds no ready prebuild: a plain clone, whose
+    // failing step shows as usual.
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["create", "plain", "--repo", &url2])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "plain").await;
+    assert!(w["init"]["prebuild"].is_null(), "{w}");
+    assert_eq!(step(&w, "clone")["state"], "done", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "failed", "{w}");
+    let (_, shown, _) = c.berth(&c.admin_token, &["get", "plain"]).await;
+    assert!(!shown.contains("Prebuild:"), "{shown}");
+
+    // A prebuild that is not on the workspace's node (deleted from its
+    // containerd here, as a node that lost it): cloned, and said so.
+    let key = c
+        .get(&format!("/v1/prebuilds?repo={url}"))
+        .await
+        .1
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["state"] == "ready")
+        .map(|p| p["key"].as_str().unwrap().to_string())
+        .unwrap();
+    let (code, out, err) = c.berth(&c.admin_token, &["delete", "moved"]).await;
+    assert_eq!(code, 0, "{out}{err}");
+    c.nodes[0]
+        .containerd
+        .ctr(&["snapshots", "rm", &format!("berth-prebuild/{key}")]);
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &["create", "missing", "--repo", &url, "--branch", "main"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let w = get(&c, "missing").await;
+    assert_eq!(w["init"]["prebuild"]["outcome"], "missing", "{w}");
+    assert_eq!(step(&w, "clone")["state"], "done", "{w}");
+    assert_eq!(step(&w, "onCreateCommand")["state"], "done", "{w}");
+    let (_, shown, _) = c.berth(&c.admin_token, &["get", "missing"]).await;
+    assert!(shown.contains("Prebuild:   none"), "{shown}");
+    for name in ["plain", "missing"] {
+        let (code, _, err) = c.berth(&c.admin_token, &["delete", name]).await;
+        assert_eq!(code, 0, "{err}");
+    }
+    drop(git);
+    c.finish().await;
+}
