@@ -23,6 +23,17 @@ pub struct ConfigFile {
     pub registries: Vec<RegistryConfig>,
     pub coordinator: CoordinatorConfig,
     pub node: NodeConfig,
+    pub cache: CacheConfig,
+}
+
+/// The node's cache of prebuild layers.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Most bytes prebuild layers may take; the least recently used ones
+    /// no workspace uses are removed past it (0: a quarter of the state
+    /// directory's file system).
+    pub max_bytes: u64,
 }
 
 /// The link to the coordinator. Without an address the agent runs alone,
@@ -169,6 +180,7 @@ impl Default for ConfigFile {
             registries: Vec::new(),
             coordinator: CoordinatorConfig::default(),
             node: NodeConfig::default(),
+            cache: CacheConfig::default(),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! persistent volume each. See DESIGN.md for the architecture.
 
 pub mod build;
+pub mod cache;
 pub mod cgroup;
 pub mod client;
 pub mod config;

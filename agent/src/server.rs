@@ -139,6 +139,7 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Sync(req) => R::Synced(m.sync(req).await?),
         Command::Prebuild(req) => R::Prebuilt(Box::pin(m.prebuild(req)).await?),
         Command::Prebuilds(_) => R::Prebuilds(m.prebuilds().await?),
+        Command::DropPrebuilds(d) => R::Prebuilds(m.drop_prebuilds(d.keys).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

@@ -1,11 +1,17 @@
--- Prebuilds (docs/prebuilds.md): a build of a repository's branch, and the
--- layer it made once ready (key = repository + commit + configuration hash),
--- held by the node that built it.
+-- Prebuilds (docs/prebuilds.md): a build of a repository's branch (at a
+-- commit a push named, else its head), and the layer it made once ready
+-- (key = repository + commit + configuration hash), held by the node that
+-- built it.
 CREATE TABLE prebuilds (
     id TEXT PRIMARY KEY,
     repo_url TEXT NOT NULL,
     branch TEXT NOT NULL,
+    -- queued, building, ready, failed, superseded (a newer push came
+    -- while it was queued) or expired (more than `keep` newer ones).
     state TEXT NOT NULL,
+    -- What the build runs with (empty: the defaults).
+    image TEXT NOT NULL DEFAULT '',
+    tier TEXT NOT NULL DEFAULT '',
     pkey TEXT NOT NULL DEFAULT '',
     commit_sha TEXT NOT NULL DEFAULT '',
     config_hash TEXT NOT NULL DEFAULT '',

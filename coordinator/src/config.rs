@@ -5,6 +5,7 @@
 //! are errors) and validated by a pure function; every error names its key.
 
 use crate::domain::tier::{bounds, Tier, Tiers};
+use crate::domain::webhook::{PrebuildPolicy, WatchedRepo};
 use crate::link::quic::LinkConfig;
 use crate::service::Timing;
 use berth_proto::units::parse_size;
@@ -32,6 +33,8 @@ pub struct Config {
     pub tiers: Tiers,
     /// The key users' secrets are sealed with; default `<data_dir>/secrets.key`.
     pub secrets_key_file: Option<PathBuf>,
+    /// Prebuilds kept, and the repositories whose pushes start them.
+    pub prebuilds: PrebuildPolicy,
 }
 
 /// The file as written.
@@ -41,6 +44,31 @@ pub struct ConfigFile {
     /// Replaces the built-in tiers (small, medium, large) when present.
     #[serde(default)]
     pub tiers: Option<Vec<TierFile>>,
+    /// Prebuilds: what is kept, which repositories' pushes start one.
+    #[serde(default)]
+    pub prebuilds: Option<PrebuildsFile>,
+}
+
+/// The `[prebuilds]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrebuildsFile {
+    /// Ready prebuilds kept per repository and branch (default 3).
+    pub keep: Option<usize>,
+    #[serde(default)]
+    pub repos: Vec<WatchedRepoFile>,
+}
+
+/// One `[[prebuilds.repos]]` table.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WatchedRepoFile {
+    pub url: String,
+    pub branches: Vec<String>,
+    /// The webhook's secret (as set in the git host's webhook settings).
+    pub webhook_secret: String,
+    pub image: Option<String>,
+    pub tier: Option<String>,
 }
 
 /// One `[[tiers]]` table.
@@ -83,6 +111,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FileConfig {
     pub tiers: Tiers,
+    pub prebuilds: PrebuildPolicy,
 }
 
 /// Reads and validates a configuration file; no path means the defaults.
@@ -104,9 +133,64 @@ pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
 
 /// Checks a parsed file and derives the typed configuration.
 pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
-    let Some(tiers) = file.tiers else {
-        return Ok(FileConfig::default());
+    let tiers = match file.tiers {
+        Some(t) => validate_tiers(t)?,
+        None => Tiers::default(),
     };
+    let prebuilds = match file.prebuilds {
+        Some(p) => validate_prebuilds(p, &tiers)?,
+        None => PrebuildPolicy::default(),
+    };
+    Ok(FileConfig { tiers, prebuilds })
+}
+
+fn validate_prebuilds(p: PrebuildsFile, tiers: &Tiers) -> Result<PrebuildPolicy, ConfigError> {
+    let keep = p.keep.unwrap_or(PrebuildPolicy::default().keep);
+    if !(1..=100).contains(&keep) {
+        return Err(invalid("prebuilds.keep", "must be 1 to 100"));
+    }
+    let mut repos = Vec::new();
+    for (i, r) in p.repos.into_iter().enumerate() {
+        let bad = |k: &str, reason: String| ConfigError::Invalid {
+            key: format!("prebuilds.repos[{i}].{k}"),
+            reason,
+        };
+        let repo = |branch: Option<&String>| berth_proto::api::Repo {
+            url: r.url.clone(),
+            branch: branch.cloned(),
+            ..Default::default()
+        };
+        crate::domain::repo::check(&repo(None)).map_err(|e| bad("url", e.to_string()))?;
+        if r.branches.is_empty() {
+            return Err(bad("branches", "at least one branch".into()));
+        }
+        for b in &r.branches {
+            crate::domain::repo::check(&repo(Some(b)))
+                .map_err(|e| bad("branches", e.to_string()))?;
+        }
+        if r.webhook_secret.len() < 16 {
+            return Err(bad("webhook_secret", "at least 16 characters".into()));
+        }
+        if let Some(img) = &r.image {
+            crate::domain::validate::image(img).map_err(|e| bad("image", e.to_string()))?;
+        }
+        if let Some(t) = &r.tier {
+            if tiers.get(t).is_none() {
+                return Err(bad("tier", format!("no tier named {t:?}")));
+            }
+        }
+        repos.push(WatchedRepo {
+            url: r.url,
+            branches: r.branches,
+            secret: r.webhook_secret,
+            image: r.image,
+            tier: r.tier,
+        });
+    }
+    Ok(PrebuildPolicy { repos, keep })
+}
+
+fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
     if tiers.is_empty() {
         return Err(invalid("tiers", "at least one tier"));
     }
@@ -159,9 +243,7 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
             egress_allow: t.egress_allow,
         });
     }
-    Ok(FileConfig {
-        tiers: Tiers::new(out),
-    })
+    Ok(Tiers::new(out))
 }
 
 fn invalid(key: &str, reason: &str) -> ConfigError {

@@ -9,4 +9,5 @@ pub mod repo;
 pub mod scheduler;
 pub mod tier;
 pub mod validate;
+pub mod webhook;
 pub mod workspace;

@@ -100,6 +100,7 @@ pub async fn run(
         ca_fingerprint: ca.fingerprint(),
         clock: service::system_clock(),
         sealer,
+        prebuilds: cfg.prebuilds.clone(),
     });
     let state = http::AppState {
         svc: svc.clone(),

@@ -193,6 +193,7 @@ fn config(o: &Opts) -> Result<Config, String> {
             .as_ref()
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         tiers: file.tiers,
+        prebuilds: file.prebuilds,
         secrets_key_file: o.secrets_key_file.clone(),
     })
 }

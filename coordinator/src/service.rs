@@ -89,6 +89,8 @@ pub struct Parts {
     pub clock: Clock,
     /// Seals the secrets users keep (git tokens).
     pub sealer: crate::secrets::Sealer,
+    /// Prebuilds kept, and the repositories whose pushes start them.
+    pub prebuilds: crate::domain::webhook::PrebuildPolicy,
 }
 
 /// Why `Service::change` did not change a workspace.
@@ -112,6 +114,9 @@ struct Inner {
     ca_fingerprint: String,
     clock: Clock,
     sealer: crate::secrets::Sealer,
+    prebuilds: crate::domain::webhook::PrebuildPolicy,
+    /// Held while a prebuild is requested or started (one decision at a time).
+    prebuild_lock: tokio::sync::Mutex<()>,
     /// When this service was made, by its clock.
     started_ms: i64,
     wake_schedule: Notify,
@@ -150,6 +155,8 @@ impl Service {
                 started_ms: (p.clock)(),
                 clock: p.clock,
                 sealer: p.sealer,
+                prebuilds: p.prebuilds,
+                prebuild_lock: Default::default(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),
                 inflight: Mutex::default(),

@@ -122,6 +122,9 @@ async fn openapi_holds_with_an_agent_behind_it() {
     // 404), and the tunnels (ports, SSH, terminal) answer 426 to a request
     // that is not an upgrade, which an HTTP fuzzer cannot make.
     let tunnels = "/v1/workspaces/\\{name\\}/(ports/\\{port\\}|ssh|terminal)$";
+    // A prebuild clones the generated repository URL on the node (a build
+    // workspace per example): its runs are tests/tests/prebuilds.rs'; here
+    // it is fuzzed without a node (the first test), where it fails at once.
     tokio::task::block_in_place(|| {
         schemathesis(
             &c,
@@ -132,7 +135,7 @@ async fn openapi_holds_with_an_agent_behind_it() {
                 "--exclude-path",
                 "/v1/ssh-keys",
                 "--exclude-path-regex",
-                tunnels,
+                &format!("({tunnels})|^/v1/prebuilds"),
                 "--exclude-checks",
                 "use_after_free",
             ],

@@ -417,3 +417,225 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
     drop(git);
     c.finish().await;
 }
+
+const SECRET: &str = "a-webhook-secret-of-the-repo";
+
+/// POSTs a webhook: (status, answer).
+async fn hook(c: &Cluster, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/git", c.api))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("webhook");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(Value::Null))
+}
+
+fn github_sign(body: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
+    m.update(body.as_bytes());
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}
+
+async fn wait_prebuild(c: &Cluster, id: &str) -> Value {
+    for _ in 0..600 {
+        let (s, p) = c.get(&format!("/v1/prebuilds/{id}")).await;
+        assert_eq!(s, 200, "{p}");
+        if !matches!(p["state"].as_str(), Some("queued" | "building")) {
+            return p;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    panic!("prebuild {id} did not finish\n{}", c.coordinator_log());
+}
+
+fn held(c: &Cluster, key: &str) -> bool {
+    snapshots(c)
+        .iter()
+        .any(|(k, _)| *k == format!("berth-prebuild/{key}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn pushes_build_prebuilds_old_ones_expire_and_the_cache_keeps_its_budget() {
+    let (mut c, git, dir) = berth_tests::git::repo_cluster().await;
+    // The node's prebuild cache: 10 MiB.
+    let mut agent_cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    agent_cfg.push_str("[cache]\nmax_bytes = 10485760\n");
+    std::fs::write(&c.nodes[0].config, agent_cfg).unwrap();
+    c.nodes[0].kill_agent();
+    c.nodes[0].start_agent(None);
+    let config = devcontainer(&c.registry.addr, "echo onCreate >> steps.log");
+    let url = git.repo("hooked", &[(".devcontainer/devcontainer.json", &config)]);
+    // The repository's pushes to main start prebuilds; one is kept.
+    let cfg_path = dir.path().join("coordinator.toml");
+    let mut cfg = std::fs::read_to_string(&cfg_path).unwrap();
+    cfg.push_str(&format!(
+        "\n[prebuilds]\nkeep = 1\n\n[[prebuilds.repos]]\nurl = \"{url}\"\nbranches = [\"main\"]\nwebhook_secret = \"{SECRET}\"\n"
+    ));
+    std::fs::write(&cfg_path, cfg).unwrap();
+    c.kill_coordinator();
+    c.start_coordinator();
+
+    let c1 = git.commit("hooked", "main", &[("one.txt", "1\n")]);
+    let push = |branch: &str, commit: &str| {
+        json!({"ref": format!("refs/heads/{branch}"), "after": commit,
+               "repository": {"clone_url": url, "html_url": url.trim_end_matches(".git")}})
+        .to_string()
+    };
+    let body = push("main", &c1);
+    // A bad signature is refused and changes nothing; so is a good
+    // signature of another body, and no signature.
+    let forged = github_sign(&push("main", "0123abcd"));
+    for sig in ["sha256=00".to_string(), forged, String::new()] {
+        let (s, out) = hook(
+            &c,
+            &[("x-github-event", "push"), ("x-hub-signature-256", &sig)],
+            &body,
+        )
+        .await;
+        assert_eq!(s, 401, "{out}");
+        assert_eq!(out["code"], "bad_signature", "{out}");
+    }
+    let (s, out) = hook(&c, &[], &body).await;
+    assert_eq!(s, 422, "{out}");
+    assert_eq!(out["code"], "invalid_webhook", "{out}");
+    // A branch that is not configured, and a ping: ignored.
+    let dev = push("dev", &c1);
+    let (s, out) = hook(
+        &c,
+        &[
+            ("x-github-event", "push"),
+            ("x-hub-signature-256", &github_sign(&dev)),
+        ],
+        &dev,
+    )
+    .await;
+    assert_eq!(
+        (s, out["outcome"].as_str()),
+        (200, Some("ignored")),
+        "{out}"
+    );
+    let (s, out) = hook(&c, &[("x-github-event", "ping")], "{}").await;
+    assert_eq!(
+        (s, out["outcome"].as_str()),
+        (200, Some("ignored")),
+        "{out}"
+    );
+    let (_, list) = c.get("/v1/prebuilds").await;
+    assert_eq!(list, json!([]), "nothing was started");
+
+    // The signed push to main: a prebuild of the pushed commit.
+    let (s, out) = hook(
+        &c,
+        &[
+            ("x-github-event", "push"),
+            ("x-hub-signature-256", &github_sign(&body)),
+        ],
+        &body,
+    )
+    .await;
+    assert_eq!(s, 202, "{out}");
+    assert_eq!(out["outcome"], "started", "{out}");
+    let first = wait_prebuild(&c, out["prebuild"]["id"].as_str().unwrap()).await;
+    assert_eq!(
+        first["state"],
+        "ready",
+        "{first}\n{}",
+        c.nodes[0].agent_log()
+    );
+    assert_eq!(first["commit"], c1.as_str());
+    assert_eq!(first["requested_by"], "webhook");
+    let key1 = first["key"].as_str().unwrap().to_string();
+    // A workspace uses it...
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &["create", "user", "--repo", &url, "--branch", "main"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert_eq!(
+        get(&c, "user").await["init"]["prebuild"]["key"],
+        key1.as_str()
+    );
+
+    // ...when the next push (GitLab's format, its token) makes a newer one:
+    // the first expires (keep = 1), but stays on the node while used.
+    let c2 = git.commit("hooked", "main", &[("two.txt", "2\n")]);
+    let gl = json!({"object_kind": "push", "ref": "refs/heads/main", "after": c2,
+                    "project": {"git_http_url": url}})
+    .to_string();
+    let (s, out) = hook(
+        &c,
+        &[("x-gitlab-event", "Push Hook"), ("x-gitlab-token", "wrong")],
+        &gl,
+    )
+    .await;
+    assert_eq!(s, 401, "{out}");
+    let (s, out) = hook(
+        &c,
+        &[("x-gitlab-event", "Push Hook"), ("x-gitlab-token", SECRET)],
+        &gl,
+    )
+    .await;
+    assert_eq!(s, 202, "{out}");
+    let second = wait_prebuild(&c, out["prebuild"]["id"].as_str().unwrap()).await;
+    assert_eq!(second["state"], "ready", "{second}");
+    assert_eq!(second["commit"], c2.as_str());
+    let key2 = second["key"].as_str().unwrap().to_string();
+    let (_, first_now) = c
+        .get(&format!("/v1/prebuilds/{}", first["id"].as_str().unwrap()))
+        .await;
+    assert_eq!(first_now["state"], "expired", "{first_now}");
+    assert!(held(&c, &key1), "in use: kept");
+    assert!(held(&c, &key2));
+    let (code, _, err) = c.berth(&c.admin_token, &["delete", "user"]).await;
+    assert_eq!(code, 0, "{err}");
+    for _ in 0..100 {
+        if !held(&c, &key1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(
+        !held(&c, &key1),
+        "the expired prebuild goes with its last workspace"
+    );
+
+    // The cache's budget (10 MiB): layers of 4 MiB each. The least
+    // recently used go first, never one a workspace uses.
+    let blob = "head -c 4194304 /dev/urandom > blob";
+    let mut keys = Vec::new();
+    for name in ["r2", "r3", "r4"] {
+        let u = git.repo(
+            name,
+            &[(
+                ".devcontainer/devcontainer.json",
+                &devcontainer(&c.registry.addr, blob),
+            )],
+        );
+        let (code, p) = prebuild(&c, &u, &[]).await;
+        assert_eq!(code, 0, "{p}");
+        keys.push(p["key"].as_str().unwrap().to_string());
+        if name == "r2" {
+            let (code, out, err) = c
+                .berth(&c.admin_token, &["create", "keep", "--repo", &u])
+                .await;
+            assert_eq!(code, 0, "{out}{err}");
+        }
+    }
+    // r4 made the cache 12.6 MiB: key2 (least recently used) and r3 went;
+    // r2 is older than r3 but in use.
+    assert!(!held(&c, &key2), "{:?}", snapshots(&c));
+    assert!(held(&c, &keys[0]), "in use: kept {:?}", snapshots(&c));
+    assert!(!held(&c, &keys[1]), "{:?}", snapshots(&c));
+    assert!(held(&c, &keys[2]), "{:?}", snapshots(&c));
+    let (code, _, err) = c.berth(&c.admin_token, &["delete", "keep"]).await;
+    assert_eq!(code, 0, "{err}");
+    drop(git);
+    c.finish().await;
+}

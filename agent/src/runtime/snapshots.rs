@@ -26,6 +26,52 @@ impl Containerd {
         }
     }
 
+    /// The labels of snapshot `key`, if it exists.
+    pub async fn snapshot_labels(&self, key: &str) -> Result<Option<HashMap<String, String>>> {
+        let r = self
+            .snapshots()
+            .stat(self.req(
+                snap::StatSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.into(),
+                },
+                None,
+            ))
+            .await;
+        match r {
+            Ok(r) => Ok(Some(
+                r.into_inner().info.map(|i| i.labels).unwrap_or_default(),
+            )),
+            Err(s) if is_not_found(&s) => Ok(None),
+            Err(s) => Err(AgentError::containerd("stat snapshot")(s)),
+        }
+    }
+
+    /// Sets `labels` on snapshot `key` (others are kept).
+    pub async fn set_snapshot_labels(
+        &self,
+        key: &str,
+        labels: HashMap<String, String>,
+    ) -> Result<()> {
+        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
+        self.snapshots()
+            .update(self.req(
+                snap::UpdateSnapshotRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    info: Some(snap::Info {
+                        name: key.into(),
+                        labels,
+                        ..Default::default()
+                    }),
+                    update_mask: Some(prost_types::FieldMask { paths }),
+                },
+                None,
+            ))
+            .await
+            .map_err(AgentError::containerd(format!("label snapshot {key}")))?;
+        Ok(())
+    }
+
     /// Prepares an active snapshot `key` on top of `parent` and returns its mounts.
     pub async fn prepare(
         &self,

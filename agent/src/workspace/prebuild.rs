@@ -22,6 +22,11 @@ const PREBUILD_LEASE: &str = "berth-prebuilds";
 const PREBUILD_PREFIX: &str = "berth-prebuild/";
 /// A workspace's view of its prebuild: `berth-prebuild-view/<name>`.
 const VIEW_PREFIX: &str = "berth-prebuild-view/";
+/// Label of a prebuild retention dropped while a workspace used it: it
+/// goes with the last such workspace.
+const EXPIRED_LABEL: &str = "berth.prebuild.expired";
+/// Label of a prebuild: when a workspace last mounted it (Unix ms).
+const USED_LABEL: &str = "berth.prebuild.used-ms";
 /// Overlays of /workspace are mounted at `<state_dir>/prebuilt/<name>`.
 pub(super) const MERGED_DIR: &str = "prebuilt";
 
@@ -78,6 +83,12 @@ impl Manager {
         }
         let ctd = &self.inner.ctd;
         ctd.create_lasting_lease(PREBUILD_LEASE).await?;
+        // For the cache's least-recently-used order.
+        ctd.set_snapshot_labels(
+            &snapshot_name(key),
+            HashMap::from([(USED_LABEL.to_string(), now_ms().to_string())]),
+        )
+        .await?;
         let view = format!("{VIEW_PREFIX}{}", r.name);
         let mounts = ctd.view(PREBUILD_LEASE, &view, &snapshot_name(key)).await?;
         let lower = match mounts.first() {
@@ -129,8 +140,9 @@ impl Manager {
     }
 
     /// Unmounts /workspace's overlay and drops the workspace's view of the
-    /// prebuild (idempotent).
-    pub(super) async fn unmount_prebuild(&self, name: &str) -> Result<()> {
+    /// prebuild `key` (idempotent); the prebuild goes too if retention
+    /// dropped it and no other workspace uses it.
+    pub(super) async fn unmount_prebuild(&self, name: &str, key: Option<&str>) -> Result<()> {
         let merged = self.merged_dir(name);
         while self.inner.volumes.is_mounted(&merged) {
             nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH)
@@ -142,10 +154,85 @@ impl Manager {
             }
             _ => {}
         }
-        self.inner
-            .ctd
-            .remove_snapshot(&format!("{VIEW_PREFIX}{name}"))
-            .await
+        let ctd = &self.inner.ctd;
+        ctd.remove_snapshot(&format!("{VIEW_PREFIX}{name}")).await?;
+        if let Some(key) = key {
+            let snapshot = snapshot_name(key);
+            let labels = ctd.snapshot_labels(&snapshot).await?.unwrap_or_default();
+            // Another workspace's view keeps it: the removal fails then.
+            if labels.contains_key(EXPIRED_LABEL) && ctd.remove_snapshot(&snapshot).await.is_ok() {
+                tracing::info!(key, "expired prebuild removed with its last workspace");
+            }
+        }
+        Ok(())
+    }
+
+    /// Drops prebuilds retention expired: removed now, or labelled to go
+    /// with the last workspace that uses them.
+    pub async fn drop_prebuilds(&self, keys: Vec<String>) -> Result<pb::PrebuildList> {
+        let ctd = &self.inner.ctd;
+        for key in &keys {
+            if !p::is_key(key) {
+                return Err(AgentError::InvalidRequest(format!(
+                    "{key:?} is not a prebuild key"
+                )));
+            }
+            if self.prebuild_in_use(key)? {
+                let label = HashMap::from([(EXPIRED_LABEL.to_string(), now_ms().to_string())]);
+                if ctd.snapshot_exists(&snapshot_name(key)).await? {
+                    ctd.set_snapshot_labels(&snapshot_name(key), label).await?;
+                }
+                continue;
+            }
+            ctd.remove_snapshot(&snapshot_name(key)).await?;
+            tracing::info!(key, "expired prebuild removed");
+        }
+        self.prebuilds().await
+    }
+
+    /// Whether a workspace on the node has /workspace over prebuild `key`.
+    fn prebuild_in_use(&self, key: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .records
+            .all()?
+            .iter()
+            .any(|r| r.prebuild.as_deref() == Some(key)))
+    }
+
+    /// Keeps the prebuild layers within the cache's budget: the least
+    /// recently used ones no workspace uses are removed.
+    pub(super) async fn enforce_cache(&self) -> Result<Vec<String>> {
+        let ctd = &self.inner.ctd;
+        let budget = match self.inner.cfg.file.cache.max_bytes {
+            0 => {
+                let st = nix::sys::statvfs::statvfs(&self.inner.cfg.file.state_dir)
+                    .map_err(|e| AgentError::Volume(format!("statvfs: {e}")))?;
+                crate::cache::default_budget(st.blocks() as u64 * st.fragment_size() as u64)
+            }
+            b => b,
+        };
+        let mut entries = Vec::new();
+        for key in self.prebuilds().await?.keys {
+            let snapshot = snapshot_name(&key);
+            let labels = ctd.snapshot_labels(&snapshot).await?.unwrap_or_default();
+            let (bytes, _) = ctd.usage(&snapshot).await?;
+            entries.push(crate::cache::Entry {
+                last_used_ms: labels
+                    .get(USED_LABEL)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+                in_use: self.prebuild_in_use(&key)?,
+                key,
+                bytes,
+            });
+        }
+        let evicted = crate::cache::evict(&entries, budget);
+        for key in &evicted {
+            ctd.remove_snapshot(&snapshot_name(key)).await?;
+            tracing::info!(key, budget, "prebuild evicted from the node's cache");
+        }
+        Ok(evicted)
     }
 
     /// Builds a prebuild: a build workspace clones and runs the steps a
@@ -228,6 +315,21 @@ impl Manager {
         let reused = self.inner.ctd.snapshot_exists(&snapshot).await?;
         if !reused {
             self.capture(&r, &snapshot).await?;
+            self.inner
+                .ctd
+                .set_snapshot_labels(
+                    &snapshot,
+                    HashMap::from([(USED_LABEL.to_string(), now_ms().to_string())]),
+                )
+                .await?;
+            // The new layer counts against the budget; older ones go.
+            let evicted = self.enforce_cache().await?;
+            if evicted.contains(&key) {
+                return Err(AgentError::init(
+                    Code::PrebuildFailed,
+                    "the prebuild is larger than the node's cache ([cache] max_bytes)".to_string(),
+                ));
+            }
         }
         let capture_ms = ms(t);
         let (bytes, files) = self.inner.ctd.usage(&snapshot).await?;
@@ -410,7 +512,7 @@ impl Manager {
         for e in std::fs::read_dir(&root).into_iter().flatten().flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             if !known.contains(&name) {
-                self.unmount_prebuild(&name).await?;
+                self.unmount_prebuild(&name, None).await?;
                 n += 1;
             }
         }

@@ -24,7 +24,10 @@ impl Manager {
                     .remove_snapshot(&Self::snapshot_key(name))
                     .await,
             ),
-            ("prebuild overlay", self.unmount_prebuild(name).await),
+            (
+                "prebuild overlay",
+                self.unmount_prebuild(name, r.prebuild.as_deref()).await,
+            ),
             ("netns", self.inner.net.remove(r.parts()).await),
             ("volume", self.inner.volumes.remove(r.parts()).await),
         ];

@@ -124,10 +124,13 @@ impl utoipa::Modify for Constraints {
 async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let names: Vec<String> = s.svc.tiers().all().into_iter().map(|t| t.name).collect();
-    if let Some(tier) = doc
-        .pointer_mut("/components/schemas/CreateWorkspace/properties/tier")
-        .and_then(|t| t.as_object_mut())
-    {
+    for schema in ["CreateWorkspace", "RunPrebuild"] {
+        let Some(tier) = doc
+            .pointer_mut(&format!("/components/schemas/{schema}/properties/tier"))
+            .and_then(|t| t.as_object_mut())
+        else {
+            continue;
+        };
         tier.remove("pattern");
         // `null` stays a value where the type allows it (the default tier).
         let mut values = serde_json::json!(names);

@@ -6,7 +6,7 @@ use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
-use berth_proto::api::{ErrorBody, Prebuild, RunPrebuild};
+use berth_proto::api::{ErrorBody, Prebuild, RunPrebuild, WebhookResult};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -14,6 +14,44 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/prebuilds", get(list_prebuilds).post(run_prebuild))
         .route("/v1/prebuilds/{id}", get(get_prebuild))
+        .route("/v1/webhooks/git", axum::routing::post(git_webhook))
+}
+
+/// A git host's push webhook (GitHub: `X-GitHub-Event` and
+/// `X-Hub-Signature-256`; GitLab: `X-Gitlab-Event` and `X-Gitlab-Token`).
+/// Authenticated by the repository's webhook secret, not a token, so it is
+/// not in the OpenAPI document: docs/prebuilds.md describes it. 202 when a
+/// prebuild started or was queued, 200 when the event was ignored, 401 for
+/// a bad signature (nothing changes).
+async fn git_webhook(
+    AxState(s): AxState<AppState>,
+    headers: axum::http::HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<(StatusCode, Json<WebhookResult>)> {
+    use crate::domain::webhook::Source;
+    let h = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string()
+    };
+    let (source, event, signature) = match (h("x-github-event"), h("x-gitlab-event")) {
+        (e, _) if !e.is_empty() => (Source::GitHub, e, h("x-hub-signature-256")),
+        (_, e) if !e.is_empty() => (Source::GitLab, e, h("x-gitlab-token")),
+        _ => {
+            return Err(crate::error::Error::invalid(
+                "invalid_webhook",
+                "no X-GitHub-Event or X-Gitlab-Event header",
+            ))
+        }
+    };
+    let r = s.svc.webhook(source, &event, &signature, &body).await?;
+    let status = match r.outcome.as_str() {
+        "ignored" => StatusCode::OK,
+        _ => StatusCode::ACCEPTED,
+    };
+    Ok((status, Json(r)))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]
@@ -46,7 +84,7 @@ pub(super) async fn run_prebuild(
 /// Prebuilds, newest first.
 #[utoipa::path(get, path = "/v1/prebuilds", params(PrebuildQuery),
     responses((status = 200, body = Vec<Prebuild>), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn list_prebuilds(
     AxState(s): AxState<AppState>,
     _a: Auth,
@@ -58,8 +96,9 @@ pub(super) async fn list_prebuilds(
 /// One prebuild.
 #[utoipa::path(get, path = "/v1/prebuilds/{id}",
     params(("id" = String, Path, pattern = "^p[0-9a-f]{16}$")),
-    responses((status = 200, body = Prebuild), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, body = Prebuild), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(super) async fn get_prebuild(
     AxState(s): AxState<AppState>,
     _a: Auth,

@@ -5,11 +5,12 @@
 use super::Service;
 use crate::domain::lifecycle::Command;
 use crate::domain::scheduler;
+use crate::domain::webhook;
 use crate::domain::workspace::{self as ws, WorkspaceRow};
 use crate::error::{Error, Result};
 use crate::store::PrebuildRow;
 use berth_proto::agent as pb;
-use berth_proto::api::{CreateWorkspace, InitStep, Prebuild, RunPrebuild};
+use berth_proto::api::{CreateWorkspace, InitStep, Prebuild, Repo, RunPrebuild, WebhookResult};
 use std::time::Duration;
 
 /// How long a build may take before the coordinator stops waiting.
@@ -43,10 +44,66 @@ pub fn view(p: &PrebuildRow) -> Prebuild {
 impl Service {
     /// Starts a prebuild of `req.repo` on a node the scheduler picks (as
     /// for a workspace of the same image and tier); answers at once, the
-    /// build goes on in the background.
+    /// build goes on in the background. One of the same repository and
+    /// branch already building is answered instead; past `MAX_BUILDING`
+    /// builds it waits (`queued`).
     pub async fn run_prebuild(&self, by: &str, req: &RunPrebuild) -> Result<Prebuild> {
+        Ok(view(&self.request_prebuild(by, req, false).await?))
+    }
+
+    /// Records a prebuild request and starts it if it may start now. With
+    /// `behind` (a push), one building for the same branch does not answer
+    /// it: it waits behind that one, superseding an older waiting push.
+    async fn request_prebuild(
+        &self,
+        by: &str,
+        req: &RunPrebuild,
+        behind: bool,
+    ) -> Result<PrebuildRow> {
         let now = self.now();
         let id = format!("p{}", hex::encode(rand::random::<[u8; 8]>()));
+        // Checked as a workspace's create is, before anything is stored.
+        self.build_workspace(by, req, &id)?;
+        let _one = self.inner.prebuild_lock.lock().await;
+        let branch = req.repo.branch.clone().unwrap_or_default();
+        let all = self.inner.store.prebuilds(None).await?;
+        let building: Vec<&PrebuildRow> = all.iter().filter(|p| self.live(p, now)).collect();
+        let same = |p: &&PrebuildRow| p.repo_url == req.repo.url && p.branch == branch;
+        let busy = building.iter().find(|p| same(p));
+        if let (Some(p), false) = (busy, behind) {
+            return Ok((*p).clone());
+        }
+        let row = PrebuildRow {
+            id,
+            repo_url: req.repo.url.clone(),
+            branch: branch.clone(),
+            state: "queued".into(),
+            image: req.image.clone().unwrap_or_default(),
+            tier: req.tier.clone().unwrap_or_default(),
+            commit: req.repo.commit.clone().unwrap_or_default(),
+            requested_by: by.into(),
+            created_at_ms: now,
+            ..Default::default()
+        };
+        // A newer push supersedes one still waiting.
+        for mut older in all
+            .iter()
+            .filter(|p| p.state == "queued" && same(p))
+            .cloned()
+        {
+            older.state = "superseded".into();
+            older.finished_at_ms = now;
+            self.inner.store.put_prebuild(&older).await?;
+        }
+        self.inner.store.put_prebuild(&row).await?;
+        if busy.is_some() || building.len() >= MAX_BUILDING {
+            return Ok(row);
+        }
+        Ok(self.start_prebuild(row).await)
+    }
+
+    /// The build workspace of a request (validated as a create is).
+    fn build_workspace(&self, by: &str, req: &RunPrebuild, id: &str) -> Result<WorkspaceRow> {
         let create = CreateWorkspace {
             name: "prebuild".into(),
             image: req.image.clone(),
@@ -58,56 +115,103 @@ impl Service {
             tiers: &self.inner.tiers,
             image: self.inner.default_image.as_deref(),
         };
-        let w = ws::resolve(&create, by, defaults, id.clone(), now)?;
-        let branch = req.repo.branch.clone().unwrap_or_default();
-        let all = self.inner.store.prebuilds(None).await?;
-        // A build older than the timeout was lost with a coordinator.
-        let live = |p: &&PrebuildRow| {
-            p.state == "building" && now - p.created_at_ms < BUILD_TIMEOUT.as_millis() as i64
+        ws::resolve(&create, by, defaults, id.to_string(), self.now())
+    }
+
+    /// Whether `p` is building (one older than the timeout was lost with
+    /// a coordinator).
+    fn live(&self, p: &PrebuildRow, now: i64) -> bool {
+        p.state == "building" && now - p.created_at_ms < BUILD_TIMEOUT.as_millis() as i64
+    }
+
+    /// Places a queued prebuild and starts its build; one that fits on no
+    /// node fails at once (`unplaceable`).
+    async fn start_prebuild(&self, mut row: PrebuildRow) -> PrebuildRow {
+        let now = self.now();
+        let req = RunPrebuild {
+            repo: Repo {
+                url: row.repo_url.clone(),
+                branch: Some(row.branch.clone()).filter(|b| !b.is_empty()),
+                commit: Some(row.commit.clone()).filter(|c| !c.is_empty()),
+                ..Default::default()
+            },
+            image: Some(row.image.clone()).filter(|i| !i.is_empty()),
+            tier: Some(row.tier.clone()).filter(|t| !t.is_empty()),
         };
-        let building: Vec<&PrebuildRow> = all.iter().filter(live).collect();
-        if let Some(p) = building
+        let placed = async {
+            let w = self.build_workspace(&row.requested_by, &req, &row.id)?;
+            let nodes = self.inner.store.nodes().await?;
+            // The build is this coordinator's to send: its nodes first.
+            let mut views = self.views(&nodes, now);
+            if views.iter().any(|v| self.is_connected(&v.id)) {
+                views.retain(|v| self.is_connected(&v.id));
+            }
+            let request = scheduler::Request {
+                image: w.image.clone(),
+                resources: w.resources,
+                node_selector: w.node_selector.clone(),
+            };
+            let p = scheduler::Fleet::new(views)
+                .place(&request, self.inner.timing.strategy)
+                .map_err(|nofit| Error::conflict("unplaceable", nofit.to_string()))?;
+            Ok::<_, Error>((w, p.node))
+        }
+        .await;
+        match placed {
+            Ok((w, node)) => {
+                row.state = "building".into();
+                row.node = node;
+                row.created_at_ms = now;
+                if let Err(e) = self.inner.store.put_prebuild(&row).await {
+                    tracing::warn!(prebuild = %row.id, error = %e, "recording a prebuild");
+                    return row;
+                }
+                tokio::spawn(self.clone().build_in_background(w, row.clone()));
+            }
+            Err(e) => {
+                row.state = "failed".into();
+                row.error_code = e.code.to_string();
+                row.error = e.message.clone();
+                row.finished_at_ms = now;
+                if let Err(e) = self.inner.store.put_prebuild(&row).await {
+                    tracing::warn!(prebuild = %row.id, error = %e, "recording a prebuild");
+                }
+            }
+        }
+        row
+    }
+
+    /// Starts the queued prebuilds that may start now, oldest first.
+    async fn start_queued(&self) -> Result<()> {
+        let _one = self.inner.prebuild_lock.lock().await;
+        let now = self.now();
+        let mut all = self.inner.store.prebuilds(None).await?;
+        all.reverse();
+        let mut building: Vec<(String, String)> = all
             .iter()
-            .find(|p| p.repo_url == req.repo.url && p.branch == branch)
-        {
-            return Ok(view(p));
+            .filter(|p| self.live(p, now))
+            .map(|p| (p.repo_url.clone(), p.branch.clone()))
+            .collect();
+        for p in all.into_iter().filter(|p| p.state == "queued") {
+            let key = (p.repo_url.clone(), p.branch.clone());
+            if building.len() >= MAX_BUILDING || building.contains(&key) {
+                continue;
+            }
+            if self.start_prebuild(p).await.state == "building" {
+                building.push(key);
+            }
         }
-        if building.len() >= MAX_BUILDING {
-            return Err(Error::conflict(
-                "too_many_prebuilds",
-                format!("{MAX_BUILDING} prebuilds are building; try again when one is done"),
-            ));
-        }
-        let nodes = self.inner.store.nodes().await?;
-        // The build is this coordinator's to send: its nodes first.
-        let mut views = self.views(&nodes, now);
-        if views.iter().any(|v| self.is_connected(&v.id)) {
-            views.retain(|v| self.is_connected(&v.id));
-        }
-        let fleet = scheduler::Fleet::new(views);
-        let request = scheduler::Request {
-            image: w.image.clone(),
-            resources: w.resources,
-            node_selector: w.node_selector.clone(),
-        };
-        let placed = fleet
-            .place(&request, self.inner.timing.strategy)
-            .map_err(|nofit| Error::conflict("unplaceable", nofit.to_string()))?;
-        let row = PrebuildRow {
-            id,
-            repo_url: req.repo.url.clone(),
-            branch,
-            state: "building".into(),
-            node: placed.node,
-            requested_by: by.into(),
-            created_at_ms: now,
-            ..Default::default()
-        };
-        self.inner.store.put_prebuild(&row).await?;
-        let me = self.clone();
-        let building = row.clone();
-        tokio::spawn(async move { me.build_prebuild(w, building).await });
-        Ok(view(&row))
+        Ok(())
+    }
+
+    /// `build_prebuild` as a boxed future: a build's end starts queued
+    /// builds, so the future types would contain themselves otherwise.
+    fn build_in_background(
+        self,
+        w: WorkspaceRow,
+        row: PrebuildRow,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(async move { self.build_prebuild(w, row).await })
     }
 
     /// Asks the node to build, and records how it went.
@@ -167,10 +271,22 @@ impl Service {
         if let Err(e) = self.inner.store.put_prebuild(&row).await {
             tracing::warn!(prebuild = %row.id, error = %e, "recording a prebuild");
         }
+        if row.state == "ready" {
+            self.expire_prebuilds(&row).await;
+        }
+        if let Err(e) = self.start_queued().await {
+            tracing::warn!(error = %e, "starting queued prebuilds");
+        }
     }
 
     /// Prebuilds, newest first (of one repository if given).
     pub async fn prebuilds(&self, repo_url: Option<&str>) -> Result<Vec<Prebuild>> {
+        if repo_url.is_some_and(|u| u.len() > 2048) {
+            return Err(Error::invalid(
+                "invalid_repo",
+                "repo: at most 2048 characters",
+            ));
+        }
         let rows = self.inner.store.prebuilds(repo_url).await?;
         Ok(rows.iter().map(view).collect())
     }
@@ -213,6 +329,113 @@ impl Service {
             built_at_ms: p.finished_at_ms,
             config_hash: p.config_hash.clone(),
             folder: p.folder.clone(),
+        })
+    }
+
+    /// Keeps the newest `[prebuilds] keep` ready prebuilds of `row`'s
+    /// repository and branch: older ones expire and their node drops them
+    /// (keeping one a workspace still uses until that workspace goes).
+    async fn expire_prebuilds(&self, row: &PrebuildRow) {
+        let store = &self.inner.store;
+        let Ok(ready) = store.ready_prebuilds(&row.repo_url, &row.branch).await else {
+            return;
+        };
+        let keep = self.inner.prebuilds.keep;
+        let (kept, old) = ready.split_at(keep.min(ready.len()));
+        for old in old {
+            let mut expired = old.clone();
+            expired.state = "expired".into();
+            if let Err(e) = store.put_prebuild(&expired).await {
+                tracing::warn!(prebuild = %old.id, error = %e, "expiring a prebuild");
+                continue;
+            }
+            // A newer prebuild of the same content is the same layer.
+            if kept.iter().any(|k| k.key == old.key && k.node == old.node) {
+                continue;
+            }
+            let cmd = pb::request::Command::DropPrebuilds(pb::PrebuildDropRequest {
+                keys: vec![old.key.clone()],
+            });
+            match self
+                .inner
+                .link
+                .call(&old.node, cmd, Duration::from_secs(60))
+                .await
+            {
+                Ok(pb::response::Result::Prebuilds(_)) => {
+                    tracing::info!(prebuild = %old.id, key = %old.key, node = %old.node, "prebuild expired")
+                }
+                other => {
+                    tracing::warn!(prebuild = %old.id, node = %old.node, answer = ?other, "dropping an expired prebuild")
+                }
+            }
+        }
+    }
+
+    /// A git host's push webhook: checked against the repository's secret
+    /// (a bad signature changes nothing), then a prebuild of the pushed
+    /// commit if the branch is one the configuration names.
+    pub async fn webhook(
+        &self,
+        source: webhook::Source,
+        event: &str,
+        signature: &str,
+        body: &[u8],
+    ) -> Result<WebhookResult> {
+        let unauthorized = || {
+            Error::unauthorized("no configured repository matches, or the signature is wrong")
+                .with_code("bad_signature")
+        };
+        let push = match webhook::parse(source, event, body) {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                // A ping or a tag carries no repository to check against.
+                return Ok(WebhookResult {
+                    outcome: "ignored".into(),
+                    reason: format!("not a push to a branch ({event})"),
+                    prebuild: None,
+                });
+            }
+            Err(e) => return Err(Error::invalid("invalid_webhook", e.to_string())),
+        };
+        let policy = &self.inner.prebuilds;
+        let (repo, watched) = webhook::route(policy, &push).map_err(|_| unauthorized())?;
+        if !webhook::verify(source, &repo.secret, body, signature) {
+            return Err(unauthorized());
+        }
+        if !watched {
+            return Ok(WebhookResult {
+                outcome: "ignored".into(),
+                reason: format!("branch {} is not one prebuilds are kept of", push.branch),
+                prebuild: None,
+            });
+        }
+        if push.commit.bytes().all(|b| b == b'0') {
+            return Ok(WebhookResult {
+                outcome: "ignored".into(),
+                reason: format!("branch {} was deleted", push.branch),
+                prebuild: None,
+            });
+        }
+        let req = RunPrebuild {
+            repo: Repo {
+                url: repo.url.clone(),
+                branch: Some(push.branch.clone()),
+                commit: Some(push.commit.clone()),
+                ..Default::default()
+            },
+            image: repo.image.clone(),
+            tier: repo.tier.clone(),
+        };
+        let row = self.request_prebuild("webhook", &req, true).await?;
+        Ok(WebhookResult {
+            outcome: match row.state.as_str() {
+                "queued" => "queued",
+                _ => "started",
+            }
+            .into(),
+            reason: String::new(),
+            prebuild: Some(view(&row)),
         })
     }
 }

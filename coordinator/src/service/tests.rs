@@ -115,6 +115,7 @@ impl Harness {
             ca_fingerprint: "ab".repeat(32),
             clock,
             sealer: crate::secrets::Sealer::new([7; 32]),
+            prebuilds: Default::default(),
         });
         let (events, rx) = mpsc::unbounded_channel();
         tokio::spawn(svc.clone().run(rx));

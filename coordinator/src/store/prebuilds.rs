@@ -10,8 +10,11 @@ pub struct PrebuildRow {
     pub id: String,
     pub repo_url: String,
     pub branch: String,
-    /// building, ready or failed.
+    /// queued, building, ready, failed, superseded or expired.
     pub state: String,
+    /// The build's image and tier ("": the defaults).
+    pub image: String,
+    pub tier: String,
     pub key: String,
     pub commit: String,
     pub config_hash: String,
@@ -28,7 +31,8 @@ pub struct PrebuildRow {
     pub finished_at_ms: i64,
 }
 
-const COLUMNS: &str = "id, repo_url, branch, state, pkey, commit_sha, config_hash, folder, node, \
+const COLUMNS: &str =
+    "id, repo_url, branch, state, image, tier, pkey, commit_sha, config_hash, folder, node, \
     bytes, files, error_code, error, steps, requested_by, created_at_ms, finished_at_ms";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<PrebuildRow> {
@@ -37,6 +41,8 @@ fn row(r: &sqlx::any::AnyRow) -> Result<PrebuildRow> {
         repo_url: r.try_get("repo_url")?,
         branch: r.try_get("branch")?,
         state: r.try_get("state")?,
+        image: r.try_get("image")?,
+        tier: r.try_get("tier")?,
         key: r.try_get("pkey")?,
         commit: r.try_get("commit_sha")?,
         config_hash: r.try_get("config_hash")?,
@@ -62,12 +68,14 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(&format!(
-            "INSERT INTO prebuilds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)"
+            "INSERT INTO prebuilds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
         ))
         .bind(&p.id)
         .bind(&p.repo_url)
         .bind(&p.branch)
         .bind(&p.state)
+        .bind(&p.image)
+        .bind(&p.tier)
         .bind(&p.key)
         .bind(&p.commit)
         .bind(&p.config_hash)

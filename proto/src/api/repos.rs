@@ -247,3 +247,16 @@ pub struct Prebuild {
     #[serde(default)]
     pub finished_at_ms: i64,
 }
+
+/// What `POST /v1/webhooks/git` did with a push.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct WebhookResult {
+    /// started, queued (behind a build of the same branch) or ignored.
+    pub outcome: String,
+    /// Why it was ignored (not a push, a branch not configured).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prebuild: Option<Prebuild>,
+}

@@ -115,6 +115,7 @@ pub(super) fn service(store: Store) -> Service {
         ca_fingerprint: String::new(),
         clock: berth_coordinator::service::system_clock(),
         sealer: berth_coordinator::secrets::Sealer::new([7; 32]),
+        prebuilds: Default::default(),
     })
 }
 
