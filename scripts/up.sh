@@ -4,7 +4,8 @@
 # berth-coordinator (SQLite store, API on 127.0.0.1:8080, agent link on
 # 127.0.0.1:7443) and berth-agent joined to it with a one-time token; then
 # creates (or starts) the workspace "demo" from the dev image through the API,
-# and "hello" from a demo repository (scripts/demo-repo.sh).
+# and "hello" from a demo repository (scripts/demo-repo.sh), and "fast" from
+# a prebuild of it.
 # Stays in the foreground; Ctrl-C stops the workspaces (through the API, so the
 # coordinator records them as stopped) and the services it started (each in its
 # own session, so the signal reaches only this script) and keeps the data
@@ -164,6 +165,16 @@ if [ "$hello" = none ]; then
 else
   berth start hello -q >/dev/null || echo "up: the workspace hello did not start: berth get hello" >&2
 fi
+# A prebuild of the same repository (its onCreateCommand run once, the result
+# kept as a layer), and the workspace "fast" started from it (docs/prebuilds.md).
+if berth get fast >/dev/null 2>&1; then
+  berth start fast -q >/dev/null || echo "up: the workspace fast did not start: berth get fast" >&2
+else
+  berth prebuild run --repo "$repo_url" -q >/dev/null ||
+    echo "up: the prebuild failed: berth prebuild list" >&2
+  berth create fast --repo "$repo_url" --cpu 1 --memory 1G --disk 2G -q >/dev/null ||
+    echo "up: the workspace fast failed: berth get fast" >&2
+fi
 
 cat <<MSG
 
@@ -188,6 +199,9 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth ports hello                     # forwarded ports and their labels
   berth exec hello -- cat /etc/motd     # written by a RUN of its Dockerfile
   berth exec hello -- greet             # installed by a devcontainer feature
+  berth prebuild list                   # the repository's prebuild: a layer on the node
+  berth get fast                        # started from it: "Prebuild: ...", onCreateCommand skipped
+  berth prebuild run --repo $repo_url   # build another (reused: same commit and config)
   berth nodes
 
 Ctrl-C stops everything started here; the data stays in $data.

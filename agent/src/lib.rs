@@ -14,6 +14,7 @@ pub mod host;
 pub mod idmap;
 pub mod image;
 pub mod init;
+pub mod layers;
 pub mod link;
 pub mod net;
 pub mod prepared;

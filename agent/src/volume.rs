@@ -152,6 +152,16 @@ impl Volumes {
         mount_points(&info).iter().any(|p| Path::new(p) == path)
     }
 
+    /// Unmounts `name`'s volume, keeping its image (idempotent).
+    pub fn unmount(&self, name: &str) -> Result<()> {
+        let mp = self.mountpoint(name);
+        while self.is_mounted(&mp) {
+            nix::mount::umount2(&mp, nix::mount::MntFlags::empty())
+                .map_err(|e| AgentError::Volume(format!("umount {}: {e}", mp.display())))?;
+        }
+        Ok(())
+    }
+
     /// Unmounts and deletes `name`'s volume (idempotent).
     pub async fn remove(&self, name: &str) -> Result<()> {
         let mp = self.mountpoint(name);
@@ -205,7 +215,8 @@ fn remove_if_exists(p: &Path, f: fn(&Path) -> std::io::Result<()>) -> Result<()>
     }
 }
 
-async fn run(cmd: &mut Command) -> Result<()> {
+/// Runs a command; its standard error is the error when it fails.
+pub(crate) async fn run(cmd: &mut Command) -> Result<()> {
     let out = cmd
         .output()
         .await

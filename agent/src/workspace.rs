@@ -83,8 +83,10 @@ struct Inner {
     activity: crate::tunnel::activity::Activity,
     /// The last sync of the per-workspace allow set failed.
     allow_dirty: std::sync::atomic::AtomicBool,
-    /// Build workspaces of prebuilds being made.
-    building: Mutex<HashSet<String>>,
+    /// Prebuild builds by build workspace: running, or done a short while ago.
+    builds: Mutex<HashMap<String, prebuild::BuildOutcome>>,
+    /// Prebuild layers held.
+    layers: crate::layers::Layers,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -133,7 +135,13 @@ impl Manager {
     /// Builds a manager; `reconcile` should run before serving requests.
     pub fn new(p: Parts) -> Result<Self> {
         let state = p.cfg.file.state_dir.clone();
-        for d in ["volumes", "exec", IDMAPPED_DIR, prebuild::MERGED_DIR] {
+        for d in [
+            "volumes",
+            "exec",
+            IDMAPPED_DIR,
+            prebuild::MERGED_DIR,
+            prebuild::LAYERS_DIR,
+        ] {
             let dir = state.join(d);
             std::fs::create_dir_all(&dir).map_err(AgentError::io(format!("mkdir {d}")))?;
             // Only root may walk from one workspace's files to another's.
@@ -145,6 +153,7 @@ impl Manager {
         let swap_accounting = cgroups.swap_accounting(&p.cfg.file.cgroup.parent);
         let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
         let prepared = Prepared::new(p.cfg.file.workspace.prepared);
+        let mountinfo = p.host.mountinfo();
         Ok(Self {
             inner: Arc::new(Inner {
                 volumes: Volumes::new(state.join("volumes"), p.host.mountinfo()),
@@ -167,7 +176,8 @@ impl Manager {
                 changes: tokio::sync::broadcast::channel(1024).0,
                 activity: crate::tunnel::activity::Activity::default(),
                 allow_dirty: Default::default(),
-                building: Default::default(),
+                builds: Default::default(),
+                layers: crate::layers::Layers::new(state.join(prebuild::LAYERS_DIR), mountinfo),
             }),
         })
     }

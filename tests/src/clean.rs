@@ -117,12 +117,7 @@ impl Leaks {
             .into_iter()
             .skip(1)
             .filter_map(|l| l.split_whitespace().next().map(String::from))
-            .filter(|k| {
-                k.starts_with("berth/")
-                    || k.starts_with("berth-extract-")
-                    || k.starts_with("berth-prebuild-view/")
-                    || k.starts_with("berth-prebuild-active-")
-            })
+            .filter(|k| k.starts_with("berth/") || k.starts_with("berth-extract-"))
             .collect();
         Self {
             prepared_netns: prepared_netns.len(),

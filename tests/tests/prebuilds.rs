@@ -66,20 +66,42 @@ async fn used(c: &Cluster, name: &str) -> u64 {
     out.trim().parse().unwrap_or_else(|_| panic!("df: {out}"))
 }
 
-/// The snapshots of the node's containerd: (key, parent).
-fn snapshots(c: &Cluster) -> Vec<(String, String)> {
+/// The file of prebuild layer `key` on the node.
+fn layer(c: &Cluster, key: &str) -> std::path::PathBuf {
     c.nodes[0]
-        .containerd
-        .ctr_list(&["snapshots", "ls"])
+        .state_dir
+        .join("prebuilds")
+        .join(format!("{key}.ext4"))
+}
+
+fn held(c: &Cluster, key: &str) -> bool {
+    layer(c, key).is_file()
+}
+
+/// Asserts that no build workspace (a container named after its prebuild,
+/// `p...`) is left on the node.
+fn no_build_workspace(c: &Cluster) {
+    let builds: Vec<String> = c.nodes[0]
+        .containers()
         .into_iter()
-        .skip(1)
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let key = f.next()?.to_string();
-            let parent = f.next().unwrap_or("").to_string();
-            Some((key, parent))
+        .filter(|id| id.starts_with('p'))
+        .collect();
+    assert!(builds.is_empty(), "build workspaces left: {builds:?}");
+}
+
+/// The prebuild layers the node holds.
+fn layers(c: &Cluster) -> Vec<String> {
+    let mut keys: Vec<String> = std::fs::read_dir(c.nodes[0].state_dir.join("prebuilds"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let n = e.file_name().to_string_lossy().into_owned();
+            n.strip_suffix(".ext4").map(String::from)
         })
-        .collect()
+        .collect();
+    keys.sort();
+    keys
 }
 
 async fn prebuild(c: &Cluster, url: &str, more: &[&str]) -> (i32, Value) {
@@ -154,14 +176,11 @@ async fn a_workspace_starts_from_a_prebuild_layer_without_a_copy() {
         list.contains(&key[..12]) && list.contains("ready"),
         "{list}"
     );
-    // One committed layer, no build workspace left.
-    let snaps = snapshots(&c);
-    assert!(
-        snaps
-            .iter()
-            .any(|(k, _)| *k == format!("berth-prebuild/{key}")),
-        "{snaps:?}"
-    );
+    // One layer: the build's volume, kept (no copy); no build workspace left.
+    assert_eq!(layers(&c), [key.clone()]);
+    let (_, list) = c.get("/v1/workspaces").await;
+    assert_eq!(list, json!([]), "no build workspace is shown");
+    no_build_workspace(&c);
 
     // A workspace from it: the prebuild's tree, its steps not run again.
     let (code, out, err) = c
@@ -256,21 +275,15 @@ async fn a_workspace_starts_from_a_prebuild_layer_without_a_copy() {
     .await;
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["2560", "1"], "{out}");
-    let snaps = snapshots(&c);
-    let parent = format!("berth-prebuild/{key}");
-    let views: Vec<&(String, String)> = snaps
-        .iter()
-        .filter(|(k, p)| k.starts_with("berth-prebuild-view/") && *p == parent)
-        .collect();
-    assert_eq!(views.len(), 2, "{snaps:?}");
-    assert_eq!(
-        snaps
-            .iter()
-            .filter(|(k, _)| k.starts_with("berth-prebuild/"))
-            .count(),
-        1,
-        "{snaps:?}"
-    );
+    // One read-only loop mount of the one layer serves both.
+    assert_eq!(layers(&c), [key.clone()]);
+    let loops = std::process::Command::new("losetup")
+        .arg("-j")
+        .arg(layer(&c, &key))
+        .output()
+        .unwrap();
+    let loops = String::from_utf8_lossy(&loops.stdout).into_owned();
+    assert_eq!(loops.lines().count(), 1, "{loops}");
 
     // The repository's token is in no layer, nowhere on the node; the
     // same search finds it where a control put it.
@@ -359,14 +372,9 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
         p["error"].as_str().unwrap().contains("the-build-broke"),
         "{p}"
     );
-    // ...and no build workspace, container or view is left.
-    assert!(
-        !snapshots(&c)
-            .iter()
-            .any(|(k, _)| k.starts_with("berth-prebuild-active-")),
-        "{:?}",
-        snapshots(&c)
-    );
+    // ...and no layer is kept of it, no build workspace left.
+    assert_eq!(layers(&c).len(), 1, "{:?}", layers(&c));
+    no_build_workspace(&c);
     // A workspace of it finds no ready prebuild: a plain clone, whose
     // failing step shows as usual.
     let (code, out, err) = c
@@ -394,9 +402,7 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
         .unwrap();
     let (code, out, err) = c.berth(&c.admin_token, &["delete", "moved"]).await;
     assert_eq!(code, 0, "{out}{err}");
-    c.nodes[0]
-        .containerd
-        .ctr(&["snapshots", "rm", &format!("berth-prebuild/{key}")]);
+    std::fs::remove_file(layer(&c, &key)).unwrap();
     let (code, out, err) = c
         .berth(
             &c.admin_token,
@@ -451,12 +457,6 @@ async fn wait_prebuild(c: &Cluster, id: &str) -> Value {
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
     }
     panic!("prebuild {id} did not finish\n{}", c.coordinator_log());
-}
-
-fn held(c: &Cluster, key: &str) -> bool {
-    snapshots(c)
-        .iter()
-        .any(|(k, _)| *k == format!("berth-prebuild/{key}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -630,10 +630,10 @@ async fn pushes_build_prebuilds_old_ones_expire_and_the_cache_keeps_its_budget()
     }
     // r4 made the cache 12.6 MiB: key2 (least recently used) and r3 went;
     // r2 is older than r3 but in use.
-    assert!(!held(&c, &key2), "{:?}", snapshots(&c));
-    assert!(held(&c, &keys[0]), "in use: kept {:?}", snapshots(&c));
-    assert!(!held(&c, &keys[1]), "{:?}", snapshots(&c));
-    assert!(held(&c, &keys[2]), "{:?}", snapshots(&c));
+    assert!(!held(&c, &key2), "{:?}", layers(&c));
+    assert!(held(&c, &keys[0]), "in use: kept {:?}", layers(&c));
+    assert!(!held(&c, &keys[1]), "{:?}", layers(&c));
+    assert!(held(&c, &keys[2]), "{:?}", layers(&c));
     let (code, _, err) = c.berth(&c.admin_token, &["delete", "keep"]).await;
     assert_eq!(code, 0, "{err}");
     drop(git);

@@ -26,52 +26,6 @@ impl Containerd {
         }
     }
 
-    /// The labels of snapshot `key`, if it exists.
-    pub async fn snapshot_labels(&self, key: &str) -> Result<Option<HashMap<String, String>>> {
-        let r = self
-            .snapshots()
-            .stat(self.req(
-                snap::StatSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.into(),
-                },
-                None,
-            ))
-            .await;
-        match r {
-            Ok(r) => Ok(Some(
-                r.into_inner().info.map(|i| i.labels).unwrap_or_default(),
-            )),
-            Err(s) if is_not_found(&s) => Ok(None),
-            Err(s) => Err(AgentError::containerd("stat snapshot")(s)),
-        }
-    }
-
-    /// Sets `labels` on snapshot `key` (others are kept).
-    pub async fn set_snapshot_labels(
-        &self,
-        key: &str,
-        labels: HashMap<String, String>,
-    ) -> Result<()> {
-        let paths = labels.keys().map(|k| format!("labels.{k}")).collect();
-        self.snapshots()
-            .update(self.req(
-                snap::UpdateSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    info: Some(snap::Info {
-                        name: key.into(),
-                        labels,
-                        ..Default::default()
-                    }),
-                    update_mask: Some(prost_types::FieldMask { paths }),
-                },
-                None,
-            ))
-            .await
-            .map_err(AgentError::containerd(format!("label snapshot {key}")))?;
-        Ok(())
-    }
-
     /// Prepares an active snapshot `key` on top of `parent` and returns its mounts.
     pub async fn prepare(
         &self,
@@ -94,45 +48,6 @@ impl Containerd {
             .await
             .map_err(AgentError::containerd(format!("prepare snapshot {key}")))?;
         Ok(r.into_inner().mounts)
-    }
-
-    /// Makes a read-only view `key` of committed snapshot `parent` (or
-    /// returns the view's mounts if it exists).
-    pub async fn view(&self, lease: &str, key: &str, parent: &str) -> Result<Vec<Mount>> {
-        let r = self
-            .snapshots()
-            .view(self.req(
-                snap::ViewSnapshotRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.into(),
-                    parent: parent.into(),
-                    labels: HashMap::new(),
-                },
-                Some(lease),
-            ))
-            .await;
-        match r {
-            Ok(r) => Ok(r.into_inner().mounts),
-            Err(s) if s.code() == tonic::Code::AlreadyExists => self.mounts(key).await,
-            Err(s) => Err(AgentError::containerd(format!("view snapshot {key}"))(s)),
-        }
-    }
-
-    /// Bytes and inodes a snapshot uses (containerd's Usage).
-    pub async fn usage(&self, key: &str) -> Result<(u64, u64)> {
-        let r = self
-            .snapshots()
-            .usage(self.req(
-                snap::UsageRequest {
-                    snapshotter: self.snapshotter.clone(),
-                    key: key.into(),
-                },
-                None,
-            ))
-            .await
-            .map_err(AgentError::containerd(format!("snapshot usage {key}")))?
-            .into_inner();
-        Ok((r.size.max(0) as u64, r.inodes.max(0) as u64))
     }
 
     /// The mounts of an existing snapshot.

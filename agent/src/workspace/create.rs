@@ -70,7 +70,7 @@ impl Manager {
             password: a.password,
         });
         let image = self.inner.images.ensure(&spec.image, creds).await?;
-        let prebuild = self.held_prebuild(spec.repo.as_ref()).await?;
+        let prebuild = self.held_prebuild(spec.repo.as_ref())?;
         step("image_ms", ms(t0));
         let defaults = (
             self.inner.cfg.file.workspace.uid,

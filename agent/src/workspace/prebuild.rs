@@ -1,11 +1,11 @@
 //! Prebuilds as overlay layers (docs/prebuilds.md). A prebuild is a build
 //! workspace's /workspace after its clone, onCreateCommand and
-//! updateContentCommand, committed as the containerd snapshot
-//! `berth-prebuild/<key>` with the workspace's ids made the image's own.
-//! A workspace started from it gets /workspace as an overlay: the lower is
-//! that snapshot (a read-only view, idmapped to the workspace's id range,
-//! shared by every workspace of the prebuild), the upper and work dirs are
-//! on the workspace's own volume. Starting costs one mount whatever the
+//! updateContentCommand: the build's own volume, its ids made the image's
+//! own, kept as a layer (`crate::layers`: a rename, no copy). A workspace
+//! started from it gets /workspace as an overlay: the lower is that layer
+//! (mounted read-only once, idmapped to the workspace's id range, shared by
+//! every workspace of the prebuild), the upper and work dirs are on the
+//! workspace's own volume. Starting costs one mount whatever the
 //! prebuild's size, the volume's limit applies to what the user writes,
 //! and the upper holds exactly the user's changes.
 
@@ -16,24 +16,14 @@ use crate::init::prebuild as p;
 use crate::init::state::{InitState, Phase as StepPhase};
 use berth_proto::codes::Code;
 
-/// The lease holding prebuild snapshots and their views (a GC root).
-const PREBUILD_LEASE: &str = "berth-prebuilds";
-/// Committed prebuilds are `berth-prebuild/<key>`.
-const PREBUILD_PREFIX: &str = "berth-prebuild/";
-/// A workspace's view of its prebuild: `berth-prebuild-view/<name>`.
-const VIEW_PREFIX: &str = "berth-prebuild-view/";
-/// Label of a prebuild retention dropped while a workspace used it: it
-/// goes with the last such workspace.
-const EXPIRED_LABEL: &str = "berth.prebuild.expired";
-/// Label of a prebuild: when a workspace last mounted it (Unix ms).
-const USED_LABEL: &str = "berth.prebuild.used-ms";
 /// Overlays of /workspace are mounted at `<state_dir>/prebuilt/<name>`.
 pub(super) const MERGED_DIR: &str = "prebuilt";
+/// Layers are kept in `<state_dir>/prebuilds`.
+pub(super) const LAYERS_DIR: &str = "prebuilds";
 
-/// The snapshot a prebuild of `key` is.
-pub(super) fn snapshot_name(key: &str) -> String {
-    format!("{PREBUILD_PREFIX}{key}")
-}
+/// A build's outcome once it has one (an error as its code and message).
+pub(super) type BuildOutcome =
+    tokio::sync::watch::Receiver<Option<std::result::Result<pb::PrebuildResult, (Code, String)>>>;
 
 impl Manager {
     /// The node directory /workspace is: the overlay over the prebuild, or
@@ -50,10 +40,7 @@ impl Manager {
     }
 
     /// The key of a prebuild asked for that this node holds.
-    pub(super) async fn held_prebuild(
-        &self,
-        repo: Option<&pb::RepoInit>,
-    ) -> Result<Option<String>> {
+    pub(super) fn held_prebuild(&self, repo: Option<&pb::RepoInit>) -> Result<Option<String>> {
         let Some(want) = repo.and_then(|r| r.prebuild.as_ref()) else {
             return Ok(None);
         };
@@ -63,16 +50,15 @@ impl Manager {
                 want.key
             )));
         }
-        let held = self
+        Ok(self
             .inner
-            .ctd
-            .snapshot_exists(&snapshot_name(&want.key))
-            .await?;
-        Ok(held.then(|| want.key.clone()))
+            .layers
+            .exists(&want.key)
+            .then(|| want.key.clone()))
     }
 
     /// Mounts /workspace over the prebuild if it is not (after a reboot,
-    /// say): the view, the idmapped lower, the overlay.
+    /// say): the layer, the idmapped lower, the overlay.
     pub(super) async fn mount_prebuild(&self, r: &Record) -> Result<()> {
         let Some(key) = &r.prebuild else {
             return Ok(());
@@ -81,23 +67,10 @@ impl Manager {
         if self.inner.volumes.is_mounted(&merged) {
             return Ok(());
         }
-        let ctd = &self.inner.ctd;
-        ctd.create_lasting_lease(PREBUILD_LEASE).await?;
+        let layers = &self.inner.layers;
+        layers.ensure_mounted(key).await?;
         // For the cache's least-recently-used order.
-        ctd.set_snapshot_labels(
-            &snapshot_name(key),
-            HashMap::from([(USED_LABEL.to_string(), now_ms().to_string())]),
-        )
-        .await?;
-        let view = format!("{VIEW_PREFIX}{}", r.name);
-        let mounts = ctd.view(PREBUILD_LEASE, &view, &snapshot_name(key)).await?;
-        let lower = match mounts.first() {
-            Some(m) if m.r#type == "bind" => m.source.clone(),
-            Some(m) => rootfs::lowers(&mounts).into_iter().next().ok_or_else(|| {
-                AgentError::InvalidRequest(format!("prebuild view: a {} mount", m.r#type))
-            })?,
-            None => return Err(AgentError::InvalidRequest("prebuild view: no mount".into())),
-        };
+        layers.touch(key);
         let vol = self.inner.volumes.mountpoint(r.parts());
         let upper = self.inner.volumes.workspace_dir(r.parts());
         let work = vol.join("workspace.work");
@@ -115,7 +88,7 @@ impl Manager {
                 .state_dir
                 .join(IDMAPPED_DIR)
                 .join(format!("{}-workspace", r.name)),
-            &[lower],
+            &[layers.tree(key).to_string_lossy().into_owned()],
             &self.inner.net.userns_path(r.parts()),
         )?;
         // redirect_dir: a directory of the lower can be renamed (rename(2),
@@ -139,9 +112,9 @@ impl Manager {
         mounted.map_err(|e| AgentError::Volume(format!("overlay of /workspace ({options}): {e}")))
     }
 
-    /// Unmounts /workspace's overlay and drops the workspace's view of the
-    /// prebuild `key` (idempotent); the prebuild goes too if retention
-    /// dropped it and no other workspace uses it.
+    /// Unmounts /workspace's overlay (idempotent); the layer `key` is
+    /// unmounted too when no other workspace uses it, and goes if
+    /// retention dropped it.
     pub(super) async fn unmount_prebuild(&self, name: &str, key: Option<&str>) -> Result<()> {
         let merged = self.merged_dir(name);
         while self.inner.volumes.is_mounted(&merged) {
@@ -154,85 +127,23 @@ impl Manager {
             }
             _ => {}
         }
-        let ctd = &self.inner.ctd;
-        ctd.remove_snapshot(&format!("{VIEW_PREFIX}{name}")).await?;
-        if let Some(key) = key {
-            let snapshot = snapshot_name(key);
-            let labels = ctd.snapshot_labels(&snapshot).await?.unwrap_or_default();
-            // Another workspace's view keeps it: the removal fails then.
-            if labels.contains_key(EXPIRED_LABEL) && ctd.remove_snapshot(&snapshot).await.is_ok() {
-                tracing::info!(key, "expired prebuild removed with its last workspace");
-            }
-        }
-        Ok(())
-    }
-
-    /// Drops prebuilds retention expired: removed now, or labelled to go
-    /// with the last workspace that uses them.
-    pub async fn drop_prebuilds(&self, keys: Vec<String>) -> Result<pb::PrebuildList> {
-        let ctd = &self.inner.ctd;
-        for key in &keys {
-            if !p::is_key(key) {
-                return Err(AgentError::InvalidRequest(format!(
-                    "{key:?} is not a prebuild key"
-                )));
-            }
-            if self.prebuild_in_use(key)? {
-                let label = HashMap::from([(EXPIRED_LABEL.to_string(), now_ms().to_string())]);
-                if ctd.snapshot_exists(&snapshot_name(key)).await? {
-                    ctd.set_snapshot_labels(&snapshot_name(key), label).await?;
-                }
-                continue;
-            }
-            ctd.remove_snapshot(&snapshot_name(key)).await?;
-            tracing::info!(key, "expired prebuild removed");
-        }
-        self.prebuilds().await
-    }
-
-    /// Whether a workspace on the node has /workspace over prebuild `key`.
-    fn prebuild_in_use(&self, key: &str) -> Result<bool> {
-        Ok(self
+        let Some(key) = key else { return Ok(()) };
+        let others = self
             .inner
             .records
             .all()?
             .iter()
-            .any(|r| r.prebuild.as_deref() == Some(key)))
-    }
-
-    /// Keeps the prebuild layers within the cache's budget: the least
-    /// recently used ones no workspace uses are removed.
-    pub(super) async fn enforce_cache(&self) -> Result<Vec<String>> {
-        let ctd = &self.inner.ctd;
-        let budget = match self.inner.cfg.file.cache.max_bytes {
-            0 => {
-                let st = nix::sys::statvfs::statvfs(&self.inner.cfg.file.state_dir)
-                    .map_err(|e| AgentError::Volume(format!("statvfs: {e}")))?;
-                crate::cache::default_budget(st.blocks() as u64 * st.fragment_size() as u64)
-            }
-            b => b,
-        };
-        let mut entries = Vec::new();
-        for key in self.prebuilds().await?.keys {
-            let snapshot = snapshot_name(&key);
-            let labels = ctd.snapshot_labels(&snapshot).await?.unwrap_or_default();
-            let (bytes, _) = ctd.usage(&snapshot).await?;
-            entries.push(crate::cache::Entry {
-                last_used_ms: labels
-                    .get(USED_LABEL)
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(0),
-                in_use: self.prebuild_in_use(&key)?,
-                key,
-                bytes,
-            });
+            .any(|r| r.name != name && r.prebuild.as_deref() == Some(key));
+        if others {
+            return Ok(());
         }
-        let evicted = crate::cache::evict(&entries, budget);
-        for key in &evicted {
-            ctd.remove_snapshot(&snapshot_name(key)).await?;
-            tracing::info!(key, budget, "prebuild evicted from the node's cache");
+        let layers = &self.inner.layers;
+        if layers.is_expired(key) {
+            layers.remove(key)?;
+            tracing::info!(key, "expired prebuild removed with its last workspace");
+            return Ok(());
         }
-        Ok(evicted)
+        layers.unmount(key)
     }
 
     /// Builds a prebuild: a build workspace clones and runs the steps a
@@ -258,32 +169,57 @@ impl Manager {
         create.start = true;
         let name = spec.name.clone();
         validate::name(&name)?;
+        // The same build asked again (the link broke while it ran): its
+        // outcome, once there is one.
+        let known = self.builds().get(&name).cloned();
+        if let Some(mut rx) = known {
+            let done = rx
+                .wait_for(Option::is_some)
+                .await
+                .map_err(|e| AgentError::InvalidRequest(format!("prebuild {name}: {e}")))?
+                .clone();
+            return match done {
+                Some(Ok(r)) => Ok(r),
+                Some(Err((code, message))) => Err(AgentError::init(code, message)),
+                None => Err(AgentError::InvalidRequest(format!(
+                    "prebuild {name}: no outcome"
+                ))),
+            };
+        }
         // What a crashed build left goes first.
         self.delete(&name, 0).await?;
-        self.inner
-            .building
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone());
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        self.builds().insert(name.clone(), rx);
         let built = Box::pin(self.build_prebuild(create, &name)).await;
-        self.inner
-            .building
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&name);
         if let Err(e) = self.delete(&name, 0).await {
             tracing::warn!(workspace = %name, error = %e, "deleting a prebuild's build workspace");
         }
+        let kept = match &built {
+            Ok(r) => Ok(r.clone()),
+            Err(e) => Err((
+                Code::parse(e.code()).unwrap_or(Code::PrebuildFailed),
+                e.to_string(),
+            )),
+        };
+        let _ = tx.send(Some(kept));
+        // Kept a while for a coordinator that asks again.
+        let me = self.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(600)).await;
+            me.builds().remove(&name);
+        });
         built
     }
 
-    /// Whether workspace `name` is a prebuild's build.
+    fn builds(&self) -> std::sync::MutexGuard<'_, HashMap<String, BuildOutcome>> {
+        self.inner.builds.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether workspace `name` is a prebuild's build, running.
     pub(super) fn is_building(&self, name: &str) -> bool {
-        self.inner
-            .building
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(name)
+        self.builds()
+            .get(name)
+            .is_some_and(|rx| rx.borrow().is_none())
     }
 
     async fn build_prebuild(
@@ -310,18 +246,12 @@ impl Manager {
         let grace = Duration::from_secs(self.inner.cfg.file.workspace.stop_grace_seconds.into());
         self.stop_task(name, grace).await?;
         let key = p::key(&st.repo_url, &st.commit, &st.config_hash);
-        let snapshot = snapshot_name(&key);
         let t = Instant::now();
-        let reused = self.inner.ctd.snapshot_exists(&snapshot).await?;
+        let layers = &self.inner.layers;
+        let reused = layers.exists(&key);
+        let mut files = 0;
         if !reused {
-            self.capture(&r, &snapshot).await?;
-            self.inner
-                .ctd
-                .set_snapshot_labels(
-                    &snapshot,
-                    HashMap::from([(USED_LABEL.to_string(), now_ms().to_string())]),
-                )
-                .await?;
+            files = self.capture(&r, &key).await?;
             // The new layer counts against the budget; older ones go.
             let evicted = self.enforce_cache().await?;
             if evicted.contains(&key) {
@@ -332,8 +262,8 @@ impl Manager {
             }
         }
         let capture_ms = ms(t);
-        let (bytes, files) = self.inner.ctd.usage(&snapshot).await?;
-        tracing::info!(key, bytes, files, capture_ms, reused, "prebuild committed");
+        let bytes = layers.bytes(&key);
+        tracing::info!(key, bytes, files, capture_ms, reused, "prebuild kept");
         Ok(pb::PrebuildResult {
             key,
             commit: st.commit.clone(),
@@ -347,63 +277,101 @@ impl Manager {
         })
     }
 
-    /// Commits the stopped build workspace's /workspace as `snapshot`: its
-    /// ids made the image's own (0-based, as an image layer's), then its
-    /// files copied into a fresh snapshot (cp keeps links, modes, xattrs).
-    async fn capture(&self, r: &Record, snapshot: &str) -> Result<()> {
-        let ctd = &self.inner.ctd;
-        let dir = self.inner.volumes.workspace_dir(r.parts());
-        b::shift_ids(&dir, r.userns.host_base, r.userns.size)
-            .map_err(AgentError::io("shift the prebuild's ids"))?;
-        ctd.create_lasting_lease(PREBUILD_LEASE).await?;
-        let active = format!("berth-prebuild-active-{}", r.name);
-        let _ = ctd.remove_snapshot(&active).await;
-        let mounts = ctd
-            .prepare(Some(PREBUILD_LEASE), &active, "", HashMap::new())
-            .await?;
-        let copied = async {
-            let target = b::upperdir(&mounts)
-                .ok_or_else(|| AgentError::InvalidRequest("prebuild snapshot: no dir".into()))?;
-            let out = tokio::process::Command::new("cp")
-                .arg("-a")
-                .arg(format!("{}/.", dir.display()))
-                .arg(&target)
-                .output()
-                .await
-                .map_err(AgentError::io("cp"))?;
-            match out.status.success() {
-                true => Ok(()),
-                false => Err(AgentError::init(
-                    Code::PrebuildFailed,
-                    format!(
-                        "committing the layer: {}",
-                        String::from_utf8_lossy(&out.stderr).trim()
-                    ),
-                )),
-            }
-        }
-        .await;
-        let committed = match copied {
-            Ok(()) => ctd.commit(PREBUILD_LEASE, snapshot, &active).await,
-            Err(e) => Err(e),
-        };
-        if committed.is_err() {
-            let _ = ctd.remove_snapshot(&active).await;
-        }
-        committed
+    /// Makes the stopped build workspace's volume layer `key`: its ids made
+    /// the image's own (0-based), everything but /workspace removed, its
+    /// free blocks given back, unmounted and renamed into the layer store.
+    /// Returns its files.
+    async fn capture(&self, r: &Record, key: &str) -> Result<u64> {
+        let vols = &self.inner.volumes;
+        let dir = vols.workspace_dir(r.parts());
+        let mp = vols.mountpoint(r.parts());
+        let (base, size) = (r.userns.host_base, r.userns.size);
+        // A walk of every file: off the async workers (a build of 3 GiB
+        // of small files is 400,000 of them).
+        let walked = tokio::task::spawn_blocking({
+            let mp = mp.clone();
+            move || only_the_tree(&dir, &mp, base, size)
+        })
+        .await
+        .map_err(|e| AgentError::InvalidRequest(format!("capture: {e}")))??;
+        let files = walked;
+        // Blocks freed in the build go back to the node (the image is sparse).
+        let _ = tokio::process::Command::new("fstrim")
+            .arg(&mp)
+            .output()
+            .await;
+        vols.unmount(r.parts())?;
+        self.inner.layers.adopt(&vols.image(r.parts()), key)?;
+        Ok(files)
     }
 
     /// The prebuilds this node holds.
     pub async fn prebuilds(&self) -> Result<pb::PrebuildList> {
-        let keys = self
+        Ok(pb::PrebuildList {
+            keys: self.inner.layers.list(),
+        })
+    }
+
+    /// Drops prebuilds retention expired: removed now, or marked to go
+    /// with the last workspace that uses them.
+    pub async fn drop_prebuilds(&self, keys: Vec<String>) -> Result<pb::PrebuildList> {
+        let layers = &self.inner.layers;
+        for key in &keys {
+            if !p::is_key(key) {
+                return Err(AgentError::InvalidRequest(format!(
+                    "{key:?} is not a prebuild key"
+                )));
+            }
+            if !layers.exists(key) {
+                continue;
+            }
+            if self.prebuild_in_use(key)? {
+                layers.mark_expired(key)?;
+                continue;
+            }
+            layers.remove(key)?;
+            tracing::info!(key, "expired prebuild removed");
+        }
+        self.prebuilds().await
+    }
+
+    /// Whether a workspace on the node has /workspace over prebuild `key`.
+    fn prebuild_in_use(&self, key: &str) -> Result<bool> {
+        Ok(self
             .inner
-            .ctd
-            .list_snapshots("name~=\"^berth-prebuild/\"")
-            .await?
-            .into_iter()
-            .filter_map(|k| k.strip_prefix(PREBUILD_PREFIX).map(String::from))
-            .collect();
-        Ok(pb::PrebuildList { keys })
+            .records
+            .all()?
+            .iter()
+            .any(|r| r.prebuild.as_deref() == Some(key)))
+    }
+
+    /// Keeps the prebuild layers within the cache's budget: the least
+    /// recently used ones no workspace uses are removed.
+    pub(super) async fn enforce_cache(&self) -> Result<Vec<String>> {
+        let layers = &self.inner.layers;
+        let budget = match self.inner.cfg.file.cache.max_bytes {
+            0 => {
+                let st = nix::sys::statvfs::statvfs(&self.inner.cfg.file.state_dir)
+                    .map_err(|e| AgentError::Volume(format!("statvfs: {e}")))?;
+                crate::cache::default_budget(st.blocks() as u64 * st.fragment_size() as u64)
+            }
+            b => b,
+        };
+        let mut entries = Vec::new();
+        for key in layers.list() {
+            entries.push(crate::cache::Entry {
+                bytes: layers.bytes(&key),
+                last_used_ms: layers.last_used_ms(&key),
+                in_use: self.prebuild_in_use(&key)?,
+                key,
+            });
+        }
+        let evicted = crate::cache::evict(&entries, budget);
+        for key in &evicted {
+            layers.remove(key)?;
+            tracing::info!(key, budget, "prebuild evicted from the node's cache");
+        }
+        Ok(evicted)
     }
 
     /// Brings the prebuild's repository up to what the workspace asked
@@ -501,8 +469,8 @@ impl Manager {
         p::config_hash(&st.source, &text, &r.chain_id, repo.init_command.as_deref())
     }
 
-    /// Overlays and views of workspaces no record explains, and captures a
-    /// crash interrupted (before the volumes they sit on go).
+    /// Overlays of workspaces no record explains (before the volumes they
+    /// sit on go), and layers no workspace uses left mounted by a crash.
     pub(crate) async fn remove_prebuild_strays(
         &self,
         known: &std::collections::HashSet<String>,
@@ -516,17 +484,31 @@ impl Manager {
                 n += 1;
             }
         }
-        let ctd = &self.inner.ctd;
-        for key in ctd.list_snapshots("name~=\"^berth-prebuild-\"").await? {
-            let stray = match key.strip_prefix(VIEW_PREFIX) {
-                Some(name) => !known.contains(name),
-                None => key.starts_with("berth-prebuild-active-"),
-            };
-            if stray {
-                ctd.remove_snapshot(&key).await?;
-                n += 1;
+        for key in self.inner.layers.list() {
+            if !self.prebuild_in_use(&key)? {
+                self.inner.layers.unmount(&key)?;
             }
         }
         Ok(n)
     }
+}
+
+/// Makes the build volume mounted at `mp` only its tree `dir` (whose ids
+/// become the image's own, 0-based): everything else on it goes. Returns
+/// the files left.
+fn only_the_tree(dir: &std::path::Path, mp: &std::path::Path, base: u32, size: u32) -> Result<u64> {
+    b::shift_ids(dir, base, size).map_err(AgentError::io("shift the prebuild's ids"))?;
+    for e in std::fs::read_dir(mp).map_err(AgentError::io("read the build's volume"))? {
+        let e = e.map_err(AgentError::io("read the build's volume"))?;
+        if e.file_name() == "workspace" || e.file_name() == "lost+found" {
+            continue;
+        }
+        let p = e.path();
+        let gone = match e.file_type().map(|t| t.is_dir()) {
+            Ok(true) => std::fs::remove_dir_all(&p),
+            _ => std::fs::remove_file(&p),
+        };
+        gone.map_err(AgentError::io(format!("remove {}", p.display())))?;
+    }
+    Ok(nix::sys::statvfs::statvfs(mp).map_or(0, |s| (s.files() - s.files_free()) as u64))
 }

@@ -226,12 +226,26 @@ impl Service {
         let cmd = pb::request::Command::Prebuild(pb::PrebuildRequest {
             create: Some(create),
         });
-        // A node placed on may be reconnecting (to this coordinator).
-        let deadline = std::time::Instant::now() + CONNECT_WAIT;
-        while !self.is_connected(&row.node) && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        }
-        let answer = self.inner.link.call(&row.node, cmd, BUILD_TIMEOUT).await;
+        // A node placed on may be reconnecting (to this coordinator); a
+        // link that breaks during the build is waited for and the same
+        // build asked again: the node answers with its outcome.
+        let started = std::time::Instant::now();
+        let mut attempts = 0;
+        let answer = loop {
+            let deadline = std::time::Instant::now() + CONNECT_WAIT;
+            while !self.is_connected(&row.node) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            attempts += 1;
+            let left = BUILD_TIMEOUT.saturating_sub(started.elapsed());
+            match self.inner.link.call(&row.node, cmd.clone(), left).await {
+                Err(e) if attempts < 5 && !left.is_zero() => {
+                    tracing::warn!(prebuild = %row.id, error = %e, "prebuild: the link broke; asking again");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                answer => break answer,
+            }
+        };
         use pb::response::Result as R;
         match answer {
             Ok(R::Prebuilt(p)) => {
