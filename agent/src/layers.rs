@@ -122,8 +122,7 @@ impl Layers {
 
     /// Files in a mounted layer (its used inodes).
     pub fn files(&self, key: &str) -> u64 {
-        nix::sys::statvfs::statvfs(&self.mountpoint(key))
-            .map_or(0, |s| (s.files() - s.files_free()) as u64)
+        nix::sys::statvfs::statvfs(&self.mountpoint(key)).map_or(0, |s| s.files() - s.files_free())
     }
 
     /// Unmounts the layer (idempotent).

@@ -510,5 +510,5 @@ fn only_the_tree(dir: &std::path::Path, mp: &std::path::Path, base: u32, size: u
         };
         gone.map_err(AgentError::io(format!("remove {}", p.display())))?;
     }
-    Ok(nix::sys::statvfs::statvfs(mp).map_or(0, |s| (s.files() - s.files_free()) as u64))
+    Ok(nix::sys::statvfs::statvfs(mp).map_or(0, |s| s.files() - s.files_free()))
 }
