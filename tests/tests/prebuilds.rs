@@ -177,7 +177,7 @@ async fn a_workspace_starts_from_a_prebuild_layer_without_a_copy() {
         "{list}"
     );
     // One layer: the build's volume, kept (no copy); no build workspace left.
-    assert_eq!(layers(&c), [key.clone()]);
+    assert_eq!(layers(&c), std::slice::from_ref(&key));
     let (_, list) = c.get("/v1/workspaces").await;
     assert_eq!(list, json!([]), "no build workspace is shown");
     no_build_workspace(&c);
@@ -276,7 +276,7 @@ async fn a_workspace_starts_from_a_prebuild_layer_without_a_copy() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(out.lines().collect::<Vec<_>>(), ["2560", "1"], "{out}");
     // One read-only loop mount of the one layer serves both.
-    assert_eq!(layers(&c), [key.clone()]);
+    assert_eq!(layers(&c), std::slice::from_ref(&key));
     let loops = std::process::Command::new("losetup")
         .arg("-j")
         .arg(layer(&c, &key))
