@@ -31,7 +31,7 @@ async fn a_build_outlives_a_broken_link() {
     // Once its onCreateCommand runs, the link is cut until the coordinator
     // sees the node unreachable, then healed.
     for _ in 0..300 {
-        if c.nodes[0].containers().iter().any(|n| *n == id) {
+        if c.nodes[0].containers().contains(&id) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
