@@ -45,6 +45,7 @@ bench: deps images
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench density
 	@scripts/deps.sh buildah
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench repos
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench prebuilds
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -2,7 +2,7 @@
 //! appended as JSON lines to target/bench/<bench>.jsonl. The repositories'
 //! onCreateCommand writes a tree of 8 KiB files (like node_modules) of 10
 //! MiB, 1 GiB and 3 GiB; everything runs through the API on one node with a
-//! tier of 6 GiB of disk.
+//! tier of 10 GiB of disk (a 3 GiB tree of 8 KiB files needs 400,000 inodes: a 6 GiB volume has 393,216).
 //!
 //! - prebuild_start: create → running of a workspace from the prebuild (at
 //!   its commit) against a plain `dev` workspace of the same tier,
@@ -137,7 +137,7 @@ async fn cluster() -> (Cluster, GitServer, tempfile::TempDir) {
     let path = dir.path().join("coordinator.toml");
     let mut cfg = std::fs::read_to_string(&path).unwrap();
     cfg.push_str(&format!(
-        "\n[[tiers]]\nname = \"{TIER}\"\ncpu_millis = 2000\nmemory = \"4GiB\"\ndisk = \"6GiB\"\n\
+        "\n[[tiers]]\nname = \"{TIER}\"\ncpu_millis = 2000\nmemory = \"4GiB\"\ndisk = \"10GiB\"\n\
          egress_allow = [\"{}/32\"]\n",
         c.host_ip
     ));

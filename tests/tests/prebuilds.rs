@@ -362,7 +362,10 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
     );
 
     // A failing onCreateCommand fails the prebuild with its log's end...
-    let failing = devcontainer(&c.registry.addr, "echo the-build-broke >&2; exit 3");
+    let failing = devcontainer(
+        &c.registry.addr,
+        "echo the-build-broke >&2; sleep 2; exit 3",
+    );
     let url2 = git.repo("broken", &[(".devcontainer/devcontainer.json", &failing)]);
     let (code, p) = prebuild(&c, &url2, &[]).await;
     assert_eq!(code, 1, "{p}");
@@ -371,6 +374,19 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
     assert!(
         p["error"].as_str().unwrap().contains("the-build-broke"),
         "{p}"
+    );
+    // For people, the build's log streams on standard error as it builds.
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["prebuild", "run", "--repo", &url2])
+        .await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(
+        out.contains("failed") && out.contains("prebuild_failed"),
+        "{out}"
+    );
+    assert!(
+        err.contains("==> git clone") && err.contains("the-build-broke"),
+        "{err}"
     );
     // ...and no layer is kept of it, no build workspace left.
     assert_eq!(layers(&c).len(), 1, "{:?}", layers(&c));

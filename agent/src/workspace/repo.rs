@@ -130,7 +130,7 @@ impl Manager {
                         short(&want.commit),
                         short(&st.commit)
                     ),
-                    false => format!("prebuild of {}", short(&want.commit)),
+                    false => "as built".to_string(),
                 },
             });
             log.note(&format!(

@@ -28,12 +28,23 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: PrebuildCmd) -> Outcome {
                 tier,
             };
             let mut p: Prebuild = c.post("/v1/prebuilds", &req).await?;
-            if !ui.quiet && !ui.json {
-                eprintln!("prebuild {} of {} building on {}", p.id, p.repo_url, p.node);
+            let show_log = !ui.quiet && !ui.json;
+            if show_log {
+                eprintln!("prebuild {} of {}: {}", p.id, p.repo_url, p.state);
             }
-            while !no_wait && p.state == "building" {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-                p = c.get(&format!("/v1/prebuilds/{}", enc(&p.id))).await?;
+            let path = format!("/v1/prebuilds/{}", enc(&p.id));
+            let mut streamed = false;
+            while !no_wait && matches!(p.state.as_str(), "queued" | "building") {
+                // Its log on standard error while it builds (once its
+                // build workspace is there to read it from).
+                if show_log && !streamed && p.state == "building" {
+                    let log = c
+                        .get_stream(&format!("{path}/log?follow=true"), &mut std::io::stderr())
+                        .await;
+                    streamed = log.is_ok();
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                p = c.get(&path).await?;
             }
             ui.print(&p, || details(&p));
             Ok(if p.state == "failed" { 1 } else { 0 })

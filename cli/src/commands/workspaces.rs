@@ -242,12 +242,17 @@ fn init_details(i: &Init) -> String {
                     (Some(c), code) => format!("{c} ({code})"),
                     (None, code) => code.to_string(),
                 };
+                // A skipped step says why (ran in the prebuild, ...).
+                let command = match (s.state.as_str(), s.tail.as_str()) {
+                    ("skipped", why) if !why.is_empty() => format!("({why}) {}", s.command),
+                    _ => s.command.clone(),
+                };
                 vec![
                     format!("  {}", s.name),
                     s.state.clone(),
                     format!("{:.1}s", s.duration_ms as f64 / 1000.0),
                     exit,
-                    s.command.clone(),
+                    command,
                 ]
             })
             .collect();
@@ -255,7 +260,11 @@ fn init_details(i: &Init) -> String {
             &["  STEP", "STATE", "TIME", "EXIT", "COMMAND"],
             &rows,
         ));
-        for s in i.steps.iter().filter(|s| !s.tail.is_empty()) {
+        for s in i
+            .steps
+            .iter()
+            .filter(|s| s.state == "failed" && !s.tail.is_empty())
+        {
             out.push_str(&format!("{} failed; its last lines:\n", s.name));
             for l in s.tail.lines() {
                 out.push_str(&format!("  | {l}\n"));

@@ -32,7 +32,7 @@ pub fn routes() -> Router<AppState> {
         previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,
         repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
         repos::delete_git_credential, prebuilds::run_prebuild, prebuilds::list_prebuilds,
-        prebuilds::get_prebuild
+        prebuilds::get_prebuild, prebuilds::prebuild_log
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

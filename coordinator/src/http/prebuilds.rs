@@ -14,7 +14,36 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/prebuilds", get(list_prebuilds).post(run_prebuild))
         .route("/v1/prebuilds/{id}", get(get_prebuild))
+        .route("/v1/prebuilds/{id}/log", get(prebuild_log))
         .route("/v1/webhooks/git", axum::routing::post(git_webhook))
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct FollowQuery {
+    /// Keep the answer open and send what is appended until the steps are done.
+    pub follow: Option<bool>,
+}
+
+/// The output of a building prebuild's clone and commands, as text; with
+/// `follow`, what is appended too, until its steps are done. A prebuild
+/// that is not building has no log any more (409 `not_building`; a failed
+/// one's end is in its `error`).
+#[utoipa::path(get, path = "/v1/prebuilds/{id}/log",
+    params(("id" = String, Path, pattern = "^p[0-9a-f]{16}$"), FollowQuery),
+    responses((status = 200, description = "the log", content_type = "text/plain", body = String),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody), (status = 502, body = ErrorBody),
+        (status = 503, body = ErrorBody), (status = 504, body = ErrorBody)))]
+pub(super) async fn prebuild_log(
+    AxState(s): AxState<AppState>,
+    _a: Auth,
+    P(id): P<String>,
+    Q(q): Q<FollowQuery>,
+) -> Result<axum::response::Response> {
+    let duplex = s.svc.prebuild_log(&id, q.follow.unwrap_or(false)).await?;
+    Ok(super::repos::text_stream(duplex))
 }
 
 /// A git host's push webhook (GitHub: `X-GitHub-Event` and

@@ -53,6 +53,11 @@ pub(super) async fn init_log(
         .svc
         .init_log(&owner, &name, q.follow.unwrap_or(false))
         .await?;
+    Ok(text_stream(duplex))
+}
+
+/// A node's log stream as a text/plain answer, as it comes.
+pub(super) fn text_stream(duplex: crate::link::Duplex) -> axum::response::Response {
     let chunks = futures::stream::unfold(duplex.recv, |mut r| async move {
         let mut buf = vec![0u8; 16 << 10];
         match tokio::io::AsyncReadExt::read(&mut r, &mut buf).await {
@@ -64,14 +69,14 @@ pub(super) async fn init_log(
         }
     });
     let body = axum::body::Body::from_stream(chunks);
-    Ok((
+    (
         [(
             axum::http::header::CONTENT_TYPE,
             "text/plain; charset=utf-8",
         )],
         body,
     )
-        .into_response())
+        .into_response()
 }
 
 /// `git pull --rebase` (or, with `push`, `git push`) of the workspace's

@@ -305,6 +305,30 @@ impl Service {
         Ok(rows.iter().map(view).collect())
     }
 
+    /// The log of a building prebuild (its build workspace's init log).
+    pub async fn prebuild_log(&self, id: &str, follow: bool) -> Result<crate::link::Duplex> {
+        let p = self
+            .inner
+            .store
+            .prebuild(id)
+            .await?
+            .ok_or_else(|| Error::not_found(format!("no prebuild {id:?}")))?;
+        let gone = |why: String| Error::conflict("not_building", why);
+        if p.state != "building" {
+            return Err(gone(format!(
+                "prebuild {id} is {}: its log went with its build workspace",
+                p.state
+            )));
+        }
+        let cmd = pb::request::Command::InitLog(pb::InitLogRequest {
+            name: id.to_string(),
+            follow,
+        });
+        crate::link::tunnel(&*self.inner.link, &p.node, cmd)
+            .await?
+            .map_err(|e| gone(format!("prebuild {id}: {}", e.message)))
+    }
+
     pub async fn prebuild(&self, id: &str) -> Result<Prebuild> {
         match self.inner.store.prebuild(id).await? {
             Some(p) => Ok(view(&p)),
