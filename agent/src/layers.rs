@@ -1,9 +1,9 @@
 //! Prebuild layers on the node (docs/prebuilds.md): each is the ext4 volume
 //! of the build workspace that made it, kept as `<dir>/<key>.ext4` once the
 //! build is done (a rename: no copy, no tar), its `workspace/` holding the
-//! prebuilt /workspace with ids made the image's own (0-based). While a
-//! workspace uses it, it is loop-mounted read-only at `<dir>/<key>/`; the
-//! last workspace to go unmounts it. Its modification time is when a
+//! prebuilt /workspace with ids made the image's own (0-based). The first
+//! workspace of it loop-mounts it read-only at `<dir>/<key>/`, and it stays
+//! mounted while the node holds it (removal unmounts it). Its modification time is when a
 //! workspace last used it (the cache's order); `<key>.expired` marks one
 //! retention dropped while in use, to go with its last workspace.
 

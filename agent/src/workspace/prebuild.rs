@@ -112,9 +112,10 @@ impl Manager {
         mounted.map_err(|e| AgentError::Volume(format!("overlay of /workspace ({options}): {e}")))
     }
 
-    /// Unmounts /workspace's overlay (idempotent); the layer `key` is
-    /// unmounted too when no other workspace uses it, and goes if
-    /// retention dropped it.
+    /// Unmounts /workspace's overlay (idempotent); the layer `key` goes if
+    /// retention dropped it and no other workspace uses it. (A layer stays
+    /// mounted while the node holds it: the next workspace of it starts
+    /// without a loop mount.)
     pub(super) async fn unmount_prebuild(&self, name: &str, key: Option<&str>) -> Result<()> {
         let merged = self.merged_dir(name);
         while self.inner.volumes.is_mounted(&merged) {
@@ -141,9 +142,8 @@ impl Manager {
         if layers.is_expired(key) {
             layers.remove(key)?;
             tracing::info!(key, "expired prebuild removed with its last workspace");
-            return Ok(());
         }
-        layers.unmount(key)
+        Ok(())
     }
 
     /// Builds a prebuild: a build workspace clones and runs the steps a
@@ -470,7 +470,7 @@ impl Manager {
     }
 
     /// Overlays of workspaces no record explains (before the volumes they
-    /// sit on go), and layers no workspace uses left mounted by a crash.
+    /// sit on go).
     pub(crate) async fn remove_prebuild_strays(
         &self,
         known: &std::collections::HashSet<String>,
@@ -482,11 +482,6 @@ impl Manager {
             if !known.contains(&name) {
                 self.unmount_prebuild(&name, None).await?;
                 n += 1;
-            }
-        }
-        for key in self.inner.layers.list() {
-            if !self.prebuild_in_use(&key)? {
-                self.inner.layers.unmount(&key)?;
             }
         }
         Ok(n)
