@@ -102,7 +102,7 @@ impl Layers {
     /// Mounts the layer read-only if it is not.
     pub async fn ensure_mounted(&self, key: &str) -> Result<()> {
         let mp = self.mountpoint(key);
-        if self.is_mounted(&mp) {
+        if crate::volume::is_mount_point(&self.mountinfo, &mp) {
             return Ok(());
         }
         if !self.exists(key) {
@@ -128,10 +128,7 @@ impl Layers {
     /// Unmounts the layer (idempotent).
     pub fn unmount(&self, key: &str) -> Result<()> {
         let mp = self.mountpoint(key);
-        while self.is_mounted(&mp) {
-            nix::mount::umount2(&mp, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| AgentError::Volume(format!("umount {}: {e}", mp.display())))?;
-        }
+        crate::volume::unmount_all(&self.mountinfo, &mp, nix::mount::MntFlags::MNT_DETACH)?;
         match std::fs::remove_dir(&mp) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(AgentError::io(format!("rmdir {}", mp.display()))(e))
@@ -161,13 +158,6 @@ impl Layers {
 
     pub fn is_expired(&self, key: &str) -> bool {
         self.expired_mark(key).exists()
-    }
-
-    fn is_mounted(&self, path: &Path) -> bool {
-        let info = std::fs::read_to_string(&self.mountinfo).unwrap_or_default();
-        crate::volume::mount_points(&info)
-            .iter()
-            .any(|p| Path::new(p) == path)
     }
 }
 

@@ -148,18 +148,16 @@ impl Volumes {
 
     /// Whether `path` is a mount point.
     pub fn is_mounted(&self, path: &Path) -> bool {
-        let info = std::fs::read_to_string(&self.mountinfo).unwrap_or_default();
-        mount_points(&info).iter().any(|p| Path::new(p) == path)
+        is_mount_point(&self.mountinfo, path)
     }
 
     /// Unmounts `name`'s volume, keeping its image (idempotent).
     pub fn unmount(&self, name: &str) -> Result<()> {
-        let mp = self.mountpoint(name);
-        while self.is_mounted(&mp) {
-            nix::mount::umount2(&mp, nix::mount::MntFlags::empty())
-                .map_err(|e| AgentError::Volume(format!("umount {}: {e}", mp.display())))?;
-        }
-        Ok(())
+        unmount_all(
+            &self.mountinfo,
+            &self.mountpoint(name),
+            nix::mount::MntFlags::empty(),
+        )
     }
 
     /// Unmounts and deletes `name`'s volume (idempotent).
@@ -226,6 +224,21 @@ pub(crate) async fn run(cmd: &mut Command) -> Result<()> {
             "{cmd:?} failed: {}",
             String::from_utf8_lossy(&out.stderr).trim()
         )));
+    }
+    Ok(())
+}
+
+/// Whether `path` is a mount point in the mountinfo file `mountinfo`.
+pub fn is_mount_point(mountinfo: &Path, path: &Path) -> bool {
+    let info = std::fs::read_to_string(mountinfo).unwrap_or_default();
+    mount_points(&info).iter().any(|p| Path::new(p) == path)
+}
+
+/// Unmounts whatever is stacked at `path` (idempotent).
+pub fn unmount_all(mountinfo: &Path, path: &Path, flags: nix::mount::MntFlags) -> Result<()> {
+    while is_mount_point(mountinfo, path) {
+        nix::mount::umount2(path, flags)
+            .map_err(|e| AgentError::Volume(format!("umount {}: {e}", path.display())))?;
     }
     Ok(())
 }

@@ -118,10 +118,11 @@ impl Manager {
     /// without a loop mount.)
     pub(super) async fn unmount_prebuild(&self, name: &str, key: Option<&str>) -> Result<()> {
         let merged = self.merged_dir(name);
-        while self.inner.volumes.is_mounted(&merged) {
-            nix::mount::umount2(&merged, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|e| AgentError::Volume(format!("umount {}: {e}", merged.display())))?;
-        }
+        crate::volume::unmount_all(
+            &self.inner.host.mountinfo(),
+            &merged,
+            nix::mount::MntFlags::MNT_DETACH,
+        )?;
         match std::fs::remove_dir(&merged) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 return Err(AgentError::io("remove /workspace's overlay dir")(e))
@@ -288,13 +289,12 @@ impl Manager {
         let (base, size) = (r.userns.host_base, r.userns.size);
         // A walk of every file: off the async workers (a build of 3 GiB
         // of small files is 400,000 of them).
-        let walked = tokio::task::spawn_blocking({
+        let files = tokio::task::spawn_blocking({
             let mp = mp.clone();
             move || only_the_tree(&dir, &mp, base, size)
         })
         .await
         .map_err(|e| AgentError::InvalidRequest(format!("capture: {e}")))??;
-        let files = walked;
         // Blocks freed in the build go back to the node (the image is sparse).
         let _ = tokio::process::Command::new("fstrim")
             .arg(&mp)
@@ -416,11 +416,9 @@ impl Manager {
                 timeout,
             }
         };
-        let target = match (repo.commit.as_str(), repo.branch.as_str()) {
-            ("", "") => "HEAD",
-            ("", b) => b,
-            (_, b) if !b.is_empty() => b,
-            _ => "HEAD",
+        let target = match repo.branch.as_str() {
+            "" => "HEAD",
+            b => b,
         };
         log.note(&format!("git fetch origin {target}"));
         let ran = self
