@@ -7,7 +7,7 @@ mod registry;
 
 pub use artifact::Artifact;
 pub use reference::Reference;
-pub use registry::Credentials;
+pub use registry::{Credentials, Session};
 
 use crate::config::RegistryConfig;
 use crate::error::{AgentError, Result};
@@ -162,7 +162,9 @@ impl ImageStore {
         }))
     }
 
-    fn session(&self, r: &Reference, creds: Option<Credentials>) -> registry::Session {
+    /// A session with `r`'s repository, with the node's settings for its
+    /// registry (credentials, plain HTTP).
+    pub fn session(&self, r: &Reference, creds: Option<Credentials>) -> registry::Session {
         let conf = self.registries.iter().find(|c| c.host == r.registry);
         let creds = creds.or_else(|| {
             conf.and_then(|c| {

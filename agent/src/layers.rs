@@ -7,24 +7,45 @@
 //! workspace last used it (the cache's order); `<key>.expired` marks one
 //! retention dropped while in use, to go with its last workspace.
 
+mod transfer;
+
+pub use transfer::{Meta, Pulled, Pushed};
+
 use crate::error::{AgentError, Result};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use tokio::process::Command;
 
 #[derive(Debug, Clone)]
 pub struct Layers {
     dir: PathBuf,
     mountinfo: PathBuf,
+    /// One pull per key at a time.
+    pulls: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 impl Layers {
     /// Layers live in `dir`; `mountinfo` is normally /proc/self/mountinfo.
     pub fn new(dir: PathBuf, mountinfo: PathBuf) -> Self {
-        Self { dir, mountinfo }
+        Self {
+            dir,
+            mountinfo,
+            pulls: Arc::default(),
+        }
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    fn mountinfo(&self) -> &Path {
+        &self.mountinfo
+    }
+
+    /// Pushes layer `meta.key` to `session`'s repository.
+    pub async fn push(&self, session: &mut crate::image::Session, meta: &Meta) -> Result<Pushed> {
+        transfer::push(self, session, meta).await
     }
 
     /// The file of layer `key`.

@@ -272,6 +272,7 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         cached_images: cached,
         inventory,
         ssh_host_key: node.tunnels.ssh_host_key(),
+        prebuilds: m.prebuilds().await?.keys,
     };
     write_frame(&mut send, &up(Up::Register(register)))
         .await

@@ -79,6 +79,10 @@ pub struct Record {
     /// The key of the prebuild /workspace is an overlay over, if any.
     #[serde(default)]
     pub prebuild: Option<String>,
+    /// How the prebuild came to the node, or why it did not (a pull from
+    /// the registry), for the init report.
+    #[serde(default)]
+    pub prebuild_note: Option<String>,
 }
 
 impl Record {
@@ -220,6 +224,7 @@ mod tests {
             hostname: String::new(),
             init: None,
             prebuild: None,
+            prebuild_note: None,
         }
     }
 

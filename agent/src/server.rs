@@ -140,6 +140,8 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Prebuild(req) => R::Prebuilt(Box::pin(m.prebuild(req)).await?),
         Command::Prebuilds(_) => R::Prebuilds(m.prebuilds().await?),
         Command::DropPrebuilds(d) => R::Prebuilds(m.drop_prebuilds(d.keys).await?),
+        Command::PushPrebuild(req) => R::Pushed(m.push_prebuild(req).await?),
+        Command::PullPrebuild(req) => R::Prebuilds(m.pull_prebuild(req).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

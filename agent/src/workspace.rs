@@ -9,6 +9,7 @@ mod create;
 mod exec;
 mod feature;
 mod prebuild;
+mod prebuild_registry;
 mod remove;
 mod repo;
 mod rootfs;

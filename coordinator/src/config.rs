@@ -55,6 +55,12 @@ pub struct ConfigFile {
 pub struct PrebuildsFile {
     /// Ready prebuilds kept per repository and branch (default 3).
     pub keep: Option<usize>,
+    /// Registry repository the layers are pushed to, e.g.
+    /// "registry.internal:5000/berth/prebuilds" (default: none; a
+    /// prebuild is then used only on the node that built it).
+    pub registry: Option<String>,
+    /// Nodes asked to pull a new prebuild ahead of demand (default 2).
+    pub pull_ahead: Option<usize>,
     #[serde(default)]
     pub repos: Vec<WatchedRepoFile>,
 }
@@ -149,6 +155,27 @@ fn validate_prebuilds(p: PrebuildsFile, tiers: &Tiers) -> Result<PrebuildPolicy,
     if !(1..=100).contains(&keep) {
         return Err(invalid("prebuilds.keep", "must be 1 to 100"));
     }
+    let registry = match p.registry {
+        Some(r) => {
+            let parsed = berth_proto::image_ref::Reference::parse(&r)
+                .map_err(|e| invalid("prebuilds.registry", &e.reason))?;
+            if parsed.digest.is_some()
+                || r.contains('@')
+                || r.rsplit('/').next().is_some_and(|l| l.contains(':'))
+            {
+                return Err(invalid(
+                    "prebuilds.registry",
+                    "a repository (host[:port]/path), without a tag or digest",
+                ));
+            }
+            Some(r)
+        }
+        None => None,
+    };
+    let pull_ahead = p.pull_ahead.unwrap_or(PrebuildPolicy::default().pull_ahead);
+    if pull_ahead > 100 {
+        return Err(invalid("prebuilds.pull_ahead", "must be 0 to 100"));
+    }
     let mut repos = Vec::new();
     for (i, r) in p.repos.into_iter().enumerate() {
         let bad = |k: &str, reason: String| ConfigError::Invalid {
@@ -187,7 +214,12 @@ fn validate_prebuilds(p: PrebuildsFile, tiers: &Tiers) -> Result<PrebuildPolicy,
             tier: r.tier,
         });
     }
-    Ok(PrebuildPolicy { repos, keep })
+    Ok(PrebuildPolicy {
+        repos,
+        keep,
+        registry,
+        pull_ahead,
+    })
 }
 
 fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
@@ -264,6 +296,29 @@ mod tests {
         let names: Vec<String> = Tiers::default().all().into_iter().map(|t| t.name).collect();
         assert_eq!(names, ["small", "medium", "large"]);
         assert_eq!(Tiers::default().default_name(), "small");
+    }
+
+    #[test]
+    fn the_prebuild_registry_is_a_repository() {
+        let c = parse(
+            "[prebuilds]\nregistry = \"reg.internal:5000/berth/prebuilds\"\npull_ahead = 0\n",
+        )
+        .unwrap();
+        assert_eq!(
+            (c.prebuilds.registry.as_deref(), c.prebuilds.pull_ahead),
+            (Some("reg.internal:5000/berth/prebuilds"), 0)
+        );
+        let none = parse("").unwrap().prebuilds;
+        assert_eq!((none.registry, none.pull_ahead), (None, 2));
+        for bad in [
+            "registry = \"reg.internal:5000/berth/prebuilds:v1\"",
+            "registry = \"reg.internal:5000/p@sha256:0000000000000000000000000000000000000000000000000000000000000000\"",
+            "registry = \"Not A Reference\"",
+            "pull_ahead = 1000",
+        ] {
+            let e = parse(&format!("[prebuilds]\n{bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("prebuilds."), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -11,6 +11,7 @@
 mod access;
 mod exec;
 mod nodes;
+mod prebuild_nodes;
 mod prebuilds;
 mod reconcile;
 mod repos;

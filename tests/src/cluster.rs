@@ -30,6 +30,9 @@ pub struct ClusterOptions {
     pub coordinators: usize,
     /// Store in a PostgreSQL started for the cluster instead of SQLite.
     pub postgres: bool,
+    /// A second, writable registry (its own storage in the cluster's
+    /// directory) the nodes may push prebuild layers to.
+    pub layer_registry: bool,
 }
 
 impl Default for ClusterOptions {
@@ -43,6 +46,7 @@ impl Default for ClusterOptions {
             node_subnet_prefix: 24,
             coordinators: 1,
             postgres: false,
+            layer_registry: false,
         }
     }
 }
@@ -84,6 +88,10 @@ pub struct Cluster {
     /// The bridge's address: where agents reach the coordinator and registry.
     pub host_ip: String,
     pub registry: Registry,
+    /// The writable registry (`ClusterOptions::layer_registry`).
+    pub layer_registry: Option<Registry>,
+    /// Its storage directory.
+    pub layer_registry_dir: PathBuf,
     /// The first coordinator's API (what the helpers below use).
     pub api: String,
     pub link_port: u16,
@@ -159,6 +167,11 @@ impl Cluster {
         let host_ip = format!("10.252.{k}.1");
         let storage = crate::images(&["tiny"]);
         let registry = Registry::start_on(&host_ip, &storage, "", &dir);
+        let layer_registry_dir = dir.join("layer-registry");
+        let layer_registry = opts.layer_registry.then(|| {
+            std::fs::create_dir_all(&layer_registry_dir).expect("mkdir the layer registry");
+            Registry::start_on(&host_ip, &layer_registry_dir, "", &dir)
+        });
         assert!(
             opts.coordinators == 1 || opts.postgres,
             "coordinators share a store only on PostgreSQL"
@@ -187,6 +200,8 @@ impl Cluster {
             bridge,
             host_ip,
             registry,
+            layer_registry,
+            layer_registry_dir,
             api: coordinators[0].api.clone(),
             link_port: coordinators[0].link_port,
             admin_token: String::new(),
@@ -352,7 +367,7 @@ impl Cluster {
                  [workspace]\nstop_grace_seconds = 2\n\
                  [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
                  [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
-                 [[registry]]\nhost = \"{registry}\"\ninsecure = true\n",
+                 [[registry]]\nhost = \"{registry}\"\ninsecure = true\n{layers}",
                 state = state_dir.display(),
                 sock = containerd.socket.display(),
                 runc = dir.join("runc").display(),
@@ -370,6 +385,10 @@ impl Cluster {
                 disk = 64u64 << 30,
                 slots = opts.node_max_workspaces,
                 registry = self.registry.addr,
+                layers = self.layer_registry.as_ref().map_or(String::new(), |r| format!(
+                    "[[registry]]\nhost = \"{}\"\ninsecure = true\n",
+                    r.addr
+                )),
             ),
         )
         .expect("write agent config");

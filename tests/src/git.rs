@@ -375,9 +375,18 @@ async fn cgi(root: &Path, req: Request<Incoming>, user: Option<String>) -> Respo
 /// image is `dev`; the git server; the directory of the coordinator's
 /// configuration.
 pub async fn repo_cluster() -> (crate::Cluster, GitServer, tempfile::TempDir) {
+    repo_cluster_with(crate::ClusterOptions::default(), |_| String::new()).await
+}
+
+/// `repo_cluster` with `opts`, and `extra` (given the started cluster)
+/// appended to the coordinator's configuration.
+pub async fn repo_cluster_with(
+    opts: crate::ClusterOptions,
+    extra: impl Fn(&crate::Cluster) -> String,
+) -> (crate::Cluster, GitServer, tempfile::TempDir) {
     crate::images(&["dev"]);
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut c = crate::Cluster::start(crate::ClusterOptions::default()).await;
+    let mut c = crate::Cluster::start(opts).await;
     let config = dir.path().join("coordinator.toml");
     std::fs::write(
         &config,
@@ -385,8 +394,9 @@ pub async fn repo_cluster() -> (crate::Cluster, GitServer, tempfile::TempDir) {
             "[[tiers]]\nname = \"small\"\ncpu_millis = 1000\nmemory = \"1GiB\"\ndisk = \"512MiB\"\n\
              egress_allow = [\"{ip}/32\"]\n\n\
              [[tiers]]\nname = \"tiny\"\ncpu_millis = 500\nmemory = \"256MiB\"\ndisk = \"32MiB\"\n\
-             egress_allow = [\"{ip}/32\"]\n",
-            ip = c.host_ip
+             egress_allow = [\"{ip}/32\"]\n{extra}",
+            ip = c.host_ip,
+            extra = extra(&c),
         ),
     )
     .expect("write the coordinator configuration");

@@ -28,6 +28,8 @@ pub struct Session {
     registry: String,
     creds: Option<Credentials>,
     auth: Option<String>,
+    /// Ask tokens for push as well as pull.
+    push: bool,
 }
 
 impl Session {
@@ -51,7 +53,14 @@ impl Session {
             registry: r.registry.clone(),
             creds,
             auth: None,
+            push: false,
         }
+    }
+
+    /// The same session, authorized to push.
+    pub fn for_push(mut self) -> Self {
+        self.push = true;
+        self
     }
 
     fn err(&self, message: impl Into<String>) -> AgentError {
@@ -92,17 +101,47 @@ impl Session {
 
     async fn get(&mut self, path: &str, accept: &str) -> Result<Response> {
         let url = format!("{}/{path}", self.base);
+        let resp = self
+            .authorized(&format!("GET {url}"), |h| {
+                h.get(&url).header(header::ACCEPT, accept)
+            })
+            .await?;
+        match resp.status() {
+            s if s.is_success() => Ok(resp),
+            StatusCode::NOT_FOUND => {
+                // "manifests/latest" → the image's own name, "reg/repo:latest".
+                let what = match path.split_once('/') {
+                    Some(("manifests", r)) if r.starts_with("sha256:") => format!("@{r}"),
+                    Some(("manifests", r)) => format!(":{r}"),
+                    Some(("blobs", d)) => format!(" (layer {d})"),
+                    _ => format!(" ({path})"),
+                };
+                Err(AgentError::ImageNotFound(format!(
+                    "{}/{}{what}",
+                    self.registry, self.repository
+                )))
+            }
+            s => Err(self.err(format!("GET {url}: HTTP {s}"))),
+        }
+    }
+
+    /// Sends the request `make` builds, again with authorization after a
+    /// 401 (answering its challenge); the response, unless still refused.
+    async fn authorized(
+        &mut self,
+        what: &str,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Response> {
         for attempt in 0..2 {
-            let mut req = self.http.get(&url).header(header::ACCEPT, accept);
+            let mut req = make(&self.http);
             if let Some(a) = &self.auth {
                 req = req.header(header::AUTHORIZATION, a);
             }
             let resp = req
                 .send()
                 .await
-                .map_err(|e| self.err(format!("GET {url}: {e}")))?;
+                .map_err(|e| self.err(format!("{what}: {e}")))?;
             match resp.status() {
-                s if s.is_success() => return Ok(resp),
                 StatusCode::UNAUTHORIZED if attempt == 0 => {
                     let challenge = resp
                         .headers()
@@ -112,32 +151,144 @@ impl Session {
                         .to_string();
                     self.auth = Some(self.authorize(&challenge).await?);
                 }
-                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-                    return Err(AgentError::RegistryUnauthorized(format!(
-                        "{}/{}",
-                        self.registry, self.repository
-                    )))
-                }
-                StatusCode::NOT_FOUND => {
-                    // "manifests/latest" → the image's own name, "reg/repo:latest".
-                    let what = match path.split_once('/') {
-                        Some(("manifests", r)) if r.starts_with("sha256:") => format!("@{r}"),
-                        Some(("manifests", r)) => format!(":{r}"),
-                        Some(("blobs", d)) => format!(" (layer {d})"),
-                        _ => format!(" ({path})"),
-                    };
-                    return Err(AgentError::ImageNotFound(format!(
-                        "{}/{}{what}",
-                        self.registry, self.repository
-                    )));
-                }
-                s => return Err(self.err(format!("GET {url}: HTTP {s}"))),
+                StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => break,
+                _ => return Ok(resp),
             }
         }
         Err(AgentError::RegistryUnauthorized(format!(
             "{}/{}",
             self.registry, self.repository
         )))
+    }
+
+    /// Sends the request `make` builds (authorized), expecting `ok`.
+    async fn send(
+        &mut self,
+        what: &str,
+        ok: StatusCode,
+        make: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    ) -> Result<Response> {
+        let resp = self.authorized(what, make).await?;
+        if resp.status() == ok {
+            return Ok(resp);
+        }
+        let status = resp.status();
+        let body: String = resp
+            .text()
+            .await
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
+        Err(self.err(format!("{what}: HTTP {status}: {body}")))
+    }
+
+    /// The absolute URL of an upload's `Location`.
+    fn location(&self, resp: &Response) -> Result<String> {
+        let loc = resp
+            .headers()
+            .get(header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .ok_or_else(|| self.err("upload without a Location"))?;
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            return Ok(loc.to_string());
+        }
+        let origin = self.base.split("/v2/").next().unwrap_or_default();
+        Ok(format!("{origin}{loc}"))
+    }
+
+    fn with_digest(location: &str, digest: &str) -> String {
+        let sep = if location.contains('?') { '&' } else { '?' };
+        format!("{location}{sep}digest={digest}")
+    }
+
+    /// Starts a blob upload; returns where to send it.
+    async fn start_upload(&mut self) -> Result<String> {
+        let url = format!("{}/blobs/uploads/", self.base);
+        let resp = self
+            .send(&format!("POST {url}"), StatusCode::ACCEPTED, |h| {
+                h.post(&url).header(header::CONTENT_LENGTH, "0")
+            })
+            .await?;
+        self.location(&resp)
+    }
+
+    /// Whether the repository has blob `digest`.
+    pub async fn has_blob(&mut self, digest: &str) -> Result<bool> {
+        let url = format!("{}/blobs/{digest}", self.base);
+        match self
+            .send(&format!("HEAD {url}"), StatusCode::OK, |h| h.head(&url))
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(AgentError::Registry { message, .. }) if message.contains("404") => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Uploads a small blob in one request.
+    pub async fn push_blob(&mut self, data: bytes::Bytes, digest: &str) -> Result<()> {
+        if self.has_blob(digest).await? {
+            return Ok(());
+        }
+        let url = Self::with_digest(&self.start_upload().await?, digest);
+        self.send(&format!("PUT {url}"), StatusCode::CREATED, |h| {
+            h.put(&url)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(data.clone())
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Uploads a blob as it is produced (one streamed PATCH); returns
+    /// where to commit it (`finish_upload`, once its digest is known).
+    pub async fn upload_stream(&mut self, body: reqwest::Body) -> Result<String> {
+        let loc = self.start_upload().await?;
+        let mut req = self
+            .http
+            .patch(&loc)
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(body);
+        if let Some(a) = &self.auth {
+            req = req.header(header::AUTHORIZATION, a);
+        }
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| self.err(format!("PATCH {loc}: {e}")))?;
+        if resp.status() != StatusCode::ACCEPTED && resp.status() != StatusCode::NO_CONTENT {
+            return Err(self.err(format!("PATCH {loc}: HTTP {}", resp.status())));
+        }
+        self.location(&resp)
+    }
+
+    /// Commits an upload as blob `digest` (the registry checks it against
+    /// what it received).
+    pub async fn finish_upload(&mut self, location: &str, digest: &str) -> Result<()> {
+        let url = Self::with_digest(location, digest);
+        self.send(&format!("PUT {url}"), StatusCode::CREATED, |h| {
+            h.put(&url).header(header::CONTENT_LENGTH, "0")
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// Puts manifest `body` of `media_type` under `reference` (a tag).
+    pub async fn put_manifest(
+        &mut self,
+        reference: &str,
+        media_type: &str,
+        body: bytes::Bytes,
+    ) -> Result<()> {
+        let url = format!("{}/manifests/{reference}", self.base);
+        self.send(&format!("PUT {url}"), StatusCode::CREATED, |h| {
+            h.put(&url)
+                .header(header::CONTENT_TYPE, media_type)
+                .body(body.clone())
+        })
+        .await?;
+        Ok(())
     }
 
     /// Answers a WWW-Authenticate challenge with an Authorization header value.
@@ -167,7 +318,11 @@ impl Session {
         if !query.iter().any(|(k, _)| k == "scope") {
             query.push((
                 "scope".into(),
-                format!("repository:{}:pull", self.repository),
+                format!(
+                    "repository:{}:{}",
+                    self.repository,
+                    if self.push { "pull,push" } else { "pull" }
+                ),
             ));
         }
         let resp = self

@@ -70,7 +70,7 @@ impl Manager {
             password: a.password,
         });
         let image = self.inner.images.ensure(&spec.image, creds).await?;
-        let prebuild = self.held_prebuild(spec.repo.as_ref())?;
+        let (prebuild, prebuild_note) = self.held_prebuild(spec.repo.as_ref()).await?;
         step("image_ms", ms(t0));
         let defaults = (
             self.inner.cfg.file.workspace.uid,
@@ -123,6 +123,7 @@ impl Manager {
                 hostname: spec.hostname.clone(),
                 init: None,
                 prebuild,
+                prebuild_note,
             };
             let put = self.inner.records.put_unsynced(&record);
             if let Some(s) = &slot {

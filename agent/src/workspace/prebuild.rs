@@ -39,10 +39,14 @@ impl Manager {
         self.inner.cfg.file.state_dir.join(MERGED_DIR).join(name)
     }
 
-    /// The key of a prebuild asked for that this node holds.
-    pub(super) fn held_prebuild(&self, repo: Option<&pb::RepoInit>) -> Result<Option<String>> {
+    /// The key of a prebuild asked for that this node holds, pulled from
+    /// the registry if it is there and not here; and how it came or why not.
+    pub(super) async fn held_prebuild(
+        &self,
+        repo: Option<&pb::RepoInit>,
+    ) -> Result<(Option<String>, Option<String>)> {
         let Some(want) = repo.and_then(|r| r.prebuild.as_ref()) else {
-            return Ok(None);
+            return Ok((None, None));
         };
         if !p::is_key(&want.key) {
             return Err(AgentError::InvalidRequest(format!(
@@ -50,11 +54,28 @@ impl Manager {
                 want.key
             )));
         }
-        Ok(self
-            .inner
-            .layers
-            .exists(&want.key)
-            .then(|| want.key.clone()))
+        if self.inner.layers.exists(&want.key) || want.source.is_empty() {
+            let held = self.inner.layers.exists(&want.key);
+            return Ok((held.then(|| want.key.clone()), None));
+        }
+        match self.fetch_prebuild(&want.key, &want.source).await {
+            Ok(Some(pulled)) => Ok((
+                Some(want.key.clone()),
+                Some(format!(
+                    "pulled from the registry ({:.1} MiB in {} ms)",
+                    pulled.blob_bytes as f64 / f64::from(1u32 << 20),
+                    pulled.ms
+                )),
+            )),
+            Ok(None) => Ok((Some(want.key.clone()), None)),
+            Err(e) => {
+                tracing::warn!(key = %want.key, source = %want.source, error = %e, "prebuild pull failed");
+                Ok((
+                    None,
+                    Some(format!("its pull from {} failed ({e})", want.source)),
+                ))
+            }
+        }
     }
 
     /// Mounts /workspace over the prebuild if it is not (after a reboot,

@@ -74,7 +74,10 @@ impl Manager {
                     commit: want.commit.clone(),
                     built_at_ms: want.built_at_ms,
                     outcome: "missing".into(),
-                    note: "the prebuild is not on this node: cloned instead".into(),
+                    note: match &r.prebuild_note {
+                        Some(why) => format!("{why}: cloned instead"),
+                        None => "the prebuild is not on this node: cloned instead".into(),
+                    },
                 });
                 None
             }
@@ -124,14 +127,21 @@ impl Manager {
                 commit: want.commit.clone(),
                 built_at_ms: want.built_at_ms,
                 outcome: if moved { "updated" } else { "used" }.into(),
-                note: match moved {
-                    true => format!(
-                        "prebuild of {} brought up to {}",
-                        short(&want.commit),
-                        short(&st.commit)
-                    ),
-                    false => "as built".to_string(),
-                },
+                note: [
+                    r.prebuild_note.clone(),
+                    Some(match moved {
+                        true => format!(
+                            "prebuild of {} brought up to {}",
+                            short(&want.commit),
+                            short(&st.commit)
+                        ),
+                        false => "as built".to_string(),
+                    }),
+                ]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join("; "),
             });
             log.note(&format!(
                 "started from prebuild {} ({})",

@@ -70,12 +70,19 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: PrebuildCmd) -> Outcome {
                             size(p.bytes),
                             age(p.created_at_ms, now),
                             opt(Some(&p.node)),
+                            match (p.nodes.is_empty(), p.source.is_empty()) {
+                                (true, true) => "-".to_string(),
+                                (true, false) => "registry".to_string(),
+                                (false, true) => p.nodes.join(","),
+                                (false, false) => format!("{},registry", p.nodes.join(",")),
+                            },
                         ]
                     })
                     .collect();
                 table(
                     &[
-                        "ID", "REPO", "BRANCH", "STATE", "KEY", "COMMIT", "SIZE", "AGE", "NODE",
+                        "ID", "REPO", "BRANCH", "STATE", "KEY", "COMMIT", "SIZE", "AGE",
+                        "BUILT ON", "HELD BY",
                     ],
                     &rows,
                 )
@@ -89,13 +96,19 @@ fn details(p: &Prebuild) -> String {
     let mut out = format!("prebuild {} of {}: {}\n", p.id, p.repo_url, p.state);
     if p.state == "ready" {
         out.push_str(&format!(
-            "  key {} at {}, {} in {} files, on {}\n",
+            "  key {} at {}, {} in {} files, built on {}\n",
             p.key,
             short(&p.commit),
             size(p.bytes),
             p.files,
             p.node
         ));
+        if !p.nodes.is_empty() {
+            out.push_str(&format!("  held by {}\n", p.nodes.join(", ")));
+        }
+        if !p.source.is_empty() {
+            out.push_str(&format!("  in the registry as {}\n", p.source));
+        }
     }
     for s in &p.steps {
         out.push_str(&format!(

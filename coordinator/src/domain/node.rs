@@ -14,6 +14,8 @@ pub struct NodeRow {
     pub draining: bool,
     pub labels: BTreeMap<String, String>,
     pub cached_images: BTreeSet<String>,
+    /// Keys of the prebuild layers the node holds.
+    pub cached_prebuilds: BTreeSet<String>,
     pub capacity: Resources,
     pub slots: u32,
     pub allocated: Resources,
@@ -41,6 +43,7 @@ pub struct Registration {
     pub slots: u32,
     pub labels: BTreeMap<String, String>,
     pub cached: BTreeSet<String>,
+    pub prebuilds: BTreeSet<String>,
     pub agent_version: String,
     pub ssh_host_key: String,
 }

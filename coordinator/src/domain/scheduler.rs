@@ -1,7 +1,8 @@
 //! Placement: a pure function from a workspace's needs and a table of nodes
 //! to the node it should go to. Filter (ready, not cordoned or draining,
-//! labels, free CPU / memory / disk / slots), then score: a node that already
-//! caches the image first, then bin-pack or spread by the configured strategy.
+//! labels, free CPU / memory / disk / slots), then score: a node that holds
+//! the workspace's prebuild first, then one that caches the image, then
+//! bin-pack or spread by the configured strategy.
 //! Ties go to the smallest node id, so a decision is reproducible.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -42,6 +43,8 @@ pub struct NodeView {
     pub workspaces: u32,
     /// Image references the node has unpacked.
     pub cached_images: BTreeSet<String>,
+    /// Keys of the prebuild layers the node holds.
+    pub cached_prebuilds: BTreeSet<String>,
 }
 
 /// What a workspace needs.
@@ -51,6 +54,8 @@ pub struct Request {
     pub resources: Resources,
     /// Labels a node must carry, all of them, with these values.
     pub node_selector: BTreeMap<String, String>,
+    /// The key of the prebuild the workspace starts from, if any.
+    pub prebuild: Option<String>,
 }
 
 /// How to choose among nodes that fit equally well on the image.
@@ -95,6 +100,7 @@ impl Unfit {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Placement {
     pub node: String,
+    pub prebuild_held: bool,
     pub image_cached: bool,
     /// Dominant-resource utilization of the node after placing, in parts per million.
     pub utilization_ppm: u64,
@@ -174,8 +180,8 @@ pub fn place(req: &Request, nodes: &[NodeView], strategy: Strategy) -> Result<Pl
     best_of(req, nodes.iter(), strategy)
 }
 
-/// The best of `nodes` for `req`: image cached first, then by strategy,
-/// then the smallest id.
+/// The best of `nodes` for `req`: prebuild held first, then image cached,
+/// then by strategy, then the smallest id.
 fn best_of<'a>(
     req: &Request,
     nodes: impl Iterator<Item = &'a NodeView>,
@@ -183,20 +189,24 @@ fn best_of<'a>(
 ) -> Result<Placement, NoFit> {
     let mut reasons = BTreeMap::new();
     let mut seen = 0;
-    let mut best: Option<(Placement, (bool, i64), &str)> = None;
+    let mut best: Option<(Placement, (bool, bool, i64), &str)> = None;
     for node in nodes {
         seen += 1;
         if let Some(r) = unfit(req, node) {
             *reasons.entry(r).or_insert(0) += 1;
             continue;
         }
+        let held = req
+            .prebuild
+            .as_ref()
+            .is_some_and(|k| node.cached_prebuilds.contains(k));
         let cached = node.cached_images.contains(&req.image);
         let util = utilization_ppm(req, node);
         let fit = match strategy {
             Strategy::BinPack => util as i64,
             Strategy::Spread => -(util as i64),
         };
-        let key = (cached, fit);
+        let key = (held, cached, fit);
         let better = match &best {
             None => true,
             Some((_, k, id)) => key > *k || (key == *k && node.id.as_str() < *id),
@@ -205,6 +215,7 @@ fn best_of<'a>(
             best = Some((
                 Placement {
                     node: node.id.clone(),
+                    prebuild_held: held,
                     image_cached: cached,
                     utilization_ppm: util,
                 },
@@ -219,32 +230,38 @@ fn best_of<'a>(
     })
 }
 
-/// The nodes of one scheduling pass, indexed by id and by cached image, and
-/// kept current as the pass places workspaces. `place` gives the answer
-/// `place` over the whole table gives, but when a node that caches the image
-/// fits, the best one is among those (the cached ones rank first), so it looks
-/// at them only instead of at every node.
+/// The nodes of one scheduling pass, indexed by id, by held prebuild and by
+/// cached image, and kept current as the pass places workspaces. `place`
+/// gives the answer `place` over the whole table gives, but when a node that
+/// holds the prebuild (or else caches the image) fits, the best one is among
+/// those (they rank first), so it looks at them only instead of at every node.
 #[derive(Debug, Clone, Default)]
 pub struct Fleet {
     nodes: Vec<NodeView>,
     by_id: HashMap<String, usize>,
     by_image: HashMap<String, Vec<usize>>,
+    by_prebuild: HashMap<String, Vec<usize>>,
 }
 
 impl Fleet {
     pub fn new(nodes: Vec<NodeView>) -> Self {
         let mut by_id = HashMap::with_capacity(nodes.len());
         let mut by_image: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut by_prebuild: HashMap<String, Vec<usize>> = HashMap::new();
         for (i, n) in nodes.iter().enumerate() {
             by_id.insert(n.id.clone(), i);
             for img in &n.cached_images {
                 by_image.entry(img.clone()).or_default().push(i);
+            }
+            for key in &n.cached_prebuilds {
+                by_prebuild.entry(key.clone()).or_default().push(i);
             }
         }
         Self {
             nodes,
             by_id,
             by_image,
+            by_prebuild,
         }
     }
 
@@ -254,6 +271,12 @@ impl Fleet {
 
     /// Chooses the node for `req`; the same answer as [`place`] over `nodes()`.
     pub fn place(&self, req: &Request, strategy: Strategy) -> Result<Placement, NoFit> {
+        let holders = req.prebuild.as_ref().and_then(|k| self.by_prebuild.get(k));
+        if let Some(idx) = holders {
+            if let Ok(p) = best_of(req, idx.iter().map(|&i| &self.nodes[i]), strategy) {
+                return Ok(p);
+            }
+        }
         if let Some(idx) = self.by_image.get(&req.image) {
             if let Ok(p) = best_of(req, idx.iter().map(|&i| &self.nodes[i]), strategy) {
                 return Ok(p);
@@ -371,6 +394,38 @@ mod tests {
     }
 
     #[test]
+    fn held_prebuild_wins_over_cached_image_and_packing() {
+        let mut r = req(1000, 1);
+        r.prebuild = Some("k1".into());
+        let mut busy_cached = node("a", 4000, 8, 2000, 4);
+        busy_cached.cached_images.insert("reg/dev:1".into());
+        let mut idle_holder = node("b", 4000, 8, 0, 0);
+        idle_holder.cached_prebuilds.insert("k1".into());
+        let mut other_key = node("c", 4000, 8, 3000, 6);
+        other_key.cached_prebuilds.insert("k2".into());
+        let nodes = [busy_cached.clone(), idle_holder.clone(), other_key];
+        let p = place(&r, &nodes, Strategy::BinPack).unwrap();
+        assert_eq!((p.node.as_str(), p.prebuild_held), ("b", true));
+        assert_eq!(
+            Fleet::new(nodes.to_vec()).place(&r, Strategy::BinPack),
+            Ok(p)
+        );
+        // A holder that does not fit loses to the cached image.
+        let mut full_holder = idle_holder;
+        full_holder.allocated.cpu_millis = 3500;
+        let nodes = [busy_cached, full_holder];
+        let p = place(&r, &nodes, Strategy::BinPack).unwrap();
+        assert_eq!(
+            (p.node.as_str(), p.prebuild_held, p.image_cached),
+            ("a", false, true)
+        );
+        assert_eq!(
+            Fleet::new(nodes.to_vec()).place(&r, Strategy::BinPack),
+            Ok(p)
+        );
+    }
+
+    #[test]
     fn binpack_fills_the_fullest_and_spread_the_emptiest() {
         let r = req(1000, 1);
         let nodes = [
@@ -480,6 +535,9 @@ mod tests {
                 for _ in 0..rnd(3) {
                     n.cached_images.insert(format!("reg/img{}:1", rnd(5)));
                 }
+                for _ in 0..rnd(2) {
+                    n.cached_prebuilds.insert(format!("k{}", rnd(4)));
+                }
                 if rnd(2) == 0 {
                     n.labels.insert("zone".into(), format!("z{}", rnd(2)));
                 }
@@ -489,6 +547,9 @@ mod tests {
             for k in 0..30 {
                 let mut r = req(100 + rnd(2000), 1 + rnd(6));
                 r.image = format!("reg/img{}:1", rnd(6));
+                if rnd(2) == 0 {
+                    r.prebuild = Some(format!("k{}", rnd(5)));
+                }
                 if rnd(4) == 0 {
                     r.node_selector
                         .insert("zone".into(), format!("z{}", rnd(2)));

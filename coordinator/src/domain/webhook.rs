@@ -26,6 +26,11 @@ pub struct PrebuildPolicy {
     pub repos: Vec<WatchedRepo>,
     /// Ready prebuilds kept per repository and branch (older ones go).
     pub keep: usize,
+    /// Registry repository (host[:port]/path) prebuild layers are pushed
+    /// to, so other nodes can pull them; None: each stays on its node.
+    pub registry: Option<String>,
+    /// Nodes asked to pull a new prebuild ahead of demand.
+    pub pull_ahead: usize,
 }
 
 impl Default for PrebuildPolicy {
@@ -33,6 +38,8 @@ impl Default for PrebuildPolicy {
         Self {
             repos: Vec::new(),
             keep: 3,
+            registry: None,
+            pull_ahead: 2,
         }
     }
 }
@@ -243,7 +250,7 @@ mod tests {
                 image: None,
                 tier: None,
             }],
-            keep: 3,
+            ..Default::default()
         };
         let push = |url: &str, branch: &str| Push {
             urls: vec![url.into()],

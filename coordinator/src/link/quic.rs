@@ -376,6 +376,7 @@ impl QuicLink {
             slots: cap.max_workspaces,
             labels: reg.labels.clone().into_iter().collect(),
             cached: reg.cached_images.iter().cloned().collect(),
+            prebuilds: reg.prebuilds.iter().cloned().collect(),
             agent_version: reg.agent_version.clone(),
             ssh_host_key: reg.ssh_host_key.clone(),
         };

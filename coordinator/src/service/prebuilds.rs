@@ -20,8 +20,13 @@ const CONNECT_WAIT: Duration = Duration::from_secs(60);
 /// Most builds at once in the fleet.
 const MAX_BUILDING: usize = 4;
 
-/// A prebuild as the API shows it.
-pub fn view(p: &PrebuildRow) -> Prebuild {
+/// A prebuild as the API shows it; `nodes`: those holding its layer.
+pub fn view(p: &PrebuildRow, nodes: &[crate::domain::node::NodeRow]) -> Prebuild {
+    let holders = nodes
+        .iter()
+        .filter(|n| !p.key.is_empty() && p.state == "ready" && n.cached_prebuilds.contains(&p.key))
+        .map(|n| n.id.clone())
+        .collect();
     Prebuild {
         id: p.id.clone(),
         repo_url: p.repo_url.clone(),
@@ -30,6 +35,8 @@ pub fn view(p: &PrebuildRow) -> Prebuild {
         key: p.key.clone(),
         commit: p.commit.clone(),
         node: p.node.clone(),
+        nodes: holders,
+        source: p.source.clone(),
         bytes: p.bytes,
         files: p.files,
         error_code: p.error_code.clone(),
@@ -48,7 +55,7 @@ impl Service {
     /// branch already building is answered instead; past `MAX_BUILDING`
     /// builds it waits (`queued`).
     pub async fn run_prebuild(&self, by: &str, req: &RunPrebuild) -> Result<Prebuild> {
-        Ok(view(&self.request_prebuild(by, req, false).await?))
+        Ok(view(&self.request_prebuild(by, req, false).await?, &[]))
     }
 
     /// Records a prebuild request and starts it if it may start now. With
@@ -150,6 +157,7 @@ impl Service {
                 image: w.image.clone(),
                 resources: w.resources,
                 node_selector: w.node_selector.clone(),
+                prebuild: None,
             };
             let p = scheduler::Fleet::new(views)
                 .place(&request, self.inner.timing.strategy)
@@ -291,6 +299,9 @@ impl Service {
         if let Err(e) = self.start_queued().await {
             tracing::warn!(error = %e, "starting queued prebuilds");
         }
+        if row.state == "ready" {
+            self.share_prebuild(&mut row).await;
+        }
     }
 
     /// Prebuilds, newest first (of one repository if given).
@@ -302,7 +313,8 @@ impl Service {
             ));
         }
         let rows = self.inner.store.prebuilds(repo_url).await?;
-        Ok(rows.iter().map(view).collect())
+        let nodes = self.inner.store.nodes().await?;
+        Ok(rows.iter().map(|p| view(p, &nodes)).collect())
     }
 
     /// The log of a building prebuild (its build workspace's init log).
@@ -331,43 +343,61 @@ impl Service {
 
     pub async fn prebuild(&self, id: &str) -> Result<Prebuild> {
         match self.inner.store.prebuild(id).await? {
-            Some(p) => Ok(view(&p)),
+            Some(p) => Ok(view(&p, &self.inner.store.nodes().await?)),
             None => Err(Error::not_found(format!("no prebuild {id:?}"))),
         }
     }
 
     /// The prebuild a create from a repository starts from: of its branch,
-    /// ready, of the commit asked for if there is one, on its node if one
-    /// is there, the newest. One on another node is still named (the node
-    /// says it does not hold it and clones: the workspace shows that).
+    /// ready, of the commit asked for if there is one, held by its node if
+    /// one is, the newest. One the node lacks is named with where to pull
+    /// it from (the node clones instead if it cannot: the workspace shows that).
     pub(super) async fn prebuild_for(&self, w: &WorkspaceRow) -> Option<pb::PrebuildRef> {
         let repo = w.repo.as_ref()?;
         let branch = repo.branch.clone().unwrap_or_default();
-        let rows = match self.inner.store.ready_prebuilds(&repo.url, &branch).await {
+        let store = &self.inner.store;
+        let rows = match store.ready_prebuilds(&repo.url, &branch).await {
             Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "prebuilds not read");
                 return None;
             }
         };
-        let rank = |p: &PrebuildRow| {
-            let commit = repo
-                .commit
-                .as_deref()
-                .is_some_and(|c| p.commit.starts_with(c));
-            let here = w.node.as_deref() == Some(p.node.as_str());
-            (commit, here)
+        let held = match &w.node {
+            Some(n) => store
+                .node(n)
+                .await
+                .ok()
+                .flatten()
+                .map(|n| n.cached_prebuilds)
+                .unwrap_or_default(),
+            None => Default::default(),
         };
-        // Newest first already: the first of the best rank.
-        let best = rows.iter().map(rank).max()?;
-        let p = rows.iter().find(|p| rank(p) == best)?;
+        let here =
+            |p: &PrebuildRow| held.contains(&p.key) || w.node.as_deref() == Some(p.node.as_str());
+        let p = Self::best_prebuild(&rows, repo.commit.as_deref(), here)?;
         Some(pb::PrebuildRef {
             key: p.key.clone(),
             commit: p.commit.clone(),
             built_at_ms: p.finished_at_ms,
             config_hash: p.config_hash.clone(),
             folder: p.folder.clone(),
+            source: p.source.clone(),
         })
+    }
+
+    /// The key of the prebuild a pending workspace would start from
+    /// (wherever it is held), for placement.
+    pub(super) async fn prebuild_key_for(&self, w: &WorkspaceRow) -> Option<String> {
+        let repo = w.repo.as_ref()?;
+        let branch = repo.branch.clone().unwrap_or_default();
+        let rows = self
+            .inner
+            .store
+            .ready_prebuilds(&repo.url, &branch)
+            .await
+            .ok()?;
+        Self::best_prebuild(&rows, repo.commit.as_deref(), |_| false).map(|p| p.key.clone())
     }
 
     /// Keeps the newest `[prebuilds] keep` ready prebuilds of `row`'s
@@ -388,25 +418,10 @@ impl Service {
                 continue;
             }
             // A newer prebuild of the same content is the same layer.
-            if kept.iter().any(|k| k.key == old.key && k.node == old.node) {
+            if kept.iter().any(|k| k.key == old.key) {
                 continue;
             }
-            let cmd = pb::request::Command::DropPrebuilds(pb::PrebuildDropRequest {
-                keys: vec![old.key.clone()],
-            });
-            match self
-                .inner
-                .link
-                .call(&old.node, cmd, Duration::from_secs(60))
-                .await
-            {
-                Ok(pb::response::Result::Prebuilds(_)) => {
-                    tracing::info!(prebuild = %old.id, key = %old.key, node = %old.node, "prebuild expired")
-                }
-                other => {
-                    tracing::warn!(prebuild = %old.id, node = %old.node, answer = ?other, "dropping an expired prebuild")
-                }
-            }
+            self.drop_everywhere(&old.key, &old.node).await;
         }
     }
 
@@ -473,7 +488,7 @@ impl Service {
             }
             .into(),
             reason: String::new(),
-            prebuild: Some(view(&row)),
+            prebuild: Some(view(&row, &[])),
         })
     }
 }

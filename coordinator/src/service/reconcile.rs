@@ -98,6 +98,7 @@ impl Service {
                 max_workspaces: n.slots,
                 workspaces: n.allocated_slots,
                 cached_images: n.cached_images.clone(),
+                cached_prebuilds: n.cached_prebuilds.clone(),
             })
             .collect()
     }
@@ -119,6 +120,7 @@ impl Service {
                 image: w.image.clone(),
                 resources: w.resources,
                 node_selector: w.node_selector.clone(),
+                prebuild: self.prebuild_key_for(w).await,
             };
             match fleet.place(&req, self.inner.timing.strategy) {
                 Ok(p) => {
@@ -402,6 +404,17 @@ impl Service {
         if cmd == Command::Create && status.is_some() {
             if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
                 tracing::debug!(node = %node, error = %e, "cached image not noted");
+            }
+            // A prebuild the node used, maybe pulled for this workspace.
+            let used = status
+                .as_ref()
+                .and_then(|s| s.init.as_ref())
+                .and_then(|i| i.prebuild.as_ref())
+                .filter(|p| p.outcome == "used" || p.outcome == "updated");
+            if let Some(p) = used {
+                if let Err(e) = self.inner.store.note_cached_prebuild(&node, &p.key).await {
+                    tracing::debug!(node = %node, error = %e, "cached prebuild not noted");
+                }
             }
         }
     }

@@ -22,6 +22,8 @@ fn node_from(r: &AnyRow) -> Result<NodeRow> {
         labels: json_map(&r.try_get::<String, _>("labels")?),
         cached_images: serde_json::from_str(&r.try_get::<String, _>("cached_images")?)
             .unwrap_or_default(),
+        cached_prebuilds: serde_json::from_str(&r.try_get::<String, _>("cached_prebuilds")?)
+            .unwrap_or_default(),
         capacity: Resources {
             cpu_millis: g("cap_cpu_millis")? as u64,
             memory_bytes: g("cap_memory_bytes")? as u64,
@@ -52,10 +54,11 @@ impl Store {
             slots,
             labels,
             cached,
+            prebuilds,
             agent_version,
             ssh_host_key,
         } = r;
-        let n = sqlx::query("UPDATE nodes SET status = 'ready', cap_cpu_millis = $1, cap_memory_bytes = $2, cap_disk_bytes = $3, cap_slots = $4, labels = $5, cached_images = $6, agent_version = $7, last_seen_ms = $8, status_since_ms = CASE WHEN status = 'ready' THEN status_since_ms ELSE $8 END, ssh_host_key = $10 WHERE id = $9")
+        let n = sqlx::query("UPDATE nodes SET status = 'ready', cap_cpu_millis = $1, cap_memory_bytes = $2, cap_disk_bytes = $3, cap_slots = $4, labels = $5, cached_images = $6, agent_version = $7, last_seen_ms = $8, status_since_ms = CASE WHEN status = 'ready' THEN status_since_ms ELSE $8 END, ssh_host_key = $10, cached_prebuilds = $11 WHERE id = $9")
             .bind(to_i64(capacity.cpu_millis))
             .bind(to_i64(capacity.memory_bytes))
             .bind(to_i64(capacity.disk_bytes))
@@ -66,6 +69,7 @@ impl Store {
             .bind(now)
             .bind(id)
             .bind(ssh_host_key)
+            .bind(serde_json::to_string(prebuilds).unwrap_or_default())
             .execute(&self.pool)
             .await?
             .rows_affected();
@@ -83,22 +87,32 @@ impl Store {
     /// it only gives up (with `store_busy`) under implausible contention, and
     /// never drops a note silently.
     pub async fn note_cached_image(&self, id: &str, image: &str) -> Result<()> {
+        self.note_cached(id, "cached_images", image).await
+    }
+
+    /// Adds prebuild `key` to what node `id` holds (it built it).
+    pub async fn note_cached_prebuild(&self, id: &str, key: &str) -> Result<()> {
+        self.note_cached(id, "cached_prebuilds", key).await
+    }
+
+    /// Adds `item` to the JSON set in `column` of node `id`.
+    async fn note_cached(&self, id: &str, column: &'static str, item: &str) -> Result<()> {
         for _ in 0..1000 {
-            let Some(row) = sqlx::query("SELECT cached_images FROM nodes WHERE id = $1")
+            let Some(row) = sqlx::query(&format!("SELECT {column} FROM nodes WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?
             else {
                 return Ok(());
             };
-            let old: String = row.try_get("cached_images")?;
+            let old: String = row.try_get(column)?;
             let mut set: BTreeSet<String> = serde_json::from_str(&old).unwrap_or_default();
-            if !set.insert(image.to_string()) {
+            if !set.insert(item.to_string()) {
                 return Ok(());
             }
-            let n = sqlx::query(
-                "UPDATE nodes SET cached_images = $1 WHERE id = $2 AND cached_images = $3",
-            )
+            let n = sqlx::query(&format!(
+                "UPDATE nodes SET {column} = $1 WHERE id = $2 AND {column} = $3"
+            ))
             .bind(serde_json::to_string(&set).unwrap_or_default())
             .bind(id)
             .bind(&old)
@@ -112,8 +126,19 @@ impl Store {
         }
         Err(Error::unavailable(
             "store_busy",
-            format!("node {id:?}: its cached image list kept changing, retry"),
+            format!("node {id:?}: its {column} kept changing, retry"),
         ))
+    }
+
+    /// Sets the prebuild layers node `id` holds (what it answered a pull,
+    /// a drop or a build with).
+    pub async fn set_node_prebuilds(&self, id: &str, keys: &BTreeSet<String>) -> Result<()> {
+        sqlx::query("UPDATE nodes SET cached_prebuilds = $1 WHERE id = $2")
+            .bind(serde_json::to_string(keys).unwrap_or_default())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     /// Refreshes the last-seen time of connected nodes, in one transaction.

@@ -29,11 +29,13 @@ pub struct PrebuildRow {
     pub requested_by: String,
     pub created_at_ms: i64,
     pub finished_at_ms: i64,
+    /// Where other nodes pull its layer (REPOSITORY@sha256:DIGEST), once pushed.
+    pub source: String,
 }
 
 const COLUMNS: &str =
     "id, repo_url, branch, state, image, tier, pkey, commit_sha, config_hash, folder, node, \
-    bytes, files, error_code, error, steps, requested_by, created_at_ms, finished_at_ms";
+    bytes, files, error_code, error, steps, requested_by, created_at_ms, finished_at_ms, source";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<PrebuildRow> {
     Ok(PrebuildRow {
@@ -56,6 +58,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<PrebuildRow> {
         requested_by: r.try_get("requested_by")?,
         created_at_ms: r.try_get("created_at_ms")?,
         finished_at_ms: r.try_get("finished_at_ms")?,
+        source: r.try_get("source")?,
     })
 }
 
@@ -68,7 +71,7 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         sqlx::query(&format!(
-            "INSERT INTO prebuilds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+            "INSERT INTO prebuilds ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
         .bind(&p.id)
         .bind(&p.repo_url)
@@ -89,6 +92,7 @@ impl Store {
         .bind(&p.requested_by)
         .bind(p.created_at_ms)
         .bind(p.finished_at_ms)
+        .bind(&p.source)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;

@@ -228,9 +228,16 @@ pub struct Prebuild {
     pub key: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub commit: String,
-    /// The node that built it and holds it.
+    /// The node that built it.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
+    /// The nodes holding its layer now (the builder, and those that pulled it).
+    #[serde(default)]
+    pub nodes: Vec<String>,
+    /// Where nodes pull its layer from: REPOSITORY@sha256:DIGEST in the
+    /// registry (`[prebuilds] registry`); empty when it was not pushed.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub source: String,
     /// Size of the layer.
     pub bytes: u64,
     pub files: u64,

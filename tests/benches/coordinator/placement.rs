@@ -139,6 +139,7 @@ pub(super) async fn placement(backend: &str, url: &str) {
             image: image(i * 7),
             resources: ws_resources(i),
             node_selector: sel,
+            prebuild: None,
         };
         let t = Instant::now();
         let p = fleet.place(&req, Strategy::BinPack);
