@@ -46,6 +46,7 @@ bench: deps images
 	@scripts/deps.sh buildah
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench repos
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench prebuilds
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench cold_start
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -139,7 +139,10 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Sync(req) => R::Synced(m.sync(req).await?),
         Command::Prebuild(req) => R::Prebuilt(Box::pin(m.prebuild(req)).await?),
         Command::Prebuilds(_) => R::Prebuilds(m.prebuilds().await?),
-        Command::DropPrebuilds(d) => R::Prebuilds(m.drop_prebuilds(d.keys).await?),
+        Command::DropPrebuilds(d) => {
+            m.delete_pushed(&d.sources).await;
+            R::Prebuilds(m.drop_prebuilds(d.keys).await?)
+        }
         Command::PushPrebuild(req) => R::Pushed(m.push_prebuild(req).await?),
         Command::PullPrebuild(req) => R::Prebuilds(m.pull_prebuild(req).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {

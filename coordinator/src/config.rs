@@ -75,6 +75,9 @@ pub struct WatchedRepoFile {
     pub webhook_secret: String,
     pub image: Option<String>,
     pub tier: Option<String>,
+    /// The user who owns the workspace each pull request of it gets (its
+    /// git credential clones); unset: pull-request events are ignored.
+    pub pull_request_owner: Option<String>,
 }
 
 /// One `[[tiers]]` table.
@@ -206,12 +209,17 @@ fn validate_prebuilds(p: PrebuildsFile, tiers: &Tiers) -> Result<PrebuildPolicy,
                 return Err(bad("tier", format!("no tier named {t:?}")));
             }
         }
+        if let Some(owner) = &r.pull_request_owner {
+            crate::domain::validate::user_name(owner)
+                .map_err(|e| bad("pull_request_owner", e.to_string()))?;
+        }
         repos.push(WatchedRepo {
             url: r.url,
             branches: r.branches,
             secret: r.webhook_secret,
             image: r.image,
             tier: r.tier,
+            pull_request_owner: r.pull_request_owner,
         });
     }
     Ok(PrebuildPolicy {

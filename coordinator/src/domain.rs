@@ -5,6 +5,7 @@
 pub mod capacity;
 pub mod lifecycle;
 pub mod node;
+pub mod pull_request;
 pub mod repo;
 pub mod scheduler;
 pub mod tier;

@@ -13,6 +13,7 @@ mod exec;
 mod nodes;
 mod prebuild_nodes;
 mod prebuilds;
+mod pull_requests;
 mod reconcile;
 mod repos;
 mod tunnels;

@@ -170,7 +170,7 @@ impl Cluster {
         let layer_registry_dir = dir.join("layer-registry");
         let layer_registry = opts.layer_registry.then(|| {
             std::fs::create_dir_all(&layer_registry_dir).expect("mkdir the layer registry");
-            Registry::start_on(&host_ip, &layer_registry_dir, "", &dir)
+            Registry::start_writable_on(&host_ip, &layer_registry_dir, &dir)
         });
         assert!(
             opts.coordinators == 1 || opts.postgres,

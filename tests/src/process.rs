@@ -190,6 +190,15 @@ impl Registry {
 
     /// Serves `storage` on `host` (an address of this machine).
     pub fn start_on(host: &str, storage: &Path, auth: &str, scratch: &Path) -> Self {
+        Self::start_with(host, storage, auth, scratch, false)
+    }
+
+    /// `start_on` for a registry things are pushed to and deleted from.
+    pub fn start_writable_on(host: &str, storage: &Path, scratch: &Path) -> Self {
+        Self::start_with(host, storage, "", scratch, true)
+    }
+
+    fn start_with(host: &str, storage: &Path, auth: &str, scratch: &Path, delete: bool) -> Self {
         let port = free_port();
         let addr = format!("{host}:{port}");
         let config = scratch.join(format!("registry-{port}.yml"));
@@ -198,7 +207,7 @@ impl Registry {
             &config,
             format!(
                 "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n  \
-                 redirect:\n    disable: true\nhttp:\n  addr: {addr}\n{auth}",
+                 redirect:\n    disable: true\n  delete:\n    enabled: {delete}\nhttp:\n  addr: {addr}\n{auth}",
                 storage.display()
             ),
         )

@@ -283,6 +283,36 @@ async fn a_prebuild_reaches_other_nodes_through_the_registry() {
     }
     let old = prebuild_until(&c, id, |p| p["state"] == "expired").await;
     assert_eq!(old["state"], "expired");
+    // Gone from the registry too; the newer one is there (the control).
+    let manifest = |source: &str| {
+        let (repo, digest) = source.split_once('@').unwrap();
+        let (host, path) = repo.split_once('/').unwrap();
+        format!("http://{host}/v2/{path}/manifests/{digest}")
+    };
+    let http = reqwest::Client::new();
+    let accept = "application/vnd.oci.image.manifest.v1+json";
+    let status = |u: String| {
+        let http = http.clone();
+        async move {
+            http.head(u)
+                .header("accept", accept)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let mut gone = 0;
+    for _ in 0..100 {
+        gone = status(manifest(old["source"].as_str().unwrap())).await;
+        if gone == 404 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(gone, 404, "the expired prebuild's manifest is deleted");
+    assert_eq!(status(manifest(p2["source"].as_str().unwrap())).await, 200);
     for _ in 0..100 {
         if !layer(&c, 0, key).exists() {
             break;

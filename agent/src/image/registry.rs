@@ -291,6 +291,20 @@ impl Session {
         Ok(())
     }
 
+    /// Deletes manifest `digest` (gone already is fine).
+    pub async fn delete_manifest(&mut self, digest: &str) -> Result<()> {
+        let url = format!("{}/manifests/{digest}", self.base);
+        match self
+            .send(&format!("DELETE {url}"), StatusCode::ACCEPTED, |h| {
+                h.delete(&url)
+            })
+            .await
+        {
+            Err(AgentError::Registry { message, .. }) if message.contains("HTTP 404") => Ok(()),
+            other => other.map(|_| ()),
+        }
+    }
+
     /// Answers a WWW-Authenticate challenge with an Authorization header value.
     async fn authorize(&self, challenge: &str) -> Result<String> {
         let unauthorized =

@@ -81,9 +81,70 @@ pub struct Used {
     pub note: String,
 }
 
+/// The git commands that bring a prebuild's repository to what a workspace
+/// asked for (`branch`, `commit`, either may be empty), whatever branch the
+/// prebuild was built from: a fetch, then a checkout (onto a local branch of
+/// that name, tracking the remote's, when a branch is named; local changes
+/// the init made to tracked files are dropped, as a fresh clone has none).
+/// The last commands may fail without failing the update.
+pub fn update_commands(branch: &str, commit: &str) -> (Vec<String>, Vec<Vec<String>>, usize) {
+    let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let remote = format!("origin/{branch}");
+    let fetch = match branch {
+        "" => v(&["fetch", "--no-tags", "origin", "--", "HEAD"]),
+        b => v(&[
+            "fetch",
+            "--no-tags",
+            "origin",
+            "--",
+            &format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
+        ]),
+    };
+    let (checkout, must) = match (branch, commit) {
+        ("", "") => (vec![v(&["reset", "--hard", "-q", "FETCH_HEAD", "--"])], 1),
+        ("", c) => (vec![v(&["checkout", "-q", "-f", "--detach", c, "--"])], 1),
+        (b, "") => (
+            vec![v(&[
+                "checkout", "-q", "-f", "-B", b, "--track", &remote, "--",
+            ])],
+            1,
+        ),
+        (b, c) => (
+            vec![
+                v(&["checkout", "-q", "-f", "-B", b, c, "--"]),
+                v(&["branch", "-q", "--set-upstream-to", &remote]),
+            ],
+            1,
+        ),
+    };
+    (fetch, checkout, must)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_fetches_the_branch_asked_for_and_checks_it_out() {
+        let (fetch, co, must) = update_commands("feature", "");
+        assert_eq!(
+            fetch.join(" "),
+            "fetch --no-tags origin -- +refs/heads/feature:refs/remotes/origin/feature"
+        );
+        assert_eq!(
+            co.iter().map(|c| c.join(" ")).collect::<Vec<_>>(),
+            ["checkout -q -f -B feature --track origin/feature --"]
+        );
+        assert_eq!(must, 1);
+        let (_, co, must) = update_commands("feature", "abc123");
+        assert_eq!(co[0].join(" "), "checkout -q -f -B feature abc123 --");
+        assert_eq!((co.len(), must), (2, 1), "the upstream may fail");
+        let (fetch, co, _) = update_commands("", "abc123");
+        assert_eq!(fetch.last().unwrap(), "HEAD");
+        assert_eq!(co[0].join(" "), "checkout -q -f --detach abc123 --");
+        let (_, co, _) = update_commands("", "");
+        assert_eq!(co[0].join(" "), "reset --hard -q FETCH_HEAD --");
+    }
 
     #[test]
     fn keys_change_with_each_part_and_are_names() {

@@ -437,39 +437,31 @@ impl Manager {
                 timeout,
             }
         };
-        let target = match repo.branch.as_str() {
-            "" => "HEAD",
-            b => b,
-        };
-        log.note(&format!("git fetch origin {target}"));
+        let (fetch, checkout, must) = p::update_commands(&repo.branch, &repo.commit);
+        fn argv(a: &[String]) -> Vec<&str> {
+            a.iter().map(String::as_str).collect()
+        }
+        log.note(&format!("git {}", fetch.join(" ")));
         let ran = self
-            .run_init(
-                &r.name,
-                git(&["fetch", "--no-tags", "origin", "--", target]),
-                Some(log),
-            )
+            .run_init(&r.name, git(&argv(&fetch)), Some(log))
             .await
             .map_err(node_err)?;
         super::repo::check_git(&ran, timeout)?;
-        let (checkout, missing) = match repo.commit.as_str() {
-            "" => (
-                vec!["reset", "--hard", "-q", "FETCH_HEAD", "--"],
-                Code::GitCloneFailed,
-            ),
-            c => (
-                vec!["checkout", "--detach", c, "--"],
-                Code::GitCommitNotFound,
-            ),
+        let missing = match repo.commit.as_str() {
+            "" => Code::GitCloneFailed,
+            _ => Code::GitCommitNotFound,
         };
-        log.note(&format!("git {}", checkout.join(" ")));
-        let ran = self
-            .run_init(&r.name, git(&checkout), Some(log))
-            .await
-            .map_err(node_err)?;
-        drop(askpass);
-        if ran.timed_out || ran.code != 0 {
-            return Err((missing, crate::init::git::tail(&ran.output, 5)));
+        for (i, cmd) in checkout.iter().enumerate() {
+            log.note(&format!("git {}", cmd.join(" ")));
+            let ran = self
+                .run_init(&r.name, git(&argv(cmd)), Some(log))
+                .await
+                .map_err(node_err)?;
+            if i < must && (ran.timed_out || ran.code != 0) {
+                return Err((missing, crate::init::git::tail(&ran.output, 5)));
+            }
         }
+        drop(askpass);
         Ok(self
             .repo_dir(r, folder)
             .and_then(|c| c.head_commit().ok())

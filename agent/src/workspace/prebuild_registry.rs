@@ -57,6 +57,28 @@ impl Manager {
         self.prebuilds().await
     }
 
+    /// Deletes pushed prebuilds' manifests from their registry (retention);
+    /// a failure is logged (the registry's own policy still applies).
+    pub async fn delete_pushed(&self, sources: &[String]) {
+        for source in sources {
+            let deleted = async {
+                let r = image::Reference::parse(source)?;
+                let digest = r.digest.clone().ok_or_else(|| {
+                    AgentError::InvalidRequest(format!("{source:?} names no digest"))
+                })?;
+                let mut session = self.inner.images.session(&r, None).for_push();
+                session.delete_manifest(&digest).await
+            }
+            .await;
+            match deleted {
+                Ok(()) => tracing::info!(source, "expired prebuild deleted from the registry"),
+                Err(e) => {
+                    tracing::warn!(source, error = %e, "expired prebuild not deleted from the registry")
+                }
+            }
+        }
+    }
+
     /// Pulls layer `key` from `source` (REPOSITORY@sha256:DIGEST) unless
     /// the node holds it (None then).
     pub(super) async fn fetch_prebuild(

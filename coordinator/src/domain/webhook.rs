@@ -18,6 +18,8 @@ pub struct WatchedRepo {
     pub secret: String,
     pub image: Option<String>,
     pub tier: Option<String>,
+    /// Owner of the workspaces its pull requests get (None: no such workspaces).
+    pub pull_request_owner: Option<String>,
 }
 
 /// The prebuild settings of the configuration.
@@ -172,13 +174,21 @@ pub fn route<'a>(
     policy: &'a PrebuildPolicy,
     push: &Push,
 ) -> Result<(&'a WatchedRepo, bool), Refused> {
-    let repo = policy
-        .repos
-        .iter()
-        .find(|r| push.urls.iter().any(|u| same_repo(u, &r.url)))
-        .ok_or(Refused::UnknownRepo)?;
+    let repo = repo_of(policy, &push.urls)?;
     let watched = repo.branches.contains(&push.branch);
     Ok((repo, watched))
+}
+
+/// The configured repository an event's `urls` name.
+pub fn repo_of<'a>(
+    policy: &'a PrebuildPolicy,
+    urls: &[String],
+) -> Result<&'a WatchedRepo, Refused> {
+    policy
+        .repos
+        .iter()
+        .find(|r| urls.iter().any(|u| same_repo(u, &r.url)))
+        .ok_or(Refused::UnknownRepo)
 }
 
 #[cfg(test)]
@@ -249,6 +259,7 @@ mod tests {
                 secret: "s".into(),
                 image: None,
                 tier: None,
+                pull_request_owner: None,
             }],
             ..Default::default()
         };

@@ -105,8 +105,9 @@ impl Service {
         }
     }
 
-    /// Asks every node holding `key` (and `builder`) to drop it.
-    pub(super) async fn drop_everywhere(&self, key: &str, builder: &str) {
+    /// Asks every node holding `key` (and `builder`) to drop it; the
+    /// builder deletes it from the registry too (`source`, if pushed).
+    pub(super) async fn drop_everywhere(&self, key: &str, builder: &str, source: &str) {
         let mut holders: BTreeSet<String> = self
             .inner
             .store
@@ -121,6 +122,10 @@ impl Service {
         for node in holders {
             let cmd = pb::request::Command::DropPrebuilds(pb::PrebuildDropRequest {
                 keys: vec![key.to_string()],
+                sources: match node == builder && !source.is_empty() {
+                    true => vec![source.to_string()],
+                    false => Vec::new(),
+                },
             });
             match self
                 .inner

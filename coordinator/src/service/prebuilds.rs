@@ -20,6 +20,23 @@ const CONNECT_WAIT: Duration = Duration::from_secs(60);
 /// Most builds at once in the fleet.
 const MAX_BUILDING: usize = 4;
 
+/// A webhook that names no configured repository or is not signed with
+/// its secret.
+pub(super) fn bad_signature() -> Error {
+    Error::unauthorized("no configured repository matches, or the signature is wrong")
+        .with_code("bad_signature")
+}
+
+/// A webhook result that changed nothing.
+pub(super) fn ignored(reason: String) -> WebhookResult {
+    WebhookResult {
+        outcome: "ignored".into(),
+        reason,
+        prebuild: None,
+        workspace: None,
+    }
+}
+
 /// A prebuild as the API shows it; `nodes`: those holding its layer.
 pub fn view(p: &PrebuildRow, nodes: &[crate::domain::node::NodeRow]) -> Prebuild {
     let holders = nodes
@@ -354,15 +371,8 @@ impl Service {
     /// it from (the node clones instead if it cannot: the workspace shows that).
     pub(super) async fn prebuild_for(&self, w: &WorkspaceRow) -> Option<pb::PrebuildRef> {
         let repo = w.repo.as_ref()?;
-        let branch = repo.branch.clone().unwrap_or_default();
         let store = &self.inner.store;
-        let rows = match store.ready_prebuilds(&repo.url, &branch).await {
-            Ok(rows) => rows,
-            Err(e) => {
-                tracing::warn!(error = %e, "prebuilds not read");
-                return None;
-            }
-        };
+        let rows = self.candidates(repo).await;
         let held = match &w.node {
             Some(n) => store
                 .node(n)
@@ -386,17 +396,35 @@ impl Service {
         })
     }
 
+    /// The ready prebuilds a workspace of `repo` may start from, newest
+    /// first: of its branch; if there is none, of the repository's other
+    /// branches (the node brings one up to the branch asked for: a pull
+    /// request's branch starts from its base's prebuild).
+    async fn candidates(&self, repo: &Repo) -> Vec<PrebuildRow> {
+        let store = &self.inner.store;
+        let branch = repo.branch.clone().unwrap_or_default();
+        let rows = match store.ready_prebuilds(&repo.url, &branch).await {
+            Ok(rows) if rows.is_empty() => store.prebuilds(Some(&repo.url)).await,
+            other => other,
+        };
+        match rows {
+            Ok(mut rows) => {
+                rows.retain(|p| p.state == "ready");
+                rows.sort_by(|a, b| b.finished_at_ms.cmp(&a.finished_at_ms));
+                rows
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "prebuilds not read");
+                Vec::new()
+            }
+        }
+    }
+
     /// The key of the prebuild a pending workspace would start from
     /// (wherever it is held), for placement.
     pub(super) async fn prebuild_key_for(&self, w: &WorkspaceRow) -> Option<String> {
         let repo = w.repo.as_ref()?;
-        let branch = repo.branch.clone().unwrap_or_default();
-        let rows = self
-            .inner
-            .store
-            .ready_prebuilds(&repo.url, &branch)
-            .await
-            .ok()?;
+        let rows = self.candidates(repo).await;
         Self::best_prebuild(&rows, repo.commit.as_deref(), |_| false).map(|p| p.key.clone())
     }
 
@@ -421,7 +449,7 @@ impl Service {
             if kept.iter().any(|k| k.key == old.key) {
                 continue;
             }
-            self.drop_everywhere(&old.key, &old.node).await;
+            self.drop_everywhere(&old.key, &old.node, &old.source).await;
         }
     }
 
@@ -435,10 +463,9 @@ impl Service {
         signature: &str,
         body: &[u8],
     ) -> Result<WebhookResult> {
-        let unauthorized = || {
-            Error::unauthorized("no configured repository matches, or the signature is wrong")
-                .with_code("bad_signature")
-        };
+        if crate::domain::pull_request::is_event(source, event) {
+            return self.pull_request_hook(source, signature, body).await;
+        }
         let push = match webhook::parse(source, event, body) {
             Ok(Some(p)) => p,
             Ok(None) => {
@@ -447,20 +474,22 @@ impl Service {
                     outcome: "ignored".into(),
                     reason: format!("not a push to a branch ({event})"),
                     prebuild: None,
+                    workspace: None,
                 });
             }
             Err(e) => return Err(Error::invalid("invalid_webhook", e.to_string())),
         };
         let policy = &self.inner.prebuilds;
-        let (repo, watched) = webhook::route(policy, &push).map_err(|_| unauthorized())?;
+        let (repo, watched) = webhook::route(policy, &push).map_err(|_| bad_signature())?;
         if !webhook::verify(source, &repo.secret, body, signature) {
-            return Err(unauthorized());
+            return Err(bad_signature());
         }
         if !watched {
             return Ok(WebhookResult {
                 outcome: "ignored".into(),
                 reason: format!("branch {} is not one prebuilds are kept of", push.branch),
                 prebuild: None,
+                workspace: None,
             });
         }
         if push.commit.bytes().all(|b| b == b'0') {
@@ -468,6 +497,7 @@ impl Service {
                 outcome: "ignored".into(),
                 reason: format!("branch {} was deleted", push.branch),
                 prebuild: None,
+                workspace: None,
             });
         }
         let req = RunPrebuild {
@@ -489,6 +519,7 @@ impl Service {
             .into(),
             reason: String::new(),
             prebuild: Some(view(&row, &[])),
+            workspace: None,
         })
     }
 }

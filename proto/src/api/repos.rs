@@ -259,11 +259,15 @@ pub struct Prebuild {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct WebhookResult {
-    /// started, queued (behind a build of the same branch) or ignored.
+    /// A push: started, queued (behind a build of the same branch) or
+    /// ignored. A pull request: workspace_created, workspace_deleted or ignored.
     pub outcome: String,
     /// Why it was ignored (not a push, a branch not configured).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub reason: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prebuild: Option<Prebuild>,
+    /// The pull request's workspace (its owner's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
 }
