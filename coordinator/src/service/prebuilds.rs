@@ -410,7 +410,7 @@ impl Service {
         match rows {
             Ok(mut rows) => {
                 rows.retain(|p| p.state == "ready");
-                rows.sort_by(|a, b| b.finished_at_ms.cmp(&a.finished_at_ms));
+                rows.sort_by_key(|p| std::cmp::Reverse(p.finished_at_ms));
                 rows
             }
             Err(e) => {
