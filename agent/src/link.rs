@@ -327,11 +327,16 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     let mut changes = m.changes();
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
+    let mut held = m.prebuilds().await?.keys;
     let result = loop {
         tokio::select! {
             _ = tick.tick() => {
                 seq += 1;
-                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(lk::Heartbeat { seq }))).await {
+                // What the node holds, when it changed.
+                let now = m.prebuilds().await.map(|l| l.keys).unwrap_or_else(|_| held.clone());
+                let prebuilds = (now != held).then(|| berth_proto::agent::PrebuildList { keys: now.clone() });
+                held = now;
+                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(lk::Heartbeat { seq, prebuilds }))).await {
                     break Err(link_err(e));
                 }
                 if let Err(e) = maybe_renew(&conn, identity, m.config().file.state_dir.as_path()).await {

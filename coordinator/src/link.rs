@@ -14,6 +14,23 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::oneshot;
 
+/// Settings of the link.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    pub listen: std::net::SocketAddr,
+    /// Lifetime of node certificates.
+    pub cert_lifetime: Duration,
+    /// How often agents send heartbeats.
+    pub heartbeat: Duration,
+    /// QUIC idle timeout: a silent connection is dropped after this.
+    pub idle_timeout: Duration,
+    /// Extra DNS names for the server certificate.
+    pub server_names: Vec<String>,
+    /// CPU that can be reserved on a node per CPU it offers (memory is never
+    /// overcommitted): workspaces' CPU limits are ceilings, mostly idle.
+    pub cpu_overcommit: f64,
+}
+
 /// The two halves of a stream to a node.
 pub struct Duplex {
     pub send: Box<dyn AsyncWrite + Send + Unpin>,
@@ -78,6 +95,8 @@ pub enum LinkEvent {
         /// learnt after that is newer than the inventory.
         at_ms: i64,
     },
+    /// The prebuild layers a node holds changed: all of them.
+    Prebuilds { node: String, keys: Vec<String> },
     /// A node reported a change of one of its workspaces.
     Status {
         node: String,

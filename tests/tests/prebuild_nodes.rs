@@ -6,7 +6,9 @@
 //! and the workspace clones instead, visibly. The repository's token is in
 //! no pushed blob. A newer prebuild is pulled ahead by the node that did
 //! not build it, and retention drops the older one from every node that
-//! holds it (kept where a workspace still uses it, until that goes).
+//! holds it (kept where a workspace still uses it, until that goes) and
+//! from the registry. A layer a node loses on its own reaches the
+//! coordinator with the node's next heartbeat.
 
 use berth_tests::{Cluster, ClusterOptions};
 use serde_json::{json, Value};
@@ -323,6 +325,22 @@ async fn a_prebuild_reaches_other_nodes_through_the_registry() {
     assert!(layer(&c, 1, key).exists(), "w1 still uses it on n1");
     delete(&c, "w1").await;
     assert!(!layer(&c, 1, key).exists(), "it went with w1");
+
+    // A layer the node loses on its own (here dropped through its control
+    // socket, as its cache would) reaches the coordinator by heartbeat.
+    let dropped = berth_agent::client::Client::connect(&c.nodes[1].socket)
+        .await
+        .unwrap()
+        .call(berth_proto::agent::request::Command::DropPrebuilds(
+            berth_proto::agent::PrebuildDropRequest {
+                keys: vec![key2.to_string()],
+                sources: Vec::new(),
+            },
+        ))
+        .await;
+    assert!(dropped.is_ok(), "{dropped:?}");
+    let p2 = prebuild_until(&c, id2, |p| nodes_of(p).len() == 1).await;
+    assert_eq!(nodes_of(&p2), ["n0"], "{p2}");
     drop(git);
     c.finish().await;
 }

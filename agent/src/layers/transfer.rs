@@ -199,12 +199,13 @@ pub async fn push(layers: &Layers, session: &mut Session, meta: &Meta) -> Result
         .upload_stream(reqwest::Body::wrap_stream(body))
         .await;
     // The tar's end (or its error) before the upload is committed: a
-    // failed read must not become a truncated layer.
-    let diff_id = writer
+    // failed read must not become a truncated layer. A failed upload is
+    // said first (the tar then stops on the closed channel).
+    let written = writer
         .await
-        .map_err(|e| AgentError::Volume(format!("push of {}: {e}", meta.key)))?
-        .map_err(AgentError::io(format!("tar of prebuild {}", meta.key)))?;
+        .map_err(|e| AgentError::Volume(format!("push of {}: {e}", meta.key)))?;
     let location = upload?;
+    let diff_id = written.map_err(AgentError::io(format!("tar of prebuild {}", meta.key)))?;
     let (blob_digest, blob_bytes) = {
         let s = seen.lock().unwrap_or_else(|e| e.into_inner());
         (
@@ -410,13 +411,19 @@ impl Layers {
         let mut stream = resp.bytes_stream();
         let (mut hash, mut got) = (Sha256::new(), 0u64);
         let mut failed = None;
+        // Once the unpacker stops (its error is reported below), the rest
+        // is still read and hashed: a bad blob must be told from a full disk.
+        let mut unpacking = true;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(b) => {
                     hash.update(&b);
                     got += b.len() as u64;
-                    if got > layer.size() || tx.send(b).await.is_err() {
+                    if got > layer.size() {
                         break;
+                    }
+                    if unpacking && tx.send(b).await.is_err() {
+                        unpacking = false;
                     }
                 }
                 Err(e) => {

@@ -8,6 +8,7 @@
 //! the node id is the SAN of the client certificate and authorizes every
 //! message on the connection).
 
+pub use super::LinkConfig;
 use super::{broken, Duplex, LinkError, LinkEvent, NodeLink};
 use crate::domain::node::{JoinRefusal, Registration};
 use crate::error::Error;
@@ -18,7 +19,6 @@ use berth_proto::units::now_ms;
 use berth_proto::{read_frame, tls, write_frame, ALPN_JOIN, ALPN_LINK};
 use futures::future::BoxFuture;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
@@ -27,23 +27,6 @@ use tracing::Instrument;
 /// First byte of an agent-opened stream: what it carries.
 pub const STREAM_CONTROL: u8 = b'C';
 pub const STREAM_RENEW: u8 = b'R';
-
-/// Settings of the link.
-#[derive(Debug, Clone)]
-pub struct LinkConfig {
-    pub listen: SocketAddr,
-    /// Lifetime of node certificates.
-    pub cert_lifetime: Duration,
-    /// How often agents send heartbeats.
-    pub heartbeat: Duration,
-    /// QUIC idle timeout: a silent connection is dropped after this.
-    pub idle_timeout: Duration,
-    /// Extra DNS names for the server certificate.
-    pub server_names: Vec<String>,
-    /// CPU that can be reserved on a node per CPU it offers (memory is never
-    /// overcommitted): workspaces' CPU limits are ceilings, mostly idle.
-    pub cpu_overcommit: f64,
-}
 
 struct Session {
     conn: quinn::Connection,
@@ -447,6 +430,12 @@ impl QuicLink {
         {
             match msg.msg {
                 Some(Up::Heartbeat(hb)) => {
+                    if let Some(l) = hb.prebuilds {
+                        let _ = self.inner.events.send(LinkEvent::Prebuilds {
+                            node: node.into(),
+                            keys: l.keys,
+                        });
+                    }
                     if let Some(s) = self
                         .inner
                         .sessions

@@ -62,6 +62,9 @@ impl Service {
                 LinkEvent::Status { node, status } => {
                     tokio::spawn(async move { me.report(&node, *status).await });
                 }
+                LinkEvent::Prebuilds { node, keys } => {
+                    tokio::spawn(async move { me.note_node_prebuilds(&node, keys).await });
+                }
                 LinkEvent::Disconnected { .. } => {}
             }
         }
