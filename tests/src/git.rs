@@ -411,3 +411,29 @@ pub async fn repo_cluster_with(
     let git = GitServer::start(&c.host_ip, &c.dir.join("git"));
     (c, git, dir)
 }
+
+/// POSTs a git webhook with `headers` to the cluster: (status, answer).
+pub async fn webhook(
+    c: &crate::Cluster,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let mut req = reqwest::Client::new()
+        .post(format!("{}/v1/webhooks/git", c.api))
+        .header("content-type", "application/json")
+        .body(body.to_string());
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let r = req.send().await.expect("webhook");
+    let status = r.status().as_u16();
+    (status, r.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// GitHub's `X-Hub-Signature-256` of `body` under `secret`.
+pub fn github_signature(secret: &str, body: &str) -> String {
+    use hmac::Mac;
+    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("hmac key");
+    m.update(body.as_bytes());
+    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+}

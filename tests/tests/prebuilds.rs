@@ -442,25 +442,10 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
 
 const SECRET: &str = "a-webhook-secret-of-the-repo";
 
-/// POSTs a webhook: (status, answer).
-async fn hook(c: &Cluster, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{}/v1/webhooks/git", c.api))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.expect("webhook");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use berth_tests::git::webhook as hook;
 
 fn github_sign(body: &str) -> String {
-    use hmac::Mac;
-    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    m.update(body.as_bytes());
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    berth_tests::git::github_signature(SECRET, body)
 }
 
 async fn wait_prebuild(c: &Cluster, id: &str) -> Value {

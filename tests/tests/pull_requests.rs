@@ -12,24 +12,10 @@ use std::time::Duration;
 
 const SECRET: &str = "a-webhook-secret-of-the-repo";
 
-async fn hook(c: &Cluster, headers: &[(&str, &str)], body: &str) -> (u16, Value) {
-    let mut req = reqwest::Client::new()
-        .post(format!("{}/v1/webhooks/git", c.api))
-        .header("content-type", "application/json")
-        .body(body.to_string());
-    for (k, v) in headers {
-        req = req.header(*k, *v);
-    }
-    let r = req.send().await.expect("webhook");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
+use berth_tests::git::webhook as hook;
 
 fn sign(body: &str) -> String {
-    use hmac::Mac;
-    let mut m = hmac::Hmac::<sha2::Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
-    m.update(body.as_bytes());
-    format!("sha256={}", hex::encode(m.finalize().into_bytes()))
+    berth_tests::git::github_signature(SECRET, body)
 }
 
 async fn github(c: &Cluster, body: &str) -> (u16, Value) {

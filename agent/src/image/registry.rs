@@ -216,13 +216,12 @@ impl Session {
     /// Whether the repository has blob `digest`.
     pub async fn has_blob(&mut self, digest: &str) -> Result<bool> {
         let url = format!("{}/blobs/{digest}", self.base);
-        match self
-            .send(&format!("HEAD {url}"), StatusCode::OK, |h| h.head(&url))
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(AgentError::Registry { message, .. }) if message.contains("404") => Ok(false),
-            Err(e) => Err(e),
+        let what = format!("HEAD {url}");
+        let resp = self.authorized(&what, |h| h.head(&url)).await?;
+        match resp.status() {
+            StatusCode::OK => Ok(true),
+            StatusCode::NOT_FOUND => Ok(false),
+            s => Err(self.err(format!("{what}: HTTP {s}"))),
         }
     }
 
@@ -294,14 +293,11 @@ impl Session {
     /// Deletes manifest `digest` (gone already is fine).
     pub async fn delete_manifest(&mut self, digest: &str) -> Result<()> {
         let url = format!("{}/manifests/{digest}", self.base);
-        match self
-            .send(&format!("DELETE {url}"), StatusCode::ACCEPTED, |h| {
-                h.delete(&url)
-            })
-            .await
-        {
-            Err(AgentError::Registry { message, .. }) if message.contains("HTTP 404") => Ok(()),
-            other => other.map(|_| ()),
+        let what = format!("DELETE {url}");
+        let resp = self.authorized(&what, |h| h.delete(&url)).await?;
+        match resp.status() {
+            StatusCode::ACCEPTED | StatusCode::NOT_FOUND => Ok(()),
+            s => Err(self.err(format!("{what}: HTTP {s}"))),
         }
     }
 

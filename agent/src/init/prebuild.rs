@@ -86,8 +86,12 @@ pub struct Used {
 /// prebuild was built from: a fetch, then a checkout (onto a local branch of
 /// that name, tracking the remote's, when a branch is named; local changes
 /// the init made to tracked files are dropped, as a fresh clone has none).
-/// The last commands may fail without failing the update.
-pub fn update_commands(branch: &str, commit: &str) -> (Vec<String>, Vec<Vec<String>>, usize) {
+/// The third, setting the upstream of a branch checked out at a commit,
+/// may fail without failing the update.
+pub fn update_commands(
+    branch: &str,
+    commit: &str,
+) -> (Vec<String>, Vec<String>, Option<Vec<String>>) {
     let v = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<String>>();
     let remote = format!("origin/{branch}");
     let fetch = match branch {
@@ -100,24 +104,19 @@ pub fn update_commands(branch: &str, commit: &str) -> (Vec<String>, Vec<Vec<Stri
             &format!("+refs/heads/{b}:refs/remotes/origin/{b}"),
         ]),
     };
-    let (checkout, must) = match (branch, commit) {
-        ("", "") => (vec![v(&["reset", "--hard", "-q", "FETCH_HEAD", "--"])], 1),
-        ("", c) => (vec![v(&["checkout", "-q", "-f", "--detach", c, "--"])], 1),
+    let (checkout, upstream) = match (branch, commit) {
+        ("", "") => (v(&["reset", "--hard", "-q", "FETCH_HEAD", "--"]), None),
+        ("", c) => (v(&["checkout", "-q", "-f", "--detach", c, "--"]), None),
         (b, "") => (
-            vec![v(&[
-                "checkout", "-q", "-f", "-B", b, "--track", &remote, "--",
-            ])],
-            1,
+            v(&["checkout", "-q", "-f", "-B", b, "--track", &remote, "--"]),
+            None,
         ),
         (b, c) => (
-            vec![
-                v(&["checkout", "-q", "-f", "-B", b, c, "--"]),
-                v(&["branch", "-q", "--set-upstream-to", &remote]),
-            ],
-            1,
+            v(&["checkout", "-q", "-f", "-B", b, c, "--"]),
+            Some(v(&["branch", "-q", "--set-upstream-to", &remote])),
         ),
     };
-    (fetch, checkout, must)
+    (fetch, checkout, upstream)
 }
 
 #[cfg(test)]
@@ -126,24 +125,28 @@ mod tests {
 
     #[test]
     fn an_update_fetches_the_branch_asked_for_and_checks_it_out() {
-        let (fetch, co, must) = update_commands("feature", "");
+        let (fetch, co, up) = update_commands("feature", "");
         assert_eq!(
             fetch.join(" "),
             "fetch --no-tags origin -- +refs/heads/feature:refs/remotes/origin/feature"
         );
         assert_eq!(
-            co.iter().map(|c| c.join(" ")).collect::<Vec<_>>(),
-            ["checkout -q -f -B feature --track origin/feature --"]
+            co.join(" "),
+            "checkout -q -f -B feature --track origin/feature --"
         );
-        assert_eq!(must, 1);
-        let (_, co, must) = update_commands("feature", "abc123");
-        assert_eq!(co[0].join(" "), "checkout -q -f -B feature abc123 --");
-        assert_eq!((co.len(), must), (2, 1), "the upstream may fail");
+        assert_eq!(up, None);
+        let (_, co, up) = update_commands("feature", "abc123");
+        assert_eq!(co.join(" "), "checkout -q -f -B feature abc123 --");
+        assert_eq!(
+            up.map(|u| u.join(" ")).as_deref(),
+            Some("branch -q --set-upstream-to origin/feature"),
+            "the upstream is set apart: it may fail"
+        );
         let (fetch, co, _) = update_commands("", "abc123");
         assert_eq!(fetch.last().unwrap(), "HEAD");
-        assert_eq!(co[0].join(" "), "checkout -q -f --detach abc123 --");
+        assert_eq!(co.join(" "), "checkout -q -f --detach abc123 --");
         let (_, co, _) = update_commands("", "");
-        assert_eq!(co[0].join(" "), "reset --hard -q FETCH_HEAD --");
+        assert_eq!(co.join(" "), "reset --hard -q FETCH_HEAD --");
     }
 
     #[test]

@@ -437,7 +437,7 @@ impl Manager {
                 timeout,
             }
         };
-        let (fetch, checkout, must) = p::update_commands(&repo.branch, &repo.commit);
+        let (fetch, checkout, upstream) = p::update_commands(&repo.branch, &repo.commit);
         fn argv(a: &[String]) -> Vec<&str> {
             a.iter().map(String::as_str).collect()
         }
@@ -451,13 +451,14 @@ impl Manager {
             "" => Code::GitCloneFailed,
             _ => Code::GitCommitNotFound,
         };
-        for (i, cmd) in checkout.iter().enumerate() {
+        for (cmd, must) in [(Some(checkout), true), (upstream, false)] {
+            let Some(cmd) = cmd else { continue };
             log.note(&format!("git {}", cmd.join(" ")));
             let ran = self
-                .run_init(&r.name, git(&argv(cmd)), Some(log))
+                .run_init(&r.name, git(&argv(&cmd)), Some(log))
                 .await
                 .map_err(node_err)?;
-            if i < must && (ran.timed_out || ran.code != 0) {
+            if must && (ran.timed_out || ran.code != 0) {
                 return Err((missing, crate::init::git::tail(&ran.output, 5)));
             }
         }

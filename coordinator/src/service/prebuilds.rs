@@ -401,18 +401,12 @@ impl Service {
     /// branches (the node brings one up to the branch asked for: a pull
     /// request's branch starts from its base's prebuild).
     async fn candidates(&self, repo: &Repo) -> Vec<PrebuildRow> {
-        let store = &self.inner.store;
-        let branch = repo.branch.clone().unwrap_or_default();
-        let rows = match store.ready_prebuilds(&repo.url, &branch).await {
-            Ok(rows) if rows.is_empty() => store.prebuilds(Some(&repo.url)).await,
-            other => other,
-        };
-        match rows {
-            Ok(mut rows) => {
-                rows.retain(|p| p.state == "ready");
-                rows.sort_by_key(|p| std::cmp::Reverse(p.finished_at_ms));
-                rows
+        let branch = repo.branch.as_deref().unwrap_or_default();
+        match self.inner.store.ready_prebuilds_of(&repo.url).await {
+            Ok(rows) if rows.iter().any(|p| p.branch == branch) => {
+                rows.into_iter().filter(|p| p.branch == branch).collect()
             }
+            Ok(rows) => rows,
             Err(e) => {
                 tracing::warn!(error = %e, "prebuilds not read");
                 Vec::new()

@@ -129,6 +129,18 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
+    /// Ready prebuilds of a repository, all branches, newest first.
+    pub async fn ready_prebuilds_of(&self, repo_url: &str) -> Result<Vec<PrebuildRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM prebuilds WHERE repo_url = $1 AND state = 'ready' \
+             ORDER BY finished_at_ms DESC, id"
+        ))
+        .bind(repo_url)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
     /// Ready prebuilds of a repository's branch, newest first.
     pub async fn ready_prebuilds(&self, repo_url: &str, branch: &str) -> Result<Vec<PrebuildRow>> {
         let rows = sqlx::query(&format!(
