@@ -67,6 +67,31 @@ impl CgroupReader {
         }
     }
 
+    /// The processes in the cgroup at `path` (none if it is absent).
+    pub fn procs(&self, path: &str) -> Vec<u32> {
+        let rel = path.trim_start_matches('/');
+        let dir = match self.version {
+            Version::V2 => self.root.join(rel),
+            Version::V1 => self.root.join("pids").join(rel),
+        };
+        read(&dir.join("cgroup.procs"))
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    /// CPU time the cgroup at `path` used so far, in nanoseconds.
+    pub fn cpu_nanos(&self, path: &str) -> u64 {
+        let rel = path.trim_start_matches('/');
+        match self.version {
+            Version::V1 => parse_u64(&read(
+                &self.root.join("cpuacct").join(rel).join("cpuacct.usage"),
+            )),
+            Version::V2 => parse_keyed(&read(&self.root.join(rel).join("cpu.stat")), "usage_usec")
+                .saturating_mul(1000),
+        }
+    }
+
     /// Sets the CPU quota of the cgroup at `path` (microseconds per period).
     pub fn set_cpu_quota(&self, path: &str, quota_us: i64, period_us: u64) -> std::io::Result<()> {
         let rel = path.trim_start_matches('/');

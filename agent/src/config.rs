@@ -24,16 +24,56 @@ pub struct ConfigFile {
     pub coordinator: CoordinatorConfig,
     pub node: NodeConfig,
     pub cache: CacheConfig,
+    pub idle: IdleConfig,
 }
 
-/// The node's cache of prebuild layers.
-#[derive(Debug, Clone, Deserialize, Default)]
+/// How workspaces are sampled for the idle detector (docs/idle.md).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IdleConfig {
+    /// Seconds between two samples of every running workspace (1 to 300).
+    pub sample_seconds: u64,
+    /// CPU use, in percent of one core, that keeps a workspace awake.
+    pub cpu_percent: f64,
+    /// Tunnel bytes per sample (both ways) that count as use; fewer are
+    /// keep-alives.
+    pub tunnel_bytes: u64,
+    /// Bytes per sample through the workspace's interface, beyond its
+    /// tunnels', that count when it has connections of its own.
+    pub net_bytes: u64,
+}
+
+impl Default for IdleConfig {
+    fn default() -> Self {
+        Self {
+            sample_seconds: 10,
+            cpu_percent: 5.0,
+            tunnel_bytes: 4096,
+            net_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// The node's cache of prebuild layers and images.
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CacheConfig {
-    /// Most bytes prebuild layers may take; the least recently used ones
-    /// no workspace uses are removed past it (0: a quarter of the state
-    /// directory's file system).
+    /// Most bytes prebuild layers and images may take together; the least
+    /// recently used ones no workspace uses are removed past it (0: a
+    /// quarter of the state directory's file system).
     pub max_bytes: u64,
+    /// An image used less than this long ago is not removed (a create may
+    /// be between its pull and its record).
+    pub image_min_idle_seconds: u64,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 0,
+            image_min_idle_seconds: 600,
+        }
+    }
 }
 
 /// The link to the coordinator. Without an address the agent runs alone,
@@ -181,6 +221,7 @@ impl Default for ConfigFile {
             coordinator: CoordinatorConfig::default(),
             node: NodeConfig::default(),
             cache: CacheConfig::default(),
+            idle: IdleConfig::default(),
         }
     }
 }
@@ -353,6 +394,12 @@ pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
             "cgroup.parent",
             "must be a relative cgroup name".into(),
         ));
+    }
+    if !(1..=300).contains(&file.idle.sample_seconds) {
+        return Err(invalid("idle.sample_seconds", "must be 1 to 300".into()));
+    }
+    if !(file.idle.cpu_percent.is_finite() && file.idle.cpu_percent > 0.0) {
+        return Err(invalid("idle.cpu_percent", "must be above 0".into()));
     }
     if file.workspace.prepared > 64 {
         return Err(invalid("workspace.prepared", "at most 64".into()));

@@ -29,8 +29,15 @@ impl IdMap {
     }
 
     /// The OCI `uidMappings` / `gidMappings` entry.
-    pub fn oci(&self) -> serde_json::Value {
-        serde_json::json!([{ "containerID": 0, "hostID": self.host_base, "size": self.size }])
+    pub fn oci(&self) -> Vec<oci_spec::runtime::LinuxIdMapping> {
+        // The builder has nothing to refuse: every field is given.
+        let m = oci_spec::runtime::LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(self.host_base)
+            .size(self.size)
+            .build()
+            .unwrap_or_default();
+        vec![m]
     }
 
     /// The line of /proc/PID/uid_map and gid_map.
@@ -79,7 +86,7 @@ mod tests {
         assert_eq!(MAP.to_container(1_000_000), Some(0));
         assert_eq!(MAP.to_container(999_999), None);
         assert_eq!(MAP.to_container(1_065_536), None);
-        assert_eq!(MAP.oci()[0]["hostID"], 1_000_000);
+        assert_eq!(MAP.oci()[0].host_id(), 1_000_000);
         assert_eq!(MAP.proc_line(), "0 1000000 65536\n");
     }
 

@@ -2,10 +2,15 @@
 //! into the snapshotter, and remember what is already here.
 
 mod artifact;
+mod local;
+mod manifest;
+mod progress;
 mod reference;
 mod registry;
+mod stream;
 
 pub use artifact::Artifact;
+pub use progress::{OnProgress, Pulling, Tracker};
 pub use reference::Reference;
 pub use registry::{Credentials, Session};
 
@@ -14,7 +19,6 @@ use crate::error::{AgentError, Result};
 use crate::runtime::Containerd;
 use containerd_client::types::Descriptor;
 use futures::{StreamExt, TryStreamExt};
-use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -66,6 +70,8 @@ pub struct ImageStore {
     /// One pull at a time per image: concurrent creates of the same image
     /// wait for the first pull instead of writing the same content twice.
     pulling: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+    /// Bytes each image (by digest) takes, once measured.
+    footprints: Arc<Mutex<HashMap<String, u64>>>,
 }
 
 impl std::fmt::Debug for ImageStore {
@@ -87,15 +93,26 @@ impl ImageStore {
             registries,
             cache: Arc::default(),
             pulling: Arc::default(),
+            footprints: Arc::default(),
         }
     }
 
     /// Returns the image if it is already unpacked here, pulling it otherwise.
     pub async fn ensure(&self, reference: &str, creds: Option<Credentials>) -> Result<Image> {
+        Ok(self.ensure_pulled(reference, creds, None).await?.0)
+    }
+
+    /// `ensure`, and whether it pulled.
+    pub async fn ensure_pulled(
+        &self,
+        reference: &str,
+        creds: Option<Credentials>,
+        on: Option<OnProgress>,
+    ) -> Result<(Image, bool)> {
         let r = Reference::parse(reference)?;
         let name = r.to_string();
         if let Some(img) = self.cache.lock().ok().and_then(|c| c.get(&name).cloned()) {
-            return Ok(img);
+            return Ok((img, false));
         }
         let lock = self
             .pulling
@@ -104,62 +121,19 @@ impl ImageStore {
             .unwrap_or_default();
         let _one_pull = lock.lock().await;
         if let Some(img) = self.cache.lock().ok().and_then(|c| c.get(&name).cloned()) {
-            return Ok(img);
+            return Ok((img, false));
         }
         if let Some(img) = self.local(&name).await? {
             self.remember(&img);
-            return Ok(img);
+            return Ok((img, false));
         }
-        Ok(self.pull(reference, creds).await?.0)
+        Ok((self.pull(reference, creds, on).await?.0, true))
     }
 
     fn remember(&self, img: &Image) {
         if let Ok(mut c) = self.cache.lock() {
             c.insert(img.name.clone(), img.clone());
         }
-    }
-
-    /// The image as containerd has it, if complete (content and snapshots).
-    async fn local(&self, name: &str) -> Result<Option<Image>> {
-        let Some(target) = self.ctd.get_image(name).await? else {
-            return Ok(None);
-        };
-        let manifest = match self.ctd.read_content(&target.digest).await {
-            Ok(m) => m,
-            Err(_) => return Ok(None),
-        };
-        let manifest: Value = serde_json::from_slice(&manifest).unwrap_or_default();
-        let manifest = if manifest["manifests"].is_array() {
-            let Some(d) = pick_platform(&manifest) else {
-                return Ok(None);
-            };
-            match self.ctd.read_content(&d.digest).await {
-                Ok(m) => serde_json::from_slice(&m).unwrap_or_default(),
-                Err(_) => return Ok(None),
-            }
-        } else {
-            manifest
-        };
-        let Some(config_digest) = manifest["config"]["digest"].as_str() else {
-            return Ok(None);
-        };
-        let Ok(config) = self.ctd.read_content(config_digest).await else {
-            return Ok(None);
-        };
-        let config: Value = serde_json::from_slice(&config).unwrap_or_default();
-        let chain = chain_ids(&diff_ids(&config));
-        let Some(top) = chain.last() else {
-            return Ok(None);
-        };
-        if !self.ctd.snapshot_exists(top).await? {
-            return Ok(None);
-        }
-        Ok(Some(Image {
-            name: name.into(),
-            digest: target.digest,
-            chain_id: top.clone(),
-            config: image_config(&config),
-        }))
     }
 
     /// A session with `r`'s repository, with the node's settings for its
@@ -183,6 +157,7 @@ impl ImageStore {
         &self,
         reference: &str,
         creds: Option<Credentials>,
+        on: Option<OnProgress>,
     ) -> Result<(Image, PullStats)> {
         let started = Instant::now();
         let r = Reference::parse(reference)?;
@@ -190,8 +165,10 @@ impl ImageStore {
         let mut session = self.session(&r, creds);
         let lease = format!("berth-pull-{}", rand::random::<u64>());
         self.ctd.create_lease(&lease).await?;
-        let result = self.pull_leased(&lease, &r, &name, &mut session).await;
-        let _ = self.ctd.delete_lease(&lease).await;
+        let result = self.pull_leased(&lease, &r, &name, &mut session, on).await;
+        // A failed pull's leftovers (partial snapshots, content) are
+        // collected now, not at containerd's next collection.
+        let _ = self.ctd.delete_lease(&lease, result.is_err()).await;
         let (img, stats) = result?;
         tracing::info!(image = %name, digest = %img.digest, layers_fetched = stats.layers_fetched,
             layers_present = stats.layers_present, bytes = stats.bytes_fetched,
@@ -206,64 +183,109 @@ impl ImageStore {
         r: &Reference,
         name: &str,
         s: &mut registry::Session,
+        on: Option<OnProgress>,
     ) -> Result<(Image, PullStats)> {
         let (body, media, header_digest) = s.manifest(r.manifest_ref()).await?;
         let top_digest = sha256_digest(&body);
         verify_manifest_digest(r, &top_digest, header_digest.as_deref())?;
-        let top: Value = serde_json::from_slice(&body)
-            .map_err(|e| s_err(r, format!("manifest is not JSON: {e}")))?;
-        let top_media = if media.is_empty() {
-            top["mediaType"].as_str().unwrap_or_default().to_string()
-        } else {
-            media
-        };
+        let top = manifest::parse_top(&body).map_err(|e| s_err(r, e))?;
+        let media_of = |m: String, fallback: String| if m.is_empty() { fallback } else { m };
         // An index: pick our platform's manifest, fetch it by digest.
-        let (manifest_body, manifest_digest, manifest_media, index) = if top["manifests"].is_array()
-        {
-            let d = pick_platform(&top)
-                .ok_or_else(|| s_err(r, "no manifest for this platform".into()))?;
-            let (b, m, _) = s.manifest(&d.digest).await?;
-            let actual = sha256_digest(&b);
-            if actual != d.digest {
-                return Err(AgentError::DigestMismatch {
-                    expected: d.digest,
+        let (manifest, manifest_body, manifest_digest, manifest_media, index) = match top {
+            manifest::Top::Index(i) => {
+                let d = manifest::pick_platform(&i)
+                    .ok_or_else(|| s_err(r, "no manifest for this platform".into()))?;
+                let (b, m, _) = s.manifest(&d.digest).await?;
+                let actual = sha256_digest(&b);
+                if actual != d.digest {
+                    return Err(AgentError::DigestMismatch {
+                        expected: d.digest,
+                        actual,
+                    });
+                }
+                let top_media = media_of(
+                    media,
+                    i.media_type()
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_default(),
+                );
+                (
+                    manifest::parse_manifest(&b).map_err(|e| s_err(r, e))?,
+                    b,
                     actual,
-                });
+                    media_of(m, d.media_type),
+                    Some((body, top_digest.clone(), top_media)),
+                )
             }
-            (
-                b,
-                actual,
-                if m.is_empty() { d.media_type } else { m },
-                Some((body, top_digest.clone(), top_media.clone())),
-            )
-        } else {
-            (body, top_digest.clone(), top_media.clone(), None)
+            manifest::Top::Manifest(m) => {
+                let own = m
+                    .media_type()
+                    .as_ref()
+                    .map(ToString::to_string)
+                    .unwrap_or_default();
+                (*m, body, top_digest.clone(), media_of(media, own), None)
+            }
         };
-        let manifest: Value = serde_json::from_slice(&manifest_body)
-            .map_err(|e| s_err(r, format!("manifest is not JSON: {e}")))?;
-        let config_desc = descriptor(&manifest["config"])
-            .ok_or_else(|| s_err(r, "manifest without config".into()))?;
-        let layers: Vec<Descriptor> = manifest["layers"]
-            .as_array()
-            .map(|l| l.iter().filter_map(descriptor).collect())
-            .unwrap_or_default();
+        let config_desc = manifest::to_containerd(manifest.config());
+        let layers: Vec<Descriptor> = manifest
+            .layers()
+            .iter()
+            .map(manifest::to_containerd)
+            .collect();
         if layers.is_empty() {
             return Err(s_err(r, "manifest without layers".into()));
         }
-        // Blobs first (config + layers, in parallel), then the manifests that reference them.
-        let mut blobs = vec![config_desc.clone()];
-        blobs.extend(layers.iter().cloned());
         let stats = Arc::new(Mutex::new(PullStats::default()));
-        futures::stream::iter(blobs.into_iter().map(|d| {
-            let (mut s, stats) = (s.clone(), stats.clone());
-            async move {
-                self.fetch_blob(lease, &mut s, &d, HashMap::new(), &stats)
-                    .await
-            }
-        }))
-        .buffer_unordered(PARALLEL_FETCHES)
-        .try_collect::<Vec<()>>()
-        .await?;
+        let total = layers
+            .iter()
+            .chain([&config_desc])
+            .map(|d| d.size.max(0) as u64)
+            .sum();
+        let track = Arc::new(progress::Tracker::new(on, total, layers.len() as u32));
+        // The config first: its diff_ids name the layers' snapshots.
+        let fetched = self
+            .fetch_blob(lease, &mut s.clone(), &config_desc, &stats, &track, None)
+            .await?;
+        track.blob_done(false, (!fetched).then_some(config_desc.size.max(0) as u64));
+        let config = manifest::parse_config(&self.ctd.read_content(&config_desc.digest).await?)
+            .map_err(|e| s_err(r, e))?;
+        let diff_ids = manifest::diff_ids(&config);
+        let chain = chain_ids(&diff_ids);
+        if chain.len() != layers.len() {
+            return Err(s_err(r, "config diff_ids do not match the layers".into()));
+        }
+        // Then the layers, in parallel; the bottom one, if it is not here,
+        // is unpacked as it downloads.
+        let (mut to_unpack, finishing) =
+            match self.stream_bottom(lease, &layers[0], &chain[0]).await? {
+                Some((tx, f)) => (Some(tx), Some(f)),
+                None => (None, None),
+            };
+        let bottom_fetched = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let fetches =
+            futures::stream::iter(layers.clone().into_iter().enumerate().map(|(i, d)| {
+                let (mut s, stats, track) = (s.clone(), stats.clone(), &track);
+                let (tx, bottom) = (to_unpack.take().filter(|_| i == 0), bottom_fetched.clone());
+                async move {
+                    let fetched = self
+                        .fetch_blob(lease, &mut s, &d, &stats, track, tx)
+                        .await?;
+                    bottom.fetch_or(i == 0 && fetched, std::sync::atomic::Ordering::Relaxed);
+                    track.blob_done(true, (!fetched).then_some(d.size.max(0) as u64));
+                    Ok::<_, AgentError>(())
+                }
+            }))
+            .buffer_unordered(PARALLEL_FETCHES)
+            .try_collect::<Vec<()>>()
+            .await;
+        if let Some(f) = finishing {
+            let whole =
+                fetches.is_ok() && bottom_fetched.load(std::sync::atomic::Ordering::Relaxed);
+            self.finish_bottom(lease, f, whole, &chain[0], &diff_ids[0])
+                .await?;
+        }
+        fetches?;
         let mut labels = HashMap::from([(
             "containerd.io/gc.ref.content.config".to_string(),
             config_desc.digest.clone(),
@@ -298,14 +320,7 @@ impl ImageStore {
                 annotations: HashMap::new(),
             },
         };
-        let config: Value =
-            serde_json::from_slice(&self.ctd.read_content(&config_desc.digest).await?)
-                .map_err(|e| s_err(r, format!("image config is not JSON: {e}")))?;
-        let chain = chain_ids(&diff_ids(&config));
-        if chain.len() != layers.len() {
-            return Err(s_err(r, "config diff_ids do not match the layers".into()));
-        }
-        self.unpack(lease, &layers, &chain).await?;
+        self.unpack(lease, &layers, &chain, &track).await?;
         let top_chain = chain.last().cloned().unwrap_or_default();
         // A key of our own (containerd reads "<key>/<anything>" as a snapshot
         // reference too), so an unpack by another client (ctr) that labels
@@ -332,29 +347,30 @@ impl ImageStore {
                 name: name.into(),
                 digest,
                 chain_id: top_chain,
-                config: image_config(&config),
+                config: manifest::image_config(&config),
             },
             stats,
         ))
     }
 
-    /// Fetches one blob into the content store unless it is already there,
-    /// verifying its digest as it streams.
+    /// Fetches one blob into the content store unless it is already there
+    /// (false then), verifying its digest as it streams.
     async fn fetch_blob(
         &self,
         lease: &str,
         s: &mut registry::Session,
         d: &Descriptor,
-        labels: HashMap<String, String>,
         stats: &Mutex<PullStats>,
-    ) -> Result<()> {
+        track: &Arc<progress::Tracker>,
+        unpack: Option<tokio::sync::mpsc::Sender<bytes::Bytes>>,
+    ) -> Result<bool> {
         // Leased before the check: what exists then stays for this pull.
         self.ctd.lease_add(lease, "content", &d.digest).await?;
         if self.ctd.content_exists(&d.digest).await? {
             if let Ok(mut st) = stats.lock() {
                 st.layers_present += 1;
             }
-            return Ok(());
+            return Ok(false);
         }
         let started = Instant::now();
         let resp = s.blob(&d.digest).await?;
@@ -364,7 +380,7 @@ impl ImageStore {
         // A body that breaks off is a transfer error, not a bad blob: remember why.
         let broke: Arc<Mutex<Option<String>>> = Arc::default();
         let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let (b, r) = (broke.clone(), received.clone());
+        let (b, r, t) = (broke.clone(), received.clone(), track.clone());
         let body = resp
             .bytes_stream()
             .take_while(move |c| {
@@ -376,12 +392,24 @@ impl ImageStore {
                 std::future::ready(c.is_ok())
             })
             .filter_map(|c| std::future::ready(c.ok()))
+            .then(move |chunk| {
+                // Also to the unpacker, if any (it may have stopped: the
+                // download goes on for the content store).
+                let tx = unpack.clone();
+                async move {
+                    if let Some(tx) = tx {
+                        let _ = tx.send(chunk.clone()).await;
+                    }
+                    chunk
+                }
+            })
             .map(move |chunk| {
                 if let Ok(mut h) = h.lock() {
                     h.update(&chunk);
                 }
                 let before = r.fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
                 let seen = before + chunk.len() as u64;
+                t.bytes(chunk.len() as u64);
                 if seen / PROGRESS_EVERY != before / PROGRESS_EVERY {
                     tracing::info!(digest = %digest, bytes = seen, total, percent = seen * 100 / total, "pulling");
                 }
@@ -391,7 +419,7 @@ impl ImageStore {
         self.ctd.abort_write(&reference).await;
         let written = self
             .ctd
-            .write_content(lease, &reference, &d.digest, d.size, labels, body)
+            .write_content(lease, &reference, &d.digest, d.size, HashMap::new(), body)
             .await;
         let actual = hasher
             .lock()
@@ -425,7 +453,7 @@ impl ImageStore {
             st.bytes_fetched += d.size as u64;
         }
         tracing::info!(digest = %d.digest, bytes = d.size, ms = started.elapsed().as_millis() as u64, "blob fetched");
-        Ok(())
+        Ok(true)
     }
 
     async fn store_bytes(
@@ -452,10 +480,17 @@ impl ImageStore {
 
     /// Applies each layer on its parent unless its snapshot exists already
     /// (once per layer and node: every workspace shares the result).
-    async fn unpack(&self, lease: &str, layers: &[Descriptor], chain: &[String]) -> Result<()> {
+    async fn unpack(
+        &self,
+        lease: &str,
+        layers: &[Descriptor],
+        chain: &[String],
+        track: &progress::Tracker,
+    ) -> Result<()> {
         let mut parent = String::new();
         let kind = format!("snapshots/{}", self.ctd.snapshotter());
-        for (layer, id) in layers.iter().zip(chain) {
+        for (i, (layer, id)) in layers.iter().zip(chain).enumerate() {
+            track.unpacking(i as u32);
             self.ctd.lease_add(lease, &kind, id).await?;
             if !self.ctd.snapshot_exists(id).await? {
                 let started = Instant::now();
@@ -475,6 +510,7 @@ impl ImageStore {
             }
             parent = id.clone();
         }
+        track.unpacking(layers.len() as u32);
         Ok(())
     }
 }
@@ -503,38 +539,6 @@ pub fn sha256_digest(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
-fn descriptor(v: &Value) -> Option<Descriptor> {
-    Some(Descriptor {
-        media_type: v["mediaType"].as_str().unwrap_or_default().to_string(),
-        digest: v["digest"].as_str()?.to_string(),
-        size: v["size"].as_i64()?,
-        annotations: HashMap::new(),
-    })
-}
-
-/// Picks this machine's linux manifest from an index.
-pub fn pick_platform(index: &Value) -> Option<Descriptor> {
-    let arch = crate::seccomp::go_arch(std::env::consts::ARCH);
-    index["manifests"].as_array()?.iter().find_map(|m| {
-        let p = &m["platform"];
-        (p["os"] == "linux" && p["architecture"] == arch)
-            .then(|| descriptor(m))
-            .flatten()
-    })
-}
-
-/// The config's `rootfs.diff_ids`.
-pub fn diff_ids(config: &Value) -> Vec<String> {
-    config["rootfs"]["diff_ids"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|d| d.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// OCI chain ids: chain[0] = diff[0], chain[i] = sha256(chain[i-1] + " " + diff[i]).
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     let mut out: Vec<String> = Vec::with_capacity(diff_ids.len());
@@ -548,29 +552,9 @@ pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
     out
 }
 
-fn image_config(config: &Value) -> ImageConfig {
-    let strings = |v: &Value| -> Vec<String> {
-        v.as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
-    let c = &config["config"];
-    ImageConfig {
-        user: c["User"].as_str().unwrap_or_default().to_string(),
-        env: strings(&c["Env"]),
-        entrypoint: strings(&c["Entrypoint"]),
-        cmd: strings(&c["Cmd"]),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn chain_ids_follow_the_oci_definition() {
@@ -579,17 +563,6 @@ mod tests {
         assert_eq!(c[0], "sha256:aa");
         assert_eq!(c[1], sha256_digest(b"sha256:aa sha256:bb"));
         assert!(chain_ids(&[]).is_empty());
-    }
-
-    #[test]
-    fn picks_this_platform() {
-        let arch = crate::seccomp::go_arch(std::env::consts::ARCH);
-        let idx = json!({"manifests": [
-            {"digest": "sha256:1", "size": 1, "platform": {"os": "linux", "architecture": "s390x"}},
-            {"digest": "sha256:2", "size": 2, "mediaType": "m", "platform": {"os": "linux", "architecture": arch}}
-        ]});
-        assert_eq!(pick_platform(&idx).unwrap().digest, "sha256:2");
-        assert!(pick_platform(&json!({"manifests": []})).is_none());
     }
 
     #[test]
@@ -602,21 +575,6 @@ mod tests {
                 .unwrap_err()
                 .code(),
             "digest_mismatch"
-        );
-    }
-
-    #[test]
-    fn reads_image_config() {
-        let c =
-            image_config(&json!({"config": {"User": "1000:1000", "Env": ["A=1"], "Cmd": ["sh"]}}));
-        assert_eq!(
-            c,
-            ImageConfig {
-                user: "1000:1000".into(),
-                env: vec!["A=1".into()],
-                entrypoint: vec![],
-                cmd: vec!["sh".into()]
-            }
         );
     }
 }

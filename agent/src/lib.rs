@@ -11,6 +11,7 @@ pub mod error;
 pub mod events;
 pub mod failpoint;
 pub mod host;
+pub mod idle;
 pub mod idmap;
 pub mod image;
 pub mod init;
@@ -160,6 +161,7 @@ pub async fn run(
         _ = server::serve(listener, node.clone()) => {}
         _ = events::watch(m.clone()) => {}
         _ = m.refill_prepared() => {}
+        _ = m.watch_idle() => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
     }
     Ok(())

@@ -263,13 +263,13 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     let conn = connect(addr, tls_cfg).await?;
     let (mut send, mut recv) = conn.open_bi().await.map_err(link_err)?;
     send.write_all(&[STREAM_CONTROL]).await.map_err(link_err)?;
-    let cached = m.containerd().list_images().await.unwrap_or_default();
+    let cached = cached_images(m).await.unwrap_or_default();
     let inventory = m.list().await?.workspaces;
     let register = lk::Register {
         agent_version: env!("CARGO_PKG_VERSION").into(),
         capacity: Some(capacity(m)),
         labels: m.config().file.node.labels.clone(),
-        cached_images: cached,
+        cached_images: cached.clone(),
         inventory,
         ssh_host_key: node.tunnels.ssh_host_key(),
         prebuilds: m.prebuilds().await?.keys,
@@ -325,9 +325,11 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         })
     };
     let mut changes = m.changes();
+    let mut progress = m.progress();
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
     let mut held = m.prebuilds().await?.keys;
+    let mut images = cached.clone();
     let result = loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -336,7 +338,11 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
                 let now = m.prebuilds().await.map(|l| l.keys).unwrap_or_else(|_| held.clone());
                 let prebuilds = (now != held).then(|| berth_proto::agent::PrebuildList { keys: now.clone() });
                 held = now;
-                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(lk::Heartbeat { seq, prebuilds }))).await {
+                let now = cached_images(m).await.unwrap_or_else(|| images.clone());
+                let changed = (now != images).then(|| lk::CachedImages { names: now.clone() });
+                images = now;
+                let beat = lk::Heartbeat { seq, prebuilds, images: changed };
+                if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(beat))).await {
                     break Err(link_err(e));
                 }
                 if let Err(e) = maybe_renew(&conn, identity, m.config().file.state_dir.as_path()).await {
@@ -349,6 +355,13 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
                     if let Err(e) = write_frame(&mut send, &up(Up::Status(lk::StatusReport { status: Some(status) }))).await {
                         break Err(link_err(e));
                     }
+                }
+            }
+            p = progress.recv() => {
+                // A lagging receiver skips reports: a later one supersedes them.
+                let Ok(p) = p else { continue };
+                if let Err(e) = write_frame(&mut send, &up(Up::Progress(p))).await {
+                    break Err(link_err(e));
                 }
             }
             e = conn.closed() => break Err(link_err(format!("connection closed: {e}"))),
@@ -406,6 +419,14 @@ async fn maybe_renew(
 
 fn up(m: Up) -> lk::AgentMessage {
     lk::AgentMessage { msg: Some(m) }
+}
+
+/// The images the node has, sorted (so a change is a difference); None
+/// when containerd does not answer.
+async fn cached_images(m: &Manager) -> Option<Vec<String>> {
+    let mut names = m.containerd().list_images().await.ok()?;
+    names.sort();
+    Some(names)
 }
 
 #[cfg(test)]

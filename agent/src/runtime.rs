@@ -171,14 +171,15 @@ impl Containerd {
         Ok(())
     }
 
-    /// Deletes a lease (idempotent).
-    pub async fn delete_lease(&self, id: &str) -> Result<()> {
+    /// Deletes a lease (idempotent); with `sync`, containerd collects what
+    /// only it held before answering.
+    pub async fn delete_lease(&self, id: &str, sync: bool) -> Result<()> {
         let mut c = svc::leases_client::LeasesClient::new(self.channel.clone());
         match c
             .delete(self.req(
                 svc::DeleteRequest {
                     id: id.into(),
-                    sync: false,
+                    sync,
                 },
                 None,
             ))

@@ -159,6 +159,12 @@ pub fn refuse_nested_userns(oci: &Value) -> Value {
     out
 }
 
+/// `oci` as the runtime spec's type: what does not fit it is refused here,
+/// at start, not by runc at a workspace's create.
+pub fn typed(oci: &Value) -> Result<oci_spec::runtime::LinuxSeccomp, SeccompError> {
+    Ok(serde_json::from_value(oci.clone())?)
+}
+
 fn oci_rule(rule: &Value) -> Value {
     let mut r = Map::new();
     for key in ["names", "action", "args", "errnoRet"] {
@@ -250,6 +256,20 @@ mod tests {
         );
         assert_eq!(rules[2]["args"][0]["valueTwo"], 0x1000_0000);
         assert_eq!(rules[3]["errnoRet"], 38);
+    }
+
+    #[test]
+    fn the_filters_fit_the_runtime_spec_types_unchanged() {
+        let oci = to_oci(PROFILE, "amd64", &[]).unwrap();
+        for v in [
+            oci.clone(),
+            refuse_keyrings(&oci),
+            refuse_nested_userns(&refuse_keyrings(&oci)),
+        ] {
+            let back = serde_json::to_value(typed(&v).unwrap()).unwrap();
+            assert_eq!(back, v);
+        }
+        assert!(typed(&json!({"defaultAction": "SCMP_ACT_NONSENSE"})).is_err());
     }
 
     #[test]

@@ -145,6 +145,8 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         }
         Command::PushPrebuild(req) => R::Pushed(m.push_prebuild(req).await?),
         Command::PullPrebuild(req) => R::Prebuilds(m.pull_prebuild(req).await?),
+        Command::Cache(req) => R::Cache(m.cache(req).await?),
+        Command::Notify(n) => R::Notified(m.notify(&n.name, &n.message).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

@@ -1,7 +1,12 @@
 //! Builds the OCI runtime spec of a workspace container. Pure: every input,
 //! including the seccomp profile, comes in as an argument.
 
-use serde_json::{json, Value};
+use oci_spec::runtime::{
+    BoxBuilder as ConsoleSizeBuilder, Capability, Linux, LinuxCapabilities, LinuxCpu,
+    LinuxDeviceCgroup, LinuxMemory, LinuxNamespace, LinuxNamespaceType, LinuxPids, LinuxResources,
+    LinuxSeccomp, Mount, Process, Root, Spec, User,
+};
+use std::collections::HashSet;
 use std::path::PathBuf;
 
 /// Docker's default capability set without NET_RAW: what root inside a
@@ -80,8 +85,8 @@ pub struct SpecInput {
     pub resolv_conf: Option<PathBuf>,
     /// The workspace's own /etc/hosts (its name and localhost).
     pub hosts: Option<PathBuf>,
-    /// OCI `linux.seccomp` object (see `seccomp::to_oci`).
-    pub seccomp: Value,
+    /// OCI `linux.seccomp` (see `seccomp::to_oci`).
+    pub seccomp: LinuxSeccomp,
 }
 
 /// CPU quota in microseconds per `CPU_PERIOD_US` for a share of `millis`/1000 cores.
@@ -103,6 +108,15 @@ pub enum As {
     Root,
 }
 
+/// Capabilities by their names ("CAP_CHOWN"); every name in
+/// `DEFAULT_CAPS` is one (tested).
+fn caps(names: &[&str]) -> HashSet<Capability> {
+    names
+        .iter()
+        .filter_map(|n| n.strip_prefix("CAP_").unwrap_or(n).parse().ok())
+        .collect()
+}
+
 /// The process part of the spec, shared by the container's init and by exec.
 /// `tty` is the terminal's (rows, cols), given at creation so the process
 /// never sees a 0x0 terminal. Root holds Docker's set (minus NET_RAW) over
@@ -115,92 +129,217 @@ pub fn process(
     cwd: &str,
     tty: Option<(u32, u32)>,
     who: As,
-) -> Value {
-    let bounding = DEFAULT_CAPS.to_vec();
+) -> Process {
+    let bounding = caps(&DEFAULT_CAPS);
     let (uid, gid, held) = match who {
         As::Root => (0, 0, bounding.clone()),
-        As::User => (input.uid, input.gid, Vec::new()),
+        As::User => (input.uid, input.gid, HashSet::new()),
     };
     let mut env = input.env.clone();
     env.extend_from_slice(extra_env);
-    let mut p = json!({
-        "terminal": tty.is_some(),
-        "user": { "uid": uid, "gid": gid, "additionalGids": [gid] },
-        "args": args,
-        "env": env,
-        "cwd": cwd,
-        "capabilities": {
-            "bounding": bounding, "effective": held, "permitted": held,
-            "inheritable": [], "ambient": []
-        },
-        "noNewPrivileges": true
-    });
-    if let Some((rows, cols)) = tty.filter(|&(r, c)| r > 0 && c > 0) {
-        p["consoleSize"] = json!({ "height": rows, "width": cols });
-    }
+    let mut user = User::default();
+    user.set_uid(uid);
+    user.set_gid(gid);
+    user.set_additional_gids(Some(vec![gid]));
+    let mut c = LinuxCapabilities::default();
+    c.set_bounding(Some(bounding));
+    c.set_effective(Some(held.clone()));
+    c.set_permitted(Some(held));
+    c.set_inheritable(Some(HashSet::new()));
+    c.set_ambient(Some(HashSet::new()));
+    // From the default only what is set here: no rlimits, no profiles.
+    let mut p = Process::default();
+    p.set_rlimits(None);
+    p.set_terminal(Some(tty.is_some()));
+    p.set_console_size(tty.filter(|&(r, c)| r > 0 && c > 0).map(|(rows, cols)| {
+        // The builder has nothing to refuse: both fields are given.
+        ConsoleSizeBuilder::default()
+            .height(rows)
+            .width(cols)
+            .build()
+            .unwrap_or_default()
+    }));
+    p.set_user(user);
+    p.set_args(Some(args.to_vec()));
+    p.set_env(Some(env));
+    p.set_cwd(cwd.into());
+    p.set_capabilities(Some(c));
+    p.set_no_new_privileges(Some(true));
     p
 }
 
+/// A mount of `source` at `destination`.
+pub fn mount(destination: &str, typ: &str, source: impl Into<PathBuf>, options: &[&str]) -> Mount {
+    let mut m = Mount::default();
+    m.set_destination(destination.into());
+    m.set_typ(Some(typ.into()));
+    m.set_source(Some(source.into()));
+    m.set_options(Some(options.iter().map(|o| o.to_string()).collect()));
+    m
+}
+
+fn namespace(typ: LinuxNamespaceType, path: Option<&PathBuf>) -> LinuxNamespace {
+    let mut n = LinuxNamespace::default();
+    n.set_typ(typ);
+    n.set_path(path.cloned());
+    n
+}
+
 /// The full OCI runtime spec of a workspace's container.
-pub fn build(input: &SpecInput) -> Value {
-    let mut memory = json!({ "limit": input.memory_bytes as i64 });
+pub fn build(input: &SpecInput) -> Spec {
+    let mut memory = LinuxMemory::default();
+    memory.set_limit(Some(input.memory_bytes as i64));
     if input.swap_accounting {
         // swap limit == memory limit means no swap at all
-        memory["swap"] = json!(input.memory_bytes as i64);
+        memory.set_swap(Some(input.memory_bytes as i64));
     }
     let mut mounts = vec![
-        json!({"destination": "/proc", "type": "proc", "source": "proc", "options": ["nosuid", "noexec", "nodev"]}),
-        json!({"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]}),
-        json!({"destination": "/dev/pts", "type": "devpts", "source": "devpts", "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"]}),
-        json!({"destination": "/dev/shm", "type": "tmpfs", "source": "shm", "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]}),
-        json!({"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue", "options": ["nosuid", "noexec", "nodev"]}),
+        mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"]),
+        mount(
+            "/dev",
+            "tmpfs",
+            "tmpfs",
+            &["nosuid", "strictatime", "mode=755", "size=65536k"],
+        ),
+        mount(
+            "/dev/pts",
+            "devpts",
+            "devpts",
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
+        ),
+        mount(
+            "/dev/shm",
+            "tmpfs",
+            "shm",
+            &["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"],
+        ),
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        ),
         // A sysfs mount needs CAP_SYS_ADMIN over the network namespace's
         // owner (the node's user namespace): bind the node's, read-only.
-        json!({"destination": "/sys", "type": "bind", "source": "/sys", "options": ["rbind", "nosuid", "noexec", "nodev", "ro"]}),
-        json!({"destination": "/sys/fs/cgroup", "type": "cgroup", "source": "cgroup", "options": ["nosuid", "noexec", "nodev", "relatime", "ro"]}),
-        json!({"destination": "/workspace", "type": "bind", "source": input.volume, "options": ["rbind", "rw", "nosuid", "nodev"]}),
+        mount(
+            "/sys",
+            "bind",
+            "/sys",
+            &["rbind", "nosuid", "noexec", "nodev", "ro"],
+        ),
+        mount(
+            "/sys/fs/cgroup",
+            "cgroup",
+            "cgroup",
+            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+        ),
+        mount(
+            "/workspace",
+            "bind",
+            &input.volume,
+            &["rbind", "rw", "nosuid", "nodev"],
+        ),
     ];
     if let Some(hosts) = &input.hosts {
-        mounts.push(json!({"destination": "/etc/hosts", "type": "bind", "source": hosts, "options": ["rbind", "rw", "nosuid", "nodev", "noexec"]}));
+        mounts.push(mount(
+            "/etc/hosts",
+            "bind",
+            hosts,
+            &["rbind", "rw", "nosuid", "nodev", "noexec"],
+        ));
     }
     if let Some(resolv) = &input.resolv_conf {
-        mounts.push(json!({"destination": "/etc/resolv.conf", "type": "bind", "source": resolv, "options": ["rbind", "ro", "nosuid", "nodev", "noexec"]}));
+        mounts.push(mount(
+            "/etc/resolv.conf",
+            "bind",
+            resolv,
+            &["rbind", "ro", "nosuid", "nodev", "noexec"],
+        ));
     }
-    json!({
-        "ociVersion": "1.0.2",
-        "process": process(input, &input.args, &[], "/workspace", None, As::User),
-        "root": { "path": "rootfs", "readonly": false },
-        "hostname": input.hostname,
-        "mounts": mounts,
-        "linux": {
-            "resources": {
-                "devices": [{ "allow": false, "access": "rwm" }],
-                "memory": memory,
-                "cpu": {
-                    "shares": cpu_shares(input.cpu_millis),
-                    "quota": cpu_quota_us(input.cpu_millis.max(START_CPU_FLOOR_MILLIS)),
-                    "period": CPU_PERIOD_US
-                },
-                "pids": { "limit": i64::from(input.pids) }
-            },
-            "cgroupsPath": input.cgroups_path,
-            "uidMappings": input.idmap.oci(),
-            "gidMappings": input.idmap.oci(),
-            "namespaces": [
-                { "type": "user", "path": input.userns }, { "type": "pid" }, { "type": "ipc" }, { "type": "uts" }, { "type": "mount" },
-                { "type": "cgroup" },
-                { "type": "network", "path": input.netns }
-            ],
-            "maskedPaths": MASKED_PATHS,
-            "readonlyPaths": READONLY_PATHS,
-            "seccomp": input.seccomp
-        }
-    })
+    let mut deny_devices = LinuxDeviceCgroup::default();
+    deny_devices.set_allow(false);
+    deny_devices.set_access(Some("rwm".into()));
+    let mut cpu = LinuxCpu::default();
+    cpu.set_shares(Some(cpu_shares(input.cpu_millis)));
+    cpu.set_quota(Some(cpu_quota_us(
+        input.cpu_millis.max(START_CPU_FLOOR_MILLIS),
+    )));
+    cpu.set_period(Some(CPU_PERIOD_US));
+    let mut pids = LinuxPids::default();
+    pids.set_limit(i64::from(input.pids));
+    let mut resources = LinuxResources::default();
+    resources.set_devices(Some(vec![deny_devices]));
+    resources.set_memory(Some(memory));
+    resources.set_cpu(Some(cpu));
+    resources.set_pids(Some(pids));
+    use LinuxNamespaceType as Ns;
+    let namespaces = vec![
+        namespace(Ns::User, Some(&input.userns)),
+        namespace(Ns::Pid, None),
+        namespace(Ns::Ipc, None),
+        namespace(Ns::Uts, None),
+        namespace(Ns::Mount, None),
+        namespace(Ns::Cgroup, None),
+        namespace(Ns::Network, Some(&input.netns)),
+    ];
+    let strings = |a: &[&str]| a.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let mut linux = Linux::default();
+    linux.set_resources(Some(resources));
+    linux.set_cgroups_path(Some(input.cgroups_path.clone().into()));
+    linux.set_uid_mappings(Some(input.idmap.oci()));
+    linux.set_gid_mappings(Some(input.idmap.oci()));
+    linux.set_namespaces(Some(namespaces));
+    linux.set_masked_paths(Some(strings(&MASKED_PATHS)));
+    linux.set_readonly_paths(Some(strings(&READONLY_PATHS)));
+    linux.set_seccomp(Some(input.seccomp.clone()));
+    let mut root = Root::default();
+    root.set_path("rootfs".into());
+    root.set_readonly(Some(false));
+    let mut spec = Spec::default();
+    spec.set_version("1.0.2".into());
+    spec.set_process(Some(process(
+        input,
+        &input.args,
+        &[],
+        "/workspace",
+        None,
+        As::User,
+    )));
+    spec.set_root(Some(root));
+    spec.set_hostname(Some(input.hostname.clone()));
+    spec.set_mounts(Some(mounts));
+    spec.set_annotations(None);
+    spec.set_linux(Some(linux));
+    spec
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    /// The spec as JSON, as containerd gets it.
+    fn spec_json(input: &SpecInput) -> Value {
+        serde_json::to_value(build(input)).unwrap()
+    }
+
+    fn process_json(
+        input: &SpecInput,
+        args: &[String],
+        extra_env: &[String],
+        cwd: &str,
+        tty: Option<(u32, u32)>,
+        who: As,
+    ) -> Value {
+        serde_json::to_value(process(input, args, extra_env, cwd, tty, who)).unwrap()
+    }
 
     fn input() -> SpecInput {
         SpecInput {
@@ -223,19 +362,19 @@ mod tests {
             cgroups_path: "/berth/ws-1".into(),
             resolv_conf: None,
             hosts: None,
-            seccomp: json!({"defaultAction": "SCMP_ACT_ERRNO"}),
+            seccomp: serde_json::from_value(json!({"defaultAction": "SCMP_ACT_ERRNO"})).unwrap(),
         }
     }
 
     #[test]
     fn limits() {
-        let s = build(&input());
+        let s = spec_json(&input());
         let r = &s["linux"]["resources"];
         assert_eq!(r["cpu"]["quota"], 150_000);
         let mut small = input();
         small.cpu_millis = 10;
         assert_eq!(
-            build(&small)["linux"]["resources"]["cpu"]["quota"],
+            spec_json(&small)["linux"]["resources"]["cpu"]["quota"],
             100_000,
             "init starts with a floor"
         );
@@ -246,15 +385,20 @@ mod tests {
         assert_eq!(r["pids"]["limit"], 100);
         let mut no_swap_acct = input();
         no_swap_acct.swap_accounting = false;
-        assert!(build(&no_swap_acct)["linux"]["resources"]["memory"]
+        assert!(spec_json(&no_swap_acct)["linux"]["resources"]["memory"]
             .get("swap")
             .is_none());
         assert_eq!(cpu_shares(1), 2);
     }
 
     #[test]
+    fn every_default_cap_is_a_capability() {
+        assert_eq!(caps(&DEFAULT_CAPS).len(), DEFAULT_CAPS.len());
+    }
+
+    #[test]
     fn security_defaults() {
-        let s = build(&input());
+        let s = spec_json(&input());
         let p = &s["process"];
         assert_eq!(p["user"]["uid"], 1000);
         assert_eq!(p["cwd"], "/workspace");
@@ -266,7 +410,7 @@ mod tests {
                 "the user holds no {set} caps"
             );
         }
-        let root = process(&input(), &[], &[], "/", None, As::Root);
+        let root = process_json(&input(), &[], &[], "/", None, As::Root);
         assert_eq!(root["user"]["uid"], 0);
         let eff: Vec<&str> = root["capabilities"]["effective"]
             .as_array()
@@ -311,7 +455,7 @@ mod tests {
 
     #[test]
     fn workspace_volume_is_mounted_rw_without_devices_or_suid() {
-        let s = build(&input());
+        let s = spec_json(&input());
         let ws = s["mounts"]
             .as_array()
             .unwrap()
@@ -324,7 +468,7 @@ mod tests {
 
     #[test]
     fn exec_process_adds_env_and_tty() {
-        let p = process(
+        let p = process_json(
             &input(),
             &["id".into()],
             &["A=1".into()],
@@ -335,7 +479,7 @@ mod tests {
         assert_eq!(p["env"], json!(["PATH=/bin", "A=1"]));
         assert_eq!(p["terminal"], true);
         assert_eq!(p["consoleSize"], json!({"height": 30, "width": 100}));
-        assert!(process(&input(), &[], &[], "/", None, As::User)
+        assert!(process_json(&input(), &[], &[], "/", None, As::User)
             .get("consoleSize")
             .is_none());
         assert_eq!(p["cwd"], "/tmp");

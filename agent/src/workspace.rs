@@ -8,6 +8,8 @@ mod configure;
 mod create;
 mod exec;
 mod feature;
+mod idle;
+mod node_cache;
 mod prebuild;
 mod prebuild_registry;
 mod remove;
@@ -70,9 +72,9 @@ struct Inner {
     records: Records,
     cgroups: CgroupReader,
     /// The seccomp filter of workspaces without nested user namespaces.
-    seccomp: serde_json::Value,
+    seccomp: oci_spec::runtime::LinuxSeccomp,
     /// The filter of those allowed them.
-    seccomp_nested: serde_json::Value,
+    seccomp_nested: oci_spec::runtime::LinuxSeccomp,
     swap_accounting: bool,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     ipam: tokio::sync::Mutex<()>,
@@ -80,6 +82,8 @@ struct Inner {
     refill: tokio::sync::Notify,
     /// Names of workspaces that changed on their own (exit, OOM).
     changes: tokio::sync::broadcast::Sender<String>,
+    /// How far the pulls creates wait on got.
+    progress: tokio::sync::broadcast::Sender<pb::PullProgress>,
     /// Tunnel sessions and bytes per workspace.
     activity: crate::tunnel::activity::Activity,
     /// The last sync of the per-workspace allow set failed.
@@ -88,6 +92,8 @@ struct Inner {
     builds: Mutex<HashMap<String, prebuild::BuildOutcome>>,
     /// Prebuild layers held.
     layers: crate::layers::Layers,
+    /// The idle detector of each running workspace, and its last verdict.
+    idle: Mutex<HashMap<String, (crate::idle::Detector, crate::idle::Verdict)>>,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -155,6 +161,13 @@ impl Manager {
         let images = ImageStore::new(p.ctd.clone(), p.cfg.file.registries.clone());
         let prepared = Prepared::new(p.cfg.file.workspace.prepared);
         let mountinfo = p.host.mountinfo();
+        let keyrings_refused = crate::seccomp::refuse_keyrings(&p.seccomp);
+        let typed = |v: &serde_json::Value| {
+            crate::seccomp::typed(v)
+                .map_err(|e| AgentError::InvalidRequest(format!("security.seccomp_profile: {e}")))
+        };
+        let seccomp = typed(&crate::seccomp::refuse_nested_userns(&keyrings_refused))?;
+        let seccomp_nested = typed(&keyrings_refused)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 volumes: Volumes::new(state.join("volumes"), p.host.mountinfo()),
@@ -165,17 +178,17 @@ impl Manager {
                 images,
                 net: p.net,
                 cgroups,
-                seccomp: crate::seccomp::refuse_nested_userns(&crate::seccomp::refuse_keyrings(
-                    &p.seccomp,
-                )),
-                seccomp_nested: crate::seccomp::refuse_keyrings(&p.seccomp),
+                seccomp,
+                seccomp_nested,
                 swap_accounting,
                 locks: Mutex::default(),
                 ipam: tokio::sync::Mutex::default(),
                 prepared,
                 refill: tokio::sync::Notify::new(),
                 changes: tokio::sync::broadcast::channel(1024).0,
+                progress: tokio::sync::broadcast::channel(256).0,
                 activity: crate::tunnel::activity::Activity::default(),
+                idle: Mutex::default(),
                 allow_dirty: Default::default(),
                 builds: Default::default(),
                 layers: crate::layers::Layers::new(state.join(prebuild::LAYERS_DIR), mountinfo),
@@ -187,6 +200,29 @@ impl Manager {
     /// an OOM kill): the coordinator link reports them.
     pub fn changes(&self) -> tokio::sync::broadcast::Receiver<String> {
         self.inner.changes.subscribe()
+    }
+
+    /// The progress of pulls that creates wait on.
+    pub fn progress(&self) -> tokio::sync::broadcast::Receiver<pb::PullProgress> {
+        self.inner.progress.subscribe()
+    }
+
+    /// Where a pull for workspace `name` reports: to `progress()`.
+    fn progress_to(&self, name: &str, what: &str, reference: &str) -> image::OnProgress {
+        let tx = self.inner.progress.clone();
+        let (name, what, reference) = (name.to_string(), what.to_string(), reference.to_string());
+        std::sync::Arc::new(move |p: image::Pulling| {
+            let _ = tx.send(pb::PullProgress {
+                workspace: name.clone(),
+                what: what.clone(),
+                reference: reference.clone(),
+                phase: p.phase.into(),
+                done_bytes: p.done_bytes,
+                total_bytes: p.total_bytes,
+                done_layers: p.done_layers,
+                total_layers: p.total_layers,
+            });
+        })
     }
 
     /// The machine the agent runs on.

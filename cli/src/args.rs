@@ -76,6 +76,17 @@ pub(crate) enum Cmd {
     Start(Change),
     /// Stop a workspace (its /workspace volume is kept) and wait until it stopped.
     Stop(Change),
+    /// Keep a workspace from being stopped for idleness for a while (its
+    /// tier's idle policy: `berth get` shows when it would stop and why it
+    /// is awake).
+    Keepalive {
+        #[command(flatten)]
+        target: Target,
+        /// How long: e.g. 2h, 90m (at most the tier's max_keepalive_seconds;
+        /// 0s ends a keepalive).
+        #[arg(long = "for", default_value = "1h", value_parser = parse_duration)]
+        duration: Duration,
+    },
     /// Delete a workspace and its volume, and wait until it is gone.
     #[command(alias = "rm")]
     Delete(Change),

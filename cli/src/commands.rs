@@ -15,7 +15,7 @@ mod workspaces;
 use crate::args::{Cli, Cmd, NodesCmd, Target, Wait};
 use crate::client::{self, enc, Client};
 use crate::{config, fail, Failure, Outcome};
-use berth_proto::api::{Desired, State, Workspace, WorkspaceEvent};
+use berth_proto::api::{Desired, Progress, State, Workspace, WorkspaceEvent};
 use std::time::{Duration, Instant};
 
 /// How to print: JSON or tables, and whether progress goes to stderr.
@@ -105,6 +105,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Get(t) => workspaces::get(&c, ui, t).await,
         Cmd::Start(ch) => workspaces::change(&c, ui, ch, "start", State::Running).await,
         Cmd::Stop(ch) => workspaces::change(&c, ui, ch, "stop", State::Stopped).await,
+        Cmd::Keepalive { target, duration } => {
+            workspaces::keepalive(&c, ui, target, duration).await
+        }
         Cmd::Delete(ch) => workspaces::change(&c, ui, ch, "delete", State::Deleted).await,
         Cmd::Exec(x) => exec::run(&c, ui, x).await,
         Cmd::PortForward {
@@ -186,6 +189,7 @@ async fn wait_for(
     let started = Instant::now();
     let deadline = tokio::time::Instant::now() + timeout;
     let mut shown = String::new();
+    let mut pulled = String::new();
     let mut poll = tokio::time::interval(Duration::from_secs(1));
     poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -207,6 +211,18 @@ async fn wait_for(
             }
             ui.progress(&line);
             shown = now_showing;
+        }
+        if let Some(p) = &w.progress {
+            let (step, line) = pull_line(p);
+            if step != pulled {
+                ui.progress(&format!(
+                    "{}: {:<9} {:>6.2}s  {line}",
+                    w.name,
+                    w.state.as_str(),
+                    started.elapsed().as_secs_f64()
+                ));
+                pulled = step;
+            }
         }
         if w.state == want {
             return Ok(w);
@@ -254,6 +270,7 @@ async fn wait_for(
                     w.node = ev.node;
                     w.reason = ev.reason;
                     w.generation = ev.generation;
+                    w.progress = ev.progress;
                     if w.state == want && want != State::Deleted {
                         // The final record (ip, timestamps) comes from a read.
                         w = refresh(c, target, &w).await?;
@@ -271,6 +288,38 @@ async fn wait_for(
             }
         }
     }
+}
+
+/// A pull's progress as a line, and the step it is at (a line is shown
+/// once per step: a tenth of the bytes, a layer, a phase).
+fn pull_line(p: &Progress) -> (String, String) {
+    let mib = |b: u64| b as f64 / f64::from(1u32 << 20);
+    let percent = (p.done_bytes * 100)
+        .checked_div(p.total_bytes)
+        .unwrap_or(100);
+    let line = match p.phase.as_str() {
+        "unpacking" => format!(
+            "unpacking {} {}: {}/{} layers",
+            p.what, p.reference, p.done_layers, p.total_layers
+        ),
+        _ => format!(
+            "pulling {} {}: {percent}% ({:.1}/{:.1} MiB, {}/{} layers)",
+            p.what,
+            p.reference,
+            mib(p.done_bytes),
+            mib(p.total_bytes),
+            p.done_layers,
+            p.total_layers
+        ),
+    };
+    let step = format!(
+        "{} {} {} {}",
+        p.reference,
+        p.phase,
+        percent / 10,
+        p.done_layers
+    );
+    (step, line)
 }
 
 /// The workspace's current record; gone (404) means deleted.
@@ -292,6 +341,34 @@ async fn refresh(c: &Client, target: &Target, w: &Workspace) -> Result<Workspace
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pull_shows_one_line_per_tenth_layer_and_phase() {
+        let p = |phase: &str, done: u64, layers: u32| Progress {
+            what: "image".into(),
+            reference: "r/dev:latest".into(),
+            phase: phase.into(),
+            done_bytes: done,
+            total_bytes: 100 << 20,
+            done_layers: layers,
+            total_layers: 2,
+        };
+        let (a, line) = pull_line(&p("fetching", 43 << 20, 0));
+        assert_eq!(
+            line,
+            "pulling image r/dev:latest: 43% (43.0/100.0 MiB, 0/2 layers)"
+        );
+        assert_eq!(a, pull_line(&p("fetching", 49 << 20, 0)).0, "same tenth");
+        assert_ne!(a, pull_line(&p("fetching", 50 << 20, 0)).0);
+        assert_ne!(a, pull_line(&p("fetching", 43 << 20, 1)).0, "a layer done");
+        let (_, line) = pull_line(&p("unpacking", 100 << 20, 1));
+        assert_eq!(line, "unpacking image r/dev:latest: 1/2 layers");
+        let empty = Progress {
+            total_bytes: 0,
+            ..p("fetching", 0, 0)
+        };
+        assert!(pull_line(&empty).1.contains("100%"));
+    }
 
     #[test]
     fn paths_encode_names_and_owner() {

@@ -95,6 +95,15 @@ pub struct TierFile {
     pub nested_userns: bool,
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// The idle policy (docs/idle.md), in seconds.
+    #[serde(default = "berth_proto::api::tier_defaults::idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    #[serde(default = "berth_proto::api::tier_defaults::idle_warning")]
+    pub idle_warning_seconds: u64,
+    #[serde(default)]
+    pub max_lifetime_seconds: u64,
+    #[serde(default = "berth_proto::api::tier_defaults::max_keepalive")]
+    pub max_keepalive_seconds: u64,
 }
 
 fn default_pids() -> u32 {
@@ -273,6 +282,18 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
         for c in &t.egress_allow {
             berth_proto::net::parse_ipv4_cidr(c).map_err(|e| bad("egress_allow", e))?;
         }
+        within(
+            t.idle_warning_seconds <= t.idle_timeout_seconds || t.idle_timeout_seconds == 0,
+            "idle_warning_seconds",
+            "at most idle_timeout_seconds".into(),
+        )?;
+        for (k, v) in [
+            ("idle_timeout_seconds", t.idle_timeout_seconds),
+            ("max_lifetime_seconds", t.max_lifetime_seconds),
+            ("max_keepalive_seconds", t.max_keepalive_seconds),
+        ] {
+            within(v <= 366 * 86_400, k, "at most a year".into())?;
+        }
         out.push(Tier {
             name: t.name,
             cpu_millis: t.cpu_millis,
@@ -281,6 +302,10 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
             pids: t.pids,
             nested_userns: t.nested_userns,
             egress_allow: t.egress_allow,
+            idle_timeout_seconds: t.idle_timeout_seconds,
+            idle_warning_seconds: t.idle_warning_seconds,
+            max_lifetime_seconds: t.max_lifetime_seconds,
+            max_keepalive_seconds: t.max_keepalive_seconds,
         });
     }
     Ok(Tiers::new(out))

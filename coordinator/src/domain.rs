@@ -3,6 +3,7 @@
 //! request resolved against the tiers. No store, no link, no clock.
 
 pub mod capacity;
+pub mod idle;
 pub mod lifecycle;
 pub mod node;
 pub mod pull_request;

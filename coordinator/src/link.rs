@@ -97,6 +97,13 @@ pub enum LinkEvent {
     },
     /// The prebuild layers a node holds changed: all of them.
     Prebuilds { node: String, keys: Vec<String> },
+    /// A create on a node waits on a pull: how far it got.
+    Progress {
+        node: String,
+        progress: pb::PullProgress,
+    },
+    /// The images a node has changed (a pull, an eviction): all of them.
+    Images { node: String, names: Vec<String> },
     /// A node reported a change of one of its workspaces.
     Status {
         node: String,

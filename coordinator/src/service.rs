@@ -10,6 +10,7 @@
 
 mod access;
 mod exec;
+mod idle;
 mod nodes;
 mod prebuild_nodes;
 mod prebuilds;
@@ -53,6 +54,8 @@ pub struct Timing {
     /// after placement has failed (`registry_unreachable`).
     pub registry_timeout: Duration,
     pub strategy: Strategy,
+    /// How often running workspaces are checked against the idle policy.
+    pub idle_check: Duration,
 }
 
 impl Default for Timing {
@@ -64,6 +67,7 @@ impl Default for Timing {
             command_timeout: Duration::from_secs(600),
             registry_timeout: Duration::from_secs(120),
             strategy: Strategy::BinPack,
+            idle_check: Duration::from_secs(2),
         }
     }
 }
@@ -127,6 +131,11 @@ struct Inner {
     inflight: Mutex<HashSet<String>>,
     retry_after: Mutex<HashMap<String, Instant>>,
     events: broadcast::Sender<WorkspaceEvent>,
+    /// The last pull progress of workspaces being made, by id (this
+    /// coordinator's link only; cleared by the next change of the workspace).
+    progress: Mutex<HashMap<String, berth_proto::api::Progress>>,
+    /// Idle warnings sent, by workspace id: the stop they were about, and when.
+    idle_warned: Mutex<HashMap<String, (i64, i64)>>,
 }
 
 /// The service; cheap to clone.
@@ -164,6 +173,8 @@ impl Service {
                 inflight: Mutex::default(),
                 retry_after: Mutex::default(),
                 events: broadcast::channel(4096).0,
+                progress: Mutex::default(),
+                idle_warned: Mutex::default(),
             }),
         }
     }
@@ -200,7 +211,22 @@ impl Service {
 
     /// Publishes a row this coordinator wrote.
     fn published(&self, w: &WorkspaceRow) {
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&w.id);
         let _ = self.inner.events.send(w.event());
+    }
+
+    /// The last pull progress of workspace `id`, while it is being made.
+    pub fn progress_of(&self, id: &str) -> Option<berth_proto::api::Progress> {
+        let p = self
+            .inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        p.get(id).cloned()
     }
 
     /// Runs every loop until the future is dropped.
@@ -209,6 +235,7 @@ impl Service {
             self.schedule_loop(),
             self.dispatch_loop(),
             self.liveness_loop(),
+            self.idle_loop(),
             self.link_loop(link_events),
         );
     }
@@ -338,11 +365,19 @@ impl Service {
                 if let Some(init) = &st.init {
                     next.init = Some(reconcile::init_of(init));
                 }
+                if let Some(v) = &st.idle {
+                    next.idle = Some(idle::idle_of(v));
+                }
+            }
+            if next.state != w.state && matches!(next.state, State::Starting | State::Pending) {
+                // A verdict of its last run says nothing of the next one.
+                next.idle = None;
             }
             if next.lifecycle() == w.lifecycle()
                 && next.ip == w.ip
                 && next.exit_code == w.exit_code
                 && next.init == w.init
+                && next.idle == w.idle
             {
                 return Ok(w);
             }

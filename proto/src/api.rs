@@ -5,11 +5,13 @@
 //! ones the coordinator enforces.
 
 mod access;
+mod idle;
 mod nodes;
 mod repos;
 mod tunnels;
 
 pub use access::*;
+pub use idle::*;
 pub use nodes::*;
 pub use repos::*;
 pub use tunnels::*;
@@ -136,6 +138,10 @@ pub mod whole {
 
     pub fn opt_u64<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
         num(d)
+    }
+
+    pub fn u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+        num(d)?.ok_or_else(|| D::Error::custom("expected a non-negative integer, not null"))
     }
 
     pub fn opt_u32<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u32>, D::Error> {
@@ -278,6 +284,29 @@ pub struct Workspace {
     /// Its clone and lifecycle steps, as its node last reported them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<Init>,
+    /// While its node makes it: how far the pull it waits on got.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+    /// While it runs: awake or idle, why, and when the idle policy stops it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<Idle>,
+}
+
+/// How far a pull a workspace waits on got (an image, or a prebuild layer
+/// from the registry), as its node reported it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Progress {
+    /// "image" or "prebuild".
+    pub what: String,
+    /// The image reference, or the prebuild's key.
+    pub reference: String,
+    /// "fetching" or "unpacking".
+    pub phase: String,
+    pub done_bytes: u64,
+    pub total_bytes: u64,
+    pub done_layers: u32,
+    pub total_layers: u32,
 }
 
 /// A change of a workspace, as the event stream shows it.
@@ -293,6 +322,9 @@ pub struct WorkspaceEvent {
     pub generation: u64,
     pub reason: Option<String>,
     pub at_ms: i64,
+    /// Set on an event that reports a pull's progress (the state is unchanged).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
 }
 
 /// A command to run in a workspace.
@@ -367,6 +399,32 @@ pub struct Tier {
     /// policy (DNS and the internet); cloud metadata never.
     #[serde(default)]
     pub egress_allow: Vec<String>,
+    /// A running workspace idle this long is stopped (0: never).
+    #[serde(default = "tier_defaults::idle_timeout")]
+    pub idle_timeout_seconds: u64,
+    /// Its open terminals are warned this long before (0: no warning).
+    #[serde(default = "tier_defaults::idle_warning")]
+    pub idle_warning_seconds: u64,
+    /// A running workspace is stopped after running this long, idle or
+    /// not (0: no limit).
+    #[serde(default)]
+    pub max_lifetime_seconds: u64,
+    /// The longest `berth keepalive` allowed.
+    #[serde(default = "tier_defaults::max_keepalive")]
+    pub max_keepalive_seconds: u64,
+}
+
+/// The idle policy a tier has unless its configuration says otherwise.
+pub mod tier_defaults {
+    pub fn idle_timeout() -> u64 {
+        30 * 60
+    }
+    pub fn idle_warning() -> u64 {
+        5 * 60
+    }
+    pub fn max_keepalive() -> u64 {
+        8 * 3600
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,9 @@
 //! created one after another (each timed from the request to `running`) and
 //! kept running together; then the agent's RSS and the node's memory per
 //! workspace are read. The ratio of the last hundred creates to the first
-//! hundred shows whether a create slows down as the node fills.
+//! hundred shows whether a create slows down as the node fills. Then
+//! `idle_sampling`: the agent's CPU over a minute with them all running and
+//! sampled by its idle detector (`docs/idle.md`).
 
 use berth_tests::bench::{percentile, record, rss_kib, sorted};
 use berth_tests::{Cluster, ClusterOptions};
@@ -91,6 +93,36 @@ async fn density() {
     );
     record("density", "node_mem_mib_per_workspace", per_ws, "MiB", "");
 
+    // idle_sampling: the agent's CPU over a minute with all of them running
+    // and nothing else happening, its idle detector sampling each every 10 s
+    // (the default). Everything the agent does at rest is in it (heartbeats,
+    // exit sweeps): an upper bound of what sampling costs.
+    let window = Duration::from_secs(60);
+    let cpu_percent = agent_cpu_percent(&c, window).await;
+    let (_, list) = c.get("/v1/workspaces?state=running").await;
+    let judged = list.as_array().map_or(0, |l| {
+        l.iter()
+            .filter(|w| w["idle"]["sampled_at_ms"].as_i64().unwrap_or(0) > 0)
+            .count()
+    });
+    println!(
+        "\nidle_sampling: the agent with {n} running workspaces, each sampled every 10 s, over {}s",
+        window.as_secs()
+    );
+    println!("{:<40} {:>10.2}", "agent CPU (% of one core)", cpu_percent);
+    println!(
+        "{:<40} {:>10}",
+        "workspaces with a verdict",
+        format!("{judged} / {running}")
+    );
+    record(
+        "idle_sampling",
+        &format!("cpu_percent_{n}_workspaces"),
+        cpu_percent,
+        "%",
+        "<=1.0",
+    );
+
     // Clean up, a few at a time.
     let names: Vec<String> = (0..n).map(|i| format!("d{i}")).collect();
     for chunk in names.chunks(8) {
@@ -104,6 +136,27 @@ async fn density() {
         c.wait_state(name, "deleted", Duration::from_secs(120))
             .await;
     }
+}
+
+/// The agent's CPU use over `window`, in percent of one core.
+async fn agent_cpu_percent(c: &Cluster, window: Duration) -> f64 {
+    let pid = c.nodes[0].agent_pid().expect("agent pid");
+    let (cpu0, t0) = (cpu_seconds(pid), Instant::now());
+    tokio::time::sleep(window).await;
+    (cpu_seconds(pid) - cpu0) / t0.elapsed().as_secs_f64() * 100.0
+}
+
+/// CPU time (user + system) a process used so far, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command (which may hold spaces): utime and stime are 14 and 15.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let ticks = 100.0; // USER_HZ on Linux
+    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
 }
 
 fn main() {

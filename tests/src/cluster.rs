@@ -33,6 +33,8 @@ pub struct ClusterOptions {
     /// A second, writable registry (its own storage in the cluster's
     /// directory) the nodes may push prebuild layers to.
     pub layer_registry: bool,
+    /// The agents' `[idle] sample_seconds`.
+    pub idle_sample_seconds: u64,
 }
 
 impl Default for ClusterOptions {
@@ -47,6 +49,7 @@ impl Default for ClusterOptions {
             coordinators: 1,
             postgres: false,
             layer_registry: false,
+            idle_sample_seconds: 10,
         }
     }
 }
@@ -365,6 +368,7 @@ impl Cluster {
                  [network]\nbridge = \"w{tag}\"\nsubnet = \"{subnet}\"\nnft_table = \"{tag}\"\nnetns_dir = \"{netns_dir}\"\n\
                  [cgroup]\nparent = \"{tag}\"\n\
                  [workspace]\nstop_grace_seconds = 2\n\
+                 [idle]\nsample_seconds = {sample}\n\
                  [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
                  [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
                  [[registry]]\nhost = \"{registry}\"\ninsecure = true\n{layers}",
@@ -381,6 +385,7 @@ impl Cluster {
                 netns_dir = dir.join("netns").display(),
                 links = self.link_addrs(),
                 cpu = opts.node_cpu_millis,
+                sample = opts.idle_sample_seconds,
                 mem = 16u64 << 30,
                 disk = 64u64 << 30,
                 slots = opts.node_max_workspaces,
@@ -629,6 +634,23 @@ impl Cluster {
     }
 
     /// Creates a small workspace on `tiny`; returns the API's answer.
+    /// Runs `sh -c SCRIPT` in workspace `ws` through the API, as the admin;
+    /// it must exit 0. Its answer (output, exit code).
+    pub async fn exec_ok(&self, ws: &str, script: &str) -> Value {
+        let (s, out) = self
+            .post(
+                &format!("/v1/workspaces/{ws}/exec"),
+                json!({"argv": ["sh", "-c", script]}),
+            )
+            .await;
+        assert_eq!(
+            (s, out["exit_code"].as_i64()),
+            (200, Some(0)),
+            "{script}: {out}"
+        );
+        out
+    }
+
     pub async fn create(&self, name: &str) -> (u16, Value) {
         self.post(
             "/v1/workspaces",

@@ -92,6 +92,8 @@ pub fn ws(id: &str, owner: &str, name: &str, cpu: u64) -> WorkspaceRow {
         state_since_ms: now,
         repo: None,
         init: None,
+        idle: None,
+        keepalive_until_ms: 0,
     }
 }
 

@@ -82,3 +82,46 @@ pub async fn push_feature(registry: &str, repo: &str, tag: &str, files: &[(&str,
     );
     format!("{registry}/{repo}:{tag}")
 }
+
+/// Pushes an image of one layer, `blob` of `media_type`, whose config
+/// names `diff_id` (right or not: the test says), as
+/// `<registry>/<repo>:<tag>`; returns the reference.
+pub async fn push_image(
+    registry: &str,
+    repo: &str,
+    tag: &str,
+    blob: &[u8],
+    media_type: &str,
+    diff_id: &str,
+) -> String {
+    let http = reqwest::Client::new();
+    let base = format!("http://{registry}/v2/{repo}");
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "amd64", "os": "linux",
+        "config": {"Cmd": ["/bin/true"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    }))
+    .unwrap();
+    let layer_digest = push_blob(&http, &base, blob).await;
+    let config_digest = push_blob(&http, &base, &config).await;
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{"mediaType": media_type, "digest": layer_digest, "size": blob.len()}],
+    });
+    let resp = http
+        .put(format!("{base}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(&manifest).unwrap())
+        .send()
+        .await
+        .expect("put the manifest");
+    assert_eq!(resp.status(), 201, "put the manifest");
+    format!("{registry}/{repo}:{tag}")
+}
+
+/// "sha256:<hex>" of `data` (a diff_id, of a tar).
+pub fn sha256(data: &[u8]) -> String {
+    digest(data)
+}

@@ -56,6 +56,11 @@ async fn cli_drives_workspaces_nodes_and_tokens() {
         "{err}"
     );
     assert!(err.contains("demo: running"), "{err}");
+    // The node had no image: the pull's progress was shown.
+    assert!(
+        err.contains(&format!("pulling image {tiny}: 100%")),
+        "{err}"
+    );
     assert!(
         out.contains("State:      running (wanted running)"),
         "{out}"

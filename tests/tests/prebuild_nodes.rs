@@ -82,7 +82,9 @@ async fn run_prebuild(c: &Cluster, url: &str) -> Value {
     p
 }
 
-async fn create(c: &Cluster, name: &str, url: &str) -> Value {
+/// Creates workspace `name` of `url` with the CLI: its record, and what the
+/// CLI printed while it waited.
+async fn create(c: &Cluster, name: &str, url: &str) -> (Value, String) {
     let (code, out, err) = c
         .berth(&c.admin_token, &["create", name, "--repo", url])
         .await;
@@ -95,7 +97,7 @@ async fn create(c: &Cluster, name: &str, url: &str) -> Value {
     );
     let (s, w) = c.get(&format!("/v1/workspaces/{name}")).await;
     assert_eq!(s, 200, "{w}");
-    w
+    (w, err)
 }
 
 async fn sh(c: &Cluster, name: &str, script: &str) -> String {
@@ -224,7 +226,7 @@ async fn a_prebuild_reaches_other_nodes_through_the_registry() {
     std::fs::write(blob, &tampered).unwrap();
     cordon(&c, 1, false).await;
     cordon(&c, 0, true).await;
-    let w = create(&c, "w0", &url).await;
+    let (w, _) = create(&c, "w0", &url).await;
     assert_eq!(w["node"], "n1", "{w}");
     assert_eq!(w["init"]["prebuild"]["outcome"], "missing", "{w}");
     let note = w["init"]["prebuild"]["note"].as_str().unwrap_or("");
@@ -235,8 +237,13 @@ async fn a_prebuild_reaches_other_nodes_through_the_registry() {
 
     // The blob as pushed: n1 pulls it and starts from it.
     std::fs::write(blob, &original).unwrap();
-    let w = create(&c, "w1", &url).await;
+    let (w, waited) = create(&c, "w1", &url).await;
     assert_eq!(w["node"], "n1", "{w}");
+    // The CLI showed the pull while it waited.
+    assert!(
+        waited.contains(&format!("pulling prebuild {key}: 100%")),
+        "{waited}"
+    );
     assert_eq!(w["init"]["prebuild"]["outcome"], "used", "{w}");
     assert!(
         w["init"]["prebuild"]["note"]

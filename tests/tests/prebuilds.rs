@@ -10,6 +10,7 @@
 //! token is in no layer; a failing onCreateCommand fails the prebuild with
 //! its log, and a workspace then clones, visibly.
 
+use berth_proto::agent::{self as pb, request::Command};
 use berth_tests::Cluster;
 use serde_json::{json, Value};
 
@@ -76,6 +77,35 @@ fn layer(c: &Cluster, key: &str) -> std::path::PathBuf {
 
 fn held(c: &Cluster, key: &str) -> bool {
     layer(c, key).is_file()
+}
+
+/// A client of node 0's control socket (once the agent, maybe just
+/// restarted, listens).
+async fn agent(c: &Cluster) -> berth_agent::client::Client {
+    for _ in 0..100 {
+        if let Ok(a) = berth_agent::client::Client::connect(&c.nodes[0].socket).await {
+            return a;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("node 0's agent does not listen\n{}", c.nodes[0].agent_log());
+}
+
+/// Node 0's cache (after enforcing its budget, if asked).
+async fn cache(c: &Cluster, enforce: bool) -> pb::CacheReport {
+    match agent(c)
+        .await
+        .call(Command::Cache(pb::CacheRequest { enforce }))
+        .await
+    {
+        Ok(pb::response::Result::Cache(r)) => r,
+        other => panic!("cache: {other:?}"),
+    }
+}
+
+/// The images node 0's containerd holds.
+fn images(c: &Cluster) -> Vec<String> {
+    c.nodes[0].containerd.ctr_list(&["images", "ls", "-q"])
 }
 
 /// Asserts that no build workspace (a container named after its prebuild,
@@ -463,9 +493,30 @@ async fn wait_prebuild(c: &Cluster, id: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn pushes_build_prebuilds_old_ones_expire_and_the_cache_keeps_its_budget() {
     let (mut c, git, dir) = berth_tests::git::repo_cluster().await;
-    // The node's prebuild cache: 10 MiB.
+    // The node's cache holds images and prebuild layers: what the image
+    // takes (it counts: the control) plus 10 MiB.
+    let image = format!("{}/dev:latest", c.registry.addr);
+    let pulled = agent(&c)
+        .await
+        .call(Command::Pull(pb::PullRequest {
+            image: image.clone(),
+            auth: None,
+        }))
+        .await;
+    assert!(pulled.is_ok(), "{pulled:?}");
+    let report = cache(&c, false).await;
+    let image_bytes: u64 = report
+        .entries
+        .iter()
+        .filter(|e| e.key == format!("image:{image}"))
+        .map(|e| e.bytes)
+        .sum();
+    assert!(image_bytes > 10 << 20, "{report:?}");
     let mut agent_cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap();
-    agent_cfg.push_str("[cache]\nmax_bytes = 10485760\n");
+    agent_cfg.push_str(&format!(
+        "[cache]\nmax_bytes = {}\n",
+        image_bytes + 10485760
+    ));
     std::fs::write(&c.nodes[0].config, agent_cfg).unwrap();
     c.nodes[0].kill_agent();
     c.nodes[0].start_agent(None);
@@ -629,13 +680,56 @@ async fn pushes_build_prebuilds_old_ones_expire_and_the_cache_keeps_its_budget()
             assert_eq!(code, 0, "{out}{err}");
         }
     }
-    // r4 made the cache 12.6 MiB: key2 (least recently used) and r3 went;
-    // r2 is older than r3 but in use.
+    // r4 made the layers 12.6 MiB: key2 (least recently used) and r3 went;
+    // r2 is older than r3 but in use. The image, in use, stayed.
     assert!(!held(&c, &key2), "{:?}", layers(&c));
     assert!(held(&c, &keys[0]), "in use: kept {:?}", layers(&c));
     assert!(!held(&c, &keys[1]), "{:?}", layers(&c));
     assert!(held(&c, &keys[2]), "{:?}", layers(&c));
+    assert_eq!(images(&c), vec![image.clone()]);
     let (code, _, err) = c.berth(&c.admin_token, &["delete", "keep"]).await;
+    assert_eq!(code, 0, "{err}");
+
+    // Images go like layers once idle: with no grace after a use and a
+    // 10 MiB budget, r2's layer and then the image (least recently used
+    // first) go; r4's layer then fits and stays.
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    let cfg = cfg.replace(
+        &format!("max_bytes = {}", image_bytes + 10485760),
+        "max_bytes = 10485760\nimage_min_idle_seconds = 0",
+    );
+    std::fs::write(&c.nodes[0].config, cfg).unwrap();
+    c.nodes[0].kill_agent();
+    c.nodes[0].start_agent(None);
+    let report = cache(&c, true).await;
+    assert_eq!(
+        report.evicted,
+        [keys[0].clone(), format!("image:{image}")],
+        "{report:?}"
+    );
+    assert!(held(&c, &keys[2]), "{:?}", layers(&c));
+    assert!(images(&c).is_empty(), "{:?}", images(&c));
+    // The coordinator learns it from the heartbeat.
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = c.get("/v1/nodes").await.1[0]["cached_images"].clone();
+        if listed == json!([]) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(listed, json!([]));
+    // A workspace of it pulls it again, and while it is there the image
+    // stays, over the budget.
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["create", "again", "--image", &image])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    let report = cache(&c, true).await;
+    assert!(report.evicted.is_empty(), "{report:?}");
+    assert!(report.used_bytes > report.budget_bytes, "{report:?}");
+    assert_eq!(images(&c), vec![image.clone()]);
+    let (code, _, err) = c.berth(&c.admin_token, &["delete", "again"]).await;
     assert_eq!(code, 0, "{err}");
     drop(git);
     c.finish().await;

@@ -17,18 +17,7 @@ fn keygen(dir: &Path, name: &str) -> PathBuf {
 }
 
 async fn exec(c: &Cluster, ws: &str, script: &str) -> Value {
-    let (s, out) = c
-        .post(
-            &format!("/v1/workspaces/{ws}/exec"),
-            json!({"argv": ["sh", "-c", script]}),
-        )
-        .await;
-    assert_eq!(
-        (s, out["exit_code"].as_i64()),
-        (200, Some(0)),
-        "{script}: {out}"
-    );
-    out
+    c.exec_ok(ws, script).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -2,10 +2,9 @@
 //! fetched from its registry by media type, checked against its digest and
 //! a size bound, held in memory (it is small and used once per build).
 
-use super::{descriptor, s_err, sha256_digest, verify_manifest_digest, ImageStore, Reference};
+use super::{s_err, sha256_digest, verify_manifest_digest, ImageStore, Reference};
 use crate::error::{AgentError, Result};
 use futures::StreamExt;
-use serde_json::Value;
 
 /// A fetched artifact layer.
 #[derive(Debug, Clone)]
@@ -29,12 +28,12 @@ impl ImageStore {
         let (body, _, header_digest) = s.manifest(r.manifest_ref()).await?;
         let digest = sha256_digest(&body);
         verify_manifest_digest(&r, &digest, header_digest.as_deref())?;
-        let manifest: Value = serde_json::from_slice(&body)
-            .map_err(|e| s_err(&r, format!("manifest is not JSON: {e}")))?;
-        let layers: Vec<_> = manifest["layers"]
-            .as_array()
-            .map(|l| l.iter().filter_map(descriptor).collect())
-            .unwrap_or_default();
+        let manifest = super::manifest::parse_manifest(&body).map_err(|e| s_err(&r, e))?;
+        let layers: Vec<_> = manifest
+            .layers()
+            .iter()
+            .map(super::manifest::to_containerd)
+            .collect();
         let layer = match layers.iter().find(|d| d.media_type == media_type) {
             Some(d) => d.clone(),
             None if layers.len() == 1 => layers[0].clone(),

@@ -359,6 +359,7 @@ impl Layers {
         session: &mut Session,
         key: &str,
         digest: &str,
+        on: Option<crate::image::OnProgress>,
     ) -> Result<Option<Pulled>> {
         let one = {
             let mut pulls = self.pulls.lock().unwrap_or_else(|e| e.into_inner());
@@ -369,14 +370,20 @@ impl Layers {
             return Ok(None);
         }
         self.drop_partial(key);
-        let pulled = self.pull_into(session, key, digest).await;
+        let pulled = self.pull_into(session, key, digest, on).await;
         if pulled.is_err() {
             self.drop_partial(key);
         }
         pulled.map(Some)
     }
 
-    async fn pull_into(&self, session: &mut Session, key: &str, digest: &str) -> Result<Pulled> {
+    async fn pull_into(
+        &self,
+        session: &mut Session,
+        key: &str,
+        digest: &str,
+        on: Option<crate::image::OnProgress>,
+    ) -> Result<Pulled> {
         let t = Instant::now();
         let (body, _, _) = session.manifest(digest).await?;
         let (layer, files, bytes) = read_manifest(session, key, digest, &body)?;
@@ -406,6 +413,7 @@ impl Layers {
         let dst = mp.join("workspace");
         std::fs::create_dir(&dst).map_err(AgentError::io("mkdir the layer's tree"))?;
         let resp = session.blob(layer.digest().as_ref()).await?;
+        let track = crate::image::Tracker::new(on, layer.size(), 1);
         let (tx, rx) = tokio::sync::mpsc::channel(8);
         let unpacker = tokio::task::spawn_blocking(move || unpack(rx, &dst));
         let mut stream = resp.bytes_stream();
@@ -419,6 +427,7 @@ impl Layers {
                 Ok(b) => {
                     hash.update(&b);
                     got += b.len() as u64;
+                    track.bytes(b.len() as u64);
                     if got > layer.size() {
                         break;
                     }
@@ -455,6 +464,7 @@ impl Layers {
         crate::volume::unmount_all(self.mountinfo(), &mp, nix::mount::MntFlags::empty())?;
         let _ = std::fs::remove_dir(&mp);
         self.adopt(&image, key)?;
+        track.blob_done(true, None);
         Ok(Pulled {
             blob_bytes: got,
             ms: t.elapsed().as_millis() as u64,

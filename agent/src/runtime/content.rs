@@ -154,6 +154,26 @@ impl Containerd {
         }
     }
 
+    /// Deletes image `name`, collecting what only it held (gone already is fine).
+    pub async fn delete_image(&self, name: &str) -> Result<()> {
+        let mut c = svc::images_client::ImagesClient::new(self.channel.clone());
+        match c
+            .delete(self.req(
+                svc::DeleteImageRequest {
+                    name: name.into(),
+                    sync: true,
+                    ..Default::default()
+                },
+                None,
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if is_not_found(&s) => Ok(()),
+            Err(s) => Err(AgentError::containerd("delete image")(s)),
+        }
+    }
+
     /// Names of every image in the namespace.
     pub async fn list_images(&self) -> Result<Vec<String>> {
         let mut c = svc::images_client::ImagesClient::new(self.channel.clone());

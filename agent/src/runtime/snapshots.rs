@@ -26,6 +26,22 @@ impl Containerd {
         }
     }
 
+    /// Bytes snapshot `key` holds (its own files, not its parents').
+    pub async fn snapshot_usage(&self, key: &str) -> Result<u64> {
+        let r = self
+            .snapshots()
+            .usage(self.req(
+                snap::UsageRequest {
+                    snapshotter: self.snapshotter.clone(),
+                    key: key.into(),
+                },
+                None,
+            ))
+            .await
+            .map_err(AgentError::containerd("snapshot usage"))?;
+        Ok(r.into_inner().size.max(0) as u64)
+    }
+
     /// Prepares an active snapshot `key` on top of `parent` and returns its mounts.
     pub async fn prepare(
         &self,

@@ -9,7 +9,7 @@ impl Containerd {
         id: &str,
         image: &str,
         snapshot_key: &str,
-        spec: &serde_json::Value,
+        spec: &oci_spec::runtime::Spec,
         labels: HashMap<String, String>,
     ) -> Result<()> {
         let mut c = svc::containers_client::ContainersClient::new(self.channel.clone());
@@ -206,7 +206,7 @@ impl Containerd {
         &self,
         id: &str,
         exec_id: &str,
-        process: &serde_json::Value,
+        process: &oci_spec::runtime::Process,
         stdio: [String; 3],
         tty: bool,
     ) -> Result<()> {

@@ -436,12 +436,23 @@ impl Manager {
             }
         };
         let mut spec = spec::build(&input);
-        spec["process"] = spec::process(&input, &job.argv, &[], job.workdir, None, who);
-        if let Some(m) = spec["mounts"].as_array_mut() {
-            m.retain(|m| m["destination"] != "/workspace");
+        spec.set_process(Some(spec::process(
+            &input,
+            &job.argv,
+            &[],
+            job.workdir,
+            None,
+            who,
+        )));
+        if let Some(m) = spec.mounts_mut() {
+            m.retain(|m| m.destination() != Path::new("/workspace"));
             if let Some((source, at)) = job.bind {
-                m.push(serde_json::json!({"destination": at, "type": "bind",
-                    "source": source, "options": ["rbind", "ro", "nosuid", "nodev"]}));
+                m.push(spec::mount(
+                    at,
+                    "bind",
+                    source,
+                    &["rbind", "ro", "nosuid", "nodev"],
+                ));
             }
         }
         let id = format!("{}-build", r.name);

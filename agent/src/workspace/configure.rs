@@ -346,9 +346,19 @@ impl Manager {
     /// Points the record at another image (pulled if needed); its user and
     /// environment come from that image.
     async fn switch_image(&self, r: &mut Record, image: &str) -> Result<()> {
-        crate::image::Reference::parse(image)
-            .map_err(|e| AgentError::init(Code::DevcontainerInvalid, format!("image: {e}")))?;
-        let img = self.inner.images.ensure(image, None).await?;
+        let name = crate::image::Reference::parse(image)
+            .map_err(|e| AgentError::init(Code::DevcontainerInvalid, format!("image: {e}")))?
+            .to_string();
+        self.note_image_use(&name);
+        let on = self.progress_to(&r.name, "image", &name);
+        let (img, pulled) = self
+            .inner
+            .images
+            .ensure_pulled(image, None, Some(on))
+            .await?;
+        if pulled {
+            self.enforce_cache_soon();
+        }
         let args = init_args(&img.config.entrypoint, &img.config.cmd);
         self.adopt(
             r,

@@ -31,7 +31,10 @@ pub fn init_args(entrypoint: &[String], cmd: &[String]) -> Vec<String> {
 impl Manager {
     /// Pulls an image (always asking the registry).
     pub async fn pull(&self, image: &str, creds: Option<Credentials>) -> Result<pb::PullResult> {
-        let (img, stats) = self.inner.images.pull(image, creds).await?;
+        let name = image::Reference::parse(image)?.to_string();
+        self.note_image_use(&name);
+        let (img, stats) = self.inner.images.pull(image, creds, None).await?;
+        self.enforce_cache_soon();
         Ok(pb::PullResult {
             image: img.name,
             digest: img.digest,
@@ -63,14 +66,23 @@ impl Manager {
         }
         // Cheap checks before the pull: a refused request costs nothing.
         self.inner.volumes.check_fits(spec.disk_bytes)?;
-        image::Reference::parse(&spec.image)?;
+        let image_name = image::Reference::parse(&spec.image)?.to_string();
         let t0 = Instant::now();
         let creds = req.auth.map(|a| Credentials {
             username: a.username,
             password: a.password,
         });
-        let image = self.inner.images.ensure(&spec.image, creds).await?;
-        let (prebuild, prebuild_note) = self.held_prebuild(spec.repo.as_ref()).await?;
+        // Noted before the pull: the cache keeps an image used this recently.
+        self.note_image_use(&image_name);
+        let on = self.progress_to(&spec.name, "image", &image_name);
+        let (image, pulled) = self
+            .inner
+            .images
+            .ensure_pulled(&spec.image, creds, Some(on))
+            .await?;
+        let (prebuild, prebuild_note) = self.held_prebuild(&spec.name, spec.repo.as_ref()).await?;
+        // Something came into the cache (a layer with a note was pulled).
+        let cache_grew = pulled || (prebuild.is_some() && prebuild_note.is_some());
         step("image_ms", ms(t0));
         let defaults = (
             self.inner.cfg.file.workspace.uid,
@@ -136,6 +148,10 @@ impl Manager {
             put?;
             record
         };
+        if cache_grew {
+            // After the record: what it uses is in use.
+            self.enforce_cache_soon();
+        }
         failpoint::hit("create:after_record");
         // Create and start are one step for the caller: either the workspace
         // is there (and running, if asked) or nothing is left.

@@ -43,6 +43,7 @@ impl Manager {
     /// the registry if it is there and not here; and how it came or why not.
     pub(super) async fn held_prebuild(
         &self,
+        workspace: &str,
         repo: Option<&pb::RepoInit>,
     ) -> Result<(Option<String>, Option<String>)> {
         let Some(want) = repo.and_then(|r| r.prebuild.as_ref()) else {
@@ -58,7 +59,8 @@ impl Manager {
             let held = self.inner.layers.exists(&want.key);
             return Ok((held.then(|| want.key.clone()), None));
         }
-        match self.fetch_prebuild(&want.key, &want.source).await {
+        let on = self.progress_to(workspace, "prebuild", &want.key);
+        match self.fetch_prebuild(&want.key, &want.source, Some(on)).await {
             Ok(Some(pulled)) => Ok((
                 Some(want.key.clone()),
                 Some(format!(
@@ -275,13 +277,14 @@ impl Manager {
         if !reused {
             files = self.capture(&r, &key).await?;
             // The new layer counts against the budget; older ones go.
-            let evicted = self.enforce_cache().await?;
-            if evicted.contains(&key) {
+            if layers.bytes(&key) > self.cache_budget()? {
+                layers.remove(&key)?;
                 return Err(AgentError::init(
                     Code::PrebuildFailed,
                     "the prebuild is larger than the node's cache ([cache] max_bytes)".to_string(),
                 ));
             }
+            self.enforce_cache(Some(&key)).await?;
         }
         let capture_ms = ms(t);
         let bytes = layers.bytes(&key);
@@ -364,35 +367,6 @@ impl Manager {
             .all()?
             .iter()
             .any(|r| r.prebuild.as_deref() == Some(key)))
-    }
-
-    /// Keeps the prebuild layers within the cache's budget: the least
-    /// recently used ones no workspace uses are removed.
-    pub(super) async fn enforce_cache(&self) -> Result<Vec<String>> {
-        let layers = &self.inner.layers;
-        let budget = match self.inner.cfg.file.cache.max_bytes {
-            0 => {
-                let st = nix::sys::statvfs::statvfs(&self.inner.cfg.file.state_dir)
-                    .map_err(|e| AgentError::Volume(format!("statvfs: {e}")))?;
-                crate::cache::default_budget(st.blocks() as u64 * st.fragment_size() as u64)
-            }
-            b => b,
-        };
-        let mut entries = Vec::new();
-        for key in layers.list() {
-            entries.push(crate::cache::Entry {
-                bytes: layers.bytes(&key),
-                last_used_ms: layers.last_used_ms(&key),
-                in_use: self.prebuild_in_use(&key)?,
-                key,
-            });
-        }
-        let evicted = crate::cache::evict(&entries, budget);
-        for key in &evicted {
-            layers.remove(key)?;
-            tracing::info!(key, budget, "prebuild evicted from the node's cache");
-        }
-        Ok(evicted)
     }
 
     /// Brings the prebuild's repository up to what the workspace asked

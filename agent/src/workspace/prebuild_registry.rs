@@ -51,8 +51,12 @@ impl Manager {
                 req.key
             )));
         }
-        if self.fetch_prebuild(&req.key, &req.source).await?.is_some() {
-            self.enforce_cache().await?;
+        if self
+            .fetch_prebuild(&req.key, &req.source, None)
+            .await?
+            .is_some()
+        {
+            self.enforce_cache(Some(&req.key)).await?;
         }
         self.prebuilds().await
     }
@@ -85,13 +89,18 @@ impl Manager {
         &self,
         key: &str,
         source: &str,
+        on: Option<image::OnProgress>,
     ) -> Result<Option<crate::layers::Pulled>> {
         let r = image::Reference::parse(source)?;
         let digest = r.digest.clone().ok_or_else(|| {
             AgentError::InvalidRequest(format!("{source:?}: a prebuild source names a digest"))
         })?;
         let mut session = self.inner.images.session(&r, None);
-        let pulled = self.inner.layers.pull(&mut session, key, &digest).await?;
+        let pulled = self
+            .inner
+            .layers
+            .pull(&mut session, key, &digest, on)
+            .await?;
         if let Some(p) = &pulled {
             tracing::info!(
                 key,

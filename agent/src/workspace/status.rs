@@ -60,6 +60,11 @@ impl Manager {
             generation: r.generation,
             tunnels: self.inner.activity.of(&r.name),
             init: r.init.as_ref().map(|st| st.report(&r.image)),
+            idle: if state == pb::State::Running {
+                self.idle_verdict(&r.name)
+            } else {
+                None
+            },
         }
     }
 

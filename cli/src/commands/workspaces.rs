@@ -5,7 +5,7 @@ use crate::args::{Change, CreateArgs, Target};
 use crate::client::{enc, Client};
 use crate::output::{age, cores, opt, short, size, table};
 use crate::Outcome;
-use berth_proto::api::{CreateWorkspace, Init, Repo, State, Workspace};
+use berth_proto::api::{CreateWorkspace, Idle, Init, Repo, State, Workspace};
 use berth_proto::units::now_ms;
 use serde_json::json;
 
@@ -183,6 +183,9 @@ fn workspace_details(w: &Workspace) -> String {
         }
         rows.push(("Repo", repo));
     }
+    if let Some(i) = &w.idle {
+        rows.extend(idle_rows(i, now));
+    }
     let mut out: String = rows
         .iter()
         .map(|(k, v)| format!("{:<11} {v}\n", format!("{k}:")))
@@ -191,6 +194,46 @@ fn workspace_details(w: &Workspace) -> String {
         out.push_str(&init_details(init));
     }
     out
+}
+
+/// Awake or idle, why, and when the idle policy stops it.
+fn idle_rows(i: &Idle, now: i64) -> Vec<(&'static str, String)> {
+    let mut rows = vec![("Activity", i.summary.clone())];
+    if i.processes > 0 {
+        rows.push((
+            "Processes",
+            format!("{} (newest: {})", i.processes, i.newest),
+        ));
+    }
+    if let Some(until) = i.keepalive_until_ms {
+        rows.push(("Keepalive", format!("for {}", age(now, until))));
+    }
+    match i.stops_at_ms {
+        Some(at) if at > now => {
+            rows.push(("Stops", format!("in {} if nothing happens", age(now, at))))
+        }
+        Some(_) => rows.push(("Stops", "now".into())),
+        None if i.timeout_seconds == 0 => rows.push(("Stops", "never for idleness".into())),
+        None => {}
+    }
+    rows
+}
+
+/// Holds a workspace from an idle stop for a while.
+pub(crate) async fn keepalive(c: &Client, ui: Ui, t: Target, d: std::time::Duration) -> Outcome {
+    let body = json!({ "seconds": d.as_secs() });
+    let w: Workspace = c.post(&ws_path(&t, "/keepalive"), &body).await?;
+    ui.print(&w, || {
+        match w.idle.as_ref().and_then(|i| i.keepalive_until_ms) {
+            Some(until) => format!(
+                "{} kept running for {} (unless stopped by hand)\n",
+                w.name,
+                age(now_ms(), until)
+            ),
+            None => format!("{}: no keepalive\n", w.name),
+        }
+    });
+    Ok(0)
 }
 
 /// A repository workspace's commit, configuration and steps.

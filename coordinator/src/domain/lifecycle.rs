@@ -40,6 +40,9 @@ pub enum Event {
     Observed(Observed),
     StartRequested,
     StopRequested,
+    /// The idle policy stops a running workspace: why, shown as its reason
+    /// until it starts again.
+    IdleStop(String),
     DeleteRequested,
     /// The node missed its heartbeats for longer than the grace period.
     NodeLost,
@@ -216,6 +219,14 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
                 _ => (next, vec![]),
             }
         }
+
+        (S::Running, Event::IdleStop(why)) if ws.desired == Desired::Running => {
+            next.want(Desired::Stopped);
+            next.reason = Some(why.clone());
+            let a = send(&next, Command::Stop);
+            (to(next, S::Stopping), a)
+        }
+        (_, Event::IdleStop(_)) => return Err(invalid()),
 
         // ---- scheduling ----
         (S::Pending, Event::Placed(node)) => {
@@ -555,6 +566,33 @@ mod tests {
         ));
         let (w, _) = step(&ws, &E::Observed(Observed::Absent)).unwrap();
         assert_eq!(w.state, State::Deleted);
+    }
+
+    #[test]
+    fn an_idle_stop_stops_only_a_workspace_meant_to_run_and_says_why_until_started() {
+        let (ws, _) = run(&placed());
+        let (stopping, a) = step(&ws, &E::IdleStop("idle for 30 min".into())).unwrap();
+        assert_eq!(
+            (stopping.state, stopping.desired),
+            (State::Stopping, Desired::Stopped)
+        );
+        assert_eq!(stopping.reason.as_deref(), Some("idle for 30 min"));
+        assert!(matches!(
+            a[..],
+            [Action::Send {
+                command: Command::Stop,
+                ..
+            }]
+        ));
+        let (stopped, _) = step(&stopping, &E::Observed(Observed::Stopped)).unwrap();
+        assert_eq!(stopped.state, State::Stopped);
+        assert_eq!(stopped.reason.as_deref(), Some("idle for 30 min"));
+        let (woken, _) = step(&stopped, &E::StartRequested).unwrap();
+        assert_eq!(woken.reason, None);
+        // A user's stop in between wins; an idle stop never starts anything.
+        for w in [&stopping, &stopped, &Workspace::new(true)] {
+            assert!(step(w, &E::IdleStop("late".into())).is_err(), "{w:?}");
+        }
     }
 
     #[test]

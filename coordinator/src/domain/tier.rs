@@ -17,6 +17,10 @@ impl Default for Tiers {
             pids: 4096,
             nested_userns: false,
             egress_allow: Vec::new(),
+            idle_timeout_seconds: berth_proto::api::tier_defaults::idle_timeout(),
+            idle_warning_seconds: berth_proto::api::tier_defaults::idle_warning(),
+            max_lifetime_seconds: 0,
+            max_keepalive_seconds: berth_proto::api::tier_defaults::max_keepalive(),
         };
         Self(vec![
             t("small", 1000, 2048, 10),

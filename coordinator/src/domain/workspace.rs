@@ -7,7 +7,7 @@ use crate::domain::scheduler::Resources;
 use crate::domain::tier::{bounds, Tiers};
 use crate::domain::validate;
 use crate::error::{Error, Result};
-use berth_proto::api::{CreateWorkspace, Init, Repo};
+use berth_proto::api::{CreateWorkspace, Idle, Init, Repo};
 use std::collections::BTreeMap;
 
 /// A workspace as the coordinator keeps it.
@@ -41,6 +41,11 @@ pub struct WorkspaceRow {
     pub repo: Option<Repo>,
     /// Its clone and lifecycle steps as its node last reported them.
     pub init: Option<Init>,
+    /// The idle detector's verdict as its node last reported it (running
+    /// workspaces; kept after an idle stop, to say why).
+    pub idle: Option<Idle>,
+    /// A keepalive holds it from an idle stop until then (Unix ms; 0: none).
+    pub keepalive_until_ms: i64,
 }
 
 impl WorkspaceRow {
@@ -117,6 +122,8 @@ impl WorkspaceRow {
             updated_at_ms: self.updated_at_ms,
             repo: self.repo.clone(),
             init: self.init.clone(),
+            progress: None,
+            idle: None,
         }
     }
 
@@ -132,6 +139,7 @@ impl WorkspaceRow {
             generation: self.generation,
             reason: self.reason.clone(),
             at_ms: self.updated_at_ms,
+            progress: None,
         }
     }
 }
@@ -253,6 +261,8 @@ pub fn resolve(
         state_since_ms: now,
         repo: req.repo.clone(),
         init: None,
+        idle: None,
+        keepalive_until_ms: 0,
     })
 }
 

@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
     info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
     paths(
         workspaces::create_workspace, workspaces::list_workspaces, workspaces::get_workspace,
-        workspaces::start_workspace, workspaces::stop_workspace, workspaces::delete_workspace,
+        workspaces::start_workspace, workspaces::stop_workspace, workspaces::keepalive, workspaces::delete_workspace,
         workspaces::events, exec::exec_workspace, exec::exec_stream, nodes::list_nodes,
         nodes::get_node, nodes::cordon_node, nodes::uncordon_node, nodes::drain_node,
         tokens::create_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,
@@ -120,7 +120,8 @@ impl utoipa::Modify for Constraints {
 }
 
 /// The OpenAPI document, with this coordinator's tier names as the only
-/// values `tier` takes (they come from its configuration).
+/// values `tier` takes and its tiers' longest keepalive as the most
+/// `seconds` takes (they come from its configuration).
 async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
     let names: Vec<String> = s.svc.tiers().all().into_iter().map(|t| t.name).collect();
@@ -143,6 +144,20 @@ async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
             v.push(serde_json::Value::Null);
         }
         tier.insert("enum".into(), values);
+    }
+    // The longest keepalive any tier allows.
+    let most = s
+        .svc
+        .tiers()
+        .all()
+        .iter()
+        .map(|t| t.max_keepalive_seconds)
+        .max();
+    if let Some(seconds) = doc
+        .pointer_mut("/components/schemas/Keepalive/properties/seconds")
+        .and_then(|t| t.as_object_mut())
+    {
+        seconds.insert("maximum".into(), serde_json::json!(most.unwrap_or(0)));
     }
     Json(doc)
 }

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_proto::api::{CreateWorkspace, ErrorBody, Workspace};
+use berth_proto::api::{CreateWorkspace, ErrorBody, Keepalive, Workspace};
 use futures::Stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -26,6 +26,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
+        .route("/v1/workspaces/{name}/keepalive", post(keepalive))
         .route("/v1/events", get(events))
 }
 
@@ -92,7 +93,7 @@ pub(super) async fn list_workspaces(
             node: q.node,
         })
         .await?;
-    Ok(Json(rows.iter().map(|w| w.view()).collect()))
+    Ok(Json(rows.iter().map(|w| s.svc.view(w)).collect()))
 }
 
 /// Get one workspace.
@@ -106,7 +107,8 @@ pub(super) async fn get_workspace(
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Workspace>> {
     let owner = owner_of(&a, q.owner)?;
-    Ok(Json(s.svc.find(&owner, &name).await?.view()))
+    let w = s.svc.find(&owner, &name).await?;
+    Ok(Json(s.svc.view(&w)))
 }
 
 async fn intent(
@@ -145,6 +147,24 @@ pub(super) async fn stop_workspace(
     Q(q): Q<OwnerQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
     intent(&s, &a, &name, q.owner, Event::StopRequested).await
+}
+
+/// Hold a workspace from being stopped for idleness for a while (at most
+/// its tier's `max_keepalive_seconds`; 0 ends a keepalive).
+#[utoipa::path(post, path = "/v1/workspaces/{name}/keepalive", request_body = Keepalive,
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
+    responses((status = 200, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn keepalive(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<Keepalive>,
+) -> Result<Json<Workspace>> {
+    let owner = owner_of(&a, q.owner)?;
+    let w = s.svc.keepalive(&owner, &name, req.seconds).await?;
+    Ok(Json(s.svc.view(&w)))
 }
 
 /// Delete a workspace and its volume (once deleted, it answers 404).

@@ -429,11 +429,23 @@ impl QuicLink {
             .map_err(|e| e.to_string())?
         {
             match msg.msg {
+                Some(Up::Progress(progress)) => {
+                    let _ = self.inner.events.send(LinkEvent::Progress {
+                        node: node.into(),
+                        progress,
+                    });
+                }
                 Some(Up::Heartbeat(hb)) => {
                     if let Some(l) = hb.prebuilds {
                         let _ = self.inner.events.send(LinkEvent::Prebuilds {
                             node: node.into(),
                             keys: l.keys,
+                        });
+                    }
+                    if let Some(l) = hb.images {
+                        let _ = self.inner.events.send(LinkEvent::Images {
+                            node: node.into(),
+                            names: l.names,
                         });
                     }
                     if let Some(s) = self

@@ -65,9 +65,50 @@ impl Service {
                 LinkEvent::Prebuilds { node, keys } => {
                     tokio::spawn(async move { me.note_node_prebuilds(&node, keys).await });
                 }
+                LinkEvent::Progress { node, progress } => {
+                    tokio::spawn(async move { me.pull_progress(&node, progress).await });
+                }
+                LinkEvent::Images { node, names } => {
+                    tokio::spawn(async move {
+                        let names = names.into_iter().collect();
+                        if let Err(e) = me.inner.store.set_node_images(&node, &names).await {
+                            tracing::warn!(%node, error = %e, "node images not recorded");
+                        }
+                    });
+                }
                 LinkEvent::Disconnected { .. } => {}
             }
         }
+    }
+
+    /// How far a pull that a workspace placed on `node` waits on got:
+    /// kept for reads and sent on the event stream, while the workspace is
+    /// being made (a report that arrives after it is ignored).
+    async fn pull_progress(&self, node: &str, p: pb::PullProgress) {
+        let Ok(Some(w)) = self.inner.store.workspace(&p.workspace).await else {
+            return;
+        };
+        if w.node.as_deref() != Some(node) || !matches!(w.state, State::Scheduled | State::Starting)
+        {
+            return;
+        }
+        let progress = berth_proto::api::Progress {
+            what: p.what,
+            reference: p.reference,
+            phase: p.phase,
+            done_bytes: p.done_bytes,
+            total_bytes: p.total_bytes,
+            done_layers: p.done_layers,
+            total_layers: p.total_layers,
+        };
+        self.inner
+            .progress
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(w.id.clone(), progress.clone());
+        let mut ev = w.event();
+        ev.progress = Some(progress);
+        let _ = self.inner.events.send(ev);
     }
 
     /// A report from `node` about one workspace: applied only if the

@@ -133,8 +133,22 @@ impl Store {
     /// Sets the prebuild layers node `id` holds (what it answered a pull,
     /// a drop or a build with).
     pub async fn set_node_prebuilds(&self, id: &str, keys: &BTreeSet<String>) -> Result<()> {
-        sqlx::query("UPDATE nodes SET cached_prebuilds = $1 WHERE id = $2")
-            .bind(serde_json::to_string(keys).unwrap_or_default())
+        self.set_cached(id, "cached_prebuilds", keys).await
+    }
+
+    /// Sets the images node `id` has (its heartbeat said they changed).
+    pub async fn set_node_images(&self, id: &str, names: &BTreeSet<String>) -> Result<()> {
+        self.set_cached(id, "cached_images", names).await
+    }
+
+    async fn set_cached(
+        &self,
+        id: &str,
+        column: &'static str,
+        set: &BTreeSet<String>,
+    ) -> Result<()> {
+        sqlx::query(&format!("UPDATE nodes SET {column} = $1 WHERE id = $2"))
+            .bind(serde_json::to_string(set).unwrap_or_default())
             .bind(id)
             .execute(&self.pool)
             .await?;

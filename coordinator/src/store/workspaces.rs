@@ -63,6 +63,8 @@ fn ws_from(r: &AnyRow) -> Result<WorkspaceRow> {
         state_since_ms: g("state_since_ms")?,
         repo: json_opt(&r.try_get::<String, _>("repo")?),
         init: json_opt(&r.try_get::<String, _>("init_report")?),
+        idle: json_opt(&r.try_get::<String, _>("idle_report")?),
+        keepalive_until_ms: g("keepalive_until_ms")?,
     })
 }
 
@@ -81,7 +83,8 @@ fn json_or_empty<T: serde::Serialize>(v: &Option<T>) -> String {
 
 const WS_COLS: &str = "id, name, owner, image, cpu_millis, memory_bytes, disk_bytes, pids, env, \
     node_selector, state, desired, node, generation, version, reason, ip, exit_code, \
-    created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow, repo, init_report";
+    created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow, repo, init_report, \
+    idle_report, keepalive_until_ms";
 
 /// The guarded reservation: succeeds only if the node stays within capacity.
 const RESERVE: &str = "UPDATE nodes SET alloc_cpu_millis = alloc_cpu_millis + $1, \
@@ -101,7 +104,7 @@ impl Store {
     /// Stores a new workspace; 409 if the owner has one of that name.
     pub async fn insert_workspace(&self, w: &WorkspaceRow) -> Result<()> {
         let q = format!(
-            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26)"
+            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
         );
         let r = bind_ws(sqlx::query(&q), w).execute(&self.pool).await;
         match r {
@@ -265,7 +268,7 @@ impl Store {
 }
 
 async fn cas(tx: &mut sqlx::Transaction<'_, sqlx::Any>, next: &WorkspaceRow) -> Result<u64> {
-    let q = "UPDATE workspaces SET state = $1, desired = $2, node = $3, generation = $4, version = version + 1, reason = $5, ip = $6, exit_code = $7, updated_at_ms = $8, state_since_ms = $9, init_report = $12 WHERE id = $10 AND version = $11";
+    let q = "UPDATE workspaces SET state = $1, desired = $2, node = $3, generation = $4, version = version + 1, reason = $5, ip = $6, exit_code = $7, updated_at_ms = $8, state_since_ms = $9, init_report = $12, idle_report = $13, keepalive_until_ms = $14 WHERE id = $10 AND version = $11";
     Ok(sqlx::query(q)
         .bind(next.state.as_str())
         .bind(next.desired.as_str())
@@ -279,6 +282,8 @@ async fn cas(tx: &mut sqlx::Transaction<'_, sqlx::Any>, next: &WorkspaceRow) -> 
         .bind(&next.id)
         .bind(next.version)
         .bind(json_or_empty(&next.init))
+        .bind(json_or_empty(&next.idle))
+        .bind(next.keepalive_until_ms)
         .execute(&mut **tx)
         .await?
         .rows_affected())
@@ -329,4 +334,6 @@ fn bind_ws<'q>(
         .bind(serde_json::to_string(&w.egress_allow).unwrap_or_default())
         .bind(json_or_empty(&w.repo))
         .bind(json_or_empty(&w.init))
+        .bind(json_or_empty(&w.idle))
+        .bind(w.keepalive_until_ms)
 }

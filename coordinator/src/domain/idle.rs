@@ -1,0 +1,278 @@
+//! The idle policy: given what a workspace's node says it is doing (the
+//! agent's verdict), its tier's policy, a keepalive and the time, whether
+//! to warn it, stop it or leave it. Pure.
+
+use berth_proto::api::{ago, Idle, Tier};
+
+/// A tier's idle policy, in milliseconds (0: off).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Policy {
+    pub timeout_ms: i64,
+    pub warning_ms: i64,
+    pub max_lifetime_ms: i64,
+    pub max_keepalive_ms: i64,
+}
+
+impl Policy {
+    pub fn of(t: &Tier) -> Self {
+        let ms = |s: u64| (s as i64).saturating_mul(1000);
+        Self {
+            timeout_ms: ms(t.idle_timeout_seconds),
+            warning_ms: ms(t.idle_warning_seconds),
+            max_lifetime_ms: ms(t.max_lifetime_seconds),
+            max_keepalive_ms: ms(t.max_keepalive_seconds),
+        }
+    }
+}
+
+/// What a running workspace has coming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Due {
+    Nothing,
+    /// Warn its terminals: it stops at `stops_at_ms` for `why`.
+    Warn {
+        stops_at_ms: i64,
+        why: String,
+    },
+    /// Stop it now, for this reason.
+    Stop(String),
+}
+
+/// A running workspace's facts the policy reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Facts<'a> {
+    pub idle: Option<&'a Idle>,
+    pub keepalive_until_ms: i64,
+    /// When it last started running.
+    pub running_since_ms: i64,
+    /// When its terminals were warned of the stop now due, if they were.
+    pub warned_at_ms: Option<i64>,
+}
+
+/// When it is stopped if nothing changes, and why: the earlier of its idle
+/// timeout (held by a keepalive) and its maximum lifetime, never sooner than
+/// a full warning period after its warning.
+pub fn stops_at(p: &Policy, f: &Facts) -> Option<(i64, String)> {
+    let (at, why) = due_at(p, f)?;
+    Some(match f.warned_at_ms {
+        Some(w) if p.warning_ms > 0 => (at.max(w.saturating_add(p.warning_ms)), why),
+        _ => (at, why),
+    })
+}
+
+/// The stop the policy aims at, before any warning: what a warning is about.
+pub fn due_at(p: &Policy, f: &Facts) -> Option<(i64, String)> {
+    let idle = f
+        .idle
+        .and_then(|i| i.idle_since_ms)
+        .filter(|_| p.timeout_ms > 0)
+        .map(|since| {
+            let at = since.saturating_add(p.timeout_ms).max(f.keepalive_until_ms);
+            (at, format!("idle for {}", ago(at - since)))
+        });
+    let life = (p.max_lifetime_ms > 0).then(|| {
+        (
+            f.running_since_ms.saturating_add(p.max_lifetime_ms),
+            format!("ran for its maximum lifetime of {}", ago(p.max_lifetime_ms)),
+        )
+    });
+    match (idle, life) {
+        (Some(a), Some(b)) => Some(if a.0 <= b.0 { a } else { b }),
+        (a, b) => a.or(b),
+    }
+}
+
+/// What is due at `now_ms`. A stop always follows a warning by the full
+/// warning period, even when the idleness is only known late (a verdict
+/// that dates it back).
+pub fn due(p: &Policy, f: &Facts, now_ms: i64) -> Due {
+    let Some((at, why)) = due_at(p, f) else {
+        return Due::Nothing;
+    };
+    if p.warning_ms == 0 {
+        return if now_ms >= at {
+            Due::Stop(why)
+        } else {
+            Due::Nothing
+        };
+    }
+    match f.warned_at_ms {
+        None if now_ms >= at - p.warning_ms => Due::Warn {
+            stops_at_ms: at.max(now_ms + p.warning_ms),
+            why,
+        },
+        Some(w) if now_ms >= at.max(w + p.warning_ms) => Due::Stop(why),
+        _ => Due::Nothing,
+    }
+}
+
+/// The notice written to a workspace's terminals before it stops.
+pub fn warning(name: &str, stops_at_ms: i64, why: &str, now_ms: i64) -> String {
+    format!(
+        "berth: workspace {name} is {why} and stops in {}. Run `berth keepalive {name}` to keep it running.",
+        ago(stops_at_ms - now_ms)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIN: i64 = 60_000;
+
+    fn policy() -> Policy {
+        Policy {
+            timeout_ms: 30 * MIN,
+            warning_ms: 5 * MIN,
+            max_lifetime_ms: 0,
+            max_keepalive_ms: 8 * 60 * MIN,
+        }
+    }
+
+    fn idle(since: Option<i64>) -> Idle {
+        Idle {
+            idle_since_ms: since,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_policy_in_a_table() {
+        let awake = idle(None);
+        let idle10 = idle(Some(10 * MIN));
+        let no_timeout = Policy {
+            timeout_ms: 0,
+            ..policy()
+        };
+        let lifetime = Policy {
+            max_lifetime_ms: 60 * MIN,
+            ..policy()
+        };
+        let f = |idle, keep, since| Facts {
+            idle,
+            keepalive_until_ms: keep,
+            running_since_ms: since,
+            warned_at_ms: Some(0),
+        };
+        let unwarned = |idle| Facts {
+            warned_at_ms: None,
+            ..f(idle, 0, 0)
+        };
+        let stop = |s: &str| Due::Stop(s.into());
+        // (what, policy, facts, now, due)
+        let table = [
+            (
+                "awake",
+                policy(),
+                f(Some(&awake), 0, 0),
+                500 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "never sampled",
+                policy(),
+                f(None, 0, 0),
+                500 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "idle, not yet",
+                policy(),
+                f(Some(&idle10), 0, 0),
+                30 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "idle, warned 5 min before",
+                policy(),
+                unwarned(Some(&idle10)),
+                35 * MIN,
+                Due::Warn {
+                    stops_at_ms: 40 * MIN,
+                    why: "idle for 30 min".into(),
+                },
+            ),
+            (
+                "not warned before that",
+                policy(),
+                unwarned(Some(&idle10)),
+                34 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "idleness known late: warned first, stopped a full period later",
+                policy(),
+                unwarned(Some(&idle10)),
+                60 * MIN,
+                Due::Warn {
+                    stops_at_ms: 65 * MIN,
+                    why: "idle for 30 min".into(),
+                },
+            ),
+            (
+                "warned late: not stopped before the period ends",
+                policy(),
+                Facts {
+                    warned_at_ms: Some(60 * MIN),
+                    ..f(Some(&idle10), 0, 0)
+                },
+                64 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "idle past the timeout",
+                policy(),
+                f(Some(&idle10), 0, 0),
+                40 * MIN,
+                stop("idle for 30 min"),
+            ),
+            (
+                "a keepalive holds it",
+                policy(),
+                f(Some(&idle10), 90 * MIN, 0),
+                60 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "until it ends",
+                policy(),
+                f(Some(&idle10), 90 * MIN, 0),
+                90 * MIN,
+                stop("idle for 80 min"),
+            ),
+            (
+                "no idle timeout",
+                no_timeout,
+                f(Some(&idle10), 0, 0),
+                900 * MIN,
+                Due::Nothing,
+            ),
+            (
+                "lifetime, even awake",
+                lifetime,
+                f(Some(&awake), 0, 5 * MIN),
+                65 * MIN,
+                stop("ran for its maximum lifetime of 60 min"),
+            ),
+            (
+                "the earlier of the two",
+                lifetime,
+                f(Some(&idle10), 0, 0),
+                40 * MIN,
+                stop("idle for 30 min"),
+            ),
+        ];
+        for (what, p, facts, now, want) in table {
+            assert_eq!(due(&p, &facts, now), want, "{what}");
+        }
+    }
+
+    #[test]
+    fn the_warning_names_the_way_out() {
+        let w = warning("api", 40 * MIN, "idle for 30 min", 35 * MIN);
+        assert_eq!(
+            w,
+            "berth: workspace api is idle for 30 min and stops in 5 min. Run `berth keepalive api` to keep it running."
+        );
+    }
+}
