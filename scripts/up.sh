@@ -101,7 +101,7 @@ pids+=($!)
 coord_dir=$data/coordinator
 if [ ! -f "$coord_dir/berth.db" ]; then rm -rf "$data/agent/identity"; fi
 setsid "$bin/berth-coordinator" --data-dir "$coord_dir" --api "$api" --link "$link" \
-  --default-image "127.0.0.1:$port/dev:latest" \
+  --default-image "127.0.0.1:$port/dev:latest" --backup-repository "$data/backups" \
   >"$(private_log coordinator.log)" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do curl -fs "$BERTH_URL/v1/openapi.json" >/dev/null && break; sleep 0.1; done
@@ -203,6 +203,9 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth get fast                        # started from it: "Prebuild: ...", onCreateCommand skipped
   berth prebuild run --repo $repo_url   # build another (reused: same commit and config)
   berth nodes
+  # Every workspace is backed up every 5 min and after each stop (docs/backups.md):
+  berth backup demo                     # one now; berth backups demo lists them
+  berth stop demo && berth restore demo --at \$(date -u -d '10 min ago' +%FT%TZ) && berth start demo
 
 Ctrl-C stops everything started here; the data stays in $data.
 MSG

@@ -357,10 +357,17 @@ fn chown_fd(fd: &impl AsFd, (uid, gid): (u32, u32)) -> std::io::Result<()> {
 /// every workspace (each maps it into its own range). An id outside the
 /// range (none should be) becomes 0.
 pub fn shift_ids(dir: &Path, base: u32, size: u32) -> std::io::Result<u64> {
+    rebase_ids(dir, base, size, 0)
+}
+
+/// Moves the owners of everything under `dir` (never following a link)
+/// from node ids `from..from+size` to `to..to+size` (a restored backup
+/// taken in another id range); an id outside the range becomes `to`.
+pub fn rebase_ids(dir: &Path, from: u32, size: u32, to: u32) -> std::io::Result<u64> {
     use std::os::unix::fs::MetadataExt;
-    let shift = |id: u32| match id.checked_sub(base) {
-        Some(i) if i < size => i,
-        _ => 0,
+    let shift = |id: u32| match id.checked_sub(from) {
+        Some(i) if i < size => to + i,
+        _ => to,
     };
     let mut n = 0;
     let mut stack = vec![dir.to_path_buf()];

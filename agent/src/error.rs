@@ -63,6 +63,11 @@ pub enum AgentError {
     Network(String),
     #[error("volume: {0}")]
     Volume(String),
+    #[error("backup: {0}")]
+    Backup(String),
+    /// A restore was asked for a backup its store does not have.
+    #[error("{0}")]
+    BackupMissing(String),
     /// A repository workspace's clone or configuration failed: the
     /// repository's or the request's doing.
     #[error("{message}")]
@@ -95,6 +100,8 @@ impl AgentError {
             Self::Io { .. } => "io_error",
             Self::Network(_) => "network_error",
             Self::Volume(_) => "volume_error",
+            Self::Backup(_) => "backup_failed",
+            Self::BackupMissing(_) => "backup_missing",
             Self::Init { code, .. } => code.as_str(),
         }
     }

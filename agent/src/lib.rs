@@ -2,6 +2,7 @@
 //! with cgroup limits, a private network namespace and a size-limited
 //! persistent volume each. See DESIGN.md for the architecture.
 
+pub mod backup;
 pub mod build;
 pub mod cache;
 pub mod cgroup;
@@ -92,6 +93,11 @@ pub async fn prepare(cfg: &Config, host: &host::Host) -> Result<Manager> {
         net,
         seccomp,
     })?;
+    let volumes = m.volumes().dir().to_path_buf();
+    std::fs::create_dir_all(&volumes).map_err(AgentError::io("mkdir the volumes dir"))?;
+    if !backup::freeze::can_clone(&volumes) {
+        tracing::warn!(dir = %volumes.display(), "the volumes' file system cannot clone files (reflink): running workspaces are backed up live, not from a snapshot (docs/backups.md)");
+    }
     m.reconcile().await?;
     Ok(m)
 }

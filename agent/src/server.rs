@@ -147,6 +147,8 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::PullPrebuild(req) => R::Prebuilds(m.pull_prebuild(req).await?),
         Command::Cache(req) => R::Cache(m.cache(req).await?),
         Command::Notify(n) => R::Notified(m.notify(&n.name, &n.message).await?),
+        Command::Backup(req) => R::BackedUp(m.backup(req).await?),
+        Command::Restore(req) => R::Restored(m.restore(req).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

@@ -23,6 +23,11 @@ impl Volumes {
         Self { dir, mountinfo }
     }
 
+    /// The directory the volumes are in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The file backing `name`'s volume.
     pub fn image(&self, name: &str) -> PathBuf {
         self.dir.join(format!("{name}.ext4"))
@@ -177,8 +182,10 @@ impl Volumes {
         let Ok(rd) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
+        // A dot entry is the agent's own (backup snapshots), never a volume.
         let mut names: Vec<String> = rd
             .flatten()
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
             .map(|e| {
                 let n = e.file_name().to_string_lossy().to_string();
                 n.strip_suffix(".ext4").map(String::from).unwrap_or(n)

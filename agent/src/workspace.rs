@@ -3,6 +3,7 @@
 //! workspace's lock; every create either completes or is rolled back.
 
 mod access;
+mod backup;
 mod build;
 mod configure;
 mod create;
@@ -94,6 +95,8 @@ struct Inner {
     layers: crate::layers::Layers,
     /// The idle detector of each running workspace, and its last verdict.
     idle: Mutex<HashMap<String, (crate::idle::Detector, crate::idle::Verdict)>>,
+    /// Backups' and restores' restic.
+    restic: crate::backup::Restic,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -192,6 +195,7 @@ impl Manager {
                 allow_dirty: Default::default(),
                 builds: Default::default(),
                 layers: crate::layers::Layers::new(state.join(prebuild::LAYERS_DIR), mountinfo),
+                restic: crate::backup::Restic::new("restic".into(), state.join("restic-cache")),
             }),
         })
     }

@@ -87,6 +87,25 @@ pub(crate) enum Cmd {
         #[arg(long = "for", default_value = "1h", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// List a workspace's backups (newest first) and whether they are failing.
+    Backups(Target),
+    /// Back a workspace up now (running or stopped); waits until the backup
+    /// is confirmed.
+    Backup(Target),
+    /// Put a backup back into a stopped workspace: its /workspace and home
+    /// directories become what they were then. Refused until what it holds
+    /// now is backed up (its stop backs it up).
+    Restore {
+        #[command(flatten)]
+        target: Target,
+        /// The newest backup taken at or before this time (RFC 3339, e.g.
+        /// 2026-12-03T14:05:00Z; default: the newest).
+        #[arg(long, conflicts_with = "id")]
+        at: Option<String>,
+        /// A backup by id (from `berth backups`).
+        #[arg(long)]
+        id: Option<String>,
+    },
     /// Delete a workspace and its volume, and wait until it is gone.
     #[command(alias = "rm")]
     Delete(Change),

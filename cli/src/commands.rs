@@ -3,6 +3,7 @@
 //! is here.
 
 mod admin;
+mod backups;
 mod exec;
 mod nodes;
 mod prebuilds;
@@ -108,6 +109,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Keepalive { target, duration } => {
             workspaces::keepalive(&c, ui, target, duration).await
         }
+        Cmd::Backups(t) => backups::list(&c, ui, t).await,
+        Cmd::Backup(t) => backups::now(&c, ui, t).await,
+        Cmd::Restore { target, at, id } => backups::restore(&c, ui, target, id, at).await,
         Cmd::Delete(ch) => workspaces::change(&c, ui, ch, "delete", State::Deleted).await,
         Cmd::Exec(x) => exec::run(&c, ui, x).await,
         Cmd::PortForward {

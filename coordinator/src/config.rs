@@ -4,6 +4,7 @@
 //! beyond the security defaults. The file is parsed strictly (unknown keys
 //! are errors) and validated by a pure function; every error names its key.
 
+use crate::domain::backup::Policy as BackupPolicy;
 use crate::domain::tier::{bounds, Tier, Tiers};
 use crate::domain::webhook::{PrebuildPolicy, WatchedRepo};
 use crate::link::quic::LinkConfig;
@@ -35,6 +36,8 @@ pub struct Config {
     pub secrets_key_file: Option<PathBuf>,
     /// Prebuilds kept, and the repositories whose pushes start them.
     pub prebuilds: PrebuildPolicy,
+    /// Where workspaces are backed up, and how often.
+    pub backups: BackupPolicy,
 }
 
 /// The file as written.
@@ -47,6 +50,25 @@ pub struct ConfigFile {
     /// Prebuilds: what is kept, which repositories' pushes start one.
     #[serde(default)]
     pub prebuilds: Option<PrebuildsFile>,
+    /// Backups: where, how often.
+    #[serde(default)]
+    pub backups: Option<BackupsFile>,
+}
+
+/// The `[backups]` table.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BackupsFile {
+    /// Root of the workspaces' restic repositories: an absolute path (on
+    /// each node; default /var/lib/berth/backups) or `s3:URL`.
+    pub repository: Option<String>,
+    /// Minutes between backups of a running workspace (default 5).
+    pub interval_minutes: Option<f64>,
+    /// Environment restic gets for the store (AWS_ACCESS_KEY_ID, ...).
+    #[serde(default)]
+    pub env: std::collections::BTreeMap<String, String>,
+    /// Backups running at once (default 4).
+    pub parallel: Option<usize>,
 }
 
 /// The `[prebuilds]` table.
@@ -130,6 +152,7 @@ pub enum ConfigError {
 pub struct FileConfig {
     pub tiers: Tiers,
     pub prebuilds: PrebuildPolicy,
+    pub backups: BackupPolicy,
 }
 
 /// Reads and validates a configuration file; no path means the defaults.
@@ -159,7 +182,47 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
         Some(p) => validate_prebuilds(p, &tiers)?,
         None => PrebuildPolicy::default(),
     };
-    Ok(FileConfig { tiers, prebuilds })
+    let backups = match file.backups {
+        Some(b) => validate_backups(b)?,
+        None => BackupPolicy::default(),
+    };
+    Ok(FileConfig {
+        tiers,
+        prebuilds,
+        backups,
+    })
+}
+
+fn validate_backups(b: BackupsFile) -> Result<BackupPolicy, ConfigError> {
+    let d = BackupPolicy::default();
+    let repository = b.repository.unwrap_or(d.repository);
+    crate::domain::backup::check_repository(&repository)
+        .map_err(|e| invalid("backups.repository", e))?;
+    let minutes = b.interval_minutes.unwrap_or(5.0);
+    if !(0.05..=1440.0).contains(&minutes) {
+        return Err(invalid("backups.interval_minutes", "must be 0.05 to 1440"));
+    }
+    if let Some(k) = b
+        .env
+        .keys()
+        .find(|k| !berth_proto::api::STORE_ENV.contains(&k.as_str()))
+    {
+        return Err(ConfigError::Invalid {
+            key: format!("backups.env.{k}"),
+            reason: format!("one of {:?}", berth_proto::api::STORE_ENV),
+        });
+    }
+    let parallel = b.parallel.unwrap_or(d.parallel);
+    if !(1..=64).contains(&parallel) {
+        return Err(invalid("backups.parallel", "must be 1 to 64"));
+    }
+    Ok(BackupPolicy {
+        repository,
+        env: b.env,
+        interval_ms: (minutes * 60_000.0) as i64,
+        parallel,
+        ..d
+    })
 }
 
 fn validate_prebuilds(p: PrebuildsFile, tiers: &Tiers) -> Result<PrebuildPolicy, ConfigError> {

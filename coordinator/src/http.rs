@@ -6,6 +6,7 @@
 //! to HTTP statuses here, in one place. Nothing imports this module.
 
 mod auth;
+mod backups;
 mod exec;
 mod nodes;
 mod openapi;
@@ -187,6 +188,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(openapi::routes())
         .merge(workspaces::routes())
+        .merge(backups::routes())
         .merge(exec::routes())
         .merge(nodes::routes())
         .merge(tokens::routes())

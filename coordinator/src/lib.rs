@@ -101,6 +101,7 @@ pub async fn run(
         clock: service::system_clock(),
         sealer,
         prebuilds: cfg.prebuilds.clone(),
+        backups: cfg.backups.clone(),
     });
     let state = http::AppState {
         svc: svc.clone(),

@@ -99,6 +99,11 @@ struct Opts {
     /// Default: <data-dir>/secrets.key.
     #[arg(long, global = true, env = "BERTH_SECRETS_KEY_FILE")]
     secrets_key_file: Option<PathBuf>,
+    /// Root of the workspaces' backup repositories (an absolute path on
+    /// each node, or s3:URL); overrides the configuration's `[backups]
+    /// repository`.
+    #[arg(long, global = true, env = "BERTH_BACKUP_REPOSITORY")]
+    backup_repository: Option<String>,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {
@@ -194,6 +199,17 @@ fn config(o: &Opts) -> Result<Config, String> {
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         tiers: file.tiers,
         prebuilds: file.prebuilds,
+        backups: match &o.backup_repository {
+            Some(r) => {
+                berth_coordinator::domain::backup::check_repository(r)
+                    .map_err(|e| format!("--backup-repository {r:?}: {e}"))?;
+                berth_coordinator::domain::backup::Policy {
+                    repository: r.clone(),
+                    ..file.backups
+                }
+            }
+            None => file.backups,
+        },
         secrets_key_file: o.secrets_key_file.clone(),
     })
 }

@@ -9,6 +9,7 @@
 //! in: a test drives the service with a fake link and its own clock.
 
 mod access;
+mod backups;
 mod exec;
 mod idle;
 mod nodes;
@@ -56,6 +57,8 @@ pub struct Timing {
     pub strategy: Strategy,
     /// How often running workspaces are checked against the idle policy.
     pub idle_check: Duration,
+    /// How often workspaces are checked for a due backup.
+    pub backup_check: Duration,
 }
 
 impl Default for Timing {
@@ -68,6 +71,7 @@ impl Default for Timing {
             registry_timeout: Duration::from_secs(120),
             strategy: Strategy::BinPack,
             idle_check: Duration::from_secs(2),
+            backup_check: Duration::from_secs(2),
         }
     }
 }
@@ -97,6 +101,8 @@ pub struct Parts {
     pub sealer: crate::secrets::Sealer,
     /// Prebuilds kept, and the repositories whose pushes start them.
     pub prebuilds: crate::domain::webhook::PrebuildPolicy,
+    /// Where workspaces are backed up, and how often.
+    pub backups: crate::domain::backup::Policy,
 }
 
 /// Why `Service::change` did not change a workspace.
@@ -121,6 +127,11 @@ struct Inner {
     clock: Clock,
     sealer: crate::secrets::Sealer,
     prebuilds: crate::domain::webhook::PrebuildPolicy,
+    backups: crate::domain::backup::Policy,
+    /// Workspace ids with a backup or restore on its way.
+    backing_up: Mutex<HashSet<String>>,
+    /// Bounds the backups running at once.
+    backup_slots: Arc<tokio::sync::Semaphore>,
     /// Held while a prebuild is requested or started (one decision at a time).
     prebuild_lock: tokio::sync::Mutex<()>,
     /// When this service was made, by its clock.
@@ -167,6 +178,9 @@ impl Service {
                 clock: p.clock,
                 sealer: p.sealer,
                 prebuilds: p.prebuilds,
+                backup_slots: Arc::new(tokio::sync::Semaphore::new(p.backups.parallel.max(1))),
+                backups: p.backups,
+                backing_up: Mutex::default(),
                 prebuild_lock: Default::default(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),
@@ -236,6 +250,7 @@ impl Service {
             self.dispatch_loop(),
             self.liveness_loop(),
             self.idle_loop(),
+            self.backup_loop(),
             self.link_loop(link_events),
         );
     }

@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Executor};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+mod backups;
 mod git_credentials;
 mod holds;
 mod nodes;
@@ -24,6 +25,7 @@ mod ssh_keys;
 mod tokens;
 mod workspaces;
 
+pub use backups::{BackupRow, BackupStateRow};
 pub use git_credentials::GitCredentialRow;
 pub use holds::{Repair, NO_ROOM};
 pub use prebuilds::PrebuildRow;

@@ -5,12 +5,14 @@
 //! ones the coordinator enforces.
 
 mod access;
+mod backups;
 mod idle;
 mod nodes;
 mod repos;
 mod tunnels;
 
 pub use access::*;
+pub use backups::*;
 pub use idle::*;
 pub use nodes::*;
 pub use repos::*;
@@ -290,6 +292,9 @@ pub struct Workspace {
     /// While it runs: awake or idle, why, and when the idle policy stops it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<Idle>,
+    /// Its backups: the newest, how many, failures (`GET` of one workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupStatus>,
 }
 
 /// How far a pull a workspace waits on got (an image, or a prebuild layer

@@ -53,11 +53,15 @@ pub enum Code {
     HostRequirementsUnmet,
     /// A prebuild's onCreateCommand or updateContentCommand failed (its log says).
     PrebuildFailed,
+    /// A backup or restore failed on the node or in its store (retried).
+    BackupFailed,
+    /// A restore named a backup its store does not have: never started empty.
+    BackupMissing,
 }
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 33] = [
+    pub const ALL: [Code; 35] = [
         Code::InvalidName,
         Code::InvalidResources,
         Code::InvalidRequest,
@@ -91,6 +95,8 @@ impl Code {
         Code::BuildFailed,
         Code::HostRequirementsUnmet,
         Code::PrebuildFailed,
+        Code::BackupFailed,
+        Code::BackupMissing,
     ];
 
     /// The code on the wire (docs/errors.md).
@@ -129,6 +135,8 @@ impl Code {
             Code::BuildFailed => "build_failed",
             Code::HostRequirementsUnmet => "host_requirements_unmet",
             Code::PrebuildFailed => "prebuild_failed",
+            Code::BackupFailed => "backup_failed",
+            Code::BackupMissing => "backup_missing",
         }
     }
 

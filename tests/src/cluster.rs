@@ -35,6 +35,9 @@ pub struct ClusterOptions {
     pub layer_registry: bool,
     /// The agents' `[idle] sample_seconds`.
     pub idle_sample_seconds: u64,
+    /// The cluster's directory (so the nodes' volumes) on a file system
+    /// that clones files (`crate::xfs`): backups from snapshots.
+    pub reflink: bool,
 }
 
 impl Default for ClusterOptions {
@@ -50,6 +53,7 @@ impl Default for ClusterOptions {
             postgres: false,
             layer_registry: false,
             idle_sample_seconds: 10,
+            reflink: false,
         }
     }
 }
@@ -162,7 +166,12 @@ impl Cluster {
         let seq = SEQ.fetch_add(1, Ordering::Relaxed);
         let pid = std::process::id();
         let id = format!("{}{seq}", pid % 100_000);
-        let dir = PathBuf::from(format!("/tmp/bc{id}"));
+        let root = if opts.reflink {
+            crate::xfs::pool()
+        } else {
+            PathBuf::from("/tmp")
+        };
+        let dir = root.join(format!("bc{id}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("mkdir cluster dir");
         let bridge = format!("bc{id}");
@@ -272,6 +281,12 @@ impl Cluster {
         // A test's own --lost-after (in its coordinator arguments) wins.
         if !args.iter().any(|a| a == "--lost-after") {
             cmd.args(["--lost-after", "6s"]);
+        }
+        // Backups stay in the cluster's directory (not the machine's
+        // /var/lib/berth), unless the test says where.
+        if !args.iter().any(|a| a == "--backup-repository") {
+            let repo = self.dir.join("backups");
+            cmd.args(["--backup-repository", &repo.display().to_string()]);
         }
         if let Some(url) = &database {
             cmd.args(["--database", url]);

@@ -16,6 +16,7 @@ pub mod oci;
 pub mod openssh;
 pub mod postgres;
 mod process;
+pub mod xfs;
 
 pub use clean::{assert_clean, Leaks};
 pub use cluster::{Cluster, ClusterNode, ClusterOptions};

@@ -261,6 +261,8 @@ impl Coordinator {
             .args(["--api", &api, "--link", &link.to_string()])
             // As make up runs it: a create may leave out the image.
             .args(["--default-image", "127.0.0.1:5000/dev:latest"])
+            .arg("--backup-repository")
+            .arg(dir.path().join("backups"))
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

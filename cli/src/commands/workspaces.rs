@@ -186,6 +186,9 @@ fn workspace_details(w: &Workspace) -> String {
     if let Some(i) = &w.idle {
         rows.extend(idle_rows(i, now));
     }
+    if let Some(b) = &w.backup {
+        rows.push(("Backup", super::backups::summary(b, now)));
+    }
     let mut out: String = rows
         .iter()
         .map(|(k, v)| format!("{:<11} {v}\n", format!("{k}:")))

@@ -124,6 +124,7 @@ impl WorkspaceRow {
             init: self.init.clone(),
             progress: None,
             idle: None,
+            backup: None,
         }
     }
 

@@ -4,7 +4,7 @@
 
 use super::AppState;
 use super::{
-    exec, nodes, prebuilds, previews, repos, signin, ssh_keys, terminal, tokens, tunnels,
+    backups, exec, nodes, prebuilds, previews, repos, signin, ssh_keys, terminal, tokens, tunnels,
     workspaces,
 };
 use axum::extract::State as AxState;
@@ -32,7 +32,8 @@ pub fn routes() -> Router<AppState> {
         previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,
         repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
         repos::delete_git_credential, prebuilds::run_prebuild, prebuilds::list_prebuilds,
-        prebuilds::get_prebuild, prebuilds::prebuild_log
+        prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
+        backups::backup_now, backups::restore
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

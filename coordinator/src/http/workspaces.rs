@@ -108,7 +108,9 @@ pub(super) async fn get_workspace(
 ) -> Result<Json<Workspace>> {
     let owner = owner_of(&a, q.owner)?;
     let w = s.svc.find(&owner, &name).await?;
-    Ok(Json(s.svc.view(&w)))
+    let mut v = s.svc.view(&w);
+    v.backup = s.svc.backup_status(&w).await?;
+    Ok(Json(v))
 }
 
 async fn intent(

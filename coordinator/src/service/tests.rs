@@ -116,6 +116,7 @@ impl Harness {
             clock,
             sealer: crate::secrets::Sealer::new([7; 32]),
             prebuilds: Default::default(),
+            backups: Default::default(),
         });
         let (events, rx) = mpsc::unbounded_channel();
         tokio::spawn(svc.clone().run(rx));

@@ -116,6 +116,7 @@ pub(super) fn service(store: Store) -> Service {
         clock: berth_coordinator::service::system_clock(),
         sealer: berth_coordinator::secrets::Sealer::new([7; 32]),
         prebuilds: Default::default(),
+        backups: Default::default(),
     })
 }
 

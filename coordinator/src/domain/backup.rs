@@ -1,0 +1,195 @@
+//! When a workspace's backup is due (pure; `now` passed in): every
+//! interval while it runs, once after every stop, and after a failure not
+//! before a backoff that doubles up to a bound.
+
+use super::lifecycle::State;
+use std::collections::BTreeMap;
+
+/// The `[backups]` policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// Root of the workspaces' repositories: an absolute path (on each
+    /// node: backups survive a workspace, not its node) or `s3:URL`
+    /// (shared: a workspace restores anywhere). Each workspace's repository
+    /// is `<root>/<workspace id>`.
+    pub repository: String,
+    /// Environment restic gets for the store (credentials).
+    pub env: BTreeMap<String, String>,
+    pub interval_ms: i64,
+    pub retry_min_ms: i64,
+    pub retry_max_ms: i64,
+    /// Backups running at once across the cluster.
+    pub parallel: usize,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Self {
+            repository: "/var/lib/berth/backups".into(),
+            env: BTreeMap::new(),
+            interval_ms: 300_000,
+            retry_min_ms: 5_000,
+            retry_max_ms: 300_000,
+            parallel: 4,
+        }
+    }
+}
+
+/// Whether `r` can be a repository root: an absolute path (no `..`) or
+/// `s3:URL`.
+pub fn check_repository(r: &str) -> Result<(), &'static str> {
+    let local = r.starts_with('/') && !r.split('/').any(|p| p == "..");
+    if (local || r.starts_with("s3:")) && !r.chars().any(char::is_control) {
+        Ok(())
+    } else {
+        Err("an absolute path or s3:URL")
+    }
+}
+
+impl Policy {
+    /// Workspace `id`'s repository.
+    pub fn repository_of(&self, id: &str) -> String {
+        format!("{}/{id}", self.repository.trim_end_matches('/'))
+    }
+}
+
+/// What a workspace's backup key is sealed to (with the secrets key).
+pub fn sealing_context(workspace_id: &str) -> Vec<u8> {
+    [b"backup\0".as_slice(), workspace_id.as_bytes()].concat()
+}
+
+/// What the decision reads of a workspace and its backups.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Facts {
+    pub state: State,
+    pub state_since_ms: i64,
+    /// When the newest confirmed backup was taken.
+    pub last_backup_ms: Option<i64>,
+    /// Consecutive failures, and when the last attempt started.
+    pub failures: u32,
+    pub last_attempt_ms: i64,
+}
+
+/// Why a backup is due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Due {
+    /// The interval passed while it runs.
+    Periodic,
+    /// It stopped since its last backup.
+    Final,
+}
+
+/// When the next backup is due (Unix ms), and why; None: none is.
+pub fn next(p: &Policy, f: &Facts) -> Option<(i64, Due)> {
+    let last = f.last_backup_ms.unwrap_or(i64::MIN);
+    let (at, why) = match f.state {
+        State::Running => (
+            last.max(f.state_since_ms).saturating_add(p.interval_ms),
+            Due::Periodic,
+        ),
+        State::Stopped if last < f.state_since_ms => (f.state_since_ms, Due::Final),
+        _ => return None,
+    };
+    Some((at.max(retry_at(p, f)), why))
+}
+
+/// Whether a backup is due at `now`.
+pub fn due(p: &Policy, f: &Facts, now: i64) -> Option<Due> {
+    next(p, f).filter(|(at, _)| *at <= now).map(|(_, why)| why)
+}
+
+/// Not before this after `failures` failures: the minimum, doubled per
+/// further failure, at most the maximum.
+fn retry_at(p: &Policy, f: &Facts) -> i64 {
+    if f.failures == 0 {
+        return i64::MIN;
+    }
+    let shift = (f.failures - 1).min(20);
+    let wait = p
+        .retry_min_ms
+        .saturating_mul(1 << shift)
+        .min(p.retry_max_ms);
+    f.last_attempt_ms.saturating_add(wait)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(state: State, since: i64, last: Option<i64>) -> Facts {
+        Facts {
+            state,
+            state_since_ms: since,
+            last_backup_ms: last,
+            failures: 0,
+            last_attempt_ms: 0,
+        }
+    }
+
+    #[test]
+    fn due_as_the_table_says() {
+        let p = Policy {
+            interval_ms: 1000,
+            ..Policy::default()
+        };
+        let cases: &[(Facts, i64, Option<Due>)] = &[
+            // Running: an interval after it started, then after the last backup.
+            (facts(State::Running, 0, None), 999, None),
+            (facts(State::Running, 0, None), 1000, Some(Due::Periodic)),
+            (facts(State::Running, 0, Some(500)), 1499, None),
+            (
+                facts(State::Running, 0, Some(500)),
+                1500,
+                Some(Due::Periodic),
+            ),
+            // A backup from before it started again does not count.
+            (facts(State::Running, 2000, Some(500)), 2999, None),
+            // Stopped: once, right away, unless a backup followed the stop.
+            (
+                facts(State::Stopped, 2000, Some(1500)),
+                2000,
+                Some(Due::Final),
+            ),
+            (facts(State::Stopped, 2000, None), 2000, Some(Due::Final)),
+            (facts(State::Stopped, 2000, Some(2100)), 9000, None),
+            // Other states: never.
+            (facts(State::Starting, 0, None), 9000, None),
+            (facts(State::Failed, 0, None), 9000, None),
+            (facts(State::Deleting, 0, None), 9000, None),
+        ];
+        for (f, now, want) in cases {
+            assert_eq!(due(&p, f, *now), *want, "{f:?} at {now}");
+        }
+    }
+
+    #[test]
+    fn failures_back_off_doubling_up_to_the_bound() {
+        let p = Policy {
+            retry_min_ms: 100,
+            retry_max_ms: 1000,
+            ..Policy::default()
+        };
+        let after = |failures| {
+            let f = Facts {
+                failures,
+                last_attempt_ms: 10_000,
+                ..facts(State::Stopped, 5_000, None)
+            };
+            next(&p, &f).map(|(at, _)| at - 10_000)
+        };
+        assert_eq!(after(1), Some(100));
+        assert_eq!(after(2), Some(200));
+        assert_eq!(after(4), Some(800));
+        assert_eq!(after(5), Some(1000));
+        assert_eq!(after(60), Some(1000));
+    }
+
+    #[test]
+    fn repositories_are_per_workspace() {
+        let p = Policy {
+            repository: "s3:http://127.0.0.1:9000/b/".into(),
+            ..Policy::default()
+        };
+        assert_eq!(p.repository_of("w1"), "s3:http://127.0.0.1:9000/b/w1");
+    }
+}

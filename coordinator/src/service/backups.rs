@@ -1,0 +1,369 @@
+//! Backups at work (docs/backups.md): every interval while a workspace
+//! runs and once after every stop, its node backs it up to its own
+//! repository with the key held here; a failure is retried with backoff and
+//! shown (status, event), never dropped. A restore puts a chosen backup back
+//! into a stopped workspace.
+
+use super::Service;
+use crate::domain::backup::{self, sealing_context, Facts};
+use crate::domain::lifecycle::State;
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::{Error, Result};
+use crate::store::{BackupRow, BackupStateRow, WorkspaceFilter};
+use berth_proto::agent as pb;
+use berth_proto::api::{Backup, BackupStatus, Backups, RestoreBody, Restored};
+use berth_proto::codes::{self, Code};
+use std::time::Duration;
+
+/// How long a node may take over one backup or restore.
+const BACKUP_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// Removes the id from the in-flight set when dropped.
+struct InFlight(Service, String);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0
+            .inner
+            .backing_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.1);
+    }
+}
+
+impl Service {
+    pub(super) async fn backup_loop(&self) {
+        loop {
+            tokio::time::sleep(self.inner.timing.backup_check).await;
+            if let Err(e) = self.backup_pass().await {
+                tracing::warn!(error = %e, "backup pass failed");
+            }
+        }
+    }
+
+    /// Starts the backups that are due.
+    pub async fn backup_pass(&self) -> Result<()> {
+        let facts = self.inner.store.backup_facts().await?;
+        let now = self.now();
+        for state in [State::Running, State::Stopped] {
+            let rows = self
+                .inner
+                .store
+                .workspaces(&WorkspaceFilter {
+                    state: Some(state),
+                    ..Default::default()
+                })
+                .await?;
+            for w in rows {
+                let f = facts_of(&w, facts.get(&w.id).copied());
+                if backup::due(&self.inner.backups, &f, now).is_none() {
+                    continue;
+                }
+                let Some(node) = w.node.clone().filter(|n| self.inner.link.is_connected(n)) else {
+                    continue;
+                };
+                let Some(flight) = self.claim(&w.id) else {
+                    continue;
+                };
+                let svc = self.clone();
+                tokio::spawn(async move {
+                    let _flight = flight;
+                    let _slot = svc.inner.backup_slots.clone().acquire_owned().await;
+                    let _ = svc.back_up(&w, &node).await;
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Marks workspace `id` as having a backup or restore on its way; None
+    /// if it already has.
+    fn claim(&self, id: &str) -> Option<InFlight> {
+        let mut set = self
+            .inner
+            .backing_up
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !set.insert(id.to_string()) {
+            return None;
+        }
+        Some(InFlight(self.clone(), id.to_string()))
+    }
+
+    /// Workspace `w`'s repository and key, made on first use.
+    async fn backup_store(&self, w: &WorkspaceRow) -> Result<pb::BackupStore> {
+        let state = match self.inner.store.backup_state(&w.id).await? {
+            Some(s) => s,
+            None => {
+                let key = hex::encode(rand::random::<[u8; 32]>());
+                let row = BackupStateRow {
+                    workspace_id: w.id.clone(),
+                    repository: self.inner.backups.repository_of(&w.id),
+                    sealed_key: self
+                        .inner
+                        .sealer
+                        .seal(key.as_bytes(), &sealing_context(&w.id)),
+                    failures: 0,
+                    last_error: String::new(),
+                    last_attempt_ms: 0,
+                };
+                self.inner.store.init_backup_state(&row).await?
+            }
+        };
+        let key = self
+            .inner
+            .sealer
+            .open(&state.sealed_key, &sealing_context(&w.id))
+            .ok_or_else(|| Error::internal("the backup key does not open with the secrets key"))?;
+        Ok(pb::BackupStore {
+            repository: state.repository,
+            password: String::from_utf8_lossy(&key).into_owned(),
+            env: self.inner.backups.env.clone().into_iter().collect(),
+        })
+    }
+
+    /// Backs workspace `w` up on `node` now; records the backup, or the
+    /// failure (status and event).
+    async fn back_up(&self, w: &WorkspaceRow, node: &str) -> Result<Backup> {
+        let started = self.now();
+        let result = async {
+            let store = self.backup_store(w).await?;
+            let cmd = pb::request::Command::Backup(pb::BackupRequest {
+                name: w.id.clone(),
+                store: Some(store),
+            });
+            match self.inner.link.call(node, cmd, BACKUP_TIMEOUT).await? {
+                pb::response::Result::BackedUp(b) => Ok(b),
+                pb::response::Result::Error(e) => Err(agent_error(e)),
+                other => Err(Error::node(
+                    "node_error",
+                    format!("unexpected answer {other:?}"),
+                )),
+            }
+        }
+        .await;
+        let ms = |t: u64| t.min(i64::MAX as u64) as i64;
+        match result {
+            Ok(b) => {
+                let backup = Backup {
+                    id: b.id,
+                    taken_at_ms: ms(b.taken_at_ms),
+                    node: node.to_string(),
+                    bytes_added: b.bytes_added,
+                    bytes_total: b.bytes_total,
+                    files: b.files,
+                    consistency: b.consistency,
+                    pause_ms: b.pause_ms,
+                    duration_ms: b.duration_ms,
+                    paths: b.paths,
+                };
+                let row = BackupRow {
+                    workspace_id: w.id.clone(),
+                    backup: backup.clone(),
+                    id_base: b.id_base,
+                };
+                self.inner.store.add_backup(&row, started).await?;
+                tracing::info!(workspace = %w.id, id = %backup.id, added = backup.bytes_added, pause_ms = backup.pause_ms, "backup confirmed");
+                self.announce(
+                    w,
+                    format!(
+                        "backup: {} ({} bytes added, {} covered)",
+                        backup.id, backup.bytes_added, backup.bytes_total
+                    ),
+                );
+                Ok(backup)
+            }
+            Err(e) => {
+                tracing::warn!(workspace = %w.id, error = %e, "backup failed");
+                let _ = self
+                    .inner
+                    .store
+                    .backup_failed(&w.id, &e.to_string(), started)
+                    .await;
+                self.announce(w, format!("backup_failed: {e}"));
+                Err(e)
+            }
+        }
+    }
+
+    /// An event on the stream about workspace `w` (not a state change).
+    fn announce(&self, w: &WorkspaceRow, reason: String) {
+        let mut ev = w.event();
+        ev.reason = Some(reason);
+        ev.at_ms = self.now();
+        let _ = self.inner.events.send(ev);
+    }
+
+    /// Backs workspace `name` up now (it must be on a connected node).
+    pub async fn backup_now(&self, owner: &str, name: &str) -> Result<Backup> {
+        let w = self.find(owner, name).await?;
+        let node = self.backup_node(&w)?;
+        let _flight = self.claim(&w.id).ok_or_else(|| {
+            Error::conflict("backup_running", "a backup or restore of it is on its way")
+        })?;
+        self.back_up(&w, &node).await
+    }
+
+    fn backup_node(&self, w: &WorkspaceRow) -> Result<String> {
+        if !matches!(w.state, State::Running | State::Stopped) {
+            return Err(Error::conflict(
+                "not_running",
+                format!("workspace {} is {}", w.name, w.state.as_str()),
+            ));
+        }
+        w.node
+            .clone()
+            .filter(|n| self.inner.link.is_connected(n))
+            .ok_or_else(|| {
+                Error::unavailable(
+                    "node_unreachable",
+                    format!("the node of workspace {} is not connected", w.name),
+                )
+            })
+    }
+
+    /// Workspace `w`'s backup status (None: never backed up or tried).
+    pub async fn backup_status(&self, w: &WorkspaceRow) -> Result<Option<BackupStatus>> {
+        let Some(state) = self.inner.store.backup_state(&w.id).await? else {
+            return Ok(None);
+        };
+        let all = self.inner.store.backups(&w.id).await?;
+        Ok(Some(self.status_of(w, &state, &all)))
+    }
+
+    fn status_of(&self, w: &WorkspaceRow, s: &BackupStateRow, all: &[BackupRow]) -> BackupStatus {
+        let last = all.first().map(|b| b.backup.clone());
+        let f = facts_of(
+            w,
+            Some((
+                last.as_ref().map(|b| b.taken_at_ms),
+                s.failures,
+                s.last_attempt_ms,
+            )),
+        );
+        BackupStatus {
+            last,
+            count: all.len() as u64,
+            failures: s.failures,
+            error: (!s.last_error.is_empty()).then(|| s.last_error.clone()),
+            next_at_ms: backup::next(&self.inner.backups, &f).map(|(at, _)| at),
+        }
+    }
+
+    /// Workspace `name`'s backups, newest first, and their status.
+    pub async fn backups(&self, owner: &str, name: &str) -> Result<Backups> {
+        let w = self.find(owner, name).await?;
+        let all = self.inner.store.backups(&w.id).await?;
+        let status = match self.inner.store.backup_state(&w.id).await? {
+            Some(s) => self.status_of(&w, &s, &all),
+            None => BackupStatus::default(),
+        };
+        Ok(Backups {
+            status,
+            backups: all.into_iter().map(|b| b.backup).collect(),
+        })
+    }
+
+    /// Puts a backup back into stopped workspace `name`: the one `req.id`
+    /// names, or the newest taken at or before `req.at`, or the newest.
+    /// Refused while what it holds now is not backed up (the backup after
+    /// its stop confirms first), so a restore never loses work either.
+    pub async fn restore(&self, owner: &str, name: &str, req: &RestoreBody) -> Result<Restored> {
+        let w = self.find(owner, name).await?;
+        if w.state != State::Stopped {
+            return Err(Error::conflict(
+                "not_stopped",
+                format!(
+                    "workspace {name} is {}: stop it first (berth stop {name})",
+                    w.state.as_str()
+                ),
+            ));
+        }
+        let node = self.backup_node(&w)?;
+        let at = match &req.at {
+            Some(t) => Some(
+                (time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| Error::invalid("invalid_time", format!("at {t:?}: {e}")))?
+                    .unix_timestamp_nanos()
+                    / 1_000_000) as i64,
+            ),
+            None => None,
+        };
+        let _flight = self.claim(&w.id).ok_or_else(|| {
+            Error::conflict("backup_running", "a backup or restore of it is on its way")
+        })?;
+        let all = self.inner.store.backups(&w.id).await?;
+        if all
+            .first()
+            .is_none_or(|b| b.backup.taken_at_ms < w.state_since_ms)
+        {
+            return Err(Error::conflict(
+                "backup_pending",
+                format!(
+                    "workspace {name}'s data since it stopped is not backed up yet; retry shortly"
+                ),
+            ));
+        }
+        let chosen = all
+            .iter()
+            .find(|b| match (&req.id, at) {
+                (Some(id), _) => b.backup.id.starts_with(id.as_str()),
+                (None, Some(at)) => b.backup.taken_at_ms <= at,
+                (None, None) => true,
+            })
+            .ok_or_else(|| {
+                Error::not_found(match (&req.id, &req.at) {
+                    (Some(id), _) => format!("workspace {name} has no backup {id}"),
+                    (_, Some(t)) => {
+                        format!("workspace {name} has no backup taken at or before {t}")
+                    }
+                    _ => format!("workspace {name} has no backup"),
+                })
+            })?;
+        let store = self.backup_store(&w).await?;
+        let cmd = pb::request::Command::Restore(pb::RestoreRequest {
+            name: w.id.clone(),
+            store: Some(store),
+            id: chosen.backup.id.clone(),
+            id_base: chosen.id_base,
+        });
+        let r = match self.inner.link.call(&node, cmd, BACKUP_TIMEOUT).await? {
+            pb::response::Result::Restored(r) => r,
+            pb::response::Result::Error(e) => return Err(agent_error(e)),
+            other => {
+                return Err(Error::node(
+                    "node_error",
+                    format!("unexpected answer {other:?}"),
+                ))
+            }
+        };
+        self.announce(&w, format!("restored: backup {}", chosen.backup.id));
+        Ok(Restored {
+            backup: chosen.backup.clone(),
+            duration_ms: r.duration_ms,
+        })
+    }
+}
+
+/// A node's refusal of a backup or restore, as the API says it.
+fn agent_error(e: pb::Error) -> Error {
+    let message = format!("{}: {}", e.code, e.message);
+    match codes::of(&e) {
+        Some(Code::BackupMissing) => Error::node("backup_missing", message),
+        Some(Code::Conflict) => Error::conflict("conflict", message),
+        Some(Code::NotFound) => Error::node("workspace_missing_on_node", message),
+        _ => Error::node("backup_failed", message),
+    }
+}
+
+fn facts_of(w: &WorkspaceRow, f: Option<(Option<i64>, u32, i64)>) -> Facts {
+    let (last_backup_ms, failures, last_attempt_ms) = f.unwrap_or((None, 0, 0));
+    Facts {
+        state: w.state,
+        state_since_ms: w.state_since_ms,
+        last_backup_ms,
+        failures,
+        last_attempt_ms,
+    }
+}

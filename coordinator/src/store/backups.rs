@@ -1,0 +1,156 @@
+//! Confirmed backups and each workspace's backup state.
+
+use super::Store;
+use crate::error::Result;
+use berth_proto::api::Backup;
+use sqlx::Row;
+
+/// A workspace's repository, its sealed key, and its failed attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupStateRow {
+    pub workspace_id: String,
+    pub repository: String,
+    pub sealed_key: String,
+    pub failures: u32,
+    pub last_error: String,
+    pub last_attempt_ms: i64,
+}
+
+/// One confirmed backup, as the store keeps it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackupRow {
+    pub workspace_id: String,
+    pub backup: Backup,
+    pub id_base: u32,
+}
+
+const COLUMNS: &str = "workspace_id, id, node, taken_at_ms, bytes_added, bytes_total, files, consistency, pause_ms, duration_ms, id_base, paths";
+
+fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
+    let n = |k: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(k)?.max(0) as u64) };
+    Ok(BackupRow {
+        workspace_id: r.try_get("workspace_id")?,
+        backup: Backup {
+            id: r.try_get("id")?,
+            taken_at_ms: r.try_get("taken_at_ms")?,
+            node: r.try_get("node")?,
+            bytes_added: n("bytes_added")?,
+            bytes_total: n("bytes_total")?,
+            files: n("files")?,
+            consistency: r.try_get("consistency")?,
+            pause_ms: n("pause_ms")?.min(u32::MAX.into()) as u32,
+            duration_ms: n("duration_ms")?,
+            paths: serde_json::from_str(&r.try_get::<String, _>("paths")?).unwrap_or_default(),
+        },
+        id_base: n("id_base")?.min(u32::MAX.into()) as u32,
+    })
+}
+
+impl Store {
+    /// Workspace `id`'s backup state, if it was ever backed up or tried.
+    pub async fn backup_state(&self, id: &str) -> Result<Option<BackupStateRow>> {
+        let r = sqlx::query("SELECT workspace_id, repository, sealed_key, failures, last_error, last_attempt_ms FROM backup_state WHERE workspace_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        r.map(|r| {
+            Ok(BackupStateRow {
+                workspace_id: r.try_get("workspace_id")?,
+                repository: r.try_get("repository")?,
+                sealed_key: r.try_get("sealed_key")?,
+                failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX.into()) as u32,
+                last_error: r.try_get("last_error")?,
+                last_attempt_ms: r.try_get("last_attempt_ms")?,
+            })
+        })
+        .transpose()
+    }
+
+    /// Records a workspace's repository and key, unless it has them: the
+    /// first writer wins, and every caller gets the stored row.
+    pub async fn init_backup_state(&self, s: &BackupStateRow) -> Result<BackupStateRow> {
+        sqlx::query("INSERT INTO backup_state (workspace_id, repository, sealed_key) VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO NOTHING")
+            .bind(&s.workspace_id)
+            .bind(&s.repository)
+            .bind(&s.sealed_key)
+            .execute(&self.pool)
+            .await?;
+        self.backup_state(&s.workspace_id)
+            .await?
+            .ok_or_else(|| crate::error::Error::internal("backup state vanished"))
+    }
+
+    /// Notes an attempt's failure.
+    pub async fn backup_failed(&self, id: &str, error: &str, at_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE backup_state SET failures = failures + 1, last_error = $2, last_attempt_ms = $3 WHERE workspace_id = $1")
+            .bind(id)
+            .bind(error)
+            .bind(at_ms)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records a confirmed backup and clears the failures, in one transaction.
+    pub async fn add_backup(&self, b: &BackupRow, attempt_ms: i64) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let x = &b.backup;
+        sqlx::query(&format!("INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+            .bind(&b.workspace_id)
+            .bind(&x.id)
+            .bind(&x.node)
+            .bind(x.taken_at_ms)
+            .bind(x.bytes_added.min(i64::MAX as u64) as i64)
+            .bind(x.bytes_total.min(i64::MAX as u64) as i64)
+            .bind(x.files.min(i64::MAX as u64) as i64)
+            .bind(&x.consistency)
+            .bind(i64::from(x.pause_ms))
+            .bind(x.duration_ms.min(i64::MAX as u64) as i64)
+            .bind(i64::from(b.id_base))
+            .bind(serde_json::to_string(&x.paths).unwrap_or_else(|_| "[]".into()))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE backup_state SET failures = 0, last_error = '', last_attempt_ms = $2 WHERE workspace_id = $1")
+            .bind(&b.workspace_id)
+            .bind(attempt_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Workspace `id`'s confirmed backups, newest first.
+    pub async fn backups(&self, id: &str) -> Result<Vec<BackupRow>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM backups WHERE workspace_id = $1 ORDER BY taken_at_ms DESC, id"
+        ))
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(row).collect()
+    }
+
+    /// When each workspace's newest confirmed backup was taken, with its
+    /// backup state's failures and last attempt.
+    pub async fn backup_facts(
+        &self,
+    ) -> Result<std::collections::HashMap<String, (Option<i64>, u32, i64)>> {
+        let rows = sqlx::query(
+            "SELECT s.workspace_id AS id, (SELECT MAX(taken_at_ms) FROM backups b WHERE b.workspace_id = s.workspace_id) AS last, s.failures AS failures, s.last_attempt_ms AS attempt FROM backup_state s",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get::<String, _>("id")?,
+                    (
+                        r.try_get::<Option<i64>, _>("last")?,
+                        r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX.into()) as u32,
+                        r.try_get::<i64, _>("attempt")?,
+                    ),
+                ))
+            })
+            .collect()
+    }
+}
