@@ -112,13 +112,23 @@ fn quic_config(tls: rustls::ClientConfig) -> Result<quinn::ClientConfig> {
     Ok(c)
 }
 
+/// How long a handshake may take. QUIC ignores "port unreachable": an
+/// Initial sent while the coordinator restarts is retried until the idle
+/// timeout (30 s), which kept an agent off every coordinator that long
+/// although another answered at once.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A QUIC connection to the coordinator at `addr` with `tls`.
 async fn connect(addr: &str, tls: rustls::ClientConfig) -> Result<quinn::Connection> {
-    client_endpoint()?
+    let connecting = client_endpoint()?
         .connect_with(quic_config(tls)?, resolve(addr).await?, tls::SERVER_NAME)
-        .map_err(link_err)?
-        .await
-        .map_err(|e| link_err(format!("connect to {addr}: {e}")))
+        .map_err(link_err)?;
+    match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
+        Ok(r) => r.map_err(|e| link_err(format!("connect to {addr}: {e}"))),
+        Err(_) => Err(link_err(format!(
+            "connect to {addr}: no handshake in {CONNECT_TIMEOUT:?}"
+        ))),
+    }
 }
 
 /// The coordinator addresses in a `coordinator.address` value: one
