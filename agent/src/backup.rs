@@ -94,3 +94,50 @@ impl Consistency {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(repository: &str, password: &str, env: &[(&str, &str)]) -> Option<pb::BackupStore> {
+        Some(pb::BackupStore {
+            repository: repository.into(),
+            password: password.into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    #[test]
+    fn stores_are_checked_before_restic_sees_them() {
+        let key = "0123456789abcdef0123";
+        let ok = [
+            store("/var/lib/berth/backups/w1", key, &[]),
+            store(
+                "s3:http://127.0.0.1:9000/b/w1",
+                key,
+                &[("AWS_ACCESS_KEY_ID", "a")],
+            ),
+        ];
+        for s in ok {
+            assert!(Store::of(s.clone()).is_ok(), "{s:?}");
+        }
+        let bad = [
+            None,
+            store("relative/dir", key, &[]),
+            store("/var/lib/../../etc", key, &[]),
+            store("sftp:host:/x", key, &[]),
+            store("/x\n--verbose", key, &[]),
+            store("/x", "short", &[]),
+            // Nothing that changes what restic runs or where it writes.
+            store("/x", key, &[("RESTIC_PASSWORD_COMMAND", "sh -c id")]),
+            store("/x", key, &[("HOME", "/root")]),
+        ];
+        for s in bad {
+            let e = Store::of(s.clone()).unwrap_err();
+            assert_eq!(e.code(), "invalid_request", "{s:?}");
+        }
+    }
+}

@@ -94,7 +94,7 @@ async fn members_reach_only_their_own_workspaces() {
     // Every door to bob's workspace, as alice (404: she cannot even learn
     // it exists; 403 when she names its owner) and as bob (the control).
     let http = reqwest::Client::new();
-    let doors: [(&str, &str, Option<Value>); 10] = [
+    let doors: [(&str, &str, Option<Value>); 13] = [
         ("GET", "/v1/workspaces/bobs", None),
         (
             "POST",
@@ -114,6 +114,9 @@ async fn members_reach_only_their_own_workspaces() {
             "/v1/workspaces/bobs/ports/8080/visibility",
             Some(json!({"public": true})),
         ),
+        ("GET", "/v1/workspaces/bobs/backups", None),
+        ("POST", "/v1/workspaces/bobs/backups", Some(json!({}))),
+        ("POST", "/v1/workspaces/bobs/restore", Some(json!({}))),
         ("POST", "/v1/workspaces/bobs/stop", Some(json!({}))),
         ("POST", "/v1/workspaces/bobs/start", Some(json!({}))),
         ("DELETE", "/v1/workspaces/bobs", None),
@@ -141,8 +144,10 @@ async fn members_reach_only_their_own_workspaces() {
             403,
             "alice naming bob: {method} {path}"
         );
-        if *method == "DELETE" || path.ends_with("/stop") {
-            continue; // the control of these would end the test's workspace
+        if *method == "DELETE" || path.ends_with("/stop") || path.ends_with("/restore") {
+            // The control of these would end the test's workspace (a
+            // restore needs it stopped: bob gets not_stopped).
+            continue;
         }
         let r = send(&bob, path.to_string()).await.unwrap();
         assert!(

@@ -188,6 +188,10 @@ fn workspace_details(w: &Workspace) -> String {
     }
     if let Some(b) = &w.backup {
         rows.push(("Backup", super::backups::summary(b, now)));
+        rows.push((
+            "Covers",
+            "/workspace and home directories; not the rest of the root filesystem (apt installs, /tmp)".into(),
+        ));
     }
     let mut out: String = rows
         .iter()
