@@ -224,6 +224,19 @@ impl Service {
     }
 
     /// Publishes a row this coordinator wrote.
+    /// A notice about workspace `id` on the event stream (not a change of
+    /// it): sent with the workspace as the store has it now, so a client
+    /// never sees its state or desired state go back to what it was before
+    /// the notice was decided.
+    pub(crate) async fn announce(&self, id: &str, reason: String) {
+        if let Ok(Some(w)) = self.inner.store.workspace(id).await {
+            let mut ev = w.event();
+            ev.reason = Some(reason);
+            ev.at_ms = self.now();
+            let _ = self.inner.events.send(ev);
+        }
+    }
+
     fn published(&self, w: &WorkspaceRow) {
         self.inner
             .progress

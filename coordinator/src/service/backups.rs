@@ -166,12 +166,13 @@ impl Service {
                 self.inner.store.add_backup(&row, started).await?;
                 tracing::info!(workspace = %w.id, id = %backup.id, added = backup.bytes_added, pause_ms = backup.pause_ms, "backup confirmed");
                 self.announce(
-                    w,
+                    &w.id,
                     format!(
                         "backup: {} ({} bytes added, {} covered)",
                         backup.id, backup.bytes_added, backup.bytes_total
                     ),
-                );
+                )
+                .await;
                 Ok(backup)
             }
             Err(e) => {
@@ -181,18 +182,10 @@ impl Service {
                     .store
                     .backup_failed(&w.id, &e.to_string(), started)
                     .await;
-                self.announce(w, format!("backup_failed: {e}"));
+                self.announce(&w.id, format!("backup_failed: {e}")).await;
                 Err(e)
             }
         }
-    }
-
-    /// An event on the stream about workspace `w` (not a state change).
-    fn announce(&self, w: &WorkspaceRow, reason: String) {
-        let mut ev = w.event();
-        ev.reason = Some(reason);
-        ev.at_ms = self.now();
-        let _ = self.inner.events.send(ev);
     }
 
     /// Backs workspace `name` up now (it must be on a connected node).
@@ -338,7 +331,8 @@ impl Service {
                 ))
             }
         };
-        self.announce(&w, format!("restored: backup {}", chosen.backup.id));
+        self.announce(&w.id, format!("restored: backup {}", chosen.backup.id))
+            .await;
         Ok(Restored {
             backup: chosen.backup.clone(),
             duration_ms: r.duration_ms,

@@ -147,10 +147,8 @@ impl Service {
                 tracing::warn!(workspace = %w.id, answer = ?other, "idle warning not delivered")
             }
         }
-        let mut ev = w.event();
-        ev.reason = Some(format!("idle_warning: {message}"));
-        ev.at_ms = now;
-        let _ = self.inner.events.send(ev);
+        self.announce(&w.id, format!("idle_warning: {message}"))
+            .await;
     }
 
     /// Holds workspace `name` of `owner` from an idle stop for `seconds`
