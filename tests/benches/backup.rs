@@ -21,7 +21,7 @@
 //! appends JSON lines to target/bench/backup.jsonl and restore.jsonl.
 
 use berth_tests::bench::{iters, percentile, record, sorted};
-use berth_tests::{Cluster, ClusterOptions};
+use berth_tests::Cluster;
 use serde_json::{json, Value};
 use std::io::Write;
 use std::os::unix::fs::MetadataExt;
@@ -173,23 +173,7 @@ async fn bench() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(1024);
-    let mut c = Cluster::start(ClusterOptions {
-        reflink: true,
-        ..Default::default()
-    })
-    .await;
-    let config = c.dir.join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backups]\nrepository = \"{}\"\ninterval_minutes = 1440\n",
-            c.dir.join("backups").display()
-        ),
-    )
-    .unwrap();
-    c.kill_coordinator();
-    c.set_coordinator_args(vec!["--config".into(), config.display().to_string()]);
-    c.start_coordinator();
+    let c = berth_tests::backups::cluster(1440.0).await;
 
     let (mut full, mut incr, mut restore) = (
         (Vec::new(), Vec::new()),

@@ -5,6 +5,7 @@
 //! cgroup parent and state directory, so tests run in parallel without
 //! touching each other or the host's own services.
 
+pub mod backups;
 pub mod bench;
 pub mod browser;
 pub mod clean;

@@ -66,20 +66,7 @@ pub async fn push_feature(registry: &str, repo: &str, tag: &str, files: &[(&str,
                     "size": layer.len(),
                     "annotations": {"org.opencontainers.image.title": format!("{}.tgz", repo.replace('/', "-"))}}],
     });
-    let resp = http
-        .put(format!("{base}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(serde_json::to_vec(&manifest).unwrap())
-        .send()
-        .await
-        .expect("put the manifest");
-    let status = resp.status();
-    assert_eq!(
-        status,
-        201,
-        "put the manifest: {}",
-        resp.text().await.unwrap_or_default()
-    );
+    put_manifest(&http, &base, tag, &manifest).await;
     format!("{registry}/{repo}:{tag}")
 }
 
@@ -110,18 +97,29 @@ pub async fn push_image(
         "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
         "layers": [{"mediaType": media_type, "digest": layer_digest, "size": blob.len()}],
     });
-    let resp = http
-        .put(format!("{base}/manifests/{tag}"))
-        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
-        .body(serde_json::to_vec(&manifest).unwrap())
-        .send()
-        .await
-        .expect("put the manifest");
-    assert_eq!(resp.status(), 201, "put the manifest");
+    put_manifest(&http, &base, tag, &manifest).await;
     format!("{registry}/{repo}:{tag}")
 }
 
 /// "sha256:<hex>" of `data` (a diff_id, of a tar).
 pub fn sha256(data: &[u8]) -> String {
     digest(data)
+}
+
+/// PUTs an OCI image manifest as `<base>/manifests/<tag>`; it must be 201.
+async fn put_manifest(http: &reqwest::Client, base: &str, tag: &str, manifest: &serde_json::Value) {
+    let resp = http
+        .put(format!("{base}/manifests/{tag}"))
+        .header("content-type", "application/vnd.oci.image.manifest.v1+json")
+        .body(serde_json::to_vec(manifest).unwrap())
+        .send()
+        .await
+        .expect("put the manifest");
+    let status = resp.status();
+    assert_eq!(
+        status,
+        201,
+        "put the manifest: {}",
+        resp.text().await.unwrap_or_default()
+    );
 }

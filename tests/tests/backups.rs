@@ -12,34 +12,11 @@
 //! recovers; and stock `restic` restores what Berth wrote, with the key
 //! the coordinator holds.
 
-use berth_tests::cluster::{Cluster, ClusterOptions};
+use berth_tests::cluster::Cluster;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-
-/// A one-node cluster on XFS whose coordinator backs up to a directory of
-/// the cluster every `interval_minutes`.
-async fn start(interval_minutes: f64) -> Cluster {
-    let mut c = Cluster::start(ClusterOptions {
-        reflink: true,
-        ..Default::default()
-    })
-    .await;
-    let config = c.dir.join("coordinator.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[backups]\nrepository = \"{}\"\ninterval_minutes = {interval_minutes}\n",
-            c.dir.join("backups").display()
-        ),
-    )
-    .unwrap();
-    c.kill_coordinator();
-    c.set_coordinator_args(vec!["--config".into(), config.display().to_string()]);
-    c.start_coordinator();
-    c
-}
 
 async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
     c.exec_ok(ws, script).await["stdout"]
@@ -98,7 +75,7 @@ fn now_ms() -> i64 {
 async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point_in_time() {
     // An interval long enough that only the backups asked for happen
     // while it runs.
-    let c = start(600.0).await;
+    let c = berth_tests::backups::cluster(600.0).await;
     let (s, w) = c.create("bk").await;
     assert_eq!(s, 201, "{w}");
     c.wait_state("bk", "running", T).await;
@@ -330,7 +307,7 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn backups_happen_every_interval_and_a_failing_store_is_retried_and_shown() {
     // Every 3 s.
-    let c = start(0.05).await;
+    let c = berth_tests::backups::cluster(0.05).await;
     let (s, w) = c.create("tick").await;
     assert_eq!(s, 201, "{w}");
     c.wait_state("tick", "running", T).await;

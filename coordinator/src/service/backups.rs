@@ -221,12 +221,20 @@ impl Service {
         let Some(state) = self.inner.store.backup_state(&w.id).await? else {
             return Ok(None);
         };
-        let all = self.inner.store.backups(&w.id).await?;
-        Ok(Some(self.status_of(w, &state, &all)))
+        // Every GET of a workspace reads this: the newest and a count,
+        // not every backup it ever had.
+        let (newest, count) = self.inner.store.newest_backup(&w.id).await?;
+        Ok(Some(self.status_of(w, &state, newest.as_ref(), count)))
     }
 
-    fn status_of(&self, w: &WorkspaceRow, s: &BackupStateRow, all: &[BackupRow]) -> BackupStatus {
-        let last = all.first().map(|b| b.backup.clone());
+    fn status_of(
+        &self,
+        w: &WorkspaceRow,
+        s: &BackupStateRow,
+        newest: Option<&BackupRow>,
+        count: usize,
+    ) -> BackupStatus {
+        let last = newest.map(|b| b.backup.clone());
         let f = facts_of(
             w,
             Some((
@@ -237,7 +245,7 @@ impl Service {
         );
         BackupStatus {
             last,
-            count: all.len() as u64,
+            count: count as u64,
             failures: s.failures,
             error: (!s.last_error.is_empty()).then(|| s.last_error.clone()),
             next_at_ms: backup::next(&self.inner.backups, &f).map(|(at, _)| at),
@@ -249,7 +257,7 @@ impl Service {
         let w = self.find(owner, name).await?;
         let all = self.inner.store.backups(&w.id).await?;
         let status = match self.inner.store.backup_state(&w.id).await? {
-            Some(s) => self.status_of(&w, &s, &all),
+            Some(s) => self.status_of(&w, &s, all.first(), all.len()),
             None => BackupStatus::default(),
         };
         Ok(Backups {

@@ -130,6 +130,22 @@ impl Store {
         rows.iter().map(row).collect()
     }
 
+    /// Workspace `id`'s newest confirmed backup, and how many it has.
+    pub async fn newest_backup(&self, id: &str) -> Result<(Option<BackupRow>, usize)> {
+        let newest = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM backups WHERE workspace_id = $1 ORDER BY taken_at_ms DESC, id LIMIT 1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let count: i64 = sqlx::query("SELECT COUNT(*) AS n FROM backups WHERE workspace_id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?;
+        Ok((newest.as_ref().map(row).transpose()?, count.max(0) as usize))
+    }
+
     /// When each workspace's newest confirmed backup was taken, with its
     /// backup state's failures and last attempt.
     pub async fn backup_facts(
