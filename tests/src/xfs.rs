@@ -3,6 +3,8 @@
 //! (this machine's root is ext4, which cannot). One sparse image under
 //! /var/cache/berth, made and mounted once per boot, shared by the tests
 //! (each in its own directory) and left mounted like the other caches.
+//! Mounted with `discard`, so what the tests delete is punched out of the
+//! image and the host's disk gets it back.
 
 use std::path::PathBuf;
 
@@ -26,7 +28,7 @@ pub fn pool() -> PathBuf {
                 let cmd = format!(
                     "set -e; if [ ! -e {img} ]; then truncate -s 256G {img}.new && \
                      mkfs.xfs -q -m reflink=1 {img}.new && mv {img}.new {img}; fi; \
-                     mount -o loop {img} {mnt}",
+                     mount -o loop,discard {img} {mnt}",
                     img = image.display(),
                     mnt = mount.display()
                 );
