@@ -244,6 +244,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 spec: Some(spec),
                 auth: auth(username, password),
                 start: !no_start,
+                restore: None,
             })
         }
         Op::Start { name } => Command::Start(pb::NameRequest {

@@ -294,6 +294,16 @@ async fn wait_for(
     }
 }
 
+/// A size as people read it: "1.2 GiB", "340.0 MiB".
+fn human_bytes(b: u64) -> String {
+    let gib = b as f64 / f64::from(1u32 << 30);
+    if gib >= 1.0 {
+        format!("{gib:.1} GiB")
+    } else {
+        format!("{:.1} MiB", b as f64 / f64::from(1u32 << 20))
+    }
+}
+
 /// A pull's progress as a line, and the step it is at (a line is shown
 /// once per step: a tenth of the bytes, a layer, a phase).
 fn pull_line(p: &Progress) -> (String, String) {
@@ -305,6 +315,13 @@ fn pull_line(p: &Progress) -> (String, String) {
         "unpacking" => format!(
             "unpacking {} {}: {}/{} layers",
             p.what, p.reference, p.done_layers, p.total_layers
+        ),
+        // A workspace moved to this node from its backup.
+        "restoring" => format!(
+            "restoring {} from {} {}",
+            human_bytes(p.total_bytes),
+            p.what,
+            &p.reference[..p.reference.len().min(8)]
         ),
         _ => format!(
             "pulling {} {}: {percent}% ({:.1}/{:.1} MiB, {}/{} layers)",
@@ -372,6 +389,16 @@ mod tests {
             ..p("fetching", 0, 0)
         };
         assert!(pull_line(&empty).1.contains("100%"));
+        let restoring = Progress {
+            what: "backup".into(),
+            reference: "1a2b3c4d5e6f".into(),
+            total_bytes: 1288 << 20,
+            ..p("restoring", 0, 0)
+        };
+        assert_eq!(
+            pull_line(&restoring).1,
+            "restoring 1.3 GiB from backup 1a2b3c4d"
+        );
     }
 
     #[test]

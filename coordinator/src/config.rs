@@ -69,6 +69,10 @@ pub struct BackupsFile {
     pub env: std::collections::BTreeMap<String, String>,
     /// Backups running at once (default 4).
     pub parallel: Option<usize>,
+    /// The local-path repository is one shared mount on every node (NFS):
+    /// a workspace can then move to another node from its backup, as with
+    /// S3 (default false).
+    pub shared_path: Option<bool>,
 }
 
 /// The `[prebuilds]` table.
@@ -221,6 +225,7 @@ fn validate_backups(b: BackupsFile) -> Result<BackupPolicy, ConfigError> {
         env: b.env,
         interval_ms: (minutes * 60_000.0) as i64,
         parallel,
+        shared_path: b.shared_path.unwrap_or(d.shared_path),
         ..d
     })
 }

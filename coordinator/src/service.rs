@@ -12,6 +12,7 @@ mod access;
 mod backups;
 mod exec;
 mod idle;
+mod moves;
 mod nodes;
 mod prebuild_nodes;
 mod prebuilds;
@@ -309,7 +310,11 @@ impl Service {
     /// delete): refused with `invalid_state` if it makes no sense now.
     pub async fn intent(&self, owner: &str, name: &str, ev: Event) -> Result<WorkspaceRow> {
         let w = self.find(owner, name).await?;
-        match self.change(&w.id, &[ev], None, true, None).await {
+        let changed = match ev {
+            Event::StartRequested => self.request_start(&w).await,
+            ev => self.change(&w.id, &[ev], None, true, None).await,
+        };
+        match changed {
             Ok(stored) => Ok(stored),
             Err(Change::Invalid(e)) => Err(Error::conflict(
                 "invalid_state",

@@ -158,6 +158,7 @@ impl Code {
                 | Code::DigestMismatch
                 | Code::DiskTooLarge
                 | Code::AddressesExhausted
+                | Code::BackupMissing
         ) || self.is_init()
     }
 

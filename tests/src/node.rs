@@ -215,6 +215,7 @@ impl Node {
                 spec: Some(spec),
                 auth: None,
                 start: true,
+                restore: None,
             }))
             .await
     }

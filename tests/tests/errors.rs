@@ -26,6 +26,7 @@ async fn create_with(
             spec: Some(spec),
             auth,
             start: true,
+            restore: None,
         }))
         .await
 }

@@ -155,6 +155,7 @@ async fn pulls_through_bearer_token_auth() {
             spec: Some(spec),
             auth: Some(right),
             start: true,
+            restore: None,
         }))
         .await
         .unwrap();

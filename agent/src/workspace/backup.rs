@@ -3,6 +3,7 @@
 use super::Manager;
 use crate::backup::{freeze, Consistency, Store, PERSISTED};
 use crate::error::{AgentError, Result};
+use crate::record::Record;
 use berth_proto::agent as pb;
 use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -144,7 +145,6 @@ impl Manager {
     /// leaves the workspace as it was.
     pub async fn restore(&self, req: pb::RestoreRequest) -> Result<pb::RestoreResult> {
         crate::validate::name(&req.name)?;
-        let store = Store::of(req.store)?;
         let _one = self.lock(&format!("{}\0backup", req.name)).await;
         let _guard = self.lock(&req.name).await;
         let started = Instant::now();
@@ -156,6 +156,40 @@ impl Manager {
                 action: "restore",
             });
         }
+        let shifted = self.restore_into(&r, req).await?;
+        Ok(pb::RestoreResult {
+            duration_ms: started.elapsed().as_millis() as u64,
+            shifted,
+        })
+    }
+
+    /// Fills new workspace `r` (made, not started) from the backup of the
+    /// node it moved from, saying so as progress ("restoring N MiB").
+    pub(super) async fn restore_moved(&self, r: &Record, req: pb::RestoreRequest) -> Result<()> {
+        let on = self.progress_to(&r.name, "backup", &req.id);
+        on(crate::image::Pulling {
+            phase: "restoring",
+            done_bytes: 0,
+            total_bytes: req.bytes,
+            done_layers: 0,
+            total_layers: 0,
+        });
+        let t = Instant::now();
+        let id = req.id.clone();
+        let shifted = self.restore_into(r, req).await?;
+        // Now on its volume: the overlay goes back over it.
+        self.mount_prebuild(r).await?;
+        let ms = t.elapsed().as_millis() as u64;
+        tracing::info!(workspace = %r.name, %id, shifted, ms, "moved workspace restored from its backup");
+        Ok(())
+    }
+
+    /// Puts backup `req.id` in place of record `r`'s own data (the caller
+    /// holds its lock, and it does not run); returns how many owners were
+    /// shifted to its id range. Also the create of a workspace that moved
+    /// here from another node.
+    pub(super) async fn restore_into(&self, r: &Record, req: pb::RestoreRequest) -> Result<u64> {
+        let store = Store::of(req.store)?;
         let parts = r.parts().to_string();
         self.inner.volumes.ensure_mounted(&parts).await?;
         // The overlay over a prebuild must not sit on an upper being replaced.
@@ -185,10 +219,7 @@ impl Manager {
         }
         remove_tree(&staging)?;
         tracing::info!(workspace = %r.name, id = %req.id, shifted, "restored");
-        Ok(pb::RestoreResult {
-            duration_ms: started.elapsed().as_millis() as u64,
-            shifted,
-        })
+        Ok(shifted)
     }
 }
 

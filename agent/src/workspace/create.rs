@@ -157,9 +157,16 @@ impl Manager {
         // is there (and running, if asked) or nothing is left.
         // A repository is cloned from inside the workspace: one created
         // stopped runs for its clone and configuration, then stops.
-        let repo = spec.repo.clone();
+        // A workspace moved here from another node is filled from its
+        // backup instead: its repository was cloned where it came from.
+        let restore = req.restore;
+        let repo = spec.repo.clone().filter(|_| restore.is_none());
         let made = async {
             let mounts = self.build(&record).await?;
+            if let Some(mut from) = restore {
+                from.name.clone_from(&record.name);
+                self.restore_moved(&record, from).await?;
+            }
             let mut pid = match req.start || repo.is_some() {
                 true => Some(self.start_task(&mut record, mounts).await?),
                 false => None,

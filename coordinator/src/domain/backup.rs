@@ -20,6 +20,9 @@ pub struct Policy {
     pub retry_max_ms: i64,
     /// Backups running at once across the cluster.
     pub parallel: usize,
+    /// A local-path root is the same store on every node (a shared mount,
+    /// e.g. NFS), so a workspace can move to another node from it.
+    pub shared_path: bool,
 }
 
 impl Default for Policy {
@@ -31,6 +34,7 @@ impl Default for Policy {
             retry_min_ms: 5_000,
             retry_max_ms: 300_000,
             parallel: 4,
+            shared_path: false,
         }
     }
 }
@@ -50,6 +54,72 @@ impl Policy {
     /// Workspace `id`'s repository.
     pub fn repository_of(&self, id: &str) -> String {
         format!("{}/{id}", self.repository.trim_end_matches('/'))
+    }
+
+    /// Whether every node reaches the repositories (S3, or a shared path).
+    pub fn shared(&self) -> bool {
+        self.shared_path || !self.repository.starts_with('/')
+    }
+}
+
+/// Why a workspace cannot run on its node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Away {
+    /// The node missed its heartbeats past the grace period.
+    Lost,
+    /// The node was removed from the cluster.
+    Gone,
+    /// The node is being drained.
+    Draining,
+    /// It failed there (a start that timed out, a node that lost it).
+    Failed,
+}
+
+impl Away {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Lost => "is lost",
+            Self::Gone => "is gone",
+            Self::Draining => "is draining",
+            Self::Failed => "failed it",
+        }
+    }
+}
+
+/// What the move decision reads of a workspace and its newest backup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoveFacts {
+    pub state: State,
+    pub wants_stopped: bool,
+    pub generation: u64,
+    /// The newest backup's generation, and whether it was of the workspace
+    /// stopped (nothing wrote it meanwhile).
+    pub newest: Option<(u64, bool)>,
+}
+
+/// Whether a workspace whose node cannot have it may start on another node
+/// from its newest backup. A node that is lost, gone or draining may still
+/// hold newer data, so only a backup of the workspace stopped, under the
+/// intent it still has, will do: then the backup holds all of it. After a
+/// failure there is no better copy to wait for, and the newest backup is it.
+pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static str> {
+    if !p.shared() {
+        return Err("its backups are on its node's own disk ([backups] repository is a local path and shared_path is off)");
+    }
+    let Some((generation, stopped)) = f.newest else {
+        return Err("it has no backup");
+    };
+    if away == Away::Failed {
+        return Ok(());
+    }
+    let held = matches!(f.state, State::Stopped | State::Unknown)
+        && f.wants_stopped
+        && generation == f.generation
+        && stopped;
+    if held {
+        Ok(())
+    } else {
+        Err("no backup holds what it had when it stopped (it was not stopped, or the backup after the stop was not confirmed)")
     }
 }
 
@@ -182,6 +252,68 @@ mod tests {
         assert_eq!(after(4), Some(800));
         assert_eq!(after(5), Some(1000));
         assert_eq!(after(60), Some(1000));
+    }
+
+    #[test]
+    fn a_move_needs_a_shared_store_and_a_backup_that_holds_everything() {
+        let shared = Policy {
+            repository: "s3:http://127.0.0.1:9000/b".into(),
+            ..Policy::default()
+        };
+        let local = Policy::default();
+        let nfs = Policy {
+            shared_path: true,
+            ..Policy::default()
+        };
+        let f = |state, wants_stopped, newest| MoveFacts {
+            state,
+            wants_stopped,
+            generation: 7,
+            newest,
+        };
+        let held = Some((7, true));
+        let cases: &[(&Policy, Away, MoveFacts, bool)] = &[
+            (&shared, Away::Lost, f(State::Unknown, true, held), true),
+            (&nfs, Away::Draining, f(State::Stopped, true, held), true),
+            (&shared, Away::Gone, f(State::Stopped, true, held), true),
+            // Per-node disks: nothing to move from.
+            (&local, Away::Lost, f(State::Unknown, true, held), false),
+            (&local, Away::Failed, f(State::Failed, false, held), false),
+            // No backup at all.
+            (&shared, Away::Lost, f(State::Unknown, true, None), false),
+            (&shared, Away::Failed, f(State::Failed, false, None), false),
+            // Lost while it ran, or wanted running: the node may hold newer data.
+            (&shared, Away::Lost, f(State::Unknown, false, held), false),
+            // A backup of an older intent (started and stopped since), or a
+            // live one: not all of it.
+            (
+                &shared,
+                Away::Lost,
+                f(State::Unknown, true, Some((6, true))),
+                false,
+            ),
+            (
+                &shared,
+                Away::Draining,
+                f(State::Stopped, true, Some((7, false))),
+                false,
+            ),
+            // Failed: the newest backup is the best copy there is.
+            (
+                &shared,
+                Away::Failed,
+                f(State::Failed, false, Some((3, false))),
+                true,
+            ),
+        ];
+        for (p, away, facts, ok) in cases {
+            assert_eq!(
+                may_move(p, *away, facts).is_ok(),
+                *ok,
+                "{away:?} {facts:?} shared={}",
+                p.shared()
+            );
+        }
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! deleted ◄─observed absent─ deleting ◄─delete─ stopped ◄─observed stopped─ stopping
 //! any placed state ─node lost─► unknown ─node back, observed X─► X (then toward desired)
 //! pending/scheduled/starting ─timeout or agent failure─► failed
+//! stopped/unknown/failed ─move─► pending (another node, filled from a backup)
 //! ```
 //!
-//! A workspace in `unknown` is never started again elsewhere: its node may
-//! still run it. It leaves `unknown` only on what its node reports.
+//! A workspace in `unknown` is never started again elsewhere on its own: its
+//! node may still run it. It leaves `unknown` on what its node reports, or
+//! by a move, which the caller makes only when a backup holds all of it
+//! (`domain::backup::may_move`).
 
 pub use berth_proto::api::{Desired, State};
 
@@ -43,6 +46,9 @@ pub enum Event {
     /// The idle policy stops a running workspace: why, shown as its reason
     /// until it starts again.
     IdleStop(String),
+    /// Start it on another node from its backup (its node is gone, drained
+    /// or it failed there): why, shown until it is placed.
+    Move(String),
     DeleteRequested,
     /// The node missed its heartbeats for longer than the grace period.
     NodeLost,
@@ -227,6 +233,20 @@ pub fn step(ws: &Workspace, event: &Event) -> Result<(Workspace, Vec<Action>), I
             (to(next, S::Stopping), a)
         }
         (_, Event::IdleStop(_)) => return Err(invalid()),
+
+        // Whether a backup holds what it needs is the caller's decision
+        // (domain::backup::may_move); here, only states it can leave.
+        (S::Stopped | S::Unknown | S::Failed, Event::Move(why))
+            if ws.desired != Desired::Deleted =>
+        {
+            next.want(Desired::Running);
+            // A new home is a new fencing epoch: the old node's copy is stale.
+            next.generation += 1;
+            next.node = None;
+            next.reason = Some(why.clone());
+            (to(next, S::Pending), vec![Action::Schedule])
+        }
+        (_, Event::Move(_)) => return Err(invalid()),
 
         // ---- scheduling ----
         (S::Pending, Event::Placed(node)) => {

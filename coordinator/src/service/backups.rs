@@ -92,7 +92,7 @@ impl Service {
     }
 
     /// Workspace `w`'s repository and key, made on first use.
-    async fn backup_store(&self, w: &WorkspaceRow) -> Result<pb::BackupStore> {
+    pub(super) async fn backup_store(&self, w: &WorkspaceRow) -> Result<pb::BackupStore> {
         let state = match self.inner.store.backup_state(&w.id).await? {
             Some(s) => s,
             None => {
@@ -162,6 +162,7 @@ impl Service {
                     workspace_id: w.id.clone(),
                     backup: backup.clone(),
                     id_base: b.id_base,
+                    generation: w.generation,
                 };
                 self.inner.store.add_backup(&row, started).await?;
                 tracing::info!(workspace = %w.id, id = %backup.id, added = backup.bytes_added, pause_ms = backup.pause_ms, "backup confirmed");
@@ -328,6 +329,7 @@ impl Service {
             store: Some(store),
             id: chosen.backup.id.clone(),
             id_base: chosen.id_base,
+            bytes: chosen.backup.bytes_total,
         });
         let r = match self.inner.link.call(&node, cmd, BACKUP_TIMEOUT).await? {
             pb::response::Result::Restored(r) => r,

@@ -171,6 +171,9 @@ impl Service {
                 continue;
             }
             match self.inner.store.workspace(&st.name).await {
+                Ok(Some(w)) if w.state != State::Deleted && self.is_stale_copy(node, &w).await => {
+                    self.delete_stale_copy(node, &w).await;
+                }
                 Ok(Some(w)) if w.state == State::Deleted => {
                     let _ = self
                         .inner

@@ -244,7 +244,7 @@ impl Service {
         let url = w.repo.as_ref().map(|r| r.url.clone()).unwrap_or_default();
         let credential = self.git_credential_for(&w.owner, &url).await;
         let pb::request::Command::Create(create) =
-            Self::request(&w, Command::Create, credential, None)
+            Self::request(&w, Command::Create, credential, None, None)
         else {
             return;
         };

@@ -256,6 +256,7 @@ impl Service {
         cmd: Command,
         credential: Option<pb::GitCredential>,
         prebuild: Option<pb::PrebuildRef>,
+        restore: Option<pb::RestoreRequest>,
     ) -> pb::request::Command {
         use pb::request::Command as C;
         let name = w.id.clone();
@@ -286,6 +287,7 @@ impl Service {
                 }),
                 auth: None,
                 start: w.desired == Desired::Running,
+                restore,
             }),
             Command::Start => C::Start(pb::NameRequest { name, generation }),
             Command::Stop => C::Stop(pb::StopRequest {
@@ -317,11 +319,20 @@ impl Service {
             ),
             _ => (None, None),
         };
-        let answer = self
-            .inner
-            .link
-            .call(&node, Self::request(&w, cmd, credential, prebuild), timeout)
-            .await;
+        // A moved workspace's create restores its backup: never without it.
+        let restore = match cmd {
+            Command::Create => match self.move_restore(&w).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(workspace = %w.id, error = %e, "the move's backup is not at hand; will retry");
+                    self.retry_later(&w.id);
+                    return;
+                }
+            },
+            _ => None,
+        };
+        let request = Self::request(&w, cmd, credential, prebuild, restore);
+        let answer = self.inner.link.call(&node, request, timeout).await;
         let agent_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(agent_ms, "command answered");
         use pb::response::Result as R;
@@ -394,6 +405,10 @@ impl Service {
                 return;
             }
         };
+        if cmd == Command::Delete && events.contains(&Event::Observed(Observed::Absent)) {
+            // Gone from its node: so must be a copy a move left elsewhere.
+            self.delete_moved_copy(&w).await;
+        }
         let t = Instant::now();
         self.apply(&w.id, &events, status.as_ref()).await;
         if cmd == Command::Create {
@@ -402,6 +417,7 @@ impl Service {
         }
         // After the answer is recorded, not before: the start path waits on that write only.
         if cmd == Command::Create && status.is_some() {
+            self.moved(&w).await;
             if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
                 tracing::debug!(node = %node, error = %e, "cached image not noted");
             }

@@ -2,7 +2,7 @@
 //! it is stopped, and the activity its agent counts.
 
 use super::{Change, Service};
-use crate::domain::lifecycle::{Desired, Event, State};
+use crate::domain::lifecycle::{Desired, State};
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::link::{self, Duplex};
@@ -112,10 +112,7 @@ impl Service {
             |state: &str| Error::conflict("not_running", format!("workspace {name} is {state}"));
         let mut events = self.subscribe();
         if w.desired != Desired::Running {
-            match self
-                .change(&w.id, &[Event::StartRequested], None, true, None)
-                .await
-            {
+            match self.request_start(&w).await {
                 Ok(_) => {}
                 Err(Change::Store(e)) => return Err(e),
                 Err(_) => return Err(not_running(w.state.as_str())),

@@ -22,9 +22,11 @@ pub struct BackupRow {
     pub workspace_id: String,
     pub backup: Backup,
     pub id_base: u32,
+    /// The workspace's generation (intent) when the backup started.
+    pub generation: u64,
 }
 
-const COLUMNS: &str = "workspace_id, id, node, taken_at_ms, bytes_added, bytes_total, files, consistency, pause_ms, duration_ms, id_base, paths";
+const COLUMNS: &str = "workspace_id, id, node, taken_at_ms, bytes_added, bytes_total, files, consistency, pause_ms, duration_ms, id_base, paths, generation";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
     let n = |k: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(k)?.max(0) as u64) };
@@ -43,6 +45,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
             paths: serde_json::from_str(&r.try_get::<String, _>("paths")?).unwrap_or_default(),
         },
         id_base: n("id_base")?.min(u32::MAX.into()) as u32,
+        generation: n("generation")?,
     })
 }
 
@@ -95,7 +98,7 @@ impl Store {
     pub async fn add_backup(&self, b: &BackupRow, attempt_ms: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let x = &b.backup;
-        sqlx::query(&format!("INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"))
+        sqlx::query(&format!("INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
             .bind(&b.workspace_id)
             .bind(&x.id)
             .bind(&x.node)
@@ -108,6 +111,7 @@ impl Store {
             .bind(x.duration_ms.min(i64::MAX as u64) as i64)
             .bind(i64::from(b.id_base))
             .bind(serde_json::to_string(&x.paths).unwrap_or_else(|_| "[]".into()))
+            .bind(b.generation.min(i64::MAX as u64) as i64)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE backup_state SET failures = 0, last_error = '', last_attempt_ms = $2 WHERE workspace_id = $1")

@@ -104,6 +104,7 @@ pub(super) async fn api_overhead() {
                     }),
                     auth: None,
                     start: true,
+                    restore: None,
                 }))
                 .await
                 .expect("agent create");

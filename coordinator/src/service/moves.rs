@@ -1,0 +1,184 @@
+//! Moving a workspace to another node from its backup (docs/backups.md):
+//! a start whose node is lost, gone or draining, or that failed there,
+//! becomes a placement anywhere whose create restores the backup first.
+//! The old node's copy is deleted once the new one exists.
+
+use super::{Change, Service};
+use crate::domain::backup::{self, Away, MoveFacts};
+use crate::domain::lifecycle::{Desired, Event, State};
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::Result;
+use crate::store::MoveRow;
+use berth_proto::agent as pb;
+
+impl Service {
+    /// A start request on `w` (a user's, or a connection's wake-up):
+    /// applied strictly, as a move when `start_event` says so.
+    pub(super) async fn request_start(&self, w: &WorkspaceRow) -> Result<WorkspaceRow, Change> {
+        let ev = self.start_event(w).await.map_err(Change::Store)?;
+        let moving = matches!(ev, Event::Move(_));
+        let changed = self.change(&w.id, &[ev], None, true, None).await;
+        if moving && changed.is_err() {
+            let _ = self.inner.store.drop_move(&w.id).await;
+        }
+        changed
+    }
+
+    /// What a start request on `w` becomes: a move, recorded first, when
+    /// its node cannot have it and a backup holds what it needs; else the
+    /// start itself.
+    pub(super) async fn start_event(&self, w: &WorkspaceRow) -> Result<Event> {
+        let Some(from) = w.node.clone() else {
+            return Ok(Event::StartRequested);
+        };
+        let away = match w.state {
+            State::Unknown => Away::Lost,
+            State::Failed => Away::Failed,
+            State::Stopped => match self.inner.store.node(&from).await? {
+                None => Away::Gone,
+                Some(n) if n.draining => Away::Draining,
+                Some(_) => return Ok(Event::StartRequested),
+            },
+            _ => return Ok(Event::StartRequested),
+        };
+        let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
+        let facts = MoveFacts {
+            state: w.state,
+            wants_stopped: w.desired == Desired::Stopped,
+            generation: w.generation,
+            newest: newest
+                .as_ref()
+                .map(|b| (b.generation, b.backup.consistency == "stopped")),
+        };
+        let (Ok(()), Some(b)) = (backup::may_move(&self.inner.backups, away, &facts), newest)
+        else {
+            if let Err(why) = backup::may_move(&self.inner.backups, away, &facts) {
+                tracing::info!(workspace = %w.id, node = %from, away = away.as_str(), why, "not moved");
+            }
+            return Ok(Event::StartRequested);
+        };
+        let why = format!(
+            "moving: node {from} {}; restoring backup {} ({:.1} MiB, taken {})",
+            away.as_str(),
+            &b.backup.id[..b.backup.id.len().min(8)],
+            b.backup.bytes_total as f64 / f64::from(1u32 << 20),
+            rfc3339(b.backup.taken_at_ms),
+        );
+        self.inner
+            .store
+            .set_move(&MoveRow {
+                workspace_id: w.id.clone(),
+                backup_id: b.backup.id.clone(),
+                id_base: b.id_base,
+                bytes: b.backup.bytes_total,
+                from_node: from,
+                why: why.clone(),
+                requested_ms: self.now(),
+                done_ms: 0,
+            })
+            .await?;
+        Ok(Event::Move(why))
+    }
+
+    /// The restore a create of `w` carries: its pending move's backup.
+    pub(super) async fn move_restore(
+        &self,
+        w: &WorkspaceRow,
+    ) -> Result<Option<pb::RestoreRequest>> {
+        let Some(m) = self.inner.store.move_of(&w.id).await? else {
+            return Ok(None);
+        };
+        if m.done_ms != 0 {
+            return Ok(None);
+        }
+        Ok(Some(pb::RestoreRequest {
+            name: w.id.clone(),
+            store: Some(self.backup_store(w).await?),
+            id: m.backup_id,
+            id_base: m.id_base,
+            bytes: m.bytes,
+        }))
+    }
+
+    /// After a create of `w` succeeded: its move (if any) is done, and the
+    /// copy on the node it left is deleted, now or when that node is back.
+    pub(super) async fn moved(&self, w: &WorkspaceRow) {
+        match self.inner.store.finish_move(&w.id, self.now()).await {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(workspace = %w.id, error = %e, "move not recorded as done");
+                return;
+            }
+        }
+        let Ok(Some(m)) = self.inner.store.move_of(&w.id).await else {
+            return;
+        };
+        tracing::info!(workspace = %w.id, from = %m.from_node, to = ?w.node, backup = %m.backup_id, "moved");
+        self.announce(
+            &w.id,
+            format!(
+                "moved: from node {} to {}, restored from backup {}",
+                m.from_node,
+                w.node.as_deref().unwrap_or("?"),
+                m.backup_id
+            ),
+        )
+        .await;
+        if self.inner.link.is_connected(&m.from_node) {
+            self.delete_stale_copy(&m.from_node, w).await;
+        }
+    }
+
+    /// Deletes the copy of deleted workspace `w` on the node a move took it
+    /// from, if that node is connected (else its reconnection does it).
+    pub(super) async fn delete_moved_copy(&self, w: &WorkspaceRow) {
+        if let Ok(Some(m)) = self.inner.store.move_of(&w.id).await {
+            if w.node.as_deref() != Some(&m.from_node) && self.inner.link.is_connected(&m.from_node)
+            {
+                self.delete_stale_copy(&m.from_node, w).await;
+            }
+        }
+    }
+
+    /// Whether `node`'s copy of workspace `w` is one a finished move left.
+    pub(super) async fn is_stale_copy(&self, node: &str, w: &WorkspaceRow) -> bool {
+        w.node.as_deref() != Some(node)
+            && matches!(
+                self.inner.store.move_of(&w.id).await,
+                Ok(Some(m)) if m.from_node == node && m.done_ms != 0
+            )
+    }
+
+    /// Deletes the copy of `w` a move left on `node` (its data is in the
+    /// backup the new copy was made from, and the new copy runs).
+    pub(super) async fn delete_stale_copy(&self, node: &str, w: &WorkspaceRow) {
+        let cmd = pb::request::Command::Delete(pb::NameRequest {
+            name: w.id.clone(),
+            generation: w.generation,
+        });
+        match self
+            .inner
+            .link
+            .call(node, cmd, self.inner.timing.command_timeout)
+            .await
+        {
+            Ok(pb::response::Result::Status(_)) => {
+                tracing::info!(workspace = %w.id, %node, "stale copy left by a move deleted")
+            }
+            other => {
+                tracing::warn!(workspace = %w.id, %node, answer = ?other, "stale copy not deleted")
+            }
+        }
+    }
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}

@@ -1,0 +1,212 @@
+//! A workspace moves to another node from its backup (docs/backups.md,
+//! "Moving to another node") on the real components: two nodes, restic
+//! repositories on a path both nodes see (`shared_path`), containerd.
+//!
+//! What is tried: a stopped workspace whose node is killed starts on the
+//! other node with its files, owners and home directory, the CLI saying
+//! what it restores; the dead node's copy is deleted when it comes back; a
+//! workspace that ran when its node died is not moved (its node may hold
+//! newer data), as the control; a stopped workspace on a drained node moves
+//! back and the drained node's copy goes at once; and a move whose backup
+//! is gone fails loudly (`backup_missing`), never starting empty.
+
+use berth_tests::cluster::{Cluster, ClusterOptions};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const T: Duration = Duration::from_secs(90);
+
+async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
+    c.exec_ok(ws, script).await["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+async fn get(c: &Cluster, ws: &str) -> Value {
+    let (s, w) = c.get(&format!("/v1/workspaces/{ws}")).await;
+    assert_eq!(s, 200, "{w}");
+    w
+}
+
+/// Stops `ws` and waits for the backup of it stopped.
+async fn stop_and_back_up(c: &Cluster, ws: &str) {
+    let asked = berth_proto::units::now_ms();
+    let (s, w) = c
+        .post(&format!("/v1/workspaces/{ws}/stop"), json!({}))
+        .await;
+    assert_eq!(s, 202, "{w}");
+    c.wait_state(ws, "stopped", T).await;
+    let deadline = Instant::now() + T;
+    loop {
+        let w = get(c, ws).await;
+        let last = &w["backup"]["last"];
+        if last["consistency"] == "stopped" && last["taken_at_ms"].as_i64() >= Some(asked) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no backup after the stop: {w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until node `i`'s agent has no record of workspace `id` (its
+/// volume, container and namespace go with it).
+async fn copy_gone(c: &Cluster, i: usize, id: &str) {
+    let record = c.nodes[i]
+        .state_dir
+        .join("workspaces")
+        .join(format!("{id}.json"));
+    let deadline = Instant::now() + T;
+    while record.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the stale copy of {id} stays on {}: {}",
+            c.nodes[i].id,
+            c.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
+    let mut c = berth_tests::backups::cluster_of(
+        ClusterOptions {
+            agents: 2,
+            ..Default::default()
+        },
+        5.0,
+        "shared_path = true\n",
+    )
+    .await;
+    // Both workspaces on one node: the other is cordoned meanwhile.
+    let (s, _) = c.post("/v1/nodes/n1/cordon", json!({})).await;
+    assert_eq!(s, 200);
+    for ws in ["mv", "busy"] {
+        let (s, w) = c.create(ws).await;
+        assert_eq!(s, 201, "{w}");
+        c.wait_state(ws, "running", T).await;
+    }
+    let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
+    assert_eq!(s, 200);
+    let first = get(&c, "mv").await["node"].clone();
+    assert_eq!(first, "n0");
+    let id = get(&c, "mv").await["id"].as_str().unwrap().to_string();
+    let token = format!("{:x}", rand_token());
+    c.exec_ok(
+        "mv",
+        &format!(
+            "echo {token} > /workspace/proof && mkdir -p /workspace/deep/er && \
+             echo nested > /workspace/deep/er/f && echo 'export MOVED=1' >> ~/.profile"
+        ),
+    )
+    .await;
+    let owners_before = stdout(&c, "mv", "stat -c '%u:%g' /workspace/proof").await;
+    stop_and_back_up(&c, "mv").await;
+
+    // n0 dies. After the grace, both of its workspaces are unknown.
+    c.nodes[0].kill_agent();
+    c.wait_state("mv", "unknown", T).await;
+    c.wait_state("busy", "unknown", T).await;
+
+    // Control: `busy` ran when n0 died; n0 may hold more than its backups.
+    let (s, w) = c.post("/v1/workspaces/busy/start", json!({})).await;
+    assert_eq!(s, 202, "{w}");
+    assert_eq!(w["state"], "unknown", "not moved: {w}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let w = get(&c, "busy").await;
+    assert_eq!(
+        (&w["state"], &w["node"]),
+        (&json!("unknown"), &json!("n0")),
+        "{w}"
+    );
+
+    // `mv` was stopped and its stop backed up: `berth start` moves it.
+    let (code, out, err) = c.berth(&c.admin_token, &["start", "mv"]).await;
+    assert_eq!(code, 0, "{out}\n{err}\n{}", c.coordinator_log());
+    assert!(err.contains("moving: node n0 is lost"), "{err}");
+    assert!(
+        err.contains("restoring") && err.contains("from backup"),
+        "{err}"
+    );
+    let w = c.wait_state("mv", "running", T).await;
+    assert_eq!(w["node"], "n1", "{w}");
+    assert_eq!(stdout(&c, "mv", "cat /workspace/proof").await.trim(), token);
+    assert_eq!(
+        stdout(&c, "mv", "cat /workspace/deep/er/f").await.trim(),
+        "nested"
+    );
+    assert_eq!(
+        stdout(&c, "mv", "stat -c '%u:%g' /workspace/proof").await,
+        owners_before,
+        "the files belong to the workspace's user on the new node too"
+    );
+    assert!(stdout(&c, "mv", "cat ~/.profile").await.contains("MOVED=1"));
+    // It writes there as its own user.
+    c.exec_ok("mv", "echo more >> /workspace/proof").await;
+
+    // n0 comes back: its copy of `mv` is stale and deleted; `busy` is its own.
+    let n0_record = c.nodes[0]
+        .state_dir
+        .join("workspaces")
+        .join(format!("{id}.json"));
+    assert!(
+        n0_record.exists(),
+        "n0 still holds its copy while it is down"
+    );
+    c.nodes[0].start_agent(None);
+    copy_gone(&c, 0, &id).await;
+    let busy = c.wait_state("busy", "running", T).await;
+    assert_eq!(busy["node"], "n0");
+
+    // Drained: `mv`, stopped and backed up on n1, moves back to n0 on its
+    // next start; n1 is connected, so its copy goes as soon as it moved.
+    stop_and_back_up(&c, "mv").await;
+    let (s, n) = c.post("/v1/nodes/n1/drain", json!({})).await;
+    assert_eq!(s, 200, "{n}");
+    let (s, w) = c.post("/v1/workspaces/mv/start", json!({})).await;
+    assert_eq!(s, 202, "{w}");
+    let w = c.wait_state("mv", "running", T).await;
+    assert_eq!(w["node"], "n0", "{w}");
+    let got = stdout(&c, "mv", "cat /workspace/proof").await;
+    assert_eq!(got, format!("{token}\nmore\n"));
+    copy_gone(&c, 1, &id).await;
+    let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
+    assert_eq!(s, 200);
+
+    // A move whose backup is gone fails with backup_missing: never empty.
+    stop_and_back_up(&c, "mv").await;
+    let repo = c.dir.join("backups").join(&id);
+    std::fs::rename(&repo, c.dir.join("backups").join("gone")).unwrap();
+    c.nodes[0].kill_agent();
+    c.wait_state("mv", "unknown", T).await;
+    let (s, w) = c.post("/v1/workspaces/mv/start", json!({})).await;
+    assert_eq!(s, 202, "{w}");
+    let w = c.wait_state("mv", "failed", T).await;
+    let reason = w["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("backup_missing"), "{w}");
+    // Its old node back: the failed move's workspace is deleted with the
+    // copy n0 still holds.
+    c.nodes[0].start_agent(None);
+    connected(&c, "n0").await;
+    c.finish().await;
+}
+
+/// Waits until node `id` is connected to the coordinator.
+async fn connected(c: &Cluster, id: &str) {
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, n) = c.get(&format!("/v1/nodes/{id}")).await;
+        if n["connected_here"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} not back: {n}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+fn rand_token() -> u64 {
+    let mut b = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
