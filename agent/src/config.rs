@@ -25,6 +25,7 @@ pub struct ConfigFile {
     pub node: NodeConfig,
     pub cache: CacheConfig,
     pub idle: IdleConfig,
+    pub preemption: crate::preempt::PreemptionConfig,
 }
 
 /// How workspaces are sampled for the idle detector (docs/idle.md).
@@ -222,6 +223,7 @@ impl Default for ConfigFile {
             node: NodeConfig::default(),
             cache: CacheConfig::default(),
             idle: IdleConfig::default(),
+            preemption: Default::default(),
         }
     }
 }
@@ -365,8 +367,11 @@ pub fn load(path: Option<&std::path::Path>) -> Result<Config, ConfigError> {
 }
 
 /// Checks a parsed file and derives the typed config.
-pub fn validate(file: ConfigFile) -> Result<Config, ConfigError> {
+pub fn validate(mut file: ConfigFile) -> Result<Config, ConfigError> {
     let invalid = |key, reason: String| ConfigError::Invalid { key, reason };
+    file.preemption = std::mem::take(&mut file.preemption)
+        .resolve(&file.state_dir)
+        .map_err(|(key, reason)| invalid(key, reason))?;
     let subnet = parse_subnet(&file.network.subnet).map_err(|r| invalid("network.subnet", r))?;
     if file.network.bridge.is_empty() || file.network.bridge.len() > 15 {
         return Err(invalid(

@@ -19,6 +19,7 @@ pub mod init;
 pub mod layers;
 pub mod link;
 pub mod net;
+pub mod preempt;
 pub mod prepared;
 pub mod reconcile;
 pub mod record;
@@ -150,9 +151,11 @@ pub async fn run(
         None => None,
     };
     let m = prepare(&cfg, &host).await?;
+    let (preempted, preemption) = tokio::sync::watch::channel(None);
     let node = server::Node {
         workspaces: m.clone(),
         tunnels: tunnel::Tunnels::new(&cfg.file.state_dir)?,
+        preemption,
     };
     let listener = server::bind(&cfg.control_socket)?;
     tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
@@ -168,6 +171,7 @@ pub async fn run(
         _ = events::watch(m.clone()) => {}
         _ = m.refill_prepared() => {}
         _ = m.watch_idle() => {}
+        _ = preempt::watch(cfg.file.preemption.clone(), preempted) => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
     }
     Ok(())

@@ -336,6 +336,10 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
     };
     let mut changes = m.changes();
     let mut progress = m.progress();
+    // A notice seen before this session is said again on it.
+    let mut preemption = node.preemption.clone();
+    preemption.mark_changed();
+    let mut watching = true;
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0u64;
     let mut held = m.prebuilds().await?.keys;
@@ -372,6 +376,19 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
                 let Ok(p) = p else { continue };
                 if let Err(e) = write_frame(&mut send, &up(Up::Progress(p))).await {
                     break Err(link_err(e));
+                }
+            }
+            changed = preemption.changed(), if watching => {
+                if changed.is_err() {
+                    // Its source is gone: nothing will ever come.
+                    watching = false;
+                    continue;
+                }
+                let notice = preemption.borrow_and_update().clone();
+                if let Some(p) = notice {
+                    if let Err(e) = write_frame(&mut send, &up(Up::Preemption(p))).await {
+                        break Err(link_err(e));
+                    }
                 }
             }
             e = conn.closed() => break Err(link_err(format!("connection closed: {e}"))),

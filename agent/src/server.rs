@@ -29,6 +29,8 @@ pub fn bind(path: &Path) -> Result<UnixListener> {
 pub struct Node {
     pub workspaces: Manager,
     pub tunnels: Tunnels,
+    /// The node's preemption notice, once one came (`crate::preempt`).
+    pub preemption: tokio::sync::watch::Receiver<Option<berth_proto::link::Preemption>>,
 }
 
 /// Serves connections until the listener fails.

@@ -94,7 +94,9 @@ pub(crate) enum Cmd {
     Backup(Target),
     /// Put a backup back into a stopped workspace: its /workspace and home
     /// directories become what they were then. Refused until what it holds
-    /// now is backed up (its stop backs it up).
+    /// now is backed up (its stop backs it up). A workspace whose node is
+    /// lost (`unknown`) starts on another node from the backup instead,
+    /// giving up what only the lost node holds.
     Restore {
         #[command(flatten)]
         target: Target,

@@ -8,6 +8,7 @@ pub mod quic;
 use crate::domain::node::{JoinRefusal, Registration};
 use crate::error::Error;
 use berth_proto::agent as pb;
+use berth_proto::link as lk;
 use berth_proto::{read_frame, write_frame};
 use futures::future::BoxFuture;
 use std::time::Duration;
@@ -104,6 +105,11 @@ pub enum LinkEvent {
     },
     /// The images a node has changed (a pull, an eviction): all of them.
     Images { node: String, names: Vec<String> },
+    /// The node is about to be taken away (a spot instance's notice).
+    Preempted {
+        node: String,
+        notice: lk::Preemption,
+    },
     /// A node reported a change of one of its workspaces.
     Status {
         node: String,

@@ -16,6 +16,7 @@ mod moves;
 mod nodes;
 mod prebuild_nodes;
 mod prebuilds;
+mod preempt;
 mod pull_requests;
 mod reconcile;
 mod repos;
@@ -131,6 +132,9 @@ struct Inner {
     backups: crate::domain::backup::Policy,
     /// Workspace ids with a backup or restore on its way.
     backing_up: Mutex<HashSet<String>>,
+    /// Workspaces stopped by a preemption notice, to start elsewhere once
+    /// their final backup is confirmed.
+    resume: Mutex<HashSet<String>>,
     /// Bounds the backups running at once.
     backup_slots: Arc<tokio::sync::Semaphore>,
     /// Held while a prebuild is requested or started (one decision at a time).
@@ -182,6 +186,7 @@ impl Service {
                 backup_slots: Arc::new(tokio::sync::Semaphore::new(p.backups.parallel.max(1))),
                 backups: p.backups,
                 backing_up: Mutex::default(),
+                resume: Mutex::default(),
                 prebuild_lock: Default::default(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),

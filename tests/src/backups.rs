@@ -31,3 +31,52 @@ pub async fn cluster_of(opts: ClusterOptions, interval_minutes: f64, extra: &str
     c.start_coordinator();
     c
 }
+
+/// What `script` prints in workspace `ws` (it must exit 0).
+pub async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
+    c.exec_ok(ws, script).await["stdout"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Workspace `ws` as the API shows it.
+pub async fn workspace(c: &Cluster, ws: &str) -> serde_json::Value {
+    let (s, w) = c.get(&format!("/v1/workspaces/{ws}")).await;
+    assert_eq!(s, 200, "{w}");
+    w
+}
+
+/// Two nodes, backing up every 5 minutes (and at every stop) to the
+/// cluster's directory, which both see (`shared_path`): workspaces can
+/// move between them.
+pub async fn shared_pair() -> Cluster {
+    let opts = ClusterOptions {
+        agents: 2,
+        ..Default::default()
+    };
+    cluster_of(opts, 5.0, "shared_path = true\n").await
+}
+
+/// Creates `ws` (running) on a pair's node `on` ("n0" or "n1"): the other
+/// is cordoned meanwhile.
+pub async fn create_on(c: &Cluster, ws: &str, on: &str) {
+    let other = if on == "n0" { "n1" } else { "n0" };
+    let (s, _) = c
+        .post(&format!("/v1/nodes/{other}/cordon"), serde_json::json!({}))
+        .await;
+    assert_eq!(s, 200);
+    let (s, w) = c.create(ws).await;
+    assert_eq!(s, 201, "{w}");
+    let w = c
+        .wait_state(ws, "running", std::time::Duration::from_secs(90))
+        .await;
+    assert_eq!(w["node"], on, "{w}");
+    let (s, _) = c
+        .post(
+            &format!("/v1/nodes/{other}/uncordon"),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(s, 200);
+}

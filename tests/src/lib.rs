@@ -12,6 +12,7 @@ pub mod clean;
 pub mod cluster;
 pub mod db;
 pub mod git;
+pub mod imds;
 mod node;
 pub mod oci;
 pub mod openssh;

@@ -12,18 +12,12 @@
 //! recovers; and stock `restic` restores what Berth wrote, with the key
 //! the coordinator holds.
 
+use berth_tests::backups::stdout;
 use berth_tests::cluster::Cluster;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(60);
-
-async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
-    c.exec_ok(ws, script).await["stdout"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
 
 async fn backups(c: &Cluster, ws: &str) -> Value {
     let (s, b) = c.get(&format!("/v1/workspaces/{ws}/backups")).await;

@@ -4,30 +4,19 @@
 //!
 //! What is tried: a stopped workspace whose node is killed starts on the
 //! other node with its files, owners and home directory, the CLI saying
-//! what it restores; the dead node's copy is deleted when it comes back; a
-//! workspace that ran when its node died is not moved (its node may hold
-//! newer data), as the control; a stopped workspace on a drained node moves
+//! what it restores; a workspace that ran when its node died is not moved
+//! by a start (its node may hold newer data), as the control, but is by
+//! `berth restore`, without what was written after its backup; the dead
+//! node's copies are deleted when it comes back; a stopped workspace on a drained node moves
 //! back and the drained node's copy goes at once; and a move whose backup
 //! is gone fails loudly (`backup_missing`), never starting empty.
 
-use berth_tests::cluster::{Cluster, ClusterOptions};
-use serde_json::{json, Value};
+use berth_tests::backups::{create_on, stdout, workspace};
+use berth_tests::cluster::Cluster;
+use serde_json::json;
 use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(90);
-
-async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
-    c.exec_ok(ws, script).await["stdout"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
-async fn get(c: &Cluster, ws: &str) -> Value {
-    let (s, w) = c.get(&format!("/v1/workspaces/{ws}")).await;
-    assert_eq!(s, 200, "{w}");
-    w
-}
 
 /// Stops `ws` and waits for the backup of it stopped.
 async fn stop_and_back_up(c: &Cluster, ws: &str) {
@@ -39,7 +28,7 @@ async fn stop_and_back_up(c: &Cluster, ws: &str) {
     c.wait_state(ws, "stopped", T).await;
     let deadline = Instant::now() + T;
     loop {
-        let w = get(c, ws).await;
+        let w = workspace(c, ws).await;
         let last = &w["backup"]["last"];
         if last["consistency"] == "stopped" && last["taken_at_ms"].as_i64() >= Some(asked) {
             return;
@@ -70,28 +59,16 @@ async fn copy_gone(c: &Cluster, i: usize, id: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
-    let mut c = berth_tests::backups::cluster_of(
-        ClusterOptions {
-            agents: 2,
-            ..Default::default()
-        },
-        5.0,
-        "shared_path = true\n",
-    )
-    .await;
-    // Both workspaces on one node: the other is cordoned meanwhile.
-    let (s, _) = c.post("/v1/nodes/n1/cordon", json!({})).await;
-    assert_eq!(s, 200);
-    for ws in ["mv", "busy"] {
-        let (s, w) = c.create(ws).await;
-        assert_eq!(s, 201, "{w}");
-        c.wait_state(ws, "running", T).await;
-    }
-    let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
-    assert_eq!(s, 200);
-    let first = get(&c, "mv").await["node"].clone();
+    let mut c = berth_tests::backups::shared_pair().await;
+    // Both on n0.
+    create_on(&c, "mv", "n0").await;
+    create_on(&c, "busy", "n0").await;
+    let first = workspace(&c, "mv").await["node"].clone();
     assert_eq!(first, "n0");
-    let id = get(&c, "mv").await["id"].as_str().unwrap().to_string();
+    let id = workspace(&c, "mv").await["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let token = format!("{:x}", rand_token());
     c.exec_ok(
         "mv",
@@ -103,6 +80,13 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
     .await;
     let owners_before = stdout(&c, "mv", "stat -c '%u:%g' /workspace/proof").await;
     stop_and_back_up(&c, "mv").await;
+    // `busy` runs on: backed up now, then written again.
+    c.exec_ok("busy", "echo backed-up > /workspace/before")
+        .await;
+    let (s, b) = c.post("/v1/workspaces/busy/backups", json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    c.exec_ok("busy", "echo only-on-n0 > /workspace/after")
+        .await;
 
     // n0 dies. After the grace, both of its workspaces are unknown.
     c.nodes[0].kill_agent();
@@ -114,7 +98,7 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
     assert_eq!(s, 202, "{w}");
     assert_eq!(w["state"], "unknown", "not moved: {w}");
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let w = get(&c, "busy").await;
+    let w = workspace(&c, "busy").await;
     assert_eq!(
         (&w["state"], &w["node"]),
         (&json!("unknown"), &json!("n0")),
@@ -145,7 +129,29 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
     // It writes there as its own user.
     c.exec_ok("mv", "echo more >> /workspace/proof").await;
 
-    // n0 comes back: its copy of `mv` is stale and deleted; `busy` is its own.
+    // `busy` is moved only when its owner says so, giving up what only n0
+    // holds: `berth restore` of a workspace whose node is lost.
+    let (code, out, err) = c.berth(&c.admin_token, &["restore", "busy"]).await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    assert!(
+        out.contains("node n0 is lost") && out.contains("not in it"),
+        "{out}"
+    );
+    let w = c.wait_state("busy", "running", T).await;
+    assert_eq!(w["node"], "n1", "{w}");
+    assert_eq!(
+        stdout(&c, "busy", "cat /workspace/before").await.trim(),
+        "backed-up"
+    );
+    let after = stdout(&c, "busy", "cat /workspace/after 2>&1 || true").await;
+    assert!(
+        after.contains("No such file"),
+        "what was written after the backup is not restored: {after}"
+    );
+    let busy_id = w["id"].as_str().unwrap().to_string();
+
+    // n0 comes back: its copies of `mv` and `busy` (which still ran there)
+    // are stale and deleted.
     let n0_record = c.nodes[0]
         .state_dir
         .join("workspaces")
@@ -154,10 +160,15 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
         n0_record.exists(),
         "n0 still holds its copy while it is down"
     );
+    assert!(
+        c.nodes[0].running_tasks().contains(&busy_id),
+        "busy ran on on n0"
+    );
     c.nodes[0].start_agent(None);
     copy_gone(&c, 0, &id).await;
-    let busy = c.wait_state("busy", "running", T).await;
-    assert_eq!(busy["node"], "n0");
+    copy_gone(&c, 0, &busy_id).await;
+    assert!(!c.nodes[0].running_tasks().contains(&busy_id));
+    assert_eq!(c.wait_state("busy", "running", T).await["node"], "n1");
 
     // Drained: `mv`, stopped and backed up on n1, moves back to n0 on its
     // next start; n1 is connected, so its copy goes as soon as it moved.

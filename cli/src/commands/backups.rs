@@ -108,15 +108,24 @@ pub(crate) async fn restore(
 ) -> Outcome {
     let body = RestoreBody { id, at };
     let r: Restored = c.post(&ws_path(&t, "/restore"), &body).await?;
-    ui.print(&r, || {
-        format!(
+    ui.print(&r, || match &r.moved_from {
+        Some(node) => format!(
+            "{}: node {node} is lost; it starts on another node from backup {} of {} ({}); \
+             what was written after that backup is not in it (`berth get {}` follows it)\n",
+            t.name,
+            r.backup.id,
+            rfc3339(r.backup.taken_at_ms.div_euclid(1000)),
+            size(r.backup.bytes_total),
+            t.name
+        ),
+        None => format!(
             "{} restored from backup {} of {} ({}) in {} ms\n",
             t.name,
             r.backup.id,
             rfc3339(r.backup.taken_at_ms.div_euclid(1000)),
             size(r.backup.bytes_total),
             r.duration_ms
-        )
+        ),
     });
     Ok(0)
 }

@@ -428,25 +428,26 @@ impl QuicLink {
             .await
             .map_err(|e| e.to_string())?
         {
+            let emit = |ev| {
+                let _ = self.inner.events.send(ev);
+            };
             match msg.msg {
-                Some(Up::Progress(progress)) => {
-                    let _ = self.inner.events.send(LinkEvent::Progress {
-                        node: node.into(),
-                        progress,
-                    });
-                }
+                Some(Up::Progress(progress)) => emit(LinkEvent::Progress {
+                    node: node.into(),
+                    progress,
+                }),
+                Some(Up::Preemption(notice)) => emit(LinkEvent::Preempted {
+                    node: node.into(),
+                    notice,
+                }),
                 Some(Up::Heartbeat(hb)) => {
                     if let Some(l) = hb.prebuilds {
-                        let _ = self.inner.events.send(LinkEvent::Prebuilds {
-                            node: node.into(),
-                            keys: l.keys,
-                        });
+                        let (node, keys) = (node.into(), l.keys);
+                        emit(LinkEvent::Prebuilds { node, keys });
                     }
                     if let Some(l) = hb.images {
-                        let _ = self.inner.events.send(LinkEvent::Images {
-                            node: node.into(),
-                            names: l.names,
-                        });
+                        let (node, names) = (node.into(), l.names);
+                        emit(LinkEvent::Images { node, names });
                     }
                     if let Some(s) = self
                         .inner
@@ -466,10 +467,8 @@ impl QuicLink {
                 }
                 Some(Up::Status(r)) => {
                     if let Some(status) = r.status {
-                        let _ = self.inner.events.send(LinkEvent::Status {
-                            node: node.into(),
-                            status: Box::new(status),
-                        });
+                        let (node, status) = (node.into(), Box::new(status));
+                        emit(LinkEvent::Status { node, status });
                     }
                 }
                 Some(Up::Register(_)) | None => {

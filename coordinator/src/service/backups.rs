@@ -44,6 +44,7 @@ impl Service {
 
     /// Starts the backups that are due.
     pub async fn backup_pass(&self) -> Result<()> {
+        self.resume_pass().await;
         let facts = self.inner.store.backup_facts().await?;
         let now = self.now();
         for state in [State::Running, State::Stopped] {
@@ -273,6 +274,21 @@ impl Service {
     /// its stop confirms first), so a restore never loses work either.
     pub async fn restore(&self, owner: &str, name: &str, req: &RestoreBody) -> Result<Restored> {
         let w = self.find(owner, name).await?;
+        let at = match &req.at {
+            Some(t) => Some(
+                (time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
+                    .map_err(|e| Error::invalid("invalid_time", format!("at {t:?}: {e}")))?
+                    .unix_timestamp_nanos()
+                    / 1_000_000) as i64,
+            ),
+            None => None,
+        };
+        if w.state == State::Unknown {
+            // Its node is lost: the backup is restored on another one.
+            let all = self.inner.store.backups(&w.id).await?;
+            let chosen = choose(&all, name, req, at)?;
+            return self.move_to_backup(&w, chosen).await;
+        }
         if w.state != State::Stopped {
             return Err(Error::conflict(
                 "not_stopped",
@@ -283,15 +299,6 @@ impl Service {
             ));
         }
         let node = self.backup_node(&w)?;
-        let at = match &req.at {
-            Some(t) => Some(
-                (time::OffsetDateTime::parse(t, &time::format_description::well_known::Rfc3339)
-                    .map_err(|e| Error::invalid("invalid_time", format!("at {t:?}: {e}")))?
-                    .unix_timestamp_nanos()
-                    / 1_000_000) as i64,
-            ),
-            None => None,
-        };
         let _flight = self.claim(&w.id).ok_or_else(|| {
             Error::conflict("backup_running", "a backup or restore of it is on its way")
         })?;
@@ -307,22 +314,7 @@ impl Service {
                 ),
             ));
         }
-        let chosen = all
-            .iter()
-            .find(|b| match (&req.id, at) {
-                (Some(id), _) => b.backup.id.starts_with(id.as_str()),
-                (None, Some(at)) => b.backup.taken_at_ms <= at,
-                (None, None) => true,
-            })
-            .ok_or_else(|| {
-                Error::not_found(match (&req.id, &req.at) {
-                    (Some(id), _) => format!("workspace {name} has no backup {id}"),
-                    (_, Some(t)) => {
-                        format!("workspace {name} has no backup taken at or before {t}")
-                    }
-                    _ => format!("workspace {name} has no backup"),
-                })
-            })?;
+        let chosen = choose(&all, name, req, at)?;
         let store = self.backup_store(&w).await?;
         let cmd = pb::request::Command::Restore(pb::RestoreRequest {
             name: w.id.clone(),
@@ -346,8 +338,32 @@ impl Service {
         Ok(Restored {
             backup: chosen.backup.clone(),
             duration_ms: r.duration_ms,
+            moved_from: None,
         })
     }
+}
+
+/// The backup a restore names: `req.id` (a prefix), or the newest taken
+/// at or before `at`, or the newest.
+fn choose<'a>(
+    all: &'a [BackupRow],
+    name: &str,
+    req: &RestoreBody,
+    at: Option<i64>,
+) -> Result<&'a BackupRow> {
+    all.iter()
+        .find(|b| match (&req.id, at) {
+            (Some(id), _) => b.backup.id.starts_with(id.as_str()),
+            (None, Some(at)) => b.backup.taken_at_ms <= at,
+            (None, None) => true,
+        })
+        .ok_or_else(|| {
+            Error::not_found(match (&req.id, &req.at) {
+                (Some(id), _) => format!("workspace {name} has no backup {id}"),
+                (_, Some(t)) => format!("workspace {name} has no backup taken at or before {t}"),
+                _ => format!("workspace {name} has no backup"),
+            })
+        })
 }
 
 /// A node's refusal of a backup or restore, as the API says it.

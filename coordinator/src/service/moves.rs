@@ -7,9 +7,10 @@ use super::{Change, Service};
 use crate::domain::backup::{self, Away, MoveFacts};
 use crate::domain::lifecycle::{Desired, Event, State};
 use crate::domain::workspace::WorkspaceRow;
-use crate::error::Result;
-use crate::store::MoveRow;
+use crate::error::{Error, Result};
+use crate::store::{BackupRow, MoveRow};
 use berth_proto::agent as pb;
+use berth_proto::api::Restored;
 
 impl Service {
     /// A start request on `w` (a user's, or a connection's wake-up):
@@ -57,13 +58,56 @@ impl Service {
             }
             return Ok(Event::StartRequested);
         };
+        let why = format!("moving: node {from} {}; {}", away.as_str(), restoring(&b));
+        self.record_move(w, &b, &from, &why).await?;
+        Ok(Event::Move(why))
+    }
+
+    /// Restores backup `b` of workspace `w`, whose node is lost, on
+    /// another node: the user's explicit choice (`berth restore`), which
+    /// gives up whatever the lost node holds beyond that backup.
+    pub(super) async fn move_to_backup(&self, w: &WorkspaceRow, b: &BackupRow) -> Result<Restored> {
+        let from = w.node.clone().unwrap_or_default();
+        if !self.inner.backups.shared() {
+            return Err(Error::conflict(
+                "node_lost",
+                format!(
+                    "the node of workspace {} is lost, and its backups are on that node's own disk",
+                    w.name
+                ),
+            ));
+        }
         let why = format!(
-            "moving: node {from} {}; restoring backup {} ({:.1} MiB, taken {})",
-            away.as_str(),
-            &b.backup.id[..b.backup.id.len().min(8)],
-            b.backup.bytes_total as f64 / f64::from(1u32 << 20),
-            rfc3339(b.backup.taken_at_ms),
+            "moving: node {from} is lost; {} (what was written after it is not in it)",
+            restoring(b)
         );
+        self.record_move(w, b, &from, &why).await?;
+        match self
+            .change(&w.id, &[Event::Move(why)], None, true, None)
+            .await
+        {
+            Ok(_) => Ok(Restored {
+                backup: b.backup.clone(),
+                duration_ms: 0,
+                moved_from: Some(from),
+            }),
+            Err(e) => {
+                let _ = self.inner.store.drop_move(&w.id).await;
+                Err(match e {
+                    Change::Store(e) => e,
+                    _ => Error::conflict("busy", "the workspace changed concurrently; retry"),
+                })
+            }
+        }
+    }
+
+    async fn record_move(
+        &self,
+        w: &WorkspaceRow,
+        b: &BackupRow,
+        from: &str,
+        why: &str,
+    ) -> Result<()> {
         self.inner
             .store
             .set_move(&MoveRow {
@@ -71,13 +115,12 @@ impl Service {
                 backup_id: b.backup.id.clone(),
                 id_base: b.id_base,
                 bytes: b.backup.bytes_total,
-                from_node: from,
-                why: why.clone(),
+                from_node: from.to_string(),
+                why: why.to_string(),
                 requested_ms: self.now(),
                 done_ms: 0,
             })
-            .await?;
-        Ok(Event::Move(why))
+            .await
     }
 
     /// The restore a create of `w` carries: its pending move's backup.
@@ -173,7 +216,17 @@ impl Service {
     }
 }
 
-fn rfc3339(ms: i64) -> String {
+/// "restoring backup 1a2b3c4d (1.2 MiB, taken ...)".
+fn restoring(b: &BackupRow) -> String {
+    format!(
+        "restoring backup {} ({:.1} MiB, taken {})",
+        &b.backup.id[..b.backup.id.len().min(8)],
+        b.backup.bytes_total as f64 / f64::from(1u32 << 20),
+        rfc3339(b.backup.taken_at_ms),
+    )
+}
+
+pub(super) fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()
         .and_then(|t| {

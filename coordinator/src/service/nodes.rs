@@ -76,6 +76,9 @@ impl Service {
                         }
                     });
                 }
+                LinkEvent::Preempted { node, notice } => {
+                    tokio::spawn(async move { me.preempted(&node, notice).await });
+                }
                 LinkEvent::Disconnected { .. } => {}
             }
         }

@@ -90,4 +90,9 @@ pub struct RestoreBody {
 pub struct Restored {
     pub backup: Backup,
     pub duration_ms: u64,
+    /// Set when the workspace's node is lost: it starts on another node
+    /// from this backup (changes made after it are not in it), and
+    /// `duration_ms` is 0: the restore happens as it is created there.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved_from: Option<String>,
 }
