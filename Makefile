@@ -32,6 +32,7 @@ up: build images
 # The tests spawn target/debug/berth-agent: build every target first so it is current.
 test: deps images
 	@scripts/schemathesis.sh --version >/dev/null
+	@scripts/moto.sh --install
 	$(CARGO) build --locked --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --workspace --no-fail-fast; \

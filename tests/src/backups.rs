@@ -12,24 +12,47 @@ pub async fn cluster(interval_minutes: f64) -> Cluster {
 /// `opts`' nodes, with `extra` lines in the coordinator's `[backups]`
 /// (e.g. `shared_path = true`: every node sees the cluster's directory).
 pub async fn cluster_of(opts: ClusterOptions, interval_minutes: f64, extra: &str) -> Cluster {
+    cluster_to(opts, None, interval_minutes, extra).await
+}
+
+/// Like `cluster_of`, backing up to `repository` (e.g. `s3:http://...`)
+/// instead of the cluster's directory when given.
+pub async fn cluster_to(
+    opts: ClusterOptions,
+    repository: Option<&str>,
+    interval_minutes: f64,
+    extra: &str,
+) -> Cluster {
     let mut c = Cluster::start(ClusterOptions {
         reflink: true,
         ..opts
     })
     .await;
+    let repository = repository.map_or_else(
+        || c.dir.join("backups").display().to_string(),
+        str::to_string,
+    );
+    back_up_to(&mut c, &repository, interval_minutes, extra);
+    c
+}
+
+/// Restarts `c`'s coordinator backing up to `repository` every
+/// `interval_minutes`, with `extra` lines in its `[backups]`.
+pub fn back_up_to(c: &mut Cluster, repository: &str, interval_minutes: f64, extra: &str) {
     let config = c.dir.join("coordinator.toml");
     std::fs::write(
         &config,
-        format!(
-            "[backups]\nrepository = \"{}\"\ninterval_minutes = {interval_minutes}\n{extra}",
-            c.dir.join("backups").display()
-        ),
+        format!("[backups]\ninterval_minutes = {interval_minutes}\n{extra}"),
     )
     .unwrap();
     c.kill_coordinator();
-    c.set_coordinator_args(vec!["--config".into(), config.display().to_string()]);
+    c.set_coordinator_args(vec![
+        "--config".into(),
+        config.display().to_string(),
+        "--backup-repository".into(),
+        repository.into(),
+    ]);
     c.start_coordinator();
-    c
 }
 
 /// What `script` prints in workspace `ws` (it must exit 0).

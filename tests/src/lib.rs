@@ -18,6 +18,7 @@ pub mod oci;
 pub mod openssh;
 pub mod postgres;
 mod process;
+pub mod s3;
 pub mod xfs;
 
 pub use clean::{assert_clean, Leaks};
