@@ -130,6 +130,8 @@ pub struct TierFile {
     pub max_lifetime_seconds: u64,
     #[serde(default = "berth_proto::api::tier_defaults::max_keepalive")]
     pub max_keepalive_seconds: u64,
+    #[serde(default)]
+    pub stopped_ttl_seconds: u64,
 }
 
 fn default_pids() -> u32 {
@@ -359,6 +361,7 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
             ("idle_timeout_seconds", t.idle_timeout_seconds),
             ("max_lifetime_seconds", t.max_lifetime_seconds),
             ("max_keepalive_seconds", t.max_keepalive_seconds),
+            ("stopped_ttl_seconds", t.stopped_ttl_seconds),
         ] {
             within(v <= 366 * 86_400, k, "at most a year".into())?;
         }
@@ -374,6 +377,7 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
             idle_warning_seconds: t.idle_warning_seconds,
             max_lifetime_seconds: t.max_lifetime_seconds,
             max_keepalive_seconds: t.max_keepalive_seconds,
+            stopped_ttl_seconds: t.stopped_ttl_seconds,
         });
     }
     Ok(Tiers::new(out))

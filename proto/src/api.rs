@@ -417,6 +417,10 @@ pub struct Tier {
     /// The longest `berth keepalive` allowed.
     #[serde(default = "tier_defaults::max_keepalive")]
     pub max_keepalive_seconds: u64,
+    /// A workspace stopped this long is deleted, once a backup holds all
+    /// it had (0: never); its backups are kept.
+    #[serde(default)]
+    pub stopped_ttl_seconds: u64,
 }
 
 /// The idle policy a tier has unless its configuration says otherwise.

@@ -11,6 +11,8 @@ pub struct Policy {
     pub warning_ms: i64,
     pub max_lifetime_ms: i64,
     pub max_keepalive_ms: i64,
+    /// A workspace stopped this long is deleted (0: never).
+    pub stopped_ttl_ms: i64,
 }
 
 impl Policy {
@@ -21,6 +23,7 @@ impl Policy {
             warning_ms: ms(t.idle_warning_seconds),
             max_lifetime_ms: ms(t.max_lifetime_seconds),
             max_keepalive_ms: ms(t.max_keepalive_seconds),
+            stopped_ttl_ms: ms(t.stopped_ttl_seconds),
         }
     }
 }
@@ -114,6 +117,35 @@ pub fn warning(name: &str, stops_at_ms: i64, why: &str, now_ms: i64) -> String {
     )
 }
 
+/// What the TTL of a stopped workspace says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Ttl {
+    /// No TTL, or not reached: nothing.
+    Keep,
+    /// Reached, and a backup holds all it had: delete it now.
+    Delete(String),
+    /// Reached, but no confirmed backup holds all it had yet: its data is
+    /// never deleted before one does.
+    Held,
+}
+
+/// The TTL of a workspace stopped since `stopped_since_ms`, whose newest
+/// confirmed backup was taken at `backup` (Unix ms, and whether of it
+/// stopped).
+pub fn ttl(p: &Policy, stopped_since_ms: i64, backup: Option<(i64, bool)>, now: i64) -> Ttl {
+    if p.stopped_ttl_ms <= 0 || now < stopped_since_ms.saturating_add(p.stopped_ttl_ms) {
+        return Ttl::Keep;
+    }
+    match backup {
+        Some((at, true)) if at >= stopped_since_ms => Ttl::Delete(format!(
+            "stopped for {} (the tier's TTL is {}); its backups are kept",
+            ago(now - stopped_since_ms),
+            ago(p.stopped_ttl_ms)
+        )),
+        _ => Ttl::Held,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +158,7 @@ mod tests {
             warning_ms: 5 * MIN,
             max_lifetime_ms: 0,
             max_keepalive_ms: 8 * 60 * MIN,
+            stopped_ttl_ms: 0,
         }
     }
 
@@ -274,5 +307,22 @@ mod tests {
             w,
             "berth: workspace api is idle for 30 min and stops in 5 min. Run `berth keepalive api` to keep it running."
         );
+    }
+
+    #[test]
+    fn a_stopped_workspace_goes_after_its_ttl_only_once_backed_up() {
+        let p = Policy {
+            stopped_ttl_ms: 1000,
+            ..Policy::default()
+        };
+        let off = Policy::default();
+        let held = Some((600, true));
+        assert_eq!(ttl(&off, 500, held, 1_000_000), Ttl::Keep, "no TTL");
+        assert_eq!(ttl(&p, 500, held, 1499), Ttl::Keep, "not yet");
+        assert!(matches!(ttl(&p, 500, held, 1500), Ttl::Delete(_)));
+        // No backup, one from before the stop, or one of it running: held.
+        assert_eq!(ttl(&p, 500, None, 9000), Ttl::Held);
+        assert_eq!(ttl(&p, 500, Some((499, true)), 9000), Ttl::Held);
+        assert_eq!(ttl(&p, 500, Some((600, false)), 9000), Ttl::Held);
     }
 }

@@ -1,11 +1,12 @@
 //! The idle policy at work: running workspaces whose node says they are
 //! idle are warned (a notice in their open terminals, and an event), then
 //! stopped, as their tier says; a keepalive holds them. Wake on connect
-//! starts them again.
+//! starts them again. A workspace stopped longer than its tier's TTL is
+//! deleted, once a confirmed backup holds what it had.
 
 use super::Service;
-use crate::domain::idle::{self, Due, Facts, Policy};
-use crate::domain::lifecycle::{Event, State};
+use crate::domain::idle::{self, Due, Facts, Policy, Ttl};
+use crate::domain::lifecycle::{Desired, Event, State};
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::store::WorkspaceFilter;
@@ -43,7 +44,46 @@ impl Service {
             if let Err(e) = self.idle_once().await {
                 tracing::warn!(error = %e, "idle pass failed");
             }
+            if let Err(e) = self.ttl_once().await {
+                tracing::warn!(error = %e, "TTL pass failed");
+            }
         }
+    }
+
+    /// Deletes the stopped workspaces past their tier's TTL whose data a
+    /// confirmed backup holds; the others wait for that backup.
+    pub async fn ttl_once(&self) -> Result<()> {
+        let stopped = self
+            .inner
+            .store
+            .workspaces(&WorkspaceFilter {
+                state: Some(State::Stopped),
+                ..Default::default()
+            })
+            .await?;
+        let now = self.now();
+        for w in stopped.iter().filter(|w| w.desired == Desired::Stopped) {
+            let p = self.policy(w);
+            if p.stopped_ttl_ms <= 0 {
+                continue;
+            }
+            let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
+            let backup = newest
+                .as_ref()
+                .map(|b| (b.backup.taken_at_ms, b.backup.consistency == "stopped"));
+            match idle::ttl(&p, w.state_since_ms, backup, now) {
+                Ttl::Keep => {}
+                Ttl::Held => {
+                    tracing::debug!(workspace = %w.id, "past its TTL; waits for the backup of its stop")
+                }
+                Ttl::Delete(why) => {
+                    tracing::info!(workspace = %w.id, %why, "TTL: deleting");
+                    self.announce(&w.id, format!("ttl: {why}")).await;
+                    self.apply(&w.id, &[Event::DeleteRequested], None).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     fn policy(&self, w: &WorkspaceRow) -> Policy {
