@@ -416,7 +416,9 @@ pub(crate) enum NodesCmd {
     Cordon { id: String },
     /// Undo cordon (and drain).
     Uncordon { id: String },
-    /// Cordon a node and stop its workspaces.
+    /// Cordon a node and stop its running workspaces; with shared backups
+    /// (S3, or a shared path) each then starts on another node from its
+    /// stop's backup, else it stays stopped there.
     Drain { id: String },
 }
 

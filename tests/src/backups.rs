@@ -3,6 +3,7 @@
 //! `interval_minutes` to the cluster's own directory.
 
 use crate::cluster::{Cluster, ClusterOptions};
+use std::time::{Duration, Instant};
 
 /// One node.
 pub async fn cluster(interval_minutes: f64) -> Cluster {
@@ -46,7 +47,10 @@ pub fn back_up_to(c: &mut Cluster, repository: &str, interval_minutes: f64, extr
     )
     .unwrap();
     c.kill_coordinator();
+    // The harness's own argument, which this replaces: capacity as offered.
     c.set_coordinator_args(vec![
+        "--cpu-overcommit".into(),
+        "1".into(),
         "--config".into(),
         config.display().to_string(),
         "--backup-repository".into(),
@@ -102,4 +106,36 @@ pub async fn create_on(c: &Cluster, ws: &str, on: &str) {
         )
         .await;
     assert_eq!(s, 200);
+}
+
+/// Waits until node `i`'s agent has no record of workspace `id` (its
+/// volume, container and namespace go with it).
+pub async fn copy_gone(c: &Cluster, i: usize, id: &str) {
+    let record = c.nodes[i]
+        .state_dir
+        .join("workspaces")
+        .join(format!("{id}.json"));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while record.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the stale copy of {id} stays on {}: {}",
+            c.nodes[i].id,
+            c.coordinator_log()
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+/// Waits until node `id` is connected to the coordinator.
+pub async fn connected(c: &Cluster, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, n) = c.get(&format!("/v1/nodes/{id}")).await;
+        if n["connected_here"] == true {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{id} not back: {n}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
 }

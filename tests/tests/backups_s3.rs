@@ -8,7 +8,7 @@
 //! nothing lost; and a stopped workspace whose node is lost moves to the
 //! other node from S3.
 
-use berth_tests::backups::{create_on, stdout, workspace};
+use berth_tests::backups::{copy_gone, create_on, stdout, workspace};
 use berth_tests::cluster::{Cluster, ClusterOptions};
 use berth_tests::s3::{FaultProxy, Moto};
 use serde_json::json;
@@ -91,7 +91,10 @@ async fn backups_go_to_s3_outlast_503s_and_move_a_workspace_between_nodes() {
         stdout(&c, "s3ws", "cat /workspace/a /workspace/b").await,
         "one\ntwo\n"
     );
+    // n0 back: its stale copy goes.
+    let id = w["id"].as_str().unwrap().to_string();
     c.nodes[0].start_agent(None);
+    copy_gone(&c, 0, &id).await;
     c.finish().await;
     drop(proxy);
     drop(moto);

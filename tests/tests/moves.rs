@@ -7,11 +7,13 @@
 //! what it restores; a workspace that ran when its node died is not moved
 //! by a start (its node may hold newer data), as the control, but is by
 //! `berth restore`, without what was written after its backup; the dead
-//! node's copies are deleted when it comes back; a stopped workspace on a drained node moves
-//! back and the drained node's copy goes at once; and a move whose backup
-//! is gone fails loudly (`backup_missing`), never starting empty.
+//! node's copies are deleted when it comes back; a stopped workspace on a
+//! drained node moves back and the drained node's copy goes at once, and
+//! the running one there is stopped, backed up and started elsewhere; a
+//! move whose backup is gone fails loudly (`backup_missing`), never
+//! starting empty; and a start that finds its node full moves.
 
-use berth_tests::backups::{create_on, stdout, workspace};
+use berth_tests::backups::{connected, copy_gone, create_on, stdout, workspace};
 use berth_tests::cluster::Cluster;
 use serde_json::json;
 use std::time::{Duration, Instant};
@@ -34,25 +36,6 @@ async fn stop_and_back_up(c: &Cluster, ws: &str) {
             return;
         }
         assert!(Instant::now() < deadline, "no backup after the stop: {w}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
-/// Waits until node `i`'s agent has no record of workspace `id` (its
-/// volume, container and namespace go with it).
-async fn copy_gone(c: &Cluster, i: usize, id: &str) {
-    let record = c.nodes[i]
-        .state_dir
-        .join("workspaces")
-        .join(format!("{id}.json"));
-    let deadline = Instant::now() + T;
-    while record.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "the stale copy of {id} stays on {}: {}",
-            c.nodes[i].id,
-            c.coordinator_log()
-        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -182,6 +165,21 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
     let got = stdout(&c, "mv", "cat /workspace/proof").await;
     assert_eq!(got, format!("{token}\nmore\n"));
     copy_gone(&c, 1, &id).await;
+    // `busy` ran on n1: the drain stops it, backs it up and starts it on n0.
+    let deadline = Instant::now() + T;
+    loop {
+        let w = workspace(&c, "busy").await;
+        if w["state"] == "running" && w["node"] == "n0" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "busy not moved off n1: {w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert_eq!(
+        stdout(&c, "busy", "cat /workspace/before").await.trim(),
+        "backed-up"
+    );
+    copy_gone(&c, 1, &busy_id).await;
     let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
     assert_eq!(s, 200);
 
@@ -203,21 +201,43 @@ async fn stopped_workspaces_move_from_a_lost_or_drained_node_with_their_data() {
     c.finish().await;
 }
 
-/// Waits until node `id` is connected to the coordinator.
-async fn connected(c: &Cluster, id: &str) {
-    let deadline = Instant::now() + T;
-    loop {
-        let (_, n) = c.get(&format!("/v1/nodes/{id}")).await;
-        if n["connected_here"] == true {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{id} not back: {n}");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 fn rand_token() -> u64 {
     let mut b = [0u8; 8];
     std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom").unwrap(), &mut b).unwrap();
     u64::from_le_bytes(b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_that_finds_its_node_full_moves_once_backed_up() {
+    let c = berth_tests::backups::shared_pair().await;
+    create_on(&c, "roomy", "n0").await;
+    c.exec_ok("roomy", "echo kept > /workspace/f").await;
+    stop_and_back_up(&c, "roomy").await;
+    // n0 fills up meanwhile: the rest of its CPU goes to another workspace.
+    let (s, _) = c.post("/v1/nodes/n1/cordon", json!({})).await;
+    assert_eq!(s, 200);
+    let (s, w) = c
+        .post(
+            "/v1/workspaces",
+            json!({"name": "hog", "image": c.tiny(), "cpu_millis": 3900, "memory_bytes": 64u64 << 20,
+                   "disk_bytes": 32u64 << 20, "pids": 64}),
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
+    assert_eq!(c.wait_state("hog", "running", T).await["node"], "n0");
+    let (s, _) = c.post("/v1/nodes/n1/uncordon", json!({})).await;
+    assert_eq!(s, 200);
+    // Its start finds no room on n0; its stop's backup holds all it had, so
+    // it starts on n1 from it.
+    let (code, out, err) = c.berth(&c.admin_token, &["start", "roomy"]).await;
+    assert_eq!(code, 0, "{out}\n{err}\n{}", c.coordinator_log());
+    assert!(err.contains("node n0 is full"), "{err}");
+    let w = workspace(&c, "roomy").await;
+    assert_eq!(
+        (&w["state"], &w["node"]),
+        (&json!("running"), &json!("n1")),
+        "{w}"
+    );
+    assert_eq!(stdout(&c, "roomy", "cat /workspace/f").await.trim(), "kept");
+    c.finish().await;
 }

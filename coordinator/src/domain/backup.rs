@@ -71,6 +71,8 @@ pub enum Away {
     Gone,
     /// The node is being drained.
     Draining,
+    /// The node has no room for its start.
+    Full,
     /// It failed there (a start that timed out, a node that lost it).
     Failed,
 }
@@ -81,9 +83,20 @@ impl Away {
             Self::Lost => "is lost",
             Self::Gone => "is gone",
             Self::Draining => "is draining",
+            Self::Full => "is full",
             Self::Failed => "failed it",
         }
     }
+}
+
+/// A workspace's newest confirmed backup, as the move decision reads it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Newest {
+    /// The workspace's generation (intent) when it was taken.
+    pub generation: u64,
+    /// Of the workspace stopped (nothing wrote it meanwhile).
+    pub stopped: bool,
+    pub taken_at_ms: i64,
 }
 
 /// What the move decision reads of a workspace and its newest backup.
@@ -92,30 +105,30 @@ pub struct MoveFacts {
     pub state: State,
     pub wants_stopped: bool,
     pub generation: u64,
-    /// The newest backup's generation, and whether it was of the workspace
-    /// stopped (nothing wrote it meanwhile).
-    pub newest: Option<(u64, bool)>,
+    pub state_since_ms: i64,
+    pub newest: Option<Newest>,
 }
 
 /// Whether a workspace whose node cannot have it may start on another node
-/// from its newest backup. A node that is lost, gone or draining may still
-/// hold newer data, so only a backup of the workspace stopped, under the
-/// intent it still has, will do: then the backup holds all of it. After a
-/// failure there is no better copy to wait for, and the newest backup is it.
+/// from its newest backup: only if that backup holds all it has, since its
+/// node (lost, gone, draining, full) may still hold newer data. A stopped
+/// workspace is held by a backup of it stopped taken since it stopped; an
+/// unknown one (its stop time lost with its node) by a backup of it
+/// stopped under the intent it still has. After a failure there is no
+/// better copy to wait for, and the newest backup is it.
 pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static str> {
     if !p.shared() {
         return Err("its backups are on its node's own disk ([backups] repository is a local path and shared_path is off)");
     }
-    let Some((generation, stopped)) = f.newest else {
+    let Some(b) = f.newest else {
         return Err("it has no backup");
     };
-    if away == Away::Failed {
-        return Ok(());
-    }
-    let held = matches!(f.state, State::Stopped | State::Unknown)
-        && f.wants_stopped
-        && generation == f.generation
-        && stopped;
+    let held = match (away, f.state) {
+        (Away::Failed, _) => true,
+        (_, State::Stopped) => b.stopped && b.taken_at_ms >= f.state_since_ms,
+        (_, State::Unknown) => f.wants_stopped && b.generation == f.generation && b.stopped,
+        _ => false,
+    };
     if held {
         Ok(())
     } else {
@@ -265,17 +278,34 @@ mod tests {
             shared_path: true,
             ..Policy::default()
         };
+        // Stopped at 1000, generation 7.
         let f = |state, wants_stopped, newest| MoveFacts {
             state,
             wants_stopped,
             generation: 7,
+            state_since_ms: 1000,
             newest,
         };
-        let held = Some((7, true));
+        let b = |generation, stopped, taken_at_ms| {
+            Some(Newest {
+                generation,
+                stopped,
+                taken_at_ms,
+            })
+        };
+        let held = b(7, true, 1500);
         let cases: &[(&Policy, Away, MoveFacts, bool)] = &[
             (&shared, Away::Lost, f(State::Unknown, true, held), true),
             (&nfs, Away::Draining, f(State::Stopped, true, held), true),
             (&shared, Away::Gone, f(State::Stopped, true, held), true),
+            // A start waiting for room: its intent is newer than the backup,
+            // which still holds all it had since it stopped.
+            (
+                &shared,
+                Away::Full,
+                f(State::Stopped, false, b(6, true, 1500)),
+                true,
+            ),
             // Per-node disks: nothing to move from.
             (&local, Away::Lost, f(State::Unknown, true, held), false),
             (&local, Away::Failed, f(State::Failed, false, held), false),
@@ -284,25 +314,38 @@ mod tests {
             (&shared, Away::Failed, f(State::Failed, false, None), false),
             // Lost while it ran, or wanted running: the node may hold newer data.
             (&shared, Away::Lost, f(State::Unknown, false, held), false),
-            // A backup of an older intent (started and stopped since), or a
-            // live one: not all of it.
+            // A backup of an older intent (started and stopped since), one
+            // from before the stop, or a live one: not all of it.
             (
                 &shared,
                 Away::Lost,
-                f(State::Unknown, true, Some((6, true))),
+                f(State::Unknown, true, b(6, true, 1500)),
+                false,
+            ),
+            (
+                &shared,
+                Away::Full,
+                f(State::Stopped, false, b(6, true, 900)),
                 false,
             ),
             (
                 &shared,
                 Away::Draining,
-                f(State::Stopped, true, Some((7, false))),
+                f(State::Stopped, true, b(7, false, 1500)),
+                false,
+            ),
+            // Not a state a move leaves from.
+            (
+                &shared,
+                Away::Draining,
+                f(State::Running, false, held),
                 false,
             ),
             // Failed: the newest backup is the best copy there is.
             (
                 &shared,
                 Away::Failed,
-                f(State::Failed, false, Some((3, false))),
+                f(State::Failed, false, b(3, false, 10)),
                 true,
             ),
         ];

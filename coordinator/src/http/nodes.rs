@@ -91,8 +91,9 @@ pub(super) async fn uncordon_node(
     Ok(Json(view(&s, &s.svc.set_flags(&id, false, false).await?)))
 }
 
-/// Drain a node: cordon it and stop its running workspaces (their volumes
-/// stay on the node; moving them to another node comes with backups).
+/// Drain a node: cordon it and stop its running workspaces; with shared
+/// backups each then starts on another node from its stop's backup, else
+/// its volume stays on the node, stopped.
 #[utoipa::path(post, path = "/v1/nodes/{id}/drain", params(("id" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")),
     responses((status = 200, body = Node), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]

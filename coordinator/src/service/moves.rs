@@ -4,7 +4,7 @@
 //! The old node's copy is deleted once the new one exists.
 
 use super::{Change, Service};
-use crate::domain::backup::{self, Away, MoveFacts};
+use crate::domain::backup::{self, Away, MoveFacts, Newest};
 use crate::domain::lifecycle::{Desired, Event, State};
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
@@ -29,38 +29,51 @@ impl Service {
     /// its node cannot have it and a backup holds what it needs; else the
     /// start itself.
     pub(super) async fn start_event(&self, w: &WorkspaceRow) -> Result<Event> {
-        let Some(from) = w.node.clone() else {
+        let Some(from) = &w.node else {
             return Ok(Event::StartRequested);
         };
         let away = match w.state {
             State::Unknown => Away::Lost,
             State::Failed => Away::Failed,
-            State::Stopped => match self.inner.store.node(&from).await? {
+            State::Stopped => match self.inner.store.node(from).await? {
                 None => Away::Gone,
                 Some(n) if n.draining => Away::Draining,
                 Some(_) => return Ok(Event::StartRequested),
             },
             _ => return Ok(Event::StartRequested),
         };
+        Ok(self
+            .move_event(w, away)
+            .await?
+            .unwrap_or(Event::StartRequested))
+    }
+
+    /// The move of `w` off its node, which cannot have it for `away`,
+    /// recorded; None when no backup allows it (`backup::may_move`).
+    pub(super) async fn move_event(&self, w: &WorkspaceRow, away: Away) -> Result<Option<Event>> {
+        let from = w.node.clone().unwrap_or_default();
         let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
         let facts = MoveFacts {
             state: w.state,
             wants_stopped: w.desired == Desired::Stopped,
             generation: w.generation,
-            newest: newest
-                .as_ref()
-                .map(|b| (b.generation, b.backup.consistency == "stopped")),
+            state_since_ms: w.state_since_ms,
+            newest: newest.as_ref().map(|b| Newest {
+                generation: b.generation,
+                stopped: b.backup.consistency == "stopped",
+                taken_at_ms: b.backup.taken_at_ms,
+            }),
         };
-        let (Ok(()), Some(b)) = (backup::may_move(&self.inner.backups, away, &facts), newest)
-        else {
-            if let Err(why) = backup::may_move(&self.inner.backups, away, &facts) {
-                tracing::info!(workspace = %w.id, node = %from, away = away.as_str(), why, "not moved");
-            }
-            return Ok(Event::StartRequested);
+        if let Err(why) = backup::may_move(&self.inner.backups, away, &facts) {
+            tracing::debug!(workspace = %w.id, node = %from, away = away.as_str(), why, "not moved");
+            return Ok(None);
+        }
+        let Some(b) = newest else {
+            return Ok(None);
         };
         let why = format!("moving: node {from} {}; {}", away.as_str(), restoring(&b));
         self.record_move(w, &b, &from, &why).await?;
-        Ok(Event::Move(why))
+        Ok(Some(Event::Move(why)))
     }
 
     /// Restores backup `b` of workspace `w`, whose node is lost, on

@@ -278,24 +278,13 @@ impl Service {
         self.node(id).await
     }
 
-    /// Drains a node: cordons it and stops its running workspaces (their
-    /// volumes stay on the node; moving them elsewhere comes with backups).
+    /// Drains a node: cordons it and stops its running workspaces, which
+    /// start on other nodes from their stop's backups when the backups are
+    /// shared (else their volumes stay on the node, stopped).
     pub async fn drain(&self, id: &str) -> Result<NodeRow> {
         let n = self.set_flags(id, true, true).await?;
-        let on = self
-            .inner
-            .store
-            .workspaces(&WorkspaceFilter {
-                node: Some(id.to_string()),
-                ..Default::default()
-            })
+        self.evacuate(id, &format!("drain: node {id} is drained"))
             .await?;
-        for w in on
-            .iter()
-            .filter(|w| matches!(w.state, State::Running | State::Starting))
-        {
-            self.apply(&w.id, &[Event::StopRequested], None).await;
-        }
         Ok(n)
     }
 }

@@ -1,10 +1,13 @@
-//! A node's preemption notice (a spot instance taken back; the agent reads
-//! it from the cloud's metadata service, `berth_agent::preempt`): the node
-//! is drained, its running workspaces stop, each gets its final backup, and
-//! each then starts on another node from that backup (`service::moves`).
+//! A node's evacuation: on a preemption notice (a spot instance taken
+//! back; the agent reads it from the cloud's metadata service,
+//! `berth_agent::preempt`) or a drain, its running workspaces stop, each
+//! gets its final backup, and each then starts on another node from that
+//! backup (`service::moves`).
 
 use super::Service;
+use crate::domain::backup::Away;
 use crate::domain::lifecycle::{Desired, Event, State};
+use crate::error::Result;
 use crate::store::WorkspaceFilter;
 use berth_proto::link as lk;
 
@@ -16,48 +19,55 @@ impl Service {
         if let Err(e) = self.inner.store.set_node_flags(node, true, true).await {
             tracing::warn!(%node, error = %e, "node not drained");
         }
-        let on = match self
+        let when = if notice.at_ms > 0 {
+            format!(" at {}", super::moves::rfc3339(notice.at_ms))
+        } else {
+            String::new()
+        };
+        let why = format!(
+            "preempted: node {node} is being taken back ({} {}{when})",
+            notice.source, notice.detail
+        );
+        if let Err(e) = self.evacuate(node, &why).await {
+            tracing::warn!(%node, error = %e, "preempted node's workspaces not read");
+        }
+    }
+
+    /// Stops `node`'s running workspaces (it is drained or preempted) and
+    /// has each start elsewhere once its stop's backup is confirmed, when
+    /// the backups are shared; else they stay stopped there.
+    pub(super) async fn evacuate(&self, node: &str, why: &str) -> Result<()> {
+        let on = self
             .inner
             .store
             .workspaces(&WorkspaceFilter {
                 node: Some(node.to_string()),
                 ..Default::default()
             })
-            .await
-        {
-            Ok(on) => on,
-            Err(e) => {
-                tracing::warn!(%node, error = %e, "preempted node's workspaces not read");
-                return;
-            }
-        };
-        let when = if notice.at_ms > 0 {
-            format!(" at {}", super::moves::rfc3339(notice.at_ms))
-        } else {
-            String::new()
+            .await?;
+        let shared = self.inner.backups.shared();
+        let then = match shared {
+            true => "stopping, backing up and moving",
+            false => "stopping (backups are per node: it stays here)",
         };
         for w in on.iter().filter(|w| {
             w.desired == Desired::Running && matches!(w.state, State::Running | State::Starting)
         }) {
-            self.inner
-                .resume
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(w.id.clone());
+            if shared {
+                self.inner
+                    .resume
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(w.id.clone());
+            }
             self.apply(&w.id, &[Event::StopRequested], None).await;
-            self.announce(
-                &w.id,
-                format!(
-                    "preempted: node {node} is being taken back ({} {}{when}); stopping, backing up and moving",
-                    notice.source, notice.detail
-                ),
-            )
-            .await;
+            self.announce(&w.id, format!("{why}; {then}")).await;
         }
+        Ok(())
     }
 
-    /// Starts (so moves) each workspace a preemption stopped, once a
-    /// backup of it stopped is confirmed.
+    /// Moves each workspace an evacuation stopped, once a backup of it
+    /// stopped is confirmed.
     pub(super) async fn resume_pass(&self) {
         let ids: Vec<String> = self
             .inner
@@ -84,19 +94,15 @@ impl Service {
             if w.state != State::Stopped {
                 continue;
             }
-            let held = matches!(
-                self.inner.store.newest_backup(&id).await,
-                Ok((Some(b), _)) if b.generation == w.generation && b.backup.consistency == "stopped"
-            );
-            if !held {
+            // Off the node, once a backup of it stopped is confirmed; never
+            // started again on the node it is leaving.
+            let Ok(Some(ev)) = self.move_event(&w, Away::Draining).await else {
                 continue;
-            }
+            };
             self.forget_resume(&id);
-            match self.request_start(&w).await {
-                Ok(now) => {
-                    tracing::info!(workspace = %id, state = now.state.as_str(), "preempted workspace started again")
-                }
-                Err(_) => tracing::warn!(workspace = %id, "preempted workspace not started again"),
+            if self.apply(&id, &[ev], None).await.is_none() {
+                let _ = self.inner.store.drop_move(&id).await;
+                tracing::warn!(workspace = %id, "evacuated workspace not moved");
             }
         }
     }

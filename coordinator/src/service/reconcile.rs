@@ -3,6 +3,7 @@
 //! node until its answer is recorded.
 
 use super::Service;
+use crate::domain::backup::Away;
 use crate::domain::lifecycle::{self, Command, Desired, Event, Observed, State};
 use crate::domain::node::{NodeRow, NodeStatus};
 use crate::domain::scheduler::{self, NodeView};
@@ -154,7 +155,8 @@ impl Service {
         Ok(n)
     }
 
-    /// Tries again the starts that found no room on their node.
+    /// Tries again the starts that found no room on their node, or moves
+    /// them elsewhere when a backup holds all they had.
     async fn retry_waiting_starts(&self) -> Result<()> {
         let stopped = self
             .inner
@@ -162,7 +164,14 @@ impl Service {
             .workspaces_in(&[State::Stopped], 1024)
             .await?;
         for w in stopped.iter().filter(|w| w.desired == Desired::Running) {
-            self.apply(&w.id, &[Event::StartRequested], None).await;
+            // Stopped and wanted running: its node had no room. A backup
+            // that holds all it had moves it to a node with room.
+            let moved = self.move_event(w, Away::Full).await.ok().flatten();
+            let ev = moved.unwrap_or(Event::StartRequested);
+            let moving = matches!(ev, Event::Move(_));
+            if self.apply(&w.id, &[ev], None).await.is_none() && moving {
+                let _ = self.inner.store.drop_move(&w.id).await;
+            }
         }
         Ok(())
     }
