@@ -143,6 +143,8 @@ struct Inner {
     started_ms: i64,
     wake_schedule: Notify,
     wake_dispatch: Notify,
+    /// Wakes the backup pass: a workspace stopped (its final backup is due now).
+    wake_backup: Notify,
     /// Workspace ids with a command on its way.
     inflight: Mutex<HashSet<String>>,
     retry_after: Mutex<HashMap<String, Instant>>,
@@ -190,6 +192,7 @@ impl Service {
                 prebuild_lock: Default::default(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),
+                wake_backup: Notify::new(),
                 inflight: Mutex::default(),
                 retry_after: Mutex::default(),
                 events: broadcast::channel(4096).0,
@@ -423,6 +426,10 @@ impl Service {
                 Ok(Some(stored)) => {
                     if stored.state != w.state {
                         tracing::info!(workspace = %id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");
+                        if stored.state == State::Stopped {
+                            // Its stop's backup is due: not a pass later.
+                            self.inner.wake_backup.notify_one();
+                        }
                     }
                     self.published(&stored);
                     if stored.state == State::Pending {

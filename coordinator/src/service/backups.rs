@@ -35,7 +35,11 @@ impl Drop for InFlight {
 impl Service {
     pub(super) async fn backup_loop(&self) {
         loop {
-            tokio::time::sleep(self.inner.timing.backup_check).await;
+            let _ = tokio::time::timeout(
+                self.inner.timing.backup_check,
+                self.inner.wake_backup.notified(),
+            )
+            .await;
             if let Err(e) = self.backup_pass().await {
                 tracing::warn!(error = %e, "backup pass failed");
             }
