@@ -194,10 +194,10 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
 
     // Positive control for the restore: the newest backup (after the stop)
     // is what the workspace had last.
+    let stopped_again = now_ms();
     let (s, e) = c.post("/v1/workspaces/bk/stop", json!({})).await;
     assert_eq!(s, 202, "{e}");
     c.wait_state("bk", "stopped", T).await;
-    let stopped_again = now_ms();
     backup_after(&c, "bk", stopped_again, T).await;
     let (s, r) = c
         .post("/v1/workspaces/bk/restore", json!({"id": second["id"]}))
@@ -277,9 +277,10 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
     assert!(!out.status.success());
 
     // The repository gone: the restore fails loudly and leaves the data.
+    let stopping = now_ms();
     c.post("/v1/workspaces/bk/stop", json!({})).await;
     c.wait_state("bk", "stopped", T).await;
-    backup_after(&c, "bk", now_ms() - 500, T).await;
+    backup_after(&c, "bk", stopping, T).await;
     let moved = c.dir.join("backups-moved");
     std::fs::rename(&state.repository, &moved).unwrap();
     let (s, e) = c
