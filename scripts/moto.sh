@@ -5,22 +5,7 @@
 #   scripts/moto.sh -H HOST -p PORT    (arguments go to moto_server)
 set -euo pipefail
 version=5.2.5
-cache=${BERTH_CACHE:-/var/cache/berth}
-venv=$cache/venv/moto-$version
-if [ ! -f "$venv/.complete" ]; then
-  mkdir -p "$cache/venv"
-  exec 9>"$cache/venv/.lock"
-  flock 9
-  if [ ! -f "$venv/.complete" ]; then
-    echo "moto: installing $version into $venv" >&2
-    rm -rf "$venv"
-    py=/usr/bin/python3 # Debian's (python3-venv), whatever else is on PATH
-    [ -x "$py" ] || py=python3
-    "$py" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==$version"
-    touch "$venv/.complete"
-  fi
-  exec 9>&-
-fi
+. "$(dirname "$0")/pyvenv.sh"
+pyvenv moto "$version" "moto[server]==$version"
 [ "${1:-}" = "--install" ] && exit 0
 exec "$venv/bin/moto_server" "$@"

@@ -146,10 +146,15 @@ async fn ask(
     http: &reqwest::Client,
 ) -> Result<Option<lk::Preemption>, String> {
     let base = cfg.endpoint.trim_end_matches('/');
-    let text = |r: reqwest::Response| async move {
-        let status = r.status().as_u16();
-        let body = r.text().await.map_err(|e| e.to_string())?;
-        Ok::<_, String>((status, body))
+    // A GET with one header: its status and body.
+    let get = |path: &str, header: (&'static str, String)| {
+        let req = http.get(format!("{base}{path}")).header(header.0, header.1);
+        async move {
+            let r = req.send().await.map_err(|e| e.to_string())?;
+            let status = r.status().as_u16();
+            let body = r.text().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((status, body))
+        }
     };
     match cfg.source.as_str() {
         "aws" => {
@@ -163,23 +168,19 @@ async fn ask(
                 return Err(format!("IMDSv2 token: {}", token.status()));
             }
             let token = token.text().await.map_err(|e| e.to_string())?;
-            let r = http
-                .get(format!("{base}/latest/meta-data/spot/instance-action"))
-                .header("X-aws-ec2-metadata-token", token.trim())
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let (status, body) = text(r).await?;
+            let (status, body) = get(
+                "/latest/meta-data/spot/instance-action",
+                ("X-aws-ec2-metadata-token", token.trim().to_string()),
+            )
+            .await?;
             Ok(aws_notice(status, &body))
         }
         "gcp" => {
-            let r = http
-                .get(format!("{base}/computeMetadata/v1/instance/preempted"))
-                .header("Metadata-Flavor", "Google")
-                .send()
-                .await
-                .map_err(|e| e.to_string())?;
-            let (status, body) = text(r).await?;
+            let (status, body) = get(
+                "/computeMetadata/v1/instance/preempted",
+                ("Metadata-Flavor", "Google".to_string()),
+            )
+            .await?;
             Ok(gcp_notice(status, &body))
         }
         _ => match tokio::fs::read_to_string(&cfg.file).await {

@@ -64,7 +64,8 @@ impl Service {
         let now = self.now();
         for w in stopped.iter().filter(|w| w.desired == Desired::Stopped) {
             let p = self.policy(w);
-            if p.stopped_ttl_ms <= 0 {
+            // The store is read only for those past their TTL.
+            if idle::ttl(&p, w.state_since_ms, None, now) == Ttl::Keep {
                 continue;
             }
             let (newest, _) = self.inner.store.newest_backup(&w.id).await?;

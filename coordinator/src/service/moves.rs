@@ -17,10 +17,21 @@ impl Service {
     /// applied strictly, as a move when `start_event` says so.
     pub(super) async fn request_start(&self, w: &WorkspaceRow) -> Result<WorkspaceRow, Change> {
         let ev = self.start_event(w).await.map_err(Change::Store)?;
+        self.start_or_move(&w.id, ev, true).await
+    }
+
+    /// Applies a start or a move (`strict`: as a user's request); a move
+    /// that does not apply forgets the move it recorded.
+    pub(super) async fn start_or_move(
+        &self,
+        id: &str,
+        ev: Event,
+        strict: bool,
+    ) -> Result<WorkspaceRow, Change> {
         let moving = matches!(ev, Event::Move(_));
-        let changed = self.change(&w.id, &[ev], None, true, None).await;
+        let changed = self.change(id, &[ev], None, strict, None).await;
         if moving && changed.is_err() {
-            let _ = self.inner.store.drop_move(&w.id).await;
+            let _ = self.inner.store.drop_move(id).await;
         }
         changed
     }
@@ -95,22 +106,17 @@ impl Service {
             restoring(b)
         );
         self.record_move(w, b, &from, &why).await?;
-        match self
-            .change(&w.id, &[Event::Move(why)], None, true, None)
-            .await
-        {
+        match self.start_or_move(&w.id, Event::Move(why), true).await {
             Ok(_) => Ok(Restored {
                 backup: b.backup.clone(),
                 duration_ms: 0,
                 moved_from: Some(from),
             }),
-            Err(e) => {
-                let _ = self.inner.store.drop_move(&w.id).await;
-                Err(match e {
-                    Change::Store(e) => e,
-                    _ => Error::conflict("busy", "the workspace changed concurrently; retry"),
-                })
-            }
+            Err(Change::Store(e)) => Err(e),
+            Err(_) => Err(Error::conflict(
+                "busy",
+                "the workspace changed concurrently; retry",
+            )),
         }
     }
 
@@ -136,29 +142,32 @@ impl Service {
             .await
     }
 
-    /// The restore a create of `w` carries: its pending move's backup.
-    pub(super) async fn move_restore(
+    /// The move a create of `w` completes, if it has one pending, and the
+    /// restore the create carries for it.
+    pub(super) async fn pending_move(
         &self,
         w: &WorkspaceRow,
-    ) -> Result<Option<pb::RestoreRequest>> {
+    ) -> Result<Option<(MoveRow, pb::RestoreRequest)>> {
         let Some(m) = self.inner.store.move_of(&w.id).await? else {
             return Ok(None);
         };
         if m.done_ms != 0 {
             return Ok(None);
         }
-        Ok(Some(pb::RestoreRequest {
+        let restore = pb::RestoreRequest {
             name: w.id.clone(),
             store: Some(self.backup_store(w).await?),
-            id: m.backup_id,
+            id: m.backup_id.clone(),
             id_base: m.id_base,
             bytes: m.bytes,
-        }))
+        };
+        Ok(Some((m, restore)))
     }
 
-    /// After a create of `w` succeeded: its move (if any) is done, and the
-    /// copy on the node it left is deleted, now or when that node is back.
-    pub(super) async fn moved(&self, w: &WorkspaceRow) {
+    /// After the create of `w` that restored move `m` succeeded: the move
+    /// is done, and the copy on the node it left is deleted, now or when
+    /// that node is back.
+    pub(super) async fn moved(&self, w: &WorkspaceRow, m: &MoveRow) {
         match self.inner.store.finish_move(&w.id, self.now()).await {
             Ok(true) => {}
             Ok(false) => return,
@@ -167,9 +176,6 @@ impl Service {
                 return;
             }
         }
-        let Ok(Some(m)) = self.inner.store.move_of(&w.id).await else {
-            return;
-        };
         tracing::info!(workspace = %w.id, from = %m.from_node, to = ?w.node, backup = %m.backup_id, "moved");
         self.announce(
             &w.id,
@@ -239,12 +245,7 @@ fn restoring(b: &BackupRow) -> String {
     )
 }
 
+/// Unix ms as RFC 3339 (UTC, to the second).
 pub(super) fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| ms.to_string())
+    berth_proto::units::rfc3339(ms.div_euclid(1000))
 }

@@ -100,8 +100,7 @@ impl Service {
                 continue;
             };
             self.forget_resume(&id);
-            if self.apply(&id, &[ev], None).await.is_none() {
-                let _ = self.inner.store.drop_move(&id).await;
+            if self.start_or_move(&id, ev, false).await.is_err() {
                 tracing::warn!(workspace = %id, "evacuated workspace not moved");
             }
         }

@@ -168,10 +168,7 @@ impl Service {
             // that holds all it had moves it to a node with room.
             let moved = self.move_event(w, Away::Full).await.ok().flatten();
             let ev = moved.unwrap_or(Event::StartRequested);
-            let moving = matches!(ev, Event::Move(_));
-            if self.apply(&w.id, &[ev], None).await.is_none() && moving {
-                let _ = self.inner.store.drop_move(&w.id).await;
-            }
+            let _ = self.start_or_move(&w.id, ev, false).await;
         }
         Ok(())
     }
@@ -329,16 +326,16 @@ impl Service {
             _ => (None, None),
         };
         // A moved workspace's create restores its backup: never without it.
-        let restore = match cmd {
-            Command::Create => match self.move_restore(&w).await {
-                Ok(r) => r,
+        let (moving, restore) = match cmd {
+            Command::Create => match self.pending_move(&w).await {
+                Ok(m) => m.unzip(),
                 Err(e) => {
                     tracing::warn!(workspace = %w.id, error = %e, "the move's backup is not at hand; will retry");
                     self.retry_later(&w.id);
                     return;
                 }
             },
-            _ => None,
+            _ => (None, None),
         };
         let request = Self::request(&w, cmd, credential, prebuild, restore);
         let answer = self.inner.link.call(&node, request, timeout).await;
@@ -426,7 +423,9 @@ impl Service {
         }
         // After the answer is recorded, not before: the start path waits on that write only.
         if cmd == Command::Create && status.is_some() {
-            self.moved(&w).await;
+            if let Some(m) = &moving {
+                self.moved(&w, m).await;
+            }
             if let Err(e) = self.inner.store.note_cached_image(&node, &w.image).await {
                 tracing::debug!(node = %node, error = %e, "cached image not noted");
             }
