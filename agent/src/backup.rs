@@ -15,6 +15,13 @@ mod restic;
 
 pub use restic::{Restic, Summary};
 
+/// Tags every Berth backup carries besides `berth` and its consistency:
+/// the workspace's generation and the first host id of the range its
+/// files are owned in. The coordinator finds a fenced backup by them
+/// (it is taken while the coordinator cannot hear of it).
+pub const GENERATION_TAG: &str = "generation=";
+pub const ID_BASE_TAG: &str = "id-base=";
+
 use crate::error::{AgentError, Result};
 use berth_proto::agent as pb;
 use berth_proto::api::STORE_ENV as ENV_ALLOWED;
@@ -83,6 +90,10 @@ pub enum Consistency {
     Stopped,
     /// Read while it ran: the volume's file system cannot clone.
     Live,
+    /// Stopped by its node, cut off from the coordinator, then read: as
+    /// `Stopped`, and the node will not start it again by itself
+    /// (`crate::fence`).
+    Fenced,
 }
 
 impl Consistency {
@@ -91,6 +102,7 @@ impl Consistency {
             Self::Snapshot => "snapshot",
             Self::Stopped => "stopped",
             Self::Live => "live",
+            Self::Fenced => "fenced",
         }
     }
 }

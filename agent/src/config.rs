@@ -88,6 +88,11 @@ pub struct CoordinatorConfig {
     pub address: Option<String>,
     /// Longest wait between reconnection attempts, in milliseconds.
     pub reconnect_max_ms: u64,
+    /// Cut off from every coordinator this long, the agent stops its
+    /// running workspaces and backs each up stopped (`crate::fence`), so
+    /// the coordinator can start them on another node with all their data.
+    /// 0 (the default): never; a coordinator outage then stops nothing.
+    pub stop_after_seconds: u64,
 }
 
 /// What this node offers and how it is known.
@@ -113,6 +118,7 @@ impl Default for CoordinatorConfig {
         Self {
             address: None,
             reconnect_max_ms: 10_000,
+            stop_after_seconds: 0,
         }
     }
 }

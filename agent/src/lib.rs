@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 pub mod events;
 pub mod failpoint;
+pub mod fence;
 pub mod host;
 pub mod idle;
 pub mod idmap;
@@ -100,6 +101,7 @@ pub async fn prepare(cfg: &Config, host: &host::Host) -> Result<Manager> {
         tracing::warn!(dir = %volumes.display(), "the volumes' file system cannot clone files (reflink): running workspaces are backed up live, not from a snapshot (docs/backups.md)");
     }
     m.reconcile().await?;
+    m.clear_backup_snapshots();
     Ok(m)
 }
 
@@ -159,9 +161,16 @@ pub async fn run(
     };
     let listener = server::bind(&cfg.control_socket)?;
     tracing::info!(socket = %cfg.control_socket.display(), ready_ms = started.elapsed().as_millis() as u64, "agent ready");
+    let (link_up, up) = tokio::sync::watch::channel(false);
+    // Alone (no coordinator), there is nothing to be cut off from.
+    let stop_after = match link {
+        Some(_) => Duration::from_secs(cfg.file.coordinator.stop_after_seconds),
+        None => Duration::ZERO,
+    };
+    let fenced = Box::pin(fence::watch(m.clone(), stop_after, up));
     let link_task = async {
         match link {
-            Some((addrs, identity)) => link::run(node.clone(), addrs, identity).await,
+            Some((addrs, identity)) => link::run(node.clone(), addrs, identity, link_up).await,
             None => std::future::pending().await,
         }
     };
@@ -172,6 +181,7 @@ pub async fn run(
         _ = m.refill_prepared() => {}
         _ = m.watch_idle() => {}
         _ = preempt::watch(cfg.file.preemption.clone(), preempted) => {}
+        _ = fenced => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
     }
     Ok(())

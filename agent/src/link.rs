@@ -14,6 +14,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 const STREAM_CONTROL: u8 = b'C';
 const STREAM_RENEW: u8 = b'R';
@@ -230,7 +231,13 @@ pub fn capacity(m: &Manager) -> lk::Capacity {
 
 /// Keeps the link up until the future is dropped. With several addresses,
 /// a link that fails (or did not last) moves on to the next coordinator.
-pub async fn run(node: Node, addrs: Vec<String>, identity: Identity) {
+/// `accepted` says whether a coordinator accepted the node (`crate::fence`).
+pub async fn run(
+    node: Node,
+    addrs: Vec<String>,
+    identity: Identity,
+    accepted: watch::Sender<bool>,
+) {
     let m = &node.workspaces;
     let max = Duration::from_millis(m.config().file.coordinator.reconnect_max_ms.max(100));
     let identity = Arc::new(Mutex::new(identity));
@@ -241,10 +248,11 @@ pub async fn run(node: Node, addrs: Vec<String>, identity: Identity) {
             return;
         };
         let started = Instant::now();
-        match session(&node, addr, &identity).await {
+        match session(&node, addr, &identity, &accepted).await {
             Ok(()) => tracing::info!(addr = %addr, "coordinator link closed"),
             Err(e) => tracing::warn!(addr = %addr, error = %e, "coordinator link down"),
         }
+        accepted.send_replace(false);
         if started.elapsed() > Duration::from_secs(30) {
             backoff = Duration::from_millis(100);
         } else {
@@ -258,7 +266,12 @@ pub async fn run(node: Node, addrs: Vec<String>, identity: Identity) {
     }
 }
 
-async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Result<()> {
+async fn session(
+    node: &Node,
+    addr: &str,
+    identity: &Arc<Mutex<Identity>>,
+    accepted: &watch::Sender<bool>,
+) -> Result<()> {
     let m = &node.workspaces;
     let id = identity.lock().unwrap_or_else(|e| e.into_inner()).clone();
     if let Some((left, _)) = id.validity() {
@@ -304,6 +317,7 @@ async fn session(node: &Node, addr: &str, identity: &Arc<Mutex<Identity>>) -> Re
         other => return Err(link_err(format!("unexpected first answer {other:?}"))),
     };
     tracing::info!(node = %id.node_id, %addr, "connected to the coordinator");
+    accepted.send_replace(true);
 
     // Answers on the control stream (acks, errors) are read by their own task.
     let reader = tokio::spawn(async move {

@@ -97,6 +97,10 @@ struct Inner {
     idle: Mutex<HashMap<String, (crate::idle::Detector, crate::idle::Verdict)>>,
     /// Backups' and restores' restic.
     restic: crate::backup::Restic,
+    /// The backup store each workspace was last backed up to, kept (in
+    /// memory only) for the backup the node takes by itself when cut off
+    /// from its coordinator (`crate::fence`).
+    stores: Mutex<HashMap<String, crate::backup::Store>>,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -196,6 +200,7 @@ impl Manager {
                 builds: Default::default(),
                 layers: crate::layers::Layers::new(state.join(prebuild::LAYERS_DIR), mountinfo),
                 restic: crate::backup::Restic::new("restic".into(), state.join("restic-cache")),
+                stores: Mutex::default(),
             }),
         })
     }

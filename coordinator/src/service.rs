@@ -11,6 +11,7 @@
 mod access;
 mod backups;
 mod exec;
+mod fenced;
 mod idle;
 mod moves;
 mod nodes;
@@ -135,6 +136,9 @@ struct Inner {
     /// Workspaces stopped by a preemption notice, to start elsewhere once
     /// their final backup is confirmed.
     resume: Mutex<HashSet<String>>,
+    /// When each unknown workspace's repository was last looked in for a
+    /// backup its node took after fencing it (`fenced`).
+    fence_looked: Mutex<HashMap<String, i64>>,
     /// Bounds the backups running at once.
     backup_slots: Arc<tokio::sync::Semaphore>,
     /// Held while a prebuild is requested or started (one decision at a time).
@@ -189,6 +193,7 @@ impl Service {
                 backups: p.backups,
                 backing_up: Mutex::default(),
                 resume: Mutex::default(),
+                fence_looked: Mutex::default(),
                 prebuild_lock: Default::default(),
                 wake_schedule: Notify::new(),
                 wake_dispatch: Notify::new(),

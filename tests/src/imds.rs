@@ -67,6 +67,11 @@ impl Imds {
         );
     }
 
+    /// `node` is a fresh instance again: no notice.
+    pub fn disarm(&self, node: &str) {
+        self.shared.lock().unwrap().armed.remove(node);
+    }
+
     /// How often `node` asked about its instance action (with a token).
     pub fn asked(&self, node: &str) -> u32 {
         self.shared

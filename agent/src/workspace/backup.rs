@@ -1,7 +1,7 @@
 //! A workspace's backups and restores (crate::backup says what and how).
 
 use super::Manager;
-use crate::backup::{freeze, Consistency, Store, PERSISTED};
+use crate::backup::{freeze, Consistency, Store, GENERATION_TAG, ID_BASE_TAG, PERSISTED};
 use crate::error::{AgentError, Result};
 use crate::record::Record;
 use berth_proto::agent as pb;
@@ -71,22 +71,79 @@ impl Drop for Snapshot {
 }
 
 impl Manager {
+    /// Unmounts and removes the snapshots a backup cut short left (the
+    /// agent was killed during it); at start, before any backup runs.
+    pub fn clear_backup_snapshots(&self) {
+        let dir = self.inner.volumes.dir().join(SNAPSHOTS);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let parts: std::collections::BTreeSet<String> = entries
+            .flatten()
+            .filter_map(|e| {
+                let name = e.file_name().into_string().ok()?;
+                Some(name.strip_suffix(".ext4").unwrap_or(&name).to_string())
+            })
+            .collect();
+        for p in parts {
+            tracing::info!(snapshot = %p, "clearing a backup snapshot left by an earlier run");
+            Snapshot {
+                image: dir.join(format!("{p}.ext4")),
+                mount: dir.join(&p),
+            }
+            .clear();
+        }
+    }
+
     /// Backs up workspace `name`'s own data to `req.store`.
     pub async fn backup(&self, req: pb::BackupRequest) -> Result<pb::BackupResult> {
         crate::validate::name(&req.name)?;
         let store = Store::of(req.store)?;
+        let b = self.back_up(&req.name, &store, false).await?;
+        self.inner
+            .stores
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(req.name, store);
+        Ok(b)
+    }
+
+    /// The store workspace `name` was last backed up to, if any since the
+    /// agent started.
+    pub(crate) fn known_store(&self, name: &str) -> Option<Store> {
+        let stores = self.inner.stores.lock().unwrap_or_else(|e| e.into_inner());
+        stores.get(name).cloned()
+    }
+
+    /// Backs workspace `name` up to `store`; `fenced`: its node stopped it
+    /// cut off from the coordinator (`crate::fence`), and it must not run.
+    pub(crate) async fn back_up(
+        &self,
+        name: &str,
+        store: &Store,
+        fenced: bool,
+    ) -> Result<pb::BackupResult> {
         // One backup or restore of a workspace at a time.
-        let _one = self.lock(&format!("{}\0backup", req.name)).await;
+        let _one = self.lock(&format!("{name}\0backup")).await;
         let started = Instant::now();
         let taken_at_ms = now_ms();
-        let guard = self.lock(&req.name).await;
-        let r = self.record(&req.name)?;
+        let guard = self.lock(name).await;
+        let r = self.record(name)?;
         let parts = r.parts().to_string();
         self.inner.volumes.ensure_mounted(&parts).await?;
         let running = self.inner.ctd.get_task(&r.name).await?.is_some();
+        if fenced && running {
+            return Err(AgentError::Conflict {
+                name: r.name,
+                state: "running".into(),
+                action: "fenced backup",
+            });
+        }
         // A stopped workspace is read in place, under its lock (nothing
         // starts meanwhile); a running one from a snapshot, without it.
-        let (snapshot, consistency, pause_ms, _guard) = if !running {
+        let (snapshot, consistency, pause_ms, _guard) = if fenced {
+            (None, Consistency::Fenced, 0, Some(guard))
+        } else if !running {
             (None, Consistency::Stopped, 0, Some(guard))
         } else {
             match Snapshot::take(self, &parts).await {
@@ -109,11 +166,13 @@ impl Manager {
         let tags = [
             "berth".to_string(),
             format!("consistency={}", consistency.as_str()),
+            format!("{GENERATION_TAG}{}", r.generation),
+            format!("{ID_BASE_TAG}{}", r.userns.host_base),
         ];
         let s = self
             .inner
             .restic
-            .backup(&store, &root, &r.name, &paths, &tags)
+            .backup(store, &root, &r.name, &paths, &tags)
             .await?;
         drop(snapshot);
         tracing::info!(

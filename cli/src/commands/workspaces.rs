@@ -192,6 +192,13 @@ fn workspace_details(w: &Workspace) -> String {
             "Covers",
             "/workspace and home directories; not the rest of the root filesystem (apt installs, /tmp)".into(),
         ));
+        if let Some(m) = &b.moved {
+            let when = m.done_at_ms.unwrap_or(m.requested_at_ms);
+            rows.push((
+                "Moved",
+                format!("from {} {} ago: {}", m.from_node, age(when, now), m.why),
+            ));
+        }
     }
     let mut out: String = rows
         .iter()

@@ -96,6 +96,10 @@ pub struct Newest {
     pub generation: u64,
     /// Of the workspace stopped (nothing wrote it meanwhile).
     pub stopped: bool,
+    /// Taken by its node after stopping it, cut off from the coordinator
+    /// (the agent's `[coordinator] stop_after_seconds`): the node will not
+    /// start it again by itself.
+    pub fenced: bool,
     pub taken_at_ms: i64,
 }
 
@@ -106,6 +110,8 @@ pub struct MoveFacts {
     pub wants_stopped: bool,
     pub generation: u64,
     pub state_since_ms: i64,
+    /// When the coordinator last heard the workspace's node.
+    pub node_last_seen_ms: i64,
     pub newest: Option<Newest>,
 }
 
@@ -114,8 +120,11 @@ pub struct MoveFacts {
 /// node (lost, gone, draining, full) may still hold newer data. A stopped
 /// workspace is held by a backup of it stopped taken since it stopped; an
 /// unknown one (its stop time lost with its node) by a backup of it
-/// stopped under the intent it still has. After a failure there is no
-/// better copy to wait for, and the newest backup is it.
+/// stopped under the intent it still has, when that intent was to stop,
+/// or when its node stopped it itself after it stopped hearing from the
+/// coordinator (fenced; a fenced backup from an earlier cut is not it).
+/// After a failure there is no better copy to wait for, and the newest
+/// backup is it.
 pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static str> {
     if !p.shared() {
         return Err("its backups are on its node's own disk ([backups] repository is a local path and shared_path is off)");
@@ -126,7 +135,10 @@ pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static st
     let held = match (away, f.state) {
         (Away::Failed, _) => true,
         (_, State::Stopped) => b.stopped && b.taken_at_ms >= f.state_since_ms,
-        (_, State::Unknown) => f.wants_stopped && b.generation == f.generation && b.stopped,
+        (_, State::Unknown) => {
+            let fenced_since = b.fenced && b.taken_at_ms > f.node_last_seen_ms;
+            b.generation == f.generation && b.stopped && (f.wants_stopped || fenced_since)
+        }
         _ => false,
     };
     if held {
@@ -279,17 +291,28 @@ mod tests {
             ..Policy::default()
         };
         // Stopped at 1000, generation 7.
+        // Its node last heard at 1200.
         let f = |state, wants_stopped, newest| MoveFacts {
             state,
             wants_stopped,
             generation: 7,
             state_since_ms: 1000,
+            node_last_seen_ms: 1200,
             newest,
         };
         let b = |generation, stopped, taken_at_ms| {
             Some(Newest {
                 generation,
                 stopped,
+                fenced: false,
+                taken_at_ms,
+            })
+        };
+        let fenced = |generation, taken_at_ms| {
+            Some(Newest {
+                generation,
+                stopped: true,
+                fenced: true,
                 taken_at_ms,
             })
         };
@@ -314,6 +337,33 @@ mod tests {
             (&shared, Away::Failed, f(State::Failed, false, None), false),
             // Lost while it ran, or wanted running: the node may hold newer data.
             (&shared, Away::Lost, f(State::Unknown, false, held), false),
+            // Unless the node, cut off, stopped it and backed it up since.
+            (
+                &shared,
+                Away::Lost,
+                f(State::Unknown, false, fenced(7, 1500)),
+                true,
+            ),
+            // A fenced backup from an earlier cut (it ran again since), or
+            // of an older intent: not all of it.
+            (
+                &shared,
+                Away::Lost,
+                f(State::Unknown, false, fenced(7, 1100)),
+                false,
+            ),
+            (
+                &shared,
+                Away::Lost,
+                f(State::Unknown, false, fenced(6, 1500)),
+                false,
+            ),
+            (
+                &local,
+                Away::Lost,
+                f(State::Unknown, false, fenced(7, 1500)),
+                false,
+            ),
             // A backup of an older intent (started and stopped since), one
             // from before the stop, or a live one: not all of it.
             (

@@ -11,7 +11,7 @@ use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::store::{BackupRow, BackupStateRow, WorkspaceFilter};
 use berth_proto::agent as pb;
-use berth_proto::api::{Backup, BackupStatus, Backups, RestoreBody, Restored};
+use berth_proto::api::{Backup, BackupStatus, Backups, Moved, RestoreBody, Restored};
 use berth_proto::codes::{self, Code};
 use std::time::Duration;
 
@@ -49,6 +49,9 @@ impl Service {
     /// Starts the backups that are due.
     pub async fn backup_pass(&self) -> Result<()> {
         self.resume_pass().await;
+        if let Err(e) = self.fence_pass().await {
+            tracing::warn!(error = %e, "fence pass failed");
+        }
         let facts = self.inner.store.backup_facts().await?;
         let now = self.now();
         for state in [State::Running, State::Stopped] {
@@ -230,7 +233,15 @@ impl Service {
         // Every GET of a workspace reads this: the newest and a count,
         // not every backup it ever had.
         let (newest, count) = self.inner.store.newest_backup(&w.id).await?;
-        Ok(Some(self.status_of(w, &state, newest.as_ref(), count)))
+        let mut status = self.status_of(w, &state, newest.as_ref(), count);
+        status.moved = self.inner.store.move_of(&w.id).await?.map(|m| Moved {
+            from_node: m.from_node,
+            backup_id: m.backup_id,
+            why: m.why,
+            requested_at_ms: m.requested_ms,
+            done_at_ms: (m.done_ms != 0).then_some(m.done_ms),
+        });
+        Ok(Some(status))
     }
 
     fn status_of(
@@ -255,6 +266,7 @@ impl Service {
             failures: s.failures,
             error: (!s.last_error.is_empty()).then(|| s.last_error.clone()),
             next_at_ms: backup::next(&self.inner.backups, &f).map(|(at, _)| at),
+            moved: None,
         }
     }
 

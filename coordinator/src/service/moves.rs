@@ -44,7 +44,12 @@ impl Service {
             return Ok(Event::StartRequested);
         };
         let away = match w.state {
-            State::Unknown => Away::Lost,
+            State::Unknown => {
+                // Its node may have fenced it; the backup it took then
+                // would let it move with all its data.
+                self.adopt_fenced(w).await;
+                Away::Lost
+            }
             State::Failed => Away::Failed,
             State::Stopped => match self.inner.store.node(from).await? {
                 None => Away::Gone,
@@ -64,14 +69,29 @@ impl Service {
     pub(super) async fn move_event(&self, w: &WorkspaceRow, away: Away) -> Result<Option<Event>> {
         let from = w.node.clone().unwrap_or_default();
         let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
+        let fenced = newest
+            .as_ref()
+            .is_some_and(|b| b.backup.consistency == "fenced");
+        // Only a fenced backup asks when the node was last heard.
+        let node_last_seen_ms = match fenced {
+            true => self
+                .inner
+                .store
+                .node(&from)
+                .await?
+                .map_or(0, |n| n.last_seen_ms),
+            false => 0,
+        };
         let facts = MoveFacts {
             state: w.state,
             wants_stopped: w.desired == Desired::Stopped,
             generation: w.generation,
             state_since_ms: w.state_since_ms,
+            node_last_seen_ms,
             newest: newest.as_ref().map(|b| Newest {
                 generation: b.generation,
-                stopped: b.backup.consistency == "stopped",
+                stopped: matches!(b.backup.consistency.as_str(), "stopped" | "fenced"),
+                fenced,
                 taken_at_ms: b.backup.taken_at_ms,
             }),
         };

@@ -59,6 +59,24 @@ pub struct BackupStatus {
     /// When the next backup is due (Unix ms; absent: none is due).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_at_ms: Option<i64>,
+    /// Its latest move to another node from a backup: where from, and why,
+    /// including what did not come with it (`GET` of one workspace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moved: Option<Moved>,
+}
+
+/// A workspace's move to another node, restored from one of its backups.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Moved {
+    pub from_node: String,
+    pub backup_id: String,
+    /// Why, and what the backup does not hold when it does not hold all.
+    pub why: String,
+    pub requested_at_ms: i64,
+    /// When the new node had restored it; absent while it is on its way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done_at_ms: Option<i64>,
 }
 
 /// `GET /v1/workspaces/{name}/backups`.
