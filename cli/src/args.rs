@@ -108,9 +108,18 @@ pub(crate) enum Cmd {
         #[arg(long)]
         id: Option<String>,
     },
-    /// Delete a workspace and its volume, and wait until it is gone.
+    /// Delete a workspace and its volume, and wait until it is gone. What
+    /// its backups do not hold yet is backed up first: a running workspace
+    /// is stopped, and deleted once the backup of its stop is confirmed.
     #[command(alias = "rm")]
-    Delete(Change),
+    Delete {
+        #[command(flatten)]
+        change: Change,
+        /// Delete at once, without that backup: what was written since the
+        /// newest backup is lost.
+        #[arg(long)]
+        force: bool,
+    },
     /// Run a command in a running workspace; exits with the command's status.
     Exec(ExecArgs),
     /// Forward local TCP ports to a workspace's ports, through the coordinator
@@ -418,8 +427,15 @@ pub(crate) enum NodesCmd {
     Uncordon { id: String },
     /// Cordon a node and stop its running workspaces; with shared backups
     /// (S3, or a shared path) each then starts on another node from its
-    /// stop's backup, else it stays stopped there.
-    Drain { id: String },
+    /// stop's backup, else it stays stopped there. `berth nodes` shows it
+    /// `drained` once nothing on it is needed.
+    Drain {
+        id: String,
+        /// Warn its running workspaces (terminals, events) and let them run
+        /// this long before they stop and move (e.g. 10m; at most 7d).
+        #[arg(long, value_parser = parse_duration)]
+        deadline: Option<Duration>,
+    },
 }
 
 #[derive(Subcommand)]

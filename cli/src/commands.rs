@@ -112,7 +112,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Backups(t) => backups::list(&c, ui, t).await,
         Cmd::Backup(t) => backups::now(&c, ui, t).await,
         Cmd::Restore { target, at, id } => backups::restore(&c, ui, target, id, at).await,
-        Cmd::Delete(ch) => workspaces::change(&c, ui, ch, "delete", State::Deleted).await,
+        Cmd::Delete { change, force } => workspaces::delete(&c, ui, change, force).await,
         Cmd::Exec(x) => exec::run(&c, ui, x).await,
         Cmd::PortForward {
             target,

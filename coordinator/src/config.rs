@@ -73,6 +73,10 @@ pub struct BackupsFile {
     /// a workspace can then move to another node from its backup, as with
     /// S3 (default false).
     pub shared_path: Option<bool>,
+    /// A delete waits for the backup of the workspace stopped (default
+    /// true; `false`: deletes are immediate and lose what the newest
+    /// backup does not hold).
+    pub before_delete: Option<bool>,
 }
 
 /// The `[prebuilds]` table.
@@ -228,6 +232,7 @@ fn validate_backups(b: BackupsFile) -> Result<BackupPolicy, ConfigError> {
         interval_ms: (minutes * 60_000.0) as i64,
         parallel,
         shared_path: b.shared_path.unwrap_or(d.shared_path),
+        before_delete: b.before_delete.unwrap_or(d.before_delete),
         ..d
     })
 }

@@ -152,6 +152,18 @@ pub struct OwnerQuery {
     pub owner: Option<String>,
 }
 
+/// `DELETE /v1/workspaces/{name}`'s query.
+#[derive(Debug, Deserialize, IntoParams)]
+pub struct DeleteQuery {
+    /// The owner of the workspace (admins only; default: the caller).
+    #[param(pattern = "^[a-z0-9._@-]{1,64}$")]
+    pub owner: Option<String>,
+    /// Delete at once, without waiting for the backup of its stop (what
+    /// was written since its newest backup is lost).
+    #[serde(default)]
+    pub force: bool,
+}
+
 /// The owner a request acts for: the caller, or (admins) who it names.
 pub fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
     match asked {

@@ -104,6 +104,11 @@ struct Opts {
     /// repository`.
     #[arg(long, global = true, env = "BERTH_BACKUP_REPOSITORY")]
     backup_repository: Option<String>,
+    /// Whether a delete waits for the backup of the workspace stopped
+    /// (true, the default) or deletes at once; overrides the
+    /// configuration's `[backups] before_delete`.
+    #[arg(long, global = true, env = "BERTH_BACKUP_BEFORE_DELETE")]
+    backup_before_delete: Option<bool>,
 }
 
 fn parse_overcommit(s: &str) -> Result<f64, String> {
@@ -199,16 +204,17 @@ fn config(o: &Opts) -> Result<Config, String> {
             .map(|d| d.trim_matches('.').to_ascii_lowercase()),
         tiers: file.tiers,
         prebuilds: file.prebuilds,
-        backups: match &o.backup_repository {
-            Some(r) => {
+        backups: {
+            let mut b = file.backups;
+            if let Some(r) = &o.backup_repository {
                 berth_coordinator::domain::backup::check_repository(r)
                     .map_err(|e| format!("--backup-repository {r:?}: {e}"))?;
-                berth_coordinator::domain::backup::Policy {
-                    repository: r.clone(),
-                    ..file.backups
-                }
+                b.repository = r.clone();
             }
-            None => file.backups,
+            if let Some(before) = o.backup_before_delete {
+                b.before_delete = before;
+            }
+            b
         },
         secrets_key_file: o.secrets_key_file.clone(),
     })

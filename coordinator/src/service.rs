@@ -10,6 +10,7 @@
 
 mod access;
 mod backups;
+mod deletes;
 mod exec;
 mod fenced;
 mod idle;
@@ -325,6 +326,7 @@ impl Service {
         let w = self.find(owner, name).await?;
         let changed = match ev {
             Event::StartRequested => self.request_start(&w).await,
+            Event::DeleteRequested => self.request_delete(&w, false).await,
             ev => self.change(&w.id, &[ev], None, true, None).await,
         };
         match changed {

@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 mod backups;
+mod deletes;
 mod git_credentials;
 mod holds;
 mod moves;

@@ -287,6 +287,13 @@ impl Cluster {
         if !args.iter().any(|a| a == "--backup-repository") {
             let repo = self.dir.join("backups");
             cmd.args(["--backup-repository", &repo.display().to_string()]);
+            // Deletes at once, as clusters that do not test backups want
+            // (their stores may be broken on purpose); a backup cluster
+            // (`crate::backups`) names its repository and gets the
+            // product's default: a delete waits for the final backup.
+            if !args.iter().any(|a| a == "--backup-before-delete") {
+                cmd.args(["--backup-before-delete", "false"]);
+            }
         }
         if let Some(url) = &database {
             cmd.args(["--database", url]);

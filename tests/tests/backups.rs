@@ -221,24 +221,12 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
         .as_str()
         .unwrap()
         .to_string();
-    let store = berth_coordinator::store::Store::open(&format!(
-        "sqlite://{}",
-        c.dir.join("coord/berth.db").display()
-    ))
-    .await
-    .unwrap();
-    let state = store.backup_state(&id).await.unwrap().unwrap();
-    let sealer = berth_coordinator::secrets::Sealer::from_file(&c.dir.join("secrets.key")).unwrap();
-    let key = sealer
-        .open(
-            &state.sealed_key,
-            &berth_coordinator::domain::backup::sealing_context(&id),
-        )
-        .unwrap();
+    let key = backup_key(&c, &id).await;
+    let repository = c.dir.join("backups").join(&id).display().to_string();
     let target = c.dir.join("stock-restore");
     let restic = |args: &[&str], password: &[u8]| {
         std::process::Command::new("restic")
-            .args(["--no-cache", "-r", &state.repository])
+            .args(["--no-cache", "-r", &repository])
             .args(args)
             .env(
                 "RESTIC_PASSWORD",
@@ -282,7 +270,7 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
     c.wait_state("bk", "stopped", T).await;
     backup_after(&c, "bk", stopping, T).await;
     let moved = c.dir.join("backups-moved");
-    std::fs::rename(&state.repository, &moved).unwrap();
+    std::fs::rename(&repository, &moved).unwrap();
     let (s, e) = c
         .post("/v1/workspaces/bk/restore", json!({"id": first_id}))
         .await;
@@ -295,7 +283,7 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
     c.wait_state("bk", "running", T).await;
     let got = stdout(&c, "bk", "cat /workspace/a").await;
     assert_eq!(got, "two\n");
-    std::fs::rename(&moved, &state.repository).unwrap();
+    std::fs::rename(&moved, &repository).unwrap();
     c.finish().await;
 }
 
@@ -357,5 +345,92 @@ async fn backups_happen_every_interval_and_a_failing_store_is_retried_and_shown(
     let (code, out, _) = c.berth(&c.admin_token, &["backups", "tick"]).await;
     assert_eq!(code, 0);
     assert!(out.contains("snapshot"), "{out}");
+
+    // A delete, sent twice, while the store fails: the workspace stops and
+    // waits, its data on its node, until the backup of its stop is
+    // confirmed; then it goes, and that backup holds its last write.
+    let key = backup_key(&c, &id).await;
+    c.exec_ok("tick", "echo kept > /workspace/last").await;
+    std::fs::rename(&repo, &aside).unwrap();
+    std::fs::write(&repo, b"not a repository").unwrap();
+    for _ in 0..2 {
+        let (s, w) = c.delete("/v1/workspaces/tick").await;
+        assert_eq!(s, 202, "{w}");
+    }
+    let deadline = Instant::now() + T;
+    let waiting = loop {
+        let (_, w) = c.get("/v1/workspaces/tick").await;
+        if w["state"] == "stopped" && w["backup"]["failures"].as_u64() >= Some(1) {
+            break w;
+        }
+        assert!(Instant::now() < deadline, "not stopped and failing: {w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(
+        waiting["backup"]["delete_requested_at_ms"].is_i64(),
+        "{waiting}"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, w) = c.get("/v1/workspaces/tick").await;
+    assert_eq!(w["state"], "stopped", "deleted before its backup: {w}");
+    let record = c.nodes[0]
+        .state_dir
+        .join("workspaces")
+        .join(format!("{id}.json"));
+    assert!(record.exists(), "its data left the node before its backup");
+    let (code, out, _) = c.berth(&c.admin_token, &["get", "tick"]).await;
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("Deleting:") && out.contains("FAILING"),
+        "{out}"
+    );
+    // The store is back: the backup, then the delete.
+    std::fs::remove_file(&repo).unwrap();
+    std::fs::rename(&aside, &repo).unwrap();
+    berth_tests::backups::copy_gone(&c, 0, &id).await;
+    let (s, _) = c.get("/v1/workspaces/tick").await;
+    assert_eq!(s, 404);
+    let (s, _) = c.delete("/v1/workspaces/tick").await;
+    assert_eq!(s, 404, "a delete of what is gone changes nothing");
+    let target = c.dir.join("final-restore");
+    let out = std::process::Command::new("restic")
+        .args(["--no-cache", "-r", &repo.display().to_string()])
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            &target.display().to_string(),
+        ])
+        .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("workspace/last")).unwrap(),
+        "kept\n"
+    );
     c.finish().await;
+}
+
+/// Workspace `id`'s backup key, as the coordinator holds it (sealed in its
+/// store with the secrets key).
+async fn backup_key(c: &Cluster, id: &str) -> Vec<u8> {
+    let store = berth_coordinator::store::Store::open(&format!(
+        "sqlite://{}",
+        c.dir.join("coord/berth.db").display()
+    ))
+    .await
+    .unwrap();
+    let state = store.backup_state(id).await.unwrap().unwrap();
+    let sealer = berth_coordinator::secrets::Sealer::from_file(&c.dir.join("secrets.key")).unwrap();
+    sealer
+        .open(
+            &state.sealed_key,
+            &berth_coordinator::domain::backup::sealing_context(id),
+        )
+        .unwrap()
 }

@@ -241,3 +241,63 @@ async fn a_start_that_finds_its_node_full_moves_once_backed_up() {
     assert_eq!(stdout(&c, "roomy", "cat /workspace/f").await.trim(), "kept");
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_with_a_deadline_lets_workspaces_run_until_then_and_the_node_ends_drained() {
+    let c = berth_tests::backups::shared_pair().await;
+    create_on(&c, "late", "n0").await;
+    c.exec_ok("late", "echo still-here > /workspace/f").await;
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &["nodes", "drain", "n0", "--deadline", "6s"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}\n{err}");
+    let asked = berth_proto::units::now_ms();
+    // Until the deadline it runs on, warned; the node drains, not drained.
+    let (_, n) = c.get("/v1/nodes/n0").await;
+    assert_eq!(
+        (&n["draining"], &n["drained"]),
+        (&json!(true), &json!(false)),
+        "{n}"
+    );
+    let deadline = n["drain_deadline_ms"].as_i64().expect("a deadline");
+    assert!((asked + 4_000..=asked + 7_000).contains(&deadline), "{n}");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let w = workspace(&c, "late").await;
+    assert_eq!(
+        (&w["state"], &w["node"]),
+        (&json!("running"), &json!("n0")),
+        "{w}"
+    );
+    // Then it stops, is backed up and moves; n0 ends drained.
+    let deadline = Instant::now() + T;
+    loop {
+        let w = workspace(&c, "late").await;
+        if w["state"] == "running" && w["node"] == "n1" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not moved: {w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    assert!(
+        berth_proto::units::now_ms() >= asked + 5_000,
+        "moved before the deadline"
+    );
+    assert_eq!(stdout(&c, "late", "cat /workspace/f").await, "still-here\n");
+    let (_, n) = c.get("/v1/nodes/n0").await;
+    assert_eq!(n["drained"], true, "{n}");
+    let (code, out, _) = c.berth(&c.admin_token, &["nodes"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("drained"), "{out}");
+    // A deadline past a week is refused.
+    let (s, e) = c
+        .post(
+            "/v1/nodes/n1/drain",
+            json!({ "deadline_seconds": 8 * 86_400 }),
+        )
+        .await;
+    assert_eq!((s, &e["code"]), (422, &json!("invalid_deadline")), "{e}");
+    c.finish().await;
+}

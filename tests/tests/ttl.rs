@@ -53,13 +53,15 @@ async fn a_stopped_workspace_is_deleted_after_its_ttl_only_once_backed_up() {
         stopped.elapsed() >= Duration::from_secs(3),
         "deleted before its TTL"
     );
+    // (Two when a status report moved its stop time past the first
+    // backup's start: the backup after the stop is then taken again.)
     let snapshots = repos.join(&ids[0]).join("snapshots");
-    assert_eq!(
-        std::fs::read_dir(&snapshots)
-            .map(|d| d.count())
-            .unwrap_or(0),
-        1,
-        "the deleted workspace's backup is kept in {}",
+    let kept = std::fs::read_dir(&snapshots)
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert!(
+        (1..=2).contains(&kept),
+        "the deleted workspace's backup is kept in {}: {kept}",
         snapshots.display()
     );
 

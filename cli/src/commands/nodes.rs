@@ -20,7 +20,10 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: NodesCmd) -> Outcome {
         NodesCmd::Get { id } => c.get(&one(&id, "")).await?,
         NodesCmd::Cordon { id } => c.post(&one(&id, "/cordon"), &json!({})).await?,
         NodesCmd::Uncordon { id } => c.post(&one(&id, "/uncordon"), &json!({})).await?,
-        NodesCmd::Drain { id } => c.post(&one(&id, "/drain"), &json!({})).await?,
+        NodesCmd::Drain { id, deadline } => {
+            let body = json!({ "deadline_seconds": deadline.map_or(0, |d| d.as_secs()) });
+            c.post(&one(&id, "/drain"), &body).await?
+        }
     };
     ui.print(&node, || node_table(std::slice::from_ref(&node)));
     Ok(0)
@@ -35,7 +38,9 @@ fn node_table(list: &[Node]) -> String {
             if n.cordoned {
                 flags.push("cordoned");
             }
-            if n.draining {
+            if n.drained {
+                flags.push("drained");
+            } else if n.draining {
                 flags.push("draining");
             }
             vec![

@@ -53,16 +53,23 @@ pub(crate) async fn create(c: &Client, ui: Ui, a: CreateArgs) -> Outcome {
 
 /// `verb` (start, stop or delete), then wait until `want`.
 pub(crate) async fn change(c: &Client, ui: Ui, ch: Change, verb: &str, want: State) -> Outcome {
-    let path = ws_path(&ch.target, "");
     let action = ws_path(&ch.target, &format!("/{verb}"));
-    let request = async {
-        if verb == "delete" {
-            c.delete(&path).await
-        } else {
-            c.post(&action, &json!({})).await
-        }
-    };
+    let body = json!({});
+    let request = c.post(&action, &body);
     let w = request_then_wait(c, ui, &ch.target, want, ch.wait, request).await?;
+    ui.print(&w, || format!("{}: {}\n", w.name, w.state));
+    Ok(0)
+}
+
+/// Deletes a workspace (`force`: without the backup of its stop first).
+pub(crate) async fn delete(c: &Client, ui: Ui, ch: Change, force: bool) -> Outcome {
+    let mut path = ws_path(&ch.target, "");
+    if force {
+        path.push(if path.contains('?') { '&' } else { '?' });
+        path.push_str("force=true");
+    }
+    let request = c.delete(&path);
+    let w = request_then_wait(c, ui, &ch.target, State::Deleted, ch.wait, request).await?;
     ui.print(&w, || format!("{}: {}\n", w.name, w.state));
     Ok(0)
 }
@@ -192,6 +199,15 @@ fn workspace_details(w: &Workspace) -> String {
             "Covers",
             "/workspace and home directories; not the rest of the root filesystem (apt installs, /tmp)".into(),
         ));
+        if let Some(at) = b.delete_requested_at_ms {
+            rows.push((
+                "Deleting",
+                format!(
+                    "asked {} ago; once the backup of its stop is confirmed",
+                    age(at, now)
+                ),
+            ));
+        }
         if let Some(m) = &b.moved {
             let when = m.done_at_ms.unwrap_or(m.requested_at_ms);
             rows.push((

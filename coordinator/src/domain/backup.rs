@@ -23,6 +23,8 @@ pub struct Policy {
     /// A local-path root is the same store on every node (a shared mount,
     /// e.g. NFS), so a workspace can move to another node from it.
     pub shared_path: bool,
+    /// A delete waits for a backup of the workspace stopped (`may_delete`).
+    pub before_delete: bool,
 }
 
 impl Default for Policy {
@@ -35,6 +37,7 @@ impl Default for Policy {
             retry_max_ms: 300_000,
             parallel: 4,
             shared_path: false,
+            before_delete: true,
         }
     }
 }
@@ -145,6 +148,29 @@ pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static st
         Ok(())
     } else {
         Err("no backup holds what it had when it stopped (it was not stopped, or the backup after the stop was not confirmed)")
+    }
+}
+
+/// Whether a workspace may be deleted now without losing work: nothing of
+/// it is on a node (never placed, or already going), or a backup of it
+/// stopped is confirmed since it stopped. A failed one is never backed up
+/// again, and goes too. Else the delete waits: it is stopped first, and
+/// deleted once its stop's backup is confirmed.
+pub fn may_delete(
+    p: &Policy,
+    state: State,
+    on_node: bool,
+    since_ms: i64,
+    newest: Option<Newest>,
+) -> bool {
+    if !p.before_delete {
+        return true;
+    }
+    match state {
+        State::Pending | State::Deleting | State::Deleted | State::Failed => true,
+        _ if !on_node => true,
+        State::Stopped => newest.is_some_and(|b| b.stopped && b.taken_at_ms >= since_ms),
+        _ => false,
     }
 }
 
@@ -277,6 +303,51 @@ mod tests {
         assert_eq!(after(4), Some(800));
         assert_eq!(after(5), Some(1000));
         assert_eq!(after(60), Some(1000));
+    }
+
+    #[test]
+    fn a_delete_waits_for_a_backup_of_the_workspace_stopped() {
+        let p = Policy::default();
+        let off = Policy {
+            before_delete: false,
+            ..Policy::default()
+        };
+        let b = |stopped, taken_at_ms| {
+            Some(Newest {
+                generation: 1,
+                stopped,
+                fenced: false,
+                taken_at_ms,
+            })
+        };
+        // Stopped at 1000.
+        let cases: &[(&Policy, State, bool, Option<Newest>, bool)] = &[
+            (&p, State::Stopped, true, b(true, 1500), true),
+            (&p, State::Stopped, true, b(true, 1000), true),
+            // Its stop not backed up yet, or a backup of it running.
+            (&p, State::Stopped, true, b(true, 900), false),
+            (&p, State::Stopped, true, b(false, 1500), false),
+            (&p, State::Stopped, true, None, false),
+            // Running, on its way, or unknown: stopped and backed up first.
+            (&p, State::Running, true, b(true, 1500), false),
+            (&p, State::Starting, true, None, false),
+            (&p, State::Stopping, true, None, false),
+            (&p, State::Unknown, true, b(true, 1500), false),
+            // Nothing of it on a node.
+            (&p, State::Pending, false, None, true),
+            (&p, State::Scheduled, false, None, true),
+            (&p, State::Failed, true, None, true),
+            (&p, State::Deleting, true, None, true),
+            // Turned off: at once.
+            (&off, State::Running, true, None, true),
+        ];
+        for (policy, state, on_node, newest, ok) in cases {
+            assert_eq!(
+                may_delete(policy, *state, *on_node, 1000, *newest),
+                *ok,
+                "{state:?} on_node={on_node} {newest:?}"
+            );
+        }
     }
 
     #[test]

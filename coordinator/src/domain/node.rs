@@ -26,6 +26,9 @@ pub struct NodeRow {
     pub joined_at_ms: i64,
     pub last_seen_ms: i64,
     pub status_since_ms: i64,
+    /// A drain's deadline (Unix ms): its running workspaces move then; 0:
+    /// none pending.
+    pub drain_deadline_ms: i64,
 }
 
 /// Why a join token was refused.

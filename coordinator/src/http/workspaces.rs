@@ -1,6 +1,6 @@
 //! Workspaces: create, list, get, start, stop, delete, and the event stream.
 
-use super::{owner_of, AppState, Auth, Body, OwnerQuery, P, Q};
+use super::{owner_of, AppState, Auth, Body, DeleteQuery, OwnerQuery, P, Q};
 use crate::domain::lifecycle::{Event, State};
 use crate::error::{Error, Result};
 use crate::store::WorkspaceFilter;
@@ -169,17 +169,23 @@ pub(super) async fn keepalive(
     Ok(Json(s.svc.view(&w)))
 }
 
-/// Delete a workspace and its volume (once deleted, it answers 404).
-#[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
+/// Delete a workspace and its volume (once deleted, it answers 404). What
+/// a backup does not hold yet is backed up first: a running workspace is
+/// stopped, and deleted once the backup of its stop is confirmed (its
+/// `backup.delete_requested_at_ms` says it waits); `force=true` deletes at
+/// once. Repeating the request changes nothing.
+#[utoipa::path(delete, path = "/v1/workspaces/{name}", params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), DeleteQuery),
     responses((status = 202, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(super) async fn delete_workspace(
     AxState(s): AxState<AppState>,
     a: Auth,
     P(name): P<String>,
-    Q(q): Q<OwnerQuery>,
+    Q(q): Q<DeleteQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    intent(&s, &a, &name, q.owner, Event::DeleteRequested).await
+    let owner = owner_of(&a, q.owner)?;
+    let w = s.svc.delete(&owner, &name, q.force).await?;
+    Ok((StatusCode::ACCEPTED, Json(w.view())))
 }
 
 /// Server-sent events: one `workspace` event (JSON `WorkspaceEvent`) per

@@ -52,6 +52,12 @@ impl Service {
         if let Err(e) = self.fence_pass().await {
             tracing::warn!(error = %e, "fence pass failed");
         }
+        if let Err(e) = self.delete_pass().await {
+            tracing::warn!(error = %e, "delete pass failed");
+        }
+        if let Err(e) = self.drain_pass().await {
+            tracing::warn!(error = %e, "drain pass failed");
+        }
         let facts = self.inner.store.backup_facts().await?;
         let now = self.now();
         for state in [State::Running, State::Stopped] {
@@ -228,12 +234,18 @@ impl Service {
     /// Workspace `w`'s backup status (None: never backed up or tried).
     pub async fn backup_status(&self, w: &WorkspaceRow) -> Result<Option<BackupStatus>> {
         let Some(state) = self.inner.store.backup_state(&w.id).await? else {
-            return Ok(None);
+            // Never backed up; a delete may wait for its first backup.
+            let waits = self.inner.store.delete_requested(&w.id).await?;
+            return Ok(waits.map(|at| BackupStatus {
+                delete_requested_at_ms: Some(at),
+                ..BackupStatus::default()
+            }));
         };
         // Every GET of a workspace reads this: the newest and a count,
         // not every backup it ever had.
         let (newest, count) = self.inner.store.newest_backup(&w.id).await?;
         let mut status = self.status_of(w, &state, newest.as_ref(), count);
+        status.delete_requested_at_ms = self.inner.store.delete_requested(&w.id).await?;
         status.moved = self.inner.store.move_of(&w.id).await?.map(|m| Moved {
             from_node: m.from_node,
             backup_id: m.backup_id,
@@ -267,6 +279,7 @@ impl Service {
             error: (!s.last_error.is_empty()).then(|| s.last_error.clone()),
             next_at_ms: backup::next(&self.inner.backups, &f).map(|(at, _)| at),
             moved: None,
+            delete_requested_at_ms: None,
         }
     }
 

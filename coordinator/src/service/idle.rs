@@ -171,9 +171,16 @@ impl Service {
     /// Tells the workspace's terminals and the event stream that it stops soon.
     async fn warn_idle(&self, w: &WorkspaceRow, node: &str, stops_at_ms: i64, why: &str, now: i64) {
         let message = idle::warning(&w.name, stops_at_ms, why, now);
+        self.notify(w, node, &message).await;
+        self.announce(&w.id, format!("idle_warning: {message}"))
+            .await;
+    }
+
+    /// Writes `message` into workspace `w`'s open terminals on `node`.
+    pub(super) async fn notify(&self, w: &WorkspaceRow, node: &str, message: &str) {
         let cmd = pb::request::Command::Notify(pb::NotifyRequest {
             name: w.id.clone(),
-            message: message.clone(),
+            message: message.to_string(),
         });
         match self
             .inner
@@ -182,14 +189,12 @@ impl Service {
             .await
         {
             Ok(pb::response::Result::Notified(n)) => {
-                tracing::info!(workspace = %w.id, terminals = n.terminals, "idle warning sent");
+                tracing::info!(workspace = %w.id, terminals = n.terminals, "notice written to its terminals");
             }
             other => {
-                tracing::warn!(workspace = %w.id, answer = ?other, "idle warning not delivered")
+                tracing::warn!(workspace = %w.id, answer = ?other, "notice not delivered")
             }
         }
-        self.announce(&w.id, format!("idle_warning: {message}"))
-            .await;
     }
 
     /// Holds workspace `name` of `owner` from an idle stop for `seconds`

@@ -280,11 +280,21 @@ impl Service {
 
     /// Drains a node: cordons it and stops its running workspaces, which
     /// start on other nodes from their stop's backups when the backups are
-    /// shared (else their volumes stay on the node, stopped).
-    pub async fn drain(&self, id: &str) -> Result<NodeRow> {
-        let n = self.set_flags(id, true, true).await?;
-        self.evacuate(id, &format!("drain: node {id} is drained"))
-            .await?;
-        Ok(n)
+    /// shared (else their volumes stay on the node, stopped). With a
+    /// `deadline`, they are warned and run on until then (or until they
+    /// stop by themselves); `drain_pass` moves what still runs then.
+    pub async fn drain(&self, id: &str, deadline: Option<std::time::Duration>) -> Result<NodeRow> {
+        self.set_flags(id, true, true).await?;
+        let wait = deadline.map_or(0, |d| d.as_millis().min(i64::MAX as u128) as i64);
+        if wait == 0 {
+            self.inner.store.set_drain_deadline(id, 0).await?;
+            self.evacuate(id, &format!("drain: node {id} is drained"))
+                .await?;
+        } else {
+            let at = self.now().saturating_add(wait);
+            self.inner.store.set_drain_deadline(id, at).await?;
+            self.warn_drain(id, at).await?;
+        }
+        self.node(id).await
     }
 }

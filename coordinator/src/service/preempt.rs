@@ -2,7 +2,8 @@
 //! back; the agent reads it from the cloud's metadata service,
 //! `berth_agent::preempt`) or a drain, its running workspaces stop, each
 //! gets its final backup, and each then starts on another node from that
-//! backup (`service::moves`).
+//! backup (`service::moves`). A drain with a deadline warns first and
+//! evacuates at the deadline what still runs.
 
 use super::Service;
 use crate::domain::backup::Away;
@@ -104,6 +105,82 @@ impl Service {
                 tracing::warn!(workspace = %id, "evacuated workspace not moved");
             }
         }
+    }
+
+    /// Tells `node`'s running workspaces (their terminals, the event
+    /// stream) that they stop and move at `at_ms`.
+    pub(super) async fn warn_drain(&self, node: &str, at_ms: i64) -> Result<()> {
+        let on = self
+            .inner
+            .store
+            .workspaces(&WorkspaceFilter {
+                node: Some(node.to_string()),
+                state: Some(State::Running),
+                ..Default::default()
+            })
+            .await?;
+        let then = match self.inner.backups.shared() {
+            true => "stops, is backed up and moves to another node",
+            false => "stops (backups are per node: it stays there, stopped)",
+        };
+        for w in on {
+            let message = format!(
+                "node {node} is being drained: workspace {} {then} at {} unless stopped before",
+                w.name,
+                super::moves::rfc3339(at_ms)
+            );
+            self.notify(&w, node, &message).await;
+            self.announce(&w.id, format!("drain: {message}")).await;
+        }
+        Ok(())
+    }
+
+    /// Evacuates the draining nodes whose deadline passed.
+    pub(super) async fn drain_pass(&self) -> Result<()> {
+        let now = self.now();
+        for n in self.inner.store.nodes().await? {
+            if !n.draining || n.drain_deadline_ms == 0 || n.drain_deadline_ms > now {
+                continue;
+            }
+            tracing::info!(node = %n.id, "drain deadline reached: evacuating");
+            self.evacuate(
+                &n.id,
+                &format!("drain: node {} is drained (deadline reached)", n.id),
+            )
+            .await?;
+            self.inner.store.set_drain_deadline(&n.id, 0).await?;
+        }
+        Ok(())
+    }
+
+    /// Whether draining `node` is drained: none of its workspaces runs or
+    /// is on its way, and each stopped one's stop is backed up (or it has
+    /// been moved off).
+    pub async fn drained(&self, node: &crate::domain::node::NodeRow) -> Result<bool> {
+        if !node.draining || node.allocated_slots > 0 {
+            return Ok(false);
+        }
+        let on = self
+            .inner
+            .store
+            .workspaces(&WorkspaceFilter {
+                node: Some(node.id.clone()),
+                ..Default::default()
+            })
+            .await?;
+        for w in on {
+            match w.state {
+                State::Deleted | State::Failed => {}
+                State::Stopped => {
+                    let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
+                    if newest.is_none_or(|b| b.backup.taken_at_ms < w.state_since_ms) {
+                        return Ok(false);
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        Ok(true)
     }
 
     fn forget_resume(&self, id: &str) {

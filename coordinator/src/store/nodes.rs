@@ -41,6 +41,7 @@ fn node_from(r: &AnyRow) -> Result<NodeRow> {
         joined_at_ms: g("joined_at_ms")?,
         last_seen_ms: g("last_seen_ms")?,
         status_since_ms: g("status_since_ms")?,
+        drain_deadline_ms: g("drain_deadline_ms")?,
     })
 }
 
@@ -194,8 +195,9 @@ impl Store {
     }
 
     /// Sets the cordon / drain flags; false if the node does not exist.
+    /// Sets a node's flags; a drain's deadline goes with its drain.
     pub async fn set_node_flags(&self, id: &str, cordoned: bool, draining: bool) -> Result<bool> {
-        let n = sqlx::query("UPDATE nodes SET cordoned = $1, draining = $2 WHERE id = $3")
+        let n = sqlx::query("UPDATE nodes SET cordoned = $1, draining = $2, drain_deadline_ms = CASE WHEN $2 = 0 THEN 0 ELSE drain_deadline_ms END WHERE id = $3")
             .bind(i64::from(cordoned))
             .bind(i64::from(draining))
             .bind(id)
@@ -203,6 +205,16 @@ impl Store {
             .await?
             .rows_affected();
         Ok(n == 1)
+    }
+
+    /// Sets (0: clears) the deadline of node `id`'s drain.
+    pub async fn set_drain_deadline(&self, id: &str, at_ms: i64) -> Result<()> {
+        sqlx::query("UPDATE nodes SET drain_deadline_ms = $1 WHERE id = $2")
+            .bind(at_ms)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
     }
 
     pub async fn nodes(&self) -> Result<Vec<NodeRow>> {

@@ -63,6 +63,9 @@ pub struct BackupStatus {
     /// including what did not come with it (`GET` of one workspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moved: Option<Moved>,
+    /// A delete waits for the backup of its stop since then (Unix ms).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_requested_at_ms: Option<i64>,
 }
 
 /// A workspace's move to another node, restored from one of its backups.

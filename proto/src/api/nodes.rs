@@ -66,6 +66,24 @@ pub struct Node {
     pub allocated: NodeResources,
     pub agent_version: String,
     pub last_seen_ms: i64,
+    /// Draining, and nothing of its workspaces needs it any more: none
+    /// runs or is on its way, each stopped one's stop is backed up.
+    #[serde(default)]
+    pub drained: bool,
+    /// A drain's deadline (Unix ms): what still runs on it then stops and
+    /// moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain_deadline_ms: Option<i64>,
+}
+
+/// `POST /v1/nodes/{id}/drain`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(default, deny_unknown_fields)]
+pub struct DrainBody {
+    /// Let running workspaces run (warned) this long before they stop and
+    /// move; 0 (the default): at once. At most 7 days.
+    pub deadline_seconds: u64,
 }
 
 /// Amounts of resources on a node.
