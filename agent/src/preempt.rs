@@ -9,13 +9,22 @@
 //!   `X-aws-ec2-metadata-token-ttl-seconds`), then
 //!   `GET /latest/meta-data/spot/instance-action` with the token: 404 while
 //!   nothing is planned, 200 `{"action": "terminate", "time": "..."}` after.
+//!   Before that, `GET /latest/meta-data/events/recommendations/rebalance`
+//!   may answer 200 `{"noticeTime": "..."}`: the instance is at elevated
+//!   risk; sent as a warning (the coordinator cordons the node and backs its
+//!   workspaces up at once), and the agent keeps asking.
 //! - `gcp`: `GET /computeMetadata/v1/instance/preempted` with
 //!   `Metadata-Flavor: Google`: `TRUE` once preempted.
+//! - `azure`: Scheduled Events, `GET
+//!   /metadata/scheduledevents?api-version=2020-07-01` with `Metadata: true`:
+//!   an event whose `EventType` is `Preempt` (a spot eviction) or
+//!   `Terminate`, not before its `NotBefore` (an HTTP date).
 //! - `file`: the file exists (an admin's or an orchestrator's hook); its
 //!   content, if any, is an RFC 3339 time.
 //!
 //! What a source answers is read by pure functions (`aws_notice`,
-//! `gcp_notice`, `file_notice`), table-tested; the poller only does I/O.
+//! `aws_rebalance`, `gcp_notice`, `azure_notice`, `file_notice`),
+//! table-tested; the poller only does I/O.
 
 use berth_proto::link as lk;
 use serde::Deserialize;
@@ -27,7 +36,7 @@ use tokio::sync::watch;
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct PreemptionConfig {
-    /// "" (off, the default), "aws", "gcp" or "file".
+    /// "" (off, the default), "aws", "gcp", "azure" or "file".
     pub source: String,
     /// The metadata service (default: the cloud's own address).
     pub endpoint: String,
@@ -42,12 +51,12 @@ impl PreemptionConfig {
     pub fn resolve(mut self, state_dir: &Path) -> Result<Self, (&'static str, String)> {
         let endpoint = match self.source.as_str() {
             "" | "file" => "",
-            "aws" => "http://169.254.169.254",
+            "aws" | "azure" => "http://169.254.169.254",
             "gcp" => "http://metadata.google.internal",
             other => {
                 return Err((
                     "preemption.source",
-                    format!("{other:?}: one of \"aws\", \"gcp\", \"file\" (or unset)"),
+                    format!("{other:?}: one of \"aws\", \"gcp\", \"azure\", \"file\" (or unset)"),
                 ))
             }
         };
@@ -83,6 +92,55 @@ pub fn aws_notice(status: u16, body: &str) -> Option<lk::Preemption> {
         source: "aws".into(),
         at_ms: v.get("time").and_then(|t| t.as_str()).map_or(0, parse_time),
         detail: action.into(),
+        warning: false,
+    })
+}
+
+/// What an AWS `events/recommendations/rebalance` answer means: a warning.
+pub fn aws_rebalance(status: u16, body: &str) -> Option<lk::Preemption> {
+    if status != 200 {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_str(body).ok()?;
+    let at = v.get("noticeTime")?.as_str()?;
+    Some(lk::Preemption {
+        source: "aws".into(),
+        at_ms: 0,
+        detail: format!("rebalance recommendation at {at}"),
+        warning: true,
+    })
+}
+
+/// What an Azure Scheduled Events answer means: a `Preempt` (or
+/// `Terminate`) event, due at its `NotBefore`.
+pub fn azure_notice(status: u16, body: &str) -> Option<lk::Preemption> {
+    if status != 200 {
+        return None;
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Event {
+        event_type: String,
+        #[serde(default)]
+        not_before: String,
+        #[serde(default)]
+        event_id: String,
+    }
+    #[derive(Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Events {
+        events: Vec<Event>,
+    }
+    let events: Events = serde_json::from_str(body).ok()?;
+    let e = events
+        .events
+        .into_iter()
+        .find(|e| matches!(e.event_type.as_str(), "Preempt" | "Terminate"))?;
+    Some(lk::Preemption {
+        source: "azure".into(),
+        at_ms: parse_http_date(&e.not_before),
+        detail: format!("{} {}", e.event_type, e.event_id).trim().into(),
+        warning: false,
     })
 }
 
@@ -92,6 +150,7 @@ pub fn gcp_notice(status: u16, body: &str) -> Option<lk::Preemption> {
         source: "gcp".into(),
         at_ms: 0,
         detail: "TRUE".into(),
+        warning: false,
     })
 }
 
@@ -101,6 +160,7 @@ pub fn file_notice(content: &str) -> lk::Preemption {
         source: "file".into(),
         at_ms: parse_time(content.trim()),
         detail: content.trim().chars().take(200).collect(),
+        warning: false,
     }
 }
 
@@ -110,8 +170,17 @@ fn parse_time(s: &str) -> i64 {
         .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
 }
 
+/// An HTTP date ("Mon, 19 Sep 2016 18:29:47 GMT") as Unix ms; 0 if it is
+/// not one.
+fn parse_http_date(s: &str) -> i64 {
+    let s = s.trim().replace(" GMT", " +0000");
+    time::OffsetDateTime::parse(&s, &time::format_description::well_known::Rfc2822)
+        .map_or(0, |t| (t.unix_timestamp_nanos() / 1_000_000) as i64)
+}
+
 /// Asks the configured source every `poll_seconds` until it gives a notice,
-/// then publishes it and stops asking (a machine is preempted once).
+/// then publishes it and stops asking (a machine is preempted once). A
+/// warning is published once, and the asking goes on.
 /// Never returns when no source is configured.
 pub async fn watch(cfg: PreemptionConfig, tx: watch::Sender<Option<lk::Preemption>>) {
     if cfg.source.is_empty() {
@@ -123,8 +192,16 @@ pub async fn watch(cfg: PreemptionConfig, tx: watch::Sender<Option<lk::Preemptio
         .build()
         .unwrap_or_default();
     let mut warned = false;
+    let mut cautioned = false;
     loop {
         match ask(&cfg, &http).await {
+            Ok(Some(notice)) if notice.warning => {
+                if !cautioned {
+                    tracing::warn!(source = %notice.source, detail = %notice.detail, "preemption warning: the node is at risk");
+                    let _ = tx.send(Some(notice));
+                    cautioned = true;
+                }
+            }
             Ok(Some(notice)) => {
                 tracing::warn!(source = %notice.source, detail = %notice.detail, at_ms = notice.at_ms, "preemption notice: the node is being taken back");
                 let _ = tx.send(Some(notice));
@@ -168,12 +245,23 @@ async fn ask(
                 return Err(format!("IMDSv2 token: {}", token.status()));
             }
             let token = token.text().await.map_err(|e| e.to_string())?;
+            let token = ("X-aws-ec2-metadata-token", token.trim().to_string());
+            let (status, body) =
+                get("/latest/meta-data/spot/instance-action", token.clone()).await?;
+            if let Some(n) = aws_notice(status, &body) {
+                return Ok(Some(n));
+            }
+            let (status, body) =
+                get("/latest/meta-data/events/recommendations/rebalance", token).await?;
+            Ok(aws_rebalance(status, &body))
+        }
+        "azure" => {
             let (status, body) = get(
-                "/latest/meta-data/spot/instance-action",
-                ("X-aws-ec2-metadata-token", token.trim().to_string()),
+                "/metadata/scheduledevents?api-version=2020-07-01",
+                ("Metadata", "true".to_string()),
             )
             .await?;
-            Ok(aws_notice(status, &body))
+            Ok(azure_notice(status, &body))
         }
         "gcp" => {
             let (status, body) = get(
@@ -219,5 +307,26 @@ mod tests {
             1_796_320_800_000
         );
         assert_eq!(file_notice("").at_ms, 0);
+        // AWS's rebalance recommendation: a warning only.
+        let r = aws_rebalance(200, r#"{"noticeTime": "2026-12-03T17:58:00Z"}"#).unwrap();
+        assert!(r.warning && r.detail.contains("rebalance"), "{r:?}");
+        assert!(aws_rebalance(404, "").is_none());
+        assert!(aws_rebalance(200, "{}").is_none());
+        // Azure: a Preempt among other events, at its NotBefore.
+        let body = r#"{"DocumentIncarnation": 2, "Events": [
+            {"EventId": "A1", "EventType": "Freeze", "ResourceType": "VirtualMachine",
+             "Resources": ["vm0"], "EventStatus": "Scheduled", "NotBefore": "Thu, 03 Dec 2026 17:00:00 GMT"},
+            {"EventId": "B2", "EventType": "Preempt", "ResourceType": "VirtualMachine",
+             "Resources": ["vm0"], "EventStatus": "Scheduled", "NotBefore": "Thu, 03 Dec 2026 18:00:00 GMT"}]}"#;
+        let n = azure_notice(200, body).unwrap();
+        assert_eq!(
+            (n.detail.as_str(), n.at_ms, n.warning),
+            ("Preempt B2", 1_796_320_800_000, false)
+        );
+        // Nothing scheduled, only maintenance, or not an answer.
+        assert!(azure_notice(200, r#"{"DocumentIncarnation": 1, "Events": []}"#).is_none());
+        assert!(azure_notice(200, &body.replace("Preempt", "Reboot")).is_none());
+        assert!(azure_notice(500, body).is_none());
+        assert!(azure_notice(200, "<html>").is_none());
     }
 }

@@ -2,8 +2,12 @@
 //! /latest/api/token` (with `X-aws-ec2-metadata-token-ttl-seconds`) gives
 //! a token; `GET /latest/meta-data/spot/instance-action` with it answers
 //! 404 until the test arms a notice, then the notice's JSON; without a
-//! valid token, 401. One server serves several nodes: each asks under its
-//! own prefix (`http://ADDR/NODE`). It counts what it was asked.
+//! valid token, 401; `GET /latest/meta-data/events/recommendations/rebalance`
+//! answers 404 until the test arms a rebalance recommendation. It also
+//! answers as Azure's Scheduled Events do: `GET /metadata/scheduledevents`
+//! with `Metadata: true` (else 400), no events until the test arms a
+//! `Preempt`. One server serves several nodes: each asks under its own
+//! prefix (`http://ADDR/NODE`). It counts what it was asked.
 
 use http_body_util::Full;
 use hyper::body::{Bytes, Incoming};
@@ -15,6 +19,10 @@ use std::sync::{Arc, Mutex};
 struct Shared {
     /// node → the instance-action JSON it is answered.
     armed: HashMap<String, String>,
+    /// node → the rebalance recommendation JSON it is answered.
+    rebalance: HashMap<String, String>,
+    /// node → the `NotBefore` of the Azure `Preempt` event it is answered.
+    azure: HashMap<String, String>,
     tokens: Vec<String>,
     /// node → questions about its instance action.
     asked: HashMap<String, u32>,
@@ -69,7 +77,33 @@ impl Imds {
 
     /// `node` is a fresh instance again: no notice.
     pub fn disarm(&self, node: &str) {
-        self.shared.lock().unwrap().armed.remove(node);
+        let mut s = self.shared.lock().unwrap();
+        s.armed.remove(node);
+        s.rebalance.remove(node);
+        s.azure.remove(node);
+    }
+
+    /// From now on, `node` gets AWS's rebalance recommendation.
+    pub fn arm_rebalance(&self, node: &str) {
+        self.shared.lock().unwrap().rebalance.insert(
+            node.into(),
+            r#"{"noticeTime": "2026-12-03T17:58:00Z"}"#.into(),
+        );
+    }
+
+    /// From now on, `node` is told by Azure's Scheduled Events that it is
+    /// preempted (evicted) not before `at`.
+    pub fn arm_azure(&self, node: &str, at: time::OffsetDateTime) {
+        let http_date = at
+            .to_offset(time::UtcOffset::UTC)
+            .format(&time::format_description::well_known::Rfc2822)
+            .expect("an RFC 2822 date")
+            .replace("+0000", "GMT");
+        self.shared
+            .lock()
+            .unwrap()
+            .azure
+            .insert(node.into(), http_date);
     }
 
     /// How often `node` asked about its instance action (with a token).
@@ -124,6 +158,35 @@ fn answer(s: &Mutex<Shared>, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 Some(json) => reply(StatusCode::OK, json.clone()),
                 None => reply(StatusCode::NOT_FOUND, "Not Found".into()),
             }
+        }
+        (&Method::GET, "latest/meta-data/events/recommendations/rebalance") => {
+            let ok =
+                header("x-aws-ec2-metadata-token").is_some_and(|t| s.tokens.iter().any(|k| k == t));
+            if !ok {
+                s.refused += 1;
+                return reply(StatusCode::UNAUTHORIZED, String::new());
+            }
+            match s.rebalance.get(node) {
+                Some(json) => reply(StatusCode::OK, json.clone()),
+                None => reply(StatusCode::NOT_FOUND, "Not Found".into()),
+            }
+        }
+        (&Method::GET, "metadata/scheduledevents") => {
+            if header("metadata") != Some("true") {
+                s.refused += 1;
+                return reply(StatusCode::BAD_REQUEST, String::new());
+            }
+            *s.asked.entry(node.to_string()).or_default() += 1;
+            let events = match s.azure.get(node) {
+                Some(at) => format!(
+                    r#"[{{"EventId": "E1", "EventType": "Preempt", "ResourceType": "VirtualMachine", "Resources": ["{node}"], "EventStatus": "Scheduled", "NotBefore": "{at}", "Description": "", "EventSource": "Platform", "DurationInSeconds": -1}}]"#
+                ),
+                None => "[]".into(),
+            };
+            reply(
+                StatusCode::OK,
+                format!(r#"{{"DocumentIncarnation": 1, "Events": {events}}}"#),
+            )
         }
         _ => reply(StatusCode::NOT_FOUND, String::new()),
     }

@@ -1,12 +1,15 @@
 //! A spot node taken back (TEST-PLAN 9) on the real components: two
-//! nodes whose agents ask a metadata service that answers as AWS's IMDSv2
-//! does (`berth_tests::imds`, on the cluster's bridge), restic
+//! nodes whose agents ask a metadata service (`berth_tests::imds`, on the
+//! cluster's bridge) that answers n0 as AWS's IMDSv2 does and n1 as
+//! Azure's Scheduled Events do, restic
 //! repositories both nodes see (`shared_path`), backups every 15 s,
 //! containerd.
 //!
 //! A workload appends sequence numbers to /workspace, each fsync'd (`sync`)
 //! before the next; the test reads how far it got (acknowledged numbers).
-//! With 120 s of notice for n0, then 30 s for n1: the node is drained, its
+//! AWS's rebalance recommendation for n0 first: n0 is cordoned and its
+//! workspace backed up at once, and runs on. With 120 s of notice for n0,
+//! then 30 s for n1: the node is drained, its
 //! workspaces stop, their final backups are taken and they start on the
 //! other node by themselves, every acknowledged number there, in order,
 //! with no gap. With none (n0 just dies): the workspace is unknown, never
@@ -94,11 +97,16 @@ async fn preempt(
     (seq, acked): (&str, u64),
 ) {
     let at = time::OffsetDateTime::now_utc() + time::Duration::seconds(seconds);
-    imds.arm(
-        node,
-        &at.format(&time::format_description::well_known::Rfc3339)
-            .unwrap(),
-    );
+    // n1 asks as on Azure.
+    if node == "n1" {
+        imds.arm_azure(node, at);
+    } else {
+        imds.arm(
+            node,
+            &at.format(&time::format_description::well_known::Rfc3339)
+                .unwrap(),
+        );
+    }
     for ws in moving {
         let moved = runs_on(c, ws, to).await;
         let last = &moved["backup"]["last"];
@@ -133,9 +141,10 @@ async fn preempted_nodes_workspaces_resume_elsewhere_with_every_acknowledged_wri
             .append(true)
             .open(&c.nodes[i].config)
             .unwrap();
+        let source = if node == "n1" { "azure" } else { "aws" };
         write!(
             f,
-            "[preemption]\nsource = \"aws\"\nendpoint = \"{}\"\npoll_seconds = 1\n",
+            "[preemption]\nsource = \"{source}\"\nendpoint = \"{}\"\npoll_seconds = 1\n",
             imds.endpoint(&node)
         )
         .unwrap();
@@ -154,8 +163,30 @@ async fn preempted_nodes_workspaces_resume_elsewhere_with_every_acknowledged_wri
     }
     let marker = format!("spot-probe-{}", std::process::id());
 
-    // 120 s of notice for n0: `spot` resumes on n1 with all it had.
+    // A rebalance recommendation for n0: cordoned, backed up now, running.
     let n = work(&c, "spot", "seq1", &marker).await;
+    let warned = berth_proto::units::now_ms();
+    imds.arm_rebalance("n0");
+    let deadline = Instant::now() + T;
+    loop {
+        let (_, n0) = c.get("/v1/nodes/n0").await;
+        let w = workspace(&c, "spot").await;
+        let backed = w["backup"]["last"]["taken_at_ms"].as_i64().unwrap_or(0) >= warned;
+        if n0["cordoned"] == true && backed {
+            assert_eq!(n0["draining"], false, "{n0}");
+            assert_eq!(
+                (&w["state"], &w["node"]),
+                (&json!("running"), &json!("n0")),
+                "{w}"
+            );
+            assert_eq!(w["backup"]["last"]["consistency"], "snapshot", "{w}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "no rebalance: {n0}\n{w}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
+    // 120 s of notice for n0: `spot` resumes on n1 with all it had.
     preempt(&c, &imds, ("n0", 120), ("n1", &["spot"]), ("seq1", n)).await;
     // The control: n1's own workspace ran on, untouched.
     let steady = workspace(&c, "steady").await;

@@ -77,18 +77,24 @@ impl Service {
                 let Some(node) = w.node.clone().filter(|n| self.inner.link.is_connected(n)) else {
                     continue;
                 };
-                let Some(flight) = self.claim(&w.id) else {
-                    continue;
-                };
-                let svc = self.clone();
-                tokio::spawn(async move {
-                    let _flight = flight;
-                    let _slot = svc.inner.backup_slots.clone().acquire_owned().await;
-                    let _ = svc.back_up(&w, &node).await;
-                });
+                self.back_up_soon(w, node);
             }
         }
         Ok(())
+    }
+
+    /// Backs `w` up on `node` in the background, when a slot is free,
+    /// unless a backup or restore of it is on its way.
+    pub(super) fn back_up_soon(&self, w: WorkspaceRow, node: String) {
+        let Some(flight) = self.claim(&w.id) else {
+            return;
+        };
+        let svc = self.clone();
+        tokio::spawn(async move {
+            let _flight = flight;
+            let _slot = svc.inner.backup_slots.clone().acquire_owned().await;
+            let _ = svc.back_up(&w, &node).await;
+        });
     }
 
     /// Marks workspace `id` as having a backup or restore on its way; None

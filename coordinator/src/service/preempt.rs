@@ -16,6 +16,9 @@ impl Service {
     /// Drains `node` and stops its running workspaces, to resume elsewhere.
     /// A repeated notice (after a reconnect) finds nothing more to stop.
     pub(super) async fn preempted(&self, node: &str, notice: lk::Preemption) {
+        if notice.warning {
+            return self.at_risk(node, &notice).await;
+        }
         tracing::warn!(%node, source = %notice.source, detail = %notice.detail, at_ms = notice.at_ms, "preemption notice: draining the node");
         if let Err(e) = self.inner.store.set_node_flags(node, true, true).await {
             tracing::warn!(%node, error = %e, "node not drained");
@@ -31,6 +34,48 @@ impl Service {
         );
         if let Err(e) = self.evacuate(node, &why).await {
             tracing::warn!(%node, error = %e, "preempted node's workspaces not read");
+        }
+    }
+
+    /// A warning that `node` may be taken back soon (AWS's rebalance
+    /// recommendation): nothing new goes there, and its running workspaces
+    /// are backed up now, so a notice that follows has little left to
+    /// upload. They keep running.
+    async fn at_risk(&self, node: &str, notice: &lk::Preemption) {
+        tracing::warn!(%node, source = %notice.source, detail = %notice.detail, "preemption warning: cordoning the node, backing up its workspaces");
+        let cordoned = match self.inner.store.node(node).await {
+            Ok(Some(n)) => {
+                self.inner
+                    .store
+                    .set_node_flags(node, true, n.draining)
+                    .await
+            }
+            Ok(None) => return,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = cordoned {
+            tracing::warn!(%node, error = %e, "node not cordoned");
+        }
+        let running = self
+            .inner
+            .store
+            .workspaces(&WorkspaceFilter {
+                node: Some(node.to_string()),
+                state: Some(State::Running),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_default();
+        for w in running {
+            self.announce(
+                &w.id,
+                format!(
+                    "at_risk: node {node} may be taken back ({} {}); backing up now",
+                    notice.source, notice.detail
+                ),
+            )
+            .await;
+            self.back_up_soon(w, node.to_string());
         }
     }
 
