@@ -92,6 +92,19 @@ impl CgroupReader {
         }
     }
 
+    /// Time (µs, so far) some task of the cgroup at `path` stalled on I/O
+    /// or memory (PSI's `some` totals of `io.pressure` and
+    /// `memory.pressure`); None on cgroup v1, or a kernel without PSI.
+    pub fn stall_micros(&self, path: &str) -> Option<u64> {
+        if self.version != Version::V2 {
+            return None;
+        }
+        let dir = self.root.join(path.trim_start_matches('/'));
+        let io = psi_some_total(&read(&dir.join("io.pressure")))?;
+        let memory = psi_some_total(&read(&dir.join("memory.pressure"))).unwrap_or(0);
+        Some(io.saturating_add(memory))
+    }
+
     /// Sets the CPU quota of the cgroup at `path` (microseconds per period).
     pub fn set_cpu_quota(&self, path: &str, quota_us: i64, period_us: u64) -> std::io::Result<()> {
         let rel = path.trim_start_matches('/');
@@ -170,6 +183,15 @@ fn has_subtree_controller(root: &Path, ctrl: &str) -> bool {
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// The `total` (µs) of a PSI file's `some` line ("some avg10=0.00
+/// avg60=0.00 avg300=0.00 total=1234").
+fn psi_some_total(s: &str) -> Option<u64> {
+    s.lines()
+        .find(|l| l.starts_with("some "))?
+        .split_whitespace()
+        .find_map(|f| f.strip_prefix("total=")?.parse().ok())
 }
 
 /// Parses a single integer file; anything else reads as 0.
@@ -290,6 +312,20 @@ mod tests {
         );
         assert_eq!((u.pids, u.pids_limit, u.cpu_quota_micros), (2, 10, 20_000));
         assert_eq!(r.oom_kills("berth/ws"), 1);
+        // No PSI files (a kernel without PSI): no stall figure.
+        assert_eq!(r.stall_micros("berth/ws"), None);
+        std::fs::write(
+            d.join("io.pressure"),
+            "some avg10=1.50 avg60=0.30 avg300=0.06 total=120000\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=9000\n",
+        )
+        .unwrap();
+        assert_eq!(r.stall_micros("berth/ws"), Some(120_000));
+        std::fs::write(
+            d.join("memory.pressure"),
+            "some avg10=0.00 avg60=0.00 avg300=0.00 total=5\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=1\n",
+        )
+        .unwrap();
+        assert_eq!(r.stall_micros("berth/ws"), Some(120_005));
         assert_eq!(r.dirs("/berth/ws"), vec![d]);
     }
 }

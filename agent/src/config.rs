@@ -42,6 +42,9 @@ pub struct IdleConfig {
     /// Bytes per sample through the workspace's interface, beyond its
     /// tunnels', that count when it has connections of its own.
     pub net_bytes: u64,
+    /// Time some task stalled on I/O or memory (PSI, cgroup v2), in percent
+    /// of the sampling interval, that counts as work.
+    pub stall_percent: f64,
 }
 
 impl Default for IdleConfig {
@@ -51,6 +54,7 @@ impl Default for IdleConfig {
             cpu_percent: 5.0,
             tunnel_bytes: 4096,
             net_bytes: 64 * 1024,
+            stall_percent: 5.0,
         }
     }
 }
@@ -411,6 +415,9 @@ pub fn validate(mut file: ConfigFile) -> Result<Config, ConfigError> {
     }
     if !(file.idle.cpu_percent.is_finite() && file.idle.cpu_percent > 0.0) {
         return Err(invalid("idle.cpu_percent", "must be above 0".into()));
+    }
+    if !(file.idle.stall_percent.is_finite() && file.idle.stall_percent > 0.0) {
+        return Err(invalid("idle.stall_percent", "must be above 0".into()));
     }
     if file.workspace.prepared > 64 {
         return Err(invalid("workspace.prepared", "at most 64".into()));

@@ -14,7 +14,9 @@
 //!   bytes: an open connection that only exchanges keep-alives (an IDE left
 //!   open) does not count;
 //! - it has TCP connections of its own (not Berth's tunnels) and its
-//!   interface moved more than a trickle of bytes besides the tunnels'.
+//!   interface moved more than a trickle of bytes besides the tunnels';
+//! - on cgroup v2, its tasks stalled on I/O or memory (PSI) at least
+//!   `stall_percent` of the time: work waiting on a disk uses little CPU.
 //!
 //! Idle since = the last time one of those held (the start, if none ever did).
 
@@ -30,6 +32,9 @@ pub struct Limits {
     /// A terminal's input or output this recent counts (at least the
     /// sampling interval; the kernel's pts times have 8-second grain).
     pub tty_window_ms: u64,
+    /// Time some task stalled on I/O or memory (PSI), in percent of the
+    /// time between two samples, that keeps a workspace awake.
+    pub stall_percent: f64,
 }
 
 impl Default for Limits {
@@ -39,6 +44,7 @@ impl Default for Limits {
             tunnel_bytes: 4096,
             net_bytes: 64 * 1024,
             tty_window_ms: 20_000,
+            stall_percent: 5.0,
         }
     }
 }
@@ -89,16 +95,21 @@ pub struct Sample {
     pub connections: u32,
     /// Bytes through its interface, both ways, so far.
     pub net_bytes: u64,
+    /// Time (µs, so far) some task stalled on I/O or memory: PSI, on
+    /// cgroup v2 only.
+    pub stall_micros: Option<u64>,
 }
 
 /// Why a workspace is awake.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reason {
-    /// "cpu", "tty", "ssh", "port", "preview", "terminal" or "network".
+    /// "cpu", "tty", "ssh", "port", "preview", "terminal", "network" or
+    /// "pressure".
     pub kind: String,
     /// What: a command, a terminal, a count of connections.
     pub detail: String,
-    /// CPU percent of a core, for "cpu".
+    /// CPU percent of a core, for "cpu"; percent of the time stalled, for
+    /// "pressure".
     pub percent: u32,
     /// Since when it holds (Unix ms), and when it last held.
     pub since_ms: u64,
@@ -141,6 +152,7 @@ pub struct Detector {
     /// Since when each tunnel kind moved bytes, sample after sample.
     tunnel_since: Vec<(String, u64)>,
     net_since_ms: Option<u64>,
+    stall_since_ms: Option<u64>,
 }
 
 impl Detector {
@@ -153,6 +165,7 @@ impl Detector {
             cpu_since_ms: None,
             tunnel_since: Vec::new(),
             net_since_ms: None,
+            stall_since_ms: None,
         }
     }
 
@@ -214,6 +227,22 @@ impl Detector {
                 }
             }
             self.tunnel_since = since;
+            // Stalls on I/O or memory (cgroup v2's PSI).
+            if let (Some(before), Some(now)) = (prev.stall_micros, s.stall_micros) {
+                let percent = now.saturating_sub(before) as f64 / (dt_ms as f64 * 1e3) * 100.0;
+                if percent >= self.limits.stall_percent {
+                    let since = *self.stall_since_ms.get_or_insert(prev.at_ms);
+                    reasons.push(Reason {
+                        kind: "pressure".into(),
+                        detail: "waiting on I/O or memory".into(),
+                        percent: percent.round() as u32,
+                        since_ms: since,
+                        last_ms: s.at_ms,
+                    });
+                } else {
+                    self.stall_since_ms = None;
+                }
+            }
             // The workspace's own connections.
             let net = s.net_bytes.saturating_sub(prev.net_bytes);
             if s.connections > 0 && net.saturating_sub(moved_tunnel_bytes) >= self.limits.net_bytes
@@ -367,6 +396,30 @@ mod tests {
                     sample(30 * SEC, 8.0),
                 ],
                 Some(20 * SEC),
+                vec![],
+            ),
+            (
+                "cgroup v2: waiting on its disk 30% of the time, little cpu",
+                vec![
+                    with(sample(10 * SEC, 0.0), &|s| s.stall_micros = Some(0)),
+                    with(sample(20 * SEC, 0.1), &|s| s.stall_micros = Some(3_000_000)),
+                ],
+                None,
+                vec!["pressure"],
+            ),
+            (
+                "cgroup v2: hardly any stall",
+                vec![
+                    with(sample(10 * SEC, 0.0), &|s| s.stall_micros = Some(0)),
+                    with(sample(20 * SEC, 0.0), &|s| s.stall_micros = Some(100_000)),
+                ],
+                Some(0),
+                vec![],
+            ),
+            (
+                "cgroup v1: no stall figure, nothing concluded from it",
+                vec![sample(10 * SEC, 0.0), sample(20 * SEC, 0.0)],
+                Some(0),
                 vec![],
             ),
             (

@@ -2,7 +2,8 @@
 //! its processes (the `procfs` crate, under the agent's `/proc` root), the
 //! terminals they hold and those terminals' input/output times, the TCP
 //! connections of its network namespace that are not the agent's tunnels,
-//! and its interface's byte counters. Blocking: run it off the runtime.
+//! its interface's byte counters, and (cgroup v2) its PSI stall time.
+//! Blocking: run it off the runtime.
 
 use super::detector::{Proc, Sample, Tty};
 use crate::cgroup::CgroupReader;
@@ -85,6 +86,7 @@ impl Reader {
             tunnels: Vec::new(),
             connections,
             net_bytes,
+            stall_micros: self.cgroups.stall_micros(&t.cgroup),
         }
     }
 

@@ -121,6 +121,7 @@ impl Manager {
             tunnel_bytes: c.tunnel_bytes,
             net_bytes: c.net_bytes,
             tty_window_ms: (c.sample_seconds * 2000).max(10_000),
+            stall_percent: c.stall_percent,
         }
     }
 
