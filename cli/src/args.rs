@@ -87,6 +87,16 @@ pub(crate) enum Cmd {
         #[arg(long = "for", default_value = "1h", value_parser = parse_duration)]
         duration: Duration,
     },
+    /// Set how long a workspace may be idle before it stops: its own
+    /// timeout, within its tier's bound (max_idle_timeout_seconds, else the
+    /// tier's own timeout), or `default` for its tier's.
+    #[command(name = "idle-timeout")]
+    IdleTimeout {
+        #[command(flatten)]
+        target: Target,
+        /// e.g. 10m, 2h (at least 1m), or `default`.
+        timeout: String,
+    },
     /// List a workspace's backups (newest first) and whether they are failing.
     Backups(Target),
     /// Back a workspace up now (running or stopped); waits until the backup

@@ -109,6 +109,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Keepalive { target, duration } => {
             workspaces::keepalive(&c, ui, target, duration).await
         }
+        Cmd::IdleTimeout { target, timeout } => {
+            workspaces::idle_timeout(&c, ui, target, &timeout).await
+        }
         Cmd::Backups(t) => backups::list(&c, ui, t).await,
         Cmd::Backup(t) => backups::now(&c, ui, t).await,
         Cmd::Restore { target, at, id } => backups::restore(&c, ui, target, id, at).await,

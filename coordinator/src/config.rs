@@ -136,6 +136,8 @@ pub struct TierFile {
     pub max_keepalive_seconds: u64,
     #[serde(default)]
     pub stopped_ttl_seconds: u64,
+    #[serde(default)]
+    pub max_idle_timeout_seconds: u64,
 }
 
 fn default_pids() -> u32 {
@@ -367,6 +369,7 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
             ("max_lifetime_seconds", t.max_lifetime_seconds),
             ("max_keepalive_seconds", t.max_keepalive_seconds),
             ("stopped_ttl_seconds", t.stopped_ttl_seconds),
+            ("max_idle_timeout_seconds", t.max_idle_timeout_seconds),
         ] {
             within(v <= 366 * 86_400, k, "at most a year".into())?;
         }
@@ -383,6 +386,7 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
             max_lifetime_seconds: t.max_lifetime_seconds,
             max_keepalive_seconds: t.max_keepalive_seconds,
             stopped_ttl_seconds: t.stopped_ttl_seconds,
+            max_idle_timeout_seconds: t.max_idle_timeout_seconds,
         });
     }
     Ok(Tiers::new(out))

@@ -417,6 +417,11 @@ pub struct Tier {
     /// The longest `berth keepalive` allowed.
     #[serde(default = "tier_defaults::max_keepalive")]
     pub max_keepalive_seconds: u64,
+    /// The longest idle timeout a workspace may set for itself (`berth
+    /// idle-timeout`); 0: at most the tier's `idle_timeout_seconds` (a
+    /// workspace may shorten it, not lengthen it).
+    #[serde(default)]
+    pub max_idle_timeout_seconds: u64,
     /// A workspace stopped this long is deleted, once a backup holds all
     /// it had (0: never); its backups are kept.
     #[serde(default)]

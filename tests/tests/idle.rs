@@ -45,18 +45,19 @@ async fn idle_workspaces_are_warned_then_stopped_and_busy_or_kept_ones_are_not()
     std::fs::write(
         &config,
         "[[tiers]]\nname = \"small\"\ncpu_millis = 1000\nmemory = \"256MiB\"\ndisk = \"256MiB\"\n\
-         idle_timeout_seconds = 10\nidle_warning_seconds = 6\nmax_keepalive_seconds = 120\n",
+         idle_timeout_seconds = 10\nidle_warning_seconds = 6\nmax_keepalive_seconds = 120\n\
+         max_idle_timeout_seconds = 120\n",
     )
     .unwrap();
     c.kill_coordinator();
     c.set_coordinator_args(vec!["--config".into(), config.display().to_string()]);
     c.start_coordinator();
 
-    for name in ["quiet", "build", "kept", "term"] {
+    for name in ["quiet", "build", "kept", "term", "long"] {
         let (s, w) = c.create(name).await;
         assert_eq!(s, 201, "{w}");
     }
-    for name in ["quiet", "build", "kept", "term"] {
+    for name in ["quiet", "build", "kept", "term", "long"] {
         c.wait_state(name, "running", T).await;
     }
     let started = Instant::now();
@@ -77,6 +78,18 @@ async fn idle_workspaces_are_warned_then_stopped_and_busy_or_kept_ones_are_not()
         .await;
     assert_eq!(code, 0, "{out}{err}");
     assert!(out.contains("kept running for"), "{out}");
+    // Its own idle timeout: past the tier's bound refused; within, it holds.
+    let (code, _, err) = c
+        .berth(&c.admin_token, &["idle-timeout", "long", "3m"])
+        .await;
+    assert_eq!(code, 1);
+    assert!(err.contains("idle_timeout_out_of_bounds"), "{err}");
+    let (code, out, err) = c
+        .berth(&c.admin_token, &["idle-timeout", "long", "2m"])
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("stops after 2m"), "{out}");
+    assert_eq!(get(&c, "long").await["idle"]["timeout_seconds"], 120);
 
     // An SSH session under a terminal that nobody types in: keep-alives
     // every second are not use.
@@ -135,6 +148,9 @@ async fn idle_workspaces_are_warned_then_stopped_and_busy_or_kept_ones_are_not()
     assert!(reason.starts_with("idle for"), "{w}");
     let (_, out, _) = c.berth(&c.admin_token, &["get", "quiet"]).await;
     assert!(out.contains("idle for"), "{out}");
+    // As idle, under its own 2 min: still running.
+    let w = get(&c, "long").await;
+    assert_eq!(w["state"], "running", "{w}");
 
     // The terminal session sees the warning before its workspace stops.
     c.wait_state("term", "stopped", T).await;

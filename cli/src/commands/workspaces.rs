@@ -266,6 +266,32 @@ pub(crate) async fn keepalive(c: &Client, ui: Ui, t: Target, d: std::time::Durat
     Ok(0)
 }
 
+/// Sets a workspace's own idle timeout (`default`: its tier's).
+pub(crate) async fn idle_timeout(c: &Client, ui: Ui, t: Target, timeout: &str) -> Outcome {
+    let seconds = match timeout {
+        "default" => None,
+        d => Some(
+            berth_proto::units::parse_duration(d)
+                .map_err(|e| crate::fail("usage", format!("idle-timeout {d:?}: {e}")))?
+                .as_secs(),
+        ),
+    };
+    let w: Workspace = c
+        .post(
+            &ws_path(&t, "/idle-timeout"),
+            &json!({ "seconds": seconds }),
+        )
+        .await?;
+    ui.print(&w, || {
+        let s = w.idle.as_ref().map_or(0, |i| i.timeout_seconds);
+        match s {
+            0 => format!("{}: never stopped for being idle\n", w.name),
+            s => format!("{}: stops after {} idle\n", w.name, age(0, s as i64 * 1000)),
+        }
+    });
+    Ok(0)
+}
+
 /// A repository workspace's commit, configuration and steps.
 fn init_details(i: &Init) -> String {
     let mut out = String::new();

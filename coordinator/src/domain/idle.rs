@@ -28,6 +28,32 @@ impl Policy {
     }
 }
 
+/// The idle timeout a workspace asks for (`seconds`; None: its tier's),
+/// checked against its tier: at least a minute, and at most the tier's
+/// `max_idle_timeout_seconds` (0: its `idle_timeout_seconds`, unless that
+/// is 0, never). Its timeout in ms (0: the tier's), or why not.
+pub fn own_timeout(t: &Tier, seconds: Option<u64>) -> Result<i64, String> {
+    let Some(s) = seconds else {
+        return Ok(0);
+    };
+    let bound = match (t.max_idle_timeout_seconds, t.idle_timeout_seconds) {
+        (0, 0) => u64::MAX,
+        (0, tier) => tier,
+        (max, _) => max,
+    };
+    if s < 60 || s > bound {
+        let most = match bound {
+            u64::MAX => "no upper bound".to_string(),
+            b => format!("at most {b} s"),
+        };
+        return Err(format!(
+            "tier {} allows an idle timeout of at least 60 s and {most}",
+            t.name
+        ));
+    }
+    Ok((s as i64).saturating_mul(1000))
+}
+
 /// What a running workspace has coming.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Due {
@@ -298,6 +324,45 @@ mod tests {
         for (what, p, facts, now, want) in table {
             assert_eq!(due(&p, &facts, now), want, "{what}");
         }
+    }
+
+    #[test]
+    fn a_workspace_s_own_timeout_keeps_within_its_tier() {
+        let tier = |timeout, max| Tier {
+            name: "small".into(),
+            idle_timeout_seconds: timeout,
+            max_idle_timeout_seconds: max,
+            ..crate::domain::tier::Tiers::default()
+                .get("small")
+                .unwrap()
+                .clone()
+        };
+        let cases: &[(Tier, Option<u64>, Result<i64, ()>)] = &[
+            // Its tier's: nothing to check.
+            (tier(1800, 0), None, Ok(0)),
+            // Shorter than the tier's: yes; longer: only up to the bound.
+            (tier(1800, 0), Some(600), Ok(600_000)),
+            (tier(1800, 0), Some(1800), Ok(1_800_000)),
+            (tier(1800, 0), Some(1801), Err(())),
+            (tier(1800, 7200), Some(7200), Ok(7_200_000)),
+            (tier(1800, 7200), Some(7201), Err(())),
+            // Under a minute, never.
+            (tier(1800, 0), Some(59), Err(())),
+            (tier(1800, 0), Some(0), Err(())),
+            // A tier that never stops: any minute and up.
+            (tier(0, 0), Some(86_400), Ok(86_400_000)),
+        ];
+        for (t, asked, want) in cases {
+            let got = own_timeout(t, *asked).map_err(drop);
+            assert_eq!(
+                &got, want,
+                "{asked:?} under {}/{}",
+                t.idle_timeout_seconds, t.max_idle_timeout_seconds
+            );
+        }
+        assert!(own_timeout(&tier(1800, 0), Some(5000))
+            .unwrap_err()
+            .contains("at most 1800 s"));
     }
 
     #[test]

@@ -22,6 +22,7 @@ impl Default for Tiers {
             max_lifetime_seconds: 0,
             max_keepalive_seconds: berth_proto::api::tier_defaults::max_keepalive(),
             stopped_ttl_seconds: 0,
+            max_idle_timeout_seconds: 0,
         };
         Self(vec![
             t("small", 1000, 2048, 10),

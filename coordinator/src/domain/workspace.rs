@@ -46,6 +46,8 @@ pub struct WorkspaceRow {
     pub idle: Option<Idle>,
     /// A keepalive holds it from an idle stop until then (Unix ms; 0: none).
     pub keepalive_until_ms: i64,
+    /// Its own idle timeout, within its tier's bound (0: its tier's).
+    pub idle_timeout_ms: i64,
 }
 
 impl WorkspaceRow {
@@ -264,6 +266,7 @@ pub fn resolve(
         init: None,
         idle: None,
         keepalive_until_ms: 0,
+        idle_timeout_ms: 0,
     })
 }
 

@@ -23,7 +23,7 @@ pub fn routes() -> Router<AppState> {
     info(title = "Berth API", description = "Cloud developer workspaces on a fleet of Linux nodes."),
     paths(
         workspaces::create_workspace, workspaces::list_workspaces, workspaces::get_workspace,
-        workspaces::start_workspace, workspaces::stop_workspace, workspaces::keepalive, workspaces::delete_workspace,
+        workspaces::start_workspace, workspaces::stop_workspace, workspaces::keepalive, workspaces::idle_timeout, workspaces::delete_workspace,
         workspaces::events, exec::exec_workspace, exec::exec_stream, nodes::list_nodes,
         nodes::get_node, nodes::cordon_node, nodes::uncordon_node, nodes::drain_node,
         tokens::create_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,

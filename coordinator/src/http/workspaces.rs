@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_proto::api::{CreateWorkspace, ErrorBody, Keepalive, Workspace};
+use berth_proto::api::{CreateWorkspace, ErrorBody, IdleTimeout, Keepalive, Workspace};
 use futures::Stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -27,6 +27,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/workspaces/{name}/start", post(start_workspace))
         .route("/v1/workspaces/{name}/stop", post(stop_workspace))
         .route("/v1/workspaces/{name}/keepalive", post(keepalive))
+        .route("/v1/workspaces/{name}/idle-timeout", post(idle_timeout))
         .route("/v1/events", get(events))
 }
 
@@ -166,6 +167,24 @@ pub(super) async fn keepalive(
 ) -> Result<Json<Workspace>> {
     let owner = owner_of(&a, q.owner)?;
     let w = s.svc.keepalive(&owner, &name, req.seconds).await?;
+    Ok(Json(s.svc.view(&w)))
+}
+
+/// Set a workspace's own idle timeout (`seconds`, null: back to its
+/// tier's), within its tier's bound (`max_idle_timeout_seconds`).
+#[utoipa::path(post, path = "/v1/workspaces/{name}/idle-timeout", request_body = IdleTimeout,
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
+    responses((status = 200, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn idle_timeout(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<IdleTimeout>,
+) -> Result<Json<Workspace>> {
+    let owner = owner_of(&a, q.owner)?;
+    let w = s.svc.set_idle_timeout(&owner, &name, req.seconds).await?;
     Ok(Json(s.svc.view(&w)))
 }
 

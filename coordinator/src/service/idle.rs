@@ -87,12 +87,38 @@ impl Service {
         Ok(())
     }
 
+    /// Workspace `w`'s idle policy: its tier's, with its own timeout.
     fn policy(&self, w: &WorkspaceRow) -> Policy {
+        let mut p = self.tier_of(w).map_or_else(Policy::default, Policy::of);
+        if w.idle_timeout_ms > 0 {
+            p.timeout_ms = w.idle_timeout_ms;
+        }
+        p
+    }
+
+    fn tier_of(&self, w: &WorkspaceRow) -> Option<&crate::domain::tier::Tier> {
         let tiers = &self.inner.tiers;
-        let tier = tiers
+        tiers
             .get(&w.tier)
-            .or_else(|| tiers.get(tiers.default_name()));
-        tier.map_or_else(Policy::default, Policy::of)
+            .or_else(|| tiers.get(tiers.default_name()))
+    }
+
+    /// Sets workspace `name`'s own idle timeout (`seconds`; None: back to
+    /// its tier's), within its tier's bound.
+    pub async fn set_idle_timeout(
+        &self,
+        owner: &str,
+        name: &str,
+        seconds: Option<u64>,
+    ) -> Result<WorkspaceRow> {
+        let w = self.find(owner, name).await?;
+        let tier = self
+            .tier_of(&w)
+            .ok_or_else(|| Error::internal(format!("workspace {name}'s tier is not configured")))?;
+        let ms = idle::own_timeout(tier, seconds)
+            .map_err(|why| Error::invalid("idle_timeout_out_of_bounds", why))?;
+        self.inner.store.set_idle_timeout(&w.id, ms).await?;
+        self.find(owner, name).await
     }
 
     fn facts<'a>(&self, w: &'a WorkspaceRow, p: &Policy) -> Facts<'a> {
@@ -233,7 +259,7 @@ impl Service {
     /// and when the policy stops it.
     pub fn idle_view(&self, w: &WorkspaceRow) -> Option<Idle> {
         let now = self.now();
-        if w.idle.is_none() && w.keepalive_until_ms <= now {
+        if w.idle.is_none() && w.keepalive_until_ms <= now && w.idle_timeout_ms == 0 {
             return None;
         }
         let mut idle = w.idle.clone().unwrap_or_default();

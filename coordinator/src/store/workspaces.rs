@@ -65,6 +65,7 @@ fn ws_from(r: &AnyRow) -> Result<WorkspaceRow> {
         init: json_opt(&r.try_get::<String, _>("init_report")?),
         idle: json_opt(&r.try_get::<String, _>("idle_report")?),
         keepalive_until_ms: g("keepalive_until_ms")?,
+        idle_timeout_ms: g("idle_timeout_ms")?,
     })
 }
 
@@ -84,7 +85,7 @@ fn json_or_empty<T: serde::Serialize>(v: &Option<T>) -> String {
 const WS_COLS: &str = "id, name, owner, image, cpu_millis, memory_bytes, disk_bytes, pids, env, \
     node_selector, state, desired, node, generation, version, reason, ip, exit_code, \
     created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow, repo, init_report, \
-    idle_report, keepalive_until_ms";
+    idle_report, keepalive_until_ms, idle_timeout_ms";
 
 /// The guarded reservation: succeeds only if the node stays within capacity.
 const RESERVE: &str = "UPDATE nodes SET alloc_cpu_millis = alloc_cpu_millis + $1, \
@@ -104,7 +105,7 @@ impl Store {
     /// Stores a new workspace; 409 if the owner has one of that name.
     pub async fn insert_workspace(&self, w: &WorkspaceRow) -> Result<()> {
         let q = format!(
-            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28)"
+            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
         );
         let r = bind_ws(sqlx::query(&q), w).execute(&self.pool).await;
         match r {
@@ -115,6 +116,19 @@ impl Store {
             )),
             Err(e) => Err(e.into()),
         }
+    }
+
+    /// Sets workspace `id`'s own idle timeout (0: its tier's); false if
+    /// there is no such workspace.
+    pub async fn set_idle_timeout(&self, id: &str, ms: i64) -> Result<bool> {
+        let r = sqlx::query(
+            "UPDATE workspaces SET idle_timeout_ms = $1, version = version + 1 WHERE id = $2",
+        )
+        .bind(ms)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
     }
 
     pub async fn workspace_by_name(&self, owner: &str, name: &str) -> Result<Option<WorkspaceRow>> {
@@ -336,4 +350,5 @@ fn bind_ws<'q>(
         .bind(json_or_empty(&w.init))
         .bind(json_or_empty(&w.idle))
         .bind(w.keepalive_until_ms)
+        .bind(w.idle_timeout_ms)
 }

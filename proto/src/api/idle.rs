@@ -35,9 +35,22 @@ pub struct Idle {
     /// A `berth keepalive` holds it until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub keepalive_until_ms: Option<i64>,
-    /// Its tier's idle timeout (0: never stopped for being idle).
+    /// Its idle timeout: its own (`berth idle-timeout`) or its tier's (0:
+    /// never stopped for being idle).
     #[serde(default)]
     pub timeout_seconds: u64,
+}
+
+/// Sets a workspace's own idle timeout, within its tier's bound.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct IdleTimeout {
+    /// Seconds (at least 60, at most the tier's `max_idle_timeout_seconds`,
+    /// or its `idle_timeout_seconds` when that is 0); null: the tier's.
+    #[cfg_attr(feature = "openapi", schema(minimum = 60))]
+    #[serde(default)]
+    pub seconds: Option<u64>,
 }
 
 /// One reason a workspace is awake.
