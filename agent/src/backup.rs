@@ -11,6 +11,7 @@
 //! read at leisure.
 
 pub mod freeze;
+pub mod ignored;
 mod restic;
 
 pub use restic::{Restic, Summary};

@@ -83,7 +83,7 @@ async fn fence(m: &Manager, up: &watch::Receiver<bool>) {
 async fn back_up(m: &Manager, name: &str, store: &Store, up: &watch::Receiver<bool>) {
     let mut wait = RETRY_MIN;
     while !*up.borrow() {
-        match m.back_up(name, store, true).await {
+        match m.back_up(name, store, true, false).await {
             Ok(b) => {
                 tracing::warn!(workspace = %name, id = %b.id, bytes = b.bytes_total, "fenced: backed up stopped");
                 return;

@@ -98,7 +98,15 @@ pub(crate) enum Cmd {
         timeout: String,
     },
     /// List a workspace's backups (newest first) and whether they are failing.
-    Backups(Target),
+    Backups {
+        #[command(flatten)]
+        target: Target,
+        /// Leave out of its backups what its repository's .gitignore files
+        /// ignore (node_modules, build output), or back everything up again
+        /// (the default: an ignored .env can matter).
+        #[arg(long, value_name = "on|off", value_parser = parse_on_off)]
+        exclude_ignored: Option<bool>,
+    },
     /// Back a workspace up now (running or stopped); waits until the backup
     /// is confirmed.
     Backup(Target),
@@ -341,6 +349,14 @@ pub(crate) struct Change {
     pub(crate) target: Target,
     #[command(flatten)]
     pub(crate) wait: Wait,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" | "true" => Ok(true),
+        "off" | "false" => Ok(false),
+        other => Err(format!("{other:?}: on or off")),
+    }
 }
 
 #[derive(Args, Clone, Copy)]

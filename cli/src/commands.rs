@@ -112,7 +112,10 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::IdleTimeout { target, timeout } => {
             workspaces::idle_timeout(&c, ui, target, &timeout).await
         }
-        Cmd::Backups(t) => backups::list(&c, ui, t).await,
+        Cmd::Backups {
+            target,
+            exclude_ignored,
+        } => backups::list(&c, ui, target, exclude_ignored).await,
         Cmd::Backup(t) => backups::now(&c, ui, t).await,
         Cmd::Restore { target, at, id } => backups::restore(&c, ui, target, id, at).await,
         Cmd::Delete { change, force } => workspaces::delete(&c, ui, change, force).await,

@@ -434,3 +434,82 @@ async fn backup_key(c: &Cluster, id: &str) -> Vec<u8> {
         )
         .unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workspace_may_leave_out_what_its_gitignore_ignores_and_sees_the_bytes_saved() {
+    let c = berth_tests::backups::cluster(5.0).await;
+    let (s, w) = c.create("ig").await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state("ig", "running", T).await;
+    let id = c.get("/v1/workspaces/ig").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.exec_ok(
+        "ig",
+        "cd /workspace && printf 'node_modules/\\n*.log\\n' > .gitignore && mkdir -p node_modules/dep src && \
+         head -c 1048576 /dev/urandom > node_modules/dep/blob && echo code > src/a && echo noise > x.log",
+    )
+    .await;
+    // Off by default: everything is backed up.
+    let (s, full) = c.post("/v1/workspaces/ig/backups", json!({})).await;
+    assert_eq!(s, 200, "{full}");
+    assert_eq!(full["bytes_excluded"], 0, "{full}");
+    // On: what the .gitignore ignores is left out, and counted.
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &["backups", "ig", "--exclude-ignored", "on"],
+        )
+        .await;
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("Leaves out"), "{out}");
+    let (s, lean) = c.post("/v1/workspaces/ig/backups", json!({})).await;
+    assert_eq!(s, 200, "{lean}");
+    let excluded = lean["bytes_excluded"].as_u64().unwrap();
+    assert_eq!(excluded, 1_048_576 + 6, "{lean}");
+    assert!(
+        lean["bytes_total"].as_u64().unwrap() < full["bytes_total"].as_u64().unwrap() - 1_000_000,
+        "{full}\n{lean}"
+    );
+    // Stock restic shows what each holds.
+    let key = backup_key(&c, &id).await;
+    let repo = c.dir.join("backups").join(&id);
+    let restore = |snapshot: &str, to: &str| {
+        let target = c.dir.join(to);
+        let out = std::process::Command::new("restic")
+            .args(["--no-cache", "-r", &repo.display().to_string()])
+            .args([
+                "restore",
+                snapshot,
+                "--target",
+                &target.display().to_string(),
+            ])
+            .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        target.join("workspace")
+    };
+    let all = restore(full["id"].as_str().unwrap(), "full");
+    assert!(all.join("node_modules/dep/blob").exists());
+    let kept = restore(lean["id"].as_str().unwrap(), "lean");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("src/a")).unwrap(),
+        "code\n"
+    );
+    assert!(kept.join(".gitignore").exists());
+    assert!(
+        !kept.join("node_modules").exists(),
+        "ignored node_modules backed up"
+    );
+    assert!(!kept.join("x.log").exists(), "ignored *.log backed up");
+    let (code, out, _) = c.berth(&c.admin_token, &["backups", "ig"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("IGNORED") && out.contains("1.0M"), "{out}");
+    c.finish().await;
+}

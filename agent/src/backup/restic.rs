@@ -105,13 +105,14 @@ impl Restic {
         Ok(())
     }
 
-    /// Backs up `paths` (relative to `cwd`, stored so) with `tags`.
+    /// Backs up `paths` (relative to `cwd`, stored so), and the files
+    /// listed one per line in `files` if given, with `tags`.
     pub async fn backup(
         &self,
         store: &Store,
         cwd: &Path,
         host: &str,
-        paths: &[&str],
+        (paths, files): (&[&str], Option<&Path>),
         tags: &[String],
     ) -> Result<Summary> {
         self.ensure(store).await?;
@@ -120,6 +121,9 @@ impl Restic {
             .args(["backup", "--json", "--quiet", "--host", host]);
         for t in tags {
             cmd.arg("--tag").arg(t);
+        }
+        if let Some(list) = files {
+            cmd.arg("--files-from-verbatim").arg(list);
         }
         cmd.args(paths);
         let out = self.run("backup", &mut cmd).await?;

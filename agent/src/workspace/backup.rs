@@ -1,7 +1,7 @@
 //! A workspace's backups and restores (crate::backup says what and how).
 
 use super::Manager;
-use crate::backup::{freeze, Consistency, Store, GENERATION_TAG, ID_BASE_TAG, PERSISTED};
+use crate::backup::{freeze, ignored, Consistency, Store, GENERATION_TAG, ID_BASE_TAG, PERSISTED};
 use crate::error::{AgentError, Result};
 use crate::record::Record;
 use berth_proto::agent as pb;
@@ -99,7 +99,9 @@ impl Manager {
     pub async fn backup(&self, req: pb::BackupRequest) -> Result<pb::BackupResult> {
         crate::validate::name(&req.name)?;
         let store = Store::of(req.store)?;
-        let b = self.back_up(&req.name, &store, false).await?;
+        let b = self
+            .back_up(&req.name, &store, false, req.exclude_ignored)
+            .await?;
         self.inner
             .stores
             .lock()
@@ -122,6 +124,7 @@ impl Manager {
         name: &str,
         store: &Store,
         fenced: bool,
+        exclude_ignored: bool,
     ) -> Result<pb::BackupResult> {
         // One backup or restore of a workspace at a time.
         let _one = self.lock(&format!("{name}\0backup")).await;
@@ -159,10 +162,42 @@ impl Manager {
             || self.inner.volumes.mountpoint(&parts),
             |s| s.mount.clone(),
         );
-        let paths: Vec<&str> = PERSISTED
+        let mut paths: Vec<&str> = PERSISTED
             .into_iter()
             .filter(|p| root.join(p).symlink_metadata().is_ok())
             .collect();
+        let covered: Vec<String> = paths.iter().map(|p| p.to_string()).collect();
+        // /workspace without what its .gitignore files ignore: its files
+        // listed instead of the directory.
+        let list = self
+            .inner
+            .cfg
+            .file
+            .state_dir
+            .join(format!("backup-{}.files", r.name));
+        let mut bytes_excluded = 0;
+        let mut files = None;
+        if exclude_ignored && paths.contains(&"workspace") {
+            let (from, to) = (root.clone(), list.clone());
+            let listed = tokio::task::spawn_blocking(move || {
+                let (kept, left_out) = ignored::included(&from, "workspace")?;
+                let mut text = Vec::new();
+                for p in &kept {
+                    text.extend_from_slice(p.as_os_str().as_encoded_bytes());
+                    text.push(b'\n');
+                }
+                std::fs::write(&to, text)?;
+                Ok::<_, std::io::Error>((kept.is_empty(), left_out))
+            })
+            .await
+            .map_err(|e| AgentError::Backup(format!("list the files to back up: {e}")))?
+            .map_err(AgentError::io("list the files to back up"))?;
+            if !listed.0 {
+                paths.retain(|p| *p != "workspace");
+                bytes_excluded = listed.1;
+                files = Some(list.as_path());
+            }
+        }
         let tags = [
             "berth".to_string(),
             format!("consistency={}", consistency.as_str()),
@@ -172,8 +207,10 @@ impl Manager {
         let s = self
             .inner
             .restic
-            .backup(store, &root, &r.name, &paths, &tags)
-            .await?;
+            .backup(store, &root, &r.name, (&paths, files), &tags)
+            .await;
+        let _ = std::fs::remove_file(&list);
+        let s = s?;
         drop(snapshot);
         tracing::info!(
             workspace = %r.name,
@@ -194,8 +231,9 @@ impl Manager {
             consistency: consistency.as_str().into(),
             pause_ms,
             duration_ms: started.elapsed().as_millis() as u64,
-            paths: paths.into_iter().map(String::from).collect(),
+            paths: covered,
             id_base: r.userns.host_base,
+            bytes_excluded,
         })
     }
 

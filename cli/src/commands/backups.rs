@@ -8,9 +8,16 @@ use crate::Outcome;
 use berth_proto::api::{Backup, BackupStatus, Backups, RestoreBody, Restored};
 use berth_proto::units::{now_ms, rfc3339};
 
-/// Lists a workspace's backups, newest first, with their status.
-pub(crate) async fn list(c: &Client, ui: Ui, t: Target) -> Outcome {
-    let b: Backups = c.get(&ws_path(&t, "/backups")).await?;
+/// Lists a workspace's backups, newest first, with their status; with
+/// `exclude_ignored`, sets whether they leave out what .gitignore ignores.
+pub(crate) async fn list(c: &Client, ui: Ui, t: Target, exclude_ignored: Option<bool>) -> Outcome {
+    let b: Backups = match exclude_ignored {
+        Some(on) => {
+            let body = serde_json::json!({ "exclude_ignored": on });
+            c.post(&ws_path(&t, "/backups/settings"), &body).await?
+        }
+        None => c.get(&ws_path(&t, "/backups")).await?,
+    };
     let now = now_ms();
     ui.print(&b, || {
         let rows: Vec<Vec<String>> = b
@@ -27,12 +34,16 @@ pub(crate) async fn list(c: &Client, ui: Ui, t: Target) -> Outcome {
                     x.files.to_string(),
                     x.consistency.clone(),
                     format!("{} ms", x.pause_ms),
+                    match x.bytes_excluded {
+                        0 => "-".into(),
+                        n => size(n),
+                    },
                 ]
             })
             .collect();
         let mut out = table(
             &[
-                "ID", "TAKEN", "AGE", "NODE", "SIZE", "ADDED", "FILES", "KIND", "PAUSE",
+                "ID", "TAKEN", "AGE", "NODE", "SIZE", "ADDED", "FILES", "KIND", "PAUSE", "IGNORED",
             ],
             &rows,
         );
@@ -45,6 +56,9 @@ pub(crate) async fn list(c: &Client, ui: Ui, t: Target) -> Outcome {
 /// The status in words: failures, when the next is due.
 pub(crate) fn status_lines(s: &BackupStatus, now: i64) -> String {
     let mut out = String::new();
+    if s.exclude_ignored {
+        out.push_str("Leaves out: what /workspace's .gitignore files ignore\n");
+    }
     if let Some(e) = &s.error {
         out.push_str(&format!(
             "Failing: {} attempt(s) since the last backup: {e}\n",

@@ -5,7 +5,7 @@ use crate::error::Result;
 use axum::extract::State as AxState;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use berth_proto::api::{Backup, Backups, ErrorBody, RestoreBody, Restored};
+use berth_proto::api::{Backup, BackupSettings, Backups, ErrorBody, RestoreBody, Restored};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -14,6 +14,26 @@ pub fn routes() -> Router<AppState> {
             get(list_backups).post(backup_now),
         )
         .route("/v1/workspaces/{name}/restore", post(restore))
+        .route("/v1/workspaces/{name}/backups/settings", post(settings))
+}
+
+/// Set what the workspace's backups leave out: with `exclude_ignored`,
+/// what its repository's .gitignore files ignore (off by default).
+#[utoipa::path(post, path = "/v1/workspaces/{name}/backups/settings",
+    params(("name" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$"), OwnerQuery),
+    request_body = BackupSettings,
+    responses((status = 200, body = Backups), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn settings(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(name): P<String>,
+    Q(q): Q<OwnerQuery>,
+    Body(req): Body<BackupSettings>,
+) -> Result<Json<Backups>> {
+    let owner = owner_of(&a, q.owner)?;
+    Ok(Json(s.svc.set_backup_settings(&owner, &name, &req).await?))
 }
 
 /// The workspace's confirmed backups, newest first, and their status (the

@@ -33,7 +33,7 @@ pub fn routes() -> Router<AppState> {
         repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
         repos::delete_git_credential, prebuilds::run_prebuild, prebuilds::list_prebuilds,
         prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
-        backups::backup_now, backups::restore
+        backups::backup_now, backups::restore, backups::settings
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

@@ -11,7 +11,9 @@ use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::store::{BackupRow, BackupStateRow, WorkspaceFilter};
 use berth_proto::agent as pb;
-use berth_proto::api::{Backup, BackupStatus, Backups, Moved, RestoreBody, Restored};
+use berth_proto::api::{
+    Backup, BackupSettings, BackupStatus, Backups, Moved, RestoreBody, Restored,
+};
 use berth_proto::codes::{self, Code};
 use std::time::Duration;
 
@@ -127,6 +129,7 @@ impl Service {
                     failures: 0,
                     last_error: String::new(),
                     last_attempt_ms: 0,
+                    exclude_ignored: false,
                 };
                 self.inner.store.init_backup_state(&row).await?
             }
@@ -149,9 +152,16 @@ impl Service {
         let started = self.now();
         let result = async {
             let store = self.backup_store(w).await?;
+            let exclude_ignored = self
+                .inner
+                .store
+                .backup_state(&w.id)
+                .await?
+                .is_some_and(|s| s.exclude_ignored);
             let cmd = pb::request::Command::Backup(pb::BackupRequest {
                 name: w.id.clone(),
                 store: Some(store),
+                exclude_ignored,
             });
             match self.inner.link.call(node, cmd, BACKUP_TIMEOUT).await? {
                 pb::response::Result::BackedUp(b) => Ok(b),
@@ -177,6 +187,7 @@ impl Service {
                     pause_ms: b.pause_ms,
                     duration_ms: b.duration_ms,
                     paths: b.paths,
+                    bytes_excluded: b.bytes_excluded,
                 };
                 let row = BackupRow {
                     workspace_id: w.id.clone(),
@@ -286,7 +297,26 @@ impl Service {
             next_at_ms: backup::next(&self.inner.backups, &f).map(|(at, _)| at),
             moved: None,
             delete_requested_at_ms: None,
+            exclude_ignored: s.exclude_ignored,
         }
+    }
+
+    /// Sets whether workspace `name`'s backups leave out what its
+    /// .gitignore files ignore; its backups and status after.
+    pub async fn set_backup_settings(
+        &self,
+        owner: &str,
+        name: &str,
+        settings: &BackupSettings,
+    ) -> Result<Backups> {
+        let w = self.find(owner, name).await?;
+        // Its repository and key exist from now on (made on first use).
+        self.backup_store(&w).await?;
+        self.inner
+            .store
+            .set_exclude_ignored(&w.id, settings.exclude_ignored)
+            .await?;
+        self.backups(owner, name).await
     }
 
     /// Workspace `name`'s backups, newest first, and their status.

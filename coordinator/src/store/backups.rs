@@ -14,6 +14,8 @@ pub struct BackupStateRow {
     pub failures: u32,
     pub last_error: String,
     pub last_attempt_ms: i64,
+    /// Its backups leave out what its .gitignore files ignore.
+    pub exclude_ignored: bool,
 }
 
 /// One confirmed backup, as the store keeps it.
@@ -26,7 +28,7 @@ pub struct BackupRow {
     pub generation: u64,
 }
 
-const COLUMNS: &str = "workspace_id, id, node, taken_at_ms, bytes_added, bytes_total, files, consistency, pause_ms, duration_ms, id_base, paths, generation";
+const COLUMNS: &str = "workspace_id, id, node, taken_at_ms, bytes_added, bytes_total, files, consistency, pause_ms, duration_ms, id_base, paths, generation, bytes_excluded";
 
 fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
     let n = |k: &str| -> Result<u64> { Ok(r.try_get::<i64, _>(k)?.max(0) as u64) };
@@ -43,6 +45,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
             pause_ms: n("pause_ms")?.min(u32::MAX.into()) as u32,
             duration_ms: n("duration_ms")?,
             paths: serde_json::from_str(&r.try_get::<String, _>("paths")?).unwrap_or_default(),
+            bytes_excluded: n("bytes_excluded")?,
         },
         id_base: n("id_base")?.min(u32::MAX.into()) as u32,
         generation: n("generation")?,
@@ -52,7 +55,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
 impl Store {
     /// Workspace `id`'s backup state, if it was ever backed up or tried.
     pub async fn backup_state(&self, id: &str) -> Result<Option<BackupStateRow>> {
-        let r = sqlx::query("SELECT workspace_id, repository, sealed_key, failures, last_error, last_attempt_ms FROM backup_state WHERE workspace_id = $1")
+        let r = sqlx::query("SELECT workspace_id, repository, sealed_key, failures, last_error, last_attempt_ms, exclude_ignored FROM backup_state WHERE workspace_id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -64,6 +67,7 @@ impl Store {
                 failures: r.try_get::<i64, _>("failures")?.clamp(0, u32::MAX.into()) as u32,
                 last_error: r.try_get("last_error")?,
                 last_attempt_ms: r.try_get("last_attempt_ms")?,
+                exclude_ignored: r.try_get::<i64, _>("exclude_ignored")? != 0,
             })
         })
         .transpose()
@@ -83,6 +87,16 @@ impl Store {
             .ok_or_else(|| crate::error::Error::internal("backup state vanished"))
     }
 
+    /// Sets whether workspace `id`'s backups leave out what it ignores.
+    pub async fn set_exclude_ignored(&self, id: &str, on: bool) -> Result<()> {
+        sqlx::query("UPDATE backup_state SET exclude_ignored = $2 WHERE workspace_id = $1")
+            .bind(id)
+            .bind(i64::from(on))
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Notes an attempt's failure.
     pub async fn backup_failed(&self, id: &str, error: &str, at_ms: i64) -> Result<()> {
         sqlx::query("UPDATE backup_state SET failures = failures + 1, last_error = $2, last_attempt_ms = $3 WHERE workspace_id = $1")
@@ -98,7 +112,7 @@ impl Store {
     pub async fn add_backup(&self, b: &BackupRow, attempt_ms: i64) -> Result<()> {
         let mut tx = self.pool.begin().await?;
         let x = &b.backup;
-        sqlx::query(&format!("INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"))
+        sqlx::query(&format!("INSERT INTO backups ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"))
             .bind(&b.workspace_id)
             .bind(&x.id)
             .bind(&x.node)
@@ -112,6 +126,7 @@ impl Store {
             .bind(i64::from(b.id_base))
             .bind(serde_json::to_string(&x.paths).unwrap_or_else(|_| "[]".into()))
             .bind(b.generation.min(i64::MAX as u64) as i64)
+            .bind(x.bytes_excluded.min(i64::MAX as u64) as i64)
             .execute(&mut *tx)
             .await?;
         sqlx::query("UPDATE backup_state SET failures = 0, last_error = '', last_attempt_ms = $2 WHERE workspace_id = $1")

@@ -41,6 +41,10 @@ pub struct Backup {
     pub duration_ms: u64,
     /// What it covers, relative to the volume ("workspace", "rootfs/upper/home", ...).
     pub paths: Vec<String>,
+    /// Bytes under /workspace it left out because a .gitignore ignores
+    /// them (when the workspace asks for that; else 0).
+    #[serde(default)]
+    pub bytes_excluded: u64,
 }
 
 /// The state of a workspace's backups.
@@ -66,6 +70,20 @@ pub struct BackupStatus {
     /// A delete waits for the backup of its stop since then (Unix ms).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delete_requested_at_ms: Option<i64>,
+    /// Its backups leave out what its .gitignore files ignore.
+    #[serde(default)]
+    pub exclude_ignored: bool,
+}
+
+/// `POST /v1/workspaces/{name}/backups/settings`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct BackupSettings {
+    /// Leave out of its backups what its repository's .gitignore files
+    /// ignore (`node_modules`, build output: what the prebuild or init can
+    /// make again). Off by default: an ignored `.env` can matter.
+    pub exclude_ignored: bool,
 }
 
 /// A workspace's move to another node, restored from one of its backups.
