@@ -239,6 +239,7 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 egress_allow,
                 hostname: String::new(),
                 repo: None,
+                dotfiles: String::new(),
             };
             Command::Create(pb::CreateRequest {
                 spec: Some(spec),

@@ -7,6 +7,7 @@ mod backup;
 mod build;
 mod configure;
 mod create;
+mod dotfiles;
 mod exec;
 mod feature;
 mod idle;

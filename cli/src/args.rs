@@ -231,6 +231,14 @@ pub(crate) enum Cmd {
         #[command(subcommand)]
         cmd: GitCredentialCmd,
     },
+    /// Your settings: `berth config` shows them; `berth config dotfiles URL`
+    /// sets the dotfiles repository applied to each new workspace (cloned
+    /// into ~/.dotfiles, then its install script run or its dotfiles
+    /// linked), `--unset` clears it.
+    Config {
+        #[command(subcommand)]
+        cmd: Option<ConfigCmd>,
+    },
     /// Prebuilds: a repository's /workspace after onCreateCommand and
     /// updateContentCommand, kept as a layer new workspaces start from.
     Prebuild {
@@ -367,6 +375,18 @@ pub(crate) struct Wait {
     /// How long to wait.
     #[arg(long, default_value = "10m", value_parser = parse_duration)]
     pub(crate) timeout: Duration,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum ConfigCmd {
+    /// Set (or with --unset clear) your dotfiles repository.
+    Dotfiles {
+        /// The repository: an http(s) URL without credentials.
+        #[arg(required_unless_present = "unset", value_name = "URL")]
+        repository: Option<String>,
+        #[arg(long, conflicts_with = "repository")]
+        unset: bool,
+    },
 }
 
 #[derive(Subcommand)]

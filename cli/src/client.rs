@@ -121,6 +121,10 @@ impl Client {
         self.send(self.request(Method::POST, path).json(body)).await
     }
 
+    pub async fn put<T: DeserializeOwned>(&self, path: &str, body: &impl Serialize) -> Result<T> {
+        self.send(self.request(Method::PUT, path).json(body)).await
+    }
+
     /// A POST whose success answer is a stream of exec frames (the
     /// `exec/stream` endpoint), handed to `on_frame` as they arrive.
     pub async fn post_exec_stream(

@@ -134,6 +134,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Sync { target, push, .. } => repos::sync(&c, ui, target, push).await,
         Cmd::Ports(t) => repos::ports(&c, ui, &resolved.url, t).await,
         Cmd::GitCredential { cmd } => repos::git_credential(&c, ui, cmd).await,
+        Cmd::Config { cmd } => repos::config(&c, ui, cmd).await,
         Cmd::Prebuild { cmd } => prebuilds::run(&c, ui, cmd).await,
         Cmd::Open { name, port } => tunnels::open(&c, ui, &resolved.url, name, port).await,
         Cmd::Tiers => admin::tiers(&c, ui).await,

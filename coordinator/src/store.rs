@@ -23,6 +23,7 @@ mod moves;
 mod nodes;
 mod ports;
 mod prebuilds;
+mod settings;
 mod ssh_keys;
 mod tokens;
 mod workspaces;

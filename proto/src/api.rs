@@ -428,6 +428,27 @@ pub struct Tier {
     pub stopped_ttl_seconds: u64,
 }
 
+/// The caller's own settings (`GET /v1/config`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UserConfig {
+    /// The dotfiles repository applied to each new workspace: cloned into
+    /// ~/.dotfiles and installed (docs/repositories.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dotfiles: Option<String>,
+}
+
+/// `PUT /v1/config/dotfiles`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetDotfiles {
+    /// An http(s) URL without credentials; null: none.
+    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    #[serde(default)]
+    pub url: Option<String>,
+}
+
 /// The idle policy a tier has unless its configuration says otherwise.
 pub mod tier_defaults {
     pub fn idle_timeout() -> u64 {

@@ -57,6 +57,17 @@ impl Manager {
             .spec
             .ok_or_else(|| AgentError::InvalidRequest("spec missing".into()))?;
         validate::spec(&spec)?;
+        let dotfiles = &spec.dotfiles;
+        let url_ok = (dotfiles.starts_with("https://") || dotfiles.starts_with("http://"))
+            && dotfiles.len() <= 2048
+            && !dotfiles
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace());
+        if !dotfiles.is_empty() && !url_ok {
+            return Err(AgentError::InvalidRequest(format!(
+                "dotfiles {dotfiles:?}: an http(s) URL"
+            )));
+        }
         let _guard = self.lock(&spec.name).await;
         if let Some(r) = self.inner.records.get(&spec.name)? {
             if spec.generation != 0 && r.generation == spec.generation && r.phase == Phase::Ready {
@@ -160,6 +171,8 @@ impl Manager {
         // A workspace moved here from another node is filled from its
         // backup instead: its repository was cloned where it came from.
         let restore = req.restore;
+        let moved = restore.is_some();
+        let dotfiles = spec.dotfiles.clone();
         let repo = spec.repo.clone().filter(|_| restore.is_none());
         let made = async {
             let mounts = self.build(&record).await?;
@@ -202,6 +215,10 @@ impl Manager {
         let pid = match made.await {
             Ok((pid, later)) => {
                 self.run_later(&record.name, later);
+                // A moved workspace's home came with its backup.
+                if pid.is_some() && !dotfiles.is_empty() && !moved {
+                    self.apply_dotfiles(&record.name, dotfiles);
+                }
                 pid
             }
             Err(e) => {

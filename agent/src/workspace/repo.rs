@@ -17,7 +17,7 @@ use crate::init::state::{InitState, Phase};
 use berth_proto::codes::Code;
 
 /// Where every repository lives: the workspace's volume.
-const WORKSPACE: &str = "/workspace";
+pub(super) const WORKSPACE: &str = "/workspace";
 
 /// Lifecycle steps left to run once the create has answered.
 #[derive(Debug, Default)]
@@ -31,7 +31,7 @@ impl Manager {
         self.inner.cfg.file.state_dir.join(INIT_LOG_DIR)
     }
 
-    fn timeout(seconds: u32) -> Duration {
+    pub(super) fn timeout(seconds: u32) -> Duration {
         Duration::from_secs(u64::from(seconds))
     }
 

@@ -1,14 +1,14 @@
 //! Repository workspaces: `berth logs --init`, `berth sync`, `berth ports`
-//! and `berth git-credential add|list|remove`.
+//! `berth git-credential add|list|remove` and `berth config`.
 
 use super::{ws_path, Ui};
-use crate::args::{GitCredentialCmd, Target};
+use crate::args::{ConfigCmd, GitCredentialCmd, Target};
 use crate::client::{enc, Client};
 use crate::output::{age, table};
 use crate::{fail, Outcome};
 use anyhow::Context;
 use berth_proto::api::{
-    AddGitCredential, GitCredential, PortVisibility, SyncBody, SyncResult, Workspace,
+    AddGitCredential, GitCredential, PortVisibility, SyncBody, SyncResult, UserConfig, Workspace,
 };
 use berth_proto::units::now_ms;
 use std::io::Read;
@@ -76,6 +76,22 @@ pub(crate) async fn ports(c: &Client, ui: Ui, base: &str, t: Target) -> Outcome 
             })
             .collect();
         table(&["PORT", "LABEL", "VISIBILITY", "PREVIEW"], &rows)
+    });
+    Ok(0)
+}
+
+/// `berth config [dotfiles URL | --unset]`.
+pub(crate) async fn config(c: &Client, ui: Ui, cmd: Option<ConfigCmd>) -> Outcome {
+    let cfg: UserConfig = match cmd {
+        None => c.get("/v1/config").await?,
+        Some(ConfigCmd::Dotfiles { repository, .. }) => {
+            let body = serde_json::json!({ "url": repository });
+            c.put("/v1/config/dotfiles", &body).await?
+        }
+    };
+    ui.print(&cfg, || match &cfg.dotfiles {
+        Some(u) => format!("dotfiles: {u}\n"),
+        None => "dotfiles: none\n".into(),
     });
     Ok(0)
 }

@@ -19,6 +19,16 @@ pub fn host_of(url: &str) -> Option<String> {
     })
 }
 
+/// Checks a dotfiles repository's URL (as a repository's, with its own
+/// code).
+pub fn check_dotfiles(url: &str) -> Result<()> {
+    let r = Repo {
+        url: url.to_string(),
+        ..Repo::default()
+    };
+    check(&r).map_err(|e| Error::invalid("invalid_dotfiles", e.to_string()))
+}
+
 /// Checks a repository of a create request.
 pub fn check(r: &Repo) -> Result<()> {
     if r.url.len() > 2048 {

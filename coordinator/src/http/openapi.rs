@@ -31,7 +31,7 @@ pub fn routes() -> Router<AppState> {
         ssh_keys::add_ssh_key, ssh_keys::list_ssh_keys, ssh_keys::delete_ssh_key,
         previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,
         repos::init_log, repos::sync, repos::add_git_credential, repos::list_git_credentials,
-        repos::delete_git_credential, prebuilds::run_prebuild, prebuilds::list_prebuilds,
+        repos::delete_git_credential, repos::get_config, repos::set_dotfiles, prebuilds::run_prebuild, prebuilds::list_prebuilds,
         prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
         backups::backup_now, backups::restore, backups::settings
     ),

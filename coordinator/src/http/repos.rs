@@ -6,9 +6,11 @@ use crate::error::Result;
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use axum::{Json, Router};
-use berth_proto::api::{AddGitCredential, ErrorBody, GitCredential, SyncBody, SyncResult};
+use berth_proto::api::{
+    AddGitCredential, ErrorBody, GitCredential, SetDotfiles, SyncBody, SyncResult, UserConfig,
+};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
@@ -21,6 +23,29 @@ pub fn routes() -> Router<AppState> {
             get(list_git_credentials).post(add_git_credential),
         )
         .route("/v1/git-credentials/{host}", delete(delete_git_credential))
+        .route("/v1/config", get(get_config))
+        .route("/v1/config/dotfiles", put(set_dotfiles))
+}
+
+/// The caller's own settings (the dotfiles repository).
+#[utoipa::path(get, path = "/v1/config",
+    responses((status = 200, body = UserConfig), (status = 401, body = ErrorBody)))]
+pub(super) async fn get_config(AxState(s): AxState<AppState>, a: Auth) -> Result<Json<UserConfig>> {
+    Ok(Json(s.svc.user_config(&a.user).await?))
+}
+
+/// Set (null: clear) the caller's dotfiles repository, applied to each
+/// workspace made from now on: cloned into ~/.dotfiles, then its install
+/// script run (or its dotfiles linked into the home directory).
+#[utoipa::path(put, path = "/v1/config/dotfiles", request_body = SetDotfiles,
+    responses((status = 200, body = UserConfig), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_dotfiles(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Body(req): Body<SetDotfiles>,
+) -> Result<Json<UserConfig>> {
+    Ok(Json(s.svc.set_dotfiles(&a.user, req.url.as_deref()).await?))
 }
 
 #[derive(Debug, Deserialize, IntoParams)]

@@ -290,6 +290,7 @@ impl Service {
                         partial: r.partial,
                         prebuild,
                     }),
+                    dotfiles: String::new(),
                 }),
                 auth: None,
                 start: w.desired == Desired::Running,
@@ -337,7 +338,17 @@ impl Service {
             },
             _ => (None, None),
         };
-        let request = Self::request(&w, cmd, credential, prebuild, restore);
+        // The owner's dotfiles, for a new workspace (a moved one has its home).
+        let dotfiles = match (cmd, &restore) {
+            (Command::Create, None) => self.inner.store.dotfiles(&w.owner).await.ok().flatten(),
+            _ => None,
+        };
+        let mut request = Self::request(&w, cmd, credential, prebuild, restore);
+        if let (pb::request::Command::Create(c), Some(d)) = (&mut request, dotfiles) {
+            if let Some(spec) = c.spec.as_mut() {
+                spec.dotfiles = d;
+            }
+        }
         let answer = self.inner.link.call(&node, request, timeout).await;
         let agent_ms = started.elapsed().as_millis() as u64;
         tracing::debug!(agent_ms, "command answered");

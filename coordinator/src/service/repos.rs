@@ -87,6 +87,29 @@ impl Service {
     }
 
     /// `owner`'s git credentials (hosts and user names; never the tokens).
+    /// The caller's settings.
+    pub async fn user_config(&self, user: &str) -> Result<berth_proto::api::UserConfig> {
+        Ok(berth_proto::api::UserConfig {
+            dotfiles: self.inner.store.dotfiles(user).await?,
+        })
+    }
+
+    /// Sets (None: clears) the caller's dotfiles repository.
+    pub async fn set_dotfiles(
+        &self,
+        user: &str,
+        url: Option<&str>,
+    ) -> Result<berth_proto::api::UserConfig> {
+        if let Some(u) = url {
+            crate::domain::repo::check_dotfiles(u)?;
+        }
+        self.inner
+            .store
+            .set_dotfiles(user, url.unwrap_or_default())
+            .await?;
+        self.user_config(user).await
+    }
+
     pub async fn git_credentials(&self, owner: &str) -> Result<Vec<GitCredential>> {
         let rows = self.inner.store.git_credentials(owner).await?;
         Ok(rows.iter().map(view).collect())
@@ -131,7 +154,11 @@ impl Service {
     /// `follow`, what is appended until its steps are done.
     pub async fn init_log(&self, owner: &str, name: &str, follow: bool) -> Result<Duplex> {
         let w = self.find(owner, name).await?;
-        let node = repository_node(&w)?;
+        // A workspace from an image has an init log once its dotfiles ran.
+        let node = match (&w.init, &w.node) {
+            (Some(_), Some(node)) if w.repo.is_none() => node.clone(),
+            _ => repository_node(&w)?,
+        };
         let cmd = pb::request::Command::InitLog(pb::InitLogRequest {
             name: w.id.clone(),
             follow,
