@@ -151,6 +151,7 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Notify(n) => R::Notified(m.notify(&n.name, &n.message).await?),
         Command::Backup(req) => R::BackedUp(m.backup(req).await?),
         Command::Restore(req) => R::Restored(m.restore(req).await?),
+        Command::DropBackups(req) => R::Dropped(m.drop_backups(req).await?),
         Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
             return Err(AgentError::InvalidRequest(
                 "exec, connect, ssh and init_log need a stream".into(),

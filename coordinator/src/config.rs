@@ -77,6 +77,14 @@ pub struct BackupsFile {
     /// true; `false`: deletes are immediate and lose what the newest
     /// backup does not hold).
     pub before_delete: Option<bool>,
+    /// What a prune keeps (defaults 10, 7, 4), how often one runs per
+    /// workspace (default 1440 minutes), and how long a deleted
+    /// workspace's backups stay (default 30 days; 0: forever).
+    pub keep_last: Option<u32>,
+    pub keep_daily: Option<u32>,
+    pub keep_weekly: Option<u32>,
+    pub prune_interval_minutes: Option<f64>,
+    pub keep_deleted_days: Option<f64>,
 }
 
 /// The `[prebuilds]` table.
@@ -228,6 +236,27 @@ fn validate_backups(b: BackupsFile) -> Result<BackupPolicy, ConfigError> {
     if !(1..=64).contains(&parallel) {
         return Err(invalid("backups.parallel", "must be 1 to 64"));
     }
+    let keep_last = b.keep_last.unwrap_or(d.keep_last);
+    if !(1..=10_000).contains(&keep_last) {
+        return Err(invalid(
+            "backups.keep_last",
+            "must be 1 to 10000 (the newest is always kept)",
+        ));
+    }
+    let prune_minutes = b.prune_interval_minutes.unwrap_or(1440.0);
+    if !(0.05..=525_600.0).contains(&prune_minutes) {
+        return Err(invalid(
+            "backups.prune_interval_minutes",
+            "must be 0.05 to 525600",
+        ));
+    }
+    let keep_days = b.keep_deleted_days.unwrap_or(30.0);
+    if !(0.0..=3650.0).contains(&keep_days) {
+        return Err(invalid(
+            "backups.keep_deleted_days",
+            "must be 0 (forever) to 3650",
+        ));
+    }
     Ok(BackupPolicy {
         repository,
         env: b.env,
@@ -235,6 +264,11 @@ fn validate_backups(b: BackupsFile) -> Result<BackupPolicy, ConfigError> {
         parallel,
         shared_path: b.shared_path.unwrap_or(d.shared_path),
         before_delete: b.before_delete.unwrap_or(d.before_delete),
+        keep_last,
+        keep_daily: b.keep_daily.unwrap_or(d.keep_daily),
+        keep_weekly: b.keep_weekly.unwrap_or(d.keep_weekly),
+        prune_every_ms: (prune_minutes * 60_000.0) as i64,
+        keep_deleted_ms: (keep_days * 86_400_000.0) as i64,
         ..d
     })
 }

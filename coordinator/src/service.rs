@@ -22,6 +22,7 @@ mod preempt;
 mod pull_requests;
 mod reconcile;
 mod repos;
+mod retention;
 mod tunnels;
 
 #[cfg(test)]

@@ -513,3 +513,86 @@ async fn a_workspace_may_leave_out_what_its_gitignore_ignores_and_sees_the_bytes
     assert!(out.contains("IGNORED") && out.contains("1.0M"), "{out}");
     c.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_backups_are_pruned_to_the_policy_and_a_deleted_workspace_s_are_dropped_later() {
+    // Every 3 s; pruned to the last 2 every 6 s; dropped ~17 s after a delete.
+    let c = berth_tests::backups::cluster_to(
+        Default::default(),
+        None,
+        0.05,
+        "keep_last = 2\nkeep_daily = 0\nkeep_weekly = 0\nprune_interval_minutes = 0.1\n\
+         keep_deleted_days = 0.0002\n",
+    )
+    .await;
+    let (s, w) = c.create("ret").await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state("ret", "running", T).await;
+    let id = c.get("/v1/workspaces/ret").await.1["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let repo = c.dir.join("backups").join(&id);
+    let snapshots = || std::fs::read_dir(repo.join("snapshots")).map_or(0, |d| d.count());
+    // A new file before each backup, so that each one differs.
+    let t0 = now_ms();
+    let first = backup_after(&c, "ret", t0, T).await;
+    let deadline = Instant::now() + T;
+    let mut i = 0;
+    loop {
+        i += 1;
+        c.exec_ok("ret", &format!("echo {i} > /workspace/f{i}"))
+            .await;
+        let (_, b) = c.get("/v1/workspaces/ret/backups").await;
+        let newest = b["backups"][0]["taken_at_ms"].as_i64().unwrap_or(0);
+        let span = newest - first["taken_at_ms"].as_i64().unwrap();
+        // Some 6 backups later, what is kept is the policy's.
+        if span >= 15_000 {
+            let count = b["backups"].as_array().unwrap().len();
+            assert!(count <= 3, "{count} backups kept, the policy keeps 2: {b}");
+            assert!(
+                snapshots() <= 3,
+                "{} snapshots in the repository",
+                snapshots()
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "backups did not go on: {b}");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    // The newest still restores, with the newest file.
+    let key = backup_key(&c, &id).await;
+    let target = c.dir.join("pruned-restore");
+    let out = std::process::Command::new("restic")
+        .args(["--no-cache", "-r", &repo.display().to_string()])
+        .args([
+            "restore",
+            "latest",
+            "--target",
+            &target.display().to_string(),
+        ])
+        .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(target.join("workspace/f1").exists());
+
+    // Deleted (after its final backup): its backups stay a while, then go.
+    let (s, w) = c.delete("/v1/workspaces/ret").await;
+    assert_eq!(s, 202, "{w}");
+    berth_tests::backups::copy_gone(&c, 0, &id).await;
+    assert!(snapshots() > 0, "dropped at once");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while repo.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the deleted workspace's backups are never dropped"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    c.finish().await;
+}

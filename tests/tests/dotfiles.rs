@@ -36,7 +36,10 @@ async fn dotfiles_done(c: &Cluster, ws: &str) -> Value {
 /// until it runs.
 async fn create(c: &Cluster, ws: &str) {
     let (s, w) = c
-        .post("/v1/workspaces", serde_json::json!({ "name": ws, "tier": "small" }))
+        .post(
+            "/v1/workspaces",
+            serde_json::json!({ "name": ws, "tier": "small" }),
+        )
         .await;
     assert_eq!(s, 201, "{w}");
     c.wait_state(ws, "running", T).await;

@@ -133,6 +133,66 @@ impl Restic {
             .ok_or_else(|| AgentError::Backup(format!("restic backup: no summary in {out:?}")))
     }
 
+    /// Forgets the snapshots of `host` that `keep` does not keep and frees
+    /// their space; the ids of those kept.
+    pub async fn forget(
+        &self,
+        store: &Store,
+        host: &str,
+        keep: &berth_proto::agent::Retention,
+    ) -> Result<Vec<String>> {
+        let mut cmd = self.command(store);
+        cmd.args(["forget", "--json", "--prune", "--host", host]);
+        // The newest is always kept.
+        cmd.arg("--keep-last")
+            .arg(keep.keep_last.max(1).to_string());
+        if keep.keep_daily > 0 {
+            cmd.arg("--keep-daily").arg(keep.keep_daily.to_string());
+        }
+        if keep.keep_weekly > 0 {
+            cmd.arg("--keep-weekly").arg(keep.keep_weekly.to_string());
+        }
+        let out = self.run("forget", &mut cmd).await?;
+        kept_ids(&out)
+            .ok_or_else(|| AgentError::Backup(format!("restic forget: no groups in {out:?}")))
+    }
+
+    /// Forgets every snapshot in the repository and frees their space; how
+    /// many there were. A local repository's directory is removed.
+    pub async fn drop_all(&self, store: &Store) -> Result<u64> {
+        let out = self
+            .run(
+                "snapshots",
+                self.command(store).args(["snapshots", "--json"]),
+            )
+            .await;
+        let out = match out {
+            Ok(o) => o,
+            // Never made, or gone already.
+            Err(AgentError::Backup(m)) if m.contains("Is there a repository") => return Ok(0),
+            Err(e) => return Err(e),
+        };
+        let ids: Vec<String> = serde_json::from_str::<Vec<serde_json::Value>>(&out)
+            .map_err(|e| AgentError::Backup(format!("restic snapshots: {e}")))?
+            .iter()
+            .filter_map(|s| s.get("id")?.as_str().map(String::from))
+            .collect();
+        if let Some(dir) = store.repository.strip_prefix('/') {
+            let dir = Path::new("/").join(dir);
+            std::fs::remove_dir_all(&dir)
+                .map_err(AgentError::io(format!("remove {}", dir.display())))?;
+        } else if !ids.is_empty() {
+            let mut cmd = self.command(store);
+            cmd.args(["forget", "--prune"]).args(&ids);
+            self.run("forget", &mut cmd).await?;
+        }
+        self.ready
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&store.repository);
+        Ok(ids.len() as u64)
+    }
+
     /// Restores snapshot `id` into `target` (paths as they were stored).
     pub async fn restore(&self, store: &Store, id: &str, target: &Path) -> Result<()> {
         if id.is_empty() || !id.chars().all(|c| c.is_ascii_hexdigit()) {
@@ -156,5 +216,34 @@ impl Restic {
             }
             r => r.map(drop),
         }
+    }
+}
+
+/// The ids `restic forget --json` says it kept (None: not its output).
+fn kept_ids(out: &str) -> Option<Vec<String>> {
+    // restic prints the groups as one JSON array (then the prune's lines).
+    let groups: Vec<serde_json::Value> = out
+        .lines()
+        .find_map(|l| serde_json::from_str(l.trim()).ok())?;
+    Some(
+        groups
+            .iter()
+            .filter_map(|g| g.get("keep")?.as_array())
+            .flatten()
+            .filter_map(|s| s.get("id")?.as_str().map(String::from))
+            .collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_kept_ids_are_read_from_forget_s_json() {
+        let out = r#"[{"tags":null,"host":"w1","paths":["workspace"],"keep":[{"time":"2026-12-03T20:00:00Z","id":"aaa","short_id":"aaa"},{"id":"bbb"}],"remove":[{"id":"ccc"}],"reasons":[]}]
+loading indexes...
+"#;
+        assert_eq!(super::kept_ids(out).unwrap(), ["aaa", "bbb"]);
+        assert!(super::kept_ids("Fatal: wrong password").is_none());
+        assert_eq!(super::kept_ids("[]").unwrap(), Vec::<String>::new());
     }
 }

@@ -99,15 +99,38 @@ impl Manager {
     pub async fn backup(&self, req: pb::BackupRequest) -> Result<pb::BackupResult> {
         crate::validate::name(&req.name)?;
         let store = Store::of(req.store)?;
-        let b = self
+        let mut b = self
             .back_up(&req.name, &store, false, req.exclude_ignored)
             .await?;
+        if let Some(keep) = &req.retention {
+            let _one = self.lock(&format!("{}\0backup", req.name)).await;
+            match self.inner.restic.forget(&store, &req.name, keep).await {
+                Ok(kept) => {
+                    tracing::info!(workspace = %req.name, kept = kept.len(), "old backups forgotten and pruned");
+                    b.kept = kept;
+                    b.pruned = true;
+                }
+                // The backup stands; the prune is tried again next time.
+                Err(e) => tracing::warn!(workspace = %req.name, error = %e, "prune failed"),
+            }
+        }
         self.inner
             .stores
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(req.name, store);
         Ok(b)
+    }
+
+    /// Forgets every backup of (deleted) workspace `req.name` and frees
+    /// their space.
+    pub async fn drop_backups(&self, req: pb::DropBackupsRequest) -> Result<pb::BackupsDropped> {
+        crate::validate::name(&req.name)?;
+        let store = Store::of(req.store)?;
+        let _one = self.lock(&format!("{}\0backup", req.name)).await;
+        let snapshots = self.inner.restic.drop_all(&store).await?;
+        tracing::info!(workspace = %req.name, snapshots, "backups dropped");
+        Ok(pb::BackupsDropped { snapshots })
     }
 
     /// The store workspace `name` was last backed up to, if any since the
@@ -234,6 +257,8 @@ impl Manager {
             paths: covered,
             id_base: r.userns.host_base,
             bytes_excluded,
+            kept: Vec::new(),
+            pruned: false,
         })
     }
 

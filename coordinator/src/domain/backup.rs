@@ -25,6 +25,15 @@ pub struct Policy {
     pub shared_path: bool,
     /// A delete waits for a backup of the workspace stopped (`may_delete`).
     pub before_delete: bool,
+    /// What a prune keeps of a workspace's backups (restic's --keep-last,
+    /// --keep-daily, --keep-weekly), and how often one runs per workspace.
+    pub keep_last: u32,
+    pub keep_daily: u32,
+    pub keep_weekly: u32,
+    pub prune_every_ms: i64,
+    /// A deleted workspace's backups are dropped this long after its
+    /// delete (0: never).
+    pub keep_deleted_ms: i64,
 }
 
 impl Default for Policy {
@@ -38,6 +47,11 @@ impl Default for Policy {
             parallel: 4,
             shared_path: false,
             before_delete: true,
+            keep_last: 10,
+            keep_daily: 7,
+            keep_weekly: 4,
+            prune_every_ms: 86_400_000,
+            keep_deleted_ms: 30 * 86_400_000,
         }
     }
 }
@@ -149,6 +163,18 @@ pub fn may_move(p: &Policy, away: Away, f: &MoveFacts) -> Result<(), &'static st
     } else {
         Err("no backup holds what it had when it stopped (it was not stopped, or the backup after the stop was not confirmed)")
     }
+}
+
+/// Whether a prune of a workspace's backups is due at `now` (one of them
+/// is being taken), its last at `pruned_ms`.
+pub fn prune_due(p: &Policy, pruned_ms: i64, now: i64) -> bool {
+    now.saturating_sub(pruned_ms) >= p.prune_every_ms
+}
+
+/// Whether a workspace deleted at `deleted_ms` has its backups dropped at
+/// `now`.
+pub fn drop_due(p: &Policy, deleted_ms: i64, now: i64) -> bool {
+    p.keep_deleted_ms > 0 && now.saturating_sub(deleted_ms) >= p.keep_deleted_ms
 }
 
 /// Whether a workspace may be deleted now without losing work: nothing of
@@ -303,6 +329,22 @@ mod tests {
         assert_eq!(after(4), Some(800));
         assert_eq!(after(5), Some(1000));
         assert_eq!(after(60), Some(1000));
+    }
+
+    #[test]
+    fn prunes_and_drops_come_when_the_policy_says() {
+        let p = Policy::default();
+        assert!(prune_due(&p, 0, 86_400_000));
+        assert!(!prune_due(&p, 1_000, 86_400_000));
+        assert!(prune_due(&p, 1_000, 86_401_000));
+        let day = 86_400_000;
+        assert!(!drop_due(&p, 0, 29 * day));
+        assert!(drop_due(&p, 0, 30 * day));
+        let forever = Policy {
+            keep_deleted_ms: 0,
+            ..Policy::default()
+        };
+        assert!(!drop_due(&forever, 0, 3650 * day));
     }
 
     #[test]

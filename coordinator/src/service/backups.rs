@@ -60,6 +60,9 @@ impl Service {
         if let Err(e) = self.drain_pass().await {
             tracing::warn!(error = %e, "drain pass failed");
         }
+        if let Err(e) = self.drop_pass().await {
+            tracing::warn!(error = %e, "drop pass failed");
+        }
         let facts = self.inner.store.backup_facts().await?;
         let now = self.now();
         for state in [State::Running, State::Stopped] {
@@ -130,6 +133,8 @@ impl Service {
                     last_error: String::new(),
                     last_attempt_ms: 0,
                     exclude_ignored: false,
+                    // The first prune comes one period after the first backup.
+                    pruned_ms: self.now(),
                 };
                 self.inner.store.init_backup_state(&row).await?
             }
@@ -152,16 +157,17 @@ impl Service {
         let started = self.now();
         let result = async {
             let store = self.backup_store(w).await?;
-            let exclude_ignored = self
-                .inner
-                .store
-                .backup_state(&w.id)
-                .await?
-                .is_some_and(|s| s.exclude_ignored);
+            let state = self.inner.store.backup_state(&w.id).await?;
             let cmd = pb::request::Command::Backup(pb::BackupRequest {
                 name: w.id.clone(),
                 store: Some(store),
-                exclude_ignored,
+                exclude_ignored: state.as_ref().is_some_and(|s| s.exclude_ignored),
+                // Pruned along with a running workspace's periodic backup,
+                // never with a stop's (a move or a delete waits on it).
+                retention: match w.state {
+                    State::Running => self.retention(state.as_ref(), started),
+                    _ => None,
+                },
             });
             match self.inner.link.call(node, cmd, BACKUP_TIMEOUT).await? {
                 pb::response::Result::BackedUp(b) => Ok(b),
@@ -196,6 +202,9 @@ impl Service {
                     generation: w.generation,
                 };
                 self.inner.store.add_backup(&row, started).await?;
+                if b.pruned {
+                    self.record_prune(&w.id, &backup.id, &b.kept).await;
+                }
                 tracing::info!(workspace = %w.id, id = %backup.id, added = backup.bytes_added, pause_ms = backup.pause_ms, "backup confirmed");
                 self.announce(
                     &w.id,

@@ -16,6 +16,8 @@ pub struct BackupStateRow {
     pub last_attempt_ms: i64,
     /// Its backups leave out what its .gitignore files ignore.
     pub exclude_ignored: bool,
+    /// When its backups were last pruned (0: never).
+    pub pruned_ms: i64,
 }
 
 /// One confirmed backup, as the store keeps it.
@@ -55,7 +57,7 @@ fn row(r: &sqlx::any::AnyRow) -> Result<BackupRow> {
 impl Store {
     /// Workspace `id`'s backup state, if it was ever backed up or tried.
     pub async fn backup_state(&self, id: &str) -> Result<Option<BackupStateRow>> {
-        let r = sqlx::query("SELECT workspace_id, repository, sealed_key, failures, last_error, last_attempt_ms, exclude_ignored FROM backup_state WHERE workspace_id = $1")
+        let r = sqlx::query("SELECT workspace_id, repository, sealed_key, failures, last_error, last_attempt_ms, exclude_ignored, pruned_ms FROM backup_state WHERE workspace_id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -68,6 +70,7 @@ impl Store {
                 last_error: r.try_get("last_error")?,
                 last_attempt_ms: r.try_get("last_attempt_ms")?,
                 exclude_ignored: r.try_get::<i64, _>("exclude_ignored")? != 0,
+                pruned_ms: r.try_get("pruned_ms")?,
             })
         })
         .transpose()
@@ -76,10 +79,11 @@ impl Store {
     /// Records a workspace's repository and key, unless it has them: the
     /// first writer wins, and every caller gets the stored row.
     pub async fn init_backup_state(&self, s: &BackupStateRow) -> Result<BackupStateRow> {
-        sqlx::query("INSERT INTO backup_state (workspace_id, repository, sealed_key) VALUES ($1, $2, $3) ON CONFLICT (workspace_id) DO NOTHING")
+        sqlx::query("INSERT INTO backup_state (workspace_id, repository, sealed_key, pruned_ms) VALUES ($1, $2, $3, $4) ON CONFLICT (workspace_id) DO NOTHING")
             .bind(&s.workspace_id)
             .bind(&s.repository)
             .bind(&s.sealed_key)
+            .bind(s.pruned_ms)
             .execute(&self.pool)
             .await?;
         self.backup_state(&s.workspace_id)
@@ -94,6 +98,53 @@ impl Store {
             .bind(i64::from(on))
             .execute(&self.pool)
             .await?;
+        Ok(())
+    }
+
+    /// Records a prune of workspace `id`'s backups at `at_ms` that kept
+    /// `kept` (restic's full ids; the store's are their prefixes): the
+    /// others are forgotten.
+    pub async fn pruned(&self, id: &str, kept: &[String], at_ms: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let ids: Vec<String> = sqlx::query("SELECT id FROM backups WHERE workspace_id = $1")
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|r| r.try_get("id"))
+            .collect::<std::result::Result<_, _>>()?;
+        let mut gone = 0;
+        for b in ids
+            .iter()
+            .filter(|b| !kept.iter().any(|k| k.starts_with(b.as_str())))
+        {
+            gone += sqlx::query("DELETE FROM backups WHERE workspace_id = $1 AND id = $2")
+                .bind(id)
+                .bind(b)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        }
+        sqlx::query("UPDATE backup_state SET pruned_ms = $2 WHERE workspace_id = $1")
+            .bind(id)
+            .bind(at_ms)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(gone)
+    }
+
+    /// Forgets everything of deleted workspace `id`'s backups (they were
+    /// dropped from its store).
+    pub async fn forget_backups(&self, id: &str) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        for table in ["backups", "backup_state", "moves"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE workspace_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -118,6 +118,21 @@ impl Store {
         }
     }
 
+    /// Workspaces deleted before `before_ms` that still have backups.
+    pub async fn deleted_with_backups(&self, before_ms: i64) -> Result<Vec<WorkspaceRow>> {
+        let q = format!(
+            "SELECT {WS_COLS} FROM workspaces WHERE state = 'deleted' AND state_since_ms < $1 \
+             AND id IN (SELECT workspace_id FROM backup_state) ORDER BY state_since_ms LIMIT 100"
+        );
+        sqlx::query(&q)
+            .bind(before_ms)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(ws_from)
+            .collect()
+    }
+
     /// Sets workspace `id`'s own idle timeout (0: its tier's); false if
     /// there is no such workspace.
     pub async fn set_idle_timeout(&self, id: &str, ms: i64) -> Result<bool> {
