@@ -154,6 +154,8 @@ pub struct OwnerQuery {
 
 /// `DELETE /v1/workspaces/{name}`'s query.
 #[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
 pub struct DeleteQuery {
     /// The owner of the workspace (admins only; default: the caller).
     #[param(pattern = "^[a-z0-9._@-]{1,64}$")]

@@ -443,8 +443,14 @@ pub struct UserConfig {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 #[serde(deny_unknown_fields)]
 pub struct SetDotfiles {
-    /// An http(s) URL without credentials; null: none.
-    #[cfg_attr(feature = "openapi", schema(max_length = 2048))]
+    /// An http(s) URL without credentials (as a repository's); null: none.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(
+            pattern = "^https?://((25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}|([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\\.)*[A-Za-z]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(:([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5]))?/[A-Za-z0-9._~/-]*[A-Za-z0-9_~-]$",
+            max_length = 2048
+        )
+    )]
     #[serde(default)]
     pub url: Option<String>,
 }

@@ -160,5 +160,30 @@ async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
     {
         seconds.insert("maximum".into(), serde_json::json!(most.unwrap_or(0)));
     }
+    // The longest own idle timeout any tier allows (none when a tier that
+    // never stops for idleness has no bound).
+    let bounds: Vec<Option<u64>> = s
+        .svc
+        .tiers()
+        .all()
+        .iter()
+        .map(
+            |t| match (t.max_idle_timeout_seconds, t.idle_timeout_seconds) {
+                (0, 0) => None,
+                (0, timeout) => Some(timeout),
+                (max, _) => Some(max),
+            },
+        )
+        .collect();
+    if let (Some(Some(most)), Some(seconds)) = (
+        bounds
+            .iter()
+            .all(Option::is_some)
+            .then(|| bounds.iter().flatten().max().copied()),
+        doc.pointer_mut("/components/schemas/IdleTimeout/properties/seconds")
+            .and_then(|t| t.as_object_mut()),
+    ) {
+        seconds.insert("maximum".into(), serde_json::json!(most));
+    }
     Json(doc)
 }

@@ -49,7 +49,7 @@ pub struct IdleTimeout {
     /// Seconds (at least 60, at most the tier's `max_idle_timeout_seconds`,
     /// or its `idle_timeout_seconds` when that is 0); null: the tier's.
     #[cfg_attr(feature = "openapi", schema(minimum = 60))]
-    #[serde(default)]
+    #[serde(default, deserialize_with = "super::whole::opt_u64")]
     pub seconds: Option<u64>,
 }
 

@@ -83,6 +83,8 @@ pub struct Node {
 pub struct DrainBody {
     /// Let running workspaces run (warned) this long before they stop and
     /// move; 0 (the default): at once. At most 7 days.
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 604800))]
+    #[serde(deserialize_with = "super::whole::u64")]
     pub deadline_seconds: u64,
 }
 
