@@ -47,6 +47,9 @@ pub struct FaultProxy {
     failing: Arc<AtomicBool>,
     refused: Arc<AtomicU32>,
     carried: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    /// While non-zero: each chunk of at most 16 KiB waits this many ms.
+    slow_ms: Arc<std::sync::atomic::AtomicU64>,
+    slowed: Arc<AtomicU32>,
 }
 
 impl FaultProxy {
@@ -58,12 +61,15 @@ impl FaultProxy {
         let failing = Arc::new(AtomicBool::new(false));
         let refused = Arc::new(AtomicU32::new(0));
         let carried: Arc<Mutex<Vec<tokio::task::AbortHandle>>> = Arc::default();
+        let slow_ms: Arc<std::sync::atomic::AtomicU64> = Arc::default();
+        let slowed: Arc<AtomicU32> = Arc::default();
         let (f, r, c, up) = (
             failing.clone(),
             refused.clone(),
             carried.clone(),
             upstream.to_string(),
         );
+        let (slow, count) = (slow_ms.clone(), slowed.clone());
         tokio::spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("listener");
             while let Ok((mut client, _)) = listener.accept().await {
@@ -80,10 +86,16 @@ impl FaultProxy {
                     continue;
                 }
                 let up = up.clone();
+                let (slow, count) = (slow.clone(), count.clone());
                 let task = tokio::spawn(async move {
-                    if let Ok(mut server) = tokio::net::TcpStream::connect(&up).await {
-                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
-                    }
+                    let Ok(server) = tokio::net::TcpStream::connect(&up).await else {
+                        return;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    let one = trickle(cr, sw, slow.clone(), count.clone());
+                    let other = trickle(sr, cw, slow, count);
+                    let _ = tokio::join!(one, other);
                 });
                 c.lock().unwrap().push(task.abort_handle());
             }
@@ -93,7 +105,20 @@ impl FaultProxy {
             failing,
             refused,
             carried,
+            slow_ms,
+            slowed,
         }
+    }
+
+    /// From now on each chunk (at most 16 KiB) waits `ms` both ways; 0:
+    /// full speed again.
+    pub fn slow(&self, ms: u64) {
+        self.slow_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Chunks held back so far.
+    pub fn slowed(&self) -> u32 {
+        self.slowed.load(Ordering::SeqCst)
     }
 
     /// From now on every request gets 503; open connections are cut.
@@ -113,4 +138,30 @@ impl FaultProxy {
     pub fn refused(&self) -> u32 {
         self.refused.load(Ordering::SeqCst)
     }
+}
+
+/// Copies `from` to `to` in chunks of at most 16 KiB, each held back
+/// `slow` ms while that is non-zero.
+async fn trickle(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    slow: Arc<std::sync::atomic::AtomicU64>,
+    count: Arc<AtomicU32>,
+) {
+    let mut buf = vec![0u8; 16 << 10];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        let ms = slow.load(Ordering::SeqCst);
+        if ms > 0 {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown().await;
 }

@@ -5,8 +5,9 @@
 //! What is tried: backups land in the bucket and a stopped workspace
 //! restores from it; a store answering 503 for a while (connections cut
 //! too) delays a backup, which restic retries until it is confirmed, with
-//! nothing lost; and a stopped workspace whose node is lost moves to the
-//! other node from S3.
+//! nothing lost; a slow store (every chunk held back) and a workspace
+//! whose volume is full are still backed up; and a stopped workspace whose
+//! node is lost moves to the other node from S3.
 
 use berth_tests::backups::{copy_gone, create_on, stdout, workspace};
 use berth_tests::cluster::{Cluster, ClusterOptions};
@@ -71,6 +72,29 @@ async fn backups_go_to_s3_outlast_503s_and_move_a_workspace_between_nodes() {
         w["backup"].get("error").is_none() || w["backup"]["failures"] == 0,
         "{w}"
     );
+
+    // The store is slow (every 16 KiB held back 50 ms, both ways): the
+    // backup takes longer and is confirmed.
+    c.exec_ok("s3ws", "head -c 262144 /dev/urandom > /workspace/slow")
+        .await;
+    proxy.slow(50);
+    let slow_from = berth_proto::units::now_ms();
+    let w = backup_since(&c, "s3ws", slow_from).await;
+    proxy.slow(0);
+    assert!(proxy.slowed() > 0, "nothing went through the slow store");
+    assert_eq!(w["backup"]["failures"], 0, "{w}");
+
+    // Its volume full (writes refused for want of space): still backed up.
+    let full = stdout(
+        &c,
+        "s3ws",
+        "dd if=/dev/zero of=/workspace/fill bs=1M 2>&1 >/dev/null | grep -o 'No space left'; df -k /workspace | tail -1",
+    )
+    .await;
+    assert!(full.contains("No space left"), "{full}");
+    let (s, b) = c.post("/v1/workspaces/s3ws/backups", json!({})).await;
+    assert_eq!(s, 200, "a full workspace is backed up: {b}");
+    c.exec_ok("s3ws", "rm /workspace/fill").await;
 
     // Stopped, its stop backed up to S3; its node is lost: a start moves it
     // to n1, which reads the backup from the bucket.
