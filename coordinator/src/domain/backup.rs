@@ -240,6 +240,17 @@ pub fn next(p: &Policy, f: &Facts) -> Option<(i64, Due)> {
     Some((at.max(retry_at(p, f)), why))
 }
 
+/// The order due backups take the slots in (smallest first): a stopped
+/// workspace's (a move, a delete, a preempted node wait on it) before a
+/// running one's, and within each the one unsaved longest first, the
+/// nearest the coordinator knows to "most dirty bytes first".
+pub fn urgency(f: &Facts) -> (bool, i64) {
+    (
+        f.state != State::Stopped,
+        f.last_backup_ms.unwrap_or(i64::MIN),
+    )
+}
+
 /// Whether a backup is due at `now`.
 pub fn due(p: &Policy, f: &Facts, now: i64) -> Option<Due> {
     next(p, f).filter(|(at, _)| *at <= now).map(|(_, why)| why)
@@ -329,6 +340,36 @@ mod tests {
         assert_eq!(after(4), Some(800));
         assert_eq!(after(5), Some(1000));
         assert_eq!(after(60), Some(1000));
+    }
+
+    #[test]
+    fn stops_backups_go_first_the_longest_unsaved_first() {
+        let f = |state, last: Option<i64>| Facts {
+            state,
+            state_since_ms: 0,
+            last_backup_ms: last,
+            failures: 0,
+            last_attempt_ms: 0,
+        };
+        let mut all = [
+            ("running, old", f(State::Running, Some(10))),
+            ("stopped, recent", f(State::Stopped, Some(900))),
+            ("running, never", f(State::Running, None)),
+            ("stopped, old", f(State::Stopped, Some(100))),
+            ("stopped, never", f(State::Stopped, None)),
+        ];
+        all.sort_by_key(|(_, f)| urgency(f));
+        let order: Vec<&str> = all.iter().map(|(n, _)| *n).collect();
+        assert_eq!(
+            order,
+            [
+                "stopped, never",
+                "stopped, old",
+                "stopped, recent",
+                "running, never",
+                "running, old"
+            ]
+        );
     }
 
     #[test]

@@ -65,7 +65,8 @@ impl Service {
         }
         let facts = self.inner.store.backup_facts().await?;
         let now = self.now();
-        for state in [State::Running, State::Stopped] {
+        let mut due = Vec::new();
+        for state in [State::Stopped, State::Running] {
             let rows = self
                 .inner
                 .store
@@ -82,8 +83,14 @@ impl Service {
                 let Some(node) = w.node.clone().filter(|n| self.inner.link.is_connected(n)) else {
                     continue;
                 };
-                self.back_up_soon(w, node);
+                due.push((backup::urgency(&f), w, node));
             }
+        }
+        // The slots go first to the stops' backups, the longest unsaved
+        // first (a notice's time is short).
+        due.sort_by_key(|(u, _, _)| *u);
+        for (_, w, node) in due {
+            self.back_up_soon(w, node);
         }
         Ok(())
     }
