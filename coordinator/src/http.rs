@@ -8,6 +8,7 @@
 mod auth;
 mod backups;
 mod exec;
+mod metrics;
 mod nodes;
 mod openapi;
 mod prebuilds;
@@ -42,6 +43,8 @@ pub struct AppState {
     pub preview_domain: Option<String>,
     /// Outstanding one-time sign-in links (`berth open`).
     pub links: Links,
+    /// The API's request counters (`/metrics`).
+    pub metrics: metrics::ApiMetrics,
 }
 
 /// The HTTP status of an error's kind.
@@ -213,6 +216,11 @@ pub fn router(state: AppState) -> Router {
         .merge(prebuilds::routes())
         .merge(terminal::routes())
         .merge(signin::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::track,
+        ))
+        .merge(metrics::routes())
         .fallback(|| async { Error::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             Error::method_not_allowed("this endpoint does not take that method")

@@ -108,6 +108,7 @@ pub async fn run(
         ca_fingerprint: ca.fingerprint(),
         preview_domain: cfg.preview_domain.clone(),
         links: Default::default(),
+        metrics: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
