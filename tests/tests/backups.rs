@@ -222,33 +222,9 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
         .unwrap()
         .to_string();
     let key = backup_key(&c, &id).await;
-    let repository = c.dir.join("backups").join(&id).display().to_string();
+    let repository = c.dir.join("backups").join(&id);
     let target = c.dir.join("stock-restore");
-    let restic = |args: &[&str], password: &[u8]| {
-        std::process::Command::new("restic")
-            .args(["--no-cache", "-r", &repository])
-            .args(args)
-            .env(
-                "RESTIC_PASSWORD",
-                String::from_utf8_lossy(password).as_ref(),
-            )
-            .output()
-            .unwrap()
-    };
-    let out = restic(
-        &[
-            "restore",
-            &first_id,
-            "--target",
-            &target.display().to_string(),
-        ],
-        &key,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stock_restore(&repository, &key, &first_id, &target);
     assert_eq!(
         std::fs::read_to_string(target.join("workspace/a")).unwrap(),
         "one\n"
@@ -261,7 +237,7 @@ async fn a_running_workspace_is_backed_up_at_one_instant_and_restored_at_a_point
     assert!(target.join("rootfs/upper/home").is_dir());
     assert!(!target.join("rootfs/upper/tmp").exists());
     // Control: without the key, restic reads nothing (it is encrypted).
-    let out = restic(&["snapshots"], b"not-the-key-not-the-key");
+    let out = restic(&repository, b"not-the-key-not-the-key", &["snapshots"]);
     assert!(!out.status.success());
 
     // The repository gone: the restore fails loudly and leaves the data.
@@ -393,27 +369,44 @@ async fn backups_happen_every_interval_and_a_failing_store_is_retried_and_shown(
     let (s, _) = c.delete("/v1/workspaces/tick").await;
     assert_eq!(s, 404, "a delete of what is gone changes nothing");
     let target = c.dir.join("final-restore");
-    let out = std::process::Command::new("restic")
-        .args(["--no-cache", "-r", &repo.display().to_string()])
-        .args([
-            "restore",
-            "latest",
-            "--target",
-            &target.display().to_string(),
-        ])
-        .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stock_restore(&repo, &key, "latest", &target);
     assert_eq!(
         std::fs::read_to_string(target.join("workspace/last")).unwrap(),
         "kept\n"
     );
     c.finish().await;
+}
+
+/// Stock `restic` on repository `repo` with `password`.
+fn restic(repo: &std::path::Path, password: &[u8], args: &[&str]) -> std::process::Output {
+    std::process::Command::new("restic")
+        .args(["--no-cache", "-r", &repo.display().to_string()])
+        .args(args)
+        .env(
+            "RESTIC_PASSWORD",
+            String::from_utf8_lossy(password).as_ref(),
+        )
+        .output()
+        .unwrap()
+}
+
+/// Restores `snapshot` of `repo` into `target` with stock `restic`.
+fn stock_restore(repo: &std::path::Path, key: &[u8], snapshot: &str, target: &std::path::Path) {
+    let out = restic(
+        repo,
+        key,
+        &[
+            "restore",
+            snapshot,
+            "--target",
+            &target.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// Workspace `id`'s backup key, as the coordinator holds it (sealed in its
@@ -477,22 +470,7 @@ async fn a_workspace_may_leave_out_what_its_gitignore_ignores_and_sees_the_bytes
     let repo = c.dir.join("backups").join(&id);
     let restore = |snapshot: &str, to: &str| {
         let target = c.dir.join(to);
-        let out = std::process::Command::new("restic")
-            .args(["--no-cache", "-r", &repo.display().to_string()])
-            .args([
-                "restore",
-                snapshot,
-                "--target",
-                &target.display().to_string(),
-            ])
-            .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        stock_restore(&repo, &key, snapshot, &target);
         target.join("workspace")
     };
     let all = restore(full["id"].as_str().unwrap(), "full");
@@ -563,22 +541,7 @@ async fn old_backups_are_pruned_to_the_policy_and_a_deleted_workspace_s_are_drop
     // The newest still restores, with the newest file.
     let key = backup_key(&c, &id).await;
     let target = c.dir.join("pruned-restore");
-    let out = std::process::Command::new("restic")
-        .args(["--no-cache", "-r", &repo.display().to_string()])
-        .args([
-            "restore",
-            "latest",
-            "--target",
-            &target.display().to_string(),
-        ])
-        .env("RESTIC_PASSWORD", String::from_utf8_lossy(&key).as_ref())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    stock_restore(&repo, &key, "latest", &target);
     assert!(target.join("workspace/f1").exists());
 
     // Deleted (after its final backup): its backups stay a while, then go.

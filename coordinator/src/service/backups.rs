@@ -125,6 +125,14 @@ impl Service {
 
     /// Workspace `w`'s repository and key, made on first use.
     pub(super) async fn backup_store(&self, w: &WorkspaceRow) -> Result<pb::BackupStore> {
+        Ok(self.backup_store_and_state(w).await?.0)
+    }
+
+    /// Workspace `w`'s repository and key, and its backup state row.
+    async fn backup_store_and_state(
+        &self,
+        w: &WorkspaceRow,
+    ) -> Result<(pb::BackupStore, BackupStateRow)> {
         let state = match self.inner.store.backup_state(&w.id).await? {
             Some(s) => s,
             None => {
@@ -151,11 +159,12 @@ impl Service {
             .sealer
             .open(&state.sealed_key, &sealing_context(&w.id))
             .ok_or_else(|| Error::internal("the backup key does not open with the secrets key"))?;
-        Ok(pb::BackupStore {
-            repository: state.repository,
+        let store = pb::BackupStore {
+            repository: state.repository.clone(),
             password: String::from_utf8_lossy(&key).into_owned(),
             env: self.inner.backups.env.clone().into_iter().collect(),
-        })
+        };
+        Ok((store, state))
     }
 
     /// Backs workspace `w` up on `node` now; records the backup, or the
@@ -163,16 +172,15 @@ impl Service {
     async fn back_up(&self, w: &WorkspaceRow, node: &str) -> Result<Backup> {
         let started = self.now();
         let result = async {
-            let store = self.backup_store(w).await?;
-            let state = self.inner.store.backup_state(&w.id).await?;
+            let (store, state) = self.backup_store_and_state(w).await?;
             let cmd = pb::request::Command::Backup(pb::BackupRequest {
                 name: w.id.clone(),
                 store: Some(store),
-                exclude_ignored: state.as_ref().is_some_and(|s| s.exclude_ignored),
+                exclude_ignored: state.exclude_ignored,
                 // Pruned along with a running workspace's periodic backup,
                 // never with a stop's (a move or a delete waits on it).
                 retention: match w.state {
-                    State::Running => self.retention(state.as_ref(), started),
+                    State::Running => self.retention(&state, started),
                     _ => None,
                 },
             });

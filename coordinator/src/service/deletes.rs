@@ -6,7 +6,7 @@
 //! deletes at once, giving up what is not backed up.
 
 use super::{Change, Service};
-use crate::domain::backup::{self, Newest};
+use crate::domain::backup;
 use crate::domain::lifecycle::{Desired, Event, State};
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
@@ -80,12 +80,7 @@ impl Service {
             return Ok(false);
         }
         let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
-        let newest = newest.map(|b| Newest {
-            generation: b.generation,
-            stopped: matches!(b.backup.consistency.as_str(), "stopped" | "fenced"),
-            fenced: b.backup.consistency == "fenced",
-            taken_at_ms: b.backup.taken_at_ms,
-        });
+        let newest = newest.as_ref().map(super::moves::newest_of);
         Ok(backup::may_delete(
             p,
             w.state,

@@ -69,11 +69,9 @@ impl Service {
     pub(super) async fn move_event(&self, w: &WorkspaceRow, away: Away) -> Result<Option<Event>> {
         let from = w.node.clone().unwrap_or_default();
         let (newest, _) = self.inner.store.newest_backup(&w.id).await?;
-        let fenced = newest
-            .as_ref()
-            .is_some_and(|b| b.backup.consistency == "fenced");
+        let facts_of_newest = newest.as_ref().map(newest_of);
         // Only a fenced backup asks when the node was last heard.
-        let node_last_seen_ms = match fenced {
+        let node_last_seen_ms = match facts_of_newest.is_some_and(|b| b.fenced) {
             true => self
                 .inner
                 .store
@@ -88,12 +86,7 @@ impl Service {
             generation: w.generation,
             state_since_ms: w.state_since_ms,
             node_last_seen_ms,
-            newest: newest.as_ref().map(|b| Newest {
-                generation: b.generation,
-                stopped: matches!(b.backup.consistency.as_str(), "stopped" | "fenced"),
-                fenced,
-                taken_at_ms: b.backup.taken_at_ms,
-            }),
+            newest: facts_of_newest,
         };
         if let Err(why) = backup::may_move(&self.inner.backups, away, &facts) {
             tracing::debug!(workspace = %w.id, node = %from, away = away.as_str(), why, "not moved");
@@ -252,6 +245,16 @@ impl Service {
                 tracing::warn!(workspace = %w.id, %node, answer = ?other, "stale copy not deleted")
             }
         }
+    }
+}
+
+/// What the move and delete decisions read of a confirmed backup.
+pub(super) fn newest_of(b: &BackupRow) -> Newest {
+    Newest {
+        generation: b.generation,
+        stopped: matches!(b.backup.consistency.as_str(), "stopped" | "fenced"),
+        fenced: b.backup.consistency == "fenced",
+        taken_at_ms: b.backup.taken_at_ms,
     }
 }
 

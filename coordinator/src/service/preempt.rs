@@ -56,16 +56,7 @@ impl Service {
         if let Err(e) = cordoned {
             tracing::warn!(%node, error = %e, "node not cordoned");
         }
-        let running = self
-            .inner
-            .store
-            .workspaces(&WorkspaceFilter {
-                node: Some(node.to_string()),
-                state: Some(State::Running),
-                ..Default::default()
-            })
-            .await
-            .unwrap_or_default();
+        let running = self.running_on(node).await.unwrap_or_default();
         for w in running {
             self.announce(
                 &w.id,
@@ -155,15 +146,7 @@ impl Service {
     /// Tells `node`'s running workspaces (their terminals, the event
     /// stream) that they stop and move at `at_ms`.
     pub(super) async fn warn_drain(&self, node: &str, at_ms: i64) -> Result<()> {
-        let on = self
-            .inner
-            .store
-            .workspaces(&WorkspaceFilter {
-                node: Some(node.to_string()),
-                state: Some(State::Running),
-                ..Default::default()
-            })
-            .await?;
+        let on = self.running_on(node).await?;
         let then = match self.inner.backups.shared() {
             true => "stops, is backed up and moves to another node",
             false => "stops (backups are per node: it stays there, stopped)",
@@ -226,6 +209,18 @@ impl Service {
             }
         }
         Ok(true)
+    }
+
+    /// The workspaces running on `node`.
+    async fn running_on(&self, node: &str) -> Result<Vec<crate::domain::workspace::WorkspaceRow>> {
+        self.inner
+            .store
+            .workspaces(&WorkspaceFilter {
+                node: Some(node.to_string()),
+                state: Some(State::Running),
+                ..Default::default()
+            })
+            .await
     }
 
     fn forget_resume(&self, id: &str) {

@@ -16,14 +16,9 @@ const DROP_TIMEOUT: Duration = Duration::from_secs(600);
 
 impl Service {
     /// The retention a backup taken at `now` carries, when a prune is due.
-    pub(super) fn retention(
-        &self,
-        state: Option<&BackupStateRow>,
-        now: i64,
-    ) -> Option<pb::Retention> {
+    pub(super) fn retention(&self, state: &BackupStateRow, now: i64) -> Option<pb::Retention> {
         let p = &self.inner.backups;
-        let pruned = state.map_or(0, |s| s.pruned_ms);
-        backup::prune_due(p, pruned, now).then_some(pb::Retention {
+        backup::prune_due(p, state.pruned_ms, now).then_some(pb::Retention {
             keep_last: p.keep_last,
             keep_daily: p.keep_daily,
             keep_weekly: p.keep_weekly,
