@@ -497,6 +497,35 @@ pub(crate) enum AdminCmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// The audit log, oldest first (with --json: one entry per line, for
+    /// export), or `verify` to check its HMAC chain.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        /// Only entries of this user.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only actions starting with this, e.g. "POST /v1/workspaces".
+        #[arg(long)]
+        action: Option<String>,
+        /// Only resources starting with this, e.g. /v1/workspaces/ws1.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only entries newer than this (e.g. 1h, 30d).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Check the chain: a changed, removed or inserted entry is named, and
+    /// the command exits non-zero.
+    Verify,
 }
 
 #[derive(Subcommand)]

@@ -2,6 +2,7 @@
 //! what a workspace holds on its node, input validation, and a create
 //! request resolved against the tiers. No store, no link, no clock.
 
+pub mod audit;
 pub mod backup;
 pub mod capacity;
 pub mod idle;

@@ -5,6 +5,7 @@
 //! request, makes one call to the service and maps the answer; errors map
 //! to HTTP statuses here, in one place. Nothing imports this module.
 
+mod audit;
 mod auth;
 mod backups;
 mod exec;
@@ -72,11 +73,14 @@ impl IntoResponse for Error {
         if status.is_server_error() {
             tracing::warn!(code = self.code, error = %self.message, status = status.as_u16(), "request failed");
         }
+        let code = self.code.to_string();
         let body = ErrorBody {
-            code: self.code.to_string(),
+            code: code.clone(),
             message: self.message,
         };
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        r.extensions_mut().insert(audit::ErrorCode(code));
+        r
     }
 }
 
@@ -195,7 +199,10 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
     );
     axum::serve(
         listener,
-        axum::ServiceExt::<Request>::into_make_service(app),
+        // The peer's address is each audit entry's source IP.
+        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
+            app,
+        ),
     )
     .await
 }
@@ -216,6 +223,11 @@ pub fn router(state: AppState) -> Router {
         .merge(prebuilds::routes())
         .merge(terminal::routes())
         .merge(signin::routes())
+        .merge(audit::routes())
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            audit::record,
+        ))
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

@@ -22,6 +22,8 @@ const CHECK: &[u8] = b"berth secrets check";
 #[derive(Clone)]
 pub struct Sealer {
     cipher: Aes256Gcm,
+    /// The key the audit log's chain is made with, derived from this one.
+    audit_key: [u8; 32],
 }
 
 impl std::fmt::Debug for Sealer {
@@ -33,9 +35,20 @@ impl std::fmt::Debug for Sealer {
 impl Sealer {
     /// A sealer with a 32-byte key.
     pub fn new(key: [u8; 32]) -> Self {
+        use hmac::Mac;
+        let mut m = <hmac::Hmac<sha2::Sha256> as Mac>::new_from_slice(&key)
+            .expect("HMAC takes any key length");
+        m.update(b"berth audit chain v1");
         Self {
             cipher: Aes256Gcm::new(Key::<Aes256Gcm>::from_slice(&key)),
+            audit_key: m.finalize().into_bytes().into(),
         }
+    }
+
+    /// The key of the audit log's HMAC chain (one file outside the store
+    /// holds both keys; neither opens with the other).
+    pub fn audit_key(&self) -> [u8; 32] {
+        self.audit_key
     }
 
     /// The key in `path` (64 hex digits), made there on first use.

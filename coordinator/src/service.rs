@@ -9,6 +9,7 @@
 //! in: a test drives the service with a fake link and its own clock.
 
 mod access;
+mod audit;
 mod backups;
 mod deletes;
 mod exec;

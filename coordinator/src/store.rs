@@ -15,6 +15,7 @@ use sqlx::{AnyPool, Executor};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+pub mod audit;
 mod backups;
 mod deletes;
 mod git_credentials;
@@ -28,6 +29,7 @@ mod ssh_keys;
 mod tokens;
 mod workspaces;
 
+pub use audit::{AuditFilter, Scope};
 pub use backups::{BackupRow, BackupStateRow};
 pub use git_credentials::GitCredentialRow;
 pub use holds::{Repair, NO_ROOM};

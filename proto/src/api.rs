@@ -5,6 +5,7 @@
 //! ones the coordinator enforces.
 
 mod access;
+mod admin;
 mod backups;
 mod idle;
 mod nodes;
@@ -12,6 +13,7 @@ mod repos;
 mod tunnels;
 
 pub use access::*;
+pub use admin::*;
 pub use backups::*;
 pub use idle::*;
 pub use nodes::*;

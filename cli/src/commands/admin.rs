@@ -2,12 +2,13 @@
 //! API tokens).
 
 use super::Ui;
-use crate::args::{AdminCmd, JoinTokenCmd, TokenCmd};
+use crate::args::{AdminCmd, AuditCmd, JoinTokenCmd, TokenCmd};
 use crate::client::Client;
 use crate::output::{cores, opt, size, table};
 use crate::{config, fail, Outcome};
 use berth_proto::api::{
-    ApiTokenCreated, CreateApiToken, CreateJoinToken, JoinTokenCreated, Tier, WhoAmI,
+    ApiTokenCreated, AuditEntry, AuditPage, AuditVerification, CreateApiToken, CreateJoinToken,
+    JoinTokenCreated, Tier, WhoAmI,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -138,6 +139,98 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
             let r: ApiTokenCreated = c.post("/v1/tokens", &CreateApiToken { user, role }).await?;
             ui.print(&r, || format!("{}\n", r.token));
         }
+        AdminCmd::Audit {
+            cmd: Some(AuditCmd::Verify),
+            ..
+        } => {
+            let v: AuditVerification = c.get("/v1/admin/audit/verify").await?;
+            ui.print(&v, || match &v.problem {
+                None => format!("ok: {} entries, chain intact\n", v.checked),
+                Some(p) => format!("BROKEN: {p}\n"),
+            });
+            if let Some(p) = v.problem {
+                return Err(fail("audit_chain_broken", p));
+            }
+        }
+        AdminCmd::Audit {
+            cmd: None,
+            actor,
+            action,
+            resource,
+            since,
+            limit,
+        } => {
+            let mut query = Vec::new();
+            for (k, v) in [("actor", actor), ("action", action), ("resource", resource)] {
+                if let Some(v) = v {
+                    query.push(format!("{k}={}", crate::client::enc(&v)));
+                }
+            }
+            if let Some(d) = since {
+                let since_ms = berth_proto::units::now_ms() - d.as_millis() as i64;
+                query.push(format!("since_ms={since_ms}"));
+            }
+            let entries = audit_entries(c, &query, limit).await?;
+            if ui.json {
+                // One entry per line: the export format.
+                for e in &entries {
+                    println!("{}", serde_json::to_string(e).unwrap_or_default());
+                }
+            } else if !ui.quiet {
+                print!("{}", audit_table(&entries));
+            }
+        }
     }
     Ok(0)
+}
+
+/// Up to `limit` entries the filters in `query` select, page by page.
+async fn audit_entries(
+    c: &Client,
+    query: &[String],
+    limit: u64,
+) -> Result<Vec<AuditEntry>, crate::Failure> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    while (out.len() as u64) < limit {
+        let page_size = (limit - out.len() as u64).min(1000);
+        let mut q = query.to_vec();
+        q.push(format!("after={after}"));
+        q.push(format!("limit={page_size}"));
+        let page: AuditPage = c.get(&format!("/v1/admin/audit?{}", q.join("&"))).await?;
+        out.extend(page.entries);
+        match page.next_after {
+            Some(a) => after = a,
+            None => break,
+        }
+    }
+    Ok(out)
+}
+
+fn audit_table(entries: &[AuditEntry]) -> String {
+    let rows: Vec<Vec<String>> = entries
+        .iter()
+        .map(|e| {
+            vec![
+                e.seq.to_string(),
+                berth_proto::units::rfc3339(e.at_ms.div_euclid(1000)),
+                if e.actor.is_empty() {
+                    "-".into()
+                } else {
+                    e.actor.clone()
+                },
+                e.action.clone(),
+                e.resource.clone(),
+                e.status.to_string(),
+                opt(Some(e.error_code.as_str()).filter(|c| !c.is_empty())),
+                e.request_id.clone(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SEQ", "TIME", "ACTOR", "ACTION", "RESOURCE", "STATUS", "ERROR", "REQUEST",
+        ],
+        &rows,
+    )
 }

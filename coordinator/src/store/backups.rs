@@ -1,5 +1,6 @@
 //! Confirmed backups and each workspace's backup state.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use berth_proto::api::Backup;
@@ -84,7 +85,7 @@ impl Store {
             .bind(&s.repository)
             .bind(&s.sealed_key)
             .bind(s.pruned_ms)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         self.backup_state(&s.workspace_id)
             .await?
@@ -96,7 +97,7 @@ impl Store {
         sqlx::query("UPDATE backup_state SET exclude_ignored = $2 WHERE workspace_id = $1")
             .bind(id)
             .bind(i64::from(on))
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }
@@ -130,7 +131,7 @@ impl Store {
             .bind(at_ms)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(gone)
     }
 
@@ -144,7 +145,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -154,7 +155,7 @@ impl Store {
             .bind(id)
             .bind(error)
             .bind(at_ms)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }
@@ -185,7 +186,7 @@ impl Store {
             .bind(attempt_ms)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

@@ -1,5 +1,6 @@
 //! Deletes waiting for a workspace's final backup.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use sqlx::Row;
@@ -13,7 +14,7 @@ impl Store {
         )
         .bind(id)
         .bind(at_ms)
-        .execute(&self.pool)
+        .audited(self)
         .await?;
         Ok(self.delete_requested(id).await?.unwrap_or(at_ms))
     }
@@ -42,7 +43,7 @@ impl Store {
     pub async fn forget_delete(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM deletes WHERE workspace_id = $1")
             .bind(id)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }

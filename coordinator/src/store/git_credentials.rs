@@ -1,6 +1,7 @@
 //! Users' git credentials, one per host, their tokens sealed
 //! (`crate::secrets`): the store never holds a token in the clear.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use sqlx::Row;
@@ -32,7 +33,7 @@ impl Store {
             .bind(c.created_at_ms)
             .execute(&mut *tx)
             .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -60,7 +61,7 @@ impl Store {
         let n = sqlx::query("DELETE FROM git_credentials WHERE owner = $1 AND host = $2")
             .bind(owner)
             .bind(host)
-            .execute(&self.pool)
+            .audited(self)
             .await?
             .rows_affected();
         Ok(n > 0)
@@ -77,7 +78,7 @@ impl Store {
                 "INSERT INTO secrets_check (id, sealed) VALUES (1, $1) ON CONFLICT (id) DO NOTHING"
             }
         };
-        sqlx::query(insert).bind(made).execute(&self.pool).await?;
+        sqlx::query(insert).bind(made).audited(self).await?;
         let r = sqlx::query("SELECT sealed FROM secrets_check WHERE id = 1")
             .fetch_one(&self.pool)
             .await?;

@@ -3,6 +3,7 @@
 //! asks for room is guarded like a placement; `repair` recomputes every
 //! node's allocation from the rows.
 
+use super::audit::Audited;
 use super::{to_i64, Store};
 use crate::domain::capacity::{self, Delta};
 use crate::domain::lifecycle::State;
@@ -155,7 +156,7 @@ impl Store {
                 .bind(to_i64(was.0.memory_bytes))
                 .bind(to_i64(was.0.disk_bytes))
                 .bind(i64::from(was.1))
-                .execute(&self.pool)
+                .audited(self)
                 .await?
                 .rows_affected();
             if n_rows == 1 {

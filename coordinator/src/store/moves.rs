@@ -1,5 +1,6 @@
 //! Workspaces moved to another node from a backup (docs/backups.md).
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use sqlx::Row;
@@ -38,7 +39,7 @@ impl Store {
         .bind(&m.from_node)
         .bind(&m.why)
         .bind(m.requested_ms)
-        .execute(&self.pool)
+        .audited(self)
         .await?;
         Ok(())
     }
@@ -70,7 +71,7 @@ impl Store {
             sqlx::query("UPDATE moves SET done_ms = $2 WHERE workspace_id = $1 AND done_ms = 0")
                 .bind(id)
                 .bind(at_ms)
-                .execute(&self.pool)
+                .audited(self)
                 .await?;
         Ok(r.rows_affected() > 0)
     }
@@ -79,7 +80,7 @@ impl Store {
     pub async fn drop_move(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM moves WHERE workspace_id = $1 AND done_ms = 0")
             .bind(id)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }

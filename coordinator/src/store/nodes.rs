@@ -1,5 +1,6 @@
 //! Nodes: registration, liveness, flags and what they have cached.
 
+use super::audit::Audited;
 use super::{json_map, to_i64, Store};
 use crate::domain::node::{NodeRow, NodeStatus, Registration};
 use crate::domain::scheduler::Resources;
@@ -71,7 +72,7 @@ impl Store {
             .bind(id)
             .bind(ssh_host_key)
             .bind(serde_json::to_string(prebuilds).unwrap_or_default())
-            .execute(&self.pool)
+            .audited(self)
             .await?
             .rows_affected();
         if n == 1 {
@@ -117,7 +118,7 @@ impl Store {
             .bind(serde_json::to_string(&set).unwrap_or_default())
             .bind(id)
             .bind(&old)
-            .execute(&self.pool)
+            .audited(self)
             .await?
             .rows_affected();
             if n == 1 {
@@ -151,7 +152,7 @@ impl Store {
         sqlx::query(&format!("UPDATE nodes SET {column} = $1 WHERE id = $2"))
             .bind(serde_json::to_string(set).unwrap_or_default())
             .bind(id)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }
@@ -169,7 +170,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 
@@ -188,7 +189,7 @@ impl Store {
         .bind(now)
         .bind(id)
         .bind(from.as_str())
-        .execute(&self.pool)
+        .audited(self)
         .await?
         .rows_affected();
         Ok(n == 1)
@@ -201,7 +202,7 @@ impl Store {
             .bind(i64::from(cordoned))
             .bind(i64::from(draining))
             .bind(id)
-            .execute(&self.pool)
+            .audited(self)
             .await?
             .rows_affected();
         Ok(n == 1)
@@ -212,7 +213,7 @@ impl Store {
         sqlx::query("UPDATE nodes SET drain_deadline_ms = $1 WHERE id = $2")
             .bind(at_ms)
             .bind(id)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }

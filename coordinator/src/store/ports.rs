@@ -1,5 +1,6 @@
 //! Which workspace ports have public previews.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use sqlx::Row;
@@ -15,7 +16,7 @@ impl Store {
         sqlx::query(q)
             .bind(workspace)
             .bind(i64::from(port))
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }

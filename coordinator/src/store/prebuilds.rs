@@ -95,7 +95,7 @@ impl Store {
         .bind(&p.source)
         .execute(&mut *tx)
         .await?;
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(())
     }
 

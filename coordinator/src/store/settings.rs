@@ -1,5 +1,6 @@
 //! Per-user settings.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::Result;
 use sqlx::Row;
@@ -24,7 +25,7 @@ impl Store {
         )
         .bind(user)
         .bind(url)
-        .execute(&self.pool)
+        .audited(self)
         .await?;
         Ok(())
     }

@@ -1,5 +1,6 @@
 //! Users' SSH public keys.
 
+use super::audit::Audited;
 use super::Store;
 use crate::error::{Error, Result};
 use sqlx::Row;
@@ -25,7 +26,7 @@ impl Store {
             .bind(&k.public_key)
             .bind(&k.fingerprint)
             .bind(k.created_at_ms)
-            .execute(&self.pool)
+            .audited(self)
             .await;
         match r {
             Ok(_) => Ok(()),
@@ -63,7 +64,7 @@ impl Store {
             sqlx::query("DELETE FROM ssh_keys WHERE owner = $1 AND (id = $2 OR fingerprint = $2)")
                 .bind(owner)
                 .bind(key)
-                .execute(&self.pool)
+                .audited(self)
                 .await?
                 .rows_affected();
         Ok(n > 0)

@@ -1,5 +1,6 @@
 //! The cluster CA, API tokens and join tokens.
 
+use super::audit::Audited;
 use super::Store;
 use crate::domain::node::JoinRefusal;
 use crate::error::{Error, Result};
@@ -10,6 +11,8 @@ use sqlx::Row;
 pub struct Principal {
     pub user: String,
     pub admin: bool,
+    /// The token's id (the `<id>` of `bt_<id>_…`).
+    pub token_id: String,
 }
 
 impl Store {
@@ -32,7 +35,7 @@ impl Store {
         )
         .bind(&cert)
         .bind(&key)
-        .execute(&self.pool)
+        .audited(self)
         .await?;
         let r = sqlx::query("SELECT cert_pem, key_pem FROM ca WHERE id = 1")
             .fetch_one(&self.pool)
@@ -50,7 +53,7 @@ impl Store {
             .bind(user)
             .bind(if admin { "admin" } else { "member" })
             .bind(berth_proto::units::now_ms())
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }
@@ -66,7 +69,7 @@ impl Store {
 
     /// The owner of the token with this hash.
     pub async fn principal(&self, hash: &str) -> Result<Option<Principal>> {
-        let r = sqlx::query("SELECT user_name, role FROM api_tokens WHERE secret_hash = $1")
+        let r = sqlx::query("SELECT user_name, role, id FROM api_tokens WHERE secret_hash = $1")
             .bind(hash)
             .fetch_optional(&self.pool)
             .await?;
@@ -74,6 +77,7 @@ impl Store {
             Some(r) => Some(Principal {
                 user: r.try_get(0)?,
                 admin: r.try_get::<String, _>(1)? == "admin",
+                token_id: r.try_get(2)?,
             }),
             None => None,
         })
@@ -94,7 +98,7 @@ impl Store {
             .bind(by)
             .bind(berth_proto::units::now_ms())
             .bind(expires_at_ms)
-            .execute(&self.pool)
+            .audited(self)
             .await?;
         Ok(())
     }
@@ -143,7 +147,7 @@ impl Store {
                 format!("a node named {node:?} already joined; pick another node id"),
             ));
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(Ok(()))
     }
 }

@@ -1,5 +1,6 @@
 //! Workspaces: rows, listings, compare-and-set updates and placements.
 
+use super::audit::Audited;
 use super::{json_map, to_i64, Store};
 use crate::domain::lifecycle::{Desired, State};
 use crate::domain::scheduler::Resources;
@@ -87,6 +88,31 @@ const WS_COLS: &str = "id, name, owner, image, cpu_millis, memory_bytes, disk_by
     created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow, repo, init_report, \
     idle_report, keepalive_until_ms, idle_timeout_ms";
 
+/// What an update changes of a workspace, for the audit log.
+fn changed(prev: &WorkspaceRow, next: &WorkspaceRow) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("workspace".into(), next.id.clone().into());
+    let mut pair = |k: &str, a: &str, b: &str| {
+        if a != b {
+            m.insert(k.into(), serde_json::json!([a, b]));
+        }
+    };
+    pair("state", prev.state.as_str(), next.state.as_str());
+    pair("desired", prev.desired.as_str(), next.desired.as_str());
+    pair(
+        "node",
+        prev.node.as_deref().unwrap_or(""),
+        next.node.as_deref().unwrap_or(""),
+    );
+    if prev.idle_timeout_ms != next.idle_timeout_ms {
+        m.insert(
+            "idle_timeout_ms".into(),
+            serde_json::json!([prev.idle_timeout_ms, next.idle_timeout_ms]),
+        );
+    }
+    serde_json::Value::Object(m)
+}
+
 /// The guarded reservation: succeeds only if the node stays within capacity.
 const RESERVE: &str = "UPDATE nodes SET alloc_cpu_millis = alloc_cpu_millis + $1, \
     alloc_memory_bytes = alloc_memory_bytes + $2, alloc_disk_bytes = alloc_disk_bytes + $3, \
@@ -107,7 +133,7 @@ impl Store {
         let q = format!(
             "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
         );
-        let r = bind_ws(sqlx::query(&q), w).execute(&self.pool).await;
+        let r = bind_ws(sqlx::query(&q), w).audited(self).await;
         match r {
             Ok(_) => Ok(()),
             Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
@@ -141,7 +167,7 @@ impl Store {
         )
         .bind(ms)
         .bind(id)
-        .execute(&self.pool)
+        .audited(self)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -234,7 +260,7 @@ impl Store {
             return Ok(None);
         }
         super::holds::follow(self, &mut tx, prev, next).await?;
-        tx.commit().await?;
+        self.commit_noting(tx, || Some(changed(prev, next))).await?;
         let mut stored = next.clone();
         stored.version += 1;
         Ok(Some(stored))
@@ -280,7 +306,7 @@ impl Store {
             next.version += 1;
             placed.push(next);
         }
-        tx.commit().await?;
+        self.commit(tx).await?;
         Ok(placed)
     }
 
