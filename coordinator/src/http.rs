@@ -209,6 +209,7 @@ pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::i
 
 /// The routes.
 pub fn router(state: AppState) -> Router {
+    audit::SUCCESS.get_or_init(openapi::success);
     Router::new()
         .merge(openapi::routes())
         .merge(workspaces::routes())

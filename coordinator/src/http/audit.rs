@@ -43,41 +43,16 @@ fn audited(req: &Request) -> bool {
         || req.headers().contains_key(header::UPGRADE)
 }
 
-/// The status each route answers on success, from the OpenAPI document the
-/// handlers declare (the lowest 2xx): a transaction that writes a request's
+/// The status each route answers on success, by (method, route template),
+/// from the OpenAPI document the handlers declare (`openapi::success`),
+/// set when the router is built: a transaction that writes a request's
 /// entry commits before the answer exists.
+pub static SUCCESS: OnceLock<HashMap<(String, String), i64>> = OnceLock::new();
+
 fn success_status(method: &Method, route: &str) -> i64 {
-    static BY_ROUTE: OnceLock<HashMap<(String, String), i64>> = OnceLock::new();
-    let by_route = BY_ROUTE.get_or_init(|| {
-        use utoipa::OpenApi;
-        let doc = super::openapi::ApiDoc::openapi();
-        let mut m = HashMap::new();
-        for (path, item) in &doc.paths.paths {
-            let ops = [
-                ("GET", &item.get),
-                ("POST", &item.post),
-                ("PUT", &item.put),
-                ("DELETE", &item.delete),
-                ("PATCH", &item.patch),
-            ];
-            for (method, op) in ops {
-                let Some(op) = op else { continue };
-                let ok = op
-                    .responses
-                    .responses
-                    .keys()
-                    .filter_map(|s| s.parse::<i64>().ok())
-                    .filter(|s| (200..300).contains(s))
-                    .min();
-                if let Some(ok) = ok {
-                    m.insert((method.to_string(), path.clone()), ok);
-                }
-            }
-        }
-        m
-    });
-    by_route
-        .get(&(method.as_str().to_string(), route.to_string()))
+    SUCCESS
+        .get()
+        .and_then(|m| m.get(&(method.as_str().to_string(), route.to_string())))
         .copied()
         .unwrap_or(200)
 }

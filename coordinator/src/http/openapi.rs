@@ -188,3 +188,30 @@ async fn openapi(AxState(s): AxState<AppState>) -> impl IntoResponse {
     }
     Json(doc)
 }
+
+/// The status each route answers on success (its lowest declared 2xx), by
+/// (method, route template).
+pub fn success() -> std::collections::HashMap<(String, String), i64> {
+    let doc = ApiDoc::openapi();
+    let mut m = std::collections::HashMap::new();
+    for (path, item) in &doc.paths.paths {
+        let ops = [
+            ("GET", &item.get),
+            ("POST", &item.post),
+            ("PUT", &item.put),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+        ];
+        for (method, op) in ops {
+            let ok = op.iter().flat_map(|op| op.responses.responses.keys());
+            let ok = ok
+                .filter_map(|s| s.parse::<i64>().ok())
+                .filter(|s| (200..300).contains(s))
+                .min();
+            if let Some(ok) = ok {
+                m.insert((method.to_string(), path.clone()), ok);
+            }
+        }
+    }
+    m
+}
