@@ -5,6 +5,9 @@ use berth_proto::units::{parse_duration, parse_size};
 use clap::{Args, Parser, Subcommand};
 use std::time::Duration;
 
+mod admin;
+pub(crate) use admin::*;
+
 /// A duration of at least one second, in whole seconds (what the API takes).
 pub(crate) fn whole_seconds(s: &str) -> Result<Duration, String> {
     let d = parse_duration(s)?;
@@ -481,72 +484,6 @@ pub(crate) enum NodesCmd {
         /// this long before they stop and move (e.g. 10m; at most 7d).
         #[arg(long, value_parser = parse_duration)]
         deadline: Option<Duration>,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum AdminCmd {
-    /// Join tokens for new agents.
-    #[command(name = "join-token")]
-    JoinToken {
-        #[command(subcommand)]
-        cmd: JoinTokenCmd,
-    },
-    /// API tokens for users.
-    Token {
-        #[command(subcommand)]
-        cmd: TokenCmd,
-    },
-    /// The audit log, oldest first (with --json: one entry per line, for
-    /// export), or `verify` to check its HMAC chain.
-    #[command(args_conflicts_with_subcommands = true)]
-    Audit {
-        #[command(subcommand)]
-        cmd: Option<AuditCmd>,
-        /// Only entries of this user.
-        #[arg(long)]
-        actor: Option<String>,
-        /// Only actions starting with this, e.g. "POST /v1/workspaces".
-        #[arg(long)]
-        action: Option<String>,
-        /// Only resources starting with this, e.g. /v1/workspaces/ws1.
-        #[arg(long)]
-        resource: Option<String>,
-        /// Only entries newer than this (e.g. 1h, 30d).
-        #[arg(long, value_parser = parse_duration)]
-        since: Option<Duration>,
-        /// At most this many entries.
-        #[arg(long, default_value_t = 100)]
-        limit: u64,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum AuditCmd {
-    /// Check the chain: a changed, removed or inserted entry is named, and
-    /// the command exits non-zero.
-    Verify,
-}
-
-#[derive(Subcommand)]
-pub(crate) enum JoinTokenCmd {
-    /// Make a one-time join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
-    Create {
-        /// Lifetime, 1s to 7d.
-        #[arg(long, default_value = "1h", value_parser = whole_seconds)]
-        ttl: Duration,
-    },
-}
-
-#[derive(Subcommand)]
-pub(crate) enum TokenCmd {
-    /// Make an API token for a user (shown once).
-    Create {
-        #[arg(long)]
-        user: String,
-        /// admin or member.
-        #[arg(long, default_value = "member")]
-        role: String,
     },
 }
 

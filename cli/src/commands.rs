@@ -7,6 +7,7 @@ mod backups;
 mod exec;
 mod nodes;
 mod prebuilds;
+mod reports;
 mod repos;
 mod ssh;
 mod ssh_keys;

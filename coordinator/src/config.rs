@@ -5,6 +5,7 @@
 //! are errors) and validated by a pure function; every error names its key.
 
 use crate::domain::backup::Policy as BackupPolicy;
+use crate::domain::report::{CostPolicy, Prices};
 use crate::domain::tier::{bounds, Tier, Tiers};
 use crate::domain::webhook::{PrebuildPolicy, WatchedRepo};
 use crate::link::quic::LinkConfig;
@@ -38,6 +39,8 @@ pub struct Config {
     pub prebuilds: PrebuildPolicy,
     /// Where workspaces are backed up, and how often.
     pub backups: BackupPolicy,
+    /// Prices, and how often usage is sampled.
+    pub cost: CostPolicy,
 }
 
 /// The file as written.
@@ -53,6 +56,23 @@ pub struct ConfigFile {
     /// Backups: where, how often.
     #[serde(default)]
     pub backups: Option<BackupsFile>,
+    /// Prices for the cost reports.
+    #[serde(default)]
+    pub cost: Option<CostFile>,
+}
+
+/// The `[cost]` table (docs/admin.md, "Capacity and cost").
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CostFile {
+    /// Price of a node per hour without a `price-per-hour` label (default 0).
+    pub node_hourly: Option<f64>,
+    /// Price of a node labelled `spot=true` per hour (default 0).
+    pub spot_node_hourly: Option<f64>,
+    /// How many times a core costs more than a GiB of memory (default 7.46).
+    pub cpu_to_memory: Option<f64>,
+    /// Seconds between usage samples (default 60).
+    pub sample_seconds: Option<f64>,
 }
 
 /// The `[backups]` table.
@@ -173,6 +193,7 @@ pub struct FileConfig {
     pub tiers: Tiers,
     pub prebuilds: PrebuildPolicy,
     pub backups: BackupPolicy,
+    pub cost: CostPolicy,
 }
 
 /// Reads and validates a configuration file; no path means the defaults.
@@ -206,10 +227,48 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
         Some(b) => validate_backups(b)?,
         None => BackupPolicy::default(),
     };
+    let cost = match file.cost {
+        Some(c) => validate_cost(c)?,
+        None => CostPolicy::default(),
+    };
     Ok(FileConfig {
         tiers,
         prebuilds,
         backups,
+        cost,
+    })
+}
+
+fn validate_cost(c: CostFile) -> Result<CostPolicy, ConfigError> {
+    let d = CostPolicy::default();
+    let price = |key: &str, v: Option<f64>, default: f64| match v {
+        Some(p) if !(p.is_finite() && (0.0..=1e6).contains(&p)) => {
+            Err(invalid(key, "must be 0 to 1000000"))
+        }
+        Some(p) => Ok(p),
+        None => Ok(default),
+    };
+    let ratio = match c.cpu_to_memory {
+        Some(r) if !(r.is_finite() && (0.01..=1000.0).contains(&r)) => {
+            return Err(invalid("cost.cpu_to_memory", "must be 0.01 to 1000"))
+        }
+        Some(r) => r,
+        None => d.prices.cpu_to_memory,
+    };
+    let sample_ms = match c.sample_seconds {
+        Some(s) if !(0.1..=3600.0).contains(&s) => {
+            return Err(invalid("cost.sample_seconds", "must be 0.1 to 3600"))
+        }
+        Some(s) => (s * 1000.0) as i64,
+        None => d.sample_ms,
+    };
+    Ok(CostPolicy {
+        prices: Prices {
+            node_hourly: price("cost.node_hourly", c.node_hourly, 0.0)?,
+            spot_node_hourly: price("cost.spot_node_hourly", c.spot_node_hourly, 0.0)?,
+            cpu_to_memory: ratio,
+        },
+        sample_ms,
     })
 }
 

@@ -10,6 +10,7 @@ pub mod lifecycle;
 pub mod node;
 pub mod pull_request;
 pub mod repo;
+pub mod report;
 pub mod scheduler;
 pub mod tier;
 pub mod validate;

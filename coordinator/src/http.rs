@@ -14,6 +14,7 @@ mod nodes;
 mod openapi;
 mod prebuilds;
 mod previews;
+mod reports;
 mod repos;
 mod signin;
 mod ssh_keys;
@@ -225,6 +226,7 @@ pub fn router(state: AppState) -> Router {
         .merge(terminal::routes())
         .merge(signin::routes())
         .merge(audit::routes())
+        .merge(reports::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

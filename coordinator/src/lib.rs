@@ -102,6 +102,7 @@ pub async fn run(
         sealer,
         prebuilds: cfg.prebuilds.clone(),
         backups: cfg.backups.clone(),
+        cost: cfg.cost.clone(),
     });
     let state = http::AppState {
         svc: svc.clone(),

@@ -217,6 +217,7 @@ fn config(o: &Opts) -> Result<Config, String> {
             b
         },
         secrets_key_file: o.secrets_key_file.clone(),
+        cost: file.cost,
     })
 }
 

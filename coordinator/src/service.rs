@@ -22,6 +22,7 @@ mod prebuilds;
 mod preempt;
 mod pull_requests;
 mod reconcile;
+mod report;
 mod repos;
 mod retention;
 mod tunnels;
@@ -109,6 +110,8 @@ pub struct Parts {
     pub prebuilds: crate::domain::webhook::PrebuildPolicy,
     /// Where workspaces are backed up, and how often.
     pub backups: crate::domain::backup::Policy,
+    /// Prices for the cost reports, and how often usage is sampled.
+    pub cost: crate::domain::report::CostPolicy,
 }
 
 /// Why `Service::change` did not change a workspace.
@@ -134,6 +137,7 @@ struct Inner {
     sealer: crate::secrets::Sealer,
     prebuilds: crate::domain::webhook::PrebuildPolicy,
     backups: crate::domain::backup::Policy,
+    cost: crate::domain::report::CostPolicy,
     /// Workspace ids with a backup or restore on its way.
     backing_up: Mutex<HashSet<String>>,
     /// Workspaces stopped by a preemption notice, to start elsewhere once
@@ -194,6 +198,7 @@ impl Service {
                 prebuilds: p.prebuilds,
                 backup_slots: Arc::new(tokio::sync::Semaphore::new(p.backups.parallel.max(1))),
                 backups: p.backups,
+                cost: p.cost,
                 backing_up: Mutex::default(),
                 resume: Mutex::default(),
                 fence_looked: Mutex::default(),
@@ -281,6 +286,7 @@ impl Service {
             self.liveness_loop(),
             self.idle_loop(),
             self.backup_loop(),
+            self.usage_loop(),
             self.link_loop(link_events),
         );
     }

@@ -27,6 +27,7 @@ mod prebuilds;
 mod settings;
 mod ssh_keys;
 mod tokens;
+mod usage;
 mod workspaces;
 
 pub use audit::{AuditFilter, Scope};
@@ -37,6 +38,7 @@ pub use moves::MoveRow;
 pub use prebuilds::PrebuildRow;
 pub use ssh_keys::SshKeyRow;
 pub use tokens::Principal;
+pub use usage::{CapacitySample, UsageSample, UsageSum};
 pub use workspaces::{Decision, WorkspaceFilter};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");

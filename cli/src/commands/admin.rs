@@ -139,6 +139,8 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
             let r: ApiTokenCreated = c.post("/v1/tokens", &CreateApiToken { user, role }).await?;
             ui.print(&r, || format!("{}\n", r.token));
         }
+        AdminCmd::Capacity(a) => return super::reports::capacity(c, ui, a).await,
+        AdminCmd::Usage(a) => return super::reports::usage(c, ui, a).await,
         AdminCmd::Audit {
             cmd: Some(AuditCmd::Verify),
             ..

@@ -117,6 +117,7 @@ impl Harness {
             sealer: crate::secrets::Sealer::new([7; 32]),
             prebuilds: Default::default(),
             backups: Default::default(),
+            cost: Default::default(),
         });
         let (events, rx) = mpsc::unbounded_channel();
         tokio::spawn(svc.clone().run(rx));

@@ -1,6 +1,8 @@
-//! What admins read: the audit log.
+//! What admins read: the audit log, the capacity and cost reports.
 
+use super::NodeResources;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 
 #[cfg(feature = "openapi")]
 use utoipa::ToSchema;
@@ -59,4 +61,117 @@ pub struct AuditVerification {
     pub problem: Option<String>,
     /// The entry at which it breaks.
     pub broken_at: Option<i64>,
+}
+
+/// `GET /v1/admin/capacity`: what the fleet holds, what more fits, what
+/// it costs, and when it runs out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct CapacityReport {
+    pub at_ms: i64,
+    pub nodes: Vec<NodeCapacity>,
+    pub tiers: Vec<TierCapacity>,
+    pub cost: FleetCost,
+    pub forecast: Vec<Forecast>,
+}
+
+/// One node in the capacity report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodeCapacity {
+    pub id: String,
+    /// ready, cordoned, draining, unreachable, lost or joined.
+    pub state: String,
+    /// What it offers to workspaces.
+    pub allocatable: NodeResources,
+    /// What its workspaces reserve.
+    pub allocated: NodeResources,
+    pub cached_images: Vec<String>,
+    pub cached_prebuilds: u64,
+    /// Its price per hour (its `price-per-hour` label, or the configured
+    /// price of a node or a `spot=true` node).
+    pub hourly: f64,
+    /// The part of its price its workspaces' reservations account for.
+    pub allocated_hourly: f64,
+}
+
+/// What more of a tier fits now, packed with the scheduler's rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TierCapacity {
+    pub tier: String,
+    /// More workspaces of the tier that fit now.
+    pub fits: u64,
+    /// Of those, by node.
+    pub by_node: BTreeMap<String, u64>,
+    /// Free but unusable for this tier on the nodes that take it, once
+    /// they are full of it (fragmentation); `workspaces` is 0.
+    pub stranded: NodeResources,
+    /// What one workspace of the tier costs per hour on the cheapest node
+    /// that can take one now (absent when none can).
+    pub hourly: Option<f64>,
+    /// With `more=N`: the nodes to add to hold N more.
+    pub needed: Option<NodesNeeded>,
+}
+
+/// "To hold `more` more workspaces of the tier you need `nodes` more
+/// nodes like `like`".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct NodesNeeded {
+    pub more: u64,
+    pub like: String,
+    /// Absent when a node like it cannot take one at all.
+    pub nodes: Option<u64>,
+}
+
+/// The fleet's cost per hour, the OpenCost way: what the nodes cost, what
+/// the workspaces' reservations account for, and the rest (idle).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct FleetCost {
+    pub hourly: f64,
+    pub allocated_hourly: f64,
+    pub idle_hourly: f64,
+}
+
+/// When a resource runs out at the trend of the hourly samples.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Forecast {
+    /// cpu_millis, memory_bytes, disk_bytes or workspaces.
+    pub resource: String,
+    pub allocated: u64,
+    pub allocatable: u64,
+    /// Hourly samples the trend is drawn through (the last 14 days).
+    pub samples: u64,
+    /// Absent when allocation does not grow (or too few samples).
+    pub runs_out_in_hours: Option<f64>,
+}
+
+/// `GET /v1/admin/usage`: workspace hours and cost over a window.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageReport {
+    pub since_ms: i64,
+    /// user, tier or workspace.
+    pub by: String,
+    pub rows: Vec<UsageRow>,
+}
+
+/// One line of the usage report.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct UsageRow {
+    /// The user, tier or workspace id.
+    pub key: String,
+    pub workspaces: u64,
+    /// Hours running.
+    pub hours: f64,
+    /// Of those, hours idle by the idle verdict.
+    pub idle_hours: f64,
+    /// What its reservations cost while running.
+    pub cost: f64,
+    /// Of that, while idle.
+    pub idle_cost: f64,
 }

@@ -117,6 +117,7 @@ pub(super) fn service(store: Store) -> Service {
         sealer: berth_coordinator::secrets::Sealer::new([7; 32]),
         prebuilds: Default::default(),
         backups: Default::default(),
+        cost: Default::default(),
     })
 }
 

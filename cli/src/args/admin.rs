@@ -1,0 +1,104 @@
+//! `berth admin`'s arguments: tokens, the audit log, the reports.
+
+use super::whole_seconds;
+use berth_proto::units::parse_duration;
+use clap::{Args, Subcommand};
+use std::time::Duration;
+
+#[derive(Subcommand)]
+pub(crate) enum AdminCmd {
+    /// Join tokens for new agents.
+    #[command(name = "join-token")]
+    JoinToken {
+        #[command(subcommand)]
+        cmd: JoinTokenCmd,
+    },
+    /// API tokens for users.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
+    /// Per node what is allocatable, allocated and cached and its price;
+    /// per tier how many more fit (packed with the scheduler's rules) and
+    /// what is stranded; the cost per hour; when each resource runs out.
+    Capacity(CapacityArgs),
+    /// Workspace hours and cost over a window, with the share while idle.
+    Usage(UsageArgs),
+    /// The audit log, oldest first (with --json: one entry per line, for
+    /// export), or `verify` to check its HMAC chain.
+    #[command(args_conflicts_with_subcommands = true)]
+    Audit {
+        #[command(subcommand)]
+        cmd: Option<AuditCmd>,
+        /// Only entries of this user.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only actions starting with this, e.g. "POST /v1/workspaces".
+        #[arg(long)]
+        action: Option<String>,
+        /// Only resources starting with this, e.g. /v1/workspaces/ws1.
+        #[arg(long)]
+        resource: Option<String>,
+        /// Only entries newer than this (e.g. 1h, 30d).
+        #[arg(long, value_parser = parse_duration)]
+        since: Option<Duration>,
+        /// At most this many entries.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+}
+
+#[derive(Args)]
+pub(crate) struct CapacityArgs {
+    /// Only this tier.
+    #[arg(long)]
+    pub(crate) tier: Option<String>,
+    /// Also say how many nodes hold this many more of each tier.
+    #[arg(long)]
+    pub(crate) more: Option<u64>,
+    /// The node those would be like (default: the largest).
+    #[arg(long, requires = "more")]
+    pub(crate) like: Option<String>,
+}
+
+#[derive(Args)]
+pub(crate) struct UsageArgs {
+    /// The window: this far back (e.g. 24h, 30d), from the hour.
+    #[arg(long, default_value = "30d", value_parser = parse_duration)]
+    pub(crate) since: Duration,
+    /// user, tier or workspace.
+    #[arg(long, default_value = "user")]
+    pub(crate) by: String,
+    /// Print CSV (the export format).
+    #[arg(long)]
+    pub(crate) csv: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum AuditCmd {
+    /// Check the chain: a changed, removed or inserted entry is named, and
+    /// the command exits non-zero.
+    Verify,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum JoinTokenCmd {
+    /// Make a one-time join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
+    Create {
+        /// Lifetime, 1s to 7d.
+        #[arg(long, default_value = "1h", value_parser = whole_seconds)]
+        ttl: Duration,
+    },
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TokenCmd {
+    /// Make an API token for a user (shown once).
+    Create {
+        #[arg(long)]
+        user: String,
+        /// admin or member.
+        #[arg(long, default_value = "member")]
+        role: String,
+    },
+}

@@ -1,0 +1,170 @@
+//! `berth admin capacity` and `berth admin usage`: the coordinator's
+//! capacity and cost reports (`docs/admin.md`).
+
+use super::Ui;
+use crate::args::{CapacityArgs, UsageArgs};
+use crate::client::{enc, Client};
+use crate::output::{cores, size, table};
+use crate::Outcome;
+use berth_proto::api::{CapacityReport, NodeResources, UsageReport};
+
+/// "used/total" of one resource.
+fn of(used: String, total: String) -> String {
+    format!("{used}/{total}")
+}
+
+fn money(v: f64) -> String {
+    format!("{v:.4}")
+}
+
+fn stranded(r: &NodeResources) -> String {
+    format!(
+        "{} CPU, {} mem, {} disk",
+        cores(r.cpu_millis),
+        size(r.memory_bytes),
+        size(r.disk_bytes)
+    )
+}
+
+pub(crate) async fn capacity(c: &Client, ui: Ui, a: CapacityArgs) -> Outcome {
+    let mut q = Vec::new();
+    if let Some(t) = &a.tier {
+        q.push(format!("tier={}", enc(t)));
+    }
+    if let Some(m) = a.more {
+        q.push(format!("more={m}"));
+    }
+    if let Some(l) = &a.like {
+        q.push(format!("like={}", enc(l)));
+    }
+    let r: CapacityReport = c
+        .get(&format!("/v1/admin/capacity?{}", q.join("&")))
+        .await?;
+    ui.print(&r, || {
+        let nodes: Vec<Vec<String>> = r
+            .nodes
+            .iter()
+            .map(|n| {
+                vec![
+                    n.id.clone(),
+                    n.state.clone(),
+                    of(
+                        cores(n.allocated.cpu_millis),
+                        cores(n.allocatable.cpu_millis),
+                    ),
+                    of(
+                        size(n.allocated.memory_bytes),
+                        size(n.allocatable.memory_bytes),
+                    ),
+                    of(size(n.allocated.disk_bytes), size(n.allocatable.disk_bytes)),
+                    of(
+                        n.allocated.workspaces.to_string(),
+                        n.allocatable.workspaces.to_string(),
+                    ),
+                    money(n.hourly),
+                    format!(
+                        "{} images, {} prebuilds",
+                        n.cached_images.len(),
+                        n.cached_prebuilds
+                    ),
+                ]
+            })
+            .collect();
+        let tiers: Vec<Vec<String>> = r
+            .tiers
+            .iter()
+            .map(|t| {
+                vec![
+                    t.tier.clone(),
+                    t.fits.to_string(),
+                    stranded(&t.stranded),
+                    t.hourly.map_or("-".into(), money),
+                    t.needed.as_ref().map_or("-".into(), |n| match n.nodes {
+                        Some(k) => format!("{k} like {} for {} more", n.like, n.more),
+                        None => format!("a node like {} takes none", n.like),
+                    }),
+                ]
+            })
+            .collect();
+        let mut out = table(
+            &[
+                "NODE",
+                "STATE",
+                "CPU",
+                "MEMORY",
+                "DISK",
+                "WORKSPACES",
+                "PER HOUR",
+                "CACHED",
+            ],
+            &nodes,
+        );
+        out.push('\n');
+        out.push_str(&table(
+            &["TIER", "FITS NOW", "STRANDED", "PER HOUR", "NODES NEEDED"],
+            &tiers,
+        ));
+        out.push_str(&format!(
+            "\nCost per hour: {} for the nodes, {} reserved by workspaces, {} idle\n",
+            money(r.cost.hourly),
+            money(r.cost.allocated_hourly),
+            money(r.cost.idle_hourly)
+        ));
+        for f in &r.forecast {
+            out.push_str(&format!(
+                "Forecast {}: {} of {} allocated; {}\n",
+                f.resource,
+                f.allocated,
+                f.allocatable,
+                match f.runs_out_in_hours {
+                    Some(h) => format!(
+                        "runs out in {h:.0} h at the trend of {} hourly samples",
+                        f.samples
+                    ),
+                    None => format!("not growing ({} hourly samples)", f.samples),
+                }
+            ));
+        }
+        out
+    });
+    Ok(0)
+}
+
+pub(crate) async fn usage(c: &Client, ui: Ui, a: UsageArgs) -> Outcome {
+    let since_ms = berth_proto::units::now_ms() - a.since.as_millis() as i64;
+    let path = format!("/v1/admin/usage?since_ms={since_ms}&by={}", enc(&a.by));
+    if a.csv {
+        c.get_stream(&format!("{path}&format=csv"), &mut std::io::stdout())
+            .await?;
+        return Ok(0);
+    }
+    let r: UsageReport = c.get(&path).await?;
+    ui.print(&r, || {
+        let rows: Vec<Vec<String>> = r
+            .rows
+            .iter()
+            .map(|u| {
+                vec![
+                    u.key.clone(),
+                    u.workspaces.to_string(),
+                    format!("{:.2}", u.hours),
+                    format!("{:.2}", u.idle_hours),
+                    money(u.cost),
+                    money(u.idle_cost),
+                ]
+            })
+            .collect();
+        table(
+            &[
+                &r.by.to_uppercase(),
+                "WORKSPACES",
+                "HOURS",
+                "IDLE HOURS",
+                "COST",
+                "IDLE COST",
+            ],
+            &rows,
+        )
+    });
+    Ok(0)
+}
