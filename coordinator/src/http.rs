@@ -47,6 +47,9 @@ pub struct AppState {
     pub links: Links,
     /// The API's request counters (`/metrics`).
     pub metrics: metrics::ApiMetrics,
+    /// Record requests in the audit log and the request metrics: always in
+    /// a coordinator; off only where a benchmark measures what they cost.
+    pub observe: bool,
 }
 
 /// The HTTP status of an error's kind.

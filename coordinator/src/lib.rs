@@ -110,6 +110,7 @@ pub async fn run(
         preview_domain: cfg.preview_domain.clone(),
         links: Default::default(),
         metrics: Default::default(),
+        observe: true,
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

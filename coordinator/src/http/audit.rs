@@ -70,7 +70,7 @@ pub async fn record(
     next: axum::middleware::Next,
 ) -> Response {
     let id = request_id();
-    if !audited(&req) {
+    if !s.observe || !audited(&req) {
         return with_id(next.run(req).await, &id);
     }
     let route = req

@@ -17,7 +17,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 pub fn routes() -> Router<AppState> {
@@ -66,6 +65,9 @@ pub async fn track(
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    if !s.observe {
+        return next.run(req).await;
+    }
     let method = req.method().as_str().to_string();
     let started = Instant::now();
     let response = next.run(req).await;
@@ -116,15 +118,7 @@ pub(super) async fn metrics(AxState(s): AxState<AppState>, a: Auth) -> Result<Re
     );
 
     let workspaces = Family::<WorkspaceLabels, Gauge>::default();
-    let mut by: BTreeMap<(String, String), i64> = BTreeMap::new();
-    for w in s
-        .svc
-        .workspaces(&crate::store::WorkspaceFilter::default())
-        .await?
-    {
-        *by.entry((w.state.as_str().to_string(), w.tier.clone()))
-            .or_default() += 1;
-    }
+    let by = s.svc.workspace_counts().await?;
     for ((state, tier), n) in by {
         workspaces
             .get_or_create(&WorkspaceLabels { state, tier })

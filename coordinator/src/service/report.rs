@@ -41,6 +41,13 @@ fn state_of(row: &NodeRow, view: &NodeView) -> String {
 }
 
 impl Service {
+    /// How many workspaces there are of each (state, tier).
+    pub async fn workspace_counts(
+        &self,
+    ) -> Result<std::collections::BTreeMap<(String, String), i64>> {
+        self.inner.store.workspace_counts().await
+    }
+
     /// The capacity report, for one tier or all; with `more`, the nodes
     /// like `like` (default: the largest) needed to hold that many more.
     pub async fn capacity_report(

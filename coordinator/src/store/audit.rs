@@ -138,10 +138,8 @@ async fn append(
     key: &[u8; 32],
     mut e: Entry,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1")
-        .execute(&mut **tx)
-        .await?;
-    let head = sqlx::query("SELECT seq, mac FROM audit_head WHERE id = 1")
+    // The new number and the previous entry's MAC, the row locked.
+    let head = sqlx::query("UPDATE audit_head SET seq = seq + 1 WHERE id = 1 RETURNING seq, mac")
         .fetch_one(&mut **tx)
         .await?;
     e.seq = head.try_get(0)?;

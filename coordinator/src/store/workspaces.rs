@@ -310,6 +310,16 @@ impl Store {
         Ok(placed)
     }
 
+    /// How many workspaces there are of each (state, tier), deleted ones aside.
+    pub async fn workspace_counts(&self) -> Result<BTreeMap<(String, String), i64>> {
+        let rows = sqlx::query("SELECT state, tier, COUNT(*) FROM workspaces WHERE state <> 'deleted' GROUP BY state, tier")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok(((r.try_get(0)?, r.try_get(1)?), r.try_get(2)?)))
+            .collect()
+    }
+
     /// Placement rows per workspace id (tests check there is at most one per generation).
     pub async fn placement_counts(&self) -> Result<BTreeMap<String, i64>> {
         let rows =

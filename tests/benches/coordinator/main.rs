@@ -21,7 +21,12 @@
 //! - keystroke: SSH keystroke echo through Berth vs an OpenSSH sshd on
 //!   loopback, same SSH client.
 //!
-//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke` runs a
+//! - api_audit: create latency through the router with the audit log and
+//!   request metrics on vs off; metrics_scrape and capacity_report: a
+//!   scrape and the capacity report with 5,000 simulated agents and 20,000
+//!   placed workspaces (`admin.rs`).
+//!
+//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke admin` runs a
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
@@ -39,6 +44,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+mod admin;
 mod api;
 mod forward;
 mod keystroke;
@@ -113,6 +119,12 @@ fn main() {
         }
         if want("keystroke") {
             keystroke().await;
+        }
+        if want("api_audit") || want("admin") {
+            admin::api_audit().await;
+        }
+        if want("metrics_scrape") || want("capacity_report") || want("admin") {
+            admin::scrape_and_report().await;
         }
     });
 }
