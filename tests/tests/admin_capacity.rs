@@ -230,9 +230,15 @@ async fn capacity_packs_like_the_scheduler_and_costs_add_up() {
         "{out}"
     );
     let (s, e) = c.get("/v1/admin/usage?by=team").await;
-    assert_eq!((s, e["code"].as_str()), (422, Some("unsupported_grouping")));
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (400, Some("invalid_query")),
+        "teams are not built: {e}"
+    );
     let (s, e) = c.get("/v1/admin/capacity?tier=nope").await;
-    assert_eq!((s, e["code"].as_str()), (422, Some("unknown_tier")));
+    assert_eq!((s, e["code"].as_str()), (404, Some("not_found")));
+    let (s, e) = c.get("/v1/admin/capacity?more=0").await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_more")));
     let (s, _) = c.get_as("/v1/admin/capacity", "bt_nobody_x").await;
     assert_eq!(s, 401);
 

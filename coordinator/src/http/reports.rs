@@ -38,7 +38,8 @@ pub struct CapacityQuery {
 /// when each resource runs out at the current trend (admins).
 #[utoipa::path(get, path = "/v1/admin/capacity", params(CapacityQuery),
     responses((status = 200, body = CapacityReport), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(super) async fn capacity(
     AxState(s): AxState<AppState>,
     a: Auth,
@@ -55,6 +56,23 @@ pub(super) async fn capacity(
     ))
 }
 
+/// What the usage report sums by.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UsageBy {
+    User,
+    Tier,
+    Workspace,
+}
+
+/// The usage report's format.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Json,
+    Csv,
+}
+
 /// `GET /v1/admin/usage`'s query.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -64,16 +82,19 @@ pub struct UsageQuery {
     /// kept by the hour: the window starts at the hour.
     pub since_ms: Option<i64>,
     /// user (default), tier or workspace.
-    pub by: Option<String>,
+    #[param(inline)]
+    pub by: Option<UsageBy>,
     /// json (default) or csv.
-    pub format: Option<String>,
+    #[param(inline)]
+    pub format: Option<Format>,
 }
 
 /// Workspace hours and cost over a window, by user, tier or workspace,
 /// with the share while idle (admins).
 #[utoipa::path(get, path = "/v1/admin/usage", params(UsageQuery),
-    responses((status = 200, body = UsageReport), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, description = "The report, as JSON or (format=csv) CSV",
+            content((UsageReport = "application/json"), (String = "text/csv"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
 pub(super) async fn usage(
     AxState(s): AxState<AppState>,
     a: Auth,
@@ -83,13 +104,15 @@ pub(super) async fn usage(
     let since = q
         .since_ms
         .unwrap_or_else(|| s.svc.now() - 30 * 24 * 3_600_000);
-    let r = s
-        .svc
-        .usage_report(since, q.by.as_deref().unwrap_or("user"))
-        .await?;
-    match q.format.as_deref() {
-        None | Some("json") => Ok(Json(r).into_response()),
-        Some("csv") => {
+    let by = match q.by.unwrap_or(UsageBy::User) {
+        UsageBy::User => "user",
+        UsageBy::Tier => "tier",
+        UsageBy::Workspace => "workspace",
+    };
+    let r = s.svc.usage_report(since, by).await?;
+    match q.format.unwrap_or(Format::Json) {
+        Format::Json => Ok(Json(r).into_response()),
+        Format::Csv => {
             let mut w = csv::Writer::from_writer(Vec::new());
             for row in &r.rows {
                 w.serialize(row)
@@ -100,6 +123,5 @@ pub(super) async fn usage(
                 .map_err(|e| Error::internal(format!("csv: {e}")))?;
             Ok(([(CONTENT_TYPE, "text/csv; charset=utf-8")], body).into_response())
         }
-        Some(_) => Err(Error::invalid("invalid_format", "format is json or csv")),
     }
 }

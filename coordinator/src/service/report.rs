@@ -56,27 +56,31 @@ impl Service {
         more: Option<u64>,
         like: Option<&str>,
     ) -> Result<CapacityReport> {
-        let tiers =
-            match tier {
-                Some(t) => vec![self.inner.tiers.get(t).cloned().ok_or_else(|| {
-                    Error::invalid("unknown_tier", format!("no tier named {t:?}"))
-                })?],
-                None => self.inner.tiers.all(),
-            };
+        let tiers = match tier {
+            Some(t) => vec![self
+                .inner
+                .tiers
+                .get(t)
+                .cloned()
+                .ok_or_else(|| Error::not_found(format!("no tier named {t:?}")))?],
+            None => self.inner.tiers.all(),
+        };
         let now = self.now();
         let rows = self.inner.store.nodes().await?;
         let views = self.views(&rows, now);
         let prices = &self.inner.cost.prices;
         let rates: Vec<Rates> = views.iter().map(|v| prices.rates(v)).collect();
-        let like_view =
-            match like {
-                Some(id) => Some(views.iter().find(|v| v.id == id).ok_or_else(|| {
-                    Error::invalid("unknown_node", format!("no node named {id:?}"))
-                })?),
-                None => views
+        let like_view = match like {
+            Some(id) => Some(
+                views
                     .iter()
-                    .max_by_key(|v| (v.capacity.cpu_millis, v.capacity.memory_bytes)),
-            };
+                    .find(|v| v.id == id)
+                    .ok_or_else(|| Error::not_found(format!("no node named {id:?}")))?,
+            ),
+            None => views
+                .iter()
+                .max_by_key(|v| (v.capacity.cpu_millis, v.capacity.memory_bytes)),
+        };
 
         let nodes = rows
             .iter()
@@ -244,15 +248,9 @@ impl Service {
             "user" => "owner",
             "tier" => "tier",
             "workspace" => "workspace_id",
-            "team" => {
-                return Err(Error::invalid(
-                    "unsupported_grouping",
-                    "teams are not built yet: group by user, tier or workspace",
-                ))
-            }
             _ => {
-                return Err(Error::invalid(
-                    "unsupported_grouping",
+                return Err(Error::bad_request(
+                    "invalid_query",
                     "by is user, tier or workspace",
                 ))
             }
@@ -261,7 +259,10 @@ impl Service {
         let rows = self
             .inner
             .store
-            .usage_sums(since_ms - since_ms.rem_euclid(HOUR_MS), column)
+            .usage_sums(
+                since_ms.saturating_sub(since_ms.rem_euclid(HOUR_MS)),
+                column,
+            )
             .await?
             .into_iter()
             .map(|u| UsageRow {
