@@ -55,6 +55,8 @@ pub(crate) enum Cmd {
     },
     /// Who the token belongs to.
     Whoami,
+    /// Your limits (quotas) and what your workspaces use of them.
+    Quota,
     /// Create a workspace and wait until it runs (or, with --no-start, exists on its node).
     Create(CreateArgs),
     /// List workspaces.

@@ -5,11 +5,16 @@
 //! are errors) and validated by a pure function; every error names its key.
 
 use crate::domain::backup::Policy as BackupPolicy;
-use crate::domain::report::{CostPolicy, Prices};
+mod admin;
+
+use crate::domain::quota::Limits;
+use crate::domain::report::CostPolicy;
 use crate::domain::tier::{bounds, Tier, Tiers};
 use crate::domain::webhook::{PrebuildPolicy, WatchedRepo};
 use crate::link::quic::LinkConfig;
 use crate::service::Timing;
+use admin::{validate_cost, validate_quotas};
+pub use admin::{CostFile, QuotasFile};
 use berth_proto::units::parse_size;
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -41,6 +46,8 @@ pub struct Config {
     pub backups: BackupPolicy,
     /// Prices, and how often usage is sampled.
     pub cost: CostPolicy,
+    /// Every user's default limits (an admin sets one user's).
+    pub quotas: Limits,
 }
 
 /// The file as written.
@@ -59,20 +66,9 @@ pub struct ConfigFile {
     /// Prices for the cost reports.
     #[serde(default)]
     pub cost: Option<CostFile>,
-}
-
-/// The `[cost]` table (docs/admin.md, "Capacity and cost").
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CostFile {
-    /// Price of a node per hour without a `price-per-hour` label (default 0).
-    pub node_hourly: Option<f64>,
-    /// Price of a node labelled `spot=true` per hour (default 0).
-    pub spot_node_hourly: Option<f64>,
-    /// How many times a core costs more than a GiB of memory (default 7.46).
-    pub cpu_to_memory: Option<f64>,
-    /// Seconds between usage samples (default 60).
-    pub sample_seconds: Option<f64>,
+    /// Every user's default limits.
+    #[serde(default)]
+    pub quotas: Option<QuotasFile>,
 }
 
 /// The `[backups]` table.
@@ -194,6 +190,7 @@ pub struct FileConfig {
     pub prebuilds: PrebuildPolicy,
     pub backups: BackupPolicy,
     pub cost: CostPolicy,
+    pub quotas: Limits,
 }
 
 /// Reads and validates a configuration file; no path means the defaults.
@@ -231,44 +228,16 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
         Some(c) => validate_cost(c)?,
         None => CostPolicy::default(),
     };
+    let quotas = match file.quotas {
+        Some(q) => validate_quotas(q)?,
+        None => Limits::default(),
+    };
     Ok(FileConfig {
         tiers,
         prebuilds,
         backups,
         cost,
-    })
-}
-
-fn validate_cost(c: CostFile) -> Result<CostPolicy, ConfigError> {
-    let d = CostPolicy::default();
-    let price = |key: &str, v: Option<f64>, default: f64| match v {
-        Some(p) if !(p.is_finite() && (0.0..=1e6).contains(&p)) => {
-            Err(invalid(key, "must be 0 to 1000000"))
-        }
-        Some(p) => Ok(p),
-        None => Ok(default),
-    };
-    let ratio = match c.cpu_to_memory {
-        Some(r) if !(r.is_finite() && (0.01..=1000.0).contains(&r)) => {
-            return Err(invalid("cost.cpu_to_memory", "must be 0.01 to 1000"))
-        }
-        Some(r) => r,
-        None => d.prices.cpu_to_memory,
-    };
-    let sample_ms = match c.sample_seconds {
-        Some(s) if !(0.1..=3600.0).contains(&s) => {
-            return Err(invalid("cost.sample_seconds", "must be 0.1 to 3600"))
-        }
-        Some(s) => (s * 1000.0) as i64,
-        None => d.sample_ms,
-    };
-    Ok(CostPolicy {
-        prices: Prices {
-            node_hourly: price("cost.node_hourly", c.node_hourly, 0.0)?,
-            spot_node_hourly: price("cost.spot_node_hourly", c.spot_node_hourly, 0.0)?,
-            cpu_to_memory: ratio,
-        },
-        sample_ms,
+        quotas,
     })
 }
 
@@ -485,7 +454,7 @@ fn validate_tiers(tiers: Vec<TierFile>) -> Result<Tiers, ConfigError> {
     Ok(Tiers::new(out))
 }
 
-fn invalid(key: &str, reason: &str) -> ConfigError {
+pub(crate) fn invalid(key: &str, reason: &str) -> ConfigError {
     ConfigError::Invalid {
         key: key.into(),
         reason: reason.into(),

@@ -9,6 +9,7 @@ pub mod idle;
 pub mod lifecycle;
 pub mod node;
 pub mod pull_request;
+pub mod quota;
 pub mod repo;
 pub mod report;
 pub mod scheduler;

@@ -14,6 +14,7 @@ mod nodes;
 mod openapi;
 mod prebuilds;
 mod previews;
+mod quotas;
 mod reports;
 mod repos;
 mod signin;
@@ -230,6 +231,7 @@ pub fn router(state: AppState) -> Router {
         .merge(signin::routes())
         .merge(audit::routes())
         .merge(reports::routes())
+        .merge(quotas::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

@@ -103,6 +103,7 @@ pub async fn run(
         prebuilds: cfg.prebuilds.clone(),
         backups: cfg.backups.clone(),
         cost: cfg.cost.clone(),
+        quotas: cfg.quotas,
     });
     let state = http::AppState {
         svc: svc.clone(),

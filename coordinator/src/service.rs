@@ -21,6 +21,7 @@ mod prebuild_nodes;
 mod prebuilds;
 mod preempt;
 mod pull_requests;
+mod quotas;
 mod reconcile;
 mod report;
 mod repos;
@@ -112,6 +113,8 @@ pub struct Parts {
     pub backups: crate::domain::backup::Policy,
     /// Prices for the cost reports, and how often usage is sampled.
     pub cost: crate::domain::report::CostPolicy,
+    /// Every user's default limits.
+    pub quotas: crate::domain::quota::Limits,
 }
 
 /// Why `Service::change` did not change a workspace.
@@ -138,6 +141,7 @@ struct Inner {
     prebuilds: crate::domain::webhook::PrebuildPolicy,
     backups: crate::domain::backup::Policy,
     cost: crate::domain::report::CostPolicy,
+    quotas: crate::domain::quota::Limits,
     /// Workspace ids with a backup or restore on its way.
     backing_up: Mutex<HashSet<String>>,
     /// Workspaces stopped by a preemption notice, to start elsewhere once
@@ -199,6 +203,7 @@ impl Service {
                 backup_slots: Arc::new(tokio::sync::Semaphore::new(p.backups.parallel.max(1))),
                 backups: p.backups,
                 cost: p.cost,
+                quotas: p.quotas,
                 backing_up: Mutex::default(),
                 resume: Mutex::default(),
                 fence_looked: Mutex::default(),
@@ -302,7 +307,10 @@ impl Service {
         };
         let id = format!("w{}", hex::encode(rand::random::<[u8; 8]>()));
         let w = ws::resolve(req, owner, defaults, id, self.now())?;
-        self.inner.store.insert_workspace(&w).await?;
+        self.inner
+            .store
+            .insert_workspace_within(&w, &self.inner.quotas)
+            .await?;
         self.published(&w);
         self.wake();
         Ok(w)
@@ -437,7 +445,12 @@ impl Service {
             {
                 return Ok(w);
             }
-            match self.inner.store.update_workspace(&w, &next).await {
+            match self
+                .inner
+                .store
+                .update_workspace_within(&w, &next, &self.inner.quotas)
+                .await
+            {
                 Ok(Some(stored)) => {
                     if stored.state != w.state {
                         tracing::info!(workspace = %id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");
@@ -476,6 +489,8 @@ impl Service {
                     }
                 }
                 Err(e) if e.code == crate::store::NO_ROOM => return Ok(w),
+                // A limit reached: refused, not retried.
+                Err(e) if e.code == crate::store::QUOTA_EXCEEDED => return Err(Change::Store(e)),
                 Err(e) => {
                     last = e;
                     tokio::time::sleep(Duration::from_millis(100)).await;

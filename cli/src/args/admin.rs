@@ -24,6 +24,11 @@ pub(crate) enum AdminCmd {
     Capacity(CapacityArgs),
     /// Workspace hours and cost over a window, with the share while idle.
     Usage(UsageArgs),
+    /// A user's limits and usage, or set them.
+    Quota {
+        #[command(subcommand)]
+        cmd: QuotaCmd,
+    },
     /// The audit log, oldest first (with --json: one entry per line, for
     /// export), or `verify` to check its HMAC chain.
     #[command(args_conflicts_with_subcommands = true)]
@@ -72,6 +77,34 @@ pub(crate) struct UsageArgs {
     /// Print CSV (the export format).
     #[arg(long)]
     pub(crate) csv: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum QuotaCmd {
+    /// A user's limits in force and what is used.
+    Get { user: String },
+    /// Set a user's limits; a limit not given is the configured default.
+    Set {
+        user: String,
+        /// Workspaces wanting to run at once.
+        #[arg(long)]
+        running: Option<u64>,
+        /// Workspaces kept.
+        #[arg(long)]
+        workspaces: Option<u64>,
+        /// CPU cores of the workspaces wanting to run, e.g. 8 or 0.5.
+        #[arg(long, value_parser = super::parse_cores)]
+        cpu: Option<u32>,
+        /// Memory of the workspaces wanting to run, e.g. 32G.
+        #[arg(long, value_parser = berth_proto::units::parse_size)]
+        memory: Option<u64>,
+        /// Disk of every workspace kept, e.g. 200G.
+        #[arg(long, value_parser = berth_proto::units::parse_size)]
+        disk: Option<u64>,
+        /// What running workspaces may cost in a calendar month.
+        #[arg(long)]
+        budget: Option<f64>,
+    },
 }
 
 #[derive(Subcommand)]

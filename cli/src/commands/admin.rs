@@ -2,13 +2,14 @@
 //! API tokens).
 
 use super::Ui;
-use crate::args::{AdminCmd, AuditCmd, JoinTokenCmd, TokenCmd};
+use crate::args::{AdminCmd, AuditCmd, JoinTokenCmd, QuotaCmd, TokenCmd};
+use crate::client::enc;
 use crate::client::Client;
 use crate::output::{cores, opt, size, table};
 use crate::{config, fail, Outcome};
 use berth_proto::api::{
     ApiTokenCreated, AuditEntry, AuditPage, AuditVerification, CreateApiToken, CreateJoinToken,
-    JoinTokenCreated, Tier, WhoAmI,
+    JoinTokenCreated, Quota, QuotaLimits, Tier, WhoAmI,
 };
 use std::io::Write;
 use std::path::PathBuf;
@@ -141,6 +142,34 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
         }
         AdminCmd::Capacity(a) => return super::reports::capacity(c, ui, a).await,
         AdminCmd::Usage(a) => return super::reports::usage(c, ui, a).await,
+        AdminCmd::Quota {
+            cmd: QuotaCmd::Get { user },
+        } => return super::reports::quota(c, ui, Some(user)).await,
+        AdminCmd::Quota {
+            cmd:
+                QuotaCmd::Set {
+                    user,
+                    running,
+                    workspaces,
+                    cpu,
+                    memory,
+                    disk,
+                    budget,
+                },
+        } => {
+            let limits = QuotaLimits {
+                running,
+                workspaces,
+                cpu_millis: cpu.map(u64::from),
+                memory_bytes: memory,
+                disk_bytes: disk,
+                monthly_budget: budget,
+            };
+            let q: Quota = c
+                .put(&format!("/v1/admin/quotas/{}", enc(&user)), &limits)
+                .await?;
+            ui.print(&q, || super::reports::quota_text(&q));
+        }
         AdminCmd::Audit {
             cmd: Some(AuditCmd::Verify),
             ..
@@ -165,7 +194,7 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
             let mut query = Vec::new();
             for (k, v) in [("actor", actor), ("action", action), ("resource", resource)] {
                 if let Some(v) = v {
-                    query.push(format!("{k}={}", crate::client::enc(&v)));
+                    query.push(format!("{k}={}", enc(&v)));
                 }
             }
             if let Some(d) = since {

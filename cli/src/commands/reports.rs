@@ -6,7 +6,7 @@ use crate::args::{CapacityArgs, UsageArgs};
 use crate::client::{enc, Client};
 use crate::output::{cores, size, table};
 use crate::Outcome;
-use berth_proto::api::{CapacityReport, NodeResources, UsageReport};
+use berth_proto::api::{CapacityReport, NodeResources, Quota, UsageReport};
 
 /// "used/total" of one resource.
 fn of(used: String, total: String) -> String {
@@ -167,4 +167,66 @@ pub(crate) async fn usage(c: &Client, ui: Ui, a: UsageArgs) -> Outcome {
         )
     });
     Ok(0)
+}
+
+/// `berth quota` (the caller's) and `berth admin quota get USER`.
+pub(crate) async fn quota(c: &Client, ui: Ui, user: Option<String>) -> Outcome {
+    let path = match &user {
+        Some(u) => format!("/v1/admin/quotas/{}", enc(u)),
+        None => "/v1/quota".to_string(),
+    };
+    let q: Quota = c.get(&path).await?;
+    ui.print(&q, || quota_text(&q));
+    Ok(0)
+}
+
+/// A quota as a table: each limit, what is used, whose limit it is.
+pub(crate) fn quota_text(q: &Quota) -> String {
+    let (l, u, own) = (&q.limits, &q.usage, &q.set_for_user);
+    let limit = |v: Option<u64>, f: fn(u64) -> String| v.map_or("none".to_string(), f);
+    let whose = |set: bool| if set { "set for user" } else { "default" }.to_string();
+    let n = |v: u64| v.to_string();
+    let rows = vec![
+        vec![
+            "running workspaces".into(),
+            n(u.running),
+            limit(l.running, n),
+            whose(own.running.is_some()),
+        ],
+        vec![
+            "workspaces".into(),
+            n(u.workspaces),
+            limit(l.workspaces, n),
+            whose(own.workspaces.is_some()),
+        ],
+        vec![
+            "CPU".into(),
+            cores(u.cpu_millis),
+            limit(l.cpu_millis, cores),
+            whose(own.cpu_millis.is_some()),
+        ],
+        vec![
+            "memory".into(),
+            size(u.memory_bytes),
+            limit(l.memory_bytes, size),
+            whose(own.memory_bytes.is_some()),
+        ],
+        vec![
+            "disk".into(),
+            size(u.disk_bytes),
+            limit(l.disk_bytes, size),
+            whose(own.disk_bytes.is_some()),
+        ],
+        vec![
+            "cost this month".into(),
+            money(q.spent_this_month),
+            l.monthly_budget.map_or("none".to_string(), money),
+            whose(own.monthly_budget.is_some()),
+        ],
+    ];
+    format!(
+        "Quota of {}\n{}",
+        q.user,
+        table(&["", "USED", "LIMIT", "LIMIT FROM"], &rows)
+    )
 }

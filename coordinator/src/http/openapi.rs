@@ -4,8 +4,8 @@
 
 use super::AppState;
 use super::{
-    audit, backups, exec, nodes, prebuilds, previews, reports, repos, signin, ssh_keys, terminal,
-    tokens, tunnels, workspaces,
+    audit, backups, exec, nodes, prebuilds, previews, quotas, reports, repos, signin, ssh_keys,
+    terminal, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -34,7 +34,8 @@ pub fn routes() -> Router<AppState> {
         repos::delete_git_credential, repos::get_config, repos::set_dotfiles, prebuilds::run_prebuild, prebuilds::list_prebuilds,
         prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
         backups::backup_now, backups::restore, backups::settings, audit::list_audit,
-        audit::verify_audit, reports::capacity, reports::usage
+        audit::verify_audit, reports::capacity, reports::usage, quotas::own_quota,
+        quotas::get_quota, quotas::set_quota
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

@@ -118,6 +118,7 @@ impl Harness {
             prebuilds: Default::default(),
             backups: Default::default(),
             cost: Default::default(),
+            quotas: Default::default(),
         });
         let (events, rx) = mpsc::unbounded_channel();
         tokio::spawn(svc.clone().run(rx));

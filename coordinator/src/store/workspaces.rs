@@ -3,6 +3,7 @@
 use super::audit::Audited;
 use super::{json_map, to_i64, Store};
 use crate::domain::lifecycle::{Desired, State};
+use crate::domain::quota::{self, Limits, Usage};
 use crate::domain::scheduler::Resources;
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
@@ -130,18 +131,41 @@ impl Store {
 
     /// Stores a new workspace; 409 if the owner has one of that name.
     pub async fn insert_workspace(&self, w: &WorkspaceRow) -> Result<()> {
+        self.insert_workspace_within(w, &Limits::default()).await
+    }
+
+    /// Stores a new workspace if its owner's limits (`defaults` overridden
+    /// by theirs) allow it, checked in the same transaction (`quota_exceeded`).
+    pub async fn insert_workspace_within(&self, w: &WorkspaceRow, defaults: &Limits) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        // The row first: the transaction's first statement is a write, so
+        // SQLite takes its write lock at once (a read first could not be
+        // upgraded under concurrent writers); the check below then counts
+        // it with the owner's lock held.
         let q = format!(
             "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
         );
-        let r = bind_ws(sqlx::query(&q), w).audited(self).await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(Error::conflict(
-                "name_taken",
-                format!("you already have a workspace named {:?}", w.name),
-            )),
-            Err(e) => Err(e.into()),
+        match bind_ws(sqlx::query(&q), w).execute(&mut *tx).await {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(Error::conflict(
+                    "name_taken",
+                    format!("you already have a workspace named {:?}", w.name),
+                ))
+            }
+            Err(e) => return Err(e.into()),
         }
+        let check = super::quotas::Check {
+            owner: &w.owner,
+            id: &w.id,
+            prev: Usage::default(),
+            next: quota::uses(w.state, w.desired, w.resources),
+            defaults,
+            now_ms: w.created_at_ms,
+        };
+        super::quotas::check(&mut tx, check).await?;
+        self.commit(tx).await?;
+        Ok(())
     }
 
     /// Workspaces deleted before `before_ms` that still have backups.
@@ -254,11 +278,32 @@ impl Store {
         prev: &WorkspaceRow,
         next: &WorkspaceRow,
     ) -> Result<Option<WorkspaceRow>> {
+        self.update_workspace_within(prev, next, &Limits::default())
+            .await
+    }
+
+    /// Like `update_workspace`, refusing a change that grows past the
+    /// owner's limits (`quota_exceeded`), in the same transaction.
+    pub async fn update_workspace_within(
+        &self,
+        prev: &WorkspaceRow,
+        next: &WorkspaceRow,
+        defaults: &Limits,
+    ) -> Result<Option<WorkspaceRow>> {
         let mut tx = self.pool.begin().await?;
         let n = cas(&mut tx, next).await?;
         if n != 1 {
             return Ok(None);
         }
+        let check = super::quotas::Check {
+            owner: &next.owner,
+            id: &next.id,
+            prev: quota::uses(prev.state, prev.desired, prev.resources),
+            next: quota::uses(next.state, next.desired, next.resources),
+            defaults,
+            now_ms: next.updated_at_ms,
+        };
+        super::quotas::check(&mut tx, check).await?;
         super::holds::follow(self, &mut tx, prev, next).await?;
         self.commit_noting(tx, || Some(changed(prev, next))).await?;
         let mut stored = next.clone();

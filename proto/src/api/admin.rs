@@ -175,3 +175,61 @@ pub struct UsageRow {
     /// Of that, while idle.
     pub idle_cost: f64,
 }
+
+/// A user's limits (absent: no limit); in `PUT /v1/admin/quotas/{user}`,
+/// absent means the configured default.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct QuotaLimits {
+    /// Workspaces wanting to run at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
+    pub running: Option<u64>,
+    /// Workspaces kept (any state but deleted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
+    pub workspaces: Option<u64>,
+    /// CPU of the workspaces wanting to run, in millicores.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1000000000))]
+    pub cpu_millis: Option<u64>,
+    /// Memory of the workspaces wanting to run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1125899906842624_u64))]
+    pub memory_bytes: Option<u64>,
+    /// Disk of every workspace kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(maximum = 1125899906842624_u64))]
+    pub disk_bytes: Option<u64>,
+    /// What its running workspaces may cost in a calendar month (UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(minimum = 0, maximum = 1000000000))]
+    pub monthly_budget: Option<f64>,
+}
+
+/// What a user's workspaces count against their limits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct QuotaUsage {
+    pub running: u64,
+    pub workspaces: u64,
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub disk_bytes: u64,
+}
+
+/// A user's quota: the limits in force, the admin's own for them, and
+/// what is used.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Quota {
+    pub user: String,
+    /// In force: the admin's for this user, else the configured default.
+    pub limits: QuotaLimits,
+    /// What an admin set for this user (the rest is the default).
+    pub set_for_user: QuotaLimits,
+    pub usage: QuotaUsage,
+    /// What the user's running workspaces cost this calendar month.
+    pub spent_this_month: f64,
+}

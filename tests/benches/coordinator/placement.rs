@@ -118,6 +118,7 @@ pub(super) fn service(store: Store) -> Service {
         prebuilds: Default::default(),
         backups: Default::default(),
         cost: Default::default(),
+        quotas: Default::default(),
     })
 }
 

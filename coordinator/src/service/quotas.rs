@@ -1,0 +1,68 @@
+//! Users' quotas: the limits in force and what is used; an admin's limits
+//! for one user. The check itself is the store's, in the transaction of
+//! each create and start.
+
+use super::Service;
+use crate::domain::quota::{self, Limits};
+use crate::error::{Error, Result};
+use berth_proto::api::{Quota, QuotaLimits, QuotaUsage};
+
+fn view(l: Limits) -> QuotaLimits {
+    QuotaLimits {
+        running: l.running,
+        workspaces: l.workspaces,
+        cpu_millis: l.cpu_millis,
+        memory_bytes: l.memory_bytes,
+        disk_bytes: l.disk_bytes,
+        monthly_budget: l.monthly_budget,
+    }
+}
+
+impl Service {
+    /// `user`'s quota and usage.
+    pub async fn quota(&self, user: &str) -> Result<Quota> {
+        crate::domain::validate::user_name(user)?;
+        let store = &self.inner.store;
+        let own = store.quota_override(user).await?;
+        let (u, spent) = store
+            .quota_usage(user, quota::month_start_ms(self.now()))
+            .await?;
+        Ok(Quota {
+            user: user.to_string(),
+            limits: view(self.inner.quotas.overridden_by(own)),
+            set_for_user: view(own),
+            usage: QuotaUsage {
+                running: u.running,
+                workspaces: u.workspaces,
+                cpu_millis: u.cpu_millis,
+                memory_bytes: u.memory_bytes,
+                disk_bytes: u.disk_bytes,
+            },
+            spent_this_month: spent,
+        })
+    }
+
+    /// Sets `user`'s own limits (absent: the default). Lowering one below
+    /// what is used refuses more, and keeps what is there.
+    pub async fn set_quota(&self, user: &str, l: &QuotaLimits) -> Result<Quota> {
+        crate::domain::validate::user_name(user)?;
+        if l.monthly_budget
+            .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+        {
+            return Err(Error::invalid(
+                "invalid_quota",
+                "monthly_budget must be 0 or more",
+            ));
+        }
+        let limits = Limits {
+            running: l.running,
+            workspaces: l.workspaces,
+            cpu_millis: l.cpu_millis,
+            memory_bytes: l.memory_bytes,
+            disk_bytes: l.disk_bytes,
+            monthly_budget: l.monthly_budget,
+        };
+        self.inner.store.set_quota(user, &limits).await?;
+        self.quota(user).await
+    }
+}
