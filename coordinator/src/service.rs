@@ -26,12 +26,14 @@ mod reconcile;
 mod report;
 mod repos;
 mod retention;
+mod stats;
 mod tunnels;
 
 #[cfg(test)]
 mod tests;
 
 pub use exec::Exec;
+pub use stats::Stats;
 pub use repos::DEFAULT_GIT_USER;
 
 use crate::domain::lifecycle::{self, Event, State};
@@ -142,6 +144,7 @@ struct Inner {
     backups: crate::domain::backup::Policy,
     cost: crate::domain::report::CostPolicy,
     quotas: crate::domain::quota::Limits,
+    stats: Stats,
     /// Workspace ids with a backup or restore on its way.
     backing_up: Mutex<HashSet<String>>,
     /// Workspaces stopped by a preemption notice, to start elsewhere once
@@ -204,6 +207,7 @@ impl Service {
                 backups: p.backups,
                 cost: p.cost,
                 quotas: p.quotas,
+                stats: Stats::default(),
                 backing_up: Mutex::default(),
                 resume: Mutex::default(),
                 fence_looked: Mutex::default(),
@@ -265,12 +269,23 @@ impl Service {
     }
 
     fn published(&self, w: &WorkspaceRow) {
+        self.inner.stats.saw(w, self.now());
         self.inner
             .progress
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&w.id);
         let _ = self.inner.events.send(w.event());
+    }
+
+    /// What the service counted, for `/metrics`.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// How many nodes are connected to this coordinator.
+    pub fn connected_nodes(&self) -> usize {
+        self.inner.link.connected().len()
     }
 
     /// The last pull progress of workspace `id`, while it is being made.
@@ -307,10 +322,12 @@ impl Service {
         };
         let id = format!("w{}", hex::encode(rand::random::<[u8; 8]>()));
         let w = ws::resolve(req, owner, defaults, id, self.now())?;
+        let t = Instant::now();
         self.inner
             .store
             .insert_workspace_within(&w, &self.inner.quotas)
             .await?;
+        self.inner.stats.store("insert", t.elapsed());
         self.published(&w);
         self.wake();
         Ok(w)
@@ -445,12 +462,14 @@ impl Service {
             {
                 return Ok(w);
             }
-            match self
+            let t = Instant::now();
+            let updated = self
                 .inner
                 .store
                 .update_workspace_within(&w, &next, &self.inner.quotas)
-                .await
-            {
+                .await;
+            self.inner.stats.store("update", t.elapsed());
+            match updated {
                 Ok(Some(stored)) => {
                     if stored.state != w.state {
                         tracing::info!(workspace = %id, from = w.state.as_str(), to = stored.state.as_str(), "workspace state");

@@ -121,6 +121,41 @@ async fn metrics_are_valid_prometheus_and_say_what_the_api_says() {
         "{text}"
     );
 
+    // What the service counted: both workspaces asked to run and ran,
+    // were placed and inserted; one agent is connected.
+    let at_least = |series: &str, n: f64| {
+        let v = sample(&text, series).unwrap_or(0.0);
+        assert!(v >= n, "{series} = {v}\n{text}");
+    };
+    at_least("berth_workspace_start_duration_seconds_count", 2.0);
+    at_least("berth_placements_total", 2.0);
+    at_least(r#"berth_store_commit_duration_seconds_count{op="insert"}"#, 2.0);
+    at_least(r#"berth_store_commit_duration_seconds_count{op="place"}"#, 1.0);
+    assert_eq!(sample(&text, "berth_link_connections"), Some(1.0), "{text}");
+    // A workspace no node can take counts as a placement failure by reason.
+    let (s, w) = c
+        .post(
+            "/v1/workspaces",
+            json!({"name": "huge", "image": c.tiny(), "cpu_millis": 64000}),
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
+    let mut failures = None;
+    for _ in 0..50 {
+        let (_, text) = scrape(&c, &c.admin_token).await;
+        failures = sample(&text, r#"berth_placement_failures_total{reason="cpu"}"#);
+        if failures.is_some() {
+            assert!(check(&text).0);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(failures, Some(1.0));
+
+    // The Grafana dashboard in docs/ is built on these names: every metric
+    // its queries use is in the scrape, and promtool parses every query.
+    dashboard_holds(&text);
+
     // Admins only.
     let (s, t) = c
         .post("/v1/tokens", json!({"user": "mia", "role": "member"}))
@@ -132,4 +167,61 @@ async fn metrics_are_valid_prometheus_and_say_what_the_api_says() {
     let (ok, _) = check("berth_broken{ 1\n# EOF\n");
     assert!(!ok, "the parser accepts anything");
     c.finish().await;
+}
+
+/// Checks docs/grafana/berth-coordinator.json against a scrape: each
+/// `berth_*` name in its queries is a family the coordinator exports (a
+/// counter's `_total`, a histogram's `_bucket`), and each query is valid
+/// PromQL (`promtool check rules` on the queries as recording rules).
+fn dashboard_holds(scrape: &str) {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/berth-coordinator.json");
+    let dash: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let exprs: Vec<String> = dash["panels"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|p| p["targets"].as_array().unwrap().iter())
+        .map(|t| t["expr"].as_str().unwrap().to_string())
+        .collect();
+    assert!(exprs.len() >= 12, "{exprs:?}");
+    for e in &exprs {
+        let mut rest = e.as_str();
+        while let Some(at) = rest.find("berth_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            let family = ["_bucket", "_total", "_count", "_sum"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                scrape.contains(&format!("# TYPE {family} ")),
+                "the dashboard's {name} ({e}) is not exported"
+            );
+        }
+    }
+    let rules: Vec<serde_json::Value> = exprs
+        .iter()
+        .enumerate()
+        .map(|(i, e)| json!({"record": format!("dashboard:query_{i}"), "expr": e}))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.yml");
+    // JSON is YAML.
+    std::fs::write(&file, json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string())
+        .unwrap();
+    let out = Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(&file)
+        .output()
+        .expect("promtool (Debian's prometheus package; make deps)");
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -117,6 +117,15 @@ pub(super) async fn metrics(AxState(s): AxState<AppState>, a: Auth) -> Result<Re
         s.metrics.latency.clone(),
     );
 
+    s.svc.stats().register(&mut reg);
+    let links = Gauge::<i64>::default();
+    links.set(s.svc.connected_nodes() as i64);
+    reg.register(
+        "link_connections",
+        "Agents connected to this coordinator over the link",
+        links,
+    );
+
     let workspaces = Family::<WorkspaceLabels, Gauge>::default();
     let by = s.svc.workspace_counts().await?;
     for ((state, tier), n) in by {

@@ -221,6 +221,7 @@ impl Service {
                     self.record_prune(&w.id, &backup.id, &b.kept).await;
                 }
                 tracing::info!(workspace = %w.id, id = %backup.id, added = backup.bytes_added, pause_ms = backup.pause_ms, "backup confirmed");
+                self.inner.stats.backup(true);
                 self.announce(
                     &w.id,
                     format!(
@@ -233,6 +234,7 @@ impl Service {
             }
             Err(e) => {
                 tracing::warn!(workspace = %w.id, error = %e, "backup failed");
+                self.inner.stats.backup(false);
                 let _ = self
                     .inner
                     .store

@@ -140,13 +140,17 @@ impl Service {
                 Err(nofit) => {
                     let why = nofit.to_string();
                     if w.reason.as_deref() != Some(why.as_str()) {
+                        self.inner.stats.unplaceable(&nofit);
                         self.apply(&w.id, &[Event::Unplaceable(why)], None).await;
                     }
                 }
             }
         }
+        let t = std::time::Instant::now();
         let placed = store.place(&decisions, &self.inner.id).await?;
+        self.inner.stats.store("place", t.elapsed());
         let n = placed.len();
+        self.inner.stats.placed(n);
         for w in placed {
             tracing::debug!(workspace = %w.id, node = ?w.node, "placed");
             self.published(&w);

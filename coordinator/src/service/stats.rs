@@ -1,0 +1,143 @@
+//! What the service counts for `/metrics` as it works: start latency
+//! (request to running), placement outcomes by reason, backup outcomes,
+//! and how long the store takes to commit. Kept in memory for the
+//! coordinator's life (Prometheus counters restart with it).
+
+use crate::domain::lifecycle::State;
+use crate::domain::scheduler::NoFit;
+use crate::domain::workspace::WorkspaceRow;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Outcome {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Reason {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct Op {
+    op: String,
+}
+
+/// The service's counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    start_latency: Histogram,
+    placements: Counter,
+    unplaceable: Family<Reason, Counter>,
+    backups: Family<Outcome, Counter>,
+    store: Family<Op, Histogram>,
+    /// When each workspace last asked to run (entered pending).
+    asked: Arc<Mutex<HashMap<String, i64>>>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Self {
+            // 50 ms to ~27 min.
+            start_latency: Histogram::new(exponential_buckets(0.05, 2.0, 16)),
+            placements: Counter::default(),
+            unplaceable: Family::default(),
+            backups: Family::default(),
+            // 0.1 ms to ~3 s.
+            store: Family::new_with_constructor(|| {
+                Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+            }),
+            asked: Arc::default(),
+        }
+    }
+}
+
+impl Stats {
+    /// Follows a workspace's state: the time from asking to run to running.
+    pub(super) fn saw(&self, w: &WorkspaceRow, now_ms: i64) {
+        let mut asked = self.asked.lock().unwrap_or_else(|p| p.into_inner());
+        match w.state {
+            State::Pending => {
+                asked.entry(w.id.clone()).or_insert(now_ms);
+            }
+            State::Running => {
+                if let Some(t) = asked.remove(&w.id) {
+                    self.start_latency
+                        .observe((now_ms - t).max(0) as f64 / 1000.0);
+                }
+            }
+            State::Failed | State::Stopped | State::Deleted => {
+                asked.remove(&w.id);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn placed(&self, n: usize) {
+        self.placements.inc_by(n as u64);
+    }
+
+    /// A workspace found no node, for the reason most nodes gave.
+    pub(super) fn unplaceable(&self, why: &NoFit) {
+        let reason = why
+            .reasons
+            .iter()
+            .max_by_key(|(_, n)| **n)
+            .map_or("no_nodes".to_string(), |(r, _)| {
+                format!("{r:?}").to_ascii_lowercase()
+            });
+        self.unplaceable.get_or_create(&Reason { reason }).inc();
+    }
+
+    pub(super) fn backup(&self, ok: bool) {
+        let outcome = if ok { "confirmed" } else { "failed" };
+        self.backups
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
+    /// How long a store commit of `op` took.
+    pub(super) fn store(&self, op: &str, took: Duration) {
+        self.store
+            .get_or_create(&Op { op: op.into() })
+            .observe(took.as_secs_f64());
+    }
+
+    /// Registers the counters (names after the `berth_` prefix).
+    pub fn register(&self, reg: &mut Registry) {
+        reg.register(
+            "workspace_start_duration_seconds",
+            "Time from a workspace asking to run (created or started) to running",
+            self.start_latency.clone(),
+        );
+        reg.register(
+            "placements",
+            "Workspaces placed on a node",
+            self.placements.clone(),
+        );
+        reg.register(
+            "placement_failures",
+            "Workspaces that found no node, by the reason most nodes gave (cpu, memory, disk, slots, labels, notready, cordoned, draining)",
+            self.unplaceable.clone(),
+        );
+        reg.register(
+            "backups",
+            "Backups by outcome (confirmed, failed)",
+            self.backups.clone(),
+        );
+        reg.register(
+            "store_commit_duration_seconds",
+            "Time to commit a store write, by operation (insert, update, place)",
+            self.store.clone(),
+        );
+    }
+}
