@@ -36,6 +36,26 @@ impl CgroupReader {
         self.version
     }
 
+    /// The directory of the cgroup at `path` (v2; v1: its memory controller's).
+    pub fn dir_of(&self, path: &str) -> PathBuf {
+        let rel = path.trim_start_matches('/');
+        match self.version {
+            Version::V2 => self.root.join(rel),
+            Version::V1 => self.root.join("memory").join(rel),
+        }
+    }
+
+    /// Inactive file pages of the cgroup at `path` (what cAdvisor takes
+    /// from its usage for the working set).
+    pub fn inactive_file(&self, path: &str) -> u64 {
+        let stat = read(&self.dir_of(path).join("memory.stat"));
+        let key = match self.version {
+            Version::V2 => "inactive_file",
+            Version::V1 => "total_inactive_file",
+        };
+        parse_keyed(&stat, key)
+    }
+
     /// Whether swap is accounted (so a "no swap" limit can be written).
     pub fn swap_accounting(&self, parent: &str) -> bool {
         match self.version {

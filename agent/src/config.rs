@@ -26,6 +26,27 @@ pub struct ConfigFile {
     pub cache: CacheConfig,
     pub idle: IdleConfig,
     pub preemption: crate::preempt::PreemptionConfig,
+    /// `/metrics` (docs/agent.md, "Metrics").
+    pub metrics: MetricsConfig,
+}
+
+/// The `[metrics]` table.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Where `/metrics` is served (e.g. "0.0.0.0:9464"); absent: not served.
+    pub listen: Option<std::net::SocketAddr>,
+    /// Series per workspace (default true).
+    pub per_workspace: bool,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            per_workspace: true,
+        }
+    }
 }
 
 /// How workspaces are sampled for the idle detector (docs/idle.md).
@@ -234,6 +255,7 @@ impl Default for ConfigFile {
             cache: CacheConfig::default(),
             idle: IdleConfig::default(),
             preemption: Default::default(),
+            metrics: Default::default(),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod image;
 pub mod init;
 pub mod layers;
 pub mod link;
+pub mod metrics;
 pub mod net;
 pub mod preempt;
 pub mod prepared;
@@ -181,6 +182,7 @@ pub async fn run(
         _ = m.refill_prepared() => {}
         _ = m.watch_idle() => {}
         _ = preempt::watch(cfg.file.preemption.clone(), preempted) => {}
+        _ = metrics::serve(cfg.file.metrics.clone(), m.clone()) => {}
         _ = fenced => {}
         _ = shutdown => tracing::info!("shutting down; workspaces keep running"),
     }

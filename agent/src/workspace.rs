@@ -288,6 +288,38 @@ impl Manager {
         format!("/{}/{name}", self.inner.cfg.file.cgroup.parent)
     }
 
+    /// The workspaces recorded on the node now (empty if the records cannot
+    /// be read).
+    pub fn records_now(&self) -> Vec<crate::record::Record> {
+        self.inner.records.all().unwrap_or_default()
+    }
+
+    /// The reader of the node's cgroups.
+    pub fn cgroup_reader(&self) -> &crate::cgroup::CgroupReader {
+        &self.inner.cgroups
+    }
+
+    /// Workspace `name`'s cgroup path, e.g. "/berth/ws-1".
+    pub fn cgroup_of(&self, name: &str) -> String {
+        self.cgroups_path(name)
+    }
+
+    /// The host side of workspace `name`'s veth.
+    pub fn veth_of(&self, name: &str) -> String {
+        self.inner.net.veth_name(name)
+    }
+
+    /// Bytes used on workspace `name`'s volume (0 when it is not mounted).
+    pub fn volume_used(&self, name: &str) -> u64 {
+        let dir = self.inner.volumes.mountpoint(name);
+        if !self.inner.volumes.is_mounted(&dir) {
+            return 0;
+        }
+        nix::sys::statvfs::statvfs(&dir)
+            .map(|s| (s.blocks() - s.blocks_free()) * s.fragment_size())
+            .unwrap_or(0)
+    }
+
     /// The user-namespace id range of the workspace at address `ip`: its
     /// index in the subnet picks it, so the address allocator hands out
     /// ranges too and no two workspaces (or prepared slots) share one.

@@ -33,8 +33,8 @@ mod tunnels;
 mod tests;
 
 pub use exec::Exec;
-pub use stats::Stats;
 pub use repos::DEFAULT_GIT_USER;
+pub use stats::Stats;
 
 use crate::domain::lifecycle::{self, Event, State};
 use crate::domain::scheduler::Strategy;

@@ -62,6 +62,8 @@ impl Default for ClusterOptions {
 #[derive(Debug)]
 pub struct ClusterNode {
     pub id: String,
+    /// Its address on the cluster's bridge (its `/metrics` is on port 9464).
+    pub ip: String,
     pub netns: String,
     /// Its bridge is `w{tag}`; its nftables table and cgroup parent `{tag}`.
     pub tag: String,
@@ -393,6 +395,7 @@ impl Cluster {
                  [idle]\nsample_seconds = {sample}\n\
                  [coordinator]\naddress = \"{links}\"\nreconnect_max_ms = 2000\n\
                  [node]\nid = \"{id}\"\ncpu_millis = {cpu}\nmemory_bytes = {mem}\ndisk_bytes = {disk}\nmax_workspaces = {slots}\n\
+                 [metrics]\nlisten = \"{ip}:9464\"\n\
                  [[registry]]\nhost = \"{registry}\"\ninsecure = true\n{layers}",
                 state = state_dir.display(),
                 sock = containerd.socket.display(),
@@ -422,6 +425,7 @@ impl Cluster {
         let socket = state_dir.join("agent.sock");
         let mut node = ClusterNode {
             id,
+            ip,
             netns,
             bridge: format!("w{tag}"),
             netns_dir: dir.join("netns"),

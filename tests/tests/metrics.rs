@@ -129,8 +129,14 @@ async fn metrics_are_valid_prometheus_and_say_what_the_api_says() {
     };
     at_least("berth_workspace_start_duration_seconds_count", 2.0);
     at_least("berth_placements_total", 2.0);
-    at_least(r#"berth_store_commit_duration_seconds_count{op="insert"}"#, 2.0);
-    at_least(r#"berth_store_commit_duration_seconds_count{op="place"}"#, 1.0);
+    at_least(
+        r#"berth_store_commit_duration_seconds_count{op="insert"}"#,
+        2.0,
+    );
+    at_least(
+        r#"berth_store_commit_duration_seconds_count{op="place"}"#,
+        1.0,
+    );
     assert_eq!(sample(&text, "berth_link_connections"), Some(1.0), "{text}");
     // A workspace no node can take counts as a placement failure by reason.
     let (s, w) = c
@@ -174,7 +180,10 @@ async fn metrics_are_valid_prometheus_and_say_what_the_api_says() {
 /// counter's `_total`, a histogram's `_bucket`), and each query is valid
 /// PromQL (`promtool check rules` on the queries as recording rules).
 fn dashboard_holds(scrape: &str) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/grafana/berth-coordinator.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/grafana/berth-coordinator.json"
+    );
     let dash: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     let exprs: Vec<String> = dash["panels"]
@@ -211,8 +220,11 @@ fn dashboard_holds(scrape: &str) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("rules.yml");
     // JSON is YAML.
-    std::fs::write(&file, json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string())
-        .unwrap();
+    std::fs::write(
+        &file,
+        json!({"groups": [{"name": "dashboard", "rules": rules}]}).to_string(),
+    )
+    .unwrap();
     let out = Command::new("promtool")
         .args(["check", "rules"])
         .arg(&file)
@@ -224,4 +236,115 @@ fn dashboard_holds(scrape: &str) {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+async fn scrape_agent(ip: &str) -> String {
+    let r = reqwest::get(format!("http://{ip}:9464/metrics"))
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    r.text().await.unwrap()
+}
+
+/// The agent's `/metrics` (docs/agent.md, "Metrics"): valid OpenMetrics; the
+/// node's allocatable and allocated are what the coordinator's API says;
+/// a workspace's CPU, memory, disk and network series follow what it did;
+/// its series go with it; `per_workspace = false` leaves them out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_metrics_follow_the_node_and_its_workspaces() {
+    let mut c = Cluster::start(Default::default()).await;
+    let (s, w) = c.create("am").await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state("am", "running", T).await;
+    let id = w["id"].as_str().unwrap().to_string();
+    c.exec_ok(
+        "am",
+        "head -c 8388608 /dev/urandom > /workspace/blob && sync && i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done",
+    )
+    .await;
+    let ip = c.nodes[0].ip.clone();
+    let text = scrape_agent(&ip).await;
+    let (ok, said) = check(&text);
+    assert!(ok, "{said}\n{text}");
+    let (_, n) = c.get("/v1/nodes/n0").await;
+    for (resource, key) in [
+        ("cpu_millis", "cpu_millis"),
+        ("memory_bytes", "memory_bytes"),
+        ("workspaces", "workspaces"),
+    ] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"berth_node_allocatable{{resource="{resource}"}}"#)
+            ),
+            n["capacity"][key].as_f64(),
+            "{resource}: {n}\n{text}"
+        );
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"berth_node_allocated{{resource="{resource}"}}"#)
+            ),
+            n["allocated"][key].as_f64(),
+            "{resource}: {n}\n{text}"
+        );
+    }
+    let ws = |name: &str| format!(r#"{name}{{workspace="{id}"}}"#);
+    let cpu = sample(&text, &ws("container_cpu_usage_seconds_total")).unwrap();
+    assert!(cpu > 0.0, "{text}");
+    let disk = sample(&text, &ws("container_fs_usage_bytes")).unwrap();
+    assert!(disk >= 8.0 * 1048576.0, "{disk}\n{text}");
+    assert!(sample(&text, &ws("container_memory_working_set_bytes")).unwrap() > 0.0);
+    assert!(sample(&text, &ws("container_network_receive_bytes_total")).is_some());
+    assert_eq!(sample(&text, &ws("container_oom_events_total")), Some(0.0));
+    // Counters only grow.
+    c.exec_ok("am", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done")
+        .await;
+    let later = sample(
+        &scrape_agent(&ip).await,
+        &ws("container_cpu_usage_seconds_total"),
+    )
+    .unwrap();
+    assert!(later > cpu, "{later} after {cpu}");
+
+    // Deleted: its series are gone.
+    let (s, _) = c.delete("/v1/workspaces/am?force=true").await;
+    assert_eq!(s, 202);
+    c.wait_state("am", "deleted", T).await;
+    let text = scrape_agent(&ip).await;
+    assert!(!text.contains(&id), "{text}");
+    assert_eq!(
+        sample(&text, r#"berth_node_allocated{resource="workspaces"}"#),
+        Some(0.0)
+    );
+
+    // Per-workspace series off.
+    let (s, _) = c.create("am2").await;
+    assert_eq!(s, 201);
+    c.wait_state("am2", "running", T).await;
+    let cfg = std::fs::read_to_string(&c.nodes[0].config).unwrap();
+    std::fs::write(
+        &c.nodes[0].config,
+        cfg.replace("[metrics]\n", "[metrics]\nper_workspace = false\n"),
+    )
+    .unwrap();
+    c.nodes[0].kill_agent();
+    c.nodes[0].start_agent(None);
+    let text = berth_tests::eventually(Duration::from_secs(30), || async {
+        reqwest::get(format!("http://{ip}:9464/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()
+    })
+    .await
+    .unwrap();
+    assert!(check(&text).0);
+    assert!(!text.contains("container_"), "{text}");
+    assert_eq!(
+        sample(&text, r#"berth_node_allocated{resource="workspaces"}"#),
+        Some(1.0)
+    );
+    c.finish().await;
 }
