@@ -57,6 +57,11 @@ pub(crate) enum Cmd {
     Whoami,
     /// Your limits (quotas) and what your workspaces use of them.
     Quota,
+    /// Teams: list yours, make one (admins), manage members (its admins).
+    Team {
+        #[command(subcommand)]
+        cmd: TeamCmd,
+    },
     /// Create a workspace and wait until it runs (or, with --no-start, exists on its node).
     Create(CreateArgs),
     /// List workspaces.
@@ -277,6 +282,10 @@ pub(crate) struct CreateArgs {
     /// Resource tier (`berth tiers` lists them; built in: small, medium, large).
     #[arg(long)]
     pub(crate) tier: Option<String>,
+    /// The team it belongs to (you must be its admin or member): its
+    /// members see and act on it by role.
+    #[arg(long)]
+    pub(crate) team: Option<String>,
     /// CPU cores, e.g. 2 or 0.5 (overrides the tier).
     #[arg(long, value_parser = parse_cores)]
     pub(crate) cpu: Option<u32>,

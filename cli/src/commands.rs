@@ -98,6 +98,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Activity(t) => tunnels::activity(&c, ui, t).await,
         Cmd::Whoami => admin::whoami(&c, ui).await,
         Cmd::Quota => reports::quota(&c, ui, None).await,
+        Cmd::Team { cmd } => reports::team(&c, ui, cmd).await,
         Cmd::Create(a) => workspaces::create(&c, ui, a).await,
         Cmd::List {
             state,

@@ -13,6 +13,7 @@ pub mod quota;
 pub mod repo;
 pub mod report;
 pub mod scheduler;
+pub mod team;
 pub mod tier;
 pub mod validate;
 pub mod webhook;

@@ -19,6 +19,7 @@ mod reports;
 mod repos;
 mod signin;
 mod ssh_keys;
+mod teams;
 mod terminal;
 mod tokens;
 mod tunnels;
@@ -27,6 +28,7 @@ mod workspaces;
 pub use auth::Auth;
 pub use signin::Links;
 
+use crate::domain::team::Need;
 use crate::error::{Error, Kind, Result};
 use crate::service::Service;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
@@ -178,7 +180,29 @@ pub struct DeleteQuery {
     pub force: bool,
 }
 
-/// The owner a request acts for: the caller, or (admins) who it names.
+/// The owner a request acts for: the caller, or who it names (admins; or
+/// a member of the workspace's team whose role allows `need`).
+pub async fn owner_for(
+    s: &AppState,
+    a: &Auth,
+    asked: Option<String>,
+    name: &str,
+    need: Need,
+) -> Result<String> {
+    match asked {
+        Some(o) if o != a.user => {
+            crate::domain::validate::user_name(&o)?;
+            if !a.admin {
+                s.svc.may_access(&a.user, &o, name, need).await?;
+            }
+            Ok(o)
+        }
+        _ => Ok(a.user.clone()),
+    }
+}
+
+/// The owner a request about all of a user's workspaces acts for: the
+/// caller, or (admins) who it names.
 pub fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
     match asked {
         Some(o) if o != a.user => {
@@ -187,7 +211,7 @@ pub fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
                 Ok(o)
             } else {
                 Err(Error::forbidden(
-                    "members can only act on their own workspaces",
+                    "members can only list their own workspaces (or a team's: ?team=)",
                 ))
             }
         }
@@ -232,6 +256,7 @@ pub fn router(state: AppState) -> Router {
         .merge(audit::routes())
         .merge(reports::routes())
         .merge(quotas::routes())
+        .merge(teams::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

@@ -27,6 +27,7 @@ mod report;
 mod repos;
 mod retention;
 mod stats;
+mod teams;
 mod tunnels;
 
 #[cfg(test)]
@@ -320,6 +321,9 @@ impl Service {
             tiers: &self.inner.tiers,
             image: self.inner.default_image.as_deref(),
         };
+        if let Some(team) = &req.team {
+            self.check_team_of_create(owner, team).await?;
+        }
         let id = format!("w{}", hex::encode(rand::random::<[u8; 8]>()));
         let w = ws::resolve(req, owner, defaults, id, self.now())?;
         let t = Instant::now();

@@ -27,6 +27,7 @@ mod prebuilds;
 mod quotas;
 mod settings;
 mod ssh_keys;
+mod teams;
 mod tokens;
 mod usage;
 mod workspaces;

@@ -252,6 +252,14 @@ pub struct CreateWorkspace {
     /// once the configuration's `waitFor` step is done.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub repo: Option<Repo>,
+    /// The team it belongs to (the caller must be its admin or member):
+    /// the team's members see and act on it by role.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+    )]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
 }
 
 /// A workspace.
@@ -280,6 +288,9 @@ pub struct Workspace {
     /// The tier it was created from.
     #[serde(default)]
     pub tier: String,
+    /// The team it belongs to ("" for none).
+    #[serde(default)]
+    pub team: String,
     pub created_at_ms: i64,
     pub updated_at_ms: i64,
     /// The repository it was made from.

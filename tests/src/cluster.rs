@@ -579,6 +579,27 @@ impl Cluster {
         )
         .await
     }
+    /// `method` (e.g. "PUT") with a JSON body as the holder of `token`.
+    pub async fn send_json_as(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        token: &str,
+    ) -> (u16, Value) {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("an HTTP method");
+        self.send(
+            self.http
+                .request(method, format!("{}{path}", self.api))
+                .json(&body),
+            token,
+        )
+        .await
+    }
+    pub async fn delete_as(&self, path: &str, token: &str) -> (u16, Value) {
+        self.send(self.http.delete(format!("{}{path}", self.api)), token)
+            .await
+    }
     pub async fn post_as(&self, path: &str, body: Value, token: &str) -> (u16, Value) {
         self.send(
             self.http.post(format!("{}{path}", self.api)).json(&body),

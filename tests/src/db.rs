@@ -95,6 +95,7 @@ pub fn ws(id: &str, owner: &str, name: &str, cpu: u64) -> WorkspaceRow {
         idle: None,
         keepalive_until_ms: 0,
         idle_timeout_ms: 0,
+        team: String::new(),
     }
 }
 

@@ -71,12 +71,33 @@ pub(crate) struct UsageArgs {
     /// The window: this far back (e.g. 24h, 30d), from the hour.
     #[arg(long, default_value = "30d", value_parser = parse_duration)]
     pub(crate) since: Duration,
-    /// user, tier or workspace.
+    /// user, team, tier or workspace.
     #[arg(long, default_value = "user")]
     pub(crate) by: String,
     /// Print CSV (the export format).
     #[arg(long)]
     pub(crate) csv: bool,
+}
+
+#[derive(Subcommand)]
+pub(crate) enum TeamCmd {
+    /// Your teams and their members (admins: every team).
+    #[command(alias = "ls")]
+    List,
+    /// Make a team (admins).
+    Create { name: String },
+    /// Add a member or change their role (the team's admins).
+    Set {
+        team: String,
+        user: String,
+        /// admin (manages members), member (acts on the team's
+        /// workspaces) or viewer (reads them).
+        #[arg(long)]
+        role: String,
+    },
+    /// Remove a member (the team's admins).
+    #[command(alias = "rm")]
+    Remove { team: String, user: String },
 }
 
 #[derive(Subcommand)]

@@ -2,11 +2,14 @@
 //! capacity and cost reports (`docs/admin.md`).
 
 use super::Ui;
+use crate::args::TeamCmd;
 use crate::args::{CapacityArgs, UsageArgs};
 use crate::client::{enc, Client};
 use crate::output::{cores, size, table};
 use crate::Outcome;
-use berth_proto::api::{CapacityReport, NodeResources, Quota, UsageReport};
+use berth_proto::api::{
+    CapacityReport, CreateTeam, NodeResources, Quota, SetTeamMember, Team, UsageReport,
+};
 
 /// "used/total" of one resource.
 fn of(used: String, total: String) -> String {
@@ -229,4 +232,42 @@ pub(crate) fn quota_text(q: &Quota) -> String {
         q.user,
         table(&["", "USED", "LIMIT", "LIMIT FROM"], &rows)
     )
+}
+
+/// `berth team …`.
+pub(crate) async fn team(c: &Client, ui: Ui, cmd: TeamCmd) -> Outcome {
+    let teams: Vec<Team> = match cmd {
+        TeamCmd::List => c.get("/v1/teams").await?,
+        TeamCmd::Create { name } => vec![c.post("/v1/teams", &CreateTeam { name }).await?],
+        TeamCmd::Set { team, user, role } => vec![
+            c.put(
+                &format!("/v1/teams/{}/members/{}", enc(&team), enc(&user)),
+                &SetTeamMember { role },
+            )
+            .await?,
+        ],
+        TeamCmd::Remove { team, user } => vec![
+            c.delete(&format!("/v1/teams/{}/members/{}", enc(&team), enc(&user)))
+                .await?,
+        ],
+    };
+    ui.print(&teams, || {
+        let rows: Vec<Vec<String>> = teams
+            .iter()
+            .flat_map(|t| {
+                let members: Vec<Vec<String>> = t
+                    .members
+                    .iter()
+                    .map(|m| vec![t.name.clone(), m.user.clone(), m.role.clone()])
+                    .collect();
+                if members.is_empty() {
+                    vec![vec![t.name.clone(), "-".into(), "-".into()]]
+                } else {
+                    members
+                }
+            })
+            .collect();
+        table(&["TEAM", "USER", "ROLE"], &rows)
+    });
+    Ok(0)
 }

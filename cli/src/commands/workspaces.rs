@@ -21,6 +21,7 @@ pub(crate) async fn create(c: &Client, ui: Ui, a: CreateArgs) -> Outcome {
         env: Some(a.env.into_iter().collect()),
         node_selector: Some(a.selector.into_iter().collect()),
         start: Some(!a.no_start),
+        team: a.team,
         repo: a.repo.map(|url| Repo {
             url,
             branch: a.branch,

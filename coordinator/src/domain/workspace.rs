@@ -48,6 +48,9 @@ pub struct WorkspaceRow {
     pub keepalive_until_ms: i64,
     /// Its own idle timeout, within its tier's bound (0: its tier's).
     pub idle_timeout_ms: i64,
+    /// The team it belongs to ("" for none): its members see and act on it
+    /// by role.
+    pub team: String,
 }
 
 impl WorkspaceRow {
@@ -120,6 +123,7 @@ impl WorkspaceRow {
             env: self.env.clone(),
             node_selector: self.node_selector.clone(),
             tier: self.tier.clone(),
+            team: self.team.clone(),
             created_at_ms: self.created_at_ms,
             updated_at_ms: self.updated_at_ms,
             repo: self.repo.clone(),
@@ -267,6 +271,7 @@ pub fn resolve(
         idle: None,
         keepalive_until_ms: 0,
         idle_timeout_ms: 0,
+        team: req.team.clone().unwrap_or_default(),
     })
 }
 

@@ -1,6 +1,7 @@
 //! A workspace's backups: list, back up now, restore.
 
-use super::{owner_of, AppState, Auth, Body, OwnerQuery, P, Q};
+use super::{owner_for, AppState, Auth, Body, OwnerQuery, P, Q};
+use crate::domain::team::Need;
 use crate::error::Result;
 use axum::extract::State as AxState;
 use axum::routing::{get, post};
@@ -32,7 +33,7 @@ pub(super) async fn settings(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<BackupSettings>,
 ) -> Result<Json<Backups>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     Ok(Json(s.svc.set_backup_settings(&owner, &name, &req).await?))
 }
 
@@ -48,7 +49,7 @@ pub(super) async fn list_backups(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Backups>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     Ok(Json(s.svc.backups(&owner, &name).await?))
 }
 
@@ -66,7 +67,7 @@ pub(super) async fn backup_now(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Backup>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     Ok(Json(s.svc.backup_now(&owner, &name).await?))
 }
 
@@ -87,6 +88,6 @@ pub(super) async fn restore(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<RestoreBody>,
 ) -> Result<Json<Restored>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     Ok(Json(s.svc.restore(&owner, &name, &req).await?))
 }

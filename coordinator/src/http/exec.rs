@@ -1,6 +1,7 @@
 //! Commands in a workspace: one JSON answer, or the output streamed.
 
-use super::{owner_of, AppState, Auth, Body, OwnerQuery, P, Q};
+use super::{owner_for, AppState, Auth, Body, OwnerQuery, P, Q};
+use crate::domain::team::Need;
 use crate::error::Result;
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -28,7 +29,7 @@ pub(super) async fn exec_workspace(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<ExecBody>,
 ) -> Result<Json<ExecResult>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let done = s.svc.exec(&owner, &name, req).await?;
     Ok(Json(ExecResult {
         exit_code: done.exit_code,
@@ -56,7 +57,7 @@ pub(super) async fn exec_stream(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<ExecBody>,
 ) -> Result<axum::response::Response> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let frames = s.svc.exec_stream(&owner, &name, req).await?;
     let body = axum::body::Body::from_stream(futures::StreamExt::map(frames, |f| {
         Ok::<_, std::convert::Infallible>(f.encode())

@@ -5,7 +5,7 @@
 use super::AppState;
 use super::{
     audit, backups, exec, nodes, prebuilds, previews, quotas, reports, repos, signin, ssh_keys,
-    terminal, tokens, tunnels, workspaces,
+    teams, terminal, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -35,7 +35,8 @@ pub fn routes() -> Router<AppState> {
         prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
         backups::backup_now, backups::restore, backups::settings, audit::list_audit,
         audit::verify_audit, reports::capacity, reports::usage, quotas::own_quota,
-        quotas::get_quota, quotas::set_quota
+        quotas::get_quota, quotas::set_quota, teams::create_team, teams::list_teams,
+        teams::set_member, teams::remove_member
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

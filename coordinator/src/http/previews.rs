@@ -18,8 +18,9 @@
 use super::auth::{self, Auth};
 use super::signin::urlencode;
 use super::tunnels::valid_port;
-use super::{owner_of, AppState, Body, OwnerQuery, P, Q};
+use super::{owner_for, AppState, Body, OwnerQuery, P, Q};
 use crate::domain::lifecycle::State;
+use crate::domain::team::Need;
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::link::Duplex;
@@ -95,7 +96,7 @@ pub(super) async fn set_visibility(
     Q(q): Q<OwnerQuery>,
     Body(v): Body<Visibility>,
 ) -> Result<Json<PortVisibility>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.find(&owner, &name).await?;
     let port = valid_port(port)?;
     s.svc.set_port_public(&w, port, v.public).await?;
@@ -117,7 +118,7 @@ pub(super) async fn public_ports(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Vec<PortVisibility>>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     let w = s.svc.find(&owner, &name).await?;
     let ports = s.svc.public_ports(&w).await?;
     Ok(Json(

@@ -61,6 +61,7 @@ pub(super) async fn capacity(
 #[serde(rename_all = "lowercase")]
 pub enum UsageBy {
     User,
+    Team,
     Tier,
     Workspace,
 }
@@ -81,7 +82,7 @@ pub struct UsageQuery {
     /// From this time (ms since the epoch; default: 30 days ago). Usage is
     /// kept by the hour: the window starts at the hour.
     pub since_ms: Option<i64>,
-    /// user (default), tier or workspace.
+    /// user (default), team, tier or workspace.
     #[param(inline)]
     pub by: Option<UsageBy>,
     /// json (default) or csv.
@@ -106,6 +107,7 @@ pub(super) async fn usage(
         .unwrap_or_else(|| s.svc.now() - 30 * 24 * 3_600_000);
     let by = match q.by.unwrap_or(UsageBy::User) {
         UsageBy::User => "user",
+        UsageBy::Team => "team",
         UsageBy::Tier => "tier",
         UsageBy::Workspace => "workspace",
     };

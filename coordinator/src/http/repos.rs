@@ -1,7 +1,8 @@
 //! Repository workspaces: the init log, sync, and the caller's git
 //! credentials.
 
-use super::{owner_of, AppState, Auth, Body, OwnerQuery, P, Q};
+use super::{owner_for, AppState, Auth, Body, OwnerQuery, P, Q};
+use crate::domain::team::Need;
 use crate::error::Result;
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
@@ -73,7 +74,7 @@ pub(super) async fn init_log(
     P(name): P<String>,
     Q(q): Q<LogQuery>,
 ) -> Result<axum::response::Response> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     let duplex = s
         .svc
         .init_log(&owner, &name, q.follow.unwrap_or(false))
@@ -120,7 +121,7 @@ pub(super) async fn sync(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<SyncBody>,
 ) -> Result<Json<SyncResult>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     Ok(Json(s.svc.sync(&owner, &name, req.push).await?))
 }
 

@@ -15,8 +15,9 @@
 //! so no other site, nor a sandboxed preview, can open a terminal with it.
 
 use super::auth;
-use super::{owner_of, AppState, P, Q};
+use super::{owner_for, AppState, P, Q};
 use crate::domain::lifecycle::State;
+use crate::domain::team::Need;
 use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use crate::link::Duplex;
@@ -101,7 +102,7 @@ pub(super) async fn terminal(
             "a terminal opened with the cookie must come from this origin",
         ));
     }
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.find(&owner, &name).await?;
     w.reachable_or_waking()?;
     let cols = q.cols.unwrap_or(80);
@@ -266,7 +267,7 @@ async fn page(
                     .into_response(),
             );
         };
-        let owner = owner_of(&a, q.owner.clone())?;
+        let owner = owner_for(&s, &a, q.owner.clone(), &ws, Need::Act).await?;
         let w = s.svc.find(&owner, &ws).await?;
         let owner_q = q
             .owner

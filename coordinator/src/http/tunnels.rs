@@ -2,7 +2,8 @@
 //! its ports and an SSH session, each an HTTP/1.1 upgrade whose connection
 //! then carries the bytes; the SSH host key to trust; tunnel activity.
 
-use super::{owner_of, AppState, Auth, OwnerQuery, P, Q};
+use super::{owner_for, AppState, Auth, OwnerQuery, P, Q};
+use crate::domain::team::Need;
 use crate::error::{Error, Result};
 use crate::link::Duplex;
 use axum::extract::{Request, State as AxState};
@@ -107,7 +108,7 @@ pub(super) async fn connect_port(
     Q(q): Q<OwnerQuery>,
     req: Request,
 ) -> Result<axum::response::Response> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.find(&owner, &name).await?;
     let port = valid_port(port)?;
     w.reachable_or_waking()?;
@@ -138,7 +139,7 @@ pub(super) async fn connect_ssh(
     Q(q): Q<OwnerQuery>,
     req: Request,
 ) -> Result<axum::response::Response> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.find(&owner, &name).await?;
     w.reachable_or_waking()?;
     require_upgrade(&req, SSH_UPGRADE)?;
@@ -158,7 +159,7 @@ pub(super) async fn ssh_host_key(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<SshHostKey>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     let w = s.svc.find(&owner, &name).await?;
     let (node, host_key) = s.svc.ssh_host_key(&w).await?;
     Ok(Json(SshHostKey { node, host_key }))
@@ -180,7 +181,7 @@ pub(super) async fn activity(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Activity>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     let w = s.svc.find(&owner, &name).await?;
     let tunnels = s.svc.activity(&w).await?;
     Ok(Json(Activity {

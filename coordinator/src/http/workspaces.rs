@@ -1,7 +1,8 @@
 //! Workspaces: create, list, get, start, stop, delete, and the event stream.
 
-use super::{owner_of, AppState, Auth, Body, DeleteQuery, OwnerQuery, P, Q};
+use super::{owner_for, owner_of, AppState, Auth, Body, DeleteQuery, OwnerQuery, P, Q};
 use crate::domain::lifecycle::{Event, State};
+use crate::domain::team::Need;
 use crate::error::{Error, Result};
 use crate::store::WorkspaceFilter;
 use axum::extract::State as AxState;
@@ -47,12 +48,16 @@ pub struct ListQuery {
     /// Another user's workspaces (admins); `*` for everyone's.
     #[param(pattern = "^([a-z0-9._@-]{1,64}|[*])$")]
     pub owner: Option<String>,
+    /// A team's workspaces, whoever owns them (its members, any role).
+    #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
+    pub team: Option<String>,
 }
 
 /// Create a workspace: stored (acknowledged) first, then placed and started.
 #[utoipa::path(post, path = "/v1/workspaces", request_body = CreateWorkspace,
     responses((status = 201, body = Workspace), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody)))]
 pub(super) async fn create_workspace(
     AxState(s): AxState<AppState>,
     a: Auth,
@@ -71,9 +76,18 @@ pub(super) async fn list_workspaces(
     a: Auth,
     Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<Workspace>>> {
-    let owner = match q.owner.as_deref() {
-        Some("*") if a.admin => None,
-        Some("*") => return Err(Error::forbidden("only admins list everyone's workspaces")),
+    if let Some(team) = &q.team {
+        crate::domain::team::check_name(team)?;
+    }
+    let owner = match (q.owner.as_deref(), &q.team) {
+        (Some("*"), _) if a.admin => None,
+        (Some("*"), _) => return Err(Error::forbidden("only admins list everyone's workspaces")),
+        (None, Some(team)) => {
+            if !a.admin {
+                s.svc.team_allows(team, &a.user, Need::Read).await?;
+            }
+            None
+        }
         _ => Some(owner_of(&a, q.owner.clone())?),
     };
     let state = match q.state.as_deref() {
@@ -92,6 +106,7 @@ pub(super) async fn list_workspaces(
             owner,
             state,
             node: q.node,
+            team: q.team,
         })
         .await?;
     Ok(Json(rows.iter().map(|w| s.svc.view(w)).collect()))
@@ -107,7 +122,7 @@ pub(super) async fn get_workspace(
     P(name): P<String>,
     Q(q): Q<OwnerQuery>,
 ) -> Result<Json<Workspace>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Read).await?;
     let w = s.svc.find(&owner, &name).await?;
     let mut v = s.svc.view(&w);
     v.backup = s.svc.backup_status(&w).await?;
@@ -121,7 +136,7 @@ async fn intent(
     owner: Option<String>,
     ev: Event,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    let owner = owner_of(a, owner)?;
+    let owner = owner_for(s, a, owner, name, Need::Act).await?;
     let w = s.svc.intent(&owner, name, ev).await?;
     Ok((StatusCode::ACCEPTED, Json(w.view())))
 }
@@ -165,7 +180,7 @@ pub(super) async fn keepalive(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<Keepalive>,
 ) -> Result<Json<Workspace>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.keepalive(&owner, &name, req.seconds).await?;
     Ok(Json(s.svc.view(&w)))
 }
@@ -183,7 +198,7 @@ pub(super) async fn idle_timeout(
     Q(q): Q<OwnerQuery>,
     Body(req): Body<IdleTimeout>,
 ) -> Result<Json<Workspace>> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.set_idle_timeout(&owner, &name, req.seconds).await?;
     Ok(Json(s.svc.view(&w)))
 }
@@ -202,7 +217,7 @@ pub(super) async fn delete_workspace(
     P(name): P<String>,
     Q(q): Q<DeleteQuery>,
 ) -> Result<(StatusCode, Json<Workspace>)> {
-    let owner = owner_of(&a, q.owner)?;
+    let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.delete(&owner, &name, q.force).await?;
     Ok((StatusCode::ACCEPTED, Json(w.view())))
 }

@@ -46,12 +46,18 @@ impl Service {
     /// what is used refuses more, and keeps what is there.
     pub async fn set_quota(&self, user: &str, l: &QuotaLimits) -> Result<Quota> {
         crate::domain::validate::user_name(user)?;
+        let over = |v: Option<u64>, max: u64| v.is_some_and(|v| v > max);
         if l.monthly_budget
-            .is_some_and(|b| !(b.is_finite() && b >= 0.0))
+            .is_some_and(|b| !(b.is_finite() && (0.0..=1e9).contains(&b)))
+            || over(l.running, 1_000_000)
+            || over(l.workspaces, 1_000_000)
+            || over(l.cpu_millis, 1_000_000_000)
+            || over(l.memory_bytes, 1 << 50)
+            || over(l.disk_bytes, 1 << 50)
         {
             return Err(Error::invalid(
                 "invalid_quota",
-                "monthly_budget must be 0 or more",
+                "running and workspaces are at most 1000000, cpu_millis 1000000000, memory_bytes and disk_bytes 2^50, monthly_budget 0 to 1000000000",
             ));
         }
         let limits = Limits {

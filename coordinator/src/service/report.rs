@@ -229,6 +229,7 @@ impl Service {
                 UsageSample {
                     workspace_id: w.id.clone(),
                     owner: w.owner.clone(),
+                    team: w.team.clone(),
                     tier: w.tier.clone(),
                     running_ms: interval,
                     idle_ms: if idle { interval } else { 0 },
@@ -242,12 +243,13 @@ impl Service {
         store.put_capacity_sample(&fleet_sample(&rows, hour)).await
     }
 
-    /// Workspace hours and cost since `since_ms`, by user, tier or workspace.
+    /// Workspace hours and cost since `since_ms`, by user, team, tier or workspace.
     pub async fn usage_report(&self, since_ms: i64, by: &str) -> Result<UsageReport> {
         let column = match by {
             "user" => "owner",
             "tier" => "tier",
             "workspace" => "workspace_id",
+            "team" => "team",
             _ => {
                 return Err(Error::bad_request(
                     "invalid_query",

@@ -11,6 +11,8 @@ use sqlx::Row;
 pub struct UsageSample {
     pub workspace_id: String,
     pub owner: String,
+    /// Its team ("" for none).
+    pub team: String,
     pub tier: String,
     pub running_ms: i64,
     pub idle_ms: i64,
@@ -48,8 +50,8 @@ async fn add_one(
     s: &UsageSample,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(
-            "INSERT INTO usage_hours (hour_ms, workspace_id, owner, tier, running_ms, idle_ms, cost, idle_cost, last_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+            "INSERT INTO usage_hours (hour_ms, workspace_id, owner, tier, running_ms, idle_ms, cost, idle_cost, last_ms, team) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $11) \
              ON CONFLICT (hour_ms, workspace_id) DO UPDATE SET \
              running_ms = usage_hours.running_ms + excluded.running_ms, \
              idle_ms = usage_hours.idle_ms + excluded.idle_ms, \
@@ -67,6 +69,7 @@ async fn add_one(
         .bind(s.idle_cost)
         .bind(now)
         .bind(now - gap_ms)
+        .bind(&s.team)
         .execute(&mut **tx)
         .await?;
     Ok(())
@@ -141,15 +144,21 @@ impl Store {
             .collect()
     }
 
-    /// Usage since `since_ms` summed by `column` (owner, tier or workspace_id).
+    /// Usage since `since_ms` summed by `column` (owner, tier, team or
+    /// workspace_id; a team's sum leaves out workspaces of none).
     pub async fn usage_sums(&self, since_ms: i64, column: &str) -> Result<Vec<UsageSum>> {
         let column = match column {
-            "owner" | "tier" | "workspace_id" => column,
+            "owner" | "tier" | "workspace_id" | "team" => column,
             _ => "owner",
+        };
+        let none = if column == "team" {
+            "AND team <> ''"
+        } else {
+            ""
         };
         let q = format!(
             "SELECT {column}, COUNT(DISTINCT workspace_id), CAST(SUM(running_ms) AS BIGINT), CAST(SUM(idle_ms) AS BIGINT), SUM(cost), SUM(idle_cost) \
-             FROM usage_hours WHERE hour_ms >= $1 GROUP BY {column} ORDER BY SUM(cost) DESC, {column}"
+             FROM usage_hours WHERE hour_ms >= $1 {none} GROUP BY {column} ORDER BY SUM(cost) DESC, {column}"
         );
         let rows = sqlx::query(&q).bind(since_ms).fetch_all(&self.pool).await?;
         rows.iter()

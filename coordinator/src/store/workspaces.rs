@@ -17,6 +17,7 @@ pub struct WorkspaceFilter {
     pub owner: Option<String>,
     pub state: Option<State>,
     pub node: Option<String>,
+    pub team: Option<String>,
 }
 
 /// A placement decided by the scheduler, to commit.
@@ -68,6 +69,7 @@ fn ws_from(r: &AnyRow) -> Result<WorkspaceRow> {
         idle: json_opt(&r.try_get::<String, _>("idle_report")?),
         keepalive_until_ms: g("keepalive_until_ms")?,
         idle_timeout_ms: g("idle_timeout_ms")?,
+        team: r.try_get("team")?,
     })
 }
 
@@ -87,7 +89,7 @@ fn json_or_empty<T: serde::Serialize>(v: &Option<T>) -> String {
 const WS_COLS: &str = "id, name, owner, image, cpu_millis, memory_bytes, disk_bytes, pids, env, \
     node_selector, state, desired, node, generation, version, reason, ip, exit_code, \
     created_at_ms, updated_at_ms, state_since_ms, tier, nested_userns, egress_allow, repo, init_report, \
-    idle_report, keepalive_until_ms, idle_timeout_ms";
+    idle_report, keepalive_until_ms, idle_timeout_ms, team";
 
 /// What an update changes of a workspace, for the audit log.
 fn changed(prev: &WorkspaceRow, next: &WorkspaceRow) -> serde_json::Value {
@@ -143,7 +145,7 @@ impl Store {
         // upgraded under concurrent writers); the check below then counts
         // it with the owner's lock held.
         let q = format!(
-            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)"
+            "INSERT INTO workspaces ({WS_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)"
         );
         match bind_ws(sqlx::query(&q), w).execute(&mut *tx).await {
             Ok(_) => {}
@@ -239,6 +241,10 @@ impl Store {
         if let Some(n) = &f.node {
             args.push(n.clone());
             q.push_str(&format!(" AND node = ${}", args.len()));
+        }
+        if let Some(t) = &f.team {
+            args.push(t.clone());
+            q.push_str(&format!(" AND team = ${}", args.len()));
         }
         q.push_str(" ORDER BY created_at_ms, id");
         let mut query = sqlx::query(&q);
@@ -447,4 +453,5 @@ fn bind_ws<'q>(
         .bind(json_or_empty(&w.idle))
         .bind(w.keepalive_until_ms)
         .bind(w.idle_timeout_ms)
+        .bind(w.team.clone())
 }

@@ -154,7 +154,7 @@ pub struct Forecast {
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct UsageReport {
     pub since_ms: i64,
-    /// user, tier or workspace.
+    /// user, team, tier or workspace.
     pub by: String,
     pub rows: Vec<UsageRow>,
 }
@@ -163,7 +163,7 @@ pub struct UsageReport {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct UsageRow {
-    /// The user, tier or workspace id.
+    /// The user, team, tier or workspace id.
     pub key: String,
     pub workspaces: u64,
     /// Hours running.
@@ -183,23 +183,43 @@ pub struct UsageRow {
 #[serde(deny_unknown_fields)]
 pub struct QuotaLimits {
     /// Workspaces wanting to run at once.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
     pub running: Option<u64>,
     /// Workspaces kept (any state but deleted).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1000000))]
     pub workspaces: Option<u64>,
     /// CPU of the workspaces wanting to run, in millicores.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1000000000))]
     pub cpu_millis: Option<u64>,
     /// Memory of the workspaces wanting to run.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1125899906842624_u64))]
     pub memory_bytes: Option<u64>,
     /// Disk of every workspace kept.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "super::whole::opt_u64",
+        skip_serializing_if = "Option::is_none"
+    )]
     #[cfg_attr(feature = "openapi", schema(maximum = 1125899906842624_u64))]
     pub disk_bytes: Option<u64>,
     /// What its running workspaces may cost in a calendar month (UTC).
@@ -232,4 +252,45 @@ pub struct Quota {
     pub usage: QuotaUsage,
     /// What the user's running workspaces cost this calendar month.
     pub spent_this_month: f64,
+}
+
+/// A team and its members.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Team {
+    pub name: String,
+    pub members: Vec<TeamMember>,
+}
+
+/// A member of a team.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct TeamMember {
+    pub user: String,
+    /// admin (manages members), member (acts on the team's workspaces) or
+    /// viewer (reads them).
+    pub role: String,
+}
+
+/// `POST /v1/teams`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CreateTeam {
+    /// 1 to 40 of a-z, 0-9 and '-'.
+    #[cfg_attr(
+        feature = "openapi",
+        schema(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+    )]
+    pub name: String,
+}
+
+/// `PUT /v1/teams/{team}/members/{user}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct SetTeamMember {
+    /// admin, member or viewer.
+    #[cfg_attr(feature = "openapi", schema(pattern = "^(admin|member|viewer)$"))]
+    pub role: String,
 }
