@@ -57,6 +57,15 @@ pub(crate) enum Cmd {
     Whoami,
     /// Your limits (quotas) and what your workspaces use of them.
     Quota,
+    /// Share a workspace read-only with USER (or stop: --remove); without
+    /// USER, who it is shared with.
+    Share {
+        #[command(flatten)]
+        target: Target,
+        user: Option<String>,
+        #[arg(long, requires = "user")]
+        remove: bool,
+    },
     /// Teams: list yours, make one (admins), manage members (its admins).
     Team {
         #[command(subcommand)]
@@ -79,6 +88,12 @@ pub(crate) enum Cmd {
         /// Everyone's workspaces (admins).
         #[arg(long, short)]
         all: bool,
+        /// A team's workspaces (its members, any role).
+        #[arg(long, conflicts_with_all = ["all", "owner"])]
+        team: Option<String>,
+        /// The workspaces shared with you (read-only).
+        #[arg(long, conflicts_with_all = ["all", "owner", "team"])]
+        shared: bool,
     },
     /// Show one workspace.
     Get(Target),

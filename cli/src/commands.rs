@@ -98,6 +98,11 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::Activity(t) => tunnels::activity(&c, ui, t).await,
         Cmd::Whoami => admin::whoami(&c, ui).await,
         Cmd::Quota => reports::quota(&c, ui, None).await,
+        Cmd::Share {
+            target,
+            user,
+            remove,
+        } => reports::share(&c, ui, target, user, remove).await,
         Cmd::Team { cmd } => reports::team(&c, ui, cmd).await,
         Cmd::Create(a) => workspaces::create(&c, ui, a).await,
         Cmd::List {
@@ -105,7 +110,16 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             node,
             owner,
             all,
-        } => workspaces::list(&c, ui, state, node, owner, all).await,
+            team,
+            shared,
+        } => {
+            let owner = match (team, shared) {
+                (Some(t), _) => Some(format!("team={}", crate::client::enc(&t))),
+                (None, true) => Some("shared=true".into()),
+                (None, false) => owner.map(|o| format!("owner={}", crate::client::enc(&o))),
+            };
+            workspaces::list(&c, ui, state, node, owner, all).await
+        }
         Cmd::Get(t) => workspaces::get(&c, ui, t).await,
         Cmd::Start(ch) => workspaces::change(&c, ui, ch, "start", State::Running).await,
         Cmd::Stop(ch) => workspaces::change(&c, ui, ch, "stop", State::Stopped).await,

@@ -3,8 +3,9 @@
 //! workspace; a member creates one and acts on a teammate's; a viewer reads
 //! it (the workspace, its backups) and is refused every action (stop, exec,
 //! terminal, SSH, a port) and member management; an outsider is refused
-//! even reading, as is a viewer once removed. A team's usage is costed
-//! under its name.
+//! even reading, as is a viewer once removed. A workspace shared read-only
+//! with an outsider is read and listed by them and nothing more, until
+//! unshared. A team's usage is costed under its name.
 
 use berth_tests::Cluster;
 use serde_json::json;
@@ -161,6 +162,49 @@ async fn team_roles_allow_what_they_say_and_nothing_more() {
     assert_eq!(s, 403);
     let (s, _) = c.get_as("/v1/workspaces?team=web", &dave).await;
     assert_eq!(s, 403);
+    // Shared read-only with the outsider: reads, lists, acts on nothing;
+    // unshared, reads nothing again.
+    let (code, out, err) = c.berth(&bob, &["share", "t1", "dave"]).await;
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("shared (read-only) with dave"), "{out}");
+    let (s, _) = c.get_as("/v1/workspaces/t1?owner=bob", &dave).await;
+    assert_eq!(s, 200);
+    let (code, out, _) = c.berth(&dave, &["list", "--shared", "--json"]).await;
+    assert_eq!(code, 0);
+    assert!(out.contains("\"t1\""), "{out}");
+    let (s, e) = c
+        .post_as("/v1/workspaces/t1/stop?owner=bob", json!({}), &dave)
+        .await;
+    assert_eq!(s, 403);
+    assert!(
+        e["message"]
+            .as_str()
+            .unwrap()
+            .contains("shared with you to read"),
+        "{e}"
+    );
+    let (s, _) = c
+        .post_as(
+            "/v1/workspaces/t1/exec?owner=bob",
+            json!({"argv": ["true"]}),
+            &dave,
+        )
+        .await;
+    assert_eq!(s, 403);
+    let (s, _) = c
+        .send_json_as(
+            "PUT",
+            "/v1/workspaces/t1/shares/eve?owner=bob",
+            json!({}),
+            &dave,
+        )
+        .await;
+    assert_eq!(s, 403, "a reader does not share further");
+    let (code, _, err) = c.berth(&bob, &["share", "t1", "dave", "--remove"]).await;
+    assert_eq!(code, 0, "{err}");
+    let (s, _) = c.get_as("/v1/workspaces/t1?owner=bob", &dave).await;
+    assert_eq!(s, 403);
+
     let (code, _, err) = c.berth(&alice, &["team", "remove", "web", "carol"]).await;
     assert_eq!(code, 0, "{err}");
     let (s, _) = c.get_as("/v1/workspaces/t1?owner=bob", &carol).await;

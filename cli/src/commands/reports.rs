@@ -2,13 +2,13 @@
 //! capacity and cost reports (`docs/admin.md`).
 
 use super::Ui;
-use crate::args::TeamCmd;
 use crate::args::{CapacityArgs, UsageArgs};
+use crate::args::{Target, TeamCmd};
 use crate::client::{enc, Client};
 use crate::output::{cores, size, table};
 use crate::Outcome;
 use berth_proto::api::{
-    CapacityReport, CreateTeam, NodeResources, Quota, SetTeamMember, Team, UsageReport,
+    CapacityReport, CreateTeam, NodeResources, Quota, SetTeamMember, Shares, Team, UsageReport,
 };
 
 /// "used/total" of one resource.
@@ -268,6 +268,35 @@ pub(crate) async fn team(c: &Client, ui: Ui, cmd: TeamCmd) -> Outcome {
             })
             .collect();
         table(&["TEAM", "USER", "ROLE"], &rows)
+    });
+    Ok(0)
+}
+
+/// `berth share NAME [USER] [--remove]`.
+pub(crate) async fn share(
+    c: &Client,
+    ui: Ui,
+    t: Target,
+    user: Option<String>,
+    remove: bool,
+) -> Outcome {
+    let s: Shares = match &user {
+        None => c.get(&super::ws_path(&t, "/shares")).await?,
+        Some(u) => {
+            let path = super::ws_path(&t, &format!("/shares/{}", enc(u)));
+            match remove {
+                true => c.delete(&path).await?,
+                false => c.put(&path, &serde_json::json!({})).await?,
+            }
+        }
+    };
+    ui.print(&s, || match s.users.is_empty() {
+        true => format!("{} is shared with nobody\n", t.name),
+        false => format!(
+            "{} is shared (read-only) with {}\n",
+            t.name,
+            s.users.join(", ")
+        ),
     });
     Ok(0)
 }

@@ -90,10 +90,11 @@ pub(crate) async fn list(
     if let Some(n) = node {
         q.push(format!("node={}", enc(&n)));
     }
+    // `owner` is the query part choosing whose: owner=, team= or shared=.
     if all {
         q.push("owner=%2A".into());
     } else if let Some(o) = owner {
-        q.push(format!("owner={}", enc(&o)));
+        q.push(o);
     }
     let path = match q.is_empty() {
         true => "/v1/workspaces".to_string(),

@@ -51,6 +51,9 @@ pub struct ListQuery {
     /// A team's workspaces, whoever owns them (its members, any role).
     #[param(pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")]
     pub team: Option<String>,
+    /// The workspaces shared with the caller (read-only), instead.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 /// Create a workspace: stored (acknowledged) first, then placed and started.
@@ -78,6 +81,10 @@ pub(super) async fn list_workspaces(
 ) -> Result<Json<Vec<Workspace>>> {
     if let Some(team) = &q.team {
         crate::domain::team::check_name(team)?;
+    }
+    if q.shared {
+        let rows = s.svc.shared_with(&a.user).await?;
+        return Ok(Json(rows.iter().map(|w| s.svc.view(w)).collect()));
     }
     let owner = match (q.owner.as_deref(), &q.team) {
         (Some("*"), _) if a.admin => None,

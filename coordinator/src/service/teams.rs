@@ -2,8 +2,10 @@
 //! admins; who may read or act on a workspace that is not theirs.
 
 use super::Service;
+use crate::domain::lifecycle::State;
 use crate::domain::team::{self, Need, Role};
 use crate::domain::validate;
+use crate::domain::workspace::WorkspaceRow;
 use crate::error::{Error, Result};
 use berth_proto::api::{Team, TeamMember};
 
@@ -115,12 +117,59 @@ impl Service {
         need: Need,
     ) -> Result<()> {
         let w = self.find(owner, name).await?;
-        if w.team.is_empty() {
-            return Err(Error::forbidden(
-                "members can only act on their own workspaces and their teams'",
-            ));
+        let shared = self.inner.store.shared_with(&w.id, caller).await?;
+        if shared && need == Need::Read {
+            return Ok(());
+        }
+        let in_team =
+            !w.team.is_empty() && self.inner.store.team_role(&w.team, caller).await?.is_some();
+        if !in_team {
+            return Err(Error::forbidden(if shared {
+                format!("{name} is shared with you to read; you do not act on it")
+            } else {
+                "members can only act on their own workspaces, their teams' and those shared with them".to_string()
+            }));
         }
         self.team_allows(&w.team, caller, need).await.map(|_| ())
+    }
+
+    /// Shares `owner`'s workspace `name` read-only with `user` (or stops).
+    pub async fn share(
+        &self,
+        owner: &str,
+        name: &str,
+        user: &str,
+        on: bool,
+    ) -> Result<Vec<String>> {
+        validate::user_name(user)?;
+        let w = self.find(owner, name).await?;
+        if on {
+            self.inner.store.share(&w.id, user, self.now()).await?;
+        } else if !self.inner.store.unshare(&w.id, user).await? {
+            return Err(Error::not_found(format!(
+                "{name} is not shared with {user}"
+            )));
+        }
+        self.inner.store.shares(&w.id).await
+    }
+
+    /// Who `owner`'s workspace `name` is shared with.
+    pub async fn shares(&self, owner: &str, name: &str) -> Result<Vec<String>> {
+        let w = self.find(owner, name).await?;
+        self.inner.store.shares(&w.id).await
+    }
+
+    /// The workspaces shared with `user`.
+    pub async fn shared_with(&self, user: &str) -> Result<Vec<WorkspaceRow>> {
+        let mut out = Vec::new();
+        for id in self.inner.store.shared_ids(user).await? {
+            if let Some(w) = self.inner.store.workspace(&id).await? {
+                if w.state != State::Deleted {
+                    out.push(w);
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A create naming a team: the team exists and the owner acts in it.

@@ -101,3 +101,64 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Shares workspace `id` read-only with `user`.
+    pub async fn share(&self, id: &str, user: &str, now_ms: i64) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO workspace_shares (workspace_id, user_name, created_at_ms) VALUES ($1, $2, $3) \
+             ON CONFLICT (workspace_id, user_name) DO NOTHING",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(now_ms)
+        .audited(self)
+        .await?;
+        Ok(())
+    }
+
+    /// Stops sharing workspace `id` with `user`; false if it was not.
+    pub async fn unshare(&self, id: &str, user: &str) -> Result<bool> {
+        let r =
+            sqlx::query("DELETE FROM workspace_shares WHERE workspace_id = $1 AND user_name = $2")
+                .bind(id)
+                .bind(user)
+                .audited(self)
+                .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    /// Who workspace `id` is shared with.
+    pub async fn shares(&self, id: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query(
+            "SELECT user_name FROM workspace_shares WHERE workspace_id = $1 ORDER BY user_name",
+        )
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+
+    /// Whether workspace `id` is shared with `user`.
+    pub async fn shared_with(&self, id: &str, user: &str) -> Result<bool> {
+        Ok(
+            sqlx::query(
+                "SELECT 1 FROM workspace_shares WHERE workspace_id = $1 AND user_name = $2",
+            )
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&self.pool)
+            .await?
+            .is_some(),
+        )
+    }
+
+    /// Ids of the workspaces shared with `user`.
+    pub async fn shared_ids(&self, user: &str) -> Result<Vec<String>> {
+        let rows = sqlx::query("SELECT workspace_id FROM workspace_shares WHERE user_name = $1")
+            .bind(user)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}

@@ -294,3 +294,10 @@ pub struct SetTeamMember {
     #[cfg_attr(feature = "openapi", schema(pattern = "^(admin|member|viewer)$"))]
     pub role: String,
 }
+
+/// Who a workspace is shared with, read-only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Shares {
+    pub users: Vec<String>,
+}
