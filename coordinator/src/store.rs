@@ -38,7 +38,7 @@ pub use git_credentials::GitCredentialRow;
 pub use holds::{Repair, NO_ROOM};
 pub use moves::MoveRow;
 pub use prebuilds::PrebuildRow;
-pub use quotas::QUOTA_EXCEEDED;
+pub use quotas::{Subject, QUOTA_EXCEEDED};
 pub use ssh_keys::SshKeyRow;
 pub use tokens::Principal;
 pub use usage::{CapacitySample, UsageSample, UsageSum};

@@ -8,7 +8,7 @@
 
 use berth_coordinator::domain::lifecycle::{self, Event};
 use berth_coordinator::domain::quota::Limits;
-use berth_coordinator::store::{Store, QUOTA_EXCEEDED};
+use berth_coordinator::store::{Store, Subject, QUOTA_EXCEEDED};
 use berth_tests::db::ws;
 use berth_tests::Cluster;
 use serde_json::json;
@@ -17,7 +17,47 @@ use std::time::Duration;
 berth_tests::on_both_backends!(
     fifty_concurrent_creates_make_exactly_the_limit,
     concurrent_starts_start_exactly_the_running_limit,
+    a_teams_limit_holds_across_its_members,
 );
+
+async fn a_teams_limit_holds_across_its_members(url: &str) {
+    let (a, b) = (
+        Store::open(url).await.unwrap(),
+        Store::open(url).await.unwrap(),
+    );
+    let limits = Limits {
+        workspaces: Some(3),
+        ..Limits::default()
+    };
+    a.set_quota(Subject::Team("web"), &limits).await.unwrap();
+    // Twenty creates by two members at once, each within their own (no) limit.
+    let creates = (0..20).map(|i| {
+        let store = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let owner = if i % 2 == 0 { "alice" } else { "bob" };
+        let mut w = ws(&format!("t{i:02}"), owner, &format!("t{i}"), 100);
+        w.team = "web".into();
+        async move { store.insert_workspace_within(&w, &Limits::default()).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    for e in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(e.code, QUOTA_EXCEEDED);
+        assert!(
+            e.message
+                .contains("team web's quota is reached: workspaces: 4 of 3"),
+            "{}",
+            e.message
+        );
+    }
+    // Outside the team, alice is not held back by it.
+    a.insert_workspace_within(&ws("x1", "alice", "own", 100), &Limits::default())
+        .await
+        .unwrap();
+}
 
 async fn fifty_concurrent_creates_make_exactly_the_limit(url: &str) {
     let (a, b) = (

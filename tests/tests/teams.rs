@@ -87,6 +87,45 @@ async fn team_roles_allow_what_they_say_and_nothing_more() {
     assert_eq!(w["team"], "web");
     c.wait_state_as("t1", "running", T, &bob).await;
 
+    // A team's quota holds across its members: one workspace at most.
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &[
+                "admin",
+                "quota",
+                "set",
+                "web",
+                "--team",
+                "--workspaces",
+                "1",
+            ],
+        )
+        .await;
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("Quota of team web") && out.contains("set for team"),
+        "{out}"
+    );
+    let (s, e) = c.post_as("/v1/workspaces", body("t2", "web"), &alice).await;
+    assert_eq!(
+        (s, e["code"].as_str()),
+        (403, Some("quota_exceeded")),
+        "{e}"
+    );
+    assert_eq!(
+        e["message"],
+        "team web's quota is reached: workspaces: 2 of 1"
+    );
+    let (s, q) = c.get_as("/v1/teams/web/quota", &carol).await;
+    assert_eq!(
+        (s, q["usage"]["workspaces"].as_u64()),
+        (200, Some(1)),
+        "{q}"
+    );
+    let (s, _) = c.get_as("/v1/teams/web/quota", &dave).await;
+    assert_eq!(s, 403);
+
     // The team admin acts on bob's workspace: a stop and a start.
     let (code, _, err) = c.berth(&alice, &["stop", "t1", "--owner", "bob"]).await;
     assert_eq!(code, 0, "{err}");

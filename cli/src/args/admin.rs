@@ -102,11 +102,20 @@ pub(crate) enum TeamCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum QuotaCmd {
-    /// A user's limits in force and what is used.
-    Get { user: String },
-    /// Set a user's limits; a limit not given is the configured default.
+    /// A user's (or, with --team, a team's) limits in force and what is used.
+    Get {
+        user: String,
+        /// USER names a team.
+        #[arg(long)]
+        team: bool,
+    },
+    /// Set a user's limits (a limit not given is the configured default),
+    /// or with --team a team's (a limit not given is none).
     Set {
         user: String,
+        /// USER names a team.
+        #[arg(long)]
+        team: bool,
         /// Workspaces wanting to run at once.
         #[arg(long)]
         running: Option<u64>,

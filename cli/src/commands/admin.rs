@@ -143,12 +143,13 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
         AdminCmd::Capacity(a) => return super::reports::capacity(c, ui, a).await,
         AdminCmd::Usage(a) => return super::reports::usage(c, ui, a).await,
         AdminCmd::Quota {
-            cmd: QuotaCmd::Get { user },
-        } => return super::reports::quota(c, ui, Some(user)).await,
+            cmd: QuotaCmd::Get { user, team },
+        } => return super::reports::quota(c, ui, Some(quota_path(&user, team))).await,
         AdminCmd::Quota {
             cmd:
                 QuotaCmd::Set {
                     user,
+                    team,
                     running,
                     workspaces,
                     cpu,
@@ -165,9 +166,7 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
                 disk_bytes: disk,
                 monthly_budget: budget,
             };
-            let q: Quota = c
-                .put(&format!("/v1/admin/quotas/{}", enc(&user)), &limits)
-                .await?;
+            let q: Quota = c.put(&quota_path(&user, team), &limits).await?;
             ui.print(&q, || super::reports::quota_text(&q));
         }
         AdminCmd::Audit {
@@ -213,6 +212,14 @@ pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
         }
     }
     Ok(0)
+}
+
+/// The API path of a user's quota, or a team's.
+fn quota_path(name: &str, team: bool) -> String {
+    match team {
+        true => format!("/v1/teams/{}/quota", enc(name)),
+        false => format!("/v1/admin/quotas/{}", enc(name)),
+    }
 }
 
 /// Up to `limit` entries the filters in `query` select, page by page.

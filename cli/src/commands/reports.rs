@@ -172,12 +172,9 @@ pub(crate) async fn usage(c: &Client, ui: Ui, a: UsageArgs) -> Outcome {
     Ok(0)
 }
 
-/// `berth quota` (the caller's) and `berth admin quota get USER`.
-pub(crate) async fn quota(c: &Client, ui: Ui, user: Option<String>) -> Outcome {
-    let path = match &user {
-        Some(u) => format!("/v1/admin/quotas/{}", enc(u)),
-        None => "/v1/quota".to_string(),
-    };
+/// `berth quota` (the caller's) and `berth admin quota get` (its path).
+pub(crate) async fn quota(c: &Client, ui: Ui, path: Option<String>) -> Outcome {
+    let path = path.unwrap_or_else(|| "/v1/quota".to_string());
     let q: Quota = c.get(&path).await?;
     ui.print(&q, || quota_text(&q));
     Ok(0)
@@ -187,7 +184,15 @@ pub(crate) async fn quota(c: &Client, ui: Ui, user: Option<String>) -> Outcome {
 pub(crate) fn quota_text(q: &Quota) -> String {
     let (l, u, own) = (&q.limits, &q.usage, &q.set_for_user);
     let limit = |v: Option<u64>, f: fn(u64) -> String| v.map_or("none".to_string(), f);
-    let whose = |set: bool| if set { "set for user" } else { "default" }.to_string();
+    let whose = |set: bool| {
+        match (set, q.team) {
+            (true, false) => "set for user",
+            (true, true) => "set for team",
+            (false, false) => "default",
+            (false, true) => "none",
+        }
+        .to_string()
+    };
     let n = |v: u64| v.to_string();
     let rows = vec![
         vec![
@@ -227,8 +232,9 @@ pub(crate) fn quota_text(q: &Quota) -> String {
             whose(own.monthly_budget.is_some()),
         ],
     ];
+    let whose = if q.team { "team " } else { "" };
     format!(
-        "Quota of {}\n{}",
+        "Quota of {whose}{}\n{}",
         q.user,
         table(&["", "USED", "LIMIT", "LIMIT FROM"], &rows)
     )

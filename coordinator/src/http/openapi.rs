@@ -35,7 +35,7 @@ pub fn routes() -> Router<AppState> {
         prebuilds::get_prebuild, prebuilds::prebuild_log, backups::list_backups,
         backups::backup_now, backups::restore, backups::settings, audit::list_audit,
         audit::verify_audit, reports::capacity, reports::usage, quotas::own_quota,
-        quotas::get_quota, quotas::set_quota, teams::create_team, teams::list_teams,
+        quotas::get_quota, quotas::set_quota, quotas::get_team_quota, quotas::set_team_quota, teams::create_team, teams::list_teams,
         teams::set_member, teams::remove_member, teams::list_shares, teams::share, teams::unshare
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),

@@ -12,6 +12,45 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/quota", get(own_quota))
         .route("/v1/admin/quotas/{user}", get(get_quota).put(set_quota))
+        .route(
+            "/v1/teams/{team}/quota",
+            get(get_team_quota).put(set_team_quota),
+        )
+}
+
+/// A team's limits and what its workspaces use (its members, any role;
+/// platform admins).
+#[utoipa::path(get, path = "/v1/teams/{team}/quota", params(("team" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")),
+    responses((status = 200, body = Quota), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn get_team_quota(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(team): P<String>,
+) -> Result<Json<Quota>> {
+    crate::domain::team::check_name(&team)?;
+    if !a.admin {
+        s.svc
+            .team_allows(&team, &a.user, crate::domain::team::Need::Read)
+            .await?;
+    }
+    Ok(Json(s.svc.team_quota(&team).await?))
+}
+
+/// Sets a team's limits, checked with its members' own at each create and
+/// start of the team's workspaces; each absent is no limit (platform admins).
+#[utoipa::path(put, path = "/v1/teams/{team}/quota", params(("team" = String, Path, pattern = "^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")),
+    request_body = QuotaLimits,
+    responses((status = 200, body = Quota), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn set_team_quota(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    P(team): P<String>,
+    Body(limits): Body<QuotaLimits>,
+) -> Result<Json<Quota>> {
+    a.require_admin()?;
+    Ok(Json(s.svc.set_team_quota(&team, &limits).await?))
 }
 
 /// The caller's limits and what their workspaces use.

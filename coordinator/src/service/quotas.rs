@@ -5,6 +5,7 @@
 use super::Service;
 use crate::domain::quota::{self, Limits};
 use crate::error::{Error, Result};
+use crate::store::Subject;
 use berth_proto::api::{Quota, QuotaLimits, QuotaUsage};
 
 fn view(l: Limits) -> QuotaLimits {
@@ -22,14 +23,38 @@ impl Service {
     /// `user`'s quota and usage.
     pub async fn quota(&self, user: &str) -> Result<Quota> {
         crate::domain::validate::user_name(user)?;
+        self.quota_of(Subject::User(user)).await
+    }
+
+    /// A team's quota and usage (what its workspaces use, whoever owns them).
+    pub async fn team_quota(&self, team: &str) -> Result<Quota> {
+        self.check_team(team).await?;
+        self.quota_of(Subject::Team(team)).await
+    }
+
+    async fn check_team(&self, team: &str) -> Result<()> {
+        crate::domain::team::check_name(team)?;
+        if !self.inner.store.team_exists(team).await? {
+            return Err(Error::not_found(format!("no team named {team:?}")));
+        }
+        Ok(())
+    }
+
+    async fn quota_of(&self, who: Subject<'_>) -> Result<Quota> {
         let store = &self.inner.store;
-        let own = store.quota_override(user).await?;
+        let own = store.quota_override(who).await?;
         let (u, spent) = store
-            .quota_usage(user, quota::month_start_ms(self.now()))
+            .quota_usage(who, quota::month_start_ms(self.now()))
             .await?;
+        // Users have the configured defaults; teams only what is set.
+        let (name, team, defaults) = match who {
+            Subject::User(u) => (u, false, self.inner.quotas),
+            Subject::Team(t) => (t, true, Limits::default()),
+        };
         Ok(Quota {
-            user: user.to_string(),
-            limits: view(self.inner.quotas.overridden_by(own)),
+            user: name.to_string(),
+            team,
+            limits: view(defaults.overridden_by(own)),
             set_for_user: view(own),
             usage: QuotaUsage {
                 running: u.running,
@@ -46,6 +71,16 @@ impl Service {
     /// what is used refuses more, and keeps what is there.
     pub async fn set_quota(&self, user: &str, l: &QuotaLimits) -> Result<Quota> {
         crate::domain::validate::user_name(user)?;
+        self.set_quota_of(Subject::User(user), l).await
+    }
+
+    /// Sets a team's limits (absent: none).
+    pub async fn set_team_quota(&self, team: &str, l: &QuotaLimits) -> Result<Quota> {
+        self.check_team(team).await?;
+        self.set_quota_of(Subject::Team(team), l).await
+    }
+
+    async fn set_quota_of(&self, who: Subject<'_>, l: &QuotaLimits) -> Result<Quota> {
         let over = |v: Option<u64>, max: u64| v.is_some_and(|v| v > max);
         if l.monthly_budget
             .is_some_and(|b| !(b.is_finite() && (0.0..=1e9).contains(&b)))
@@ -68,7 +103,7 @@ impl Service {
             disk_bytes: l.disk_bytes,
             monthly_budget: l.monthly_budget,
         };
-        self.inner.store.set_quota(user, &limits).await?;
-        self.quota(user).await
+        self.inner.store.set_quota(who, &limits).await?;
+        self.quota_of(who).await
     }
 }

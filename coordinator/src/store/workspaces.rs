@@ -159,6 +159,7 @@ impl Store {
         }
         let check = super::quotas::Check {
             owner: &w.owner,
+            team: &w.team,
             id: &w.id,
             prev: Usage::default(),
             next: quota::uses(w.state, w.desired, w.resources),
@@ -303,6 +304,7 @@ impl Store {
         }
         let check = super::quotas::Check {
             owner: &next.owner,
+            team: &next.team,
             id: &next.id,
             prev: quota::uses(prev.state, prev.desired, prev.resources),
             next: quota::uses(next.state, next.desired, next.resources),

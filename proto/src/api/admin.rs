@@ -244,7 +244,11 @@ pub struct QuotaUsage {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(ToSchema))]
 pub struct Quota {
+    /// The user (or, with `team`, the team).
     pub user: String,
+    /// A team's quota: what its workspaces use, whoever owns them.
+    #[serde(default)]
+    pub team: bool,
     /// In force: the admin's for this user, else the configured default.
     pub limits: QuotaLimits,
     /// What an admin set for this user (the rest is the default).
