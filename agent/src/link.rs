@@ -358,6 +358,8 @@ async fn session(
     let mut seq = 0u64;
     let mut held = m.prebuilds().await?.keys;
     let mut images = cached.clone();
+    // CPU time of the workspaces at the last heartbeat, for the rate.
+    let mut cpu_before: Option<(u64, std::time::Instant)> = None;
     let result = loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -369,7 +371,24 @@ async fn session(
                 let now = cached_images(m).await.unwrap_or_else(|| images.clone());
                 let changed = (now != images).then(|| lk::CachedImages { names: now.clone() });
                 images = now;
-                let beat = lk::Heartbeat { seq, prebuilds, images: changed };
+                let usage = {
+                    let m = m.clone();
+                    tokio::task::spawn_blocking(move || crate::metrics::usage_now(&m)).await.ok()
+                };
+                let usage = usage.map(|(cpu, memory_bytes, disk_bytes)| {
+                    let now = std::time::Instant::now();
+                    let cpu_millis = match cpu_before {
+                        Some((before, at)) if cpu >= before => {
+                            let ms = now.duration_since(at).as_millis().max(1) as u64;
+                            // ns of CPU per ms of wall time = millicores / 1000.
+                            (cpu - before) / 1000 / ms
+                        }
+                        _ => 0,
+                    };
+                    cpu_before = Some((cpu, now));
+                    lk::NodeUsage { cpu_millis, memory_bytes, disk_bytes }
+                });
+                let beat = lk::Heartbeat { seq, prebuilds, images: changed, usage };
                 if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(beat))).await {
                     break Err(link_err(e));
                 }

@@ -105,6 +105,11 @@ pub enum LinkEvent {
     },
     /// The images a node has changed (a pull, an eviction): all of them.
     Images { node: String, names: Vec<String> },
+    /// What a node's workspaces use now (each heartbeat).
+    Usage {
+        node: String,
+        usage: berth_proto::link::NodeUsage,
+    },
     /// The node is about to be taken away (a spot instance's notice).
     Preempted {
         node: String,

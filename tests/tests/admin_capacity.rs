@@ -121,6 +121,24 @@ async fn capacity_packs_like_the_scheduler_and_costs_add_up() {
     assert_eq!(tier(&r, "big")["fits"], brute_force(&nodes, BIG), "{r}");
     assert_eq!(tier(&r, "small")["fits"], 2);
     assert_eq!(tier(&r, "big")["fits"], 0);
+    // What the nodes' workspaces use, as their heartbeats say: each node
+    // runs one, charging memory and using its volume.
+    let r = berth_tests::eventually(Duration::from_secs(20), || async {
+        let r = report(&c, "").await;
+        let all = r["nodes"].as_array()?.iter().all(|n| {
+            n["used"]["memory_bytes"].as_u64().unwrap_or(0) > 0
+                && n["used"]["disk_bytes"].as_u64().unwrap_or(0) > 0
+        });
+        all.then_some(r)
+    })
+    .await
+    .expect("every node says what its workspaces use");
+    for n in r["nodes"].as_array().unwrap() {
+        assert!(
+            n["used"]["memory_bytes"].as_u64() <= n["allocated"]["memory_bytes"].as_u64(),
+            "a workspace cannot use more memory than it reserved: {n}"
+        );
+    }
     // Dividing totals would say 2 cores free, so not one big: it is the
     // fragmentation that leaves 2 cores stranded for big.
     assert_eq!(tier(&r, "big")["stranded"]["cpu_millis"], 2000, "{r}");

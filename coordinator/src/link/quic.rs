@@ -449,6 +449,12 @@ impl QuicLink {
                         let (node, names) = (node.into(), l.names);
                         emit(LinkEvent::Images { node, names });
                     }
+                    if let Some(usage) = hb.usage {
+                        emit(LinkEvent::Usage {
+                            node: node.into(),
+                            usage,
+                        });
+                    }
                     if let Some(s) = self
                         .inner
                         .sessions

@@ -79,6 +79,7 @@ impl Service {
                 LinkEvent::Preempted { node, notice } => {
                     tokio::spawn(async move { me.preempted(&node, notice).await });
                 }
+                LinkEvent::Usage { node, usage } => me.inner.stats.node_used(node, usage, me.now()),
                 LinkEvent::Disconnected { .. } => {}
             }
         }

@@ -91,6 +91,14 @@ impl Service {
                 state: state_of(row, view),
                 allocatable: resources(row.capacity, row.slots),
                 allocated: resources(row.allocated, row.allocated_slots),
+                used: self
+                    .inner
+                    .stats
+                    .used_by(
+                        &row.id,
+                        now - 3 * self.inner.timing.unreachable_after.as_millis() as i64,
+                    )
+                    .map(|u| resources(u, row.allocated_slots)),
                 cached_images: row.cached_images.iter().cloned().collect(),
                 cached_prebuilds: row.cached_prebuilds.len() as u64,
                 hourly: rate.hourly,

@@ -4,7 +4,7 @@
 //! coordinator's life (Prometheus counters restart with it).
 
 use crate::domain::lifecycle::State;
-use crate::domain::scheduler::NoFit;
+use crate::domain::scheduler::{NoFit, Resources};
 use crate::domain::workspace::WorkspaceRow;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -40,6 +40,8 @@ pub struct Stats {
     store: Family<Op, Histogram>,
     /// When each workspace last asked to run (entered pending).
     asked: Arc<Mutex<HashMap<String, i64>>>,
+    /// What each node connected here last said its workspaces use, and when.
+    used: Arc<Mutex<HashMap<String, (Resources, i64)>>>,
 }
 
 impl Default for Stats {
@@ -55,6 +57,7 @@ impl Default for Stats {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 15))
             }),
             asked: Arc::default(),
+            used: Arc::default(),
         }
     }
 }
@@ -78,6 +81,29 @@ impl Stats {
             }
             _ => {}
         }
+    }
+
+    /// A node's heartbeat said what its workspaces use.
+    pub(super) fn node_used(&self, node: String, u: berth_proto::link::NodeUsage, now_ms: i64) {
+        let r = Resources {
+            cpu_millis: u.cpu_millis,
+            memory_bytes: u.memory_bytes,
+            disk_bytes: u.disk_bytes,
+        };
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node, (r, now_ms));
+    }
+
+    /// What `node` uses, if it said so since `since_ms` (to this coordinator).
+    pub(super) fn used_by(&self, node: &str, since_ms: i64) -> Option<Resources> {
+        self.used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(node)
+            .filter(|(_, at)| *at >= since_ms)
+            .map(|(r, _)| *r)
     }
 
     pub(super) fn placed(&self, n: usize) {

@@ -86,6 +86,10 @@ pub struct NodeCapacity {
     pub allocatable: NodeResources,
     /// What its workspaces reserve.
     pub allocated: NodeResources,
+    /// What its workspaces use, as its last heartbeat to this coordinator
+    /// said (CPU over the heartbeat interval; absent when it did not say
+    /// lately: not connected here); `workspaces` is the allocated count.
+    pub used: Option<NodeResources>,
     pub cached_images: Vec<String>,
     pub cached_prebuilds: u64,
     /// Its price per hour (its `price-per-hour` label, or the configured

@@ -307,7 +307,7 @@ pub(super) async fn sim_agent(
             tokio::select! {
                 _ = tick.tick() => {
                     seq += 1;
-                    let hb = lk::AgentMessage { msg: Some(lk::agent_message::Msg::Heartbeat(lk::Heartbeat { seq, prebuilds: None, images: None })) };
+                    let hb = lk::AgentMessage { msg: Some(lk::agent_message::Msg::Heartbeat(lk::Heartbeat { seq, prebuilds: None, images: None, usage: None })) };
                     if berth_proto::write_frame(&mut send, &hb).await.is_err() { return; }
                 }
                 m = berth_proto::read_frame::<_, lk::CoordinatorMessage>(&mut recv) => {
