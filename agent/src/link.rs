@@ -373,7 +373,7 @@ async fn session(
                 images = now;
                 let usage = {
                     let m = m.clone();
-                    tokio::task::spawn_blocking(move || crate::metrics::usage_now(&m)).await.ok()
+                    tokio::task::spawn_blocking(move || m.usage_now()).await.ok()
                 };
                 let usage = usage.map(|(cpu, memory_bytes, disk_bytes)| {
                     let now = std::time::Instant::now();

@@ -137,20 +137,6 @@ fn pressure_families<
         .collect()
 }
 
-/// What the node's workspaces use now: CPU time in all (nanoseconds),
-/// memory charged to their cgroups, bytes used on their volumes.
-pub fn usage_now(m: &Manager) -> (u64, u64, u64) {
-    let cg = m.cgroup_reader();
-    let (mut cpu, mut mem, mut disk) = (0u64, 0u64, 0u64);
-    for r in m.records_now() {
-        let u = cg.usage(&m.cgroup_of(&r.name));
-        cpu = cpu.saturating_add(u.cpu_usage_nanos);
-        mem = mem.saturating_add(u.memory_bytes);
-        disk = disk.saturating_add(m.volume_used(&r.name));
-    }
-    (cpu, mem, disk)
-}
-
 /// The exposition now.
 pub fn render(m: &Manager, per_workspace: bool) -> String {
     let mut reg = Registry::default();

@@ -124,6 +124,27 @@ pub enum LinkEvent {
     Disconnected { node: String },
 }
 
+impl LinkEvent {
+    /// What a heartbeat of `node` tells beyond liveness: the prebuild layers
+    /// and images it holds when they changed, what its workspaces use.
+    pub fn of_heartbeat(node: &str, hb: lk::Heartbeat) -> Vec<LinkEvent> {
+        let mut out = Vec::new();
+        if let Some(l) = hb.prebuilds {
+            let (node, keys) = (node.to_string(), l.keys);
+            out.push(LinkEvent::Prebuilds { node, keys });
+        }
+        if let Some(l) = hb.images {
+            let (node, names) = (node.to_string(), l.names);
+            out.push(LinkEvent::Images { node, names });
+        }
+        if let Some(usage) = hb.usage {
+            let node = node.to_string();
+            out.push(LinkEvent::Usage { node, usage });
+        }
+        out
+    }
+}
+
 /// Why a command did not get an answer from its node.
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {

@@ -64,6 +64,14 @@ pub(crate) async fn capacity(c: &Client, ui: Ui, a: CapacityArgs) -> Outcome {
                         n.allocated.workspaces.to_string(),
                         n.allocatable.workspaces.to_string(),
                     ),
+                    n.used.as_ref().map_or("-".into(), |u| {
+                        format!(
+                            "{} CPU, {} mem, {} disk",
+                            cores(u.cpu_millis),
+                            size(u.memory_bytes),
+                            size(u.disk_bytes)
+                        )
+                    }),
                     money(n.hourly),
                     format!(
                         "{} images, {} prebuilds",
@@ -97,6 +105,7 @@ pub(crate) async fn capacity(c: &Client, ui: Ui, a: CapacityArgs) -> Outcome {
                 "MEMORY",
                 "DISK",
                 "WORKSPACES",
+                "USED",
                 "PER HOUR",
                 "CACHED",
             ],

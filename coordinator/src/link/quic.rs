@@ -441,20 +441,8 @@ impl QuicLink {
                     notice,
                 }),
                 Some(Up::Heartbeat(hb)) => {
-                    if let Some(l) = hb.prebuilds {
-                        let (node, keys) = (node.into(), l.keys);
-                        emit(LinkEvent::Prebuilds { node, keys });
-                    }
-                    if let Some(l) = hb.images {
-                        let (node, names) = (node.into(), l.names);
-                        emit(LinkEvent::Images { node, names });
-                    }
-                    if let Some(usage) = hb.usage {
-                        emit(LinkEvent::Usage {
-                            node: node.into(),
-                            usage,
-                        });
-                    }
+                    let seq = hb.seq;
+                    LinkEvent::of_heartbeat(node, hb).into_iter().for_each(emit);
                     if let Some(s) = self
                         .inner
                         .sessions
@@ -464,12 +452,9 @@ impl QuicLink {
                     {
                         s.last_heartbeat = Instant::now();
                     }
-                    write_frame(
-                        send,
-                        &down(Down::HeartbeatAck(lk::HeartbeatAck { seq: hb.seq })),
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
+                    write_frame(send, &down(Down::HeartbeatAck(lk::HeartbeatAck { seq })))
+                        .await
+                        .map_err(|e| e.to_string())?;
                 }
                 Some(Up::Status(r)) => {
                     if let Some(status) = r.status {
