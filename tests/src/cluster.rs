@@ -596,6 +596,17 @@ impl Cluster {
         )
         .await
     }
+    /// A new member's API token for `user`, made through the CLI as an admin would.
+    pub async fn member_token(&self, user: &str) -> String {
+        let (code, out, err) = self
+            .berth(
+                &self.admin_token,
+                &["admin", "token", "create", "--user", user],
+            )
+            .await;
+        assert_eq!(code, 0, "{err}");
+        out.trim().to_string()
+    }
     pub async fn delete_as(&self, path: &str, token: &str) -> (u16, Value) {
         self.send(self.http.delete(format!("{}{path}", self.api)), token)
             .await

@@ -45,14 +45,7 @@ async fn verify(c: &Cluster) -> (i32, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_change_is_recorded_and_tampering_is_found() {
     let c = Cluster::start(Default::default()).await;
-    let (code, alice, err) = c
-        .berth(
-            &c.admin_token,
-            &["admin", "token", "create", "--user", "alice"],
-        )
-        .await;
-    assert_eq!(code, 0, "{err}");
-    let alice = alice.trim().to_string();
+    let alice = c.member_token("alice").await;
 
     // A member's create, with a secret in its environment; its answer's
     // request id is the entry's.

@@ -131,14 +131,7 @@ const T: Duration = Duration::from_secs(90);
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn quotas_hold_through_the_api_and_the_cli() {
     let c = Cluster::start(Default::default()).await;
-    let (code, dave, err) = c
-        .berth(
-            &c.admin_token,
-            &["admin", "token", "create", "--user", "dave"],
-        )
-        .await;
-    assert_eq!(code, 0, "{err}");
-    let dave = dave.trim().to_string();
+    let dave = c.member_token("dave").await;
     let (code, out, err) = c
         .berth(
             &c.admin_token,

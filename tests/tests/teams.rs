@@ -13,17 +13,6 @@ use std::time::Duration;
 
 const T: Duration = Duration::from_secs(90);
 
-async fn token(c: &Cluster, user: &str) -> String {
-    let (code, out, err) = c
-        .berth(
-            &c.admin_token,
-            &["admin", "token", "create", "--user", user],
-        )
-        .await;
-    assert_eq!(code, 0, "{err}");
-    out.trim().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn team_roles_allow_what_they_say_and_nothing_more() {
     let mut c = Cluster::start(Default::default()).await;
@@ -33,10 +22,10 @@ async fn team_roles_allow_what_they_say_and_nothing_more() {
     c.set_coordinator_args(vec!["--config".into(), config.display().to_string()]);
     c.start_coordinator();
     let [alice, bob, carol, dave] = [
-        token(&c, "alice").await,
-        token(&c, "bob").await,
-        token(&c, "carol").await,
-        token(&c, "dave").await,
+        c.member_token("alice").await,
+        c.member_token("bob").await,
+        c.member_token("carol").await,
+        c.member_token("dave").await,
     ];
 
     // Only platform admins make teams; a team's admin manages its members.

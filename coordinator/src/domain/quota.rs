@@ -153,15 +153,8 @@ pub fn over_budget(l: &Limits, spent: f64) -> Option<String> {
 /// The first millisecond of the calendar month (UTC) holding `now_ms`.
 pub fn month_start_ms(now_ms: i64) -> i64 {
     let days = now_ms.div_euclid(86_400_000);
-    // Civil from days (Howard Hinnant's algorithm), then back to day 1.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5; // 0-based day of the month
-    (days - day) * 86_400_000
+    let (_, _, day) = berth_proto::units::civil_from_days(days);
+    (days - (day - 1)) * 86_400_000
 }
 
 #[cfg(test)]

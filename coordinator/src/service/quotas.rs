@@ -8,8 +8,20 @@ use crate::error::{Error, Result};
 use crate::store::Subject;
 use berth_proto::api::{Quota, QuotaLimits, QuotaUsage};
 
+/// A user's or team's limits as the API says them, and back.
 fn view(l: Limits) -> QuotaLimits {
     QuotaLimits {
+        running: l.running,
+        workspaces: l.workspaces,
+        cpu_millis: l.cpu_millis,
+        memory_bytes: l.memory_bytes,
+        disk_bytes: l.disk_bytes,
+        monthly_budget: l.monthly_budget,
+    }
+}
+
+fn limits_of(l: &QuotaLimits) -> Limits {
+    Limits {
         running: l.running,
         workspaces: l.workspaces,
         cpu_millis: l.cpu_millis,
@@ -95,15 +107,7 @@ impl Service {
                 "running and workspaces are at most 1000000, cpu_millis 1000000000, memory_bytes and disk_bytes 2^50, monthly_budget 0 to 1000000000",
             ));
         }
-        let limits = Limits {
-            running: l.running,
-            workspaces: l.workspaces,
-            cpu_millis: l.cpu_millis,
-            memory_bytes: l.memory_bytes,
-            disk_bytes: l.disk_bytes,
-            monthly_budget: l.monthly_budget,
-        };
-        self.inner.store.set_quota(who, &limits).await?;
+        self.inner.store.set_quota(who, &limits_of(l)).await?;
         self.quota_of(who).await
     }
 }
