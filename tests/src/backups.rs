@@ -59,6 +59,24 @@ pub fn back_up_to(c: &mut Cluster, repository: &str, interval_minutes: f64, extr
     c.start_coordinator();
 }
 
+/// `POST /v1/workspaces/{ws}/backups` as the admin, asked again while one
+/// of the workspace's own (a periodic one) is on its way (`backup_running`).
+pub async fn back_up_now(c: &Cluster, ws: &str) -> (u16, serde_json::Value) {
+    let until = Instant::now() + Duration::from_secs(120);
+    loop {
+        let (s, b) = c
+            .post(
+                &format!("/v1/workspaces/{ws}/backups"),
+                serde_json::json!({}),
+            )
+            .await;
+        if b["code"] != "backup_running" || Instant::now() > until {
+            return (s, b);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// What `script` prints in workspace `ws` (it must exit 0).
 pub async fn stdout(c: &Cluster, ws: &str, script: &str) -> String {
     c.exec_ok(ws, script).await["stdout"]
