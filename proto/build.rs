@@ -7,11 +7,13 @@ fn main() -> std::io::Result<()> {
         .type_attribute(".", "#[derive(serde::Serialize)]")
         // A git token is never printed: its Debug is written by hand and
         // serialisation leaves it out.
-        .skip_debug(["berth.agent.v1.GitCredential"])
+        .skip_debug(["berth.agent.v1.GitCredential", "berth.agent.v1.Secret"])
         .field_attribute(
             "berth.agent.v1.GitCredential.token",
             "#[serde(skip_serializing)]",
         )
+        // Nor is a secret's value.
+        .field_attribute("berth.agent.v1.Secret.value", "#[serde(skip_serializing)]")
         .compile_protos(
             &["proto/berth/agent.proto", "proto/berth/link.proto"],
             &["proto"],

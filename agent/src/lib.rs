@@ -27,6 +27,7 @@ pub mod reconcile;
 pub mod record;
 pub mod runtime;
 pub mod seccomp;
+pub mod secrets;
 pub mod server;
 pub mod spec;
 pub mod tunnel;

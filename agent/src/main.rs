@@ -246,11 +246,13 @@ async fn ctl_main(socket: PathBuf, ctl: Ctl) -> anyhow::Result<i32> {
                 auth: auth(username, password),
                 start: !no_start,
                 restore: None,
+                secrets: None,
             })
         }
-        Op::Start { name } => Command::Start(pb::NameRequest {
+        Op::Start { name } => Command::Start(pb::StartRequest {
             name,
             generation: 0,
+            secrets: None,
         }),
         Op::Stop { name, grace } => Command::Stop(pb::StopRequest {
             name,

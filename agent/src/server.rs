@@ -132,7 +132,8 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
     };
     Ok(match cmd {
         Command::Create(c) => R::Status(Box::pin(m.create(c)).await?),
-        Command::Start(n) => R::Status(m.start(&n.name, n.generation).await?),
+        Command::Start(n) => R::Status(m.start(n).await?),
+        Command::Secrets(req) => R::Status(m.set_secrets(req).await?),
         Command::Stop(s) => R::Status(m.stop(&s.name, s.grace_seconds, s.generation).await?),
         Command::Delete(n) => R::Status(m.delete(&n.name, n.generation).await?),
         Command::Status(n) => R::Status(m.status(&n.name).await?),

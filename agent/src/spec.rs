@@ -85,6 +85,9 @@ pub struct SpecInput {
     pub resolv_conf: Option<PathBuf>,
     /// The workspace's own /etc/hosts (its name and localhost).
     pub hosts: Option<PathBuf>,
+    /// The workspace's secret files on the node, bound read-only at
+    /// `/run/secrets` (`crate::secrets`).
+    pub secrets: Option<PathBuf>,
     /// OCI `linux.seccomp` (see `seccomp::to_oci`).
     pub seccomp: LinuxSeccomp,
 }
@@ -255,6 +258,14 @@ pub fn build(input: &SpecInput) -> Spec {
             &["rbind", "rw", "nosuid", "nodev", "noexec"],
         ));
     }
+    if let Some(secrets) = &input.secrets {
+        mounts.push(mount(
+            crate::secrets::MOUNT_POINT,
+            "bind",
+            secrets,
+            &["rbind", "ro", "nosuid", "nodev", "noexec"],
+        ));
+    }
     if let Some(resolv) = &input.resolv_conf {
         mounts.push(mount(
             "/etc/resolv.conf",
@@ -362,6 +373,7 @@ mod tests {
             cgroups_path: "/berth/ws-1".into(),
             resolv_conf: None,
             hosts: None,
+            secrets: None,
             seccomp: serde_json::from_value(json!({"defaultAction": "SCMP_ACT_ERRNO"})).unwrap(),
         }
     }

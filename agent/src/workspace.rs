@@ -102,6 +102,8 @@ struct Inner {
     /// memory only) for the backup the node takes by itself when cut off
     /// from its coordinator (`crate::fence`).
     stores: Mutex<HashMap<String, crate::backup::Store>>,
+    /// Workspaces' secrets, on the node's secrets tmpfs.
+    secrets: crate::secrets::Secrets,
 }
 
 /// The pieces a manager is made of; built by `crate::run` or a test.
@@ -176,6 +178,7 @@ impl Manager {
         };
         let seccomp = typed(&crate::seccomp::refuse_nested_userns(&keyrings_refused))?;
         let seccomp_nested = typed(&keyrings_refused)?;
+        let secrets = crate::secrets::Secrets::open(&state, &mountinfo)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 volumes: Volumes::new(state.join("volumes"), p.host.mountinfo()),
@@ -202,6 +205,7 @@ impl Manager {
                 layers: crate::layers::Layers::new(state.join(prebuild::LAYERS_DIR), mountinfo),
                 restic: crate::backup::Restic::new("restic".into(), state.join("restic-cache")),
                 stores: Mutex::default(),
+                secrets,
             }),
         })
     }
@@ -399,6 +403,7 @@ impl Manager {
                 .exists()
                 .then(|| f.network.resolv_conf.clone()),
             hosts: Some(self.inner.volumes.hosts(r.parts())),
+            secrets: Some(self.inner.secrets.files_dir(&r.name)),
             seccomp: match r.nested_userns || f.security.nested_userns {
                 true => self.inner.seccomp_nested.clone(),
                 false => self.inner.seccomp.clone(),

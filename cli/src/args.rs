@@ -66,6 +66,12 @@ pub(crate) enum Cmd {
         #[arg(long, requires = "user")]
         remove: bool,
     },
+    /// Secrets given to your workspaces (or a team's) as environment
+    /// variables or files under /run/secrets.
+    Secret {
+        #[command(subcommand)]
+        cmd: SecretCmd,
+    },
     /// Teams: list yours, make one (admins), manage members (its admins).
     Team {
         #[command(subcommand)]

@@ -9,6 +9,7 @@ mod nodes;
 mod prebuilds;
 mod reports;
 mod repos;
+mod secrets;
 mod ssh;
 mod ssh_keys;
 mod tunnels;
@@ -104,6 +105,7 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             remove,
         } => reports::share(&c, ui, target, user, remove).await,
         Cmd::Team { cmd } => reports::team(&c, ui, cmd).await,
+        Cmd::Secret { cmd } => secrets::run(&c, ui, cmd).await,
         Cmd::Create(a) => workspaces::create(&c, ui, a).await,
         Cmd::List {
             state,
@@ -269,7 +271,10 @@ async fn wait_for(
             (State::Stopped, State::Failed) => return Ok(w),
             _ => {}
         }
-        if w.desired != desired_of(want) {
+        // A delete that would lose work stops the workspace first and goes
+        // once the backup of that stop is confirmed (docs/backups.md).
+        let delete_waits = want == State::Deleted && w.desired == Desired::Stopped;
+        if w.desired != desired_of(want) && !delete_waits {
             return Err(fail(
                 "superseded",
                 format!(

@@ -17,6 +17,7 @@ mod previews;
 mod quotas;
 mod reports;
 mod repos;
+mod secrets;
 mod signin;
 mod ssh_keys;
 mod teams;
@@ -257,6 +258,7 @@ pub fn router(state: AppState) -> Router {
         .merge(reports::routes())
         .merge(quotas::routes())
         .merge(teams::routes())
+        .merge(secrets::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

@@ -26,6 +26,7 @@ mod reconcile;
 mod report;
 mod repos;
 mod retention;
+mod secrets;
 mod stats;
 mod teams;
 mod tunnels;

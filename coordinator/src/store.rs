@@ -25,6 +25,7 @@ mod nodes;
 mod ports;
 mod prebuilds;
 mod quotas;
+pub mod secrets;
 mod settings;
 mod ssh_keys;
 mod teams;

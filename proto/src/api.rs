@@ -10,6 +10,7 @@ mod backups;
 mod idle;
 mod nodes;
 mod repos;
+mod secrets;
 mod tunnels;
 
 pub use access::*;
@@ -18,6 +19,7 @@ pub use backups::*;
 pub use idle::*;
 pub use nodes::*;
 pub use repos::*;
+pub use secrets::*;
 pub use tunnels::*;
 
 use serde::{Deserialize, Serialize};

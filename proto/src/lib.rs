@@ -39,6 +39,16 @@ pub mod berth {
                         .finish()
                 }
             }
+
+            impl std::fmt::Debug for Secret {
+                fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                    f.debug_struct("Secret")
+                        .field("name", &self.name)
+                        .field("value", &format_args!("<{} bytes>", self.value.len()))
+                        .field("file", &self.file)
+                        .finish()
+                }
+            }
         }
     }
     /// `berth.link.*`

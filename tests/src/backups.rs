@@ -157,3 +157,67 @@ pub async fn connected(c: &Cluster, id: &str) {
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
+
+/// Stock `restic` on repository `repo` with `password`.
+pub fn restic(repo: &std::path::Path, password: &[u8], args: &[&str]) -> std::process::Output {
+    std::process::Command::new("restic")
+        .args(["--no-cache", "-r", &repo.display().to_string()])
+        .args(args)
+        .env(
+            "RESTIC_PASSWORD",
+            String::from_utf8_lossy(password).as_ref(),
+        )
+        .output()
+        .unwrap()
+}
+
+/// Restores `snapshot` of `repo` into `target` with stock `restic`.
+pub fn stock_restore(repo: &std::path::Path, key: &[u8], snapshot: &str, target: &std::path::Path) {
+    let out = restic(
+        repo,
+        key,
+        &[
+            "restore",
+            snapshot,
+            "--target",
+            &target.display().to_string(),
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Workspace `id`'s backup key, as the coordinator holds it (sealed in its
+/// store with the secrets key).
+pub async fn backup_key(c: &Cluster, id: &str) -> Vec<u8> {
+    let store = berth_coordinator::store::Store::open(&format!(
+        "sqlite://{}",
+        c.dir.join("coord/berth.db").display()
+    ))
+    .await
+    .unwrap();
+    let state = store.backup_state(id).await.unwrap().unwrap();
+    let sealer = berth_coordinator::secrets::Sealer::from_file(&c.dir.join("secrets.key")).unwrap();
+    sealer
+        .open(
+            &state.sealed_key,
+            &berth_coordinator::domain::backup::sealing_context(id),
+        )
+        .unwrap()
+}
+
+/// Restores backup `snapshot` of the workspace with id `id` with stock
+/// `restic` into a new directory under the cluster's; returns it.
+pub async fn restore_with_stock_restic(
+    c: &Cluster,
+    id: &str,
+    snapshot: &str,
+) -> std::path::PathBuf {
+    let key = backup_key(c, id).await;
+    let target = c.dir.join(format!("restored-{snapshot}"));
+    stock_restore(&c.dir.join("backups").join(id), &key, snapshot, &target);
+    target
+}

@@ -93,10 +93,11 @@ impl Leaks {
         // Everything under the node's directory: the agent's volumes and
         // containerd's own state (task rootfs mounts).
         let dir = format!("{}/", node.dir.to_string_lossy());
-        // Prebuild layers are the node's cache, mounted read-only while held.
+        // Prebuild layers are the node's cache, mounted read-only while held;
+        // the secrets tmpfs is the agent's own, kept across its restarts.
         let (prepared_mounts, mounts): (Vec<String>, Vec<String>) = mounts_under(&dir)
             .into_iter()
-            .filter(|m| !m.contains("/agent/prebuilds/"))
+            .filter(|m| !m.contains("/agent/prebuilds/") && !m.ends_with("/agent/secrets"))
             .partition(|m| m.contains("/volumes/pool-") || m.contains("/netns/pool-"));
         let prepared_mounts: Vec<String> = prepared_mounts
             .into_iter()

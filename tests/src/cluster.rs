@@ -629,6 +629,17 @@ impl Cluster {
     /// Runs the `berth` CLI against this coordinator with `token` (none when
     /// empty) and a private HOME; returns (exit code, stdout, stderr).
     pub async fn berth(&self, token: &str, args: &[&str]) -> (i32, String, String) {
+        self.berth_with_input(token, args, None).await
+    }
+
+    /// `berth` with `input` on its standard input (none: /dev/null).
+    pub async fn berth_with_input(
+        &self,
+        token: &str,
+        args: &[&str],
+        input: Option<&[u8]>,
+    ) -> (i32, String, String) {
+        use tokio::io::AsyncWriteExt;
         let home = self.dir.join("home");
         let mut cmd = tokio::process::Command::new(crate::cli_bin());
         cmd.args(args)
@@ -636,11 +647,20 @@ impl Cluster {
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
             .env("HOME", &home)
             .env("BERTH_URL", &self.api)
-            .stdin(std::process::Stdio::null());
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .stdin(match input {
+                Some(_) => Stdio::piped(),
+                None => Stdio::null(),
+            });
         if !token.is_empty() {
             cmd.env("BERTH_TOKEN", token);
         }
-        let out = cmd.output().await.expect("run berth");
+        let mut child = cmd.spawn().expect("run berth");
+        if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
+            stdin.write_all(bytes).await.expect("write berth's input");
+        }
+        let out = child.wait_with_output().await.expect("run berth");
         (
             out.status.code().unwrap_or(-1),
             String::from_utf8_lossy(&out.stdout).into_owned(),

@@ -216,6 +216,7 @@ impl Node {
                 auth: None,
                 start: true,
                 restore: None,
+                secrets: None,
             }))
             .await
     }
@@ -253,9 +254,10 @@ impl Node {
     pub async fn start(&self, name: &str) -> Result<pb::WorkspaceStatus, ClientError> {
         self.client()
             .await
-            .status_call(Command::Start(pb::NameRequest {
+            .status_call(Command::Start(pb::StartRequest {
                 name: name.into(),
                 generation: 0,
+                secrets: None,
             }))
             .await
     }

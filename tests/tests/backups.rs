@@ -12,7 +12,7 @@
 //! recovers; and stock `restic` restores what Berth wrote, with the key
 //! the coordinator holds.
 
-use berth_tests::backups::stdout;
+use berth_tests::backups::{backup_key, restic, stdout, stock_restore};
 use berth_tests::cluster::Cluster;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -375,57 +375,6 @@ async fn backups_happen_every_interval_and_a_failing_store_is_retried_and_shown(
         "kept\n"
     );
     c.finish().await;
-}
-
-/// Stock `restic` on repository `repo` with `password`.
-fn restic(repo: &std::path::Path, password: &[u8], args: &[&str]) -> std::process::Output {
-    std::process::Command::new("restic")
-        .args(["--no-cache", "-r", &repo.display().to_string()])
-        .args(args)
-        .env(
-            "RESTIC_PASSWORD",
-            String::from_utf8_lossy(password).as_ref(),
-        )
-        .output()
-        .unwrap()
-}
-
-/// Restores `snapshot` of `repo` into `target` with stock `restic`.
-fn stock_restore(repo: &std::path::Path, key: &[u8], snapshot: &str, target: &std::path::Path) {
-    let out = restic(
-        repo,
-        key,
-        &[
-            "restore",
-            snapshot,
-            "--target",
-            &target.display().to_string(),
-        ],
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// Workspace `id`'s backup key, as the coordinator holds it (sealed in its
-/// store with the secrets key).
-async fn backup_key(c: &Cluster, id: &str) -> Vec<u8> {
-    let store = berth_coordinator::store::Store::open(&format!(
-        "sqlite://{}",
-        c.dir.join("coord/berth.db").display()
-    ))
-    .await
-    .unwrap();
-    let state = store.backup_state(id).await.unwrap().unwrap();
-    let sealer = berth_coordinator::secrets::Sealer::from_file(&c.dir.join("secrets.key")).unwrap();
-    sealer
-        .open(
-            &state.sealed_key,
-            &berth_coordinator::domain::backup::sealing_context(id),
-        )
-        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

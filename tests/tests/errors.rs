@@ -27,6 +27,7 @@ async fn create_with(
             auth,
             start: true,
             restore: None,
+            secrets: None,
         }))
         .await
 }

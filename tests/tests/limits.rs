@@ -185,9 +185,10 @@ async fn the_cpu_quota_follows_the_start_floor_and_survives_a_crash() {
         berth_agent::failpoint::START_BEFORE_QUOTA,
     )])
     .await;
-    let start = Command::Start(pb::NameRequest {
+    let start = Command::Start(pb::StartRequest {
         name: "q".into(),
         generation: 0,
+        secrets: None,
     });
     assert!(node.call(start).await.is_err(), "the agent died mid-start");
     assert!(node.wait_agent_exit(std::time::Duration::from_secs(10)));

@@ -156,6 +156,7 @@ async fn pulls_through_bearer_token_auth() {
             auth: Some(right),
             start: true,
             restore: None,
+            secrets: None,
         }))
         .await
         .unwrap();

@@ -425,6 +425,9 @@ impl Manager {
         let mut input = self.spec_input(r);
         input.cgroups_path = self.cgroups_path(&format!("{}-build", r.name));
         input.env = job.env.clone();
+        // An image build never sees the workspace's secrets: a RUN step
+        // could bake them into a layer.
+        input.secrets = None;
         let who = match job.user {
             "" | "root" | "0" | "0:0" | "root:root" => As::Root,
             u => {

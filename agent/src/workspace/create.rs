@@ -174,7 +174,9 @@ impl Manager {
         let moved = restore.is_some();
         let dotfiles = spec.dotfiles.clone();
         let repo = spec.repo.clone().filter(|_| restore.is_none());
+        let secrets = req.secrets.unwrap_or_default();
         let made = async {
+            self.put_secrets(&record, &secrets, crate::secrets::Write::All)?;
             let mounts = self.build(&record).await?;
             if let Some(mut from) = restore {
                 from.name.clone_from(&record.name);
@@ -200,6 +202,7 @@ impl Manager {
                             self.inner.cfg.file.workspace.stop_grace_seconds.into(),
                         );
                         self.stop_task(&record.name, grace).await?;
+                        self.inner.secrets.wipe(&record.name);
                         pid = None;
                         Default::default()
                     }

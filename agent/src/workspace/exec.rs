@@ -134,7 +134,9 @@ impl Manager {
                 .map_err(AgentError::io("open stdin fifo"))?,
         );
         let r = self.record(name)?;
-        let extra_env: Vec<String> = req.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        // The workspace's secrets, then what the request asks for.
+        let mut extra_env = self.inner.secrets.env(name);
+        extra_env.extend(req.env.iter().map(|(k, v)| format!("{k}={v}")));
         let cwd = if req.cwd.is_empty() {
             "/workspace"
         } else {

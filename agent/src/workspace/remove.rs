@@ -7,6 +7,7 @@ impl Manager {
     /// Removes everything a record may have made, logging what fails.
     pub(crate) async fn teardown(&self, r: &Record) {
         let name = &r.name;
+        self.inner.secrets.remove(name);
         // A build step a crash interrupted runs on the volume: first.
         let build = format!("{name}-build");
         let steps: [(&str, Result<()>); 8] = [

@@ -61,14 +61,15 @@ impl Drop for MappedLowers {
 impl Manager {
     /// Starts a created or stopped workspace (idempotent when running).
     #[tracing::instrument(name = "start", skip_all, fields(
-        workspace = name,
+        workspace = req.name.as_str(),
         task_create_ms = tracing::field::Empty,
         task_start_ms = tracing::field::Empty,
     ))]
-    pub async fn start(&self, name: &str, generation: u64) -> Result<pb::WorkspaceStatus> {
+    pub async fn start(&self, req: pb::StartRequest) -> Result<pb::WorkspaceStatus> {
+        let name = req.name.as_str();
         let _guard = self.lock(name).await;
         let mut r = self.record(name)?;
-        Self::check_generation(&mut r, generation)?;
+        Self::check_generation(&mut r, req.generation)?;
         if r.phase != Phase::Ready {
             return Err(AgentError::Conflict {
                 name: name.into(),
@@ -76,6 +77,19 @@ impl Manager {
                 action: "start",
             });
         }
+        // A running workspace's processes keep their environment: a repeated
+        // start only brings its files up to date.
+        let running = self
+            .inner
+            .ctd
+            .get_task(name)
+            .await?
+            .is_some_and(|p| p.status == TaskStatus::Running as i32);
+        let what = match running {
+            true => crate::secrets::Write::Files,
+            false => crate::secrets::Write::All,
+        };
+        self.put_secrets(&r, &req.secrets.unwrap_or_default(), what)?;
         let t = Instant::now();
         self.start_locked(&mut r).await?;
         tracing::info!(total_ms = ms(t), "workspace started");
@@ -129,6 +143,10 @@ impl Manager {
         let t = Instant::now();
         let log = self.inner.volumes.log(r.parts());
         self.write_hosts(r)?;
+        // The container binds its secrets' directory: a reboot emptied the tmpfs.
+        self.inner
+            .secrets
+            .ensure(&r.name, host_ids(r.userns, r.uid, r.gid)?)?;
         // The shim mounts the rootfs while the task is created; the overlay
         // keeps its own references to the idmapped lowers, which are
         // detached again right after (`lowers` drops).
@@ -206,6 +224,40 @@ impl Manager {
         self.inner.records.put_unsynced(r)
     }
 
+    /// Puts a workspace's secrets on the node for its user.
+    pub(super) fn put_secrets(
+        &self,
+        r: &Record,
+        set: &pb::SecretSet,
+        what: crate::secrets::Write,
+    ) -> Result<()> {
+        let owner = host_ids(r.userns, r.uid, r.gid)?;
+        self.inner.secrets.write(&r.name, set, owner, what)
+    }
+
+    /// A rotation: the secret files of a running workspace now (its
+    /// environment changes at its next start).
+    #[tracing::instrument(name = "secrets", skip_all, fields(workspace = req.name.as_str()))]
+    pub async fn set_secrets(&self, req: pb::SecretsRequest) -> Result<pb::WorkspaceStatus> {
+        let _guard = self.lock(&req.name).await;
+        let r = self.record(&req.name)?;
+        let running = self
+            .inner
+            .ctd
+            .get_task(&r.name)
+            .await?
+            .is_some_and(|p| p.status == TaskStatus::Running as i32);
+        // A stopped workspace gets its secrets with its next start.
+        if running {
+            self.put_secrets(
+                &r,
+                &req.secrets.unwrap_or_default(),
+                crate::secrets::Write::Files,
+            )?;
+        }
+        self.status_of(&r).await
+    }
+
     /// Stops a workspace: SIGTERM, then SIGKILL after the grace period.
     #[tracing::instrument(name = "stop", skip_all, fields(workspace = name))]
     pub async fn stop(
@@ -227,6 +279,8 @@ impl Manager {
         {
             r.last_exit = Some(code);
         }
+        // The next start brings them again.
+        self.inner.secrets.wipe(name);
         self.inner.records.put(&r)?;
         self.status_of(&r).await
     }

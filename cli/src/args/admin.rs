@@ -165,3 +165,42 @@ pub(crate) enum TokenCmd {
         role: String,
     },
 }
+
+#[derive(Subcommand)]
+pub(crate) enum SecretCmd {
+    /// Your secrets (or, with --team, the team's), without their values.
+    #[command(alias = "ls")]
+    List {
+        #[arg(long)]
+        team: Option<String>,
+    },
+    /// Set a secret, its value read from standard input (a trailing
+    /// newline dropped) or, with --file, from a file. An environment
+    /// variable takes effect at each workspace's next start; a file
+    /// (/run/secrets/NAME) at once in running workspaces.
+    Set {
+        /// An environment variable's name: letters, digits and _.
+        name: String,
+        /// A team's secret, given to the team's workspaces (its admins).
+        #[arg(long)]
+        team: Option<String>,
+        /// Read the value from this file, and give it as a file (unless
+        /// --as env).
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+        /// How workspaces get it: env or file.
+        #[arg(long = "as", value_parser = ["env", "file"])]
+        kind: Option<String>,
+        /// Also give it to the repository prebuilds you run (which see no
+        /// other secret).
+        #[arg(long)]
+        prebuild: bool,
+    },
+    /// Remove a secret.
+    #[command(alias = "rm")]
+    Remove {
+        name: String,
+        #[arg(long)]
+        team: Option<String>,
+    },
+}

@@ -4,8 +4,8 @@
 
 use super::AppState;
 use super::{
-    audit, backups, exec, nodes, prebuilds, previews, quotas, reports, repos, signin, ssh_keys,
-    teams, terminal, tokens, tunnels, workspaces,
+    audit, backups, exec, nodes, prebuilds, previews, quotas, reports, repos, secrets, signin,
+    ssh_keys, teams, terminal, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -36,7 +36,9 @@ pub fn routes() -> Router<AppState> {
         backups::backup_now, backups::restore, backups::settings, audit::list_audit,
         audit::verify_audit, reports::capacity, reports::usage, quotas::own_quota,
         quotas::get_quota, quotas::set_quota, quotas::get_team_quota, quotas::set_team_quota, teams::create_team, teams::list_teams,
-        teams::set_member, teams::remove_member, teams::list_shares, teams::share, teams::unshare
+        teams::set_member, teams::remove_member, teams::list_shares, teams::share, teams::unshare,
+        secrets::list_secrets, secrets::set_secret, secrets::remove_secret, secrets::list_team_secrets,
+        secrets::set_team_secret, secrets::remove_team_secret
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

@@ -243,11 +243,13 @@ impl Service {
     async fn build_prebuild(&self, w: WorkspaceRow, mut row: PrebuildRow) {
         let url = w.repo.as_ref().map(|r| r.url.clone()).unwrap_or_default();
         let credential = self.git_credential_for(&w.owner, &url).await;
-        let pb::request::Command::Create(create) =
+        let pb::request::Command::Create(mut create) =
             Self::request(&w, Command::Create, credential, None, None)
         else {
             return;
         };
+        // A prebuild sees only the secrets marked for prebuilds.
+        create.secrets = self.secrets_for(&w, true).await;
         let cmd = pb::request::Command::Prebuild(pb::PrebuildRequest {
             create: Some(create),
         });

@@ -299,8 +299,13 @@ impl Service {
                 auth: None,
                 start: w.desired == Desired::Running,
                 restore,
+                secrets: None,
             }),
-            Command::Start => C::Start(pb::NameRequest { name, generation }),
+            Command::Start => C::Start(pb::StartRequest {
+                name,
+                generation,
+                secrets: None,
+            }),
             Command::Stop => C::Stop(pb::StopRequest {
                 name,
                 grace_seconds: 0,
@@ -352,6 +357,13 @@ impl Service {
             if let Some(spec) = c.spec.as_mut() {
                 spec.dotfiles = d;
             }
+        }
+        // The secrets of whoever the workspace belongs to travel with each
+        // create and start (over the link, in memory) and nowhere else.
+        match &mut request {
+            pb::request::Command::Create(c) => c.secrets = self.secrets_for(&w, false).await,
+            pb::request::Command::Start(s) => s.secrets = self.secrets_for(&w, false).await,
+            _ => {}
         }
         let answer = self.inner.link.call(&node, request, timeout).await;
         let agent_ms = started.elapsed().as_millis() as u64;

@@ -105,6 +105,7 @@ pub(super) async fn api_overhead() {
                     auth: None,
                     start: true,
                     restore: None,
+                    secrets: None,
                 }))
                 .await
                 .expect("agent create");
