@@ -33,6 +33,7 @@ up: build images
 test: deps images
 	@scripts/schemathesis.sh --version >/dev/null
 	@scripts/moto.sh --install
+	@scripts/oidc-provider.sh --install
 	@scripts/openmetrics-check.sh --install
 	$(CARGO) build --locked --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \

@@ -50,8 +50,14 @@ pub(crate) enum Cmd {
     /// Check a URL and token and save them in the config file.
     Login {
         /// Token to save (default: --token / BERTH_TOKEN).
-        #[arg(long = "with-token")]
+        #[arg(long = "with-token", conflicts_with = "oidc")]
         with_token: Option<String>,
+        /// Sign in with the coordinator's OIDC provider instead: prints a
+        /// link to open in a browser, waits for the sign-in to come back to
+        /// a listener on 127.0.0.1, and saves the token it gives (which
+        /// expires; log in again then).
+        #[arg(long)]
+        oidc: bool,
     },
     /// Who the token belongs to.
     Whoami,

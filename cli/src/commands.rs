@@ -6,6 +6,7 @@ mod admin;
 mod backups;
 mod exec;
 mod nodes;
+mod oidc;
 mod prebuilds;
 mod reports;
 mod repos;
@@ -59,7 +60,8 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         quiet: cli.quiet,
     };
     match cli.cmd {
-        Cmd::Login { with_token } => {
+        Cmd::Login { oidc: true, .. } => return oidc::login(ui, &resolved, cfg_path).await,
+        Cmd::Login { with_token, .. } => {
             return admin::login(ui, &resolved, cfg_path, with_token).await
         }
         Cmd::ConfigSsh {

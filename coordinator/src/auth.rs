@@ -7,10 +7,20 @@ use crate::store::Store;
 
 /// Makes and stores an API token; returns it (the only time it is seen).
 pub async fn create_api_token(store: &Store, user: &str, admin: bool) -> Result<String> {
+    create_api_token_until(store, user, admin, None).await
+}
+
+/// `create_api_token` for a token that stops working at `expires_at_ms`.
+pub async fn create_api_token_until(
+    store: &Store,
+    user: &str,
+    admin: bool,
+    expires_at_ms: Option<i64>,
+) -> Result<String> {
     let id = hex::encode(rand::random::<[u8; 6]>());
     let token = format!("bt_{id}_{}", hex::encode(rand::random::<[u8; 24]>()));
     store
-        .add_api_token(&id, &hash_secret(&token), user, admin)
+        .add_api_token_until(&id, &hash_secret(&token), user, admin, expires_at_ms)
         .await?;
     Ok(token)
 }

@@ -6,6 +6,7 @@
 
 use crate::domain::backup::Policy as BackupPolicy;
 mod admin;
+mod oidc;
 
 use crate::domain::quota::Limits;
 use crate::domain::report::CostPolicy;
@@ -16,6 +17,7 @@ use crate::service::Timing;
 use admin::{validate_cost, validate_quotas};
 pub use admin::{CostFile, QuotasFile};
 use berth_proto::units::parse_size;
+pub use oidc::{GroupFile, OidcFile};
 use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -48,6 +50,8 @@ pub struct Config {
     pub cost: CostPolicy,
     /// Every user's default limits (an admin sets one user's).
     pub quotas: Limits,
+    /// Sign-in with an OpenID Connect provider, when configured.
+    pub oidc: Option<crate::domain::oidc::OidcPolicy>,
 }
 
 /// The file as written.
@@ -69,6 +73,9 @@ pub struct ConfigFile {
     /// Every user's default limits.
     #[serde(default)]
     pub quotas: Option<QuotasFile>,
+    /// Sign-in with an OpenID Connect provider.
+    #[serde(default)]
+    pub oidc: Option<OidcFile>,
 }
 
 /// The `[backups]` table.
@@ -191,6 +198,7 @@ pub struct FileConfig {
     pub backups: BackupPolicy,
     pub cost: CostPolicy,
     pub quotas: Limits,
+    pub oidc: Option<crate::domain::oidc::OidcPolicy>,
 }
 
 /// Reads and validates a configuration file; no path means the defaults.
@@ -232,12 +240,14 @@ pub fn validate(file: ConfigFile) -> Result<FileConfig, ConfigError> {
         Some(q) => validate_quotas(q)?,
         None => Limits::default(),
     };
+    let oidc = file.oidc.map(oidc::validate_oidc).transpose()?;
     Ok(FileConfig {
         tiers,
         prebuilds,
         backups,
         cost,
         quotas,
+        oidc,
     })
 }
 

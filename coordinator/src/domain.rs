@@ -8,6 +8,7 @@ pub mod capacity;
 pub mod idle;
 pub mod lifecycle;
 pub mod node;
+pub mod oidc;
 pub mod pull_request;
 pub mod quota;
 pub mod repo;

@@ -11,6 +11,7 @@ mod backups;
 mod exec;
 mod metrics;
 mod nodes;
+pub mod oidc;
 mod openapi;
 mod prebuilds;
 mod previews;
@@ -54,6 +55,8 @@ pub struct AppState {
     /// Record requests in the audit log and the request metrics: always in
     /// a coordinator; off only where a benchmark measures what they cost.
     pub observe: bool,
+    /// OIDC sign-in, when configured.
+    pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
 }
 
 /// The HTTP status of an error's kind.
@@ -259,6 +262,7 @@ pub fn router(state: AppState) -> Router {
         .merge(quotas::routes())
         .merge(teams::routes())
         .merge(secrets::routes())
+        .merge(oidc::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

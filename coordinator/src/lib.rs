@@ -112,6 +112,12 @@ pub async fn run(
         links: Default::default(),
         metrics: Default::default(),
         observe: true,
+        oidc: cfg
+            .oidc
+            .clone()
+            .map(http::oidc::Oidc::new)
+            .transpose()?
+            .map(Arc::new),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

@@ -219,6 +219,7 @@ fn config(o: &Opts) -> Result<Config, String> {
         secrets_key_file: o.secrets_key_file.clone(),
         cost: file.cost,
         quotas: file.quotas,
+        oidc: file.oidc,
     })
 }
 

@@ -17,6 +17,7 @@ mod fenced;
 mod idle;
 mod moves;
 mod nodes;
+mod oidc;
 mod prebuild_nodes;
 mod prebuilds;
 mod preempt;

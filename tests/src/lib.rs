@@ -15,6 +15,7 @@ pub mod git;
 pub mod imds;
 mod node;
 pub mod oci;
+pub mod oidc;
 pub mod openssh;
 pub mod postgres;
 mod process;

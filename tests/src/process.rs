@@ -249,8 +249,21 @@ pub struct Coordinator {
 
 impl Coordinator {
     pub fn start() -> Self {
+        Self::start_configured(|_| String::new())
+    }
+
+    /// `start` with a configuration file (`--config`): `config` is given
+    /// the API's base URL and returns the file's text (empty: none).
+    pub fn start_configured(config: impl FnOnce(&str) -> String) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let api = format!("127.0.0.1:{}", free_port());
+        let text = config(&format!("http://{api}"));
+        let mut extra = Vec::new();
+        if !text.is_empty() {
+            let path = dir.path().join("coordinator.toml");
+            std::fs::write(&path, text).expect("write the coordinator's configuration");
+            extra = vec!["--config".to_string(), path.display().to_string()];
+        }
         let link: std::net::SocketAddr = format!("127.0.0.1:{}", free_port())
             .parse()
             .expect("link address");
@@ -263,6 +276,7 @@ impl Coordinator {
             .args(["--default-image", "127.0.0.1:5000/dev:latest"])
             .arg("--backup-repository")
             .arg(dir.path().join("backups"))
+            .args(&extra)
             .env("BERTH_LOG", "warn")
             .stdout(Stdio::null())
             .stderr(log)

@@ -24,9 +24,19 @@ pub(crate) async fn login(
     let token = with_token.or(resolved.token.clone()).ok_or_else(|| {
         fail(
             "usage",
-            "give the token with --with-token, --token or BERTH_TOKEN",
+            "give the token with --with-token, --token or BERTH_TOKEN (or sign in with --oidc)",
         )
     })?;
+    save_login(ui, resolved, cfg_path, token).await
+}
+
+/// Checks `token` against the coordinator and saves it with the URL.
+pub(crate) async fn save_login(
+    ui: Ui,
+    resolved: &config::Resolved,
+    cfg_path: Option<PathBuf>,
+    token: String,
+) -> Outcome {
     let c = Client::new(resolved.url.clone(), Some(token.clone()))?;
     let me: WhoAmI = c.get("/v1/whoami").await?;
     let path = cfg_path.ok_or_else(|| fail("cli_error", "no HOME to keep the config in"))?;

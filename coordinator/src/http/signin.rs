@@ -128,7 +128,7 @@ const LOGIN_PAGE: &str = r#"<!doctype html>
 <style>body{font:16px system-ui,sans-serif;max-width:28em;margin:4em auto}input{width:100%;padding:.4em;margin:.4em 0}</style>
 </head><body><h1>Berth</h1><p>Sign in with your API token (<code>berth admin token create</code>, or your config file).</p>
 <form method="post" action="/w/login"><input type="password" name="token" placeholder="bt_..." autofocus>
-<input type="hidden" name="next" value="__NEXT__"><input type="submit" value="Sign in"></form></body></html>"#;
+<input type="hidden" name="next" value="__NEXT__"><input type="submit" value="Sign in"></form>__OIDC__</body></html>"#;
 
 /// Only a local preview or terminal path: never an open redirect.
 pub(super) fn safe_next(next: Option<&str>) -> String {
@@ -145,8 +145,22 @@ fn html_escape(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
-pub(super) async fn login_page(axum::extract::Query(n): axum::extract::Query<Next>) -> Response {
-    let page = LOGIN_PAGE.replace("__NEXT__", &html_escape(&safe_next(n.next.as_deref())));
+pub(super) async fn login_page(
+    AxState(s): AxState<AppState>,
+    axum::extract::Query(n): axum::extract::Query<Next>,
+) -> Response {
+    let next = html_escape(&safe_next(n.next.as_deref()));
+    // With an OIDC provider configured, its sign-in is offered too.
+    let oidc = match s.oidc.is_some() {
+        true => format!(
+            "<p>Or <a href=\"/auth/oidc/login?next={}\">sign in with your organisation's account</a>.</p>",
+            urlencode(&safe_next(n.next.as_deref()))
+        ),
+        false => String::new(),
+    };
+    let page = LOGIN_PAGE
+        .replace("__NEXT__", &next)
+        .replace("__OIDC__", &oidc);
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], page).into_response()
 }
 

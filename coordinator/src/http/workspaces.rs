@@ -79,9 +79,23 @@ pub(super) async fn list_workspaces(
     a: Auth,
     Q(q): Q<ListQuery>,
 ) -> Result<Json<Vec<Workspace>>> {
+    // Every parameter is checked, whichever list it asks for.
     if let Some(team) = &q.team {
         crate::domain::team::check_name(team)?;
     }
+    if let Some(o) = q.owner.as_deref().filter(|o| *o != "*") {
+        crate::domain::validate::user_name(o)?;
+    }
+    if let Some(n) = &q.node {
+        crate::domain::validate::node_id(n)?;
+    }
+    let state = match q.state.as_deref() {
+        Some(st) => Some(
+            State::parse(st)
+                .ok_or_else(|| Error::invalid("invalid_state", format!("no state named {st:?}")))?,
+        ),
+        None => None,
+    };
     if q.shared {
         let rows = s.svc.shared_with(&a.user).await?;
         return Ok(Json(rows.iter().map(|w| s.svc.view(w)).collect()));
@@ -97,16 +111,6 @@ pub(super) async fn list_workspaces(
         }
         _ => Some(owner_of(&a, q.owner.clone())?),
     };
-    let state = match q.state.as_deref() {
-        Some(st) => Some(
-            State::parse(st)
-                .ok_or_else(|| Error::invalid("invalid_state", format!("no state named {st:?}")))?,
-        ),
-        None => None,
-    };
-    if let Some(n) = &q.node {
-        crate::domain::validate::node_id(n)?;
-    }
     let rows = s
         .svc
         .workspaces(&WorkspaceFilter {

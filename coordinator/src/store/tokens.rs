@@ -47,12 +47,25 @@ impl Store {
 
     /// Stores an API token (its hash only).
     pub async fn add_api_token(&self, id: &str, hash: &str, user: &str, admin: bool) -> Result<()> {
-        sqlx::query("INSERT INTO api_tokens (id, secret_hash, user_name, role, created_at_ms) VALUES ($1, $2, $3, $4, $5)")
+        self.add_api_token_until(id, hash, user, admin, None).await
+    }
+
+    /// Stores an API token that stops working at `expires_at_ms`.
+    pub async fn add_api_token_until(
+        &self,
+        id: &str,
+        hash: &str,
+        user: &str,
+        admin: bool,
+        expires_at_ms: Option<i64>,
+    ) -> Result<()> {
+        sqlx::query("INSERT INTO api_tokens (id, secret_hash, user_name, role, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(id)
             .bind(hash)
             .bind(user)
             .bind(if admin { "admin" } else { "member" })
             .bind(berth_proto::units::now_ms())
+            .bind(expires_at_ms)
             .audited(self)
             .await?;
         Ok(())
@@ -69,8 +82,9 @@ impl Store {
 
     /// The owner of the token with this hash.
     pub async fn principal(&self, hash: &str) -> Result<Option<Principal>> {
-        let r = sqlx::query("SELECT user_name, role, id FROM api_tokens WHERE secret_hash = $1")
+        let r = sqlx::query("SELECT user_name, role, id FROM api_tokens WHERE secret_hash = $1 AND (expires_at_ms IS NULL OR expires_at_ms > $2)")
             .bind(hash)
+            .bind(berth_proto::units::now_ms())
             .fetch_optional(&self.pool)
             .await?;
         Ok(match r {
@@ -149,5 +163,39 @@ impl Store {
         }
         self.commit(tx).await?;
         Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A token with an expiry works until then and not after; one without
+    /// lasts.
+    #[tokio::test]
+    async fn an_expired_token_names_nobody() {
+        let d = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("sqlite://{}", d.path().join("s.db").display()))
+            .await
+            .unwrap();
+        let now = berth_proto::units::now_ms();
+        store
+            .add_api_token_until("a", "h-live", "alice", false, Some(now + 60_000))
+            .await
+            .unwrap();
+        store
+            .add_api_token_until("b", "h-gone", "alice", false, Some(now - 1))
+            .await
+            .unwrap();
+        store
+            .add_api_token("c", "h-lasting", "bob", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store.principal("h-live").await.unwrap().unwrap().user,
+            "alice"
+        );
+        assert!(store.principal("h-gone").await.unwrap().is_none());
+        assert!(store.principal("h-lasting").await.unwrap().unwrap().admin);
     }
 }

@@ -23,6 +23,7 @@ fn state(svc: &Service, observe: bool) -> AppState {
         links: Default::default(),
         metrics: Default::default(),
         observe,
+        oidc: None,
     }
 }
 
