@@ -462,6 +462,43 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
     assert_eq!(step(&w, "onCreateCommand")["state"], "done", "{w}");
     let (_, shown, _) = c.berth(&c.admin_token, &["get", "missing"]).await;
     assert!(shown.contains("Prebuild:   none"), "{shown}");
+    // The coordinator counts the builds by outcome (docs/coordinator.md,
+    // "Metrics"), as many failed as the API shows.
+    let metrics = reqwest::Client::new()
+        .get(format!("{}/metrics", c.api))
+        .bearer_auth(&c.admin_token)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let count = |series: &str| {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    let (_, all) = c.get("/v1/prebuilds").await;
+    let failed = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["state"] == "failed")
+        .count() as f64;
+    let ready = count("berth_prebuilds_total{outcome=\"ready\"}");
+    assert!(ready >= 1.0, "{metrics}");
+    assert_eq!(
+        count("berth_prebuilds_total{outcome=\"failed\"}"),
+        failed,
+        "{all}\n{metrics}"
+    );
+    assert_eq!(
+        count("berth_prebuild_duration_seconds_count"),
+        ready + failed,
+        "{metrics}"
+    );
     for name in ["plain", "missing"] {
         let (code, _, err) = c.berth(&c.admin_token, &["delete", name]).await;
         assert_eq!(code, 0, "{err}");

@@ -1,11 +1,11 @@
 //! Teams (docs/admin.md, "Teams") on a real cluster, as each role would
 //! try: a team admin manages members and acts on a member's team
 //! workspace; a member creates one and acts on a teammate's; a viewer reads
-//! it (the workspace, its backups) and is refused every action (stop, exec,
-//! terminal, SSH, a port) and member management; an outsider is refused
-//! even reading, as is a viewer once removed. A workspace shared read-only
-//! with an outsider is read and listed by them and nothing more, until
-//! unshared. A team's usage is costed under its name.
+//! it (the workspace, its backups, its previews, sandboxed) and is refused
+//! every action (stop, exec, terminal, SSH, a port) and member management;
+//! an outsider is refused even reading, as is a viewer once removed. A
+//! workspace shared read-only with an outsider is read, listed and
+//! previewed by them and nothing more, until unshared. A team's usage is costed under its name.
 
 use berth_tests::Cluster;
 use serde_json::json;
@@ -175,6 +175,49 @@ async fn team_roles_allow_what_they_say_and_nothing_more() {
     }
     let (s, _) = c.delete_as("/v1/workspaces/t1?owner=bob", &carol).await;
     assert_eq!(s, 403);
+    // A viewer reads the workspace's previews (a private port's),
+    // sandboxed; an outsider does not.
+    let (s, w) = c.get_as("/v1/workspaces/t1?owner=bob", &bob).await;
+    assert_eq!(s, 200);
+    let preview = format!("/w/{}/8000/", w["id"].as_str().unwrap());
+    let (s, out) = c
+        .post_as(
+            "/v1/workspaces/t1/exec",
+            json!({"argv": ["sh", "-c", "mkdir -p /workspace/www && echo hello-preview > /workspace/www/index.html && httpd -p 8000 -h /workspace/www"]}),
+            &bob,
+        )
+        .await;
+    assert_eq!((s, out["exit_code"].as_i64()), (200, Some(0)), "{out}");
+    let open = |token: String| {
+        let url = format!("{}{preview}", c.api);
+        async move {
+            let r = reqwest::Client::new()
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let sandboxed = r
+                .headers()
+                .get("content-security-policy")
+                .is_some_and(|v| v.to_str().unwrap_or("").contains("sandbox"));
+            (
+                r.status().as_u16(),
+                sandboxed,
+                r.text().await.unwrap_or_default(),
+            )
+        }
+    };
+    let (s, sandboxed, body) = open(carol.clone()).await;
+    assert_eq!(
+        (s, sandboxed, body.as_str()),
+        (200, true, "hello-preview\n")
+    );
+    assert_eq!(
+        open(dave.clone()).await.0,
+        403,
+        "an outsider sees no preview"
+    );
     // Control: the same exec by the member works.
     let (s, out) = c
         .post_as(
@@ -228,10 +271,16 @@ async fn team_roles_allow_what_they_say_and_nothing_more() {
         )
         .await;
     assert_eq!(s, 403, "a reader does not share further");
+    assert_eq!(
+        open(dave.clone()).await.0,
+        200,
+        "a reader sees its previews"
+    );
     let (code, _, err) = c.berth(&bob, &["share", "t1", "dave", "--remove"]).await;
     assert_eq!(code, 0, "{err}");
     let (s, _) = c.get_as("/v1/workspaces/t1?owner=bob", &dave).await;
     assert_eq!(s, 403);
+    assert_eq!(open(dave.clone()).await.0, 403);
 
     let (code, _, err) = c.berth(&alice, &["team", "remove", "web", "carol"]).await;
     assert_eq!(code, 0, "{err}");

@@ -3,9 +3,11 @@
 //! of the workspace through its agent (a `Connect` of kind `preview`): one
 //! connection per request.
 //!
-//! Who may open it: the owner (or an admin) with a token in `Authorization:
-//! Bearer` or the `berth_token` cookie (set by `/w/login`), anyone when the
-//! port was made public (`PUT /v1/workspaces/{name}/ports/{port}`).
+//! Who may open it: the owner (or an admin), and whoever may read the
+//! workspace (its team's members and viewers, a user it is shared with),
+//! with a token in `Authorization: Bearer` or the `berth_token` cookie (set
+//! by `/w/login`); anyone when the port was made public
+//! (`PUT /v1/workspaces/{name}/ports/{port}`).
 //! `{workspace}` is the caller's workspace name, or a workspace id (what a
 //! public link uses). The token never reaches the workspace: the
 //! Authorization header and the cookie are removed from the request.
@@ -223,7 +225,17 @@ async fn proxy(
         Err(e) => return Err(e),
     };
     let owner_view = |w: &WorkspaceRow| who.as_ref().is_some_and(|a| a.admin || a.user == w.owner);
-    if !owner_view(&w) && !s.svc.port_is_public(&w, port).await? {
+    // Whoever may read the workspace (its team, a user it is shared with)
+    // sees its previews too, sandboxed as any page not its owner's.
+    let reader = match &who {
+        Some(a) if !owner_view(&w) => s
+            .svc
+            .may_access(&a.user, &w.owner, &w.name, Need::Read)
+            .await
+            .is_ok(),
+        _ => false,
+    };
+    if !owner_view(&w) && !reader && !s.svc.port_is_public(&w, port).await? {
         return match who {
             Some(_) => Err(Error::forbidden(format!(
                 "port {port} of workspace {ws} is not public"

@@ -194,6 +194,7 @@ impl Service {
                 tokio::spawn(self.clone().build_in_background(w, row.clone()));
             }
             Err(e) => {
+                self.inner.stats.prebuild("failed", None);
                 row.state = "failed".into();
                 row.error_code = e.code.to_string();
                 row.error = e.message.clone();
@@ -274,8 +275,10 @@ impl Service {
             }
         };
         use pb::response::Result as R;
+        let mut reused = false;
         match answer {
             Ok(R::Prebuilt(p)) => {
+                reused = p.reused;
                 row.state = "ready".into();
                 row.key = p.key;
                 row.commit = p.commit;
@@ -308,6 +311,12 @@ impl Service {
         if row.state == "failed" {
             tracing::warn!(prebuild = %row.id, code = %row.error_code, error = %row.error, "prebuild failed");
         }
+        let outcome = match (row.state.as_str(), reused) {
+            ("ready", true) => "reused",
+            ("ready", false) => "ready",
+            _ => "failed",
+        };
+        self.inner.stats.prebuild(outcome, Some(started.elapsed()));
         row.finished_at_ms = self.now();
         if let Err(e) = self.inner.store.put_prebuild(&row).await {
             tracing::warn!(prebuild = %row.id, error = %e, "recording a prebuild");

@@ -1,5 +1,6 @@
 //! What the service counts for `/metrics` as it works: start latency
-//! (request to running), placement outcomes by reason, backup outcomes,
+//! (request to running), placement outcomes by reason, backup and prebuild
+//! outcomes,
 //! and how long the store takes to commit. Kept in memory for the
 //! coordinator's life (Prometheus counters restart with it).
 
@@ -37,6 +38,8 @@ pub struct Stats {
     placements: Counter,
     unplaceable: Family<Reason, Counter>,
     backups: Family<Outcome, Counter>,
+    prebuilds: Family<Outcome, Counter>,
+    prebuild_duration: Histogram,
     store: Family<Op, Histogram>,
     /// When each workspace last asked to run (entered pending).
     asked: Arc<Mutex<HashMap<String, i64>>>,
@@ -52,6 +55,9 @@ impl Default for Stats {
             placements: Counter::default(),
             unplaceable: Family::default(),
             backups: Family::default(),
+            prebuilds: Family::default(),
+            // 1 s to ~4.5 h.
+            prebuild_duration: Histogram::new(exponential_buckets(1.0, 2.0, 15)),
             // 0.1 ms to ~3 s.
             store: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 15))
@@ -131,6 +137,19 @@ impl Stats {
             .inc();
     }
 
+    /// A prebuild ended `outcome` (ready, reused, failed), its build
+    /// having taken `took` (none: it never reached a node).
+    pub(super) fn prebuild(&self, outcome: &str, took: Option<Duration>) {
+        self.prebuilds
+            .get_or_create(&Outcome {
+                outcome: outcome.into(),
+            })
+            .inc();
+        if let Some(t) = took {
+            self.prebuild_duration.observe(t.as_secs_f64());
+        }
+    }
+
     /// How long a store commit of `op` took.
     pub(super) fn store(&self, op: &str, took: Duration) {
         self.store
@@ -159,6 +178,16 @@ impl Stats {
             "backups",
             "Backups by outcome (confirmed, failed)",
             self.backups.clone(),
+        );
+        reg.register(
+            "prebuilds",
+            "Prebuilds by outcome (ready: built; reused: an identical layer the node held; failed)",
+            self.prebuilds.clone(),
+        );
+        reg.register(
+            "prebuild_duration_seconds",
+            "Time a prebuild took on its node, from asking to the layer (or the failure)",
+            self.prebuild_duration.clone(),
         );
         reg.register(
             "store_commit_duration_seconds",
