@@ -249,5 +249,31 @@ async fn oidc_sign_in_maps_groups_and_refuses_what_it_must() {
     proxy.set(&good.addr, Tamper::None);
     let again = browser_token(&api, "alice").await;
     assert_eq!(get(&api, "/v1/whoami", &again).await.0, 200);
+    // Each sign-in is in the audit log, under the user it signed in; a
+    // refusal with its code.
+    let (s, log) = get(
+        &api,
+        "/v1/admin/audit?action=GET%20/auth/oidc/callback&limit=1000",
+        &co.admin_token(),
+    )
+    .await;
+    assert_eq!(s, 200, "{log}");
+    let entries = log["entries"].as_array().unwrap();
+    let by = |actor: &str, status: i64| {
+        entries
+            .iter()
+            .filter(|e| e["actor"] == actor && e["status"] == status)
+            .count()
+    };
+    assert_eq!(by("alice", 200), 2, "{log}");
+    assert_eq!(by("bob", 200), 1, "{log}");
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["status"] == 403 && e["error_code"] == "oidc_no_group"),
+        "{log}"
+    );
+    let (s, v) = get(&api, "/v1/admin/audit/verify", &co.admin_token()).await;
+    assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
     assert!(!co.log().contains("panicked"), "{}", co.log());
 }

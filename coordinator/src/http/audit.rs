@@ -41,6 +41,8 @@ pub struct ErrorCode(pub String);
 fn audited(req: &Request) -> bool {
     !matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS)
         || req.headers().contains_key(header::UPGRADE)
+        // A sign-in changes state on a GET (the provider's redirect back).
+        || req.uri().path() == "/auth/oidc/callback"
 }
 
 /// The status each route answers on success, by (method, route template),

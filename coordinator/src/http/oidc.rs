@@ -290,6 +290,7 @@ async fn callback(
         Refusal::NoUser(why) => Error::new(crate::error::Kind::Forbidden, "oidc_no_user", why),
         Refusal::NoGroup(why) => Error::new(crate::error::Kind::Forbidden, "oidc_no_group", why),
     })?;
+    crate::store::audit::act_as(&grant.user, grant.admin);
     let (token, expires_at_ms) = s.svc.oidc_sign_in(&grant, o.policy.token_ttl_ms).await?;
     tracing::info!(user = %grant.user, admin = grant.admin, teams = grant.teams.len(), "signed in with OIDC");
     Ok(match login.back {

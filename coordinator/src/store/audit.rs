@@ -84,6 +84,16 @@ impl Scope {
 }
 
 /// The current request's scope, if its entry is still to be written.
+/// Names who the current request acts as when it could not say at its
+/// start (a sign-in learns it from the provider): its entry's actor and role.
+pub fn act_as(user: &str, admin: bool) {
+    if let Some(s) = pending() {
+        let mut d = s.state.lock().unwrap_or_else(|p| p.into_inner());
+        d.entry.actor = user.to_string();
+        d.entry.role = if admin { "admin" } else { "member" }.to_string();
+    }
+}
+
 fn pending() -> Option<Arc<Scope>> {
     SCOPE
         .try_with(|s| s.clone())
