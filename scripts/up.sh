@@ -141,6 +141,9 @@ for _ in $(seq 150); do
 done
 [ -n "$node" ] || { echo "up: the agent did not join; see $run/agent.log" >&2; exit 1; }
 
+# A secret of the admin's, given to their workspaces at each start
+# (docs/admin.md, "Secrets").
+printf 'hello from a secret' | berth secret set DEMO_GREETING >/dev/null
 if berth get demo >/dev/null 2>&1; then
   berth start demo -q >/dev/null
 else
@@ -192,6 +195,8 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth open demo                       # a one-time sign-in link to demo's web terminal
   # previews: $BERTH_URL/w/demo/8000/ (an HTTP server on port 8000 in demo)
   berth stop demo && berth start demo
+  berth exec demo -- sh -c 'echo \$DEMO_GREETING'   # a secret: berth secret list, berth secret set
+  berth admin capacity && berth admin audit          # for admins (docs/admin.md)
   berth delete ws2
   # "hello" is made from a repository ($repo_url):
   berth get hello                       # clone, build (cached the next time), init steps

@@ -273,6 +273,18 @@ async fn oidc_sign_in_maps_groups_and_refuses_what_it_must() {
             .any(|e| e["status"] == 403 && e["error_code"] == "oidc_no_group"),
         "{log}"
     );
+    // The CLI's trade is recorded without its secret.
+    let (_, trades) = get(
+        &api,
+        "/v1/admin/audit?action=POST%20/auth/oidc/token",
+        &co.admin_token(),
+    )
+    .await;
+    let trades = trades["entries"].to_string();
+    assert!(
+        trades.contains("oidc_code") && !trades.contains(&"x".repeat(43)),
+        "{trades}"
+    );
     let (s, v) = get(&api, "/v1/admin/audit/verify", &co.admin_token()).await;
     assert_eq!((s, &v["ok"]), (200, &json!(true)), "{v}");
     assert!(!co.log().contains("panicked"), "{}", co.log());

@@ -163,6 +163,8 @@ const SECRET_KEYS: &[&str] = &[
     "key_pem",
     "env",
     "stdin",
+    // berth login --oidc's secret, traded with its one-time code.
+    "verifier",
 ];
 
 /// `v` with the value of every key that names a secret replaced.
