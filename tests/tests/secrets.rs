@@ -288,6 +288,34 @@ async fn secrets_reach_their_workspaces_and_nowhere_else() {
     assert_eq!(r["secret"]["version"], 2, "{r}");
     let (code, out) = exec(&c, &alice, "mine", "cat /run/secrets/CLOUD_CREDS").await;
     assert_eq!((code, out.as_str()), (0, creds2.as_str()));
+    // A start without secrets (the node's own `ctl start`, an older
+    // coordinator) leaves a running workspace's as they are.
+    let (_, w) = c.get_as("/v1/workspaces/mine", &alice).await;
+    let mut agent = berth_agent::client::Client::connect(&c.nodes[0].socket)
+        .await
+        .unwrap();
+    let started = agent
+        .call(berth_proto::agent::request::Command::Start(
+            berth_proto::agent::StartRequest {
+                name: w["id"].as_str().unwrap().to_string(),
+                generation: 0,
+                secrets: None,
+            },
+        ))
+        .await;
+    assert!(started.is_ok(), "{started:?}");
+    let (code, out) = exec(
+        &c,
+        &alice,
+        "mine",
+        "cat /run/secrets/CLOUD_CREDS; echo; echo \"$GH_TOKEN\"",
+    )
+    .await;
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [creds2.as_str(), token.as_str()]
+    );
     let (code, out, err) = c
         .berth_with_input(
             &alice,

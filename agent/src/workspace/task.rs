@@ -78,18 +78,21 @@ impl Manager {
             });
         }
         // A running workspace's processes keep their environment: a repeated
-        // start only brings its files up to date.
-        let running = self
-            .inner
-            .ctd
-            .get_task(name)
-            .await?
-            .is_some_and(|p| p.status == TaskStatus::Running as i32);
-        let what = match running {
-            true => crate::secrets::Write::Files,
-            false => crate::secrets::Write::All,
-        };
-        self.put_secrets(&r, &req.secrets.unwrap_or_default(), what)?;
+        // start only brings its files up to date. A start without secrets
+        // (`berth-agent ctl start`, an older coordinator) leaves them be.
+        if let Some(set) = &req.secrets {
+            let running = self
+                .inner
+                .ctd
+                .get_task(name)
+                .await?
+                .is_some_and(|p| p.status == TaskStatus::Running as i32);
+            let what = match running {
+                true => crate::secrets::Write::Files,
+                false => crate::secrets::Write::All,
+            };
+            self.put_secrets(&r, set, what)?;
+        }
         let t = Instant::now();
         self.start_locked(&mut r).await?;
         tracing::info!(total_ms = ms(t), "workspace started");
@@ -248,12 +251,8 @@ impl Manager {
             .await?
             .is_some_and(|p| p.status == TaskStatus::Running as i32);
         // A stopped workspace gets its secrets with its next start.
-        if running {
-            self.put_secrets(
-                &r,
-                &req.secrets.unwrap_or_default(),
-                crate::secrets::Write::Files,
-            )?;
+        if let (true, Some(set)) = (running, &req.secrets) {
+            self.put_secrets(&r, set, crate::secrets::Write::Files)?;
         }
         self.status_of(&r).await
     }
