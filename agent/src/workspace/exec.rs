@@ -35,13 +35,7 @@ impl Manager {
                 "argv must name a program".into(),
             ));
         }
-        let running = self
-            .inner
-            .ctd
-            .get_task(&r.name)
-            .await?
-            .is_some_and(|p| p.status == containerd_client::types::v1::Status::Running as i32);
-        if !running {
+        if !self.task_running(&r.name).await? {
             return Err(AgentError::Conflict {
                 name: r.name.clone(),
                 state: "not running".into(),

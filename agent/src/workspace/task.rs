@@ -77,38 +77,36 @@ impl Manager {
                 action: "start",
             });
         }
-        // A running workspace's processes keep their environment: a repeated
-        // start only brings its files up to date. A start without secrets
-        // (`berth-agent ctl start`, an older coordinator) leaves them be.
-        if let Some(set) = &req.secrets {
-            let running = self
-                .inner
-                .ctd
-                .get_task(name)
-                .await?
-                .is_some_and(|p| p.status == TaskStatus::Running as i32);
-            let what = match running {
-                true => crate::secrets::Write::Files,
-                false => crate::secrets::Write::All,
-            };
-            self.put_secrets(&r, set, what)?;
-        }
         let t = Instant::now();
-        self.start_locked(&mut r).await?;
+        self.start_locked(&mut r, req.secrets.as_ref()).await?;
         tracing::info!(total_ms = ms(t), "workspace started");
         self.post_start(&r);
         self.status_of(&r).await
     }
 
     /// Starts an existing workspace: repairs what a reboot may have taken
-    /// (volume mount, namespace), then creates and starts its task.
-    pub(super) async fn start_locked(&self, r: &mut Record) -> Result<()> {
+    /// (volume mount, namespace), puts `secrets` in place, then creates and
+    /// starts its task. A running workspace's processes keep their
+    /// environment: a repeated start only brings its secret files up to
+    /// date. Without secrets (`berth-agent ctl start`, an older
+    /// coordinator) the workspace's are left as they are.
+    pub(super) async fn start_locked(
+        &self,
+        r: &mut Record,
+        secrets: Option<&pb::SecretSet>,
+    ) -> Result<()> {
         let name = r.name.clone();
         if let Some(p) = self.inner.ctd.get_task(&name).await? {
             if p.status == TaskStatus::Running as i32 {
+                if let Some(set) = secrets {
+                    self.put_secrets(r, set, crate::secrets::Write::Files)?;
+                }
                 return Ok(());
             }
             self.inner.ctd.delete_task(&name).await?;
+        }
+        if let Some(set) = secrets {
+            self.put_secrets(r, set, crate::secrets::Write::All)?;
         }
         self.inner.volumes.ensure_mounted(r.parts()).await?;
         if !self.inner.net.exists(r.parts()) {
@@ -227,6 +225,16 @@ impl Manager {
         self.inner.records.put_unsynced(r)
     }
 
+    /// Whether `name`'s task runs.
+    pub(super) async fn task_running(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .inner
+            .ctd
+            .get_task(name)
+            .await?
+            .is_some_and(|p| p.status == TaskStatus::Running as i32))
+    }
+
     /// Puts a workspace's secrets on the node for its user.
     pub(super) fn put_secrets(
         &self,
@@ -244,14 +252,8 @@ impl Manager {
     pub async fn set_secrets(&self, req: pb::SecretsRequest) -> Result<pb::WorkspaceStatus> {
         let _guard = self.lock(&req.name).await;
         let r = self.record(&req.name)?;
-        let running = self
-            .inner
-            .ctd
-            .get_task(&r.name)
-            .await?
-            .is_some_and(|p| p.status == TaskStatus::Running as i32);
         // A stopped workspace gets its secrets with its next start.
-        if let (true, Some(set)) = (running, &req.secrets) {
+        if let (true, Some(set)) = (self.task_running(&r.name).await?, &req.secrets) {
             self.put_secrets(&r, set, crate::secrets::Write::Files)?;
         }
         self.status_of(&r).await
