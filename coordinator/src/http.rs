@@ -12,6 +12,7 @@ mod exec;
 mod metrics;
 mod nodes;
 pub mod oidc;
+mod one_time;
 mod openapi;
 mod prebuilds;
 mod previews;

@@ -17,6 +17,7 @@
 //! memory for ten and two minutes: behind a load balancer, make
 //! `/auth/oidc/` sticky.
 
+use super::one_time::OneTime;
 use super::signin::{safe_next, session_cookie};
 use super::AppState;
 use crate::domain::oidc::{OidcPolicy, Refusal};
@@ -33,8 +34,6 @@ use openidconnect::{
     PkceCodeVerifier, RedirectUrl, Scope, TokenResponse,
 };
 use serde::{Deserialize, Serialize};
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 /// How long a login under way may take at the provider.
@@ -58,7 +57,6 @@ struct Pending {
     verifier: String,
     nonce: String,
     back: Back,
-    until: Instant,
 }
 
 /// The provider's settings and the logins under way.
@@ -67,25 +65,9 @@ pub struct Oidc {
     policy: OidcPolicy,
     http: openidconnect::reqwest::Client,
     /// state → login.
-    pending: Mutex<HashMap<String, Pending>>,
-    /// one-time code → (token, its expiry, the CLI's challenge, deadline).
-    codes: Mutex<HashMap<String, (String, i64, String, Instant)>>,
-}
-
-/// Keeps at most `MAX_PENDING` of `m`, dropping what expired first.
-fn trim<V>(m: &mut HashMap<String, V>, until: impl Fn(&V) -> Instant) {
-    let now = Instant::now();
-    m.retain(|_, v| until(v) > now);
-    while m.len() >= MAX_PENDING {
-        let Some(oldest) = m
-            .iter()
-            .min_by_key(|(_, v)| until(v))
-            .map(|(k, _)| k.clone())
-        else {
-            break;
-        };
-        m.remove(&oldest);
-    }
+    pending: OneTime<Pending>,
+    /// one-time code → (token, its expiry, the CLI's challenge).
+    codes: OneTime<(String, i64, String)>,
 }
 
 impl Oidc {
@@ -99,8 +81,8 @@ impl Oidc {
         Ok(Self {
             policy,
             http,
-            pending: Mutex::default(),
-            codes: Mutex::default(),
+            pending: OneTime::new(MAX_PENDING),
+            codes: OneTime::new(MAX_PENDING),
         })
     }
 
@@ -221,16 +203,16 @@ async fn login(AxState(s): AxState<AppState>, Query(q): Query<LoginQuery>) -> Re
         req = req.add_scope(Scope::new(scope.clone()));
     }
     let (url, state, nonce) = req.url();
-    let mut pending = o.pending.lock().unwrap_or_else(|e| e.into_inner());
-    trim(&mut pending, |p| p.until);
-    pending.insert(
+    let now = Instant::now();
+    o.pending.put(
         state.secret().clone(),
         Pending {
             verifier: verifier.secret().clone(),
             nonce: nonce.secret().clone(),
             back,
-            until: Instant::now() + LOGIN_TTL,
         },
+        now + LOGIN_TTL,
+        now,
     );
     Ok((StatusCode::SEE_OTHER, [(header::LOCATION, url.to_string())]).into_response())
 }
@@ -250,10 +232,10 @@ async fn callback(
     Query(q): Query<CallbackQuery>,
 ) -> Result<Response> {
     let o = configured(&s)?;
-    let login = q.state.as_deref().and_then(|st| {
-        let mut pending = o.pending.lock().unwrap_or_else(|e| e.into_inner());
-        pending.remove(st).filter(|p| p.until > Instant::now())
-    });
+    let login = q
+        .state
+        .as_deref()
+        .and_then(|st| o.pending.take(st, Instant::now()));
     let Some(login) = login else {
         return Err(Error::new(
             crate::error::Kind::BadRequest,
@@ -304,11 +286,12 @@ async fn callback(
             .into_response(),
         Back::Cli { port, challenge } => {
             let one_time = hex::encode(rand::random::<[u8; 24]>());
-            let mut codes = o.codes.lock().unwrap_or_else(|e| e.into_inner());
-            trim(&mut codes, |c| c.3);
-            codes.insert(
+            let now = Instant::now();
+            o.codes.put(
                 one_time.clone(),
-                (token, expires_at_ms, challenge, Instant::now() + CODE_TTL),
+                (token, expires_at_ms, challenge),
+                now + CODE_TTL,
+                now,
             );
             let to = format!("http://127.0.0.1:{port}/callback?code={one_time}");
             (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response()
@@ -343,12 +326,7 @@ async fn trade(
     super::Body(t): super::Body<Trade>,
 ) -> Result<Json<Traded>> {
     let o = configured(&s)?;
-    let got = o
-        .codes
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(&t.code)
-        .filter(|c| c.3 > Instant::now());
+    let got = o.codes.take(&t.code, Instant::now());
     let bad = || {
         Error::new(
             crate::error::Kind::BadRequest,
@@ -356,7 +334,7 @@ async fn trade(
             "the code is unknown, used, expired or not yours",
         )
     };
-    let (token, expires_at_ms, challenge, _) = got.ok_or_else(bad)?;
+    let (token, expires_at_ms, challenge) = got.ok_or_else(bad)?;
     use sha2::Digest;
     let digest = sha2::Sha256::digest(t.verifier.as_bytes());
     if base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(digest) != challenge {

@@ -8,6 +8,7 @@
 //! `/w/login`, which keeps a pasted token in the cookie.
 
 use super::auth::{self, Auth};
+use super::one_time::OneTime;
 use super::{AppState, Body};
 use crate::error::{Error, Result};
 use axum::extract::{Path, Query, State as AxState};
@@ -17,8 +18,6 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use berth_proto::api::{ErrorBody, LinkRequest, SignInLink};
 use serde::Deserialize;
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// How long a link stays good.
@@ -26,36 +25,28 @@ pub const LINK_TTL: Duration = Duration::from_secs(120);
 /// Most links outstanding at once (the oldest are dropped past it).
 const MAX_LINKS: usize = 10_000;
 
-/// The outstanding links: ticket → (the token it signs in with, deadline).
-#[derive(Debug, Clone, Default)]
-pub struct Links(Arc<Mutex<HashMap<String, (String, Instant)>>>);
+/// The outstanding links: ticket → the token it signs in with.
+#[derive(Debug, Clone)]
+pub struct Links(OneTime<String>);
+
+impl Default for Links {
+    fn default() -> Self {
+        Self(OneTime::new(MAX_LINKS))
+    }
+}
 
 impl Links {
     /// A new one-time ticket for `token`, good until `now + LINK_TTL`.
     pub fn mint(&self, token: &str, now: Instant) -> String {
         let ticket = hex::encode(rand::random::<[u8; 24]>());
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        m.retain(|_, (_, until)| *until > now);
-        if m.len() >= MAX_LINKS {
-            if let Some(oldest) = m
-                .iter()
-                .min_by_key(|(_, (_, u))| *u)
-                .map(|(k, _)| k.clone())
-            {
-                m.remove(&oldest);
-            }
-        }
-        m.insert(ticket.clone(), (token.to_string(), now + LINK_TTL));
+        self.0
+            .put(ticket.clone(), token.to_string(), now + LINK_TTL, now);
         ticket
     }
 
     /// The token of `ticket` if it is still good; a ticket works once.
     pub fn take(&self, ticket: &str, now: Instant) -> Option<String> {
-        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        match m.remove(ticket) {
-            Some((token, until)) if until > now => Some(token),
-            _ => None,
-        }
+        self.0.take(ticket, now)
     }
 }
 
