@@ -75,6 +75,12 @@ pub enum AgentError {
         code: berth_proto::codes::Code,
         message: String,
     },
+    /// A file operation refused (its code one of `Code::is_file`).
+    #[error("{message}")]
+    File {
+        code: berth_proto::codes::Code,
+        message: String,
+    },
 }
 
 impl AgentError {
@@ -102,7 +108,7 @@ impl AgentError {
             Self::Volume(_) => "volume_error",
             Self::Backup(_) => "backup_failed",
             Self::BackupMissing(_) => "backup_missing",
-            Self::Init { code, .. } => code.as_str(),
+            Self::Init { code, .. } | Self::File { code, .. } => code.as_str(),
         }
     }
 
@@ -124,6 +130,7 @@ impl AgentError {
                 | Self::Conflict { .. }
                 | Self::PortClosed { .. }
                 | Self::Init { .. }
+                | Self::File { .. }
         )
     }
 

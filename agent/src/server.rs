@@ -92,6 +92,9 @@ where
         if let Command::InitLog(req) = cmd {
             return init_log(s, m.clone(), req).await;
         }
+        if let Command::Files(req) = cmd {
+            return crate::tunnel::files::serve(rd, s, m.clone(), req).await;
+        }
         let result = dispatch(m, cmd).await;
         let resp = match result {
             Ok(r) => pb::Response { result: Some(r) },
@@ -153,9 +156,13 @@ pub async fn dispatch(m: &Manager, cmd: Command) -> Result<R> {
         Command::Backup(req) => R::BackedUp(m.backup(req).await?),
         Command::Restore(req) => R::Restored(m.restore(req).await?),
         Command::DropBackups(req) => R::Dropped(m.drop_backups(req).await?),
-        Command::Exec(_) | Command::Connect(_) | Command::Ssh(_) | Command::InitLog(_) => {
+        Command::Exec(_)
+        | Command::Connect(_)
+        | Command::Ssh(_)
+        | Command::InitLog(_)
+        | Command::Files(_) => {
             return Err(AgentError::InvalidRequest(
-                "exec, connect, ssh and init_log need a stream".into(),
+                "exec, connect, ssh, init_log and files need a stream".into(),
             ))
         }
     })

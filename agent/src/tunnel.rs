@@ -5,6 +5,8 @@
 //! knows how workspaces are made.
 
 pub mod activity;
+pub mod beneath;
+pub mod files;
 pub mod sftp;
 pub mod ssh;
 

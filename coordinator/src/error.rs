@@ -21,6 +21,8 @@ pub enum Kind {
     Conflict,
     /// The body is larger than the API reads.
     TooLarge,
+    /// A condition of the request (`If-Match`) does not hold.
+    PreconditionFailed,
     /// The request must switch protocols (an upgrade) to be served.
     UpgradeRequired,
     /// A dependency (the store, the node) is not available now.

@@ -9,6 +9,7 @@ mod audit;
 mod auth;
 mod backups;
 mod exec;
+mod files;
 mod metrics;
 mod nodes;
 pub mod oidc;
@@ -71,6 +72,7 @@ pub fn status_of(kind: Kind) -> StatusCode {
         Kind::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         Kind::Conflict => StatusCode::CONFLICT,
         Kind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        Kind::PreconditionFailed => StatusCode::PRECONDITION_FAILED,
         Kind::UpgradeRequired => StatusCode::UPGRADE_REQUIRED,
         Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         Kind::Node => StatusCode::BAD_GATEWAY,
@@ -249,6 +251,7 @@ pub fn router(state: AppState) -> Router {
         .merge(workspaces::routes())
         .merge(backups::routes())
         .merge(exec::routes())
+        .merge(files::routes())
         .merge(nodes::routes())
         .merge(tokens::routes())
         .merge(ssh_keys::routes())
@@ -291,8 +294,20 @@ async fn refuse_large_bodies(req: Request, next: axum::middleware::Next) -> Resp
         .get(axum::http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if announced.is_some_and(|n| n > BODY_LIMIT as u64) {
-        return Error::too_large(format!("the body is larger than {BODY_LIMIT} bytes"))
+    // A file's upload has its own limit, kept by the node as it writes.
+    let (limit, what) =
+        if req.method() == axum::http::Method::PUT && files::is_file_path(req.uri().path()) {
+            (berth_proto::api::FILE_MAX_BYTES, "a file")
+        } else {
+            (BODY_LIMIT as u64, "the body")
+        };
+    if announced.is_some_and(|n| n > limit) {
+        return Error::too_large(format!("{what} is larger than {limit} bytes"))
+            .with_code(if what == "a file" {
+                "file_too_large"
+            } else {
+                "body_too_large"
+            })
             .into_response();
     }
     next.run(req).await

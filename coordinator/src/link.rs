@@ -181,14 +181,24 @@ pub async fn stream(
     cmd: pb::request::Command,
     accepted: impl Fn(&pb::response::Result) -> bool,
 ) -> Result<Result<Duplex, pb::Error>, LinkError> {
-    let (duplex, first) = tokio::time::timeout(Duration::from_secs(15), link.open(node, cmd))
-        .await
-        .map_err(|_| LinkError::Timeout(node.into()))??;
+    let (duplex, first) = opened(link, node, cmd).await?;
     match first {
         r if accepted(&r) => Ok(Ok(duplex)),
         pb::response::Result::Error(e) => Ok(Err(e)),
         other => Err(broken(node, format!("unexpected answer {other:?}"))),
     }
+}
+
+/// A stream to `node` carrying `cmd`, and the agent's first answer on it
+/// (within 15 s).
+pub async fn opened(
+    link: &dyn NodeLink,
+    node: &str,
+    cmd: pb::request::Command,
+) -> Result<(Duplex, pb::response::Result), LinkError> {
+    tokio::time::timeout(Duration::from_secs(15), link.open(node, cmd))
+        .await
+        .map_err(|_| LinkError::Timeout(node.into()))?
 }
 
 /// A tunnel to a workspace on `node` (a `Connect` to one of its ports or an

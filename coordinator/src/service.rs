@@ -14,6 +14,7 @@ mod backups;
 mod deletes;
 mod exec;
 mod fenced;
+pub mod files;
 mod idle;
 mod moves;
 mod nodes;

@@ -7,6 +7,7 @@
 mod access;
 mod admin;
 mod backups;
+mod files;
 mod idle;
 mod nodes;
 mod repos;
@@ -16,6 +17,7 @@ mod tunnels;
 pub use access::*;
 pub use admin::*;
 pub use backups::*;
+pub use files::*;
 pub use idle::*;
 pub use nodes::*;
 pub use repos::*;

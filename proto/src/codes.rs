@@ -57,11 +57,28 @@ pub enum Code {
     BackupFailed,
     /// A restore named a backup its store does not have: never started empty.
     BackupMissing,
+    /// A file operation's path does not exist.
+    FileNotFound,
+    /// A file operation's target exists (create-only write, mkdir, rename).
+    FileExists,
+    /// A file operation met the wrong kind (a directory to read as a file,
+    /// a directory not empty, a parent that is a file).
+    FileKind,
+    /// The workspace user may not do this to the path (its permissions).
+    FileDenied,
+    /// A path leads out of /workspace (`..`, or a symlink).
+    OutsideWorkspace,
+    /// A write or delete whose etag no longer matches.
+    PreconditionFailed,
+    /// A write past the size a file may have.
+    FileTooLarge,
+    /// A write the workspace's volume has no room for.
+    VolumeFull,
 }
 
 impl Code {
     /// Every code.
-    pub const ALL: [Code; 35] = [
+    pub const ALL: [Code; 43] = [
         Code::InvalidName,
         Code::InvalidResources,
         Code::InvalidRequest,
@@ -97,6 +114,14 @@ impl Code {
         Code::PrebuildFailed,
         Code::BackupFailed,
         Code::BackupMissing,
+        Code::FileNotFound,
+        Code::FileExists,
+        Code::FileKind,
+        Code::FileDenied,
+        Code::OutsideWorkspace,
+        Code::PreconditionFailed,
+        Code::FileTooLarge,
+        Code::VolumeFull,
     ];
 
     /// The code on the wire (docs/errors.md).
@@ -137,6 +162,14 @@ impl Code {
             Code::PrebuildFailed => "prebuild_failed",
             Code::BackupFailed => "backup_failed",
             Code::BackupMissing => "backup_missing",
+            Code::FileNotFound => "file_not_found",
+            Code::FileExists => "file_exists",
+            Code::FileKind => "file_kind",
+            Code::FileDenied => "file_denied",
+            Code::OutsideWorkspace => "outside_workspace",
+            Code::PreconditionFailed => "precondition_failed",
+            Code::FileTooLarge => "file_too_large",
+            Code::VolumeFull => "volume_full",
         }
     }
 
@@ -184,6 +217,21 @@ impl Code {
         )
     }
 
+    /// Whether the code is a file operation's refusal.
+    pub fn is_file(self) -> bool {
+        matches!(
+            self,
+            Code::FileNotFound
+                | Code::FileExists
+                | Code::FileKind
+                | Code::FileDenied
+                | Code::OutsideWorkspace
+                | Code::PreconditionFailed
+                | Code::FileTooLarge
+                | Code::VolumeFull
+        )
+    }
+
     /// Whether the error comes from the request rather than the node.
     pub fn is_user_error(self) -> bool {
         self.is_permanent() && self != Code::AddressesExhausted
@@ -195,6 +243,7 @@ impl Code {
                     | Code::Conflict
                     | Code::PortClosed
             )
+            || self.is_file()
     }
 }
 

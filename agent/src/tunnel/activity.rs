@@ -15,6 +15,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kind {
     // In the order of their names: a status lists them so.
+    Files,
     Port,
     Preview,
     Ssh,
@@ -24,6 +25,7 @@ pub enum Kind {
 impl Kind {
     pub fn as_str(self) -> &'static str {
         match self {
+            Kind::Files => "files",
             Kind::Ssh => "ssh",
             Kind::Port => "port",
             Kind::Preview => "preview",
@@ -34,6 +36,7 @@ impl Kind {
     /// The kind a coordinator names in a request ("" is a port connection).
     pub fn parse(s: &str) -> Option<Kind> {
         Some(match s {
+            "files" => Kind::Files,
             "ssh" => Kind::Ssh,
             "" | "port" => Kind::Port,
             "preview" => Kind::Preview,

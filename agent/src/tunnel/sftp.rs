@@ -87,7 +87,7 @@ pub fn spawn<S>(
 }
 
 /// Moves the calling thread into the container's mount namespace as its user.
-fn enter(t: Target) -> std::io::Result<()> {
+pub(super) fn enter(t: Target) -> std::io::Result<()> {
     use nix::sched::{setns, unshare, CloneFlags};
     // A thread shares its root and cwd with the process unless it unshares them.
     unshare(CloneFlags::CLONE_FS).map_err(std::io::Error::from)?;

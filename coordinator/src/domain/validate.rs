@@ -115,6 +115,33 @@ pub fn env_key(k: &str) -> Result<()> {
     }
 }
 
+/// Most bytes of a file API path.
+pub const FILE_PATH_MAX: usize = 4096;
+
+/// A file API path, relative to /workspace: `/`-separated names, empty and
+/// `.` parts dropped; `..`, NUL and names over 255 bytes refused
+/// (`invalid_path`). "" is /workspace itself. Symlinks are the agent's to
+/// refuse: it resolves every path beneath /workspace.
+pub fn file_path(s: &str) -> Result<String> {
+    let bad = |why: &str| Error::bad_request("invalid_path", format!("invalid path {s:?}: {why}"));
+    if s.len() > FILE_PATH_MAX {
+        return Err(bad("longer than 4096 bytes"));
+    }
+    if s.contains('\0') {
+        return Err(bad("a NUL byte"));
+    }
+    let mut parts = Vec::new();
+    for part in s.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => return Err(bad("`..` is not allowed")),
+            p if p.len() > 255 => return Err(bad("a name longer than 255 bytes")),
+            p => parts.push(p),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -163,5 +190,16 @@ mod tests {
         for bad in ["", "1A", "A-B", "A=B"] {
             assert!(env_key(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn file_paths_stay_relative_and_never_climb() {
+        assert_eq!(file_path("/a//./b/").unwrap(), "a/b");
+        assert_eq!(file_path("").unwrap(), "");
+        for bad in ["../etc/passwd", "a/../../b", "a/..", "a\0b"] {
+            assert_eq!(file_path(bad).unwrap_err().code, "invalid_path", "{bad}");
+        }
+        assert!(file_path(&"x".repeat(256)).is_err());
+        assert!(file_path(&"x/".repeat(2100)).is_err());
     }
 }

@@ -173,7 +173,8 @@ async fn json_body(req: Request) -> (Request, serde_json::Value) {
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
         .is_some_and(|n| n <= DIFF_BODY_LIMIT);
-    if !json || !small {
+    // A file's content is the workspace's, not the log's.
+    if !json || !small || super::files::is_file_path(req.uri().path()) {
         return (req, serde_json::Value::Null);
     }
     let (parts, body) = req.into_parts();

@@ -4,8 +4,8 @@
 
 use super::AppState;
 use super::{
-    audit, backups, exec, nodes, prebuilds, previews, quotas, reports, repos, secrets, signin,
-    ssh_keys, teams, terminal, tokens, tunnels, workspaces,
+    audit, backups, exec, files, nodes, prebuilds, previews, quotas, reports, repos, secrets,
+    signin, ssh_keys, teams, terminal, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -38,7 +38,8 @@ pub fn routes() -> Router<AppState> {
         quotas::get_quota, quotas::set_quota, quotas::get_team_quota, quotas::set_team_quota, teams::create_team, teams::list_teams,
         teams::set_member, teams::remove_member, teams::list_shares, teams::share, teams::unshare,
         secrets::list_secrets, secrets::set_secret, secrets::remove_secret, secrets::list_team_secrets,
-        secrets::set_team_secret, secrets::remove_team_secret
+        secrets::set_team_secret, secrets::remove_team_secret, files::list_root, files::read,
+        files::write, files::delete, files::act
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),
