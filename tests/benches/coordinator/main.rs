@@ -21,12 +21,14 @@
 //! - keystroke: SSH keystroke echo through Berth vs an OpenSSH sshd on
 //!   loopback, same SSH client.
 //!
+//! - files: the file API's 1 MiB read and write and 200-entry listing
+//!   against OpenSSH's sftp through `berth ssh --stdio` (`files.rs`).
 //! - api_audit: create latency through the router with the audit log and
 //!   request metrics on vs off; metrics_scrape and capacity_report: a
 //!   scrape and the capacity report with 5,000 simulated agents and 20,000
 //!   placed workspaces (`admin.rs`).
 //!
-//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke admin` runs a
+//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke admin files` runs a
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
@@ -46,6 +48,7 @@ use std::time::{Duration, Instant};
 
 mod admin;
 mod api;
+mod files;
 mod forward;
 mod keystroke;
 mod link;
@@ -119,6 +122,9 @@ fn main() {
         }
         if want("keystroke") {
             keystroke().await;
+        }
+        if want("files") {
+            files::files().await;
         }
         if want("api_audit") || want("admin") {
             admin::api_audit().await;
