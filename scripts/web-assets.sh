@@ -41,3 +41,19 @@ mv "$out/LICENSE" "$out/xterm.LICENSE"
 fetch @xterm/addon-fit 0.11.0 \
   'sha512-jYcgT6xtVYhnhgxh3QgYDnnNMYTcf8ElbxxFzX0IZo+vabQqSPAjC3c1wJrKB5E19VwQei89QCiZZP86DCPF7g==' \
   lib/addon-fit.js
+
+# Monaco, the portal's editor: its whole minified AMD tree (min/vs, without
+# the translated messages), served under /w/assets/monaco/ and loaded only by
+# the editor page.
+fetch_tree() {
+  local name=$1 version=$2 integrity=$3 dir=$4 dest=$5
+  fetch "$name" "$version" "$integrity"
+  local tgz=$cache/$name-$version.tgz
+  rm -rf "$out/$dest.part" && mkdir -p "$out/$dest.part"
+  tar -xzf "$tgz" -C "$out/$dest.part" --strip-components=3 --exclude='*/nls.messages.*' "package/$dir"
+  tar -xzf "$tgz" -O package/LICENSE >"$out/$dest.part/LICENSE"
+  rm -rf "$out/$dest" && mv "$out/$dest.part" "$out/$dest"
+}
+fetch_tree monaco-editor 0.52.2 \
+  'sha512-GEQWEZmfkOGLdd3XK8ryrfWz3AIP8YymVXiPHEdewrUq7mh0qrKrfHLNCXcbB6sTnMLnOZ3ztSiKcciFUkIJwQ==' \
+  min/vs monaco

@@ -15,6 +15,7 @@ mod nodes;
 pub mod oidc;
 mod one_time;
 mod openapi;
+mod portal;
 mod prebuilds;
 mod previews;
 mod quotas;
@@ -267,6 +268,7 @@ pub fn router(state: AppState) -> Router {
         .merge(teams::routes())
         .merge(secrets::routes())
         .merge(oidc::routes())
+        .merge(portal::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

@@ -146,4 +146,54 @@ impl Page {
             self.call("Input.dispatchKeyEvent", p).await;
         }
     }
+
+    /// Goes to `url` and waits until the page has loaded.
+    pub async fn goto(&mut self, url: &str) {
+        self.call("Page.navigate", json!({ "url": url })).await;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        self.wait_for(
+            "document.readyState === 'complete'",
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    /// Waits until `expr` is true in the page; false if it never was.
+    pub async fn wait_for(&mut self, expr: &str, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if self.eval(expr).await == json!(true) {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        false
+    }
+
+    /// A PNG of the page at `width` CSS pixels (a phone's metrics below
+    /// 500), written to target/screens/NAME-WIDTH.png.
+    pub async fn screenshot(&mut self, name: &str, width: u32) -> PathBuf {
+        use base64::Engine;
+        let mobile = width < 500;
+        self.call(
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": width, "height": if mobile { 844 } else { 800 },
+                   "deviceScaleFactor": 1, "mobile": mobile}),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        let shot = self
+            .call("Page.captureScreenshot", json!({"format": "png"}))
+            .await;
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("screenshot data"))
+            .expect("screenshot base64");
+        let dir = crate::repo_root().join("target/screens");
+        std::fs::create_dir_all(&dir).expect("target/screens");
+        let path = dir.join(format!("{name}-{width}.png"));
+        std::fs::write(&path, png).expect("write the screenshot");
+        self.call("Emulation.clearDeviceMetricsOverride", json!({}))
+            .await;
+        path
+    }
 }

@@ -94,9 +94,9 @@ pub async fn record(
         .map(|c| c.0.ip().to_string())
         .unwrap_or_default();
     // Who calls, resolved once here and handed to the handler's extractor.
-    let caller = match super::auth::token_of(req.headers()) {
-        Some(t) => s.svc.principal(&t).await.ok(),
-        None => None,
+    let caller = match super::auth::api_token(req.method(), req.headers()) {
+        Ok(Some(t)) => s.svc.principal(&t).await.ok(),
+        _ => None,
     };
     if let Some(p) = &caller {
         req.extensions_mut().insert(Auth {

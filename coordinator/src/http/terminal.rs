@@ -63,18 +63,6 @@ pub struct TerminalQuery {
     pub owner: Option<String>,
 }
 
-/// Same-origin check for cookie-authenticated requests.
-fn same_origin(h: &HeaderMap) -> bool {
-    let host = h.get(header::HOST).and_then(|v| v.to_str().ok());
-    let origin = h.get(header::ORIGIN).and_then(|v| v.to_str().ok());
-    match (host, origin) {
-        (Some(host), Some(origin)) => origin
-            .split_once("://")
-            .is_some_and(|(_, rest)| rest.trim_end_matches('/') == host),
-        _ => false,
-    }
-}
-
 /// A WebSocket attached to a shell under a PTY in the workspace (see the
 /// module doc for the messages). A stopped workspace is started first.
 #[utoipa::path(get, path = "/v1/workspaces/{name}/terminal",
@@ -97,7 +85,7 @@ pub(super) async fn terminal(
         Error::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
     })?;
     let by_cookie = headers.get(header::AUTHORIZATION).is_none();
-    if by_cookie && !same_origin(&headers) {
+    if by_cookie && !auth::same_origin(&headers) {
         return Err(Error::forbidden(
             "a terminal opened with the cookie must come from this origin",
         ));
@@ -321,19 +309,6 @@ async fn asset(P(file): P<String>) -> Response {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_this_origin_may_use_the_cookie() {
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "berth.example:8080".parse().unwrap());
-        assert!(!same_origin(&h), "no Origin");
-        h.insert(header::ORIGIN, "http://berth.example:8080".parse().unwrap());
-        assert!(same_origin(&h));
-        h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(!same_origin(&h), "a sandboxed page");
-        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(!same_origin(&h));
-    }
 
     #[test]
     fn the_bundled_front_end_is_xterm() {

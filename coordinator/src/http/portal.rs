@@ -1,0 +1,343 @@
+//! The web portal, served by the coordinator itself on the API and its
+//! auth (the `berth_token` cookie `/w/login` sets): server-rendered pages
+//! (`maud`, which escapes every value) with a little plain JavaScript, and
+//! the front-end packages bundled into the binary (build.rs).
+//!
+//! - `/w/`: the caller's workspaces and their teams', live: the page reads
+//!   the event stream and re-renders the table from `/w/?rows=true` (the same
+//!   Rust that rendered it first); create, start, stop, delete, and links
+//!   to the terminal, the editor, the previews and VS Code.
+//! - `/w/{ws}/editor`: a file explorer and Monaco over the file API, the
+//!   terminal beside it; a save sends the version it read (`If-Match`), so
+//!   a change made elsewhere is shown, not overwritten.
+//!
+//! Every change the pages make is an API request with the cookie from this
+//! origin, which `auth::api_token` requires (no other site's page can).
+
+use super::auth::{self, Auth};
+use super::{AppState, P};
+use crate::domain::lifecycle::State;
+use crate::domain::team::Need;
+use crate::domain::workspace::WorkspaceRow;
+use crate::error::{Error, Result};
+use crate::store::WorkspaceFilter;
+use axum::extract::State as AxState;
+use axum::http::{header, HeaderMap};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::Router;
+use maud::{html, Markup, DOCTYPE};
+use serde::Deserialize;
+
+include!(concat!(env!("OUT_DIR"), "/web/monaco.rs"));
+
+/// The version of Monaco bundled, in its asset paths (cached for a year).
+const MONACO_VERSION: &str = "0.52.2";
+const CSS: &str = include_str!("portal/portal.css");
+const LIST_JS: &str = include_str!("portal/list.js");
+const EDITOR_JS: &str = include_str!("portal/editor.js");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/w/", get(list_page))
+        .route("/w/{ws}/editor", get(editor_page))
+        .route("/w/assets/portal.css", get(|| asset(CSS, "text/css")))
+        .route(
+            "/w/assets/list.js",
+            get(|| asset(LIST_JS, "text/javascript")),
+        )
+        .route(
+            "/w/assets/editor.js",
+            get(|| asset(EDITOR_JS, "text/javascript")),
+        )
+        .route("/w/assets/monaco-{version}/{*path}", get(monaco))
+}
+
+async fn asset(body: &'static str, kind: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=300"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// A file of the bundled Monaco.
+async fn monaco(P((version, path)): P<(String, String)>) -> Response {
+    let found = MONACO.iter().find(|(p, _)| *p == path);
+    let Some((_, body)) = found.filter(|_| version == MONACO_VERSION) else {
+        return Error::not_found("no such asset").into_response();
+    };
+    let kind = match path.rsplit('.').next() {
+        Some("js") => "text/javascript",
+        Some("css") => "text/css",
+        Some("ttf") => "font/ttf",
+        _ => "application/octet-stream",
+    };
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "public, max-age=31536000, immutable"),
+        ],
+        *body,
+    )
+        .into_response()
+}
+
+/// The page around `body`, with the signed-in user in its header.
+fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Berth" }
+                link rel="stylesheet" href="/w/assets/portal.css";
+            }
+            body {
+                header.top {
+                    a.brand href="/w/" { "Berth" }
+                    nav { a href="/w/" { "Workspaces" } }
+                    span.user { (user.user) @if user.admin { " (admin)" } }
+                }
+                main { (body) }
+                (scripts)
+            }
+        }
+    }
+}
+
+fn page(m: Markup) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+            (header::X_FRAME_OPTIONS, "SAMEORIGIN"),
+        ],
+        m.into_string(),
+    )
+        .into_response()
+}
+
+/// The caller, or the sign-in page to come back from.
+async fn caller(
+    s: &AppState,
+    h: &HeaderMap,
+    back: &str,
+) -> Result<std::result::Result<Auth, Response>> {
+    Ok(match auth::optional(s, h).await {
+        Ok(Some(a)) => Ok(a),
+        Ok(None) | Err(_) => Err(Redirect::to(&format!(
+            "/w/login?next={}",
+            super::signin::urlencode(back)
+        ))
+        .into_response()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+struct ListQuery {
+    /// Only the table's rows (what the page re-renders on an event).
+    #[serde(default)]
+    rows: bool,
+}
+
+/// The caller's workspaces, then their teams' (each once), by name.
+async fn visible(s: &AppState, a: &Auth) -> Result<Vec<WorkspaceRow>> {
+    let mut rows = s
+        .svc
+        .workspaces(&WorkspaceFilter {
+            owner: Some(a.user.clone()),
+            ..Default::default()
+        })
+        .await?;
+    for t in s.svc.teams(&a.user, false).await? {
+        let more = s
+            .svc
+            .workspaces(&WorkspaceFilter {
+                team: Some(t.name.clone()),
+                ..Default::default()
+            })
+            .await?;
+        rows.extend(more.into_iter().filter(|w| w.owner != a.user));
+    }
+    rows.retain(|w| w.state != State::Deleted);
+    rows.sort_by(|x, y| (&x.name, &x.owner).cmp(&(&y.name, &y.owner)));
+    Ok(rows)
+}
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
+}
+
+/// One workspace's row.
+fn row(s: &AppState, a: &Auth, w: &WorkspaceRow) -> Markup {
+    let v = s.svc.view(w);
+    let owner_q = if w.owner == a.user {
+        String::new()
+    } else {
+        format!("?owner={}", w.owner)
+    };
+    let source = match &v.repo {
+        Some(r) => format!(
+            "{}@{}",
+            r.url
+                .trim_end_matches(".git")
+                .rsplit('/')
+                .next()
+                .unwrap_or(&r.url),
+            r.branch.as_deref().unwrap_or("default")
+        ),
+        None => v.image.rsplit('/').next().unwrap_or(&v.image).to_string(),
+    };
+    let running = v.state == berth_proto::api::State::Running;
+    let idle = v
+        .idle
+        .as_ref()
+        .map(|i| i.summary.clone())
+        .unwrap_or_default();
+    html! {
+        tr data-ws=(v.name) data-q=(owner_q) data-state=(v.state.as_str()) {
+            td data-label="Name" { strong { (v.name) } @if w.owner != a.user { br; small { (w.owner) } } }
+            td data-label="State" { span class={"state " (v.state.as_str())} { (v.state.as_str()) }
+                 @if let Some(r) = &v.reason { br; small.reason { (r) } } }
+            td data-label="Source" { (source) }
+            td data-label="Tier" { (if v.tier.is_empty() { "-" } else { &v.tier }) }
+            td data-label="Node" { (v.node.as_deref().unwrap_or("-")) }
+            td data-label="CPU · memory · disk" { (v.cpu_millis) "m · " (gib(v.memory_bytes)) " GiB · " (gib(v.disk_bytes)) " GiB" }
+            td.idle data-label="Idle" { (idle) }
+            td.actions data-label="Open" {
+                @if running {
+                    a href={"/w/" (v.name) "/editor" (owner_q)} { "Editor" }
+                    a href={"/w/" (v.name) "/terminal" (owner_q)} { "Terminal" }
+                    a href={"vscode://vscode-remote/ssh-remote+berth." (v.name) "/workspace"}
+                        title="Remote-SSH: run `berth config-ssh` once" { "VS Code" }
+                    button data-act="stop" { "Stop" }
+                } @else {
+                    button data-act="start" { "Start" }
+                }
+                button.danger data-act="delete" { "Delete" }
+            }
+        }
+    }
+}
+
+fn rows(s: &AppState, a: &Auth, ws: &[WorkspaceRow]) -> Markup {
+    html! {
+        tbody #rows {
+            @for w in ws { (row(s, a, w)) }
+            @if ws.is_empty() { tr { td colspan="8" { "No workspaces yet: create one above." } } }
+        }
+    }
+}
+
+/// `/w/`: the workspaces page (or, with `rows=true`, its table's rows).
+async fn list_page(
+    AxState(s): AxState<AppState>,
+    axum::extract::Query(q): axum::extract::Query<ListQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let a = match caller(&s, &headers, "/w/").await? {
+        Ok(a) => a,
+        Err(to_login) => return Ok(to_login),
+    };
+    let ws = visible(&s, &a).await?;
+    if q.rows {
+        return Ok(page(rows(&s, &a, &ws)));
+    }
+    let body = html! {
+        h1 { "Workspaces" }
+        form #create {
+            fieldset {
+                legend { "New workspace" }
+                label { "Name " input name="name" required pattern="[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?" autocomplete="off"; }
+                label { "Repository " input name="repo" type="url" placeholder="https://git.example/app.git"; }
+                label { "Branch " input name="branch" placeholder="default"; }
+                label { "or image " input name="image" placeholder="registry/image:tag"; }
+                label { "Tier " input name="tier" placeholder="default"; }
+                button type="submit" { "Create" }
+            }
+            p #message role="status" {}
+        }
+        div.scroll {
+            table #workspaces {
+                thead { tr {
+                    th { "Name" } th { "State" } th { "Source" } th { "Tier" } th { "Node" }
+                    th { "CPU · memory · disk" } th { "Idle" } th { "Open" }
+                } }
+                (rows(&s, &a, &ws))
+            }
+        }
+    };
+    let scripts = html! { script src="/w/assets/list.js" {} };
+    Ok(page(layout("Workspaces", &a, scripts, body)))
+}
+
+#[derive(Debug, Deserialize)]
+struct OwnerParam {
+    owner: Option<String>,
+}
+
+/// `/w/{ws}/editor`: the file explorer, Monaco and the terminal.
+async fn editor_page(
+    AxState(s): AxState<AppState>,
+    P(ws): P<String>,
+    axum::extract::Query(q): axum::extract::Query<OwnerParam>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let a = match caller(&s, &headers, &format!("/w/{ws}/editor")).await? {
+        Ok(a) => a,
+        Err(to_login) => return Ok(to_login),
+    };
+    let owner = super::owner_for(&s, &a, q.owner.clone(), &ws, Need::Read).await?;
+    let w = s.svc.find(&owner, &ws).await?;
+    // Only who may act on it gets the terminal and saves (the API enforces
+    // it; the page does not offer what would be refused).
+    let writer = owner == a.user
+        || a.admin
+        || s.svc
+            .may_access(&a.user, &owner, &ws, Need::Act)
+            .await
+            .is_ok();
+    let owner_q = if owner == a.user {
+        String::new()
+    } else {
+        format!("owner={owner}")
+    };
+    let body = html! {
+        div #editor-app data-ws=(w.name) data-owner-q=(owner_q) data-writer=(writer)
+            data-monaco={"/w/assets/monaco-" (MONACO_VERSION)} {
+            aside #tree aria-label="Files" {
+                div.tree-head {
+                    strong { (w.name) }
+                    @if writer { button #new-file { "New file" } }
+                }
+                ul #files role="tree" {}
+            }
+            section #center {
+                div #tabbar { span #current { "No file open" } span #status role="status" {}
+                    @if writer { button #save disabled { "Save" } } @else { span.readonly { "read-only" } } }
+                div #monaco {}
+            }
+            @if writer {
+                section #side {
+                    iframe #terminal title="Terminal" src={"/w/" (w.name) "/terminal" @if !owner_q.is_empty() { "?" (owner_q) }} {}
+                }
+            }
+        }
+    };
+    let scripts = html! {
+        script src={"/w/assets/monaco-" (MONACO_VERSION) "/loader.js"} {}
+        script src="/w/assets/editor.js" {}
+    };
+    Ok(page(layout(
+        &format!("{} editor", w.name),
+        &a,
+        scripts,
+        body,
+    )))
+}

@@ -1,0 +1,274 @@
+//! The web portal in headless Chromium (Debian's chromium), on the real
+//! components: sign in on /w/login, create a workspace from the list page and
+//! see it become running without a reload (the event stream), open the
+//! editor (Monaco over the file API), create and save a file and read it
+//! with `berth exec`, have a stale save refused, run a command in the
+//! terminal; a viewer the workspace is shared with reads files in the editor,
+//! is offered no terminal and no save, and cannot write even by calling the
+//! API from the page; and a page on another origin that makes the browser
+//! send alice's cookie cannot stop her workspace, which the same request
+//! from the portal's own page does (the control). Screenshots of each page
+//! at 1280 and 390 px go to target/screens/.
+
+use berth_tests::browser::{Browser, Page};
+use berth_tests::Cluster;
+use serde_json::json;
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(60);
+
+async fn exec(c: &Cluster, token: &str, script: &str) -> String {
+    let (code, out, err) = c
+        .berth(token, &["exec", "web", "--", "sh", "-c", script])
+        .await;
+    assert_eq!(code, 0, "{script}: {out}{err}");
+    out
+}
+
+async fn shots(page: &mut Page, name: &str) {
+    for width in [1280, 390] {
+        page.screenshot(name, width).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
+    let c = Cluster::start(Default::default()).await;
+    let alice = c.member_token("alice").await;
+    let carol = c.member_token("carol").await;
+    let browser = Browser::start();
+    let mut page = browser.page().await;
+
+    // Sign in with the token, as the login page asks.
+    page.goto(&format!("{}/w/login?next=/w/", c.api)).await;
+    shots(&mut page, "login").await;
+    page.eval(&format!(
+        "document.querySelector('input[name=token]').value = {}; document.querySelector('form').submit(); true",
+        json!(alice)
+    ))
+    .await;
+    assert!(
+        page.wait_for(
+            "location.pathname === '/w/' && document.body.dataset.ready === 'true'",
+            T
+        )
+        .await,
+        "signed in, on the workspaces page"
+    );
+
+    // Create from the page; it becomes running live (no reload).
+    page.eval(&format!(
+        "window.sameLoad = true; const f = document.getElementById('create');
+         f.name.value = 'web'; f.image.value = {}; f.requestSubmit(); true",
+        json!(c.tiny())
+    ))
+    .await;
+    assert!(
+        page.wait_for(
+            "window.sameLoad === true && document.querySelector('tr[data-ws=web][data-state=running]') !== null",
+            T
+        )
+        .await,
+        "the row turned running without a reload: {} {}",
+        page.eval("document.getElementById('rows').innerText").await,
+        page.eval("document.getElementById('message').textContent").await
+    );
+    let row = page
+        .eval("document.querySelector('tr[data-ws=web]').innerText")
+        .await;
+    assert!(row.as_str().unwrap().contains("n0"), "its node: {row}");
+    shots(&mut page, "workspaces").await;
+
+    // The editor: a new file, saved, is in the workspace.
+    page.goto(&format!("{}/w/web/editor", c.api)).await;
+    assert!(
+        page.wait_for("document.body.dataset.ready === 'true'", T)
+            .await,
+        "Monaco loaded"
+    );
+    page.eval("berth.newFile('notes/hello.txt'); berth.editor.focus(); true")
+        .await;
+    page.type_text("hello from the editor").await;
+    page.eval("document.getElementById('save').click(); true")
+        .await;
+    assert!(
+        page.wait_for(
+            "document.getElementById('status').textContent.startsWith('Saved')",
+            T
+        )
+        .await,
+        "saved: {}",
+        page.eval("document.getElementById('status').textContent")
+            .await
+    );
+    assert_eq!(
+        exec(&c, &alice, "cat /workspace/notes/hello.txt").await,
+        "hello from the editor"
+    );
+    assert!(
+        page.wait_for(
+            "!!document.querySelector('#files button[data-path=notes]')",
+            T
+        )
+        .await,
+        "the tree shows the new directory"
+    );
+    shots(&mut page, "editor").await;
+
+    // A change made in the workspace meanwhile: the stale save is refused
+    // and says so; the file keeps the other change.
+    exec(
+        &c,
+        &alice,
+        "echo from-terminal > /workspace/notes/hello.txt",
+    )
+    .await;
+    page.eval("berth.editor.focus(); true").await;
+    page.type_text(" and more").await;
+    page.eval("document.getElementById('save').click(); true")
+        .await;
+    assert!(
+        page.wait_for(
+            "document.getElementById('status').classList.contains('conflict')",
+            T
+        )
+        .await,
+        "the conflict is shown"
+    );
+    assert_eq!(
+        exec(&c, &alice, "cat /workspace/notes/hello.txt").await,
+        "from-terminal\n"
+    );
+    // Reopened, it shows the other version, which then saves.
+    page.eval("berth.openFile('notes/hello.txt').then(() => true)")
+        .await;
+    assert_eq!(
+        page.eval("berth.editor.getValue()").await,
+        json!("from-terminal\n")
+    );
+
+    // The terminal runs a command in the workspace.
+    page.goto(&format!("{}/w/web/terminal", c.api)).await;
+    assert!(page.wait_for("window.berthConnected === true", T).await);
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    page.type_text("echo portal-ok > /workspace/t.txt").await;
+    page.enter().await;
+    let mut ran = String::new();
+    for _ in 0..50 {
+        ran = exec(&c, &alice, "cat /workspace/t.txt 2>/dev/null || true").await;
+        if ran == "portal-ok\n" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(ran, "portal-ok\n");
+    shots(&mut page, "terminal").await;
+
+    // Carol, a viewer: reads in the editor; no terminal, no save, and the
+    // API refuses her write even from the portal's own page.
+    let (s, e) = c
+        .send_json_as("PUT", "/v1/workspaces/web/shares/carol", json!({}), &alice)
+        .await;
+    assert!((200..300).contains(&s), "{e}");
+    let viewer_browser = Browser::start();
+    let mut viewer = viewer_browser.page().await;
+    viewer
+        .call(
+            "Network.setCookie",
+            json!({"name": "berth_token", "value": carol, "url": c.api, "httpOnly": true}),
+        )
+        .await;
+    viewer
+        .goto(&format!("{}/w/web/editor?owner=alice", c.api))
+        .await;
+    assert!(
+        viewer
+            .wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    assert_eq!(
+        viewer
+            .eval("[!!document.getElementById('terminal'), !!document.getElementById('save'), berth.editor.getOption(monaco.editor.EditorOption.readOnly)]")
+            .await,
+        json!([false, false, true])
+    );
+    viewer
+        .eval("berth.openFile('notes/hello.txt').then(() => true)")
+        .await;
+    assert_eq!(
+        viewer.eval("berth.editor.getValue()").await,
+        json!("from-terminal\n")
+    );
+    let put = viewer
+        .eval("fetch('/v1/workspaces/web/files/notes/hello.txt?owner=alice', {method: 'PUT', body: 'carol was here'}).then(r => r.status)")
+        .await;
+    assert_eq!(put, json!(403), "a viewer's write");
+    assert_eq!(
+        exec(&c, &alice, "cat /workspace/notes/hello.txt").await,
+        "from-terminal\n"
+    );
+    shots(&mut viewer, "editor-viewer").await;
+    drop(viewer);
+    drop(viewer_browser);
+
+    // Another origin (same site: another port of this host) makes alice's
+    // browser send her cookie with a POST that would stop her workspace.
+    let evil = tempfile::tempdir().unwrap();
+    std::fs::write(
+        evil.path().join("index.html"),
+        format!(
+            "<script>fetch('{}/v1/workspaces/web/stop', {{method: 'POST', credentials: 'include', mode: 'no-cors'}})
+               .finally(() => {{ window.sent = true; }});</script>",
+            c.api
+        ),
+    )
+    .unwrap();
+    let port = berth_tests::free_port();
+    let mut server = std::process::Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+        ])
+        .current_dir(evil.path())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    berth_tests::wait_listening(None, port);
+    page.goto(&format!("http://127.0.0.1:{port}/index.html"))
+        .await;
+    assert!(
+        page.wait_for("window.sent === true", T).await,
+        "the request went"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let (_, w) = c.get_as("/v1/workspaces/web", &alice).await;
+    assert_eq!(
+        (w["desired"].as_str(), w["state"].as_str()),
+        (Some("running"), Some("running")),
+        "another origin's request with the cookie changed nothing"
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+    // The control: the same request from the portal's page stops it.
+    page.goto(&format!("{}/w/", c.api)).await;
+    let status = page
+        .eval("fetch('/v1/workspaces/web/stop', {method: 'POST', credentials: 'include'}).then(r => r.status)")
+        .await;
+    assert_eq!(status, json!(202));
+    c.wait_state_as("web", "stopped", T, &alice).await;
+    assert!(
+        page.wait_for(
+            "document.querySelector('tr[data-ws=web][data-state=stopped]') !== null",
+            T
+        )
+        .await,
+        "the list shows it stopped, live"
+    );
+    drop(page);
+    drop(browser);
+    c.finish().await;
+}
