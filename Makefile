@@ -52,6 +52,7 @@ bench: deps images
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench prebuilds
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench cold_start
 	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench backup
+	BERTH_AGENT_BIN=$(CURDIR)/target/release/berth-agent $(CARGO) bench --locked -p berth-tests --bench portal
 
 lint: deps
 	$(CARGO) fmt --all -- --check

@@ -192,7 +192,9 @@ The workspace "demo" runs the dev image (Debian, uid 1000, /workspace persistent
   berth port-forward demo 8000   # localhost:8000 -> port 8000 in demo
   berth ssh-key add && berth ssh demo   # OpenSSH into demo (key: ~/.ssh/id_ed25519.pub)
   berth config-ssh                      # then: ssh berth.demo, scp, VS Code Remote-SSH
-  berth open demo                       # a one-time sign-in link to demo's web terminal
+  berth open                            # a one-time sign-in link to the web portal
+  berth open demo --editor              # ... to demo's editor (files, Monaco, terminal)
+  berth open demo                       # ... to demo's web terminal
   # previews: $BERTH_URL/w/demo/8000/ (an HTTP server on port 8000 in demo)
   berth stop demo && berth start demo
   berth exec demo -- sh -c 'echo \$DEMO_GREETING'   # a secret: berth secret list, berth secret set

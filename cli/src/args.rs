@@ -227,14 +227,18 @@ pub(crate) enum Cmd {
     },
     /// Tunnel activity of a workspace: open sessions and bytes per kind.
     Activity(Target),
-    /// Print a one-time sign-in link (good for 2 minutes) to a workspace's
-    /// web terminal, or with --port to its preview, for a browser.
+    /// Print a one-time sign-in link (good for 2 minutes) for a browser: to
+    /// a workspace's web terminal, with --editor to its editor, with --port
+    /// to a port's preview; without a workspace, to the portal's list.
     Open {
-        /// Workspace name.
-        name: String,
+        /// Workspace name (none: the portal's workspaces page).
+        name: Option<String>,
         /// The preview of this port instead of the terminal.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "editor", requires = "name")]
         port: Option<u16>,
+        /// The editor (files and Monaco, the terminal beside it).
+        #[arg(long, requires = "name")]
+        editor: bool,
     },
     /// The output of a repository workspace's clone and lifecycle commands.
     Logs {

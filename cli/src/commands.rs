@@ -157,7 +157,9 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Cmd::GitCredential { cmd } => repos::git_credential(&c, ui, cmd).await,
         Cmd::Config { cmd } => repos::config(&c, ui, cmd).await,
         Cmd::Prebuild { cmd } => prebuilds::run(&c, ui, cmd).await,
-        Cmd::Open { name, port } => tunnels::open(&c, ui, &resolved.url, name, port).await,
+        Cmd::Open { name, port, editor } => {
+            tunnels::open(&c, ui, &resolved.url, name, port, editor).await
+        }
         Cmd::Tiers => admin::tiers(&c, ui).await,
         Cmd::Nodes { cmd } => nodes::run(&c, ui, cmd.unwrap_or(NodesCmd::List)).await,
         Cmd::Admin { cmd } => admin::run(&c, ui, cmd).await,

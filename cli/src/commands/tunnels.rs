@@ -132,17 +132,21 @@ pub(crate) async fn activity(c: &Client, ui: Ui, t: Target) -> Outcome {
     Ok(0)
 }
 
-/// A one-time sign-in link to a workspace's terminal, or a port's preview.
+/// A one-time sign-in link to a workspace's terminal, editor or a port's
+/// preview, or to the portal's workspaces page.
 pub(crate) async fn open(
     c: &Client,
     ui: Ui,
     url: &str,
-    name: String,
+    name: Option<String>,
     port: Option<u16>,
+    editor: bool,
 ) -> Outcome {
-    let next = match port {
-        Some(p) => format!("/w/{}/{p}/", enc(&name)),
-        None => format!("/w/{}/terminal", enc(&name)),
+    let next = match (name, port) {
+        (None, _) => "/w/".to_string(),
+        (Some(name), Some(p)) => format!("/w/{}/{p}/", enc(&name)),
+        (Some(name), None) if editor => format!("/w/{}/editor", enc(&name)),
+        (Some(name), None) => format!("/w/{}/terminal", enc(&name)),
     };
     let link: SignInLink = c.post("/v1/sign-in-links", &LinkRequest { next }).await?;
     let url = format!("{}{}", url.trim_end_matches('/'), link.url);
