@@ -268,6 +268,57 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
         .await,
         "the list shows it stopped, live"
     );
+
+    // Admin pages: a member is refused; the admin sees the cluster's node
+    // and the capacity figures the API reports, and cordons from the page.
+    let (s, _) = c.get_as("/w/admin", &alice).await;
+    assert_eq!(s, 403);
+    page.call(
+        "Network.setCookie",
+        json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
+    )
+    .await;
+    page.goto(&format!("{}/w/admin", c.api)).await;
+    assert!(
+        page.wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    let (_, report) = c.get("/v1/admin/capacity").await;
+    let shown = page
+        .eval("[...document.querySelectorAll('#tiers tbody tr')].map(r => [r.cells[0].innerText, r.cells[1].innerText])")
+        .await;
+    let want: Vec<serde_json::Value> = report["tiers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| json!([t["tier"], t["fits"].to_string()]))
+        .collect();
+    assert_eq!(shown, json!(want), "the page's tiers are the API's");
+    assert!(!want.is_empty());
+    let node = page
+        .eval("document.querySelector('#nodes tr[data-node=n0]').innerText")
+        .await;
+    let n0 = &report["nodes"][0];
+    assert!(
+        node.as_str().unwrap().contains(&format!(
+            "{}m / {}m",
+            n0["allocated"]["cpu_millis"], n0["allocatable"]["cpu_millis"]
+        )),
+        "{node} vs {n0}"
+    );
+    shots(&mut page, "admin").await;
+    page.eval("document.querySelector('#nodes tr[data-node=n0] button[data-node-act=cordon]').click(); true")
+        .await;
+    assert!(
+        page.wait_for(
+            "!!document.querySelector('#nodes tr[data-node=n0] button[data-node-act=uncordon]')",
+            T
+        )
+        .await,
+        "cordoned from the page"
+    );
+    let (_, n) = c.get("/v1/nodes/n0").await;
+    assert_eq!(n["cordoned"], json!(true), "{n}");
     drop(page);
     drop(browser);
     c.finish().await;

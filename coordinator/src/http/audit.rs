@@ -243,6 +243,7 @@ pub(super) async fn list_audit(
             until_seq: None,
             after: q.after.unwrap_or(0),
             limit,
+            newest_first: false,
         })
         .await?;
     let next_after = (entries.len() as i64 == limit)

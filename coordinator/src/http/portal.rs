@@ -29,6 +29,8 @@ use axum::Router;
 use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
+mod admin;
+
 include!(concat!(env!("OUT_DIR"), "/web/monaco.rs"));
 
 /// The version of Monaco bundled, in its asset paths (cached for a year).
@@ -36,11 +38,17 @@ const MONACO_VERSION: &str = "0.52.2";
 const CSS: &str = include_str!("portal/portal.css");
 const LIST_JS: &str = include_str!("portal/list.js");
 const EDITOR_JS: &str = include_str!("portal/editor.js");
+const ADMIN_JS: &str = include_str!("portal/admin.js");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/w/", get(list_page))
         .route("/w/{ws}/editor", get(editor_page))
+        .route("/w/admin", get(admin::admin_page))
+        .route(
+            "/w/assets/admin.js",
+            get(|| asset(ADMIN_JS, "text/javascript")),
+        )
         .route("/w/assets/portal.css", get(|| asset(CSS, "text/css")))
         .route(
             "/w/assets/list.js",
@@ -87,7 +95,7 @@ async fn monaco(P((version, path)): P<(String, String)>) -> Response {
 }
 
 /// The page around `body`, with the signed-in user in its header.
-fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) -> Markup {
+pub(super) fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -100,7 +108,7 @@ fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) -> Markup {
             body {
                 header.top {
                     a.brand href="/w/" { "Berth" }
-                    nav { a href="/w/" { "Workspaces" } }
+                    nav { a href="/w/" { "Workspaces" } @if user.admin { " " a href="/w/admin" { "Admin" } } }
                     span.user { (user.user) @if user.admin { " (admin)" } }
                 }
                 main { (body) }
@@ -110,7 +118,7 @@ fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) -> Markup {
     }
 }
 
-fn page(m: Markup) -> Response {
+pub(super) fn page(m: Markup) -> Response {
     (
         [
             (header::CONTENT_TYPE, "text/html; charset=utf-8"),
@@ -124,7 +132,7 @@ fn page(m: Markup) -> Response {
 }
 
 /// The caller, or the sign-in page to come back from.
-async fn caller(
+pub(super) async fn caller(
     s: &AppState,
     h: &HeaderMap,
     back: &str,

@@ -159,6 +159,20 @@ impl Service {
         })
     }
 
+    /// The fleet's hourly allocation over the forecast's window (14 days),
+    /// oldest first: (hour, CPU allocated / allocatable, memory, disk, slots).
+    pub async fn capacity_history(&self) -> Result<Vec<(i64, [(i64, i64); 4])>> {
+        let since = self.now() - FORECAST_WINDOW_MS;
+        Ok(self
+            .inner
+            .store
+            .capacity_samples(since)
+            .await?
+            .into_iter()
+            .map(|c| (c.hour_ms, [c.cpu, c.memory, c.disk, c.workspaces]))
+            .collect())
+    }
+
     /// When each resource runs out, from the hourly samples.
     async fn forecast(&self, rows: &[NodeRow], now: i64) -> Result<Vec<Forecast>> {
         let history = self

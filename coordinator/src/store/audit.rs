@@ -116,6 +116,8 @@ pub struct AuditFilter {
     /// Entries after this sequence number (paging).
     pub after: i64,
     pub limit: i64,
+    /// The newest entries first (the admin page's latest ones).
+    pub newest_first: bool,
 }
 
 const COLS: &str = "seq, at_ms, actor, token_id, role, source_ip, user_agent, action, resource, \
@@ -254,7 +256,7 @@ impl Store {
         Ok(())
     }
 
-    /// Audit entries `f` selects, oldest first, with their MACs.
+    /// Audit entries `f` selects, oldest first (or newest), with their MACs.
     pub async fn audit_entries(&self, f: &AuditFilter) -> Result<Vec<(Entry, String)>> {
         let mut q = format!("SELECT {COLS} FROM audit_log WHERE seq > $1");
         let mut n = 1;
@@ -290,7 +292,8 @@ impl Store {
         if f.until_seq.is_some() {
             cond(&mut q, " AND seq <= ?");
         }
-        cond(&mut q, " ORDER BY seq LIMIT ?");
+        let order = if f.newest_first { "DESC" } else { "" };
+        cond(&mut q, &format!(" ORDER BY seq {order} LIMIT ?"));
         let mut query = sqlx::query(&q).bind(f.after);
         if let Some(a) = &f.actor {
             query = query.bind(a);
