@@ -13,6 +13,7 @@ pub mod pull_request;
 pub mod quota;
 pub mod repo;
 pub mod report;
+pub mod review;
 pub mod scheduler;
 pub mod team;
 pub mod tier;

@@ -21,6 +21,7 @@ mod previews;
 mod quotas;
 mod reports;
 mod repos;
+mod reviews;
 mod secrets;
 mod signin;
 mod ssh_keys;
@@ -269,6 +270,7 @@ pub fn router(state: AppState) -> Router {
         .merge(secrets::routes())
         .merge(oidc::routes())
         .merge(portal::routes())
+        .merge(reviews::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             audit::record,

@@ -28,6 +28,7 @@ mod reconcile;
 mod report;
 mod repos;
 mod retention;
+mod reviews;
 mod secrets;
 mod stats;
 mod teams;

@@ -11,6 +11,7 @@ mod files;
 mod idle;
 mod nodes;
 mod repos;
+mod reviews;
 mod secrets;
 mod tunnels;
 
@@ -21,6 +22,7 @@ pub use files::*;
 pub use idle::*;
 pub use nodes::*;
 pub use repos::*;
+pub use reviews::*;
 pub use secrets::*;
 pub use tunnels::*;
 

@@ -364,8 +364,13 @@ async fn backups_happen_every_interval_and_a_failing_store_is_retried_and_shown(
     std::fs::remove_file(&repo).unwrap();
     std::fs::rename(&aside, &repo).unwrap();
     berth_tests::backups::copy_gone(&c, 0, &id).await;
-    let (s, _) = c.get("/v1/workspaces/tick").await;
-    assert_eq!(s, 404);
+    // The node's answer to the delete reaches the store just after its
+    // record goes.
+    let gone = berth_tests::eventually(Duration::from_secs(10), || async {
+        (c.get("/v1/workspaces/tick").await.0 == 404).then_some(())
+    })
+    .await;
+    assert!(gone.is_some(), "deleted once its backup was made");
     let (s, _) = c.delete("/v1/workspaces/tick").await;
     assert_eq!(s, 404, "a delete of what is gone changes nothing");
     let target = c.dir.join("final-restore");

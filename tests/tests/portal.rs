@@ -208,6 +208,161 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
         "from-terminal\n"
     );
     shots(&mut viewer, "editor-viewer").await;
+
+    // Review: alice submits from the reviews page; carol (a reader) takes
+    // it and approves; bob, who may not read the workspace, sees nothing.
+    page.goto(&format!("{}/w/reviews", c.api)).await;
+    assert!(
+        page.wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    page.eval(
+        "const r = document.getElementById('submit-review'); r.note.value = 'please look at notes/';
+         r.priority.value = 'high'; r.requestSubmit(); true",
+    )
+    .await;
+    assert!(
+        page.wait_for(
+            "document.querySelector('#reviews tr[data-state=pending]') !== null",
+            T
+        )
+        .await,
+        "submitted: {}",
+        page.eval("document.getElementById('message').textContent")
+            .await
+    );
+    let (s, e) = c
+        .post_as(
+            "/v1/workspaces/web/reviews",
+            json!({"note": "again"}),
+            &alice,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("review_open")));
+    let (s, e) = c
+        .post_as(
+            "/v1/workspaces/web/reviews",
+            json!({"priority": "urgent"}),
+            &alice,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (400, Some("invalid_body")));
+    let (s, e) = c
+        .post_as(
+            "/v1/workspaces/web/reviews",
+            json!({"note": "a\u{0}b"}),
+            &alice,
+        )
+        .await;
+    assert_eq!((s, e["code"].as_str()), (422, Some("invalid_review")));
+    let (_, list) = c.get_as("/v1/reviews", &alice).await;
+    let id = list[0]["id"].as_str().unwrap().to_string();
+    let (s, _) = c
+        .post_as(&format!("/v1/reviews/{id}/start"), json!({}), &alice)
+        .await;
+    assert_eq!(s, 403, "the author does not review her own request");
+    let bob = c.member_token("bob").await;
+    let (_, seen) = c.get_as("/v1/reviews", &bob).await;
+    assert_eq!(
+        seen,
+        json!([]),
+        "bob sees no review of a workspace he cannot read"
+    );
+    let (s, _) = c
+        .post_as(&format!("/v1/reviews/{id}/start"), json!({}), &bob)
+        .await;
+    assert_eq!(s, 404);
+    viewer.goto(&format!("{}/w/reviews", c.api)).await;
+    assert!(
+        viewer
+            .wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    viewer
+        .eval("document.querySelector('#reviews tr[data-state=pending] button[data-review-act=start]').click(); true")
+        .await;
+    assert!(
+        viewer
+            .wait_for(
+                "document.querySelector('#reviews tr[data-state=in_review]') !== null",
+                T
+            )
+            .await
+    );
+    shots(&mut viewer, "reviews").await;
+    viewer
+        .eval(
+            "const tr = document.querySelector('#reviews tr[data-state=in_review]');
+               tr.querySelector('input[name=comment]').value = 'looks good';
+               tr.querySelector('button[data-review-act=approve]').click(); true",
+        )
+        .await;
+    assert!(
+        viewer
+            .wait_for(
+                "document.querySelector('#reviews tr[data-state=approved]') !== null",
+                T
+            )
+            .await
+    );
+    let (_, list) = c.get_as("/v1/reviews", &alice).await;
+    assert_eq!(
+        (
+            list[0]["state"].as_str(),
+            list[0]["reviewer"].as_str(),
+            list[0]["comment"].as_str(),
+            list[0]["priority"].as_str()
+        ),
+        (
+            Some("approved"),
+            Some("carol"),
+            Some("looks good"),
+            Some("high")
+        ),
+        "{list}"
+    );
+    let (s, e) = c
+        .post_as(&format!("/v1/reviews/{id}/approve"), json!({}), &carol)
+        .await;
+    assert_eq!((s, e["code"].as_str()), (409, Some("review_state")));
+    let (_, audit) = c.get("/v1/admin/audit?limit=1000").await;
+    let steps: Vec<String> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["action"].as_str().unwrap_or("").contains("review") && e["error_code"] == "")
+        .map(|e| {
+            format!(
+                "{} {}",
+                e["actor"].as_str().unwrap(),
+                e["resource"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        steps,
+        vec![
+            "alice /v1/workspaces/web/reviews".to_string(),
+            format!("carol /v1/reviews/{id}/start"),
+            format!("carol /v1/reviews/{id}/approve"),
+        ],
+        "every step is in the audit log"
+    );
+    let refusals: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| {
+            e["error_code"]
+                .as_str()
+                .filter(|c| c.starts_with("review_"))
+        })
+        .collect();
+    assert_eq!(
+        refusals,
+        ["review_open", "review_state"],
+        "each refusal once, with its code"
+    );
     drop(viewer);
     drop(viewer_browser);
 

@@ -4,8 +4,8 @@
 
 use super::AppState;
 use super::{
-    audit, backups, exec, files, nodes, prebuilds, previews, quotas, reports, repos, secrets,
-    signin, ssh_keys, teams, terminal, tokens, tunnels, workspaces,
+    audit, backups, exec, files, nodes, prebuilds, previews, quotas, reports, repos, reviews,
+    secrets, signin, ssh_keys, teams, terminal, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -39,7 +39,8 @@ pub fn routes() -> Router<AppState> {
         teams::set_member, teams::remove_member, teams::list_shares, teams::share, teams::unshare,
         secrets::list_secrets, secrets::set_secret, secrets::remove_secret, secrets::list_team_secrets,
         secrets::set_team_secret, secrets::remove_team_secret, files::list_root, files::read,
-        files::write, files::delete, files::act
+        files::write, files::delete, files::act, reviews::submit_review, reviews::list_reviews,
+        reviews::review_step
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

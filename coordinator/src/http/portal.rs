@@ -30,6 +30,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 mod admin;
+mod reviews;
 
 include!(concat!(env!("OUT_DIR"), "/web/monaco.rs"));
 
@@ -39,12 +40,18 @@ const CSS: &str = include_str!("portal/portal.css");
 const LIST_JS: &str = include_str!("portal/list.js");
 const EDITOR_JS: &str = include_str!("portal/editor.js");
 const ADMIN_JS: &str = include_str!("portal/admin.js");
+const REVIEWS_JS: &str = include_str!("portal/reviews.js");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/w/", get(list_page))
         .route("/w/{ws}/editor", get(editor_page))
         .route("/w/admin", get(admin::admin_page))
+        .route("/w/reviews", get(reviews::reviews_page))
+        .route(
+            "/w/assets/reviews.js",
+            get(|| asset(REVIEWS_JS, "text/javascript")),
+        )
         .route(
             "/w/assets/admin.js",
             get(|| asset(ADMIN_JS, "text/javascript")),
@@ -108,8 +115,9 @@ pub(super) fn layout(title: &str, user: &Auth, scripts: Markup, body: Markup) ->
             body {
                 header.top {
                     a.brand href="/w/" { "Berth" }
-                    nav { a href="/w/" { "Workspaces" } @if user.admin { " " a href="/w/admin" { "Admin" } } }
-                    span.user { (user.user) @if user.admin { " (admin)" } }
+                    nav { a href="/w/" { "Workspaces" } " " a href="/w/reviews" { "Reviews" }
+                        @if user.admin { " " a href="/w/admin" { "Admin" } } }
+                    span.user data-user=(user.user) { (user.user) @if user.admin { " (admin)" } }
                 }
                 main { (body) }
                 (scripts)
@@ -155,7 +163,7 @@ struct ListQuery {
 }
 
 /// The caller's workspaces, then their teams' (each once), by name.
-async fn visible(s: &AppState, a: &Auth) -> Result<Vec<WorkspaceRow>> {
+pub(super) async fn visible(s: &AppState, a: &Auth) -> Result<Vec<WorkspaceRow>> {
     let mut rows = s
         .svc
         .workspaces(&WorkspaceFilter {

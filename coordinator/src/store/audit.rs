@@ -200,6 +200,12 @@ impl<'q> Audited for sqlx::query::Query<'q, Any, AnyArguments<'q>> {
         }
         let mut tx = store.pool.begin().await?;
         let r = self.execute(&mut *tx).await?;
+        if r.rows_affected() == 0 {
+            // Nothing changed (a conditional write that did not apply): the
+            // entry is written once, with the answer's status, at the end.
+            tx.rollback().await?;
+            return Ok(r);
+        }
         store.commit(tx).await?;
         Ok(r)
     }
