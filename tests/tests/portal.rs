@@ -164,6 +164,46 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
     assert_eq!(ran, "portal-ok\n");
     shots(&mut page, "terminal").await;
 
+    // The public home index: nothing of web until a preview is public;
+    // then its project, as its package.json says, read from the workspace.
+    let index = || async {
+        reqwest::get(format!("{}/w/index", c.api))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    let (s, _) = c
+        .send_json_as(
+            "PUT",
+            "/v1/workspaces/web/files/package.json",
+            json!({"name": "notes-app", "description": "Keeps notes & more"}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert!(!index().await.contains("notes-app"), "not public yet");
+    let (s, e) = c
+        .send_json_as(
+            "PUT",
+            "/v1/workspaces/web/ports/8000/visibility",
+            json!({"public": true}),
+            &alice,
+        )
+        .await;
+    assert!((200..300).contains(&s), "{e}");
+    let (_, w) = c.get_as("/v1/workspaces/web", &alice).await;
+    let html = index().await;
+    assert!(
+        html.contains("notes-app")
+            && html.contains("Keeps notes &amp; more")
+            && html.contains(&format!("/w/{}/8000/", w["id"].as_str().unwrap())),
+        "{html}"
+    );
+    page.goto(&format!("{}/w/index", c.api)).await;
+    shots(&mut page, "index").await;
+
     // Carol, a viewer: reads in the editor; no terminal, no save, and the
     // API refuses her write even from the portal's own page.
     let (s, e) = c

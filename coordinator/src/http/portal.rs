@@ -30,6 +30,7 @@ use maud::{html, Markup, DOCTYPE};
 use serde::Deserialize;
 
 mod admin;
+mod index;
 mod reviews;
 
 include!(concat!(env!("OUT_DIR"), "/web/monaco.rs"));
@@ -48,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         .route("/w/{ws}/editor", get(editor_page))
         .route("/w/admin", get(admin::admin_page))
         .route("/w/reviews", get(reviews::reviews_page))
+        .route("/w/index", get(index::index_page))
         .route(
             "/w/assets/reviews.js",
             get(|| asset(REVIEWS_JS, "text/javascript")),
