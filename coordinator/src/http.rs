@@ -27,6 +27,7 @@ mod signin;
 mod ssh_keys;
 mod teams;
 mod terminal;
+mod terminal_share;
 mod tokens;
 mod tunnels;
 mod workspaces;
@@ -61,6 +62,8 @@ pub struct AppState {
     pub observe: bool,
     /// OIDC sign-in, when configured.
     pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
+    /// Web terminal sessions shared live.
+    pub terminals: terminal_share::Shares,
 }
 
 /// The HTTP status of an error's kind.
@@ -262,6 +265,7 @@ pub fn router(state: AppState) -> Router {
         .merge(repos::routes())
         .merge(prebuilds::routes())
         .merge(terminal::routes())
+        .merge(terminal_share::routes())
         .merge(signin::routes())
         .merge(audit::routes())
         .merge(reports::routes())

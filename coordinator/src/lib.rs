@@ -118,6 +118,7 @@ pub async fn run(
             .map(http::oidc::Oidc::new)
             .transpose()?
             .map(Arc::new),
+        terminals: Default::default(),
     };
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await

@@ -206,10 +206,30 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
 
     // Carol, a viewer: reads in the editor; no terminal, no save, and the
     // API refuses her write even from the portal's own page.
-    let (s, e) = c
-        .send_json_as("PUT", "/v1/workspaces/web/shares/carol", json!({}), &alice)
-        .await;
-    assert!((200..300).contains(&s), "{e}");
+    // Shared from the list page's row.
+    page.goto(&format!("{}/w/", c.api)).await;
+    assert!(
+        page.wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    page.eval(
+        "const tr = document.querySelector('tr[data-ws=web]');
+         tr.querySelector('input[name=share]').value = 'carol';
+         tr.querySelector('button[data-act=share]').click(); true",
+    )
+    .await;
+    assert!(
+        page.wait_for(
+            "!!document.querySelector('tr[data-ws=web] button[data-unshare=carol]')",
+            T
+        )
+        .await,
+        "the row shows the share: {}",
+        page.eval("document.getElementById('message').textContent")
+            .await
+    );
+    let (_, shares) = c.get_as("/v1/workspaces/web/shares", &alice).await;
+    assert_eq!(shares["users"], json!(["carol"]), "{shares}");
     let viewer_browser = Browser::start();
     let mut viewer = viewer_browser.page().await;
     viewer
@@ -514,6 +534,76 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
     );
     let (_, n) = c.get("/v1/nodes/n0").await;
     assert_eq!(n["cordoned"], json!(true), "{n}");
+    drop(page);
+    drop(browser);
+    c.finish().await;
+}
+
+/// A workspace made from a repository on the list page: its row shows the
+/// repository and branch, a preview link per forwarded port with its label,
+/// and its init log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_list_makes_a_repository_workspace_and_shows_its_previews_and_log() {
+    let (c, git, _dir) = berth_tests::git::repo_cluster().await;
+    let config = format!(
+        r#"{{"image": "{}/dev:latest", "forwardPorts": [3000],
+            "portsAttributes": {{"3000": {{"label": "Web app"}}}},
+            "onCreateCommand": "echo made-by-oncreate"}}"#,
+        c.registry.addr
+    );
+    let url = git.repo("shop", &[(".devcontainer/devcontainer.json", &config)]);
+    let browser = Browser::start();
+    let mut page = browser.page().await;
+    page.call(
+        "Network.setCookie",
+        json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
+    )
+    .await;
+    page.goto(&format!("{}/w/", c.api)).await;
+    assert!(
+        page.wait_for("document.body.dataset.ready === 'true'", T)
+            .await
+    );
+    page.eval(&format!(
+        "const f = document.getElementById('create'); f.name.value = 'shop'; f.repo.value = {};
+         f.branch.value = 'main'; f.tier.value = 'small'; f.requestSubmit(); true",
+        json!(url)
+    ))
+    .await;
+    assert!(
+        page.wait_for(
+            "document.querySelector('tr[data-ws=shop][data-state=running]') !== null",
+            Duration::from_secs(180)
+        )
+        .await,
+        "made from the repository: {} {}",
+        page.eval("document.getElementById('rows').innerText").await,
+        page.eval("document.getElementById('message').textContent")
+            .await
+    );
+    let (_, w) = c.get("/v1/workspaces/shop").await;
+    let row = page
+        .eval("(() => { const tr = document.querySelector('tr[data-ws=shop]');
+               const a = tr.querySelector('a.preview');
+               return [tr.innerText.includes('shop@main'), a && a.textContent, a && a.getAttribute('href')]; })()")
+        .await;
+    assert_eq!(
+        row,
+        json!([
+            true,
+            "Web app",
+            format!("/w/{}/3000/", w["id"].as_str().unwrap())
+        ]),
+        "{w}"
+    );
+    let log = page
+        .eval("fetch(document.querySelector('tr[data-ws=shop] a[href$=\"/init-log\"]').href).then(r => r.text())")
+        .await;
+    assert!(
+        log.as_str().unwrap_or("").contains("made-by-oncreate"),
+        "{log}"
+    );
+    shots(&mut page, "workspaces-repo").await;
     drop(page);
     drop(browser);
     c.finish().await;

@@ -179,3 +179,174 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
     assert!(text.contains("woke"), "{text}");
     c.finish().await;
 }
+
+/// A WebSocket to `path` on the API as the holder of `token`.
+async fn socket(
+    c: &Cluster,
+    path: &str,
+    token: &str,
+) -> Result<
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>,
+    String,
+> {
+    let mut req = c.ws_request(path);
+    req.headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    tokio_tungstenite::connect_async(req)
+        .await
+        .map(|(ws, _)| ws)
+        .map_err(|e| e.to_string())
+}
+
+/// Reads binary frames from `ws` until their text contains `needle` (true),
+/// or `wait` passes (false).
+async fn sees<S>(ws: &mut S, needle: &str, wait: Duration) -> bool
+where
+    S: futures::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
+{
+    let mut seen = String::new();
+    let deadline = tokio::time::Instant::now() + wait;
+    while let Ok(Some(Ok(m))) = tokio::time::timeout_at(deadline, ws.next()).await {
+        if let Message::Binary(b) = m {
+            seen.push_str(&String::from_utf8_lossy(&b));
+            if seen.contains(needle) {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+/// Live terminal sharing: alice shares her terminal; carol (the workspace
+/// is shared with her to read) watches it live and types only while alice
+/// lets her; bob, who may not read the workspace, cannot join; each join is
+/// in the audit log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_terminal_is_watched_live_and_typed_in_only_when_granted() {
+    let c = Cluster::start(ClusterOptions::default()).await;
+    let alice = c.member_token("alice").await;
+    let carol = c.member_token("carol").await;
+    let bob = c.member_token("bob").await;
+    let (s, w) = c
+        .post_as(
+            "/v1/workspaces",
+            json!({"name": "pair", "image": c.tiny(), "cpu_millis": 200, "memory_bytes": 64u64 << 20,
+                   "disk_bytes": 32u64 << 20, "pids": 64}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 201, "{w}");
+    c.wait_state_as("pair", "running", Duration::from_secs(60), &alice)
+        .await;
+    let (s, e) = c
+        .send_json_as("PUT", "/v1/workspaces/pair/shares/carol", json!({}), &alice)
+        .await;
+    assert!((200..300).contains(&s), "{e}");
+
+    let mut owner = socket(&c, "/v1/workspaces/pair/terminal?share=true", &alice)
+        .await
+        .unwrap();
+    let id = loop {
+        match owner.next().await {
+            Some(Ok(Message::Text(t))) => {
+                let m: serde_json::Value = serde_json::from_str(&t).unwrap();
+                if m["type"] == "shared" {
+                    break m["id"].as_str().unwrap().to_string();
+                }
+            }
+            Some(Ok(_)) => {}
+            other => panic!("no share id: {other:?}"),
+        }
+    };
+    let share = format!("/v1/terminal-shares/{id}");
+    let refused = socket(&c, &share, &bob).await.unwrap_err();
+    assert!(refused.contains("403"), "bob may not watch: {refused}");
+    assert!(socket(&c, "/v1/terminal-shares/00ff", &carol)
+        .await
+        .unwrap_err()
+        .contains("404"));
+    let mut viewer = socket(&c, &share, &carol).await.unwrap();
+
+    // What alice runs, carol sees live.
+    owner
+        .send(Message::Binary(b"echo owner-$((6*7))\r".to_vec().into()))
+        .await
+        .unwrap();
+    assert!(sees(&mut viewer, "owner-42", Duration::from_secs(10)).await);
+    // Carol's keys do nothing until she is let type; then they run.
+    let probe = |f: &str| format!("echo typed > /workspace/{f}\r").into_bytes();
+    viewer
+        .send(Message::Binary(probe("before").into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    owner
+        .send(Message::Text(
+            json!({"type": "grant", "user": "carol"}).to_string().into(),
+        ))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    viewer
+        .send(Message::Binary(probe("granted").into()))
+        .await
+        .unwrap();
+    assert!(
+        sees(
+            &mut viewer,
+            "typed > /workspace/granted",
+            Duration::from_secs(10)
+        )
+        .await
+    );
+    owner
+        .send(Message::Text(json!({"type": "revoke"}).to_string().into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    viewer
+        .send(Message::Binary(probe("revoked").into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (s, out) = c
+        .post_as(
+            "/v1/workspaces/pair/exec",
+            json!({"argv": ["sh", "-c", "ls /workspace"]}),
+            &alice,
+        )
+        .await;
+    assert_eq!(s, 200);
+    assert_eq!(
+        out["stdout"], "granted\n",
+        "only the granted keys ran: {out}"
+    );
+
+    // The joins (and bob's refusal) are in the audit log.
+    let (_, audit) = c.get("/v1/admin/audit?limit=1000").await;
+    let joins: Vec<(String, i64)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["resource"].as_str() == Some(share.as_str()))
+        .map(|e| {
+            (
+                e["actor"].as_str().unwrap().to_string(),
+                e["status"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        joins,
+        vec![("bob".to_string(), 403), ("carol".to_string(), 101)],
+        "{audit}"
+    );
+    // The session ends with its owner's: the share goes with it.
+    drop(owner);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(socket(&c, &share, &carol)
+        .await
+        .unwrap_err()
+        .contains("404"));
+    c.finish().await;
+}

@@ -68,6 +68,21 @@ pub fn same_origin(h: &HeaderMap) -> bool {
     }
 }
 
+/// The caller of a WebSocket (a terminal, a shared terminal): a bearer
+/// token, or the cookie from this origin only (no other site's page, nor a
+/// sandboxed preview, opens one with it); `what` names it in the refusal.
+pub async fn websocket_caller(s: &AppState, h: &HeaderMap, what: &str) -> Result<Auth> {
+    let a = optional(s, h).await?.ok_or_else(|| {
+        Error::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
+    })?;
+    if h.get(header::AUTHORIZATION).is_none() && !same_origin(h) {
+        return Err(Error::forbidden(format!(
+            "{what} opened with the cookie must come from this origin"
+        )));
+    }
+    Ok(a)
+}
+
 /// The token an API request may act with: a bearer token; else the cookie,
 /// for a GET or HEAD from anywhere (it reads, and no other origin can read
 /// the answer) and for anything else from this origin only.

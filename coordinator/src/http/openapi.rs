@@ -5,7 +5,7 @@
 use super::AppState;
 use super::{
     audit, backups, exec, files, nodes, prebuilds, previews, quotas, reports, repos, reviews,
-    secrets, signin, ssh_keys, teams, terminal, tokens, tunnels, workspaces,
+    secrets, signin, ssh_keys, teams, terminal, terminal_share, tokens, tunnels, workspaces,
 };
 use axum::extract::State as AxState;
 use axum::response::IntoResponse;
@@ -40,7 +40,7 @@ pub fn routes() -> Router<AppState> {
         secrets::list_secrets, secrets::set_secret, secrets::remove_secret, secrets::list_team_secrets,
         secrets::set_team_secret, secrets::remove_team_secret, files::list_root, files::read,
         files::write, files::delete, files::act, reviews::submit_review, reviews::list_reviews,
-        reviews::review_step
+        reviews::review_step, terminal_share::watch
     ),
     components(schemas(ErrorBody, WorkspaceEvent)),
     modifiers(&BearerAuth, &Constraints),

@@ -188,12 +188,23 @@ pub(super) async fn visible(s: &AppState, a: &Auth) -> Result<Vec<WorkspaceRow>>
     Ok(rows)
 }
 
+/// A time as RFC 3339 (UTC).
+pub(super) fn when(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
 }
 
 /// One workspace's row.
-fn row(s: &AppState, a: &Auth, w: &WorkspaceRow) -> Markup {
+fn row(s: &AppState, a: &Auth, w: &WorkspaceRow, shared: &[String]) -> Markup {
     let v = s.svc.view(w);
     let owner_q = if w.owner == a.user {
         String::new()
@@ -223,13 +234,27 @@ fn row(s: &AppState, a: &Auth, w: &WorkspaceRow) -> Markup {
             td data-label="Name" { strong { (v.name) } @if w.owner != a.user { br; small { (w.owner) } } }
             td data-label="State" { span class={"state " (v.state.as_str())} { (v.state.as_str()) }
                  @if let Some(r) = &v.reason { br; small.reason { (r) } } }
-            td data-label="Source" { (source) }
+            td data-label="Source" { (source)
+                @if let Some(pb) = v.init.as_ref().and_then(|i| i.prebuild.as_ref()) {
+                    br; small.prebuild { "prebuild " (pb.commit.chars().take(8).collect::<String>()) " (" (pb.outcome) ")" }
+                } }
             td data-label="Tier" { (if v.tier.is_empty() { "-" } else { &v.tier }) }
             td data-label="Node" { (v.node.as_deref().unwrap_or("-")) }
             td data-label="CPU · memory · disk" { (v.cpu_millis) "m · " (gib(v.memory_bytes)) " GiB · " (gib(v.disk_bytes)) " GiB" }
-            td.idle data-label="Idle" { (idle) }
+            td.idle data-label="Idle" { (idle)
+                @if let Some(at) = v.idle.as_ref().and_then(|i| i.stops_at_ms) { br; "stops at " (when(at)) " if still idle" } }
+            td.shares data-label="Shared with" {
+                @for u in shared { span.share { (u) " " button.unshare data-unshare=(u) aria-label={"Stop sharing with " (u)} { "×" } } " " }
+                input name="share" aria-label={"Share " (v.name) " read-only with"} placeholder="user";
+                button data-act="share" { "Share" }
+            }
             td.actions data-label="Open" {
+                @if v.repo.is_some() { a href={"/v1/workspaces/" (v.name) "/init-log" (owner_q)} { "Log" } }
                 @if running {
+                    @for p in v.init.as_ref().map(|i| i.ports.as_slice()).unwrap_or_default() {
+                        a.preview href={"/w/" (v.id) "/" (p.port) "/"} title={"Preview of port " (p.port)} {
+                            (if p.label.is_empty() { format!("port {}", p.port) } else { p.label.clone() }) }
+                    }
                     a href={"/w/" (v.name) "/editor" (owner_q)} { "Editor" }
                     a href={"/w/" (v.name) "/terminal" (owner_q)} { "Terminal" }
                     a href={"vscode://vscode-remote/ssh-remote+berth." (v.name) "/workspace"}
@@ -244,11 +269,17 @@ fn row(s: &AppState, a: &Auth, w: &WorkspaceRow) -> Markup {
     }
 }
 
-fn rows(s: &AppState, a: &Auth, ws: &[WorkspaceRow]) -> Markup {
+/// The table's rows, each with who its workspace is shared with.
+async fn rows(s: &AppState, a: &Auth, ws: &[WorkspaceRow]) -> Markup {
+    let mut out = Vec::with_capacity(ws.len());
+    for w in ws {
+        let shared = s.svc.shares(&w.owner, &w.name).await.unwrap_or_default();
+        out.push(row(s, a, w, &shared));
+    }
     html! {
         tbody #rows {
-            @for w in ws { (row(s, a, w)) }
-            @if ws.is_empty() { tr { td colspan="8" { "No workspaces yet: create one above." } } }
+            @for r in out { (r) }
+            @if ws.is_empty() { tr { td colspan="9" { "No workspaces yet: create one above." } } }
         }
     }
 }
@@ -265,7 +296,7 @@ async fn list_page(
     };
     let ws = visible(&s, &a).await?;
     if q.rows {
-        return Ok(page(rows(&s, &a, &ws)));
+        return Ok(page(rows(&s, &a, &ws).await));
     }
     let body = html! {
         h1 { "Workspaces" }
@@ -281,13 +312,14 @@ async fn list_page(
             }
             p #message role="status" {}
         }
+        p.hint { "VS Code: run " code { "berth config-ssh" } " once; then each VS Code link opens its workspace over Remote-SSH." }
         div.scroll {
             table #workspaces {
                 thead { tr {
                     th { "Name" } th { "State" } th { "Source" } th { "Tier" } th { "Node" }
-                    th { "CPU · memory · disk" } th { "Idle" } th { "Open" }
+                    th { "CPU · memory · disk" } th { "Idle" } th { "Shared with (read-only)" } th { "Open" }
                 } }
-                (rows(&s, &a, &ws))
+                (rows(&s, &a, &ws).await)
             }
         }
     };

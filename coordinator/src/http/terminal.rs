@@ -15,6 +15,7 @@
 //! so no other site, nor a sandboxed preview, can open a terminal with it.
 
 use super::auth;
+use super::terminal_share::Guard;
 use super::{owner_for, AppState, P, Q};
 use crate::domain::lifecycle::State;
 use crate::domain::team::Need;
@@ -33,6 +34,7 @@ use berth_proto::{read_frame, write_frame};
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
+use tokio::sync::mpsc;
 use utoipa::IntoParams;
 
 const XTERM_JS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/web/xterm.js"));
@@ -61,6 +63,9 @@ pub struct TerminalQuery {
     /// The owner of the workspace (admins only; default: the caller).
     #[param(pattern = "^[a-z0-9._@-]{1,64}$")]
     pub owner: Option<String>,
+    /// Share the session live: its first text frame is
+    /// `{"type":"shared","id":…}`, joined at `/v1/terminal-shares/{id}`.
+    pub share: Option<bool>,
 }
 
 /// A WebSocket attached to a shell under a PTY in the workspace (see the
@@ -81,15 +86,7 @@ pub(super) async fn terminal(
         axum::extract::ws::rejection::WebSocketUpgradeRejection,
     >,
 ) -> Result<Response> {
-    let a = auth::optional(&s, &headers).await?.ok_or_else(|| {
-        Error::unauthorized("missing Authorization: Bearer <token> (or the berth_token cookie)")
-    })?;
-    let by_cookie = headers.get(header::AUTHORIZATION).is_none();
-    if by_cookie && !auth::same_origin(&headers) {
-        return Err(Error::forbidden(
-            "a terminal opened with the cookie must come from this origin",
-        ));
-    }
+    let a = auth::websocket_caller(&s, &headers, "a terminal").await?;
     let owner = owner_for(&s, &a, q.owner, &name, Need::Act).await?;
     let w = s.svc.find(&owner, &name).await?;
     w.reachable_or_waking()?;
@@ -103,19 +100,45 @@ pub(super) async fn terminal(
     }
     let ws =
         ws.map_err(|e| Error::upgrade_required(format!("a WebSocket upgrade is needed: {e}")))?;
+    let share = q
+        .share
+        .unwrap_or(false)
+        .then(|| s.terminals.open(&w.owner, &w.name, &a.user));
     Ok(ws.on_upgrade(move |socket| async move {
-        session(s, w, u32::from(cols), u32::from(rows), socket).await;
+        session(s, w, u32::from(cols), u32::from(rows), socket, share).await;
     }))
 }
 
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]
 enum Control {
-    Resize { cols: u32, rows: u32 },
-    Input { data: String },
+    Resize {
+        cols: u32,
+        rows: u32,
+    },
+    Input {
+        data: String,
+    },
+    /// A shared session's owner lets `user` type (one viewer at a time).
+    Grant {
+        user: String,
+    },
+    /// ... and takes it back.
+    Revoke,
 }
 
-async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: WebSocket) {
+async fn session(
+    s: AppState,
+    w: WorkspaceRow,
+    cols: u32,
+    rows: u32,
+    socket: WebSocket,
+    share: Option<(Guard, mpsc::Receiver<Vec<u8>>)>,
+) {
+    let (guard, mut keys) = match share {
+        Some((g, rx)) => (Some(g), Some(rx)),
+        None => (None, None),
+    };
     let (mut out, mut inp) = socket.split();
     let say = |v: serde_json::Value| Message::Text(v.to_string().into());
     let failed = |code: &str, message: &str| {
@@ -150,8 +173,30 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
             return;
         }
     };
+    if let Some(g) = &guard {
+        let _ = out
+            .send(say(serde_json::json!({"type": "shared", "id": g.id})))
+            .await;
+    }
     let to_agent = async {
-        while let Some(Ok(msg)) = inp.next().await {
+        loop {
+            // The page's frames, and a granted viewer's keystrokes.
+            let viewer = async {
+                match keys.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                m = inp.next() => match m {
+                    Some(Ok(m)) => m,
+                    _ => break,
+                },
+                k = viewer => match k {
+                    Some(b) => Message::Binary(b.into()),
+                    None => { keys = None; continue }
+                },
+            };
             let input = match msg {
                 Message::Binary(b) => Input::Stdin(b.to_vec()),
                 Message::Text(t) => match serde_json::from_str::<Control>(&t) {
@@ -161,6 +206,18 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
                         Input::Resize(pb::Resize { rows, cols })
                     }
                     Ok(Control::Input { data }) => Input::Stdin(data.into_bytes()),
+                    Ok(Control::Grant { user }) => {
+                        if let Some(g) = &guard {
+                            g.shared.grant(Some(user));
+                        }
+                        continue;
+                    }
+                    Ok(Control::Revoke) => {
+                        if let Some(g) = &guard {
+                            g.shared.grant(None);
+                        }
+                        continue;
+                    }
                     _ => continue,
                 },
                 Message::Close(_) => break,
@@ -181,7 +238,12 @@ async fn session(s: AppState, w: WorkspaceRow, cols: u32, rows: u32, socket: Web
     let from_agent = async {
         while let Ok(Some(m)) = read_frame::<_, pb::ExecOutput>(&mut recv).await {
             let msg = match m.output {
-                Some(Output::Stdout(b)) | Some(Output::Stderr(b)) => Message::Binary(b.into()),
+                Some(Output::Stdout(b)) | Some(Output::Stderr(b)) => {
+                    if let Some(g) = &guard {
+                        g.shared.publish(&b);
+                    }
+                    Message::Binary(b.into())
+                }
                 Some(Output::ExitCode(code)) => {
                     say(serde_json::json!({"type": "exit", "code": code}))
                 }
@@ -207,8 +269,11 @@ const SIGHUP: u32 = 1;
 const PAGE: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>__NAME__ · Berth terminal</title>
 <link rel="stylesheet" href="/w/assets/xterm.css">
-<style>html,body{height:100%;margin:0;background:#000}#t{position:absolute;inset:4px}</style>
-</head><body><div id="t"></div>
+<style>html,body{height:100%;margin:0;background:#000}#t{position:absolute;inset:4px}
+#bar{font:14px system-ui,sans-serif;color:#fff;background:#0d1b2a;padding:6px;display:flex;gap:8px;flex-wrap:wrap;align-items:center}
+#bar a{color:#9cd2ff}#bar[hidden]{display:none}body.shared #t{top:48px}</style>
+</head><body><div id="bar" hidden>Shared: viewers open <a id="watch">this link</a>.
+<label>Let type: <input id="grantee" placeholder="user"></label><button id="grant">Grant</button><button id="revoke">Revoke</button></div><div id="t"></div>
 <script src="/w/assets/xterm.js"></script><script src="/w/assets/addon-fit.js"></script>
 <script>
 "use strict";
@@ -219,7 +284,8 @@ term.open(document.getElementById("t"));
 fit.fit();
 window.term = term;
 const scheme = location.protocol === "https:" ? "wss:" : "ws:";
-const url = `${scheme}//${location.host}/v1/workspaces/__NAME__/terminal?cols=${term.cols}&rows=${term.rows}__OWNER__`;
+const sharing = new URLSearchParams(location.search).get("share") === "true";
+const url = `${scheme}//${location.host}/v1/workspaces/__NAME__/terminal?cols=${term.cols}&rows=${term.rows}__OWNER__${sharing ? "&share=true" : ""}`;
 const sock = new WebSocket(url);
 sock.binaryType = "arraybuffer";
 const enc = new TextEncoder();
@@ -227,6 +293,15 @@ sock.onopen = () => { window.berthConnected = true; term.focus(); };
 sock.onmessage = (e) => {
   if (typeof e.data !== "string") { term.write(new Uint8Array(e.data)); return; }
   const m = JSON.parse(e.data);
+  if (m.type === "shared") {
+    window.berthShare = m.id;
+    const a = document.getElementById("watch");
+    a.href = `/w/shared/${m.id}`;
+    a.textContent = `${location.origin}/w/shared/${m.id}`;
+    document.getElementById("bar").hidden = false;
+    document.body.classList.add("shared");
+    fit.fit();
+  }
   if (m.type === "exit") term.write(`\r\n[exited with status ${m.code}]\r\n`);
   if (m.type === "error") term.write(`\r\n[${m.code}: ${m.message}]\r\n`);
 };
@@ -234,6 +309,8 @@ sock.onclose = () => term.write("\r\n[disconnected]\r\n");
 term.onData((d) => { if (sock.readyState === 1) sock.send(enc.encode(d)); });
 term.onResize(({cols, rows}) => { if (sock.readyState === 1) sock.send(JSON.stringify({type: "resize", cols, rows})); });
 window.addEventListener("resize", () => fit.fit());
+document.getElementById("grant").onclick = () => sock.send(JSON.stringify({type: "grant", user: document.getElementById("grantee").value}));
+document.getElementById("revoke").onclick = () => sock.send(JSON.stringify({type: "revoke"}));
 </script></body></html>"#;
 
 #[derive(Debug, Deserialize)]

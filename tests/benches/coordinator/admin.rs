@@ -24,6 +24,7 @@ fn state(svc: &Service, observe: bool) -> AppState {
         metrics: Default::default(),
         observe,
         oidc: None,
+        terminals: Default::default(),
     }
 }
 

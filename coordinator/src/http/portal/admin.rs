@@ -4,7 +4,7 @@
 //! days, the audit log (filtered by actor and action), and the prebuilds.
 //! Rendered from the same service calls as `/v1/admin/*`.
 
-use super::{caller, layout, page};
+use super::{caller, layout, page, when};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::store::AuditFilter;
@@ -22,16 +22,6 @@ pub(super) struct AdminQuery {
 
 fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
-}
-
-fn when(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_default()
 }
 
 /// An SVG line per resource: its allocated share of allocatable per hour.

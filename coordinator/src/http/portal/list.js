@@ -51,6 +51,16 @@ async function follow() {
 }
 
 document.addEventListener("click", async (ev) => {
+  const u = ev.target.closest("button[data-unshare]");
+  if (u) {
+    const tr = u.closest("tr");
+    const q = tr.dataset.q;
+    try {
+      await api("DELETE", `/v1/workspaces/${tr.dataset.ws}/shares/${encodeURIComponent(u.dataset.unshare)}${q}`);
+      refresh();
+    } catch (e) { message(`unshare: ${e.message}`); }
+    return;
+  }
   const b = ev.target.closest("button[data-act]");
   if (!b) return;
   const tr = b.closest("tr");
@@ -58,7 +68,11 @@ document.addEventListener("click", async (ev) => {
   const q = tr.dataset.q;
   const act = b.dataset.act;
   try {
-    if (act === "delete") {
+    if (act === "share") {
+      const user = tr.querySelector("input[name=share]").value.trim();
+      if (!user) return;
+      await api("PUT", `/v1/workspaces/${ws}/shares/${encodeURIComponent(user)}${q}`);
+    } else if (act === "delete") {
       if (!confirm(`Delete workspace ${ws} and its files?`)) return;
       await api("DELETE", `/v1/workspaces/${ws}${q}`);
     } else {
