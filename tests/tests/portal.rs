@@ -114,6 +114,35 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
         "the tree shows the new directory"
     );
     shots(&mut page, "editor").await;
+    // An upload from the file picker lands in /workspace.
+    let upload = c.dir.join("upload.txt");
+    std::fs::write(&upload, "uploaded bytes\n").unwrap();
+    let doc = page.call("DOM.getDocument", json!({})).await;
+    let input = page
+        .call(
+            "DOM.querySelector",
+            json!({"nodeId": doc["root"]["nodeId"], "selector": "#upload"}),
+        )
+        .await;
+    page.call(
+        "DOM.setFileInputFiles",
+        json!({"nodeId": input["nodeId"], "files": [upload.display().to_string()]}),
+    )
+    .await;
+    assert!(
+        page.wait_for(
+            "document.getElementById('status').textContent.startsWith('Uploaded')",
+            T
+        )
+        .await,
+        "uploaded: {}",
+        page.eval("document.getElementById('status').textContent")
+            .await
+    );
+    assert_eq!(
+        exec(&c, &alice, "cat /workspace/upload.txt").await,
+        "uploaded bytes\n"
+    );
 
     // A change made in the workspace meanwhile: the stale save is refused
     // and says so; the file keeps the other change.
@@ -604,6 +633,25 @@ async fn the_list_makes_a_repository_workspace_and_shows_its_previews_and_log() 
         "{log}"
     );
     shots(&mut page, "workspaces-repo").await;
+    // The preview link opens the app on that port.
+    c.exec_ok(
+        "shop",
+        "mkdir -p /tmp/site && echo shop-preview-ok > /tmp/site/index.html && \
+         (cd /tmp/site && setsid python3 -m http.server 3000 </dev/null >/dev/null 2>&1 &) && sleep 1",
+    )
+    .await;
+    page.eval("document.querySelector('tr[data-ws=shop] a.preview').click(); true")
+        .await;
+    assert!(
+        page.wait_for(
+            "document.body && document.body.innerText.includes('shop-preview-ok')",
+            T
+        )
+        .await,
+        "the preview: {}",
+        page.eval("location.href + ' ' + (document.body ? document.body.innerText : '')")
+            .await
+    );
     drop(page);
     drop(browser);
     c.finish().await;

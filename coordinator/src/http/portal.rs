@@ -364,7 +364,8 @@ async fn editor_page(
             aside #tree aria-label="Files" {
                 div.tree-head {
                     strong { (w.name) }
-                    @if writer { button #new-file { "New file" } }
+                    @if writer { button #new-file { "New file" }
+                        label.upload { "Upload " input #upload type="file" multiple; } }
                 }
                 ul #files role="tree" {}
             }

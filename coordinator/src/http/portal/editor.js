@@ -96,6 +96,16 @@ async function save() {
   return true;
 }
 
+// Uploads files to /workspace, never over one that is there.
+async function upload(files) {
+  for (const f of files) {
+    const r = await fetch(url(f.name), { method: "PUT", headers: { "if-none-match": "*" }, body: f });
+    if (!r.ok) { status(`${f.name}: not uploaded: ${(await r.json()).message}`, true); return; }
+  }
+  status(`Uploaded ${files.length} file(s)`);
+  await fill(document.getElementById("files"), "");
+}
+
 async function newFile() {
   const path = (prompt("New file (path under /workspace):") || "").replace(/^\/+/, "");
   if (!path) return;
@@ -117,6 +127,8 @@ require(["vs/editor/editor.main"], () => {
   if (saveButton) saveButton.addEventListener("click", save);
   const nf = document.getElementById("new-file");
   if (nf) nf.addEventListener("click", newFile);
+  const up = document.getElementById("upload");
+  if (up) up.addEventListener("change", () => upload(up.files));
   fill(document.getElementById("files"), "");
   // For scripted use and tests: the page's own functions.
   window.berth = { editor, openFile, save, newFile: (path) => { current = { path, etag: null }; show(path, ""); } };
