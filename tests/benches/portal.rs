@@ -25,11 +25,7 @@ fn main() {
         }
         let browser = Browser::start();
         let mut page = browser.page().await;
-        page.call(
-            "Network.setCookie",
-            json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
-        )
-        .await;
+        page.sign_in(&c.api, &c.admin_token).await;
         page.call("Network.enable", json!({})).await;
         page.call("Network.setCacheDisabled", json!({"cacheDisabled": true}))
             .await;

@@ -147,6 +147,16 @@ impl Page {
         }
     }
 
+    /// Signs the browser in to the API at `api` with `token`, as the login
+    /// page would: the HttpOnly `berth_token` cookie.
+    pub async fn sign_in(&mut self, api: &str, token: &str) {
+        self.call(
+            "Network.setCookie",
+            json!({"name": "berth_token", "value": token, "url": api, "httpOnly": true}),
+        )
+        .await;
+    }
+
     /// Goes to `url` and waits until the page has loaded.
     pub async fn goto(&mut self, url: &str) {
         self.call("Page.navigate", json!({ "url": url })).await;

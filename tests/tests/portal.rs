@@ -261,12 +261,7 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
     assert_eq!(shares["users"], json!(["carol"]), "{shares}");
     let viewer_browser = Browser::start();
     let mut viewer = viewer_browser.page().await;
-    viewer
-        .call(
-            "Network.setCookie",
-            json!({"name": "berth_token", "value": carol, "url": c.api, "httpOnly": true}),
-        )
-        .await;
+    viewer.sign_in(&c.api, &carol).await;
     viewer
         .goto(&format!("{}/w/web/editor?owner=alice", c.api))
         .await;
@@ -517,11 +512,7 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
     // and the capacity figures the API reports, and cordons from the page.
     let (s, _) = c.get_as("/w/admin", &alice).await;
     assert_eq!(s, 403);
-    page.call(
-        "Network.setCookie",
-        json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
-    )
-    .await;
+    page.sign_in(&c.api, &c.admin_token).await;
     page.goto(&format!("{}/w/admin", c.api)).await;
     assert!(
         page.wait_for("document.body.dataset.ready === 'true'", T)
@@ -583,11 +574,7 @@ async fn the_list_makes_a_repository_workspace_and_shows_its_previews_and_log() 
     let url = git.repo("shop", &[(".devcontainer/devcontainer.json", &config)]);
     let browser = Browser::start();
     let mut page = browser.page().await;
-    page.call(
-        "Network.setCookie",
-        json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
-    )
-    .await;
+    page.sign_in(&c.api, &c.admin_token).await;
     page.goto(&format!("{}/w/", c.api)).await;
     assert!(
         page.wait_for("document.body.dataset.ready === 'true'", T)

@@ -26,11 +26,7 @@ async fn the_web_terminal_runs_a_shell_in_chromium() {
     let browser = Browser::start();
     let mut page = browser.page().await;
     // Signed in as the login page would: the HttpOnly cookie.
-    page.call(
-        "Network.setCookie",
-        json!({"name": "berth_token", "value": c.admin_token, "url": c.api, "httpOnly": true}),
-    )
-    .await;
+    page.sign_in(&c.api, &c.admin_token).await;
     page.call(
         "Page.navigate",
         json!({"url": format!("{}/w/box/terminal", c.api)}),

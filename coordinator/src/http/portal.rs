@@ -199,18 +199,23 @@ pub(super) fn when(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-fn gib(bytes: u64) -> String {
+/// `?owner=…` for a page or request about another user's workspace ("" for the caller's).
+pub(super) fn owner_query(owner: &str, caller: &str) -> String {
+    if owner == caller {
+        String::new()
+    } else {
+        format!("?owner={owner}")
+    }
+}
+
+pub(super) fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
 }
 
 /// One workspace's row.
 fn row(s: &AppState, a: &Auth, w: &WorkspaceRow, shared: &[String]) -> Markup {
     let v = s.svc.view(w);
-    let owner_q = if w.owner == a.user {
-        String::new()
-    } else {
-        format!("?owner={}", w.owner)
-    };
+    let owner_q = owner_query(&w.owner, &a.user);
     let source = match &v.repo {
         Some(r) => format!(
             "{}@{}",
@@ -353,11 +358,7 @@ async fn editor_page(
             .may_access(&a.user, &owner, &ws, Need::Act)
             .await
             .is_ok();
-    let owner_q = if owner == a.user {
-        String::new()
-    } else {
-        format!("owner={owner}")
-    };
+    let owner_q = owner_query(&owner, &a.user);
     let body = html! {
         div #editor-app data-ws=(w.name) data-owner-q=(owner_q) data-writer=(writer)
             data-monaco={"/w/assets/monaco-" (MONACO_VERSION)} {
@@ -376,7 +377,7 @@ async fn editor_page(
             }
             @if writer {
                 section #side {
-                    iframe #terminal title="Terminal" src={"/w/" (w.name) "/terminal" @if !owner_q.is_empty() { "?" (owner_q) }} {}
+                    iframe #terminal title="Terminal" src={"/w/" (w.name) "/terminal" (owner_q)} {}
                 }
             }
         }

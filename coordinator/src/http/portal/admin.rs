@@ -4,7 +4,7 @@
 //! days, the audit log (filtered by actor and action), and the prebuilds.
 //! Rendered from the same service calls as `/v1/admin/*`.
 
-use super::{caller, layout, page, when};
+use super::{caller, gib, layout, page, when};
 use crate::error::{Error, Result};
 use crate::http::AppState;
 use crate::store::AuditFilter;
@@ -18,10 +18,6 @@ use serde::Deserialize;
 pub(super) struct AdminQuery {
     actor: Option<String>,
     action: Option<String>,
-}
-
-fn gib(bytes: u64) -> String {
-    format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
 }
 
 /// An SVG line per resource: its allocated share of allocatable per hour.

@@ -4,7 +4,7 @@
 "use strict";
 const app = document.getElementById("editor-app");
 const ws = app.dataset.ws;
-const q = app.dataset.ownerQ ? `?${app.dataset.ownerQ}` : "";
+const q = app.dataset.ownerQ;
 const writer = app.dataset.writer === "true";
 const status = (text, conflict) => {
   const s = document.getElementById("status");

@@ -2,7 +2,7 @@
 //! the caller may see, with the steps they may take (the API decides; the
 //! page offers only what it would allow).
 
-use super::{caller, layout, page, visible};
+use super::{caller, layout, owner_query, page, visible};
 use crate::error::Result;
 use crate::http::AppState;
 use axum::extract::State as AxState;
@@ -48,7 +48,7 @@ pub(super) async fn reviews_page(
                 th { "Reviewer" } th { "Note" } th { "Comment" } th { "Act" } } }
             tbody {
                 @for r in &reviews {
-                    @let q = if r.owner == me { String::new() } else { format!("?owner={}", r.owner) };
+                    @let q = owner_query(&r.owner, me);
                     tr data-id=(r.id) data-state=(r.state) {
                         td data-label="Workspace" { a href={"/w/" (r.workspace) "/editor" (q)} { (r.workspace) }
                             @if r.owner != me { br; small { (r.owner) } } }
