@@ -31,6 +31,7 @@ pub mod secrets;
 pub mod server;
 pub mod spec;
 pub mod tunnel;
+pub mod usage;
 pub mod userns;
 pub mod validate;
 pub mod volume;

@@ -358,8 +358,8 @@ async fn session(
     let mut seq = 0u64;
     let mut held = m.prebuilds().await?.keys;
     let mut images = cached.clone();
-    // CPU time of the workspaces at the last heartbeat, for the rate.
-    let mut cpu_before: Option<(u64, std::time::Instant)> = None;
+    // CPU time of each workspace at the last heartbeat, for the rates.
+    let mut rates = crate::usage::Rates::default();
     let result = loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -375,19 +375,7 @@ async fn session(
                     let m = m.clone();
                     tokio::task::spawn_blocking(move || m.usage_now()).await.ok()
                 };
-                let usage = usage.map(|(cpu, memory_bytes, disk_bytes)| {
-                    let now = std::time::Instant::now();
-                    let cpu_millis = match cpu_before {
-                        Some((before, at)) if cpu >= before => {
-                            let ms = now.duration_since(at).as_millis().max(1) as u64;
-                            // ns of CPU per ms of wall time = millicores / 1000.
-                            (cpu - before) / 1000 / ms
-                        }
-                        _ => 0,
-                    };
-                    cpu_before = Some((cpu, now));
-                    lk::NodeUsage { cpu_millis, memory_bytes, disk_bytes }
-                });
+                let usage = usage.map(|r| rates.usage(r, std::time::Instant::now()));
                 let beat = lk::Heartbeat { seq, prebuilds, images: changed, usage };
                 if let Err(e) = write_frame(&mut send, &up(Up::Heartbeat(beat))).await {
                     break Err(link_err(e));

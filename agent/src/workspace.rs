@@ -313,18 +313,21 @@ impl Manager {
         self.inner.net.veth_name(name)
     }
 
-    /// What the node's workspaces use now: CPU time in all (nanoseconds),
-    /// memory charged to their cgroups, bytes used on their volumes.
-    /// Blocking (file reads).
-    pub fn usage_now(&self) -> (u64, u64, u64) {
-        let (mut cpu, mut mem, mut disk) = (0u64, 0u64, 0u64);
-        for r in self.records_now() {
-            let u = self.inner.cgroups.usage(&self.cgroups_path(&r.name));
-            cpu = cpu.saturating_add(u.cpu_usage_nanos);
-            mem = mem.saturating_add(u.memory_bytes);
-            disk = disk.saturating_add(self.volume_used(&r.name));
-        }
-        (cpu, mem, disk)
+    /// What each of the node's workspaces uses now: CPU time so far, memory
+    /// charged to its cgroup, bytes used on its volume. Blocking (file reads).
+    pub fn usage_now(&self) -> Vec<crate::usage::Reading> {
+        self.records_now()
+            .into_iter()
+            .map(|r| {
+                let u = self.inner.cgroups.usage(&self.cgroups_path(&r.name));
+                crate::usage::Reading {
+                    cpu_nanos: u.cpu_usage_nanos,
+                    memory_bytes: u.memory_bytes,
+                    disk_bytes: self.volume_used(&r.name),
+                    name: r.name,
+                }
+            })
+            .collect()
     }
 
     /// Bytes used on workspace `name`'s volume (0 when it is not mounted).

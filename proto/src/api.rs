@@ -314,6 +314,24 @@ pub struct Workspace {
     /// Its backups: the newest, how many, failures (`GET` of one workspace).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupStatus>,
+    /// While it runs: what it uses, as its node last said (each heartbeat).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<Usage>,
+}
+
+/// What a running workspace uses now, beside what it is given
+/// (`cpu_millis`, `memory_bytes`, `disk_bytes` of [`Workspace`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(ToSchema))]
+pub struct Usage {
+    /// CPU over the node's last heartbeat interval, in thousandths of a core.
+    pub cpu_millis: u64,
+    /// Memory charged to its cgroup (page cache included).
+    pub memory_bytes: u64,
+    /// Bytes used on its volume.
+    pub disk_bytes: u64,
+    /// When its node measured it.
+    pub at_ms: i64,
 }
 
 /// How far a pull a workspace waits on got (an image, or a prebuild layer

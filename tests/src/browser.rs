@@ -135,6 +135,72 @@ impl Page {
         self.call("Input.insertText", json!({"text": text})).await;
     }
 
+    /// Presses Tab (Shift+Tab with `back`).
+    pub async fn tab(&mut self, back: bool) {
+        for kind in ["rawKeyDown", "keyUp"] {
+            self.call(
+                "Input.dispatchKeyEvent",
+                json!({"type": kind, "key": "Tab", "code": "Tab", "windowsVirtualKeyCode": 9,
+                       "nativeVirtualKeyCode": 9, "modifiers": if back { 8 } else { 0 }}),
+            )
+            .await;
+        }
+    }
+
+    /// The page's accessibility problems, as a keyboard user and the WCAG
+    /// AA contrast rule see them: text below 4.5:1 (3:1 large) against what
+    /// is behind it, and links, buttons and fields that Tab never reaches
+    /// (Tab is pressed from the top until focus comes back round or enters
+    /// the editor or the terminal, which keep Tab for themselves).
+    pub async fn audit(&mut self) -> Vec<String> {
+        const AUDIT: &str = include_str!("browser/audit.js");
+        self.eval(&format!("window.__audit = {AUDIT}; true")).await;
+        let mut problems: Vec<String> =
+            serde_json::from_value(self.eval("__audit.contrast()").await).unwrap_or_default();
+        let names: Vec<String> =
+            serde_json::from_value(self.eval("__audit.focusables()").await).unwrap_or_default();
+        // Tab from the top: from a stop put first in the page.
+        self.eval(
+            "(() => { const s = document.createElement('span'); s.id = '__audit_start'; s.tabIndex = -1;
+               document.body.prepend(s); s.focus(); return true; })()",
+        )
+        .await;
+        let mut seen = vec![false; names.len()];
+        for _ in 0..names.len() * 2 + 10 {
+            self.tab(false).await;
+            let at = self
+                .eval(
+                    "(() => { const e = document.activeElement;
+                       if (!e || e === document.body) return 'none';
+                       if (e.closest('.monaco-editor, .xterm') || e.tagName === 'IFRAME') return 'widget';
+                       return e.dataset.auditId || 'other'; })()",
+                )
+                .await;
+            match at.as_str() {
+                Some("widget") => break,
+                Some(id) => {
+                    if let Some(s) = id.parse::<usize>().ok().and_then(|i| seen.get_mut(i)) {
+                        *s = true;
+                    }
+                }
+                None => {}
+            }
+            if seen.iter().all(|s| *s) {
+                break;
+            }
+        }
+        self.eval("document.getElementById('__audit_start').remove(); true")
+            .await;
+        problems.extend(
+            names
+                .iter()
+                .zip(&seen)
+                .filter(|(_, s)| !**s)
+                .map(|(n, _)| format!("not reached by Tab: {n}")),
+        );
+        problems
+    }
+
     /// Presses Enter.
     pub async fn enter(&mut self) {
         for kind in ["keyDown", "keyUp"] {

@@ -25,9 +25,13 @@ async fn exec(c: &Cluster, token: &str, script: &str) -> String {
     out
 }
 
+/// Screenshots of the page at both widths, each audited first: text
+/// contrast (WCAG AA) and every control reached by Tab.
 async fn shots(page: &mut Page, name: &str) {
     for width in [1280, 390] {
         page.screenshot(name, width).await;
+        let problems = page.audit().await;
+        assert!(problems.is_empty(), "{name} at {width} px: {problems:#?}");
     }
 }
 
@@ -78,6 +82,22 @@ async fn the_portal_runs_a_workspace_from_sign_in_to_editor() {
         .await;
     assert!(row.as_str().unwrap().contains("n0"), "its node: {row}");
     shots(&mut page, "workspaces").await;
+    // The audit's control: faint text and a button Tab skips are caught.
+    page.eval(
+        "document.querySelector('main').insertAdjacentHTML('beforeend',
+           '<p id=probe1 style=\"color:#aaaaaa\">faint words</p><button id=probe2 tabindex=-1>skipped</button>'); true",
+    )
+    .await;
+    let caught = page.audit().await;
+    assert!(
+        caught.iter().any(|p| p.contains("faint words"))
+            && caught
+                .iter()
+                .any(|p| p.contains("not reached by Tab: button \"skipped\"")),
+        "{caught:#?}"
+    );
+    page.eval("document.getElementById('probe1').remove(); document.getElementById('probe2').remove(); true")
+        .await;
 
     // The editor: a new file, saved, is in the workspace.
     page.goto(&format!("{}/w/web/editor", c.api)).await;
@@ -572,6 +592,22 @@ async fn the_list_makes_a_repository_workspace_and_shows_its_previews_and_log() 
         c.registry.addr
     );
     let url = git.repo("shop", &[(".devcontainer/devcontainer.json", &config)]);
+    // A prebuild of its branch: the workspace starts from it, and the list
+    // page shows it with its steps.
+    let (code, out, err) = c
+        .berth(
+            &c.admin_token,
+            &[
+                "--json", "prebuild", "run", "--repo", &url, "--branch", "main",
+            ],
+        )
+        .await;
+    let pb: serde_json::Value = serde_json::from_str(&out).unwrap_or_default();
+    assert_eq!(
+        (code, pb["state"].as_str()),
+        (0, Some("ready")),
+        "{out}{err}"
+    );
     let browser = Browser::start();
     let mut page = browser.page().await;
     page.sign_in(&c.api, &c.admin_token).await;
@@ -615,9 +651,36 @@ async fn the_list_makes_a_repository_workspace_and_shows_its_previews_and_log() 
     let log = page
         .eval("fetch(document.querySelector('tr[data-ws=shop] a[href$=\"/init-log\"]').href).then(r => r.text())")
         .await;
+    // onCreateCommand ran in the prebuild: the workspace's log says it
+    // started from that.
     assert!(
-        log.as_str().unwrap_or("").contains("made-by-oncreate"),
+        log.as_str().unwrap_or("").contains(&format!(
+            "started from prebuild {}",
+            pb["key"].as_str().unwrap()
+        )),
         "{log}"
+    );
+    // Started from the prebuild, which the page lists with its steps.
+    page.goto(&format!("{}/w/", c.api)).await;
+    let shown = page
+        .eval(&format!(
+            "(async () => {{ const tr = document.querySelector('#prebuilds tr[data-prebuild={}]');
+               const steps = await fetch(tr.querySelector('a').href).then(r => r.json());
+               return [document.querySelector('tr[data-ws=shop] small.prebuild').textContent,
+                       tr.querySelector('.state').textContent,
+                       steps.steps.map(s => s.name + ':' + s.state)]; }})()",
+            pb["id"].as_str().unwrap()
+        ))
+        .await;
+    let commit: String = pb["commit"].as_str().unwrap().chars().take(8).collect();
+    assert_eq!(shown[0], format!("prebuild {commit} (used)"), "{shown}");
+    assert_eq!(shown[1], "ready", "{shown}");
+    assert!(
+        shown[2]
+            .as_array()
+            .unwrap()
+            .contains(&json!("onCreateCommand:done")),
+        "{shown}"
     );
     shots(&mut page, "workspaces-repo").await;
     // The preview link opens the app on that port.

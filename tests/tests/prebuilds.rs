@@ -464,15 +464,8 @@ async fn a_moved_branch_is_brought_up_and_a_failed_prebuild_falls_back_to_a_clon
     assert!(shown.contains("Prebuild:   none"), "{shown}");
     // The coordinator counts the builds by outcome (docs/coordinator.md,
     // "Metrics"), as many failed as the API shows.
-    let metrics = reqwest::Client::new()
-        .get(format!("{}/metrics", c.api))
-        .bearer_auth(&c.admin_token)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let (_, metrics) = c.get("/metrics").await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
     let count = |series: &str| {
         metrics
             .lines()

@@ -131,6 +131,7 @@ impl WorkspaceRow {
             progress: None,
             idle: None,
             backup: None,
+            usage: None,
         }
     }
 

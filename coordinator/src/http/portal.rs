@@ -31,6 +31,7 @@ use serde::Deserialize;
 
 mod admin;
 mod index;
+mod prebuilds;
 mod reviews;
 
 include!(concat!(env!("OUT_DIR"), "/web/monaco.rs"));
@@ -212,6 +213,45 @@ pub(super) fn gib(bytes: u64) -> String {
     format!("{:.1}", bytes as f64 / f64::from(1u32 << 30))
 }
 
+/// A size in MiB under a GiB (to a tenth under 10 MiB), else in GiB.
+fn size(bytes: u64) -> String {
+    let mib = bytes as f64 / f64::from(1u32 << 20);
+    match bytes {
+        b if b < 10 << 20 => format!("{mib:.1} MiB"),
+        b if b < 1 << 30 => format!("{mib:.0} MiB"),
+        b => format!("{} GiB", gib(b)),
+    }
+}
+
+/// What a workspace uses beside what it is given: what its node measured
+/// while it runs, else only what it is given.
+fn uses(v: &berth_proto::api::Workspace) -> Markup {
+    let given = [
+        ("CPU", format!("{}m", v.cpu_millis), v.cpu_millis),
+        ("memory", size(v.memory_bytes), v.memory_bytes),
+        ("disk", size(v.disk_bytes), v.disk_bytes),
+    ];
+    let used = v
+        .usage
+        .map(|u| [u.cpu_millis, u.memory_bytes, u.disk_bytes]);
+    html! {
+        @for (i, (what, of, max)) in given.iter().enumerate() {
+            span.amount {
+                (what) " "
+                @match used {
+                    Some(u) => {
+                        @let now = if i == 0 { format!("{}m", u[i]) } else { size(u[i]) };
+                        meter min="0" max=(max) value=(u[i].min(*max)) aria-label={(what) " used of given"} {}
+                        " " (now) " / " (of)
+                    }
+                    None => { (of) }
+                }
+            }
+            br;
+        }
+    }
+}
+
 /// One workspace's row.
 fn row(s: &AppState, a: &Auth, w: &WorkspaceRow, shared: &[String]) -> Markup {
     let v = s.svc.view(w);
@@ -245,7 +285,7 @@ fn row(s: &AppState, a: &Auth, w: &WorkspaceRow, shared: &[String]) -> Markup {
                 } }
             td data-label="Tier" { (if v.tier.is_empty() { "-" } else { &v.tier }) }
             td data-label="Node" { (v.node.as_deref().unwrap_or("-")) }
-            td data-label="CPU · memory · disk" { (v.cpu_millis) "m · " (gib(v.memory_bytes)) " GiB · " (gib(v.disk_bytes)) " GiB" }
+            td.use data-label="Uses / given" { (uses(&v)) }
             td.idle data-label="Idle" { (idle)
                 @if let Some(at) = v.idle.as_ref().and_then(|i| i.stops_at_ms) { br; "stops at " (when(at)) " if still idle" } }
             td.shares data-label="Shared with" {
@@ -289,6 +329,23 @@ async fn rows(s: &AppState, a: &Auth, ws: &[WorkspaceRow]) -> Markup {
     }
 }
 
+/// The newest prebuilds (five each) of the repositories `ws` were made from.
+async fn repo_prebuilds(
+    s: &AppState,
+    ws: &[WorkspaceRow],
+) -> Result<Vec<berth_proto::api::Prebuild>> {
+    let repos: std::collections::BTreeSet<&str> = ws
+        .iter()
+        .filter_map(|w| w.repo.as_ref().map(|r| r.url.as_str()))
+        .collect();
+    let mut all = Vec::new();
+    for url in repos {
+        all.extend(s.svc.prebuilds(Some(url)).await?.into_iter().take(5));
+    }
+    all.sort_by_key(|p| std::cmp::Reverse(p.created_at_ms));
+    Ok(all)
+}
+
 /// `/w/`: the workspaces page (or, with `rows=true`, its table's rows).
 async fn list_page(
     AxState(s): AxState<AppState>,
@@ -303,6 +360,7 @@ async fn list_page(
     if q.rows {
         return Ok(page(rows(&s, &a, &ws).await));
     }
+    let prebuilds = repo_prebuilds(&s, &ws).await?;
     let body = html! {
         h1 { "Workspaces" }
         form #create {
@@ -322,9 +380,15 @@ async fn list_page(
             table #workspaces {
                 thead { tr {
                     th { "Name" } th { "State" } th { "Source" } th { "Tier" } th { "Node" }
-                    th { "CPU · memory · disk" } th { "Idle" } th { "Shared with (read-only)" } th { "Open" }
+                    th { "Uses / given" } th { "Idle" } th { "Shared with (read-only)" } th { "Open" }
                 } }
                 (rows(&s, &a, &ws).await)
+            }
+        }
+        @if !prebuilds.is_empty() {
+            section aria-labelledby="pb-h" {
+                h2 #pb-h { "Prebuilds of these repositories" }
+                (prebuilds::table(&prebuilds))
             }
         }
     };

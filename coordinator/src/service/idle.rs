@@ -285,6 +285,18 @@ impl Service {
         let mut v = w.view();
         v.progress = self.progress_of(&w.id);
         v.idle = self.idle_view(w);
+        v.usage = self.usage_of(w);
         v
+    }
+
+    /// What a running workspace uses, if its node said so lately.
+    fn usage_of(&self, w: &WorkspaceRow) -> Option<berth_proto::api::Usage> {
+        if w.state != State::Running {
+            return None;
+        }
+        let since = self.now() - 3 * self.inner.timing.unreachable_after.as_millis() as i64;
+        self.inner
+            .stats
+            .workspace_used(&w.id, w.node.as_deref()?, since)
     }
 }

@@ -7,6 +7,7 @@
 use crate::domain::lifecycle::State;
 use crate::domain::scheduler::{NoFit, Resources};
 use crate::domain::workspace::WorkspaceRow;
+use berth_proto::api::Usage;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -45,6 +46,8 @@ pub struct Stats {
     asked: Arc<Mutex<HashMap<String, i64>>>,
     /// What each node connected here last said its workspaces use, and when.
     used: Arc<Mutex<HashMap<String, (Resources, i64)>>>,
+    /// Workspace by workspace (by id): the node that said it, and what.
+    ws_used: Arc<Mutex<HashMap<String, (String, Usage)>>>,
 }
 
 impl Default for Stats {
@@ -64,6 +67,7 @@ impl Default for Stats {
             }),
             asked: Arc::default(),
             used: Arc::default(),
+            ws_used: Arc::default(),
         }
     }
 }
@@ -96,10 +100,34 @@ impl Stats {
             memory_bytes: u.memory_bytes,
             disk_bytes: u.disk_bytes,
         };
+        {
+            let mut ws = self.ws_used.lock().unwrap_or_else(|p| p.into_inner());
+            // Its workspaces are all in each heartbeat: the ones not there left.
+            ws.retain(|_, (n, _)| *n != node);
+            for w in u.workspaces {
+                let usage = Usage {
+                    cpu_millis: w.cpu_millis,
+                    memory_bytes: w.memory_bytes,
+                    disk_bytes: w.disk_bytes,
+                    at_ms: now_ms,
+                };
+                ws.insert(w.name, (node.clone(), usage));
+            }
+        }
         self.used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .insert(node, (r, now_ms));
+    }
+
+    /// What workspace `id` uses on `node`, if that node said so since `since_ms`.
+    pub(super) fn workspace_used(&self, id: &str, node: &str, since_ms: i64) -> Option<Usage> {
+        self.ws_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .filter(|(n, u)| n == node && u.at_ms >= since_ms)
+            .map(|(_, u)| *u)
     }
 
     /// What `node` uses, if it said so since `since_ms` (to this coordinator).

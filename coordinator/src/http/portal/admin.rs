@@ -183,17 +183,7 @@ pub(super) async fn admin_page(
         }
         section aria-labelledby="pb-h" {
             h2 #pb-h { "Prebuilds" }
-            div.scroll { table #prebuilds {
-                thead { tr { th { "Repository" } th { "Branch" } th { "State" } th { "Nodes" } th { "Size" } th { "Log" } } }
-                tbody { @for p in &prebuilds {
-                    tr { td data-label="Repository" { (p.repo_url) } td data-label="Branch" { (p.branch) }
-                         td data-label="State" { (p.state) @if !p.error_code.is_empty() { " (" (p.error_code) ")" } }
-                         td data-label="Nodes" { (p.nodes.join(", ")) }
-                         td data-label="Size" { (gib(p.bytes)) " GiB" }
-                         td data-label="Log" { a href={"/v1/prebuilds/" (p.id) "/log"} { "log" } } }
-                } }
-                @if prebuilds.is_empty() { tbody { tr { td colspan="6" { "No prebuilds." } } } }
-            } }
+            (super::prebuilds::table(&prebuilds))
         }
     };
     let scripts = html! { script src="/w/assets/admin.js" {} };
