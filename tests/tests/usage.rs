@@ -128,6 +128,17 @@ async fn each_workspace_shows_what_it_uses() {
         "beside what it is given: {busy_row}"
     );
 
+    // So does `berth get`.
+    let (code, shown, err) = c.berth(&c.admin_token, &["get", "busy"]).await;
+    let uses = shown
+        .lines()
+        .find(|l| l.starts_with("Uses:"))
+        .unwrap_or_default();
+    assert!(
+        code == 0 && uses.contains(" CPU, ") && uses.contains("disk (measured"),
+        "{shown}{err}"
+    );
+
     // Stopped, it uses nothing, and says nothing.
     let (s, _) = c.post("/v1/workspaces/busy/stop", json!({})).await;
     assert_eq!(s, 202);

@@ -162,6 +162,19 @@ fn workspace_details(w: &Workspace) -> String {
                 w.pids
             ),
         ),
+        (
+            "Uses",
+            match &w.usage {
+                Some(u) => format!(
+                    "{} CPU, {} memory, {} disk (measured {} ago)",
+                    cores(u.cpu_millis),
+                    size(u.memory_bytes),
+                    size(u.disk_bytes),
+                    age(u.at_ms, now)
+                ),
+                None => "-".into(),
+            },
+        ),
         ("Generation", w.generation.to_string()),
         ("Created", format!("{} ago", age(w.created_at_ms, now))),
         ("Updated", format!("{} ago", age(w.updated_at_ms, now))),
