@@ -35,6 +35,10 @@ pub(crate) struct Cli {
     /// API token [default: from the config file].
     #[arg(long, global = true, env = "BERTH_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
+    /// Trust only this CA (PEM) for an https:// URL [default: the CA `berth
+    /// login` pinned for the saved URL, else the usual public roots].
+    #[arg(long, global = true, env = "BERTH_CA_FILE")]
+    pub(crate) ca_file: Option<std::path::PathBuf>,
     /// Print JSON instead of tables (errors too, on standard error).
     #[arg(long, global = true)]
     pub(crate) json: bool,
@@ -52,6 +56,13 @@ pub(crate) enum Cmd {
         /// Token to save (default: --token / BERTH_TOKEN).
         #[arg(long = "with-token", conflicts_with = "oidc")]
         with_token: Option<String>,
+        /// For an https:// URL whose certificate no usual root vouches for:
+        /// the SHA-256 fingerprint (hex) of the coordinator's CA, which
+        /// `berth login` then pins (the coordinator logs it at start;
+        /// `berth-coordinator admin ca` prints it). Without it, login shows
+        /// the fingerprint it found and saves nothing.
+        #[arg(long = "ca-fingerprint", conflicts_with = "ca_file")]
+        ca_fingerprint: Option<String>,
         /// Sign in with the coordinator's OIDC provider instead: prints a
         /// link to open in a browser, waits for the sign-in to come back to
         /// a listener on 127.0.0.1, and saves the token it gives (which

@@ -27,11 +27,34 @@ impl fmt::Display for Error {
 impl std::error::Error for Error {}
 
 impl Error {
+    /// A request that got no answer: `bad_certificate` when the server's
+    /// certificate was refused (untrusted, expired, for another name),
+    /// else `unreachable`; the message carries the whole cause.
     fn transport(url: &str, e: reqwest::Error) -> Self {
-        Self {
-            status: 0,
-            code: "unreachable".into(),
-            message: format!("{url}: {e}"),
+        let mut message = format!("{url}: {e}");
+        let mut tls = None;
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(&e);
+        while let Some(c) = cause {
+            message.push_str(&format!(": {c}"));
+            if let Some(r) = rustls_in(c) {
+                tls.get_or_insert_with(|| r.to_string());
+            }
+            cause = c.source();
+        }
+        match tls {
+            Some(why) => Self {
+                status: 0,
+                code: "bad_certificate".into(),
+                message: format!(
+                    "{url}: the server's certificate is refused ({why}); trust its CA with \
+                     `berth login --ca-fingerprint` or --ca-file"
+                ),
+            },
+            None => Self {
+                status: 0,
+                code: "unreachable".into(),
+                message,
+            },
         }
     }
     fn bad_response(msg: impl Into<String>) -> Self {
@@ -43,6 +66,18 @@ impl Error {
     }
     pub fn not_found(&self) -> bool {
         self.status == 404
+    }
+}
+
+/// The TLS error `e` is, or carries in its (nested) I/O errors: an I/O
+/// error's `source()` skips the error it wraps, so they are opened here.
+fn rustls_in<'a>(mut e: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+    loop {
+        if let Some(r) = e.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = e.downcast_ref::<std::io::Error>()?.get_ref()?;
+        e = inner;
     }
 }
 
@@ -63,12 +98,22 @@ pub struct Client {
 }
 
 impl Client {
-    pub fn new(base: String, token: Option<String>) -> anyhow::Result<Self> {
-        let http = reqwest::Client::builder()
+    /// A client of the API at `base`; for https, trusting only `ca` (PEM)
+    /// when given, else the usual public roots.
+    pub fn new(base: String, token: Option<String>, ca: Option<&str>) -> anyhow::Result<Self> {
+        let mut b = reqwest::Client::builder()
             .user_agent(concat!("berth/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(std::time::Duration::from_secs(10))
-            .build()?;
-        Ok(Self { http, base, token })
+            .connect_timeout(std::time::Duration::from_secs(10));
+        if let Some(pem) = ca {
+            let cert = reqwest::Certificate::from_pem(pem.as_bytes())
+                .map_err(|e| anyhow::anyhow!("the CA certificate: {e}"))?;
+            b = b.tls_built_in_root_certs(false).add_root_certificate(cert);
+        }
+        Ok(Self {
+            http: b.build()?,
+            base,
+            token,
+        })
     }
 
     fn request(&self, method: Method, path: &str) -> reqwest::RequestBuilder {

@@ -13,6 +13,7 @@ mod repos;
 mod secrets;
 mod ssh;
 mod ssh_keys;
+mod trust;
 mod tunnels;
 mod workspaces;
 
@@ -54,15 +55,27 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         Some(p) => config::load(p)?,
         None => config::File::default(),
     };
-    let resolved = config::resolve(cli.url.clone(), cli.token.clone(), &file)?;
+    let resolved = config::resolve(
+        cli.url.clone(),
+        cli.token.clone(),
+        cli.ca_file.as_deref(),
+        &file,
+    )?;
     let ui = Ui {
         json: cli.json,
         quiet: cli.quiet,
     };
     match cli.cmd {
-        Cmd::Login { oidc: true, .. } => return oidc::login(ui, &resolved, cfg_path).await,
-        Cmd::Login { with_token, .. } => {
-            return admin::login(ui, &resolved, cfg_path, with_token).await
+        Cmd::Login {
+            oidc,
+            with_token,
+            ca_fingerprint,
+        } => {
+            let resolved = trust::establish(resolved, ca_fingerprint.as_deref()).await?;
+            return match oidc {
+                true => oidc::login(ui, &resolved, cfg_path).await,
+                false => admin::login(ui, &resolved, cfg_path, with_token).await,
+            };
         }
         Cmd::ConfigSsh {
             ssh_config,
@@ -84,7 +97,11 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
             ),
         ));
     }
-    let c = Client::new(resolved.url.clone(), resolved.token.clone())?;
+    let c = Client::new(
+        resolved.url.clone(),
+        resolved.token.clone(),
+        resolved.ca.as_deref(),
+    )?;
     match cli.cmd {
         Cmd::Login { .. } | Cmd::ConfigSsh { .. } => unreachable!("handled above"),
         Cmd::Ssh {
@@ -95,7 +112,13 @@ pub(crate) async fn run(cli: Cli) -> Outcome {
         } => match (stdio, known_hosts) {
             (true, _) => ssh::stdio(&c, target).await,
             (_, true) => ssh::known_hosts(&c, target).await,
-            _ => ssh::exec_ssh(target, argv, &resolved.url, resolved.token.as_deref()),
+            _ => ssh::exec_ssh(
+                target,
+                argv,
+                &resolved.url,
+                resolved.token.as_deref(),
+                cli.ca_file.as_deref(),
+            ),
         },
         Cmd::SshKey { cmd } => ssh_keys::run(&c, ui, cmd).await,
         Cmd::Activity(t) => tunnels::activity(&c, ui, t).await,

@@ -18,6 +18,10 @@ pub struct File {
     pub url: Option<String>,
     /// API token (`bt_...`).
     pub token: Option<String>,
+    /// The CA certificate (PEM) `url`'s HTTPS certificate must chain to,
+    /// pinned by `berth login`; unset: the machine's usual roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
 }
 
 /// The config file's path.
@@ -52,12 +56,16 @@ pub fn save(path: &Path, file: &File) -> anyhow::Result<()> {
 pub struct Resolved {
     pub url: String,
     pub token: Option<String>,
+    /// The CA to trust for `url` (PEM): `--ca-file`, else the config file's
+    /// when `url` is the one it was pinned for.
+    pub ca: Option<String>,
 }
 
 /// Merges the sources: `flag_*` already include the environment (clap's `env`).
 pub fn resolve(
     flag_url: Option<String>,
     flag_token: Option<String>,
+    flag_ca_file: Option<&Path>,
     file: &File,
 ) -> anyhow::Result<Resolved> {
     let url = flag_url
@@ -67,9 +75,19 @@ pub fn resolve(
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         bail!("coordinator URL {url:?} must start with http:// or https://");
     }
+    let pinned_for = file.url.as_deref().map(|u| u.trim_end_matches('/'));
+    let ca = match flag_ca_file {
+        Some(p) => Some(
+            std::fs::read_to_string(p)
+                .with_context(|| format!("read --ca-file {}", p.display()))?,
+        ),
+        None if pinned_for == Some(url.as_str()) => file.ca.clone(),
+        None => None,
+    };
     Ok(Resolved {
         url,
         token: flag_token.or_else(|| file.token.clone()),
+        ca,
     })
 }
 
@@ -82,17 +100,26 @@ mod tests {
         let file = File {
             url: Some("http://file:1/".into()),
             token: Some("bt_file".into()),
+            ca: Some("PINNED".into()),
         };
-        let r = resolve(Some("http://flag:2".into()), None, &file).unwrap();
+        let r = resolve(Some("http://flag:2".into()), None, None, &file).unwrap();
         assert_eq!(r.url, "http://flag:2");
         assert_eq!(r.token.as_deref(), Some("bt_file"));
-        let r = resolve(None, Some("bt_flag".into()), &file).unwrap();
+        assert_eq!(r.ca, None, "the pinned CA is the saved URL's only");
+        let r = resolve(None, Some("bt_flag".into()), None, &file).unwrap();
         assert_eq!(r.url, "http://file:1");
         assert_eq!(r.token.as_deref(), Some("bt_flag"));
-        let r = resolve(None, None, &File::default()).unwrap();
+        assert_eq!(r.ca.as_deref(), Some("PINNED"));
+        let r = resolve(None, None, None, &File::default()).unwrap();
         assert_eq!(r.url, DEFAULT_URL);
         assert!(r.token.is_none());
-        assert!(resolve(Some("ftp://x".into()), None, &file).is_err());
+        assert!(resolve(Some("ftp://x".into()), None, None, &file).is_err());
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "FROM FILE").unwrap();
+        let r = resolve(None, None, Some(&ca), &file).unwrap();
+        assert_eq!(r.ca.as_deref(), Some("FROM FILE"), "--ca-file wins");
+        assert!(resolve(None, None, Some(&dir.path().join("none")), &file).is_err());
     }
 
     #[test]
@@ -104,6 +131,7 @@ mod tests {
         let f = File {
             url: Some("http://127.0.0.1:8080".into()),
             token: Some("bt_x_y".into()),
+            ca: None,
         };
         save(&p, &f).unwrap();
         assert_eq!(load(&p).unwrap(), f);

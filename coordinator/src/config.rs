@@ -30,6 +30,8 @@ pub struct Config {
     /// `sqlite:///...` or `postgres://...`; default: SQLite in `data_dir`.
     pub database_url: Option<String>,
     pub api_listen: SocketAddr,
+    /// HTTPS for the API, and where its certificate comes from (None: plain HTTP).
+    pub api_tls: Option<crate::http::tls::Source>,
     pub link: LinkConfig,
     pub timing: Timing,
     /// This coordinator's name in placement records.

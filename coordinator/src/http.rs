@@ -28,6 +28,7 @@ mod ssh_keys;
 mod teams;
 mod terminal;
 mod terminal_share;
+pub mod tls;
 mod tokens;
 mod tunnels;
 mod workspaces;
@@ -39,7 +40,7 @@ use crate::domain::team::Need;
 use crate::error::{Error, Kind, Result};
 use crate::service::Service;
 use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request};
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use berth_proto::api::ErrorBody;
@@ -64,6 +65,8 @@ pub struct AppState {
     pub oidc: Option<std::sync::Arc<oidc::Oidc>>,
     /// Web terminal sessions shared live.
     pub terminals: terminal_share::Shares,
+    /// The API is served over HTTPS (the session cookie is `Secure`).
+    pub https: bool,
 }
 
 /// The HTTP status of an error's kind.
@@ -231,21 +234,45 @@ pub fn owner_of(a: &Auth, asked: Option<String>) -> Result<String> {
     }
 }
 
+/// Where the API listens: plain HTTP, or HTTPS (`tls`).
+pub enum ApiListener {
+    Plain(tokio::net::TcpListener),
+    Tls(tls::TlsListener),
+}
+
 /// Serves the API on `listener` until it fails.
-pub async fn serve(listener: tokio::net::TcpListener, state: AppState) -> std::io::Result<()> {
+pub async fn serve(listener: ApiListener, state: AppState) -> std::io::Result<()> {
+    use axum::serve::ListenerExt;
     // Host-routed previews are rewritten before routing, so the layer wraps the router.
     let app = tower::Layer::layer(
         &axum::middleware::from_fn_with_state(state.clone(), previews::by_host),
         router(state),
     );
-    axum::serve(
-        listener,
-        // The peer's address is each audit entry's source IP.
-        axum::ServiceExt::<Request>::into_make_service_with_connect_info::<std::net::SocketAddr>(
-            app,
-        ),
-    )
-    .await
+    // The peer's address is each audit entry's source IP.
+    match listener {
+        ApiListener::Plain(l) => {
+            let svc = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
+                std::net::SocketAddr,
+            >(app);
+            axum::serve(l, svc).await
+        }
+        ApiListener::Tls(l) => {
+            let app = tower::Layer::layer(&axum::middleware::map_response(hsts), app);
+            let svc = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
+                std::net::SocketAddr,
+            >(app);
+            axum::serve(l.tap_io(|_| ()), svc).await
+        }
+    }
+}
+
+/// Every HTTPS answer tells the browser to use nothing else (`tls::HSTS`).
+async fn hsts(mut r: Response) -> Response {
+    r.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static(tls::HSTS),
+    );
+    r
 }
 
 /// The routes.

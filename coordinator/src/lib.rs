@@ -28,6 +28,8 @@ use std::sync::Arc;
 #[derive(Debug, Clone)]
 pub struct Bound {
     pub api: SocketAddr,
+    /// The API is served over HTTPS.
+    pub https: bool,
     pub link: SocketAddr,
 }
 
@@ -77,6 +79,10 @@ pub async fn run(
         tracing::warn!(node = %fix.node, was = ?fix.was, now = ?fix.now, "node allocation repaired from its workspaces");
     }
     let ca = cluster_ca(&store).await?;
+    // The CA is public: clients of the API pin it (`berth --ca-file`).
+    let ca_file = cfg.data_dir.join("ca.pem");
+    std::fs::write(&ca_file, &ca.cert_pem)
+        .map_err(|e| Error::internal(format!("write {}: {e}", ca_file.display())))?;
     let sealer = secrets_sealer(&cfg, &store).await?;
     if !store.has_admin().await? {
         let token = auth::create_api_token(&store, "admin", true).await?;
@@ -119,7 +125,14 @@ pub async fn run(
             .transpose()?
             .map(Arc::new),
         terminals: Default::default(),
+        https: cfg.api_tls.is_some(),
     };
+    // The certificate is checked before anything listens.
+    let certs = cfg
+        .api_tls
+        .clone()
+        .map(|source| http::tls::Certs::new(source, &ca))
+        .transpose()?;
     let listener = tokio::net::TcpListener::bind(cfg.api_listen)
         .await
         .map_err(|e| {
@@ -128,10 +141,28 @@ pub async fn run(
                 format!("bind API on {}: {e}", cfg.api_listen),
             )
         })?;
+    let api = listener
+        .local_addr()
+        .map_err(|e| Error::internal(e.to_string()))?;
+    let (listener, watch) = match &certs {
+        Some(certs) => (
+            http::ApiListener::Tls(
+                http::tls::TlsListener::new(listener, certs.server_config()?)
+                    .map_err(|e| Error::internal(e.to_string()))?,
+            ),
+            Some(certs.clone().watch(std::time::Duration::from_secs(1))),
+        ),
+        None => (http::ApiListener::Plain(listener), None),
+    };
+    let watch = async move {
+        match watch {
+            Some(w) => w.await,
+            None => std::future::pending().await,
+        }
+    };
     let bound = Bound {
-        api: listener
-            .local_addr()
-            .map_err(|e| Error::internal(e.to_string()))?,
+        api,
+        https: certs.is_some(),
         link: endpoint
             .local_addr()
             .map_err(|e| Error::internal(e.to_string()))?,
@@ -141,6 +172,7 @@ pub async fn run(
     tokio::select! {
         r = http::serve(listener, state) => r.map_err(|e| Error::internal(format!("API server: {e}")))?,
         _ = link.serve(endpoint.clone()) => {}
+        _ = watch => {}
         _ = svc.run(link_events) => {}
         _ = shutdown => tracing::info!("shutting down"),
     }

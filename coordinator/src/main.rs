@@ -2,6 +2,7 @@
 //! offers offline admin commands against its store.
 
 use berth_coordinator::domain::scheduler::Strategy;
+use berth_coordinator::http::tls::Source;
 use berth_coordinator::link::quic::LinkConfig;
 use berth_coordinator::service::Timing;
 use berth_coordinator::{parse_duration, Config};
@@ -40,6 +41,24 @@ struct Opts {
         default_value = "127.0.0.1:8080"
     )]
     api: SocketAddr,
+    /// Serve the API over HTTPS with this certificate chain (PEM, leaf
+    /// first), re-read when it or the key changes on disk.
+    #[arg(long, global = true, env = "BERTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The key of --tls-cert (PEM).
+    #[arg(long, global = true, env = "BERTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve the API over HTTPS with a certificate the cluster CA issues for
+    /// this DNS name or IP address (repeatable; renewed before it expires).
+    /// Clients pin the CA: `berth login` shows its fingerprint.
+    #[arg(
+        long = "tls-name",
+        global = true,
+        env = "BERTH_TLS_NAMES",
+        value_delimiter = ',',
+        conflicts_with = "tls_cert"
+    )]
+    tls_names: Vec<String>,
     /// UDP address of the agent link (QUIC).
     #[arg(
         long,
@@ -143,6 +162,10 @@ enum Admin {
     /// Node join tokens.
     #[command(subcommand, name = "join-token")]
     JoinToken(JoinCmd),
+    /// Print the cluster CA: its SHA-256 fingerprint (what `berth login
+    /// --ca-fingerprint` takes) on the first line, then the certificate (PEM,
+    /// what `berth --ca-file` takes).
+    Ca,
 }
 
 #[derive(Subcommand)]
@@ -180,6 +203,16 @@ fn config(o: &Opts) -> Result<Config, String> {
         data_dir: o.data_dir.clone(),
         database_url: o.database.clone(),
         api_listen: o.api,
+        api_tls: match (&o.tls_cert, &o.tls_key) {
+            (Some(cert), Some(key)) => Some(Source::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ if !o.tls_names.is_empty() => Some(Source::Issued {
+                names: o.tls_names.clone(),
+            }),
+            _ => None,
+        },
         link: LinkConfig {
             listen: o.link,
             cert_lifetime: o.cert_lifetime,
@@ -290,6 +323,10 @@ async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
             )
             .await?;
             println!("{t}");
+        }
+        Admin::Ca => {
+            let ca = cluster_ca(&store).await?;
+            print!("{}\n{}", ca.fingerprint(), ca.cert_pem);
         }
     }
     Ok(())

@@ -92,8 +92,8 @@ pub fn join_tls(ca_fingerprint: &str, alpn: &[u8]) -> Result<rustls::ClientConfi
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| e.to_string())?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(PinnedCa {
-            fingerprint: ca_fingerprint.to_ascii_lowercase(),
+        .with_custom_certificate_verifier(Arc::new(CaVerifier {
+            trust: Trust::Pinned(ca_fingerprint.to_ascii_lowercase()),
             provider: provider(),
         }))
         .with_no_client_auth();
@@ -101,13 +101,42 @@ pub fn join_tls(ca_fingerprint: &str, alpn: &[u8]) -> Result<rustls::ClientConfi
     Ok(cfg)
 }
 
+/// A client TLS configuration that accepts any server and records the
+/// chain it presents: for showing a CA's fingerprint to a person before it
+/// is pinned. Nothing may be sent on a connection made with it.
+pub fn witness_tls() -> (
+    rustls::ClientConfig,
+    Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>,
+) {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let cfg = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .expect("the provider's versions")
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(CaVerifier {
+            trust: Trust::Witness(seen.clone()),
+            provider: provider(),
+        }))
+        .with_no_client_auth();
+    (cfg, seen)
+}
+
+/// What a server's chain is checked against.
 #[derive(Debug)]
-struct PinnedCa {
-    fingerprint: String,
+enum Trust {
+    /// A CA in the chain with this SHA-256, which the leaf must verify against.
+    Pinned(String),
+    /// Nothing: the chain is recorded here.
+    Witness(Arc<std::sync::Mutex<Vec<CertificateDer<'static>>>>),
+}
+
+#[derive(Debug)]
+struct CaVerifier {
+    trust: Trust,
     provider: Arc<rustls::crypto::CryptoProvider>,
 }
 
-impl ServerCertVerifier for PinnedCa {
+impl ServerCertVerifier for CaVerifier {
     fn verify_server_cert(
         &self,
         end_entity: &CertificateDer<'_>,
@@ -116,9 +145,19 @@ impl ServerCertVerifier for PinnedCa {
         ocsp: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
+        let fingerprint_wanted = match &self.trust {
+            Trust::Witness(seen) => {
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = std::iter::once(end_entity)
+                    .chain(intermediates)
+                    .map(|c| c.clone().into_owned())
+                    .collect();
+                return Ok(ServerCertVerified::assertion());
+            }
+            Trust::Pinned(f) => f,
+        };
         let ca = intermediates
             .iter()
-            .find(|c| fingerprint(c) == self.fingerprint)
+            .find(|c| fingerprint(c) == *fingerprint_wanted)
             .ok_or_else(|| {
                 rustls::Error::General(
                     "the coordinator's CA does not match the join token's fingerprint".into(),
@@ -170,6 +209,19 @@ impl ServerCertVerifier for PinnedCa {
             .signature_verification_algorithms
             .supported_schemes()
     }
+}
+
+/// A DER certificate as PEM.
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).unwrap_or_default());
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    pem
 }
 
 /// A join token as the admin sees it: `<id>.<secret>.<ca-sha256>`.

@@ -25,8 +25,14 @@ pub struct Page {
 
 impl Browser {
     pub fn start() -> Browser {
+        Self::start_with(&[])
+    }
+
+    /// `start` with more command-line flags.
+    pub fn start_with(flags: &[&str]) -> Browser {
         let dir = tempfile::tempdir().expect("chromium profile dir");
         let child = std::process::Command::new("chromium")
+            .args(flags)
             .args([
                 "--headless=new",
                 "--no-sandbox",

@@ -38,6 +38,9 @@ pub struct ClusterOptions {
     /// The cluster's directory (so the nodes' volumes) on a file system
     /// that clones files (`crate::xfs`): backups from snapshots.
     pub reflink: bool,
+    /// The API over HTTPS, with a certificate the cluster CA issues for
+    /// 127.0.0.1; the harness's requests and the CLI trust that CA only.
+    pub https: bool,
 }
 
 impl Default for ClusterOptions {
@@ -54,6 +57,7 @@ impl Default for ClusterOptions {
             layer_registry: false,
             idle_sample_seconds: 10,
             reflink: false,
+            https: false,
         }
     }
 }
@@ -113,6 +117,8 @@ pub struct Cluster {
     coordinator_args: Vec<String>,
     http: reqwest::Client,
     seq: u32,
+    /// The cluster CA (PEM file) clients trust, when the API is HTTPS.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// The secrets key file every coordinator of the cluster in `dir` is given,
@@ -199,7 +205,11 @@ impl Cluster {
         };
         let coordinators: Vec<ClusterCoordinator> = (0..opts.coordinators.max(1))
             .map(|i| ClusterCoordinator {
-                api: format!("http://127.0.0.1:{}", free_port()),
+                api: format!(
+                    "{}://127.0.0.1:{}",
+                    if opts.https { "https" } else { "http" },
+                    free_port()
+                ),
                 link_port: free_port(),
                 dir: dir.join(if i == 0 {
                     "coord".to_string()
@@ -229,14 +239,29 @@ impl Cluster {
                     opts.cpu_overcommit.to_string(),
                 ],
                 opts.coordinator_args.clone(),
+                match opts.https {
+                    true => vec!["--tls-name".to_string(), "127.0.0.1".to_string()],
+                    false => vec![],
+                },
             ]
             .concat(),
             http: reqwest::Client::new(),
             seq: k,
+            ca_file: None,
         };
         // The first start makes the CA and the admin token; the others find them.
         for i in 0..c.coordinators.len() {
             c.start_coordinator_at(i);
+        }
+        if opts.https {
+            let ca = dir.join("coord/ca.pem");
+            let pem = std::fs::read(&ca).expect("the cluster CA");
+            c.http = reqwest::Client::builder()
+                .tls_built_in_root_certs(false)
+                .add_root_certificate(reqwest::Certificate::from_pem(&pem).expect("CA PEM"))
+                .build()
+                .expect("HTTPS client");
+            c.ca_file = Some(ca);
         }
         c.admin_token = std::fs::read_to_string(dir.join("coord/admin.token"))
             .expect("admin token")
@@ -271,7 +296,11 @@ impl Cluster {
             .append(true)
             .open(self.dir.join(format!("coordinator{i}.log")))
             .expect("coordinator log");
-        let api = co.api.trim_start_matches("http://").to_string();
+        let api = co
+            .api
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
+            .to_string();
         let mut cmd = std::process::Command::new(crate::coordinator_bin());
         cmd.args(["--data-dir", &co.dir.display().to_string()])
             // Coordinators sharing a store share its secrets key.
@@ -656,6 +685,9 @@ impl Cluster {
         if !token.is_empty() {
             cmd.env("BERTH_TOKEN", token);
         }
+        if let Some(ca) = &self.ca_file {
+            cmd.env("BERTH_CA_FILE", ca);
+        }
         let mut child = cmd.spawn().expect("run berth");
         if let (Some(bytes), Some(mut stdin)) = (input, child.stdin.take()) {
             stdin.write_all(bytes).await.expect("write berth's input");
@@ -676,7 +708,11 @@ impl Cluster {
         pairs: &[&str],
     ) -> (tokio::process::Child, Vec<String>) {
         use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(crate::cli_bin())
+        let mut cmd = tokio::process::Command::new(crate::cli_bin());
+        if let Some(ca) = &self.ca_file {
+            cmd.env("BERTH_CA_FILE", ca);
+        }
+        let mut child = cmd
             .arg("port-forward")
             .arg(ws)
             .args(pairs)

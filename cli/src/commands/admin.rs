@@ -37,7 +37,11 @@ pub(crate) async fn save_login(
     cfg_path: Option<PathBuf>,
     token: String,
 ) -> Outcome {
-    let c = Client::new(resolved.url.clone(), Some(token.clone()))?;
+    let c = Client::new(
+        resolved.url.clone(),
+        Some(token.clone()),
+        resolved.ca.as_deref(),
+    )?;
     let me: WhoAmI = c.get("/v1/whoami").await?;
     let path = cfg_path.ok_or_else(|| fail("cli_error", "no HOME to keep the config in"))?;
     config::save(
@@ -45,6 +49,7 @@ pub(crate) async fn save_login(
         &config::File {
             url: Some(resolved.url.clone()),
             token: Some(token),
+            ca: resolved.ca.clone(),
         },
     )?;
     if ui.json {

@@ -51,7 +51,7 @@ pub(crate) async fn login(
     let code = tokio::time::timeout(WAIT, wait_for_code(&listener))
         .await
         .map_err(|_| fail("timeout", "the sign-in did not come back within 10 minutes"))??;
-    let c = Client::new(resolved.url.clone(), None)?;
+    let c = Client::new(resolved.url.clone(), None, resolved.ca.as_deref())?;
     let t: Traded = c
         .post(
             "/auth/oidc/token",

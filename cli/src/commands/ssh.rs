@@ -114,8 +114,14 @@ fn options(owner: Option<&str>) -> Result<Vec<(String, String)>, Failure> {
 }
 
 /// Runs OpenSSH's `ssh` to the workspace (replacing this process), with the
-/// coordinator and token passed on to the ProxyCommand in the environment.
-pub fn exec_ssh(target: Target, argv: Vec<String>, url: &str, token: Option<&str>) -> Outcome {
+/// coordinator, token and CA file passed on to the ProxyCommand in the environment.
+pub fn exec_ssh(
+    target: Target,
+    argv: Vec<String>,
+    url: &str,
+    token: Option<&str>,
+    ca_file: Option<&std::path::Path>,
+) -> Outcome {
     use std::os::unix::process::CommandExt;
     let mut cmd = std::process::Command::new(std::env::var_os("BERTH_SSH").unwrap_or("ssh".into()));
     for (k, v) in options(target.owner.as_deref())? {
@@ -128,6 +134,9 @@ pub fn exec_ssh(target: Target, argv: Vec<String>, url: &str, token: Option<&str
     cmd.env("BERTH_URL", url);
     if let Some(t) = token {
         cmd.env("BERTH_TOKEN", t);
+    }
+    if let Some(f) = ca_file {
+        cmd.env("BERTH_CA_FILE", f);
     }
     let e = cmd.exec();
     Err(fail(

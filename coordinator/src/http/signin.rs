@@ -162,15 +162,17 @@ pub(super) struct LoginForm {
 }
 
 /// The `Set-Cookie` value keeping `token` for `/w/` pages (and the preview
-/// domain's, when there is one): HttpOnly, SameSite=Lax, a week.
+/// domain's, when there is one): HttpOnly, SameSite=Lax, a week; Secure
+/// when the API is served over HTTPS.
 pub(super) fn session_cookie(s: &AppState, token: &str) -> String {
     let domain = s
         .preview_domain
         .as_deref()
         .map(|d| format!("; Domain={d}"))
         .unwrap_or_default();
+    let secure = if s.https { "; Secure" } else { "" };
     format!(
-        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}",
+        "{}={token}; Path=/; HttpOnly; SameSite=Lax; Max-Age=604800{domain}{secure}",
         auth::COOKIE
     )
 }

@@ -15,7 +15,7 @@ use axum::body::Body;
 use berth_coordinator::http::{router, AppState};
 use tower::ServiceExt;
 
-fn state(svc: &Service, observe: bool) -> AppState {
+pub(super) fn state(svc: &Service, observe: bool) -> AppState {
     AppState {
         svc: svc.clone(),
         ca_fingerprint: String::new(),
@@ -25,6 +25,7 @@ fn state(svc: &Service, observe: bool) -> AppState {
         observe,
         oidc: None,
         terminals: Default::default(),
+        https: false,
     }
 }
 
@@ -37,7 +38,9 @@ async fn call(app: &axum::Router, req: axum::http::Request<Body>) -> (u16, usize
     (status, body.len())
 }
 
-pub(super) async fn api_audit() {
+/// A SQLite store in a temporary directory (kept while the first is), an
+/// admin's token in it, and a service on it.
+pub(super) async fn admin_store() -> (tempfile::TempDir, Store, String, Service) {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("b.db").display());
     let store = Store::open(&url).await.unwrap();
@@ -45,6 +48,11 @@ pub(super) async fn api_audit() {
         .await
         .unwrap();
     let svc = service(store.clone());
+    (dir, store, token, svc)
+}
+
+pub(super) async fn api_audit() {
+    let (_dir, store, token, svc) = admin_store().await;
     let (on, off) = (router(state(&svc, true)), router(state(&svc, false)));
     let n = iters(200);
     let create = |name: String| {

@@ -27,8 +27,10 @@
 //!   request metrics on vs off; metrics_scrape and capacity_report: a
 //!   scrape and the capacity report with 5,000 simulated agents and 20,000
 //!   placed workspaces (`admin.rs`).
+//! - api_tls: create latency over HTTPS against plain HTTP, kept-alive
+//!   connections, the coordinator's own listeners (`tls.rs`).
 //!
-//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke admin files` runs a
+//! `cargo bench --bench coordinator -- placement handshake memory api forward keystroke admin files api_tls` runs a
 //! subset (`link` is handshake + memory); BERTH_BENCH_AGENTS sets the number
 //! of idle agents (default 5000).
 
@@ -53,6 +55,7 @@ mod forward;
 mod keystroke;
 mod link;
 mod placement;
+mod tls;
 
 use api::api_overhead;
 use forward::{forward, tcp_client};
@@ -125,6 +128,9 @@ fn main() {
         }
         if want("files") {
             files::files().await;
+        }
+        if want("api_tls") {
+            tls::api_tls().await;
         }
         if want("api_audit") || want("admin") {
             admin::api_audit().await;
