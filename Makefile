@@ -3,6 +3,7 @@
 #   make test    the whole test suite (unit + end-to-end on real containerd)
 #   make bench   benchmarks; tables on stdout, JSON lines in target/bench/
 #   make lint    rustfmt and clippy, warnings are errors
+#   make dist    Debian packages (berth-agent, berth-coordinator, berth) in target/debian/
 
 SHELL := /bin/bash
 export BERTH_CACHE ?= /var/cache/berth
@@ -14,7 +15,7 @@ DEBIAN_PACKAGES := containerd runc git protobuf-compiler docker-registry umoci s
 	apache2-utils curl ca-certificates postgresql python3 python3-venv openssh-client openssh-server tmux chromium \
 	restic xfsprogs prometheus
 
-.PHONY: deps images build up test bench lint
+.PHONY: deps images build up test bench lint dist
 
 deps:
 	@scripts/deps.sh $(DEBIAN_PACKAGES)
@@ -35,6 +36,8 @@ test: deps images
 	@scripts/moto.sh --install
 	@scripts/oidc-provider.sh --install
 	@scripts/openmetrics-check.sh --install
+	@scripts/dist.sh --install-tool
+	@scripts/debian-rootfs.sh >/dev/null
 	$(CARGO) build --locked --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --workspace --no-fail-fast; \
@@ -57,3 +60,6 @@ bench: deps images
 lint: deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
+
+dist: deps
+	@scripts/dist.sh
