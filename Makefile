@@ -13,7 +13,7 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := containerd runc git protobuf-compiler docker-registry umoci skopeo mmdebstrap \
 	nftables iproute2 util-linux busybox-static e2fsprogs golang-github-containers-common \
 	apache2-utils curl ca-certificates postgresql python3 python3-venv openssh-client openssh-server tmux chromium \
-	restic xfsprogs prometheus
+	restic xfsprogs prometheus systemd-container ansible ansible-lint
 
 .PHONY: deps images build up test bench lint dist
 

@@ -10,7 +10,7 @@ cache=${BERTH_CACHE:-/var/cache/berth}/rootfs
 # boot it, and SSH and Python for Ansible.
 include=systemd,systemd-sysv,dbus,passwd,ca-certificates,iproute2,\
 containerd,runc,nftables,e2fsprogs,util-linux,golang-github-containers-common,restic,\
-openssh-server,python3,sudo
+openssh-server,python3,python3-apt,sudo
 key=$(sha256sum "$0" | cut -c1-16)
 tar=$cache/debian12-$key.tar
 if [ ! -f "$tar" ]; then

@@ -47,3 +47,4 @@ for p in "${packages[@]}"; do
   PATH=$tool/bin:$PATH cargo deb --locked --no-build --strip --profile "$profile" \
     "${deb_version[@]}" -p "$p" -o "$out" 2> >(grep -v "dev profile\|debug symbols set" >&2)
 done
+rm -f "$out"/*.tmp*-stripped

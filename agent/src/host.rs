@@ -48,8 +48,15 @@ impl Host {
     }
 
     /// Lets the node route workspace traffic.
+    /// Turns IPv4 forwarding on, unless it already is: a host whose
+    /// /proc/sys is read-only (a container, a locked-down node) works when
+    /// its admin set it beforehand.
     pub fn enable_ip_forward(&self) -> io::Result<()> {
-        std::fs::write(self.proc.join("sys/net/ipv4/ip_forward"), "1")
+        let path = self.proc.join("sys/net/ipv4/ip_forward");
+        if std::fs::read_to_string(&path).is_ok_and(|v| v.trim() == "1") {
+            return Ok(());
+        }
+        std::fs::write(path, "1")
     }
 }
 

@@ -20,6 +20,7 @@ pub mod openssh;
 pub mod postgres;
 mod process;
 pub mod s3;
+pub mod targets;
 pub mod xfs;
 
 pub use clean::{assert_clean, Leaks};

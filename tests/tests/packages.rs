@@ -8,7 +8,8 @@
 //! edited configuration, removal takes the programs and keeps the
 //! configuration, and purge takes the rest but the user.
 
-use std::path::{Path, PathBuf};
+use berth_tests::targets::{dist_packages, rootfs_tar};
+use std::path::PathBuf;
 
 fn sh(cmd: &str) -> String {
     let (ok, out, err) = berth_tests::sh(cmd);
@@ -16,24 +17,10 @@ fn sh(cmd: &str) -> String {
     out
 }
 
-/// The three packages, built from the test build's binaries, version `v`.
-fn packages(out: &Path, v: &str) -> Vec<PathBuf> {
-    let root = berth_tests::repo_root();
-    sh(&format!(
-        "cd {} && scripts/dist.sh --profile dev --no-build --deb-version {v} -o {}",
-        root.display(),
-        out.display()
-    ));
-    ["berth-agent", "berth-coordinator", "berth"]
-        .iter()
-        .map(|p| out.join(format!("{p}_{v}_amd64.deb")))
-        .collect()
-}
-
 #[test]
 fn the_packages_install_on_bare_debian_upgrade_and_purge() {
     let dir = tempfile::tempdir().unwrap();
-    let debs = packages(&dir.path().join("v1"), "0.1.0-1");
+    let debs = dist_packages(&dir.path().join("v1"), "0.1.0-1");
     let agent = &debs[0];
 
     // What the packages say before they are installed.
@@ -51,15 +38,12 @@ fn the_packages_install_on_bare_debian_upgrade_and_purge() {
     );
 
     // A bare Debian 12, Berth's packages installed with dpkg.
-    let tar = sh(&format!(
-        "{}/scripts/debian-rootfs.sh",
-        berth_tests::repo_root().display()
-    ));
+    let tar = rootfs_tar();
     let root = dir.path().join("root");
     std::fs::create_dir_all(&root).unwrap();
     sh(&format!(
         "tar -xf {} -C {} --numeric-owner",
-        tar.trim(),
+        tar.display(),
         root.display()
     ));
     let r = root.display().to_string();
@@ -110,7 +94,7 @@ fn the_packages_install_on_bare_debian_upgrade_and_purge() {
     sh(&format!(
         "echo BERTH_COORDINATOR=10.0.0.1:7443 >> {r}/etc/berth/agent.env"
     ));
-    let v2 = packages(&dir.path().join("v2"), "0.1.1-1");
+    let v2 = dist_packages(&dir.path().join("v2"), "0.1.1-1");
     install(&v2);
     let status = sh(&format!(
         "chroot {r} dpkg-query -W -f '${{Version}} ' berth-agent berth-coordinator berth"
