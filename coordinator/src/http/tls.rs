@@ -107,8 +107,8 @@ impl Certs {
                 // Half-written files settle; a bad pair is tried again at the
                 // next change.
                 tracing::warn!(error = %e, "API certificate not reloaded; serving the previous one");
-                *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) =
-                    (stamp_of(&self.source).0, stamp_of(&self.source).1, at);
+                let (cert, key) = stamp_of(&self.source);
+                *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = (cert, key, at);
                 false
             }
         }

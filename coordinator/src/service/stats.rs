@@ -46,8 +46,8 @@ pub struct Stats {
     asked: Arc<Mutex<HashMap<String, i64>>>,
     /// What each node connected here last said its workspaces use, and when.
     used: Arc<Mutex<HashMap<String, (Resources, i64)>>>,
-    /// Workspace by workspace (by id): the node that said it, and what.
-    ws_used: Arc<Mutex<HashMap<String, (String, Usage)>>>,
+    /// Node by node, workspace by workspace (by id): what its last heartbeat said.
+    ws_used: Arc<Mutex<HashMap<String, HashMap<String, Usage>>>>,
 }
 
 impl Default for Stats {
@@ -100,20 +100,25 @@ impl Stats {
             memory_bytes: u.memory_bytes,
             disk_bytes: u.disk_bytes,
         };
-        {
-            let mut ws = self.ws_used.lock().unwrap_or_else(|p| p.into_inner());
-            // Its workspaces are all in each heartbeat: the ones not there left.
-            ws.retain(|_, (n, _)| *n != node);
-            for w in u.workspaces {
+        // Its workspaces are all in each heartbeat: the map is replaced whole
+        // (the ones not there left), and no other node's is touched.
+        let ws = u
+            .workspaces
+            .into_iter()
+            .map(|w| {
                 let usage = Usage {
                     cpu_millis: w.cpu_millis,
                     memory_bytes: w.memory_bytes,
                     disk_bytes: w.disk_bytes,
                     at_ms: now_ms,
                 };
-                ws.insert(w.name, (node.clone(), usage));
-            }
-        }
+                (w.name, usage)
+            })
+            .collect();
+        self.ws_used
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(node.clone(), ws);
         self.used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -125,9 +130,10 @@ impl Stats {
         self.ws_used
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .get(id)
-            .filter(|(n, u)| n == node && u.at_ms >= since_ms)
-            .map(|(_, u)| *u)
+            .get(node)
+            .and_then(|ws| ws.get(id))
+            .filter(|u| u.at_ms >= since_ms)
+            .copied()
     }
 
     /// What `node` uses, if it said so since `since_ms` (to this coordinator).
