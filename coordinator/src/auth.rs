@@ -25,18 +25,29 @@ pub async fn create_api_token_until(
     Ok(token)
 }
 
-/// Makes and stores a one-time join token valid `ttl_seconds` from `now_ms`.
+/// The most nodes one join token may join.
+pub const MAX_JOIN_USES: u32 = 10_000;
+
+/// Makes and stores a join token valid `ttl_seconds` from `now_ms` that
+/// joins at most `uses` nodes (1: one-time).
 pub async fn create_join_token(
     store: &Store,
     ca_fingerprint: &str,
     by: &str,
     ttl_seconds: u64,
+    uses: u32,
     now_ms: i64,
 ) -> Result<(String, i64)> {
+    if !(1..=MAX_JOIN_USES).contains(&uses) {
+        return Err(crate::error::Error::invalid(
+            "invalid_uses",
+            format!("uses must be 1 to {MAX_JOIN_USES}"),
+        ));
+    }
     let t = JoinToken::generate(ca_fingerprint);
     let expires = now_ms + (ttl_seconds as i64) * 1000;
     store
-        .add_join_token(&t.id, &t.secret_hash(), by, expires)
+        .add_join_token(&t.id, &t.secret_hash(), by, expires, uses)
         .await?;
     Ok((t.to_string(), expires))
 }

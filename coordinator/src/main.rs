@@ -182,12 +182,19 @@ enum TokenCmd {
 
 #[derive(Subcommand)]
 enum JoinCmd {
-    /// Create a one-time node join token and print it.
+    /// Create a node join token and print it: one-time unless --uses says
+    /// more (a Kubernetes DaemonSet's Secret: one use per node it may run on).
     Create {
-        /// Lifetime, e.g. 30m, 1h.
+        /// Lifetime, e.g. 30m, 1h, 7d.
         #[arg(long, default_value = "1h", value_parser = parse_duration)]
         ttl: std::time::Duration,
+        /// How many nodes may join with it (1 to 10000).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
     },
+    /// Revoke a join token (its id, or the token): no node joins with it
+    /// from now on; the nodes it joined stay.
+    Revoke { id: String },
 }
 
 fn config(o: &Opts) -> Result<Config, String> {
@@ -312,17 +319,31 @@ async fn admin(cfg: &Config, a: Admin) -> berth_coordinator::error::Result<()> {
             let admin = role == berth_proto::api::Role::Admin;
             println!("{}", auth::create_api_token(&store, &user, admin).await?);
         }
-        Admin::JoinToken(JoinCmd::Create { ttl }) => {
+        Admin::JoinToken(JoinCmd::Create { ttl, uses }) => {
             let ca = cluster_ca(&store).await?;
             let (t, _) = auth::create_join_token(
                 &store,
                 &ca.fingerprint(),
                 "admin-cli",
                 ttl.as_secs().max(1),
+                uses,
                 berth_proto::units::now_ms(),
             )
             .await?;
             println!("{t}");
+        }
+        Admin::JoinToken(JoinCmd::Revoke { id }) => {
+            let id = berth_proto::tls::JoinToken::parse(&id).map_or(id, |t| t.id);
+            if !store
+                .revoke_join_token(&id, berth_proto::units::now_ms())
+                .await?
+            {
+                return Err(berth_coordinator::error::Error::not_found(format!(
+                    "no join token {id:?}"
+                ))
+                .with_code("join_token_not_found"));
+            }
+            println!("revoked {id}");
         }
         Admin::Ca => {
             let ca = cluster_ca(&store).await?;

@@ -102,7 +102,7 @@ pub fn ws(id: &str, owner: &str, name: &str, cpu: u64) -> WorkspaceRow {
 /// A joined, registered node with `cpu` millicores and room for `slots`.
 pub async fn node(s: &Store, id: &str, cpu: u64, slots: u32) {
     let tok = format!("t{id}");
-    s.add_join_token(&tok, "h", "test", now_ms() + 60_000)
+    s.add_join_token(&tok, "h", "test", now_ms() + 60_000, 1)
         .await
         .unwrap();
     s.join(&tok, "h", id, now_ms()).await.unwrap().unwrap();

@@ -451,6 +451,47 @@ async fn link_refuses_bad_identities() {
         .await
         .unwrap_err();
     assert!(again.to_string().contains("join_token_used"), "{again}");
+    // A token for two nodes (a DaemonSet's Secret) joins two, then no more;
+    // revoked, one with uses left joins none.
+    let (status, body) = c
+        .post("/v1/join-tokens", json!({"ttl_seconds": 600, "uses": 2}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let two = body["token"].as_str().unwrap().to_string();
+    for (n, node) in ["ds-a", "ds-b"].iter().enumerate() {
+        berth_agent::link::join(&addr, &two, node, &scratch.join(format!("m{n}")))
+            .await
+            .unwrap();
+    }
+    let e = berth_agent::link::join(&addr, &two, "ds-c", &scratch.join("m2"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("join_token_used"), "{e}");
+    let (status, body) = c
+        .post("/v1/join-tokens", json!({"ttl_seconds": 600, "uses": 5}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let five = body["token"].as_str().unwrap().to_string();
+    let five_id = five.split('.').next().unwrap();
+    let (status, body) = c.delete(&format!("/v1/join-tokens/{five_id}")).await;
+    assert_eq!(status, 204, "{body}");
+    let e = berth_agent::link::join(&addr, &five, "ds-d", &scratch.join("m3"))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("join_token_revoked"), "{e}");
+    let (status, body) = c.delete("/v1/join-tokens/000000000000").await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (404, Some("join_token_not_found"))
+    );
+    let (status, body) = c
+        .post("/v1/join-tokens", json!({"ttl_seconds": 600, "uses": 0}))
+        .await;
+    assert_eq!(
+        (status, body["code"].as_str()),
+        (422, Some("invalid_uses")),
+        "{body}"
+    );
     // Expired.
     let short = c.join_token(1).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -603,7 +644,7 @@ async fn link_refuses_bad_identities() {
         .iter()
         .map(|n| n["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, ["extra", "n0"]);
+    assert_eq!(ids, ["ds-a", "ds-b", "extra", "n0"]);
     c.finish().await;
 }
 

@@ -196,7 +196,7 @@ async fn two_coordinators_racing_place_each_workspace_once_within_capacity(url: 
 
 async fn a_join_token_works_once_under_concurrency(url: &str) {
     let s = Store::open(url).await.unwrap();
-    s.add_join_token("t1", "hash", "admin", now_ms() + 60_000)
+    s.add_join_token("t1", "hash", "admin", now_ms() + 60_000, 1)
         .await
         .unwrap();
     let tries = (0..8).map(|i| {
@@ -221,7 +221,7 @@ async fn a_join_token_works_once_under_concurrency(url: &str) {
         s.join("t1", "wrong", "x", now_ms()).await.unwrap(),
         Err(JoinRefusal::Unknown)
     );
-    s.add_join_token("t2", "hash", "admin", now_ms() - 1)
+    s.add_join_token("t2", "hash", "admin", now_ms() - 1, 1)
         .await
         .unwrap();
     assert_eq!(
@@ -230,7 +230,7 @@ async fn a_join_token_works_once_under_concurrency(url: &str) {
     );
     // A node id already taken: refused, and the token stays usable.
     let taken = s.nodes().await.unwrap()[0].id.clone();
-    s.add_join_token("t3", "hash", "admin", now_ms() + 60_000)
+    s.add_join_token("t3", "hash", "admin", now_ms() + 60_000, 1)
         .await
         .unwrap();
     let e = s.join("t3", "hash", &taken, now_ms()).await.unwrap_err();
@@ -239,6 +239,40 @@ async fn a_join_token_works_once_under_concurrency(url: &str) {
         s.join("t3", "hash", "fresh", now_ms()).await.unwrap(),
         Ok(())
     );
+    // A token for three nodes joins exactly three of eight racing.
+    s.add_join_token("t4", "hash", "admin", now_ms() + 60_000, 3)
+        .await
+        .unwrap();
+    let tries = (0..8).map(|i| {
+        let s = s.clone();
+        tokio::spawn(async move { s.join("t4", "hash", &format!("many{i}"), now_ms()).await })
+    });
+    let results: Vec<_> = futures::future::join_all(tries)
+        .await
+        .into_iter()
+        .map(|r| r.unwrap().unwrap())
+        .collect();
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        3,
+        "{results:?}"
+    );
+    assert!(results
+        .iter()
+        .all(|r| matches!(r, Ok(()) | Err(JoinRefusal::Used))));
+    // Revoked: refused from then on, with uses left; the nodes it joined stay.
+    s.add_join_token("t5", "hash", "admin", now_ms() + 60_000, 5)
+        .await
+        .unwrap();
+    assert_eq!(s.join("t5", "hash", "r1", now_ms()).await.unwrap(), Ok(()));
+    assert!(s.revoke_join_token("t5", now_ms()).await.unwrap());
+    assert!(!s.revoke_join_token("nope", now_ms()).await.unwrap());
+    assert_eq!(
+        s.join("t5", "hash", "r2", now_ms()).await.unwrap(),
+        Err(JoinRefusal::Revoked)
+    );
+    assert!(s.node("r1").await.unwrap().is_some());
+    assert!(s.node("r2").await.unwrap().is_none());
 }
 
 async fn cached_images_grow_and_registration_replaces_them(url: &str) {

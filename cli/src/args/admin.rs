@@ -146,12 +146,20 @@ pub(crate) enum AuditCmd {
 
 #[derive(Subcommand)]
 pub(crate) enum JoinTokenCmd {
-    /// Make a one-time join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
+    /// Make a join token: `berth-agent --coordinator HOST:7443 --join TOKEN`.
+    /// One-time unless --uses says more (a Kubernetes DaemonSet's Secret:
+    /// docs/install.md).
     Create {
         /// Lifetime, 1s to 7d.
         #[arg(long, default_value = "1h", value_parser = whole_seconds)]
         ttl: Duration,
+        /// How many nodes may join with it (1 to 10000).
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
     },
+    /// Revoke a join token (its id, the first part of the token, or the
+    /// token): no node joins with it from now on; nodes it joined stay.
+    Revoke { id: String },
 }
 
 #[derive(Subcommand)]

@@ -141,13 +141,22 @@ fn grants(t: &Tier) -> String {
 pub(crate) async fn run(c: &Client, ui: Ui, cmd: AdminCmd) -> Outcome {
     match cmd {
         AdminCmd::JoinToken {
-            cmd: JoinTokenCmd::Create { ttl },
+            cmd: JoinTokenCmd::Create { ttl, uses },
         } => {
             let body = CreateJoinToken {
                 ttl_seconds: Some(ttl.as_secs()),
+                uses: Some(uses),
             };
             let r: JoinTokenCreated = c.post("/v1/join-tokens", &body).await?;
             ui.print(&r, || format!("{}\n", r.token));
+        }
+        AdminCmd::JoinToken {
+            cmd: JoinTokenCmd::Revoke { id },
+        } => {
+            let id = id.split('.').next().unwrap_or_default().to_string();
+            c.delete_empty(&format!("/v1/join-tokens/{}", enc(&id)))
+                .await?;
+            ui.progress(&format!("Revoked join token {id}"));
         }
         AdminCmd::Token {
             cmd: TokenCmd::Create { user, role },

@@ -36,7 +36,9 @@ pub struct NodeRow {
 pub enum JoinRefusal {
     Unknown,
     Expired,
+    /// Every one of its uses is spent.
     Used,
+    Revoked,
 }
 
 /// What a node says about itself when it (re)connects.

@@ -26,7 +26,7 @@ pub fn routes() -> Router<AppState> {
         workspaces::start_workspace, workspaces::stop_workspace, workspaces::keepalive, workspaces::idle_timeout, workspaces::delete_workspace,
         workspaces::events, exec::exec_workspace, exec::exec_stream, nodes::list_nodes,
         nodes::get_node, nodes::cordon_node, nodes::uncordon_node, nodes::drain_node,
-        tokens::create_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,
+        tokens::create_join_token, tokens::revoke_join_token, tokens::create_api_token, tokens::whoami, tokens::tiers,
         tunnels::connect_port, tunnels::connect_ssh, tunnels::ssh_host_key, tunnels::activity,
         ssh_keys::add_ssh_key, ssh_keys::list_ssh_keys, ssh_keys::delete_ssh_key,
         previews::set_visibility, previews::public_ports, terminal::terminal, signin::create_link,

@@ -4,9 +4,10 @@
 use super::{AppState, Auth, Body};
 use crate::domain::tier::Tier;
 use crate::error::{Error, Result};
+use axum::extract::Path;
 use axum::extract::State as AxState;
 use axum::http::StatusCode;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use berth_proto::api::{
     ApiTokenCreated, CreateApiToken, CreateJoinToken, ErrorBody, JoinTokenCreated, Role, WhoAmI,
@@ -15,12 +16,13 @@ use berth_proto::api::{
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/join-tokens", post(create_join_token))
+        .route("/v1/join-tokens/{id}", delete(revoke_join_token))
         .route("/v1/tokens", post(create_api_token))
         .route("/v1/whoami", get(whoami))
         .route("/v1/tiers", get(tiers))
 }
 
-/// Create a one-time join token for a node (admins).
+/// Create a join token for nodes (admins): one-time unless `uses` says more.
 #[utoipa::path(post, path = "/v1/join-tokens", request_body = CreateJoinToken,
     responses((status = 201, body = JoinTokenCreated), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -37,7 +39,10 @@ pub(super) async fn create_join_token(
             "ttl_seconds must be 1 to 604800",
         ));
     }
-    let (token, expires_at_ms) = s.svc.create_join_token(&a.user, ttl).await?;
+    let (token, expires_at_ms) = s
+        .svc
+        .create_join_token(&a.user, ttl, req.uses.unwrap_or(1))
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(JoinTokenCreated {
@@ -45,6 +50,21 @@ pub(super) async fn create_join_token(
             expires_at_ms,
         }),
     ))
+}
+
+/// Revoke a join token (admins): no node joins with it from now on; the
+/// nodes it joined stay.
+#[utoipa::path(delete, path = "/v1/join-tokens/{id}", params(("id" = String, Path)),
+    responses((status = 204), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub(super) async fn revoke_join_token(
+    AxState(s): AxState<AppState>,
+    a: Auth,
+    Path(id): Path<String>,
+) -> Result<StatusCode> {
+    a.require_admin()?;
+    s.svc.revoke_join_token(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Create an API token for a user (admins).

@@ -236,8 +236,12 @@ impl QuicLink {
                     .with_code("join_token_expired"))
             }
             Err(JoinRefusal::Used) => {
-                return Err(Error::unauthorized("the join token was already used")
+                return Err(Error::unauthorized("the join token has no uses left")
                     .with_code("join_token_used"))
+            }
+            Err(JoinRefusal::Revoked) => {
+                return Err(Error::unauthorized("the join token was revoked")
+                    .with_code("join_token_revoked"))
             }
         }
         self.issue(&req.node_id, &req.csr_der)

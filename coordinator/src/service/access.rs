@@ -30,16 +30,36 @@ impl Service {
         crate::auth::create_api_token(&self.inner.store, user, role == Role::Admin).await
     }
 
-    /// Makes a one-time join token valid `ttl_seconds`, by `by`.
-    pub async fn create_join_token(&self, by: &str, ttl_seconds: u64) -> Result<(String, i64)> {
+    /// Makes a join token valid `ttl_seconds` for `uses` nodes, by `by`.
+    pub async fn create_join_token(
+        &self,
+        by: &str,
+        ttl_seconds: u64,
+        uses: u32,
+    ) -> Result<(String, i64)> {
         crate::auth::create_join_token(
             &self.inner.store,
             &self.inner.ca_fingerprint,
             by,
             ttl_seconds,
+            uses,
             self.now(),
         )
         .await
+    }
+
+    /// Revokes the join token with this id (or the token itself).
+    pub async fn revoke_join_token(&self, id_or_token: &str) -> Result<()> {
+        let id = berth_proto::tls::JoinToken::parse(id_or_token)
+            .map(|t| t.id)
+            .unwrap_or_else(|_| id_or_token.to_string());
+        match self.inner.store.revoke_join_token(&id, self.now()).await? {
+            true => Ok(()),
+            false => Err(
+                crate::error::Error::not_found(format!("no join token {id:?}"))
+                    .with_code("join_token_not_found"),
+            ),
+        }
     }
 
     /// Registers an SSH public key line of `owner`, named `name` (default:

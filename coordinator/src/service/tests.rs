@@ -137,7 +137,7 @@ impl Harness {
 
     /// Joins and registers `node` through the link events, as its agent would.
     async fn join(&self, node: &str) {
-        let (token, _) = self.svc.create_join_token("admin", 600).await.unwrap();
+        let (token, _) = self.svc.create_join_token("admin", 600, 1).await.unwrap();
         let token = berth_proto::tls::JoinToken::parse(&token).unwrap();
         let (reply, answer) = tokio::sync::oneshot::channel();
         let join = LinkEvent::Join {

@@ -99,26 +99,44 @@ impl Store {
 
     // ---- join tokens ----
 
+    /// Stores a join token (its hash only) that joins at most `max_uses` nodes.
     pub async fn add_join_token(
         &self,
         id: &str,
         hash: &str,
         by: &str,
         expires_at_ms: i64,
+        max_uses: u32,
     ) -> Result<()> {
-        sqlx::query("INSERT INTO join_tokens (id, secret_hash, created_by, created_at_ms, expires_at_ms) VALUES ($1, $2, $3, $4, $5)")
+        sqlx::query("INSERT INTO join_tokens (id, secret_hash, created_by, created_at_ms, expires_at_ms, max_uses) VALUES ($1, $2, $3, $4, $5, $6)")
             .bind(id)
             .bind(hash)
             .bind(by)
             .bind(berth_proto::units::now_ms())
             .bind(expires_at_ms)
+            .bind(i64::from(max_uses))
             .audited(self)
             .await?;
         Ok(())
     }
 
-    /// Consumes a join token for `node` and records the node as joined, in one
-    /// transaction: a token works once, before it expires, for a new node id.
+    /// Revokes join token `id` (no node joins with it from now on; nodes it
+    /// joined stay). False if there is no such token.
+    pub async fn revoke_join_token(&self, id: &str, now: i64) -> Result<bool> {
+        let n = sqlx::query(
+            "UPDATE join_tokens SET revoked_at_ms = COALESCE(revoked_at_ms, $1) WHERE id = $2",
+        )
+        .bind(now)
+        .bind(id)
+        .audited(self)
+        .await?
+        .rows_affected();
+        Ok(n == 1)
+    }
+
+    /// Uses a join token for `node` and records the node as joined, in one
+    /// transaction: a token joins at most its `max_uses` nodes, before it
+    /// expires and unless it is revoked, each a new node id.
     pub async fn join(
         &self,
         id: &str,
@@ -127,7 +145,7 @@ impl Store {
         now: i64,
     ) -> Result<std::result::Result<(), JoinRefusal>> {
         let mut tx = self.pool.begin().await?;
-        let used = sqlx::query("UPDATE join_tokens SET used_at_ms = $1, used_by_node = $2 WHERE id = $3 AND secret_hash = $4 AND used_at_ms IS NULL AND expires_at_ms > $1")
+        let used = sqlx::query("UPDATE join_tokens SET uses = uses + 1, used_at_ms = $1, used_by_node = $2 WHERE id = $3 AND secret_hash = $4 AND uses < max_uses AND revoked_at_ms IS NULL AND expires_at_ms > $1")
             .bind(now)
             .bind(node)
             .bind(id)
@@ -137,14 +155,15 @@ impl Store {
             .rows_affected();
         if used != 1 {
             drop(tx);
-            let r = sqlx::query("SELECT expires_at_ms, used_at_ms FROM join_tokens WHERE id = $1 AND secret_hash = $2")
+            let r = sqlx::query("SELECT revoked_at_ms, uses, max_uses FROM join_tokens WHERE id = $1 AND secret_hash = $2")
                 .bind(id)
                 .bind(hash)
                 .fetch_optional(&self.pool)
                 .await?;
             return Ok(Err(match r {
                 None => JoinRefusal::Unknown,
-                Some(r) if r.try_get::<Option<i64>, _>(1)?.is_some() => JoinRefusal::Used,
+                Some(r) if r.try_get::<Option<i64>, _>(0)?.is_some() => JoinRefusal::Revoked,
+                Some(r) if r.try_get::<i64, _>(1)? >= r.try_get::<i64, _>(2)? => JoinRefusal::Used,
                 Some(_) => JoinRefusal::Expired,
             }));
         }

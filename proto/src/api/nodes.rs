@@ -111,6 +111,11 @@ pub struct CreateJoinToken {
         skip_serializing_if = "Option::is_none"
     )]
     pub ttl_seconds: Option<u64>,
+    /// How many nodes may join with it (default 1: one-time; at most
+    /// 10000). A DaemonSet's Secret needs one for every node it may run on.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uses: Option<u32>,
 }
 
 /// A new join token: shown once.
