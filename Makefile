@@ -3,7 +3,8 @@
 #   make test    the whole test suite (unit + end-to-end on real containerd)
 #   make bench   benchmarks; tables on stdout, JSON lines in target/bench/
 #   make lint    rustfmt and clippy, warnings are errors
-#   make dist    Debian packages (berth-agent, berth-coordinator, berth) in target/debian/
+#   make dist    Debian packages (berth-agent, berth-coordinator, berth) in target/debian/,
+#                and the agent's and coordinator's container images (images/component.sh)
 
 SHELL := /bin/bash
 export BERTH_CACHE ?= /var/cache/berth
@@ -63,4 +64,4 @@ lint: deps
 	$(CARGO) clippy --locked --workspace --all-targets -- -D warnings
 
 dist: deps
-	@scripts/dist.sh
+	@scripts/dist.sh --images

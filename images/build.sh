@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 recipe=$here/$name
 [ -f "$recipe/recipe.sh" ] || { echo "build.sh: no recipe images/$name/recipe.sh" >&2; exit 2; }
 cache=${BERTH_CACHE:-/var/cache/berth}
-hash=$( (cd "$here" && find "$name" -type f -print0 | sort -z | xargs -0 sha256sum; sha256sum build.sh) | sha256sum | cut -c1-16)
+hash=$( (cd "$here" && find "$name" -type f -print0 | sort -z | xargs -0 sha256sum; sha256sum build.sh seed.sh) | sha256sum | cut -c1-16)
 out=$cache/images/$name-$hash
 seeded=$cache/registry/.seeded-$name-$hash
 
@@ -43,22 +43,8 @@ if [ ! -f "$out/.done" ]; then
 fi
 
 if [ ! -f "$seeded" ]; then
-  # Seed the shared registry storage by pushing through a throwaway registry.
-  mkdir -p "$cache/registry"
-  port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-  conf=$(mktemp)
-  cat >"$conf" <<CONF
-version: 0.1
-log: { level: error }
-storage: { filesystem: { rootdirectory: $cache/registry }, delete: { enabled: true } }
-http: { addr: 127.0.0.1:$port }
-CONF
-  docker-registry serve "$conf" >/dev/null 2>&1 &
-  reg=$!
-  for _ in $(seq 100); do curl -fs "http://127.0.0.1:$port/v2/" >/dev/null && break; sleep 0.05; done
-  skopeo copy -q --dest-tls-verify=false "oci:$out:latest" "docker://127.0.0.1:$port/$name:latest"
-  kill "$reg"; wait "$reg" 2>/dev/null || true
-  rm -f "$conf" "$cache"/registry/.seeded-"$name"-*
+  "$here/seed.sh" "$out:latest" "$name:latest"
+  rm -f "$cache"/registry/.seeded-"$name"-*
   touch "$seeded"
 fi
 echo "$out"

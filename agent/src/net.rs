@@ -259,7 +259,10 @@ impl Network {
             let _ = umount2(&path, MntFlags::MNT_DETACH);
             match std::fs::remove_file(&path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(AgentError::io("remove namespace file")(e))
+                    return Err(AgentError::io(format!(
+                        "remove namespace file {}",
+                        path.display()
+                    ))(e))
                 }
                 _ => {}
             }

@@ -41,6 +41,10 @@ pub struct ClusterOptions {
     /// The API over HTTPS, with a certificate the cluster CA issues for
     /// 127.0.0.1; the harness's requests and the CLI trust that CA only.
     pub https: bool,
+    /// The binaries the coordinators and agents start from (another
+    /// release's: the upgrade tests); None: this build's.
+    pub coordinator_bin: Option<PathBuf>,
+    pub agent_bin: Option<PathBuf>,
 }
 
 impl Default for ClusterOptions {
@@ -58,6 +62,8 @@ impl Default for ClusterOptions {
             idle_sample_seconds: 10,
             reflink: false,
             https: false,
+            coordinator_bin: None,
+            agent_bin: None,
         }
     }
 }
@@ -80,6 +86,8 @@ pub struct ClusterNode {
     pub config: PathBuf,
     pub state_dir: PathBuf,
     pub socket: PathBuf,
+    /// The binary its agent (re)starts from.
+    pub bin: PathBuf,
     agent: Option<Child>,
 }
 
@@ -91,6 +99,8 @@ pub struct ClusterCoordinator {
     pub link_port: u16,
     /// Its data directory (admin token of the first start, SQLite store).
     pub dir: PathBuf,
+    /// The binary it (re)starts from.
+    pub bin: PathBuf,
     child: Option<Child>,
 }
 
@@ -211,6 +221,10 @@ impl Cluster {
                     free_port()
                 ),
                 link_port: free_port(),
+                bin: opts
+                    .coordinator_bin
+                    .clone()
+                    .unwrap_or_else(crate::coordinator_bin),
                 dir: dir.join(if i == 0 {
                     "coord".to_string()
                 } else {
@@ -301,7 +315,7 @@ impl Cluster {
             .trim_start_matches("http://")
             .trim_start_matches("https://")
             .to_string();
-        let mut cmd = std::process::Command::new(crate::coordinator_bin());
+        let mut cmd = std::process::Command::new(&co.bin);
         cmd.args(["--data-dir", &co.dir.display().to_string()])
             // Coordinators sharing a store share its secrets key.
             .args(["--secrets-key-file", &key])
@@ -363,6 +377,25 @@ impl Cluster {
         self.kill_coordinator_at(0);
     }
 
+    /// SIGTERM to coordinator `i`, as an orchestrator stops it; waits
+    /// (20 s at most) until it exited.
+    pub fn stop_coordinator_at(&mut self, i: usize) {
+        if let Some(mut c) = self.coordinators[i].child.take() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+            let start = Instant::now();
+            while c.try_wait().ok().flatten().is_none() {
+                if start.elapsed() > Duration::from_secs(20) {
+                    let _ = c.kill();
+                    panic!("coordinator {i} did not stop in 20 s after SIGTERM");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
     /// `kill -9` of coordinator `i`.
     pub fn kill_coordinator_at(&mut self, i: usize) {
         if let Some(mut c) = self.coordinators[i].child.take() {
@@ -395,9 +428,11 @@ impl Cluster {
             .join(",")
     }
 
-    async fn add_node(&mut self, i: usize, opts: &ClusterOptions) {
-        let id = format!("n{i}");
-        let netns = format!("{}-{id}", self.bridge);
+    /// Makes node `i`'s network namespace, `<bridge>-n<i>`, with its eth0
+    /// on the cluster's bridge at 10.252.K.(10+i); returns (name, address).
+    /// The cluster removes it when it ends.
+    pub fn wire_netns(&self, i: usize) -> (String, String) {
+        let netns = format!("{}-n{i}", self.bridge);
         let veth = format!("{}v{i}", self.bridge);
         let ip = format!("10.252.{}.{}", self.seq, 10 + i);
         run(&format!(
@@ -408,6 +443,12 @@ impl Cluster {
             br = self.bridge,
             host = self.host_ip
         ));
+        (netns, ip)
+    }
+
+    async fn add_node(&mut self, i: usize, opts: &ClusterOptions) {
+        let id = format!("n{i}");
+        let (netns, ip) = self.wire_netns(i);
         let dir = self.dir.join(&id);
         let containerd = Containerd::start_in(&dir.join("containerd"), Some(&netns));
         let state_dir = dir.join("agent");
@@ -465,6 +506,7 @@ impl Cluster {
             config,
             state_dir,
             socket,
+            bin: opts.agent_bin.clone().unwrap_or_else(crate::agent_bin),
             agent: None,
         };
         let token = self.join_token(3600).await;
@@ -855,7 +897,7 @@ impl ClusterNode {
             .append(true)
             .open(self.dir.join("agent.log"))
             .expect("agent log");
-        let mut cmd = in_netns(Some(&self.netns), crate::agent_bin());
+        let mut cmd = in_netns(Some(&self.netns), &self.bin);
         cmd.arg("--config").arg(&self.config);
         if let Some(t) = join {
             cmd.args(["--join", t]);

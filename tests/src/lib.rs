@@ -13,6 +13,7 @@ pub mod cluster;
 pub mod db;
 pub mod git;
 pub mod imds;
+pub mod kubelet;
 mod node;
 pub mod oci;
 pub mod oidc;
@@ -67,6 +68,25 @@ pub fn images(names: &[&str]) -> PathBuf {
         built.push(n.to_string());
     }
     cache_dir().join("registry")
+}
+
+/// Builds (or finds in the cache) the container image of this build's
+/// `berth-<name>` (agent or coordinator) with `images/component.sh`, served
+/// by the registry storage `images` returns as `berth/<name>:<version>`;
+/// returns that repository and tag.
+pub fn component_image(name: &str) -> String {
+    let bin = agent_bin().with_file_name(format!("berth-{name}"));
+    let version = env!("CARGO_PKG_VERSION");
+    let out = std::process::Command::new(repo_root().join("images/component.sh"))
+        .args([name, &bin.display().to_string(), version])
+        .output()
+        .expect("run images/component.sh");
+    assert!(
+        out.status.success(),
+        "images/component.sh {name}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    format!("berth/{name}:{version}")
 }
 
 /// Path of the `berth-agent` binary of this build (next to the test binary's

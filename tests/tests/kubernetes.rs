@@ -105,7 +105,12 @@ fn the_manifests_are_valid_and_give_the_agent_what_it_needs() {
         "Bidirectional"
     );
     assert_eq!(mount("/run/berth")["mountPropagation"], "Bidirectional");
-    for path in ["/sys/fs/cgroup", "/run/containerd", "/dev"] {
+    for path in [
+        "/sys/fs/cgroup",
+        "/run/containerd/containerd.sock",
+        "/var/lib/containerd",
+        "/dev",
+    ] {
         mount(path);
     }
 

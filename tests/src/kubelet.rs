@@ -1,0 +1,547 @@
+//! A Kubernetes node without Kubernetes: what the kubelet would do with a
+//! pod of the agent's DaemonSet, done with `ctr` on the node's containerd,
+//! from the manifest itself (`deploy/kubernetes/`).
+//!
+//! The node is a network namespace on the cluster's bridge and a mount
+//! namespace in which the host paths the DaemonSet names
+//! (`/var/lib/berth/agent`, `/run/berth`, `/run/containerd`,
+//! `/var/lib/containerd`) are this test's
+//! own directories, so the paths the agent hands to containerd are the same
+//! inside its container and on "the host", as on a real node, without
+//! touching this machine's. `/dev` and `/sys/fs/cgroup` are the machine's.
+//! The node's containerd runs in both namespaces, with its socket at
+//! `/run/containerd/containerd.sock` there.
+//!
+//! A pod's container gets exactly what its spec says, and nothing the
+//! emulation does not know is let through: `privileged` (ctr
+//! `--privileged`), `hostPID` (the machine's PID namespace), `hostNetwork`
+//! (the node's), `hostPath` and `configMap` volumes with their
+//! `mountPropagation` and `readOnly`, `env` (values, the node's name, Secret
+//! keys), `args` after the image's entrypoint with `$(VAR)` expanded, and the
+//! files every kubelet adds (`/etc/hosts`, `/etc/hostname`,
+//! `/etc/resolv.conf`). Any other security setting, volume kind or field
+//! reference is refused, so the manifest cannot grow a privilege this test
+//! does not give.
+
+use serde_json::Value;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The host paths that are this node's own directories.
+const PRIVATE_HOST_PATHS: [&str; 4] = [
+    "/var/lib/berth/agent",
+    "/run/berth",
+    "/run/containerd",
+    "/var/lib/containerd",
+];
+
+/// runc, with the CRI plugin's rule for the root's propagation applied to
+/// the bundle's config.json first.
+const RUNC_CRI: &str = r#"#!/bin/sh
+bundle=""; prev=""
+for a in "$@"; do
+  [ "$prev" = "--bundle" ] && bundle=$a
+  prev=$a
+done
+if [ -n "$bundle" ] && [ -f "$bundle/config.json" ]; then
+  python3 - "$bundle/config.json" <<'PY'
+import json, sys
+p = sys.argv[1]
+spec = json.load(open(p))
+opts = [o for m in spec.get("mounts", []) for o in m.get("options", [])]
+if "rshared" in opts:
+    spec["linux"]["rootfsPropagation"] = "rshared"
+elif "rslave" in opts:
+    spec["linux"]["rootfsPropagation"] = "rslave"
+json.dump(spec, open(p, "w"))
+PY
+fi
+exec runc "$@"
+"#;
+
+/// The containerd namespace the kubelet's containers live in.
+const K8S_NAMESPACE: &str = "k8s.io";
+
+/// One node: its namespaces and its containerd.
+pub struct KubeNode {
+    pub name: String,
+    pub dir: PathBuf,
+    pub netns: String,
+    pub ip: String,
+    /// The node's containerd socket, as this machine sees it.
+    pub socket: PathBuf,
+    holder: Child,
+    containerd: Child,
+    restarts: u32,
+}
+
+/// What a pod's container is given besides its spec.
+pub struct Pod<'a> {
+    /// The DaemonSet (or Deployment) document.
+    pub workload: &'a Value,
+    /// Its ConfigMaps by name: file name → content.
+    pub config_maps: BTreeMap<String, BTreeMap<String, String>>,
+    /// Its Secrets by name: key → value.
+    pub secrets: BTreeMap<String, BTreeMap<String, String>>,
+    /// What cluster DNS answers: a Service address in an env value → the
+    /// address that serves it here.
+    pub services: BTreeMap<String, String>,
+    /// The image reference pulled instead of the manifest's (this
+    /// machine's registry).
+    pub image: String,
+}
+
+impl KubeNode {
+    /// Makes node `name` on `netns` (made by the caller, e.g.
+    /// `Cluster::wire_netns`) and starts its containerd.
+    pub fn start(dir: &Path, name: &str, netns: &str, ip: &str) -> Self {
+        let dir = dir.join(name);
+        let mut binds = String::new();
+        for host in PRIVATE_HOST_PATHS {
+            let own = dir.join(host.trim_start_matches('/').replace('/', "-"));
+            std::fs::create_dir_all(&own).expect("mkdir a node's host path");
+            // The mount point (as DirectoryOrCreate would make it).
+            // A peer group of its own, as a host path on a node's root is:
+            // left in the root's, a mount the agent makes there would also
+            // appear at the directory's own path, and an unmount from the
+            // agent's container would not reach that copy.
+            binds += &format!(
+                "mkdir -p {host} && mount --bind {} {host} && mount --make-private {host} && mount --make-shared {host} && ",
+                own.display()
+            );
+        }
+        // A mount namespace of its own whose mounts are shared within it
+        // (Bidirectional propagation needs a shared host path) and never
+        // with this machine's.
+        let mut holder = Command::new("unshare")
+            .args(["--mount", "--propagation", "private", "--", "sh", "-c"])
+            .arg(format!(
+                "mount --make-rshared / && {binds} echo ready && exec sleep infinity"
+            ))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("unshare the node's mount namespace");
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().expect("holder stdout"))
+            .read_line(&mut line)
+            .expect("the node's mount namespace");
+        assert_eq!(line.trim(), "ready", "the node's mount namespace");
+        let config = dir.join("containerd.toml");
+        std::fs::write(
+            &config,
+            "version = 2\nroot = \"/var/lib/containerd\"\nstate = \"/run/containerd\"\n\
+             disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+             [grpc]\n  address = \"/run/containerd/containerd.sock\"\n\
+             [ttrpc]\n  address = \"/run/containerd/containerd.sock.ttrpc\"\n",
+        )
+        .expect("write the node's containerd config");
+        // What the CRI plugin does and ctr cannot say: a pod with a
+        // Bidirectional mount gets rootfsPropagation rshared (HostToContainer
+        // only: rslave), or the container's mounts would not reach the host.
+        std::fs::write(dir.join("runc-cri"), RUNC_CRI).expect("write runc-cri");
+        std::fs::set_permissions(
+            dir.join("runc-cri"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .expect("chmod runc-cri");
+        let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
+        let containerd = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{}/ns/mnt", holder.id()))
+            .arg(format!("--net=/run/netns/{netns}"))
+            .args(["containerd", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start the node's containerd");
+        let socket = dir.join("run-containerd/containerd.sock");
+        let node = Self {
+            name: name.into(),
+            dir,
+            netns: netns.into(),
+            ip: ip.into(),
+            socket,
+            holder,
+            containerd,
+            restarts: 0,
+        };
+        let start = Instant::now();
+        while !node.ctr(&["version"]).0 {
+            assert!(
+                start.elapsed() < Duration::from_secs(30),
+                "the node's containerd is not up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        node
+    }
+
+    /// `ctr` against this node's containerd in namespace k8s.io:
+    /// (success, stdout, stderr).
+    pub fn ctr(&self, args: &[&str]) -> (bool, String, String) {
+        self.ctr_in(K8S_NAMESPACE, args)
+    }
+
+    /// `ctr` in containerd namespace `ns`.
+    pub fn ctr_in(&self, ns: &str, args: &[&str]) -> (bool, String, String) {
+        // On the node, as its own tools would: ctr makes the task's stdio
+        // FIFOs under /run/containerd, which the shim opens there.
+        let out = Command::new("nsenter")
+            .arg(format!("--mount=/proc/{}/ns/mnt", self.holder.id()))
+            .args(["ctr", "--address", "/run/containerd/containerd.sock"])
+            .args(["--namespace", ns])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// Pulls `pod.image` and runs the pod's first container as the kubelet
+    /// would (a restart is a new container of the same pod); returns the
+    /// container's id.
+    pub fn run(&mut self, pod: &Pod) -> String {
+        let spec = &pod.workload["spec"]["template"]["spec"];
+        let container = &spec["containers"][0];
+        let (ok, _, err) = self.ctr(&["images", "pull", "--plain-http", &pod.image]);
+        assert!(ok, "pull {}: {err}", pod.image);
+        let mut args: Vec<String> = vec![
+            "run".into(),
+            "-d".into(),
+            format!("--runc-binary={}", self.dir.join("runc-cri").display()),
+        ];
+        args.extend(self.security(spec, container));
+        let env = self.env(container, pod);
+        for (k, v) in &env {
+            args.push("--env".into());
+            args.push(format!("{k}={v}"));
+        }
+        args.extend(self.mounts(spec, container, pod));
+        let id = format!(
+            "{}-{}-{}",
+            pod.workload["metadata"]["name"].as_str().expect("a name"),
+            self.name,
+            self.restarts
+        );
+        // Its output, where the kubelet keeps it: a file per container.
+        args.push(format!(
+            "--log-uri=file://{}",
+            self.dir.join(format!("{id}.log")).display()
+        ));
+        self.restarts += 1;
+        args.push(pod.image.clone());
+        args.push(id.clone());
+        args.extend(self.entrypoint(&pod.image));
+        assert!(
+            container.get("command").is_none(),
+            "the emulation keeps the image's entrypoint"
+        );
+        for a in container["args"].as_array().into_iter().flatten() {
+            args.push(expand(a.as_str().expect("an argument"), &env));
+        }
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (ok, _, err) = self.ctr(&refs);
+        assert!(
+            ok,
+            "ctr {}: {err}\n{}",
+            args.join(" "),
+            std::fs::read_to_string(self.dir.join("containerd.log")).unwrap_or_default()
+        );
+        id
+    }
+
+    /// The container's exec readiness probe: whether it succeeds now.
+    pub fn ready(&self, id: &str, container: &Value) -> bool {
+        let probe: Vec<&str> = container["readinessProbe"]["exec"]["command"]
+            .as_array()
+            .expect("an exec readiness probe")
+            .iter()
+            .map(|a| a.as_str().expect("a probe argument"))
+            .collect();
+        let exec_id = format!("probe{}", rand_suffix());
+        let mut args = vec!["tasks", "exec", "--exec-id", &exec_id, id];
+        args.extend(probe);
+        self.ctr(&args).0
+    }
+
+    /// Stops container `id` as the kubelet does at a restart or rollout:
+    /// SIGTERM, SIGKILL after the grace period, then removes it.
+    pub fn stop(&self, id: &str, grace: Duration) {
+        let _ = self.ctr(&["tasks", "kill", "-s", "SIGTERM", id]);
+        let start = Instant::now();
+        while start.elapsed() < grace && self.task_running(id) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.ctr(&["tasks", "kill", "-s", "SIGKILL", id]);
+        let _ = self.ctr(&["tasks", "rm", "-f", id]);
+        let (ok, _, err) = self.ctr(&["containers", "rm", id]);
+        assert!(ok, "remove container {id}: {err}");
+    }
+
+    fn task_running(&self, id: &str) -> bool {
+        let (_, out, _) = self.ctr(&["tasks", "ls"]);
+        out.lines()
+            .any(|l| l.starts_with(&format!("{id} ")) && l.contains("RUNNING"))
+    }
+
+    /// The pid of task `id` in containerd namespace `ns`, if it runs.
+    pub fn task_pid(&self, ns: &str, id: &str) -> Option<u32> {
+        let (_, out, _) = self.ctr_in(ns, &["tasks", "ls"]);
+        out.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.first() == Some(&id) && f.get(2) == Some(&"RUNNING"))
+                .then(|| f[1].parse().ok())
+                .flatten()
+        })
+    }
+
+    /// The container ids in containerd namespace `ns`.
+    pub fn containers_in(&self, ns: &str) -> Vec<String> {
+        let (_, out, _) = self.ctr_in(ns, &["containers", "ls", "-q"]);
+        out.lines().map(str::to_string).collect()
+    }
+
+    /// privileged, hostPID, hostNetwork: the only settings let through.
+    fn security(&self, spec: &Value, container: &Value) -> Vec<String> {
+        let mut out = Vec::new();
+        for (k, v) in container["securityContext"]
+            .as_object()
+            .into_iter()
+            .flatten()
+        {
+            match (k.as_str(), v) {
+                ("privileged", Value::Bool(true)) => out.push("--privileged".into()),
+                ("privileged", Value::Bool(false)) => {}
+                _ => panic!("securityContext.{k} is not emulated: add it here first"),
+            }
+        }
+        if spec["hostPID"] == true {
+            out.push("--with-ns".into());
+            // The runtime's own (the CRI plugin leaves the namespace out;
+            // ctr can only name one to join). /proc/1's fails in runc 1.1.
+            out.push("pid:/proc/self/ns/pid".into());
+        }
+        if spec["hostNetwork"] == true {
+            // The task's network namespace is its shim's: the node's.
+            out.push("--net-host".into());
+        } else {
+            panic!("only hostNetwork pods are emulated");
+        }
+        assert!(
+            spec.get("hostIPC").is_none() && spec.get("securityContext").is_none(),
+            "pod-level hostIPC and securityContext are not emulated"
+        );
+        out
+    }
+
+    fn env(&self, container: &Value, pod: &Pod) -> Vec<(String, String)> {
+        let mut env = Vec::new();
+        for e in container["env"].as_array().into_iter().flatten() {
+            let name = e["name"].as_str().expect("an env name").to_string();
+            let value = if let Some(v) = e["value"].as_str() {
+                pod.services
+                    .get(v)
+                    .cloned()
+                    .unwrap_or_else(|| v.to_string())
+            } else if e["valueFrom"]["fieldRef"]["fieldPath"] == "spec.nodeName" {
+                self.name.clone()
+            } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+                let (secret, key) = (r["name"].as_str().unwrap(), r["key"].as_str().unwrap());
+                pod.secrets
+                    .get(secret)
+                    .and_then(|s| s.get(key))
+                    .unwrap_or_else(|| panic!("Secret {secret} has no {key}"))
+                    .clone()
+            } else {
+                panic!("env {name}: {e} is not emulated")
+            };
+            env.push((name, value));
+        }
+        env
+    }
+
+    fn mounts(&self, spec: &Value, container: &Value, pod: &Pod) -> Vec<String> {
+        let volumes: BTreeMap<&str, &Value> = spec["volumes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|v| (v["name"].as_str().expect("a volume name"), v))
+            .collect();
+        let mut out = Vec::new();
+        let mut mount = |src: &Path, dst: &str, options: &str| {
+            out.push("--mount".to_string());
+            out.push(format!(
+                "type=bind,src={},dst={dst},options={options}",
+                src.display()
+            ));
+        };
+        for m in container["volumeMounts"].as_array().into_iter().flatten() {
+            let name = m["name"].as_str().expect("a mount name");
+            let dst = m["mountPath"].as_str().expect("a mountPath");
+            let v = volumes
+                .get(name)
+                .unwrap_or_else(|| panic!("no volume {name}"));
+            let mut options = vec!["rbind"];
+            options.push(if m["readOnly"] == true { "ro" } else { "rw" });
+            match m["mountPropagation"].as_str() {
+                Some("Bidirectional") => options.push("rshared"),
+                Some("HostToContainer") => options.push("rslave"),
+                None | Some("None") => options.push("rprivate"),
+                Some(p) => panic!("mountPropagation {p} is not emulated"),
+            }
+            let src = if let Some(h) = v["hostPath"].as_object() {
+                let path = h["path"].as_str().expect("a hostPath");
+                match h.get("type").and_then(Value::as_str) {
+                    Some("DirectoryOrCreate") => {
+                        assert!(self.in_node(&format!("mkdir -p {path}")).0)
+                    }
+                    Some("Directory") => {
+                        assert!(self.in_node(&format!("test -d {path}")).0, "{path}")
+                    }
+                    Some("Socket") => assert!(self.in_node(&format!("test -S {path}")).0, "{path}"),
+                    t => panic!("hostPath type {t:?} is not emulated"),
+                }
+                PathBuf::from(path)
+            } else if let Some(c) = v["configMap"].as_object() {
+                let cm = c["name"].as_str().expect("a ConfigMap name");
+                let files = pod
+                    .config_maps
+                    .get(cm)
+                    .unwrap_or_else(|| panic!("no ConfigMap {cm}"));
+                let d = self.dir.join("configmaps").join(cm);
+                std::fs::create_dir_all(&d).expect("mkdir a ConfigMap");
+                for (f, text) in files {
+                    std::fs::write(d.join(f), text).expect("write a ConfigMap file");
+                }
+                d
+            } else {
+                panic!("volume {name}: only hostPath and configMap are emulated")
+            };
+            mount(&src, dst, &options.join(":"));
+        }
+        // What the kubelet gives every container.
+        for f in ["/etc/hosts", "/etc/hostname", "/etc/resolv.conf"] {
+            mount(Path::new(f), f, "rbind:ro");
+        }
+        out
+    }
+
+    /// The image's entrypoint, from its config.
+    fn entrypoint(&self, image: &str) -> Vec<String> {
+        let (ok, out, err) = self.ctr(&["images", "ls", &format!("name=={image}")]);
+        assert!(ok, "{err}");
+        assert!(out.contains(image), "{image} not pulled: {out}");
+        let (ok, config, err) = self.ctr(&["content", "get", &self.config_digest(image)]);
+        assert!(ok, "{err}");
+        let config: Value = serde_json::from_str(&config).expect("the image config");
+        config["config"]["Entrypoint"]
+            .as_array()
+            .expect("the image has an entrypoint")
+            .iter()
+            .map(|a| a.as_str().unwrap().to_string())
+            .collect()
+    }
+
+    fn config_digest(&self, image: &str) -> String {
+        let (_, out, _) = self.ctr(&["images", "ls"]);
+        let target = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{image} ")))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .expect("the image's manifest digest")
+            .to_string();
+        let (ok, manifest, err) = self.ctr(&["content", "get", &target]);
+        assert!(ok, "{err}");
+        let manifest: Value = serde_json::from_str(&manifest).expect("the image manifest");
+        manifest["config"]["digest"]
+            .as_str()
+            .expect("a config digest")
+            .to_string()
+    }
+
+    /// Runs `sh -c CMD` in the node's mount namespace.
+    pub fn in_node(&self, cmd: &str) -> (bool, String, String) {
+        crate::sh(&format!(
+            "nsenter --mount=/proc/{}/ns/mnt sh -c '{}'",
+            self.holder.id(),
+            cmd.replace('\'', "'\\''")
+        ))
+    }
+}
+
+fn expand(arg: &str, env: &[(String, String)]) -> String {
+    env.iter().fold(arg.to_string(), |a, (k, v)| {
+        a.replace(&format!("$({k})"), v)
+    })
+}
+
+fn rand_suffix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl KubeNode {
+    /// The output of every container this node ran, oldest first.
+    pub fn logs(&self) -> String {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(&self.dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "log") && !p.ends_with("containerd.log"))
+            .collect();
+        files.sort();
+        files
+            .iter()
+            .map(|f| {
+                format!(
+                    "=== {} ===\n{}",
+                    f.display(),
+                    std::fs::read_to_string(f).unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+impl Drop for KubeNode {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let logs = self.logs();
+            let tail: Vec<&str> = logs.lines().rev().take(40).collect();
+            eprintln!("--- {}'s containers (last 40 lines) ---", self.name);
+            for l in tail.iter().rev() {
+                eprintln!("{l}");
+            }
+        }
+        for ns in ["berth", K8S_NAMESPACE] {
+            for c in self.containers_in(ns) {
+                let _ = self.ctr_in(ns, &["tasks", "kill", "-s", "SIGKILL", &c]);
+            }
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        for ns in ["berth", K8S_NAMESPACE] {
+            for c in self.containers_in(ns) {
+                let _ = self.ctr_in(ns, &["tasks", "rm", "-f", &c]);
+                let _ = self.ctr_in(ns, &["containers", "rm", &c]);
+            }
+        }
+        let _ = self.containerd.kill();
+        let _ = self.containerd.wait();
+        // The node's mounts go with its mount namespace.
+        let _ = self.holder.kill();
+        let _ = self.holder.wait();
+        let _ = crate::sh(&format!(
+            "ip netns del {ns}; for c in /sys/fs/cgroup/*/k8s.io; do [ -d \"$c\" ] && find \"$c\" -depth -type d -empty -exec rmdir {{}} \\; ; done",
+            ns = self.netns
+        ));
+    }
+}
