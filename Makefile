@@ -40,6 +40,7 @@ test: deps images
 	@scripts/dist.sh --install-tool
 	@scripts/debian-rootfs.sh >/dev/null
 	@scripts/kubernetes-validate.sh --install
+	@scripts/previous-build.sh >/dev/null
 	$(CARGO) build --locked --workspace --all-targets
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --locked --workspace --no-fail-fast; \

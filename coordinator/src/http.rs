@@ -240,8 +240,13 @@ pub enum ApiListener {
     Tls(tls::TlsListener),
 }
 
-/// Serves the API on `listener` until it fails.
-pub async fn serve(listener: ApiListener, state: AppState) -> std::io::Result<()> {
+/// Serves the API until `stop` completes; then takes no new connection and
+/// returns once every open one has finished its request in flight.
+pub async fn serve(
+    listener: ApiListener,
+    state: AppState,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     use axum::serve::ListenerExt;
     // Host-routed previews are rewritten before routing, so the layer wraps the router.
     let app = tower::Layer::layer(
@@ -254,14 +259,16 @@ pub async fn serve(listener: ApiListener, state: AppState) -> std::io::Result<()
             let svc = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
                 std::net::SocketAddr,
             >(app);
-            axum::serve(l, svc).await
+            axum::serve(l, svc).with_graceful_shutdown(stop).await
         }
         ApiListener::Tls(l) => {
             let app = tower::Layer::layer(&axum::middleware::map_response(hsts), app);
             let svc = axum::ServiceExt::<Request>::into_make_service_with_connect_info::<
                 std::net::SocketAddr,
             >(app);
-            axum::serve(l.tap_io(|_| ()), svc).await
+            axum::serve(l.tap_io(|_| ()), svc)
+                .with_graceful_shutdown(stop)
+                .await
         }
     }
 }

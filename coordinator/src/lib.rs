@@ -67,6 +67,9 @@ pub async fn secrets_sealer(cfg: &Config, store: &store::Store) -> Result<secret
     Ok(sealer)
 }
 
+/// How long a stopping coordinator waits for the API requests in flight.
+const DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Runs the coordinator until `shutdown` completes. `on_bound` is called
 /// once both listeners are bound.
 pub async fn run(
@@ -169,13 +172,35 @@ pub async fn run(
     };
     tracing::info!(api = %bound.api, link = %bound.link, ca = %ca.fingerprint(), "coordinator ready");
     on_bound(&bound);
+    let (stop_api, api_stop) = tokio::sync::oneshot::channel::<()>();
+    let server = http::serve(listener, state, async move {
+        let _ = api_stop.await;
+    });
+    let link_serve = link.serve(endpoint.clone());
+    let service = svc.run(link_events);
+    tokio::pin!(server, link_serve, service, watch);
     tokio::select! {
-        r = http::serve(listener, state) => r.map_err(|e| Error::internal(format!("API server: {e}")))?,
-        _ = link.serve(endpoint.clone()) => {}
-        _ = watch => {}
-        _ = svc.run(link_events) => {}
-        _ = shutdown => tracing::info!("shutting down"),
+        r = &mut server => r.map_err(|e| Error::internal(format!("API server: {e}")))?,
+        _ = &mut link_serve => {}
+        _ = &mut watch => {}
+        _ = &mut service => {}
+        _ = shutdown => tracing::info!("shutting down: no new API connections; finishing the requests in flight"),
     }
+    // A rolling restart fails no request a client got through: the
+    // listener closes (the client goes to another coordinator) and every
+    // request in flight finishes, with the link and the service still
+    // running for them, for up to DRAIN (event streams and terminals are
+    // cut then).
+    let _ = stop_api.send(());
+    let drained = tokio::time::timeout(DRAIN, async {
+        tokio::select! {
+            _ = &mut server => {}
+            _ = &mut link_serve => {}
+            _ = &mut service => {}
+        }
+    })
+    .await;
+    tracing::info!(drained = drained.is_ok(), "API closed");
     endpoint.close(0u32.into(), b"coordinator shutting down");
     Ok(())
 }

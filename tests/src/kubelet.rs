@@ -65,6 +65,24 @@ exec runc "$@"
 /// The containerd namespace the kubelet's containers live in.
 const K8S_NAMESPACE: &str = "k8s.io";
 
+/// The documents of `deploy/kubernetes/FILE`, as JSON (read with the
+/// validator's YAML loader: `scripts/kubernetes-validate.sh --json`).
+pub fn manifest(file: &str) -> Vec<Value> {
+    let out = Command::new(crate::repo_root().join("scripts/kubernetes-validate.sh"))
+        .arg("--json")
+        .arg(crate::repo_root().join("deploy/kubernetes").join(file))
+        .output()
+        .expect("scripts/kubernetes-validate.sh --json");
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+/// The document of kind `kind` among `docs`.
+pub fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind)
+        .unwrap_or_else(|| panic!("no {kind}"))
+}
+
 /// One node: its namespaces and its containerd.
 pub struct KubeNode {
     pub name: String,

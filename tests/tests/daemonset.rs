@@ -8,32 +8,11 @@
 //! agent container (SIGTERM, a new container, as a rollout does) leaves the
 //! workspace running, the same process, and the new agent adopts it.
 
-use berth_tests::kubelet::{KubeNode, Pod};
+use berth_tests::kubelet::{kind, manifest, KubeNode, Pod};
 use berth_tests::{Cluster, ClusterOptions};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::collections::BTreeMap;
 use std::time::Duration;
-
-/// The documents of a manifest file, as JSON.
-fn documents(file: &str) -> Vec<Value> {
-    let out =
-        std::process::Command::new(berth_tests::repo_root().join("scripts/kubernetes-validate.sh"))
-            .arg("--json")
-            .arg(
-                berth_tests::repo_root()
-                    .join("deploy/kubernetes")
-                    .join(file),
-            )
-            .output()
-            .expect("scripts/kubernetes-validate.sh --json");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind}"))
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_daemonset_agent_runs_a_workspace_and_a_restart_keeps_it() {
@@ -43,7 +22,7 @@ async fn the_daemonset_agent_runs_a_workspace_and_a_restart_keeps_it() {
         ..Default::default()
     })
     .await;
-    let agent_yaml = documents("agent.yaml");
+    let agent_yaml = manifest("agent.yaml");
     let ds = kind(&agent_yaml, "DaemonSet");
     let container = &ds["spec"]["template"]["spec"]["containers"][0];
     let env_value = |name: &str| {
@@ -56,7 +35,7 @@ async fn the_daemonset_agent_runs_a_workspace_and_a_restart_keeps_it() {
             .unwrap_or_else(|| panic!("no {name} value"))
             .to_string()
     };
-    let secret = kind(&documents("join-token.yaml"), "Secret").clone();
+    let secret = kind(&manifest("join-token.yaml"), "Secret").clone();
     let grace = Duration::from_secs(
         ds["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
             .as_u64()

@@ -6,7 +6,7 @@
 //! is one the binaries read; the agent's configuration in its ConfigMap is
 //! one the agent accepts.
 
-use serde_json::Value;
+use berth_tests::kubelet::{kind, manifest};
 use std::process::Command;
 
 fn validate(files: &[std::path::PathBuf]) -> (bool, String) {
@@ -22,26 +22,6 @@ fn validate(files: &[std::path::PathBuf]) -> (bool, String) {
             String::from_utf8_lossy(&out.stderr)
         ),
     )
-}
-
-/// The documents of a manifest file.
-fn documents(file: &str) -> Vec<Value> {
-    let out = Command::new(berth_tests::repo_root().join("scripts/kubernetes-validate.sh"))
-        .arg("--json")
-        .arg(
-            berth_tests::repo_root()
-                .join("deploy/kubernetes")
-                .join(file),
-        )
-        .output()
-        .expect("scripts/kubernetes-validate.sh --json");
-    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{file}: {e}"))
-}
-
-fn kind<'a>(docs: &'a [Value], kind: &str) -> &'a Value {
-    docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("no {kind}"))
 }
 
 /// The `BERTH_*` variables a binary's `--help` names.
@@ -75,7 +55,7 @@ fn the_manifests_are_valid_and_give_the_agent_what_it_needs() {
     // The DaemonSet: privileged, the host's PID and network namespaces,
     // every node, critical, rolled one node at a time, ready when the
     // agent answers on its socket; the host paths it works on.
-    let agent = documents("agent.yaml");
+    let agent = manifest("agent.yaml");
     let ds = kind(&agent, "DaemonSet");
     let pod = &ds["spec"]["template"]["spec"];
     assert_eq!(pod["hostPID"], true);
@@ -136,7 +116,7 @@ fn the_manifests_are_valid_and_give_the_agent_what_it_needs() {
     );
 
     // Every BERTH_* variable set is one the binary reads.
-    let coordinator = documents("coordinator.yaml");
+    let coordinator = manifest("coordinator.yaml");
     let deployment = kind(&coordinator, "Deployment");
     assert_eq!(deployment["spec"]["replicas"], 2);
     for (container, help) in [

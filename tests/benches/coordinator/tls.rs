@@ -24,8 +24,16 @@ pub(super) async fn api_tls() {
     let tls = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (plain_at, tls_at) = (plain.local_addr().unwrap(), tls.local_addr().unwrap());
     let tls = TlsListener::new(tls, certs.server_config().unwrap()).unwrap();
-    tokio::spawn(serve(ApiListener::Plain(plain), state(&svc, true)));
-    tokio::spawn(serve(ApiListener::Tls(tls), state(&svc, true)));
+    tokio::spawn(serve(
+        ApiListener::Plain(plain),
+        state(&svc, true),
+        std::future::pending(),
+    ));
+    tokio::spawn(serve(
+        ApiListener::Tls(tls),
+        state(&svc, true),
+        std::future::pending(),
+    ));
     let one = |builder: reqwest::ClientBuilder| builder.pool_max_idle_per_host(1).build().unwrap();
     let http = one(reqwest::Client::builder());
     let https = one(reqwest::Client::builder()
