@@ -52,6 +52,12 @@ fn as_postgres(bin: &Path, prog: &str) -> Command {
 impl Postgres {
     /// initdb (trust auth for the `berth` superuser, loopback only) and start.
     pub fn start() -> Self {
+        Self::start_on(None)
+    }
+
+    /// `start`, also listening on `addr` (a test bridge's address) and
+    /// trusting the machines on its /24.
+    pub fn start_on(addr: Option<&str>) -> Self {
         static SEQ: AtomicU32 = AtomicU32::new(0);
         let dir = PathBuf::from(format!(
             "/tmp/berth-pg-{}-{}",
@@ -86,12 +92,27 @@ impl Postgres {
             "initdb: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let mut listen = "127.0.0.1".to_string();
+        if let Some(a) = addr {
+            listen = format!("{listen},{a}");
+            let net = a.rsplit_once('.').map_or(a, |(n, _)| n);
+            let mut hba = std::fs::OpenOptions::new()
+                .append(true)
+                .open(data.join("pg_hba.conf"))
+                .expect("pg_hba.conf");
+            std::io::Write::write_all(
+                &mut hba,
+                format!("host all berth {net}.0/24 trust\n").as_bytes(),
+            )
+            .expect("write pg_hba.conf");
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.join("postgres.log")).expect("pg log");
         let child = as_postgres(&bin, "postgres")
             .arg("-D")
             .arg(&data)
-            .args(["-p", &port.to_string(), "-c", "listen_addresses=127.0.0.1"])
+            .args(["-p", &port.to_string(), "-c"])
+            .arg(format!("listen_addresses={listen}"))
             .arg("-c")
             .arg(format!("unix_socket_directories={}", dir.display()))
             .args(["-c", "max_connections=300", "-c", "shared_buffers=64MB"])
