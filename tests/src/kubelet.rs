@@ -15,11 +15,13 @@
 //! A pod's container gets exactly what its spec says, and nothing the
 //! emulation does not know is let through: `privileged` (ctr
 //! `--privileged`), `hostPID` (the machine's PID namespace), `hostNetwork`
-//! (the node's), `hostPath` and `configMap` volumes with their
-//! `mountPropagation` and `readOnly`, `env` (values, the node's name, Secret
-//! keys), `args` after the image's entrypoint with `$(VAR)` expanded, and the
-//! files every kubelet adds (`/etc/hosts`, `/etc/hostname`,
-//! `/etc/resolv.conf`). Any other security setting, volume kind or field
+//! (the node's; else the pod's own network namespace), the image's user
+//! (`runAsUser` must be it), `readOnlyRootFilesystem`, capabilities
+//! dropped, `hostPath`, `configMap`, `emptyDir` and `secret` volumes with
+//! their `mountPropagation`, `readOnly` and `fsGroup`, `env` (values, the
+//! node's name, Secret keys), `args` after the image's entrypoint with
+//! `$(VAR)` expanded, and the files every kubelet adds (`/etc/hosts`,
+//! `/etc/hostname`, `/etc/resolv.conf`). Any other security setting, volume kind or field
 //! reference is refused, so the manifest cannot grow a privilege this test
 //! does not give.
 
@@ -38,29 +40,50 @@ const PRIVATE_HOST_PATHS: [&str; 4] = [
     "/var/lib/containerd",
 ];
 
-/// runc, with the CRI plugin's rule for the root's propagation applied to
-/// the bundle's config.json first.
-const RUNC_CRI: &str = r#"#!/bin/sh
-bundle=""; prev=""
-for a in "$@"; do
-  [ "$prev" = "--bundle" ] && bundle=$a
-  prev=$a
-done
-if [ -n "$bundle" ] && [ -f "$bundle/config.json" ]; then
-  python3 - "$bundle/config.json" <<'PY'
-import json, sys
-p = sys.argv[1]
-spec = json.load(open(p))
-opts = [o for m in spec.get("mounts", []) for o in m.get("options", [])]
-if "rshared" in opts:
-    spec["linux"]["rootfsPropagation"] = "rshared"
-elif "rslave" in opts:
-    spec["linux"]["rootfsPropagation"] = "rslave"
-json.dump(spec, open(p, "w"))
-PY
-fi
-exec runc "$@"
-"#;
+/// Every Linux capability (to CAP_CHECKPOINT_RESTORE, Linux 5.9).
+const ALL_CAPS: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
 
 /// The containerd namespace the kubelet's containers live in.
 const K8S_NAMESPACE: &str = "k8s.io";
@@ -110,6 +133,10 @@ pub struct Pod<'a> {
     /// The image reference pulled instead of the manifest's (this
     /// machine's registry).
     pub image: String,
+    /// The pod's network namespace (under /run/netns), unless hostNetwork.
+    pub network: Option<String>,
+    /// Its name among the workload's replicas (its volumes' directory).
+    pub replica: String,
 }
 
 impl KubeNode {
@@ -157,15 +184,6 @@ impl KubeNode {
              [ttrpc]\n  address = \"/run/containerd/containerd.sock.ttrpc\"\n",
         )
         .expect("write the node's containerd config");
-        // What the CRI plugin does and ctr cannot say: a pod with a
-        // Bidirectional mount gets rootfsPropagation rshared (HostToContainer
-        // only: rslave), or the container's mounts would not reach the host.
-        std::fs::write(dir.join("runc-cri"), RUNC_CRI).expect("write runc-cri");
-        std::fs::set_permissions(
-            dir.join("runc-cri"),
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .expect("chmod runc-cri");
         let log = std::fs::File::create(dir.join("containerd.log")).expect("containerd log");
         let containerd = Command::new("nsenter")
             .arg(format!("--mount=/proc/{}/ns/mnt", holder.id()))
@@ -230,18 +248,24 @@ impl KubeNode {
         let container = &spec["containers"][0];
         let (ok, _, err) = self.ctr(&["images", "pull", "--plain-http", &pod.image]);
         assert!(ok, "pull {}: {err}", pod.image);
-        let mut args: Vec<String> = vec![
-            "run".into(),
-            "-d".into(),
-            format!("--runc-binary={}", self.dir.join("runc-cri").display()),
-        ];
-        args.extend(self.security(spec, container));
+        let image = self.image_config(&pod.image);
+        let mut args: Vec<String> = vec!["run".into(), "-d".into()];
+        args.extend(self.security(spec, container, pod, &image));
         let env = self.env(container, pod);
         for (k, v) in &env {
             args.push("--env".into());
             args.push(format!("{k}={v}"));
         }
-        args.extend(self.mounts(spec, container, pod));
+        let mounts = self.mounts(spec, container, pod);
+        // The CRI plugin's rule: a Bidirectional mount makes the root
+        // rshared (HostToContainer: rslave), or the container's mounts
+        // would not reach the host.
+        if mounts.iter().any(|m| m.contains(":rshared")) {
+            args.push("--rootfs-propagation=rshared".into());
+        } else if mounts.iter().any(|m| m.contains(":rslave")) {
+            args.push("--rootfs-propagation=rslave".into());
+        }
+        args.extend(mounts);
         let id = format!(
             "{}-{}-{}",
             pod.workload["metadata"]["name"].as_str().expect("a name"),
@@ -256,7 +280,13 @@ impl KubeNode {
         self.restarts += 1;
         args.push(pod.image.clone());
         args.push(id.clone());
-        args.extend(self.entrypoint(&pod.image));
+        args.extend(
+            image["config"]["Entrypoint"]
+                .as_array()
+                .expect("the image has an entrypoint")
+                .iter()
+                .map(|a| a.as_str().unwrap().to_string()),
+        );
         assert!(
             container.get("command").is_none(),
             "the emulation keeps the image's entrypoint"
@@ -283,10 +313,16 @@ impl KubeNode {
             .iter()
             .map(|a| a.as_str().expect("a probe argument"))
             .collect();
-        let exec_id = format!("probe{}", rand_suffix());
+        self.exec(id, &probe).0
+    }
+
+    /// Runs `argv` in container `id` (a new process, as `kubectl exec`):
+    /// (success, stdout, stderr).
+    pub fn exec(&self, id: &str, argv: &[&str]) -> (bool, String, String) {
+        let exec_id = format!("exec{}", rand_suffix());
         let mut args = vec!["tasks", "exec", "--exec-id", &exec_id, id];
-        args.extend(probe);
-        self.ctr(&args).0
+        args.extend(argv);
+        self.ctr(&args)
     }
 
     /// Stops container `id` as the kubelet does at a restart or rollout:
@@ -326,9 +362,31 @@ impl KubeNode {
         out.lines().map(str::to_string).collect()
     }
 
-    /// privileged, hostPID, hostNetwork: the only settings let through.
-    fn security(&self, spec: &Value, container: &Value) -> Vec<String> {
+    /// The security settings let through: privileged, hostPID,
+    /// hostNetwork (else the pod's own network namespace); runAsNonRoot,
+    /// runAsUser and runAsGroup when they are the image's user (ctr runs
+    /// the image's user and has no flag for another), fsGroup (the volumes'
+    /// group); allowPrivilegeEscalation false (containerd's default,
+    /// no_new_privs), readOnlyRootFilesystem, capabilities dropped.
+    fn security(&self, spec: &Value, container: &Value, pod: &Pod, image: &Value) -> Vec<String> {
         let mut out = Vec::new();
+        let user = image["config"]["User"].as_str().unwrap_or("0");
+        let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+        for (k, v) in spec["securityContext"].as_object().into_iter().flatten() {
+            match (k.as_str(), v) {
+                ("runAsNonRoot", Value::Bool(true)) => {
+                    assert_ne!(uid, "0", "runAsNonRoot: the image runs as root")
+                }
+                ("runAsUser", n) => {
+                    assert_eq!(n.to_string(), uid, "runAsUser is not the image's user")
+                }
+                ("runAsGroup", n) => {
+                    assert_eq!(n.to_string(), gid, "runAsGroup is not the image's group")
+                }
+                ("fsGroup", _) => {}
+                _ => panic!("pod securityContext.{k} is not emulated: add it here first"),
+            }
+        }
         for (k, v) in container["securityContext"]
             .as_object()
             .into_iter()
@@ -337,6 +395,18 @@ impl KubeNode {
             match (k.as_str(), v) {
                 ("privileged", Value::Bool(true)) => out.push("--privileged".into()),
                 ("privileged", Value::Bool(false)) => {}
+                ("allowPrivilegeEscalation", Value::Bool(false)) => {}
+                ("readOnlyRootFilesystem", Value::Bool(true)) => out.push("--read-only".into()),
+                ("capabilities", c) => {
+                    assert!(c.get("add").is_none(), "capabilities.add is not emulated");
+                    for cap in c["drop"].as_array().into_iter().flatten() {
+                        // ctr takes named capabilities only: ALL is each.
+                        match cap.as_str().unwrap() {
+                            "ALL" => out.extend(ALL_CAPS.iter().map(|c| format!("--cap-drop={c}"))),
+                            cap => out.push(format!("--cap-drop=CAP_{cap}")),
+                        }
+                    }
+                }
                 _ => panic!("securityContext.{k} is not emulated: add it here first"),
             }
         }
@@ -350,12 +420,11 @@ impl KubeNode {
             // The task's network namespace is its shim's: the node's.
             out.push("--net-host".into());
         } else {
-            panic!("only hostNetwork pods are emulated");
+            let netns = pod.network.as_deref().expect("a pod network namespace");
+            out.push("--with-ns".into());
+            out.push(format!("network:/run/netns/{netns}"));
         }
-        assert!(
-            spec.get("hostIPC").is_none() && spec.get("securityContext").is_none(),
-            "pod-level hostIPC and securityContext are not emulated"
-        );
+        assert!(spec.get("hostIPC").is_none(), "hostIPC is not emulated");
         out
     }
 
@@ -439,8 +508,42 @@ impl KubeNode {
                     std::fs::write(d.join(f), text).expect("write a ConfigMap file");
                 }
                 d
+            } else if v.get("emptyDir").is_some() {
+                let d = self.dir.join("pods").join(&pod.replica).join(name);
+                std::fs::create_dir_all(&d).expect("mkdir an emptyDir");
+                self.own(&d, spec);
+                d
+            } else if let Some(sec) = v["secret"].as_object() {
+                let name_ = sec["secretName"].as_str().expect("a secretName");
+                let data = pod
+                    .secrets
+                    .get(name_)
+                    .unwrap_or_else(|| panic!("no Secret {name_}"));
+                let d = self.dir.join("pods").join(&pod.replica).join(name);
+                std::fs::create_dir_all(&d).expect("mkdir a Secret volume");
+                for item in sec["items"].as_array().expect("the Secret's items") {
+                    let (key, path) = (
+                        item["key"].as_str().unwrap(),
+                        item["path"].as_str().unwrap(),
+                    );
+                    let f = d.join(path);
+                    std::fs::write(
+                        &f,
+                        data.get(key)
+                            .unwrap_or_else(|| panic!("Secret {name_} has no {key}")),
+                    )
+                    .expect("write a Secret file");
+                    let mode = item["mode"].as_u64().unwrap_or(0o644) as u32;
+                    std::fs::set_permissions(
+                        &f,
+                        std::os::unix::fs::PermissionsExt::from_mode(mode),
+                    )
+                    .expect("chmod a Secret file");
+                    self.own(&f, spec);
+                }
+                d
             } else {
-                panic!("volume {name}: only hostPath and configMap are emulated")
+                panic!("volume {name}: only hostPath, configMap, emptyDir and secret are emulated")
             };
             mount(&src, dst, &options.join(":"));
         }
@@ -451,20 +554,14 @@ impl KubeNode {
         out
     }
 
-    /// The image's entrypoint, from its config.
-    fn entrypoint(&self, image: &str) -> Vec<String> {
+    /// The image's config (entrypoint, user).
+    fn image_config(&self, image: &str) -> Value {
         let (ok, out, err) = self.ctr(&["images", "ls", &format!("name=={image}")]);
         assert!(ok, "{err}");
         assert!(out.contains(image), "{image} not pulled: {out}");
         let (ok, config, err) = self.ctr(&["content", "get", &self.config_digest(image)]);
         assert!(ok, "{err}");
-        let config: Value = serde_json::from_str(&config).expect("the image config");
-        config["config"]["Entrypoint"]
-            .as_array()
-            .expect("the image has an entrypoint")
-            .iter()
-            .map(|a| a.as_str().unwrap().to_string())
-            .collect()
+        serde_json::from_str(&config).expect("the image config")
     }
 
     fn config_digest(&self, image: &str) -> String {
@@ -482,6 +579,18 @@ impl KubeNode {
             .as_str()
             .expect("a config digest")
             .to_string()
+    }
+
+    /// A volume's file or directory, owned by the pod's fsGroup as the
+    /// kubelet makes it (group-owned, group-writable directories).
+    fn own(&self, path: &Path, spec: &Value) {
+        if let Some(g) = spec["securityContext"]["fsGroup"].as_u64() {
+            let (ok, _, err) = crate::sh(&format!(
+                "chgrp {g} {p} && if [ -d {p} ]; then chmod 2775 {p}; else chmod g+r {p}; fi",
+                p = path.display()
+            ));
+            assert!(ok, "{err}");
+        }
     }
 
     /// Runs `sh -c CMD` in the node's mount namespace.

@@ -74,6 +74,8 @@ async fn the_daemonset_agent_runs_a_workspace_and_a_restart_keeps_it() {
         // Cluster DNS: the link Service is the coordinator's link address.
         services: BTreeMap::from([(env_value("BERTH_COORDINATOR"), c.link_addr())]),
         image: format!("{}/{image}", c.registry.addr),
+        network: None,
+        replica: "agent".into(),
     };
 
     let mut nodes = Vec::new();
