@@ -113,6 +113,41 @@ fn one_playbook_installs_a_coordinator_and_two_joined_nodes_and_a_second_run_cha
     );
     println!("the idempotent second run: {second:.1} s");
 
+    // A version bump upgrades in place: every package at the new version,
+    // the agents restarted by their units (KillMode=process: workspaces
+    // would stay; tests/tests/daemonset.rs and the agent's restart tests
+    // show they do), both nodes back and connected.
+    let pids = |i: usize| t.ssh(i, "systemctl show -p MainPID --value berth-agent").1;
+    let before = (pids(1), pids(2));
+    let bumped = tempfile::tempdir().unwrap();
+    dist_packages(bumped.path(), "0.1.1-1");
+    let (ok, out, _) = playbook(
+        &t,
+        &inventory,
+        "site.yml",
+        &format!(
+            "berth_packages_dir={} berth_api_listen=0.0.0.0:8080 berth_version=0.1.1-1",
+            bumped.path().display()
+        ),
+    );
+    assert!(ok, "the upgrade run:\n{out}");
+    for (i, package) in ["berth-coordinator", "berth-agent", "berth-agent"]
+        .iter()
+        .enumerate()
+    {
+        let (_, v, _) = t.ssh(i, &format!("dpkg-query -W -f '${{Version}}' {package}"));
+        assert_eq!(v.trim(), "0.1.1-1", "{package} on {}", t.targets[i].ip);
+    }
+    assert!(
+        pids(1) != before.0 && pids(2) != before.1,
+        "the agents were not restarted: {before:?}"
+    );
+    assert_eq!(
+        connected_nodes(&api, token.trim(), 2).as_deref(),
+        Some(&["node1".to_string(), "node2".to_string()][..]),
+        "the nodes did not come back after the upgrade"
+    );
+
     // drain.yml drains node2 and removes its agent.
     let (ok, out, _) = playbook(&t, &inventory, "drain.yml", &format!("{extra} node=node2"));
     assert!(ok, "drain.yml:\n{out}");

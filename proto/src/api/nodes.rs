@@ -114,7 +114,11 @@ pub struct CreateJoinToken {
     /// How many nodes may join with it (default 1: one-time; at most
     /// 10000). A DaemonSet's Secret needs one for every node it may run on.
     #[cfg_attr(feature = "openapi", schema(minimum = 1, maximum = 10000))]
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "whole::opt_u32",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub uses: Option<u32>,
 }
 
