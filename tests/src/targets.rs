@@ -143,7 +143,8 @@ impl Targets {
             dir,
         };
         for i in 0..t.targets.len() {
-            let deadline = Instant::now() + Duration::from_secs(60);
+            // Booting takes seconds alone, much longer on a loaded machine.
+            let deadline = Instant::now() + Duration::from_secs(180);
             while !t
                 .ssh(i, "systemctl is-system-running --wait >/dev/null; true")
                 .0
